@@ -1,0 +1,830 @@
+//! Turns one file's TOML tree into typed sections, recording every problem it meets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use patchd_schedule::{Expression, Schedule, ScheduleSpec, Tz};
+use toml::de::DeValue;
+use toml::value::Datetime;
+
+use crate::diagnostic::{did_you_mean, Diagnostics, Located, Origin};
+use crate::model::*;
+use crate::reader::{Source, TableReader};
+
+/// What one file contributes. Singleton sections stay optional so the merge can tell
+/// "not written here" from "written with defaults".
+#[derive(Debug, Default)]
+pub(crate) struct FilePart {
+    pub(crate) daemon: Option<(Daemon, Origin)>,
+    pub(crate) aws: Option<(Aws, Origin)>,
+    pub(crate) sla: Option<(SlaPolicy, Origin)>,
+    pub(crate) exceptions: Vec<Exception>,
+    pub(crate) baselines: Vec<Baseline>,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) windows: Vec<Window>,
+    /// Schedules written as `rate(...)` without a start date, for the anchor warning.
+    pub(crate) unanchored_rates: Vec<(String, Origin)>,
+    pub(crate) refs: Refs,
+}
+
+/// Names and references, recorded even when the section around them has errors, so that a
+/// duplicate name or a misspelt group is reported in the same run as everything else.
+#[derive(Debug, Default)]
+pub(crate) struct Refs {
+    /// (kind, name) of every baseline, group, window and exception.
+    pub(crate) names: Vec<(&'static str, Located<String>)>,
+    /// Group names referred to, and by what.
+    pub(crate) groups: Vec<(Located<String>, String)>,
+}
+
+pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> FilePart {
+    let (root, errors) = toml::de::DeTable::parse_recoverable(&src.text);
+    for error in &errors {
+        let origin = src.origin_at(error.span().map_or(0, |s| s.start));
+        d.error(&origin, format!("invalid TOML: {}", error.message().trim_end()), None);
+    }
+    let base_dir = src.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut r = TableReader::new(src, root.get_ref(), &(0..0), "the top level");
+    let mut part = FilePart::default();
+    if let Some(mut t) = r.table(d, "daemon", "[daemon]") {
+        let origin = t.origin.clone();
+        part.daemon = Some((decode_daemon(&mut t, d, &base_dir), origin));
+        t.finish(d);
+    }
+    if let Some(mut t) = r.table(d, "aws", "[aws]") {
+        let origin = t.origin.clone();
+        part.aws = Some((decode_aws(&mut t, d), origin));
+        t.finish(d);
+    }
+    if let Some(mut t) = r.table(d, "sla", "[sla]") {
+        let origin = t.origin.clone();
+        part.sla = Some((decode_sla(&mut t, d, &base_dir), origin));
+        t.finish(d);
+    }
+    for mut t in r.tables(d, "exception", "[[exception]]") {
+        part.exceptions.extend(decode_exception(&mut t, d, &mut part.refs));
+        t.finish(d);
+    }
+    for mut t in r.tables(d, "baseline", "[[baseline]]") {
+        part.baselines.extend(decode_baseline(&mut t, d, &mut part.refs));
+        t.finish(d);
+    }
+    for mut t in r.tables(d, "group", "[[group]]") {
+        part.groups.extend(decode_group(&mut t, d, &mut part.refs));
+        t.finish(d);
+    }
+    for mut t in r.tables(d, "window", "[[window]]") {
+        if let Some(window) = decode_window(&mut t, d, &mut part.unanchored_rates, &mut part.refs) {
+            part.windows.push(window);
+        }
+        t.finish(d);
+    }
+    // Top-level keys are checked only when the file parsed: a syntax error already explains them.
+    if errors.is_empty() {
+        r.finish(d);
+    }
+    part
+}
+
+fn resolve_path(base_dir: &Path, written: &str) -> PathBuf {
+    let path = PathBuf::from(written);
+    if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }
+}
+
+pub(crate) fn default_daemon() -> Daemon {
+    let state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    Daemon {
+        database_url: default_database_url(&state_dir),
+        listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
+        state_dir,
+    }
+}
+
+fn default_database_url(state_dir: &Path) -> DatabaseUrl {
+    DatabaseUrl::new(format!("sqlite://{}", state_dir.join("patchd.db").display()))
+}
+
+fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> Daemon {
+    let mut daemon = default_daemon();
+    if let Some(dir) = r.string(d, "state_dir", "\"/var/lib/patchd\"") {
+        daemon.state_dir = resolve_path(base_dir, &dir);
+    }
+    daemon.database_url = default_database_url(&daemon.state_dir);
+    if let Some(url) = r.string(d, "database_url", "\"sqlite:///var/lib/patchd/patchd.db\"") {
+        if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            daemon.database_url = DatabaseUrl::new(url.value);
+        } else {
+            d.error(
+                &url.origin,
+                "`database_url` must be an SQLite or PostgreSQL URL",
+                Some("write `sqlite:///var/lib/patchd/patchd.db` or `postgres://user@host/patchd`".into()),
+            );
+        }
+    }
+    if let Some(listen) = r.string(d, "listen", "\"127.0.0.1:9187\"") {
+        match listen.parse() {
+            Ok(addr) => daemon.listen = addr,
+            Err(_) => d.error(
+                &listen.origin,
+                format!("`listen` must be an IP address and port, found `{}`", listen.value),
+                Some("write `listen = \"127.0.0.1:9187\"`; use `0.0.0.0:9187` only behind a firewall".into()),
+            ),
+        }
+    }
+    daemon
+}
+
+fn is_region(s: &str) -> bool {
+    // e.g. us-east-1, eu-central-2, us-gov-west-1, ap-southeast-4
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+fn check_region(d: &mut Diagnostics, region: &Located<String>) -> bool {
+    let ok = is_region(region);
+    if !ok {
+        d.error(
+            &region.origin,
+            format!("`{}` is not an AWS region name", region.value),
+            Some("write a region code such as `us-east-1` or `eu-central-1`".into()),
+        );
+    }
+    ok
+}
+
+fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> Aws {
+    let mut aws = default_aws();
+    if let Some(region) = r.string(d, "region", "\"eu-central-1\"") {
+        if check_region(d, &region) {
+            aws.region = Some(region.value);
+        }
+    }
+    if let Some(url) = r.string(d, "endpoint_url", "\"http://127.0.0.1:4566\"") {
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => aws.endpoint_url = Some(url.value),
+            _ => d.error(
+                &url.origin,
+                format!("`endpoint_url` must be an http:// or https:// URL, found `{}`", url.value),
+                Some("write `endpoint_url = \"http://127.0.0.1:4566\"`, or leave it out to talk to AWS".into()),
+            ),
+        }
+    }
+    aws.profile = r.string(d, "profile", "\"patching\"").map(|p| p.value);
+    if let Some(n) = r.integer(d, "max_attempts", 1..=10, "3") {
+        aws.max_attempts = n.value as u32;
+    }
+    if let Some(mode) = r.choice(d, "retry_mode", &["standard", "adaptive"]) {
+        aws.retry_mode = if *mode == "adaptive" { RetryMode::Adaptive } else { RetryMode::Standard };
+    }
+    for mut t in r.tables(d, "account", "[[aws.account]]") {
+        let name = t.required_string(d, "name", "\"payments-prod\"");
+        let role_arn = t.required_string(d, "role_arn", "\"arn:aws:iam::123456789012:role/patchd\"");
+        let external_id = t.string(d, "external_id", "\"a-shared-secret\"").map(|s| s.value);
+        let regions = t.string_list(d, "regions", "[\"eu-central-1\"]").unwrap_or_default();
+        let regions_ok = regions.iter().fold(true, |ok, region| check_region(d, region) && ok);
+        if let Some(arn) = &role_arn {
+            if !is_role_arn(arn) {
+                d.error(
+                    &arn.origin,
+                    format!("`role_arn` must be an IAM role ARN, found `{}`", arn.value),
+                    Some("write `arn:aws:iam::<12-digit account id>:role/<role name>`".into()),
+                );
+            }
+        }
+        if let (Some(name), Some(role_arn)) = (name, role_arn) {
+            if regions_ok {
+                aws.accounts.push(Account {
+                    name: name.value,
+                    role_arn: role_arn.value,
+                    external_id,
+                    regions: regions.into_iter().map(|r| r.value).collect(),
+                    origin: t.origin.clone(),
+                });
+            }
+        }
+        t.finish(d);
+    }
+    aws
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty())
+}
+
+pub(crate) fn default_aws() -> Aws {
+    Aws {
+        region: None,
+        endpoint_url: None,
+        profile: None,
+        max_attempts: 3,
+        retry_mode: RetryMode::Standard,
+        accounts: Vec::new(),
+    }
+}
+
+fn is_cve(s: &str) -> bool {
+    let mut parts = s.split('-');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("CVE"), Some(year), Some(seq), None)
+            if year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit())
+                && seq.len() >= 4 && seq.bytes().all(|b| b.is_ascii_digit())
+    )
+}
+
+fn decode_sla(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> SlaPolicy {
+    let mut sla = SlaPolicy::default();
+    let days = |r: &mut TableReader, d: &mut Diagnostics, key, slot: &mut u32| {
+        if let Some(n) = r.integer(d, key, 1..=3650, "30") {
+            *slot = n.value as u32;
+        }
+    };
+    days(r, d, "critical_days", &mut sla.critical_days);
+    days(r, d, "high_days", &mut sla.high_days);
+    days(r, d, "medium_days", &mut sla.medium_days);
+    days(r, d, "low_days", &mut sla.low_days);
+    if let Some(n) = r.integer(d, "due_soon_days", 0..=365, "7") {
+        sla.due_soon_days = n.value as u32;
+    }
+    let ranks = ["critical", "high", "medium", "low"];
+    if let Some(rank) = r.choice(d, "default_rank", &ranks) {
+        sla.default_rank = RiskRank::parse(&rank).unwrap_or(RiskRank::Medium);
+    }
+    if let Some(path) = r.string(d, "kev_catalog", "\"/var/lib/patchd/known_exploited_vulnerabilities.json\"") {
+        sla.kev_catalog = Some(resolve_path(base_dir, &path));
+    }
+    for mut t in r.tables(d, "rule", "[[sla.rule]]") {
+        let cves = t.string_list(d, "cves", "[\"CVE-2024-3094\"]");
+        let rank = t.choice(d, "rank", &ranks);
+        let reason = t.string(d, "reason", "\"exploited in the wild\"").map(|s| s.value);
+        if cves.is_none() {
+            d.error(&t.origin, "[[sla.rule]] is missing the required key `cves`", Some("add `cves = [\"CVE-2024-3094\"]`".into()));
+        }
+        if rank.is_none() && t.get("rank").is_none() {
+            d.error(&t.origin, "[[sla.rule]] is missing the required key `rank`", Some("add `rank = \"critical\"`".into()));
+        }
+        let mut valid = true;
+        for cve in cves.iter().flatten() {
+            if !is_cve(cve) {
+                valid = false;
+                d.error(&cve.origin, format!("`{}` is not a CVE id", cve.value), Some("write CVE ids like `CVE-2024-3094`".into()));
+            }
+        }
+        if let (Some(cves), Some(rank), true) = (cves, rank, valid) {
+            sla.rules.push(RankRule {
+                cves: cves.into_iter().map(|c| c.value).collect(),
+                rank: RiskRank::parse(&rank).unwrap_or(RiskRank::Critical),
+                reason,
+                origin: t.origin.clone(),
+            });
+        }
+        t.finish(d);
+    }
+    if sla.critical_days > 30 {
+        d.warning(
+            &r.origin,
+            format!("`critical_days = {}` is longer than PCI DSS allows for critical patches", sla.critical_days),
+            Some("PCI DSS 6.3.3 requires critical security patches within one month of release: use 30 or less".into()),
+        );
+    }
+    sla
+}
+
+/// A name other sections refer to: letters, digits and `-_.`, as SSM allows for baseline names.
+fn check_name(d: &mut Diagnostics, name: &Located<String>, what: &str) -> bool {
+    let ok = name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        d.error(
+            &name.origin,
+            format!("{what} name `{}` may only contain letters, digits, `-`, `_` and `.` (at most 128)", name.value),
+            Some(format!("for example `{}`", sanitize(&name.value))),
+        );
+    }
+    ok
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+    if s.is_empty() {
+        "prod-web".into()
+    } else {
+        s
+    }
+}
+
+fn date_of(d: &mut Diagnostics, dt: &Located<Datetime>, key: &str) -> Option<NaiveDate> {
+    match (dt.date, dt.time) {
+        (Some(date), None) => NaiveDate::from_ymd_opt(date.year.into(), date.month.into(), date.day.into()),
+        _ => {
+            d.error(&dt.origin, format!("`{key}` must be a date without a time"), Some(format!("write `{key} = 2027-03-31`")));
+            None
+        }
+    }
+}
+
+fn decode_exception(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Option<Exception> {
+    let name = r.required_string(d, "name", "\"legacy-openssl\"");
+    let patches = r.string_list(d, "patches", "[\"ALAS2-2024-2500\"]");
+    let instances = r.string_list(d, "instances", "[\"i-0abc1234def567890\"]");
+    let group = r.string(d, "group", "\"legacy-batch\"");
+    if let Some(group) = &group {
+        let context = name.as_ref().map_or("an exception".to_string(), |n| format!("exception `{}`", n.value));
+        refs.groups.push((group.clone(), context));
+    }
+    let reason = r.required_string(d, "reason", "\"vendor appliance; compensating control: network isolation\"");
+    let owner = r.required_string(d, "owner", "\"jane.doe@example.com\"");
+    let expires = r.datetime(d, "expires", "2027-03-31");
+    if patches.as_ref().is_none_or(Vec::is_empty) {
+        d.error(&r.origin, "[[exception]] must list the `patches` it accepts", Some("add `patches = [\"ALAS2-2024-2500\"]`".into()));
+    }
+    let scope = match (instances, group) {
+        (Some(ids), None) if !ids.is_empty() => {
+            let ok = ids.iter().fold(true, |ok, id| check_instance_id(d, id) && ok);
+            ok.then(|| ExceptionScope::Instances(ids.into_iter().map(|i| i.value).collect()))
+        }
+        (None, Some(group)) => Some(ExceptionScope::Group(group)),
+        (Some(_), Some(_)) => {
+            d.error(&r.origin, "[[exception]] names both `instances` and `group`", Some("keep one: an exception covers either listed instances or one group".into()));
+            None
+        }
+        _ => {
+            d.error(&r.origin, "[[exception]] must say where it applies", Some("add `instances = [\"i-0abc1234def567890\"]` or `group = \"legacy-batch\"`".into()));
+            None
+        }
+    };
+    if expires.is_none() && r.get("expires").is_none() {
+        d.error(
+            &r.origin,
+            "[[exception]] is missing the required key `expires`",
+            Some("risk acceptances must expire: add `expires = 2027-03-31`".into()),
+        );
+    }
+    let expires = expires.and_then(|e| date_of(d, &e, "expires"));
+    if let Some(name) = &name {
+        check_name(d, name, "exception");
+        refs.names.push(("exception", name.clone()));
+    }
+    Some(Exception {
+        name: name?.value,
+        patches: patches?.into_iter().map(|p| p.value).collect(),
+        scope: scope?,
+        reason: reason?.value,
+        owner: owner?.value,
+        expires: expires?,
+        origin: r.origin.clone(),
+    })
+}
+
+fn check_instance_id(d: &mut Diagnostics, id: &Located<String>) -> bool {
+    let hex = id.strip_prefix("i-").unwrap_or("");
+    let ok = (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !ok {
+        d.error(
+            &id.origin,
+            format!("`{}` is not an EC2 instance id", id.value),
+            Some("instance ids look like `i-0abc1234def567890` (17 hex digits) or `i-0abc1234`".into()),
+        );
+    }
+    ok
+}
+
+/// Filter keys of `PatchFilter`, under the TOML names we accept for them.
+const FILTER_KEYS: &[(&str, &str)] = &[
+    ("product", "PRODUCT"),
+    ("classification", "CLASSIFICATION"),
+    ("severity", "SEVERITY"),
+    ("msrc_severity", "MSRC_SEVERITY"),
+    ("product_family", "PRODUCT_FAMILY"),
+    ("patch_set", "PATCH_SET"),
+    ("priority", "PRIORITY"),
+    ("section", "SECTION"),
+];
+
+/// Which filter keys SSM accepts for an operating system.
+fn filter_keys_for(os: &str) -> &'static [&'static str] {
+    match os {
+        "WINDOWS" => &["PRODUCT", "PRODUCT_FAMILY", "CLASSIFICATION", "MSRC_SEVERITY", "PATCH_SET"],
+        "UBUNTU" | "DEBIAN" | "RASPBIAN" => &["PRODUCT", "PRIORITY", "SECTION"],
+        "MACOS" => &["PRODUCT", "CLASSIFICATION"],
+        _ => &["PRODUCT", "CLASSIFICATION", "SEVERITY"],
+    }
+}
+
+fn is_debian_family(os: &str) -> bool {
+    matches!(os, "UBUNTU" | "DEBIAN" | "RASPBIAN")
+}
+
+fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Vec<PatchFilter> {
+    let mut filters = Vec::new();
+    for (toml_key, ssm_key) in FILTER_KEYS {
+        let Some(values) = r.string_list(d, toml_key, "[\"Security\"]") else { continue };
+        let origin = values.first().map_or_else(|| r.origin.clone(), |v| v.origin.clone());
+        if values.is_empty() || values.len() > 20 {
+            d.error(&origin, format!("`{toml_key}` in {} needs between 1 and 20 values, found {}", r.what, values.len()), None);
+        }
+        if let Some(os) = os {
+            if !filter_keys_for(os).contains(ssm_key) {
+                let allowed: Vec<String> = filter_keys_for(os)
+                    .iter()
+                    .filter_map(|k| FILTER_KEYS.iter().find(|(_, s)| s == k).map(|(t, _)| format!("`{t}`")))
+                    .collect();
+                d.error(
+                    &origin,
+                    format!("SSM does not filter {os} patches by `{toml_key}`"),
+                    Some(format!("for {os} use {}", allowed.join(", "))),
+                );
+            }
+        }
+        filters.push(PatchFilter { key: ssm_key, values: values.into_iter().map(|v| v.value).collect() });
+    }
+    if filters.len() > 4 {
+        d.error(&r.origin, format!("{} has {} filters; SSM allows at most 4 per rule", r.what, filters.len()), Some("split it into several rules".into()));
+    }
+    filters
+}
+
+fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Option<Baseline> {
+    let name = r.required_string(d, "name", "\"prod-amazon-linux-2\"");
+    let description = r.string(d, "description", "\"...\"").map(|s| s.value);
+    let os = r.choice(d, "operating_system", OPERATING_SYSTEMS);
+    if os.is_none() && r.get("operating_system").is_none() {
+        d.error(&r.origin, "[[baseline]] is missing the required key `operating_system`", Some("add `operating_system = \"AMAZON_LINUX_2\"`".into()));
+    }
+    let os_name = os.as_ref().map(|o| o.value);
+    let global_filters = match r.table(d, "global_filters", "[baseline.global_filters]") {
+        Some(mut t) => {
+            let f = decode_filters(&mut t, d, os_name);
+            t.finish(d);
+            f
+        }
+        None => Vec::new(),
+    };
+    let mut rules = Vec::new();
+    let rule_tables = r.tables(d, "rule", "[[baseline.rule]]");
+    if rule_tables.len() > 10 {
+        d.error(&r.origin, format!("[[baseline]] has {} rules; SSM allows at most 10", rule_tables.len()), None);
+    }
+    for mut t in rule_tables {
+        rules.extend(decode_rule(&mut t, d, os_name));
+        t.finish(d);
+    }
+    let patch_list = |r: &mut TableReader, d: &mut Diagnostics, key| {
+        let list = r.string_list(d, key, "[\"KB5034441\"]").unwrap_or_default();
+        if list.len() > 50 {
+            d.error(&list[50].origin, format!("`{key}` has {} entries; SSM allows at most 50", list.len()), Some("approve by rule instead, or split the baseline".into()));
+        }
+        for id in &list {
+            if id.is_empty() || id.len() > 100 {
+                d.error(&id.origin, format!("patch id `{}` must be 1 to 100 characters", id.value), None);
+            }
+        }
+        list.into_iter().map(|p| p.value).collect::<Vec<_>>()
+    };
+    let approved_patches = patch_list(r, d, "approved_patches");
+    let rejected_patches = patch_list(r, d, "rejected_patches");
+    let approved_level = r.choice(d, "approved_patches_compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
+    let approved_non_security = r.bool(d, "approved_patches_enable_non_security").unwrap_or(false);
+    let rejected_action = match r.choice(d, "rejected_patches_action", &["ALLOW_AS_DEPENDENCY", "BLOCK"]) {
+        Some(a) if *a == "BLOCK" => RejectedPatchesAction::Block,
+        _ => RejectedPatchesAction::AllowAsDependency,
+    };
+    let patch_groups = r.string_list(d, "patch_groups", "[\"prod\"]").unwrap_or_default();
+    for pg in &patch_groups {
+        if pg.is_empty() || pg.len() > 256 {
+            d.error(&pg.origin, "a patch group must be 1 to 256 characters", None);
+        }
+    }
+    if rules.is_empty() && approved_patches.is_empty() && r.get("rule").is_none() {
+        d.warning(
+            &r.origin,
+            "this baseline approves nothing: it has no `[[baseline.rule]]` and no `approved_patches`",
+            Some("add a rule such as `[[baseline.rule]]` with `classification = [\"Security\"]` and `approve_after_days = 0`".into()),
+        );
+    }
+    if let Some(name) = &name {
+        if name.len() < 3 {
+            d.error(&name.origin, "a baseline name must be at least 3 characters (SSM's minimum)", None);
+        }
+        check_name(d, name, "baseline");
+        refs.names.push(("baseline", name.clone()));
+    }
+    Some(Baseline {
+        name: name?.value,
+        description,
+        operating_system: os?.value,
+        global_filters,
+        rules,
+        approved_patches,
+        approved_patches_compliance_level: approved_level,
+        approved_patches_enable_non_security: approved_non_security,
+        rejected_patches,
+        rejected_patches_action: rejected_action,
+        patch_groups: patch_groups.into_iter().map(|p| p.value).collect(),
+        origin: r.origin.clone(),
+    })
+}
+
+fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Option<ApprovalRule> {
+    let filters = decode_filters(r, d, os);
+    let after = r.integer(d, "approve_after_days", 0..=360, "7");
+    let until = r.datetime(d, "approve_until", "2027-01-31");
+    let compliance_level = r.choice(d, "compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
+    let enable_non_security = r.bool(d, "enable_non_security").unwrap_or(false);
+    let debian = os.is_some_and(is_debian_family);
+    let given_after = r.get("approve_after_days").is_some();
+    let given_until = r.get("approve_until").is_some();
+    let approval = match (after, until) {
+        _ if debian && (given_after || given_until) => {
+            d.error(
+                &r.origin,
+                format!("SSM has no approval delay for {}: `approve_after_days` and `approve_until` do not apply", os.unwrap_or_default()),
+                Some("remove them: Debian and Ubuntu patches are approved as soon as the repositories publish them".into()),
+            );
+            None
+        }
+        _ if debian => Some(Approval::Immediate),
+        _ if given_after && given_until => {
+            d.error(&r.origin, "[[baseline.rule]] sets both `approve_after_days` and `approve_until`", Some("keep one of them".into()));
+            None
+        }
+        (Some(n), _) => Some(Approval::AfterDays(n.value as u32)),
+        (_, Some(date)) => date_of(d, &date, "approve_until").map(Approval::Until),
+        _ if !given_after && !given_until => {
+            d.error(
+                &r.origin,
+                "[[baseline.rule]] must say when patches are approved",
+                Some("add `approve_after_days = 7` (days after release) or `approve_until = 2027-01-31`".into()),
+            );
+            None
+        }
+        _ => None,
+    };
+    Some(ApprovalRule { filters, approval: approval?, compliance_level, enable_non_security })
+}
+
+fn decode_group(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Option<Group> {
+    let name = r.required_string(d, "name", "\"prod-web\"");
+    let description = r.string(d, "description", "\"...\"").map(|s| s.value);
+    let instance_ids = r.string_list(d, "instance_ids", "[\"i-0abc1234def567890\"]").unwrap_or_default();
+    let ids_written = !instance_ids.is_empty();
+    let instance_ids: Vec<Located<String>> = instance_ids.into_iter().filter(|id| check_instance_id(d, id)).collect();
+    let mut tags = BTreeMap::new();
+    if let Some(t) = r.table(d, "tags", "[group.tags]") {
+        for (key, value) in t.entries() {
+            let Some(values) = t.strings_of(d, &key, value, "[\"prod\", \"staging\"]") else { continue };
+            if key.is_empty() || key.len() > 128 {
+                d.error(&key.origin, "a tag key must be 1 to 128 characters", None);
+            }
+            if values.is_empty() {
+                d.error(&key.origin, format!("tag `{}` lists no values, so it can match nothing", key.value), Some("list at least one value".into()));
+            }
+            tags.insert(key.value, values.into_iter().map(|v| v.value).collect::<Vec<_>>());
+        }
+    }
+    if tags.is_empty() && !ids_written {
+        d.error(
+            &r.origin,
+            "[[group]] selects no instances",
+            Some("add `[group.tags]` (e.g. `Environment = \"prod\"`) or `instance_ids = [...]`".into()),
+        );
+    }
+    if let Some(name) = &name {
+        check_name(d, name, "group");
+        refs.names.push(("group", name.clone()));
+    }
+    Some(Group {
+        name: name?.value,
+        description,
+        tags: TagSelector(tags),
+        instance_ids: instance_ids.into_iter().map(|i| i.value).collect(),
+        origin: r.origin.clone(),
+    })
+}
+
+/// A TOML date or date-time as an instant. A date or local date-time is wall-clock time in
+/// the window's timezone; `end_of_day` makes a bare end date include its whole day.
+fn instant_of(dt: &Datetime, tz: Tz, end_of_day: bool) -> Option<DateTime<Utc>> {
+    let date = dt.date?;
+    let date = NaiveDate::from_ymd_opt(date.year.into(), date.month.into(), date.day.into())?;
+    let time = match dt.time {
+        Some(t) => NaiveTime::from_hms_opt(t.hour.into(), t.minute.into(), t.second.unwrap_or(0).into())?,
+        None if end_of_day => NaiveTime::from_hms_opt(23, 59, 59)?,
+        None => NaiveTime::MIN,
+    };
+    let naive = NaiveDateTime::new(date, time);
+    match dt.offset {
+        Some(toml::value::Offset::Z) => Some(Utc.from_utc_datetime(&naive)),
+        Some(toml::value::Offset::Custom { minutes }) => {
+            Some(Utc.from_utc_datetime(&(naive - Duration::minutes(minutes.into()))))
+        }
+        // A wall time in a DST gap moves past the gap, as window firings do.
+        None => tz
+            .from_local_datetime(&naive)
+            .earliest()
+            .or_else(|| tz.from_local_datetime(&(naive + Duration::hours(1))).earliest())
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+fn decode_window(
+    r: &mut TableReader,
+    d: &mut Diagnostics,
+    unanchored_rates: &mut Vec<(String, Origin)>,
+    refs: &mut Refs,
+) -> Option<Window> {
+    let name = r.required_string(d, "name", "\"prod-patch-tuesday\"");
+    let description = r.string(d, "description", "\"...\"").map(|s| s.value);
+    let expression = r.required_string(d, "schedule", "\"cron(0 2 ? * TUE#2 *)\"").and_then(|s| {
+        Expression::parse(&s).map_err(|e| {
+            // Point at the offending token inside the string: one past the opening quote.
+            let origin = Origin { col: s.origin.col + 1 + s[..e.offset.min(s.len())].chars().count() as u32, ..s.origin.clone() };
+            d.error(&origin, format!("invalid schedule `{}`: {}", s.value, e.message), e.hint.clone());
+        }).ok().map(|expr| (expr, s.origin))
+    });
+    let timezone = match r.string(d, "timezone", "\"Europe/Berlin\"") {
+        Some(tz) => match patchd_schedule::parse_timezone(&tz) {
+            Ok(tz) => Some(tz),
+            Err(e) => {
+                let hint = did_you_mean(&tz, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name())).or(e.hint);
+                d.error(&tz.origin, format!("unknown timezone `{}`", tz.value), hint);
+                None
+            }
+        },
+        None => Some(Tz::UTC),
+    };
+    let offset_days = r.integer(d, "offset_days", 1..=6, "2");
+    let duration = r.integer(d, "duration_hours", 1..=24, "4");
+    if duration.is_none() && r.get("duration_hours").is_none() {
+        d.error(&r.origin, "[[window]] is missing the required key `duration_hours`", Some("add `duration_hours = 4` (1 to 24, as in SSM)".into()));
+    }
+    let cutoff = r.integer(d, "cutoff_hours", 0..=23, "1");
+    let cutoff_behavior = match r.choice(d, "cutoff_behavior", &["CONTINUE_TASK", "CANCEL_TASK"]) {
+        Some(b) if *b == "CANCEL_TASK" => CutoffBehavior::CancelTask,
+        _ => CutoffBehavior::ContinueTask,
+    };
+    let enabled = r.bool(d, "enabled").unwrap_or(true);
+    let start = r.datetime(d, "start_date", "2027-01-01");
+    let end = r.datetime(d, "end_date", "2027-12-31");
+    if let (Some(duration), Some(cutoff)) = (&duration, &cutoff) {
+        if cutoff.value >= duration.value {
+            d.error(
+                &cutoff.origin,
+                format!("`cutoff_hours = {}` must be shorter than `duration_hours = {}`", cutoff.value, duration.value),
+                Some("the cutoff is the last part of the window in which no new task starts; make it smaller".into()),
+            );
+        }
+    }
+    let mut tasks = Vec::new();
+    let task_tables = r.tables(d, "task", "[[window.task]]");
+    let task_count = task_tables.len();
+    for (index, mut t) in task_tables.into_iter().enumerate() {
+        tasks.extend(decode_task(&mut t, d, index, task_count, name.as_ref(), refs));
+        t.finish(d);
+    }
+    for (i, task) in tasks.iter().enumerate() {
+        if let Some(first) = tasks[..i].iter().find(|t| t.name == task.name) {
+            d.error(&task.origin, format!("task name `{}` is used twice in this window", task.name), Some(format!("first used at {}; give each task its own `name`", first.origin)));
+        }
+    }
+    if task_count == 0 && r.get("task").is_none() {
+        d.warning(&r.origin, "this window has no tasks, so it does nothing when it opens", Some("add a `[[window.task]]` with `operation = \"scan\"` or `\"install\"`".into()));
+    }
+    if let Some(name) = &name {
+        check_name(d, name, "window");
+        refs.names.push(("window", name.clone()));
+    }
+    let (expression, schedule_origin) = expression?;
+    let tz = timezone?;
+    let start_at = start.as_ref().and_then(|s| instant_of(s, tz, false));
+    let end_at = end.as_ref().and_then(|e| instant_of(e, tz, true));
+    for (given, parsed, key) in [(&start, start_at, "start_date"), (&end, end_at, "end_date")] {
+        if let (Some(given), None) = (given, parsed) {
+            d.error(&given.origin, format!("`{key}` must be a date or a date and time"), Some(format!("write `{key} = 2027-01-01` or `{key} = 2027-01-01T00:00:00Z`")));
+        }
+    }
+    if matches!(expression, Expression::Rate(_)) && start_at.is_none() {
+        unanchored_rates.push((name.as_ref()?.value.clone(), schedule_origin.clone()));
+    }
+    let spec = ScheduleSpec {
+        expression,
+        timezone: tz,
+        offset_days: offset_days.as_ref().map_or(0, |o| o.value as u8),
+        start: start_at,
+        end: end_at,
+    };
+    let schedule = match Schedule::new(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            let at = offset_days.as_ref().map_or(&schedule_origin, |o| &o.origin);
+            d.error(at, e.to_string(), None);
+            return None;
+        }
+    };
+    Some(Window {
+        name: name?.value,
+        description,
+        schedule,
+        duration: Duration::hours(duration?.value),
+        cutoff: Duration::hours(cutoff.map_or(0, |c| c.value)),
+        cutoff_behavior,
+        enabled,
+        tasks,
+        origin: r.origin.clone(),
+    })
+}
+
+/// MaxConcurrency / MaxErrors as SSM accepts them: `10`, `"10"` or `"10%"`.
+fn decode_limit(r: &mut TableReader, d: &mut Diagnostics, key: &'static str, min: u32) -> Option<Limit> {
+    let value = r.get(key)?;
+    let origin = r.origin_of(value);
+    let text = match value.get_ref() {
+        DeValue::Integer(i) => i.to_string(),
+        DeValue::String(s) => s.trim().to_string(),
+        _ => String::new(),
+    };
+    let parsed = match text.strip_suffix('%') {
+        Some(p) => p.parse::<u8>().ok().filter(|p| u32::from(*p) >= min && *p <= 100).map(Limit::Percent),
+        None => text.parse::<u32>().ok().filter(|n| *n >= min).map(Limit::Count),
+    };
+    if parsed.is_none() {
+        d.error(
+            &origin,
+            format!("`{key}` must be a whole number (at least {min}) or a percentage like \"10%\""),
+            Some(format!("write `{key} = 5` or `{key} = \"10%\"`")),
+        );
+    }
+    parsed
+}
+
+fn decode_task(
+    r: &mut TableReader,
+    d: &mut Diagnostics,
+    index: usize,
+    count: usize,
+    window: Option<&Located<String>>,
+    refs: &mut Refs,
+) -> Option<Task> {
+    let operation = r.choice(d, "operation", &["scan", "install"]);
+    if operation.is_none() && r.get("operation").is_none() {
+        d.error(&r.origin, "[[window.task]] is missing the required key `operation`", Some("add `operation = \"scan\"` or `operation = \"install\"`".into()));
+    }
+    let operation = operation.map(|o| if *o == "install" { Operation::Install } else { Operation::Scan });
+    let name = r.string(d, "name", "\"install-prod\"");
+    let groups = r.string_list(d, "groups", "[\"prod-web\"]");
+    match &groups {
+        None if r.get("groups").is_none() => d.error(&r.origin, "[[window.task]] is missing the required key `groups`", Some("add `groups = [\"prod-web\"]`: the [[group]] names the task targets".into())),
+        Some(g) if g.is_empty() => d.error(&r.origin, "`groups` is empty, so the task targets nothing", Some("list at least one [[group]] name".into())),
+        _ => {}
+    }
+    let context = match (&name, window) {
+        (Some(task), Some(window)) => format!("task `{}` of window `{}`", task.value, window.value),
+        (None, Some(window)) => format!("a task of window `{}`", window.value),
+        _ => "a task".to_string(),
+    };
+    for group in groups.iter().flatten() {
+        refs.groups.push((group.clone(), context.clone()));
+    }
+    let reboot_option = match r.choice(d, "reboot_option", &["RebootIfNeeded", "NoReboot"]) {
+        Some(o) if *o == "NoReboot" => RebootOption::NoReboot,
+        _ => RebootOption::RebootIfNeeded,
+    };
+    let max_concurrency = decode_limit(r, d, "max_concurrency", 1).unwrap_or(Limit::Count(50));
+    let max_errors = decode_limit(r, d, "max_errors", 0).unwrap_or(Limit::Count(0));
+    let priority = r.integer(d, "priority", 0..=1_000_000, "1").map_or(1, |p| p.value as u32);
+    let timeout_seconds = r.integer(d, "timeout_seconds", 30..=2_592_000, "3600").map_or(3600, |t| t.value as u32);
+    let operation = operation?;
+    if operation == Operation::Install && reboot_option == RebootOption::NoReboot {
+        d.warning(
+            &r.origin,
+            "`reboot_option = \"NoReboot\"` leaves patches INSTALLED_PENDING_REBOOT, which stay open findings until a reboot and a new scan",
+            Some("schedule a reboot and a scan before the SLA is due, or use `RebootIfNeeded`".into()),
+        );
+    }
+    let default_name = if count == 1 { operation.as_ssm().to_lowercase() } else { format!("{}-{}", operation.as_ssm().to_lowercase(), index + 1) };
+    Some(Task {
+        name: name.map_or(default_name, |n| n.value),
+        operation,
+        groups: groups?,
+        reboot_option,
+        max_concurrency,
+        max_errors,
+        priority,
+        timeout_seconds,
+        origin: r.origin.clone(),
+    })
+}

@@ -1,0 +1,226 @@
+//! SLA feasibility: can the configured schedule install a patch of each rank within its SLA?
+//!
+//! For a group, the worst case is a patch released just after an install window opened:
+//! it waits for the baseline's approval delay, then for the next install window, which then
+//! runs for its full duration. So the worst-case age at install is the approval delay plus the
+//! longest gap between consecutive install-window starts over the next year, plus the duration
+//! of the window that closes the gap.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::diagnostic::Diagnostics;
+use crate::model::*;
+
+/// How far ahead window starts are examined.
+pub const HORIZON_DAYS: i64 = 365;
+
+/// SSM's predefined baselines approve most security patches seven days after release; that
+/// is what a group with no patchd baseline gets.
+pub const AWS_DEFAULT_APPROVAL_DAYS: u32 = 7;
+
+/// One line of the feasibility table: `patchd plan`'s `sla_feasibility` contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub group: String,
+    pub rank: RiskRank,
+    /// None when no install window will ever reach the group.
+    pub worst_case_days: Option<f64>,
+    pub sla_days: u32,
+    pub ok: bool,
+    /// The baseline the delay comes from; None for the assumed AWS default baseline.
+    pub baseline: Option<String>,
+    pub approval_delay_days: u32,
+    pub longest_gap_days: Option<f64>,
+    pub window_hours: Option<f64>,
+    /// Why the row is not ok, when the numbers alone do not say.
+    pub note: Option<String>,
+}
+
+impl Serialize for RiskRank {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+fn days(d: Duration) -> f64 {
+    d.num_seconds() as f64 / 86_400.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The ranks a rule approves: from its severity-like filters, or every rank without one.
+fn ranks_of(rule: &ApprovalRule) -> Vec<RiskRank> {
+    // PRIORITY (Debian, Ubuntu) is the package priority, not a security severity.
+    let severity = ["SEVERITY", "MSRC_SEVERITY"].iter().find_map(|key| rule.filter(key));
+    match severity {
+        None => RiskRank::ALL.to_vec(),
+        Some(filter) => {
+            let mut ranks: Vec<RiskRank> = filter.values.iter().filter_map(|v| RiskRank::from_vendor_severity(v)).collect();
+            ranks.sort();
+            ranks.dedup();
+            ranks
+        }
+    }
+}
+
+/// Approval delay per rank for newly released patches; `approve_until` rules approve nothing
+/// new, so they do not count.
+fn approval_delays(baseline: &Baseline) -> Vec<(RiskRank, u32)> {
+    let mut delays: Vec<(RiskRank, u32)> = Vec::new();
+    for rule in &baseline.rules {
+        let delay = match rule.approval {
+            Approval::AfterDays(n) => n,
+            Approval::Immediate => 0,
+            Approval::Until(_) => continue,
+        };
+        for rank in ranks_of(rule) {
+            match delays.iter_mut().find(|(r, _)| *r == rank) {
+                Some((_, d)) => *d = (*d).min(delay),
+                None => delays.push((rank, delay)),
+            }
+        }
+    }
+    delays.sort_by(|a, b| b.0.cmp(&a.0));
+    delays
+}
+
+/// The longest wait for an install window plus that window's duration, over the horizon.
+/// None when install windows stop opening (an end date, a one-off `at()`).
+struct Reach {
+    longest_gap: Duration,
+    window: Duration,
+}
+
+fn reach(windows: &[&Window], from: DateTime<Utc>) -> Option<Reach> {
+    let horizon = from + Duration::days(HORIZON_DAYS);
+    let mut starts: Vec<(DateTime<Utc>, Duration)> = Vec::new();
+    for window in windows {
+        let mut occurrences = window.schedule.firings_after(from);
+        for start in occurrences.by_ref() {
+            starts.push((start, window.duration));
+            if start > horizon {
+                break;
+            }
+        }
+    }
+    starts.sort();
+    // The wait after the horizon's last start must also be bounded, or the schedule runs out.
+    if starts.last().is_none_or(|(last, _)| *last <= horizon) {
+        return None;
+    }
+    let mut previous = from;
+    let mut worst: Option<Reach> = None;
+    for (start, duration) in starts {
+        let gap = start - previous;
+        if worst.as_ref().is_none_or(|w| gap + duration > w.longest_gap + w.window) {
+            worst = Some(Reach { longest_gap: gap, window: duration });
+        }
+        previous = start;
+        if start > horizon {
+            break;
+        }
+    }
+    worst
+}
+
+/// The feasibility table for every configured group.
+pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for group in &config.groups {
+        let install_windows: Vec<&Window> = config
+            .windows
+            .iter()
+            .filter(|w| w.enabled)
+            .filter(|w| {
+                w.tasks.iter().any(|t| t.operation == Operation::Install && t.groups.iter().any(|g| g.value == group.name))
+            })
+            .collect();
+        let reach = if install_windows.is_empty() { None } else { reach(&install_windows, from) };
+        let no_window_note = if install_windows.is_empty() {
+            "no enabled install window targets this group"
+        } else {
+            "the install windows of this group stop opening"
+        };
+        let baselines: Vec<&Baseline> = config.baselines_for_group(group).collect();
+        let mut plans: Vec<(Option<&str>, Vec<(RiskRank, u32)>)> = baselines
+            .iter()
+            .map(|b| (Some(b.name.as_str()), approval_delays(b)))
+            .collect();
+        if plans.is_empty() {
+            plans.push((None, RiskRank::ALL.iter().map(|r| (*r, AWS_DEFAULT_APPROVAL_DAYS)).collect()));
+        }
+        for (baseline, delays) in plans {
+            for (rank, delay) in delays {
+                let sla_days = config.sla.days(rank);
+                let (worst, gap, hours, note) = match &reach {
+                    Some(r) => {
+                        let worst = f64::from(delay) + days(r.longest_gap) + days(r.window);
+                        let note = baseline.is_none().then(|| {
+                            format!("no patchd baseline serves this group; assumed the AWS default baseline's {AWS_DEFAULT_APPROVAL_DAYS}-day approval delay")
+                        });
+                        (Some(round2(worst)), Some(round2(days(r.longest_gap))), Some(r.window.num_minutes() as f64 / 60.0), note)
+                    }
+                    None => (None, None, None, Some(no_window_note.to_string())),
+                };
+                rows.push(Row {
+                    group: group.name.clone(),
+                    rank,
+                    worst_case_days: worst,
+                    sla_days,
+                    ok: worst.is_some_and(|w| w <= f64::from(sla_days)),
+                    baseline: baseline.map(str::to_string),
+                    approval_delay_days: delay,
+                    longest_gap_days: gap,
+                    window_hours: hours,
+                    note,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Turns failing rows into warnings on the group, plus a warning for baselines that approve
+/// no critical patch at all (the one rank PCI DSS fixes a deadline for).
+pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
+    for group in &config.groups {
+        let group_rows: Vec<&Row> = rows.iter().filter(|r| r.group == group.name && !r.ok).collect();
+        if let Some(row) = group_rows.iter().find(|r| r.worst_case_days.is_none()) {
+            d.warning(
+                &group.origin,
+                format!("group `{}` cannot meet any patch SLA: {}", group.name, row.note.as_deref().unwrap_or_default()),
+                Some("add an `operation = \"install\"` task for this group to a window that keeps opening".into()),
+            );
+            continue;
+        }
+        for row in group_rows {
+            let worst = row.worst_case_days.unwrap_or_default();
+            d.warning(
+                &group.origin,
+                format!(
+                    "group `{}`: {} patches can wait up to {worst:.1} days before install ({} days approval + {:.1} days between install windows + {} h window), over the {}-day SLA",
+                    group.name,
+                    row.rank,
+                    row.approval_delay_days,
+                    row.longest_gap_days.unwrap_or_default(),
+                    row.window_hours.unwrap_or_default(),
+                    row.sla_days,
+                ),
+                Some("shorten `approve_after_days`, open install windows more often, or both".into()),
+            );
+        }
+    }
+    for baseline in &config.baselines {
+        let delays = approval_delays(baseline);
+        if !baseline.rules.is_empty() && !delays.iter().any(|(r, _)| *r == RiskRank::Critical) {
+            d.warning(
+                &baseline.origin,
+                format!("baseline `{}` has no rule that approves newly released critical patches", baseline.name),
+                Some("add a rule whose severity filter includes `Critical` (or has no severity filter), with `approve_after_days`".into()),
+            );
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The validated configuration. Nothing here holds a string that still needs parsing:
+//! schedules, durations, tag selectors and enums are typed at load time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use patchd_schedule::Schedule;
+
+use crate::diagnostic::{Located, Origin};
+
+/// The merged configuration of one file or a directory of files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: Daemon,
+    pub aws: Aws,
+    pub sla: SlaPolicy,
+    pub exceptions: Vec<Exception>,
+    pub baselines: Vec<Baseline>,
+    pub groups: Vec<Group>,
+    pub windows: Vec<Window>,
+    /// The files the configuration was read from, in merge order.
+    pub sources: Vec<PathBuf>,
+}
+
+impl Config {
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn baseline(&self, name: &str) -> Option<&Baseline> {
+        self.baselines.iter().find(|b| b.name == name)
+    }
+
+    pub fn window(&self, name: &str) -> Option<&Window> {
+        self.windows.iter().find(|w| w.name == name)
+    }
+
+    /// Baselines whose patch groups a group's `Patch Group`/`PatchGroup` tag selector reaches.
+    pub fn baselines_for_group<'a>(&'a self, group: &'a Group) -> impl Iterator<Item = &'a Baseline> + 'a {
+        let values = group.patch_group_values();
+        self.baselines
+            .iter()
+            .filter(move |b| b.patch_groups.iter().any(|pg| values.contains(&pg.as_str())))
+    }
+}
+
+/// A database URL whose password never reaches a log line through `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn redacted(&self) -> String {
+        // scheme://user:password@host -> scheme://user:***@host
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://") else { return url.clone() };
+        let rest = &url[scheme_end + 3..];
+        match (rest.find('@'), rest.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..])
+            }
+            _ => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub database_url: DatabaseUrl,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchd";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    Standard,
+    Adaptive,
+}
+
+#[derive(Debug, Clone)]
+pub struct Aws {
+    /// None: the SDK finds it (AWS_REGION, the profile).
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    /// Total attempts per call, retries included; the SDK's retry layer owns all retrying.
+    pub max_attempts: u32,
+    pub retry_mode: RetryMode,
+    pub accounts: Vec<Account>,
+}
+
+/// Another AWS account reached by assuming a role.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub role_arn: String,
+    pub external_id: Option<String>,
+    pub regions: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Risk rank: ours to compute (from vendor severity, raised by rules), not SSM's ComplianceLevel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RiskRank {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl RiskRank {
+    /// Most severe first: the order reports list them in.
+    pub const ALL: [RiskRank; 4] = [RiskRank::Critical, RiskRank::High, RiskRank::Medium, RiskRank::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskRank::Critical => "critical",
+            RiskRank::High => "high",
+            RiskRank::Medium => "medium",
+            RiskRank::Low => "low",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RiskRank> {
+        RiskRank::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The rank a vendor severity maps to, before any operator rule raises it. Vendors spell
+    /// severities differently (ALAS "Important", RHSA "Moderate", MSRC "Critical", USN
+    /// priority "high"); unknown words give None so the policy's default applies.
+    pub fn from_vendor_severity(severity: &str) -> Option<RiskRank> {
+        match severity.to_ascii_lowercase().as_str() {
+            "critical" => Some(RiskRank::Critical),
+            "important" | "high" => Some(RiskRank::High),
+            "medium" | "moderate" => Some(RiskRank::Medium),
+            "low" | "negligible" => Some(RiskRank::Low),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RiskRank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SlaPolicy {
+    pub critical_days: u32,
+    pub high_days: u32,
+    pub medium_days: u32,
+    pub low_days: u32,
+    pub due_soon_days: u32,
+    /// Rank for a patch whose vendor severity is unknown or unrecognised.
+    pub default_rank: RiskRank,
+    pub rules: Vec<RankRule>,
+    /// A CISA Known Exploited Vulnerabilities catalog (JSON); any CVE in it ranks its patch critical.
+    pub kev_catalog: Option<PathBuf>,
+}
+
+impl SlaPolicy {
+    pub fn days(&self, rank: RiskRank) -> u32 {
+        match rank {
+            RiskRank::Critical => self.critical_days,
+            RiskRank::High => self.high_days,
+            RiskRank::Medium => self.medium_days,
+            RiskRank::Low => self.low_days,
+        }
+    }
+}
+
+impl Default for SlaPolicy {
+    fn default() -> Self {
+        SlaPolicy {
+            critical_days: 30,
+            high_days: 90,
+            medium_days: 90,
+            low_days: 90,
+            due_soon_days: 7,
+            default_rank: RiskRank::Medium,
+            rules: Vec::new(),
+            kev_catalog: None,
+        }
+    }
+}
+
+/// Raises the rank of patches fixing any of `cves` to `rank` (never lowers it).
+#[derive(Debug, Clone)]
+pub struct RankRule {
+    pub cves: Vec<String>,
+    pub rank: RiskRank,
+    pub reason: Option<String>,
+    pub origin: Origin,
+}
+
+/// A documented risk acceptance: these patches may stay missing on these instances until `expires`.
+#[derive(Debug, Clone)]
+pub struct Exception {
+    pub name: String,
+    pub patches: Vec<String>,
+    pub scope: ExceptionScope,
+    pub reason: String,
+    pub owner: String,
+    /// Last day (inclusive, UTC) the acceptance holds.
+    pub expires: NaiveDate,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExceptionScope {
+    Instances(Vec<String>),
+    Group(Located<String>),
+}
+
+/// SSM's `OperatingSystem` enum.
+pub const OPERATING_SYSTEMS: &[&str] = &[
+    "WINDOWS",
+    "AMAZON_LINUX",
+    "AMAZON_LINUX_2",
+    "AMAZON_LINUX_2022",
+    "AMAZON_LINUX_2023",
+    "UBUNTU",
+    "REDHAT_ENTERPRISE_LINUX",
+    "SUSE",
+    "CENTOS",
+    "ORACLE_LINUX",
+    "DEBIAN",
+    "MACOS",
+    "RASPBIAN",
+    "ROCKY_LINUX",
+    "ALMA_LINUX",
+];
+
+pub const COMPLIANCE_LEVELS: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNSPECIFIED"];
+
+/// A patch baseline as SSM models it (`CreatePatchBaseline`).
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub name: String,
+    pub description: Option<String>,
+    pub operating_system: &'static str,
+    pub global_filters: Vec<PatchFilter>,
+    pub rules: Vec<ApprovalRule>,
+    pub approved_patches: Vec<String>,
+    pub approved_patches_compliance_level: &'static str,
+    pub approved_patches_enable_non_security: bool,
+    pub rejected_patches: Vec<String>,
+    pub rejected_patches_action: RejectedPatchesAction,
+    /// Values of the `Patch Group` / `PatchGroup` tag this baseline is registered for.
+    pub patch_groups: Vec<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedPatchesAction {
+    AllowAsDependency,
+    Block,
+}
+
+impl RejectedPatchesAction {
+    pub fn as_ssm(self) -> &'static str {
+        match self {
+            RejectedPatchesAction::AllowAsDependency => "ALLOW_AS_DEPENDENCY",
+            RejectedPatchesAction::Block => "BLOCK",
+        }
+    }
+}
+
+/// One `PatchFilter`: an SSM filter key and the values it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchFilter {
+    pub key: &'static str,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    AfterDays(u32),
+    Until(NaiveDate),
+    /// Debian and Ubuntu: SSM has no approval delay there, patches are approved once available.
+    Immediate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalRule {
+    pub filters: Vec<PatchFilter>,
+    pub approval: Approval,
+    pub compliance_level: &'static str,
+    pub enable_non_security: bool,
+}
+
+impl ApprovalRule {
+    pub fn filter(&self, key: &str) -> Option<&PatchFilter> {
+        self.filters.iter().find(|f| f.key == key)
+    }
+}
+
+/// Tag selector: every key must match (AND), any of a key's values may (OR).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagSelector(pub BTreeMap<String, Vec<String>>);
+
+impl TagSelector {
+    pub fn matches<'t>(&self, tags: impl IntoIterator<Item = (&'t str, &'t str)> + Clone) -> bool {
+        self.0.iter().all(|(key, values)| {
+            tags.clone().into_iter().any(|(k, v)| k == key && values.iter().any(|want| want == v))
+        })
+    }
+}
+
+/// The tag keys through which SSM assigns an instance to a patch group.
+pub const PATCH_GROUP_TAGS: [&str; 2] = ["Patch Group", "PatchGroup"];
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: TagSelector,
+    pub instance_ids: Vec<String>,
+    pub origin: Origin,
+}
+
+impl Group {
+    /// Patch-group tag values the selector pins, i.e. which baselines can serve this group.
+    pub fn patch_group_values(&self) -> Vec<&str> {
+        PATCH_GROUP_TAGS
+            .iter()
+            .filter_map(|key| self.tags.0.get(*key))
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutoffBehavior {
+    ContinueTask,
+    CancelTask,
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub name: String,
+    pub description: Option<String>,
+    pub schedule: Schedule,
+    pub duration: Duration,
+    pub cutoff: Duration,
+    pub cutoff_behavior: CutoffBehavior,
+    pub enabled: bool,
+    pub tasks: Vec<Task>,
+    pub origin: Origin,
+}
+
+impl Window {
+    /// Window starts after `after`, each with its end.
+    pub fn occurrences_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+        self.schedule.firings_after(after).map(move |start| (start, start + self.duration))
+    }
+
+    pub fn installs(&self) -> bool {
+        self.tasks.iter().any(|t| t.operation == Operation::Install)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Scan,
+    Install,
+}
+
+impl Operation {
+    /// The value of AWS-RunPatchBaseline's `Operation` parameter.
+    pub fn as_ssm(self) -> &'static str {
+        match self {
+            Operation::Scan => "Scan",
+            Operation::Install => "Install",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootOption {
+    RebootIfNeeded,
+    NoReboot,
+}
+
+impl RebootOption {
+    pub fn as_ssm(self) -> &'static str {
+        match self {
+            RebootOption::RebootIfNeeded => "RebootIfNeeded",
+            RebootOption::NoReboot => "NoReboot",
+        }
+    }
+}
+
+/// SSM's MaxConcurrency / MaxErrors: an absolute count or a share of the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Count(u32),
+    Percent(u8),
+}
+
+impl Limit {
+    /// The limit for `targets` instances. A percentage rounds down, as SSM does, but a
+    /// concurrency limit never drops below one or the task would never start.
+    pub fn resolve(self, targets: u32, at_least_one: bool) -> u32 {
+        let n = match self {
+            Limit::Count(n) => n,
+            Limit::Percent(p) => (u64::from(targets) * u64::from(p) / 100) as u32,
+        };
+        if at_least_one {
+            n.max(1)
+        } else {
+            n
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Count(n) => write!(f, "{n}"),
+            Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub operation: Operation,
+    pub groups: Vec<Located<String>>,
+    pub reboot_option: RebootOption,
+    pub max_concurrency: Limit,
+    pub max_errors: Limit,
+    pub priority: u32,
+    pub timeout_seconds: u32,
+    pub origin: Origin,
+}

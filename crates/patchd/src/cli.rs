@@ -1,0 +1,99 @@
+//! The command line: global options every subcommand accepts, and the subcommands.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keeps a fleet of EC2 instances patched through AWS Systems Manager and proves it
+/// against the PCI DSS patch SLA.
+///
+/// patchd reads baselines, instance groups, maintenance windows and SLA policy from TOML
+/// files, fires Scan and Install tasks (AWS-RunPatchBaseline) on schedule, keeps the history
+/// of every finding, and reports what is overdue, at risk, or not covered at all.
+#[derive(Debug, Parser)]
+#[command(name = "patchd", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start with `patchd check --config config/example.toml`, then `patchd plan` to see when \
+each window opens and whether the schedule can meet the SLA.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration: one TOML file, or a directory whose *.toml files are merged.
+    #[arg(long, short = 'c', global = true, env = "PATCHD_CONFIG", default_value = "/etc/patchd", value_name = "PATH")]
+    pub config: PathBuf,
+
+    /// Database URL, overriding `[daemon] database_url` (sqlite://FILE or postgres://...).
+    #[arg(long, global = true, env = "PATCHD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
+
+    /// AWS endpoint, overriding `[aws] endpoint_url` (e.g. the fleet simulator). The SDK's
+    /// own AWS_ENDPOINT_URL is honoured too when neither is set.
+    #[arg(long, global = true, env = "PATCHD_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and summarise it.
+    ///
+    /// Reports every problem at once as FILE:LINE:COL: error: MESSAGE, with a hint, then
+    /// warnings (e.g. a schedule that cannot meet the SLA). Exits 0 when valid, 2 when the
+    /// configuration has errors, 1 when it cannot be read.
+    Check(CheckArgs),
+    /// Show when each window opens next, and whether the schedule can meet the SLA.
+    ///
+    /// The feasibility table gives, per group and risk rank, the worst-case age of a patch at
+    /// install: the baseline's approval delay, plus the longest gap between install windows
+    /// over the next 365 days, plus the window's duration.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Treat warnings as errors (exit 2 when there is any warning).
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan from this instant instead of now (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub from: Option<DateTime<Utc>>,
+
+    /// How many firings of each window to list.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+
+    /// Output format. The JSON form is a stable contract, documented in docs/configuration.md.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; write an RFC 3339 instant such as 2026-12-01T00:00:00Z"))
+}
