@@ -38,11 +38,16 @@ pub(crate) struct Refs {
     pub(crate) groups: Vec<(Located<String>, String)>,
 }
 
-pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> FilePart {
+/// None when the file is not valid TOML: its syntax errors are reported, and checking what a
+/// broken tree means would only add noise.
+pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> Option<FilePart> {
     let (root, errors) = toml::de::DeTable::parse_recoverable(&src.text);
     for error in &errors {
         let origin = src.origin_at(error.span().map_or(0, |s| s.start));
         d.error(&origin, format!("invalid TOML: {}", error.message().trim_end()), None);
+    }
+    if !errors.is_empty() {
+        return None;
     }
     let base_dir = src.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut r = TableReader::new(src, root.get_ref(), &(0..0), "the top level");
@@ -80,11 +85,8 @@ pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> FilePart {
         }
         t.finish(d);
     }
-    // Top-level keys are checked only when the file parsed: a syntax error already explains them.
-    if errors.is_empty() {
-        r.finish(d);
-    }
-    part
+    r.finish(d);
+    Some(part)
 }
 
 fn resolve_path(base_dir: &Path, written: &str) -> PathBuf {
@@ -791,8 +793,17 @@ fn decode_task(
         Some(g) if g.is_empty() => d.error(&r.origin, "`groups` is empty, so the task targets nothing", Some("list at least one [[group]] name".into())),
         _ => {}
     }
-    let context = match (&name, window) {
-        (Some(task), Some(window)) => format!("task `{}` of window `{}`", task.value, window.value),
+    let default_name = operation.map(|op| {
+        let op = op.as_ssm().to_lowercase();
+        if count == 1 {
+            op
+        } else {
+            format!("{op}-{}", index + 1)
+        }
+    });
+    let task_name = name.as_ref().map(|n| n.value.clone()).or(default_name);
+    let context = match (&task_name, window) {
+        (Some(task), Some(window)) => format!("task `{task}` of window `{}`", window.value),
         (None, Some(window)) => format!("a task of window `{}`", window.value),
         _ => "a task".to_string(),
     };
@@ -815,9 +826,8 @@ fn decode_task(
             Some("schedule a reboot and a scan before the SLA is due, or use `RebootIfNeeded`".into()),
         );
     }
-    let default_name = if count == 1 { operation.as_ssm().to_lowercase() } else { format!("{}-{}", operation.as_ssm().to_lowercase(), index + 1) };
     Some(Task {
-        name: name.map_or(default_name, |n| n.value),
+        name: task_name?,
         operation,
         groups: groups?,
         reboot_option,

@@ -187,6 +187,11 @@ pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
 /// no critical patch at all (the one rank PCI DSS fixes a deadline for).
 pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
     for group in &config.groups {
+        let targeted = config.windows.iter().flat_map(|w| &w.tasks).any(|t| t.groups.iter().any(|g| g.value == group.name));
+        if !targeted {
+            // Validation already warns that nothing targets the group at all.
+            continue;
+        }
         let group_rows: Vec<&Row> = rows.iter().filter(|r| r.group == group.name && !r.ok).collect();
         if let Some(row) = group_rows.iter().find(|r| r.worst_case_days.is_none()) {
             d.warning(

@@ -67,7 +67,11 @@ pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
 pub fn load_sources(files: Vec<(PathBuf, String)>, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
     let mut diagnostics = diagnostic::Diagnostics::default();
     let sources: Vec<reader::Source> = files.into_iter().map(|(path, text)| reader::Source::new(path, text)).collect();
-    let parts: Vec<decode::FilePart> = sources.iter().map(|src| decode::decode_file(src, &mut diagnostics)).collect();
+    let parts: Vec<Option<decode::FilePart>> = sources.iter().map(|src| decode::decode_file(src, &mut diagnostics)).collect();
+    // Cross-file checks would misreport what the unparsable file defines.
+    let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() else {
+        return Err(LoadError::Invalid { diagnostics: diagnostics.into_sorted() });
+    };
     let config = validate::merge_and_check(parts, sources.iter().map(|s| s.path.to_path_buf()).collect(), now, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(LoadError::Invalid { diagnostics: diagnostics.into_sorted() });

@@ -33,14 +33,26 @@ impl ParseError {
 pub enum ScheduleError {
     /// SSM only applies `ScheduleOffset` to cron expressions.
     #[error(
-        "an offset of {offset_days} days only applies to cron(...) schedules; remove the offset or use a cron expression"
+        "an offset of {} only applies to cron(...) schedules; remove the offset or use a cron expression",
+        days(*offset_days)
     )]
     OffsetNeedsCron { offset_days: u8 },
-    #[error("an offset of {offset_days} days is out of range; use 1 to 6 days, or 0 for none")]
+    #[error(
+        "an offset of {} is out of range; use 1 to 6 days, or 0 for none",
+        days(*offset_days)
+    )]
     OffsetOutOfRange { offset_days: u8 },
     #[error("the end {end} is before the start {start}; move the end after the start")]
     EndBeforeStart {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     },
+}
+
+fn days(n: u8) -> String {
+    if n == 1 {
+        "1 day".to_owned()
+    } else {
+        format!("{n} days")
+    }
 }
