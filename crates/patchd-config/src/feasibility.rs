@@ -206,10 +206,11 @@ pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
             d.warning(
                 &group.origin,
                 format!(
-                    "group `{}`: {} patches can wait up to {worst:.1} days before install ({} days approval + {:.1} days between install windows + {} h window), over the {}-day SLA",
+                    "group `{}`: {} patches can wait up to {worst:.1} days before install ({} days approval{} + {:.1} days between install windows + {} h window), over the {}-day SLA",
                     group.name,
                     row.rank,
                     row.approval_delay_days,
+                    if row.baseline.is_none() { " by the assumed AWS default baseline" } else { "" },
                     row.longest_gap_days.unwrap_or_default(),
                     row.window_hours.unwrap_or_default(),
                     row.sla_days,
@@ -227,5 +228,126 @@ pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
                 Some("add a rule whose severity filter includes `Critical` (or has no severity filter), with `approve_after_days`".into()),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn config(baseline_rules: &str, os: &str, windows: &str) -> Config {
+        let text = format!(
+            r#"
+[[baseline]]
+name = "base"
+operating_system = "{os}"
+patch_groups = ["pg"]
+{baseline_rules}
+
+[[group]]
+name = "g"
+[group.tags]
+"Patch Group" = "pg"
+
+{windows}
+"#
+        );
+        let from = Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap();
+        match crate::load_sources(vec![(PathBuf::from("t.toml"), text)], from) {
+            Ok(loaded) => loaded.config,
+            Err(crate::LoadError::Invalid { diagnostics }) => panic!("{diagnostics:#?}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn install_window(name: &str, schedule: &str, hours: u32, extra: &str) -> String {
+        format!("[[window]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nduration_hours = {hours}\n{extra}\n[[window.task]]\noperation = \"install\"\ngroups = [\"g\"]\n")
+    }
+
+    fn rows(config: &Config) -> Vec<(RiskRank, Option<f64>, bool)> {
+        let from = Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap();
+        analyse(config, from).into_iter().map(|r| (r.rank, r.worst_case_days, r.ok)).collect()
+    }
+
+    const SEVEN_DAYS_ALL: &str = "[[baseline.rule]]\nclassification = [\"Security\"]\napprove_after_days = 7\n";
+
+    #[test]
+    fn seven_day_delay_and_a_monthly_window_cannot_meet_thirty_days() {
+        // Second Tuesday of each month: the longest gap in the next year is five weeks.
+        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("m", "cron(0 2 ? * TUE#2 *)", 4, ""));
+        let got = rows(&c);
+        assert_eq!(got[0], (RiskRank::Critical, Some(round2(7.0 + 35.0 + 4.0 / 24.0)), false));
+        // Every other rank has 90 days.
+        assert!(got[1..].iter().all(|(_, _, ok)| *ok));
+    }
+
+    #[test]
+    fn daily_window_with_no_delay_is_comfortable() {
+        let rules = "[[baseline.rule]]\nseverity = [\"Critical\"]\napprove_after_days = 0\n";
+        let c = config(rules, "AMAZON_LINUX_2", &install_window("d", "cron(0 2 * * ? *)", 3, ""));
+        assert_eq!(rows(&c), vec![(RiskRank::Critical, Some(round2(1.0 + 3.0 / 24.0)), true)]);
+    }
+
+    #[test]
+    fn several_windows_share_the_gap() {
+        let windows = format!(
+            "{}{}",
+            install_window("sun", "cron(0 2 ? * SUN *)", 2, ""),
+            install_window("wed", "cron(0 2 ? * WED *)", 2, "")
+        );
+        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &windows);
+        // Sunday to Wednesday is 3 days, Wednesday to Sunday 4: the worst wait is 4 days.
+        assert_eq!(rows(&c)[0].1, Some(round2(7.0 + 4.0 + 2.0 / 24.0)));
+    }
+
+    #[test]
+    fn ranks_follow_the_rules_severity_filters() {
+        let rules = "[[baseline.rule]]\nseverity = [\"Critical\", \"Important\"]\napprove_after_days = 1\n[[baseline.rule]]\nseverity = [\"Important\", \"Low\"]\napprove_after_days = 10\n";
+        let c = config(rules, "AMAZON_LINUX_2", &install_window("d", "cron(0 2 * * ? *)", 1, ""));
+        let delays: Vec<(RiskRank, u32)> = analyse(&c, Utc::now()).iter().map(|r| (r.rank, r.approval_delay_days)).collect();
+        assert_eq!(delays, vec![(RiskRank::Critical, 1), (RiskRank::High, 1), (RiskRank::Low, 10)]);
+    }
+
+    #[test]
+    fn ubuntu_has_no_approval_delay() {
+        let rules = "[[baseline.rule]]\npriority = [\"Required\", \"Important\"]\n";
+        let c = config(rules, "UBUNTU", &install_window("w", "cron(0 2 ? * SUN *)", 4, ""));
+        let got = analyse(&c, Utc::now());
+        assert_eq!(got.len(), 4);
+        assert!(got.iter().all(|r| r.approval_delay_days == 0 && r.ok));
+    }
+
+    #[test]
+    fn approve_until_approves_nothing_new() {
+        let rules = "[[baseline.rule]]\napprove_until = 2026-06-01\n";
+        let c = config(rules, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 ? * SUN *)", 4, ""));
+        assert!(analyse(&c, Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn windows_that_stop_opening_cannot_meet_any_sla() {
+        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 ? * SUN *)", 4, "end_date = 2027-03-01"));
+        assert!(rows(&c).iter().all(|(_, worst, ok)| worst.is_none() && !ok));
+    }
+
+    #[test]
+    fn a_late_first_window_counts_as_a_gap() {
+        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 0 * * ? *)", 1, "start_date = 2027-01-27T00:00:00Z"));
+        // Nothing installs before the start date, 60 days after 2026-11-28.
+        assert_eq!(rows(&c)[0].1, Some(round2(7.0 + 60.0 + 1.0 / 24.0)));
+    }
+
+    #[test]
+    fn groups_without_a_patchd_baseline_assume_the_aws_default() {
+        let mut c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 * * ? *)", 1, ""));
+        c.baselines.clear();
+        let got = analyse(&c, Utc::now());
+        assert_eq!(got.len(), 4);
+        assert!(got.iter().all(|r| r.baseline.is_none() && r.approval_delay_days == AWS_DEFAULT_APPROVAL_DAYS));
+        assert!(got[0].note.as_deref().unwrap().contains("AWS default"));
     }
 }

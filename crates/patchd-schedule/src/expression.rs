@@ -86,11 +86,17 @@ fn parse_at(inner: &str, base: usize) -> Result<NaiveDateTime, ParseError> {
     let parts = tokens(inner, base);
     let [value] = parts[..] else {
         let offset = parts.get(1).map_or(base, |t| t.offset);
-        return Err(ParseError::new(
+        let error = ParseError::new(
             "at() needs exactly one date and time, yyyy-mm-ddThh:mm:ss",
             offset,
-        )
-        .hint("write e.g. `at(2026-12-01T03:00:00)`"));
+        );
+        return Err(match parts[..] {
+            [date, time] => error.hint(format!(
+                "join the date and time with `T`: `at({}T{})`",
+                date.text, time.text
+            )),
+            _ => error.hint("write e.g. `at(2026-12-01T03:00:00)`"),
+        });
     };
     let text = value.text;
     let bytes = text.as_bytes();

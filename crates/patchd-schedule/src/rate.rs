@@ -75,7 +75,18 @@ impl Rate {
         let parts = tokens(text, base);
         let [count, unit] = parts[..] else {
             let offset = parts.get(2).map_or(base, |t| t.offset);
-            return Err(ParseError::new("rate() needs a number and a unit", offset).hint(example));
+            let error = ParseError::new("rate() needs a number and a unit", offset);
+            let glued = parts.first().and_then(|t| {
+                let digits = t.text.bytes().take_while(u8::is_ascii_digit).count();
+                (parts.len() == 1 && digits > 0 && digits < t.text.len())
+                    .then(|| t.text.split_at(digits))
+            });
+            return Err(match glued {
+                Some((number, unit)) => error.hint(format!(
+                    "put a space between the number and the unit: `rate({number} {unit})`"
+                )),
+                None => error.hint(example),
+            });
         };
         let (count_at, count_text) = (count.offset, count.text);
         let (unit_at, unit_text) = (unit.offset, unit.text);

@@ -190,13 +190,14 @@ pub(crate) fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc
 }
 
 /// Binary search over UTC seconds for the first instant whose local time is
-/// at or past `local`. No real UTC offset reaches 18 hours, so the local time
-/// is before `local` at the low end and after it at the high end. Any place
+/// at or past `local`. No UTC offset, even a historical one, reaches 16 hours,
+/// so the local time is before `local` at the low end of the window and after
+/// it at the high end. Any place
 /// where the predicate flips is a jump over `local` (it cannot be reached
 /// continuously, since it does not exist), so the search finds the gap
 /// whatever its length.
 fn end_of_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
-    const WINDOW: i64 = 18 * 3_600;
+    const WINDOW: i64 = 26 * 3_600;
     let at_or_past = |seconds: i64| -> Option<bool> {
         let instant = DateTime::from_timestamp(seconds, 0)?;
         Some(instant.with_timezone(&tz).naive_local() >= local)

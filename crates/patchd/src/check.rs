@@ -9,7 +9,7 @@ use crate::cli::{CheckArgs, GlobalArgs};
 use crate::{load_config, print_diagnostics, Failure};
 
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<(), Failure> {
-    let now = Utc::now();
+    let now = args.from.unwrap_or_else(Utc::now);
     let loaded = load_config(global, now)?;
     if args.deny_warnings && !loaded.warnings.is_empty() {
         return Err(Failure::InvalidConfig(loaded.warnings));

@@ -69,6 +69,11 @@ pub struct CheckArgs {
     /// Treat warnings as errors (exit 2 when there is any warning).
     #[arg(long)]
     pub deny_warnings: bool,
+
+    /// Check as of this instant instead of now (RFC 3339): expired exceptions, next openings,
+    /// SLA feasibility.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub from: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
