@@ -40,7 +40,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}; run with PATCHD_BLESS=1", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with PATCHD_BLESS=1", path.display()));
     assert_eq!(actual, expected, "output differs from {} (PATCHD_BLESS=1 to accept)", path.display());
 }
 
@@ -88,7 +89,12 @@ fn check_reports_every_error_with_its_location() {
     for line in err.lines() {
         let located = line.starts_with("tests/fixtures/invalid/everything-wrong.toml:")
             && (line.contains(": error: ") || line.contains(": warning: "));
-        assert!(located || line.starts_with("  = hint: ") || line.starts_with("patchd: the configuration is invalid"), "unexpected line: {line}");
+        assert!(
+            located
+                || line.starts_with("  = hint: ")
+                || line.starts_with("patchd: the configuration is invalid"),
+            "unexpected line: {line}"
+        );
     }
     assert!(err.ends_with("patchd: the configuration is invalid: 27 error(s), 2 warning(s)\n"), "{err}");
     golden("check-everything-wrong.stderr", &err);
@@ -98,7 +104,11 @@ fn check_reports_every_error_with_its_location() {
 fn check_exits_1_when_the_configuration_cannot_be_read() {
     let out = patchd(&["check", "--config", "tests/fixtures/no-such-file.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with("patchd: error: cannot read tests/fixtures/no-such-file.toml:"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("patchd: error: cannot read tests/fixtures/no-such-file.toml:"),
+        "{}",
+        stderr(&out)
+    );
     let empty = Scratch::new("empty", &[]);
     let out = patchd(&["check", "--config", empty.path()]);
     assert_eq!(out.status.code(), Some(1));
@@ -122,7 +132,11 @@ fn names_must_be_unique_across_files() {
     let out = patchd(&["check", "-c", dir.path()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    let expected = format!("{}/b.toml:2:8: error: group `web` is defined twice\n  = hint: first defined at {}/a.toml:2:8", dir.path(), dir.path());
+    let expected = format!(
+        "{}/b.toml:2:8: error: group `web` is defined twice\n  = hint: first defined at {}/a.toml:2:8",
+        dir.path(),
+        dir.path()
+    );
     assert!(err.starts_with(&expected), "{err}");
 }
 
@@ -137,7 +151,15 @@ fn the_environment_names_the_configuration() {
 #[test]
 fn global_options_override_the_configuration() {
     let out = patchd_with_env(
-        &["--database", "postgres://patchd:hunter2@db.internal/patchd", "check", "-c", "tests/fixtures/split", "--endpoint-url", "http://127.0.0.1:4566"],
+        &[
+            "--database",
+            "postgres://patchd:hunter2@db.internal/patchd",
+            "check",
+            "-c",
+            "tests/fixtures/split",
+            "--endpoint-url",
+            "http://127.0.0.1:4566",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -145,7 +167,10 @@ fn global_options_override_the_configuration() {
     assert!(text.contains("database  postgres://patchd:***@db.internal/patchd\n"), "{text}");
     assert!(!text.contains("hunter2"));
     assert!(text.contains("endpoint  http://127.0.0.1:4566, region from the environment\n"), "{text}");
-    let out = patchd_with_env(&["check", "-c", "tests/fixtures/split"], &[("PATCHD_ENDPOINT_URL", "http://127.0.0.1:9999")]);
+    let out = patchd_with_env(
+        &["check", "-c", "tests/fixtures/split"],
+        &[("PATCHD_ENDPOINT_URL", "http://127.0.0.1:9999")],
+    );
     assert!(stdout(&out).contains("endpoint  http://127.0.0.1:9999,"), "{}", stdout(&out));
 }
 
@@ -194,7 +219,10 @@ fn plan_fires_after_a_spring_forward_gap() {
     // New York's gap is 02:00-03:00, so 01:30 still exists on 2026-03-08.
     assert_eq!(
         starts(&plan, "new-york-0130"),
-        pairs(&[("2026-03-08T06:30:00Z", "2026-03-08T01:30:00-05:00"), ("2026-03-09T05:30:00Z", "2026-03-09T01:30:00-04:00")])
+        pairs(&[
+            ("2026-03-08T06:30:00Z", "2026-03-08T01:30:00-05:00"),
+            ("2026-03-09T05:30:00Z", "2026-03-09T01:30:00-04:00")
+        ])
     );
 }
 
@@ -204,12 +232,18 @@ fn plan_fires_once_in_a_fall_back_overlap() {
     // 02:30 happens twice in Berlin on 2026-10-25: the window opens once, at the first.
     assert_eq!(
         starts(&plan, "berlin-0230"),
-        pairs(&[("2026-10-25T00:30:00Z", "2026-10-25T02:30:00+02:00"), ("2026-10-26T01:30:00Z", "2026-10-26T02:30:00+01:00")])
+        pairs(&[
+            ("2026-10-25T00:30:00Z", "2026-10-25T02:30:00+02:00"),
+            ("2026-10-26T01:30:00Z", "2026-10-26T02:30:00+01:00")
+        ])
     );
     let plan = plan_json("tests/fixtures/dst", "2026-10-31T12:00:00Z", "2");
     assert_eq!(
         starts(&plan, "new-york-0130"),
-        pairs(&[("2026-11-01T05:30:00Z", "2026-11-01T01:30:00-04:00"), ("2026-11-02T06:30:00Z", "2026-11-02T01:30:00-05:00")])
+        pairs(&[
+            ("2026-11-01T05:30:00Z", "2026-11-01T01:30:00-04:00"),
+            ("2026-11-02T06:30:00Z", "2026-11-02T01:30:00-05:00")
+        ])
     );
 }
 
@@ -238,7 +272,8 @@ fn plan_json_is_the_documented_contract() {
     assert_eq!(firing["end"], "2026-11-29T02:00:00Z");
     assert_eq!(firing["local_start"], "2026-11-29T01:00:00+01:00");
     let rows = plan["sla_feasibility"].as_array().unwrap();
-    let critical_windows = rows.iter().find(|r| r["group"] == "windows-ad" && r["rank"] == "critical").unwrap();
+    let critical_windows =
+        rows.iter().find(|r| r["group"] == "windows-ad" && r["rank"] == "critical").unwrap();
     assert_eq!(critical_windows["sla_days"], 30);
     assert_eq!(critical_windows["ok"], false);
     assert_eq!(critical_windows["worst_case_days"], 37.25);
@@ -269,7 +304,9 @@ fn plan_rejects_an_invalid_configuration_like_check() {
 fn help_teaches_the_tool() {
     let out = patchd(&["--help"]);
     let text = stdout(&out);
-    for needle in ["check", "plan", "--config", "PATCHD_CONFIG", "--database", "--endpoint-url", "--log-format"] {
+    for needle in
+        ["check", "plan", "--config", "PATCHD_CONFIG", "--database", "--endpoint-url", "--log-format"]
+    {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
     let text = stdout(&patchd(&["plan", "--help"]));

@@ -171,11 +171,15 @@ fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> Aws {
     if let Some(url) = r.string(d, "endpoint_url", "\"http://127.0.0.1:4566\"") {
         let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
         match rest {
-            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => aws.endpoint_url = Some(url.value),
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+                aws.endpoint_url = Some(url.value)
+            }
             _ => d.error(
                 &url.origin,
                 format!("`endpoint_url` must be an http:// or https:// URL, found `{}`", url.value),
-                Some("write `endpoint_url = \"http://127.0.0.1:4566\"`, or leave it out to talk to AWS".into()),
+                Some(
+                    "write `endpoint_url = \"http://127.0.0.1:4566\"`, or leave it out to talk to AWS".into(),
+                ),
             ),
         }
     }
@@ -191,7 +195,8 @@ fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> Aws {
         let role_arn = t.required_string(d, "role_arn", "\"arn:aws:iam::123456789012:role/patchd\"");
         let external_id = t.string(d, "external_id", "\"a-shared-secret\"").map(|s| s.value);
         let regions = t.string_list(d, "regions", "[\"eu-central-1\"]").unwrap_or_default();
-        let regions_ok = regions.iter().fold(true, |ok, region| check_region(d, region) && ok);
+        // Count rather than `all` so that every bad region is reported, not only the first.
+        let regions_ok = regions.iter().filter(|region| !check_region(d, region)).count() == 0;
         if let Some(arn) = &role_arn {
             if !is_role_arn(arn) {
                 d.error(
@@ -267,7 +272,8 @@ fn decode_sla(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> SlaP
     if let Some(rank) = r.choice(d, "default_rank", &ranks) {
         sla.default_rank = RiskRank::parse(&rank).unwrap_or(RiskRank::Medium);
     }
-    if let Some(path) = r.string(d, "kev_catalog", "\"/var/lib/patchd/known_exploited_vulnerabilities.json\"") {
+    if let Some(path) = r.string(d, "kev_catalog", "\"/var/lib/patchd/known_exploited_vulnerabilities.json\"")
+    {
         sla.kev_catalog = Some(resolve_path(base_dir, &path));
     }
     for mut t in r.tables(d, "rule", "[[sla.rule]]") {
@@ -275,16 +281,28 @@ fn decode_sla(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> SlaP
         let rank = t.choice(d, "rank", &ranks);
         let reason = t.string(d, "reason", "\"exploited in the wild\"").map(|s| s.value);
         if cves.is_none() {
-            d.error(&t.origin, "[[sla.rule]] is missing the required key `cves`", Some("add `cves = [\"CVE-2024-3094\"]`".into()));
+            d.error(
+                &t.origin,
+                "[[sla.rule]] is missing the required key `cves`",
+                Some("add `cves = [\"CVE-2024-3094\"]`".into()),
+            );
         }
         if rank.is_none() && t.get("rank").is_none() {
-            d.error(&t.origin, "[[sla.rule]] is missing the required key `rank`", Some("add `rank = \"critical\"`".into()));
+            d.error(
+                &t.origin,
+                "[[sla.rule]] is missing the required key `rank`",
+                Some("add `rank = \"critical\"`".into()),
+            );
         }
         let mut valid = true;
         for cve in cves.iter().flatten() {
             if !is_cve(cve) {
                 valid = false;
-                d.error(&cve.origin, format!("`{}` is not a CVE id", cve.value), Some("write CVE ids like `CVE-2024-3094`".into()));
+                d.error(
+                    &cve.origin,
+                    format!("`{}` is not a CVE id", cve.value),
+                    Some("write CVE ids like `CVE-2024-3094`".into()),
+                );
             }
         }
         if let (Some(cves), Some(rank), true) = (cves, rank, valid) {
@@ -313,7 +331,10 @@ fn check_name(d: &mut Diagnostics, name: &Located<String>, what: &str) -> bool {
     if !ok {
         d.error(
             &name.origin,
-            format!("{what} name `{}` may only contain letters, digits, `-`, `_` and `.` (at most 128)", name.value),
+            format!(
+                "{what} name `{}` may only contain letters, digits, `-`, `_` and `.` (at most 128)",
+                name.value
+            ),
             Some(format!("for example `{}`", sanitize(&name.value))),
         );
     }
@@ -321,7 +342,8 @@ fn check_name(d: &mut Diagnostics, name: &Located<String>, what: &str) -> bool {
 }
 
 fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
     if s.is_empty() {
         "prod-web".into()
     } else {
@@ -333,7 +355,11 @@ fn date_of(d: &mut Diagnostics, dt: &Located<Datetime>, key: &str) -> Option<Nai
     match (dt.date, dt.time) {
         (Some(date), None) => NaiveDate::from_ymd_opt(date.year.into(), date.month.into(), date.day.into()),
         _ => {
-            d.error(&dt.origin, format!("`{key}` must be a date without a time"), Some(format!("write `{key} = 2027-03-31`")));
+            d.error(
+                &dt.origin,
+                format!("`{key}` must be a date without a time"),
+                Some(format!("write `{key} = 2027-03-31`")),
+            );
             None
         }
     }
@@ -345,27 +371,41 @@ fn decode_exception(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -
     let instances = r.string_list(d, "instances", "[\"i-0abc1234def567890\"]");
     let group = r.string(d, "group", "\"legacy-batch\"");
     if let Some(group) = &group {
-        let context = name.as_ref().map_or("an exception".to_string(), |n| format!("exception `{}`", n.value));
+        let context =
+            name.as_ref().map_or("an exception".to_string(), |n| format!("exception `{}`", n.value));
         refs.groups.push((group.clone(), context));
     }
-    let reason = r.required_string(d, "reason", "\"vendor appliance; compensating control: network isolation\"");
+    let reason =
+        r.required_string(d, "reason", "\"vendor appliance; compensating control: network isolation\"");
     let owner = r.required_string(d, "owner", "\"jane.doe@example.com\"");
     let expires = r.datetime(d, "expires", "2027-03-31");
     if patches.as_ref().is_none_or(Vec::is_empty) {
-        d.error(&r.origin, "[[exception]] must list the `patches` it accepts", Some("add `patches = [\"ALAS2-2024-2500\"]`".into()));
+        d.error(
+            &r.origin,
+            "[[exception]] must list the `patches` it accepts",
+            Some("add `patches = [\"ALAS2-2024-2500\"]`".into()),
+        );
     }
     let scope = match (instances, group) {
         (Some(ids), None) if !ids.is_empty() => {
-            let ok = ids.iter().fold(true, |ok, id| check_instance_id(d, id) && ok);
+            let ok = ids.iter().filter(|id| !check_instance_id(d, id)).count() == 0;
             ok.then(|| ExceptionScope::Instances(ids.into_iter().map(|i| i.value).collect()))
         }
         (None, Some(group)) => Some(ExceptionScope::Group(group)),
         (Some(_), Some(_)) => {
-            d.error(&r.origin, "[[exception]] names both `instances` and `group`", Some("keep one: an exception covers either listed instances or one group".into()));
+            d.error(
+                &r.origin,
+                "[[exception]] names both `instances` and `group`",
+                Some("keep one: an exception covers either listed instances or one group".into()),
+            );
             None
         }
         _ => {
-            d.error(&r.origin, "[[exception]] must say where it applies", Some("add `instances = [\"i-0abc1234def567890\"]` or `group = \"legacy-batch\"`".into()));
+            d.error(
+                &r.origin,
+                "[[exception]] must say where it applies",
+                Some("add `instances = [\"i-0abc1234def567890\"]` or `group = \"legacy-batch\"`".into()),
+            );
             None
         }
     };
@@ -394,7 +434,8 @@ fn decode_exception(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -
 
 fn check_instance_id(d: &mut Diagnostics, id: &Located<String>) -> bool {
     let hex = id.strip_prefix("i-").unwrap_or("");
-    let ok = (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let ok = (hex.len() == 8 || hex.len() == 17)
+        && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     if !ok {
         d.error(
             &id.origin,
@@ -437,7 +478,11 @@ fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) ->
         let Some(values) = r.string_list(d, toml_key, "[\"Security\"]") else { continue };
         let origin = values.first().map_or_else(|| r.origin.clone(), |v| v.origin.clone());
         if values.is_empty() || values.len() > 20 {
-            d.error(&origin, format!("`{toml_key}` in {} needs between 1 and 20 values, found {}", r.what, values.len()), None);
+            d.error(
+                &origin,
+                format!("`{toml_key}` in {} needs between 1 and 20 values, found {}", r.what, values.len()),
+                None,
+            );
         }
         if let Some(os) = os {
             if !filter_keys_for(os).contains(ssm_key) {
@@ -455,7 +500,11 @@ fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) ->
         filters.push(PatchFilter { key: ssm_key, values: values.into_iter().map(|v| v.value).collect() });
     }
     if filters.len() > 4 {
-        d.error(&r.origin, format!("{} has {} filters; SSM allows at most 4 per rule", r.what, filters.len()), Some("split it into several rules".into()));
+        d.error(
+            &r.origin,
+            format!("{} has {} filters; SSM allows at most 4 per rule", r.what, filters.len()),
+            Some("split it into several rules".into()),
+        );
     }
     filters
 }
@@ -465,7 +514,11 @@ fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) ->
     let description = r.string(d, "description", "\"...\"").map(|s| s.value);
     let os = r.choice(d, "operating_system", OPERATING_SYSTEMS);
     if os.is_none() && r.get("operating_system").is_none() {
-        d.error(&r.origin, "[[baseline]] is missing the required key `operating_system`", Some("add `operating_system = \"AMAZON_LINUX_2\"`".into()));
+        d.error(
+            &r.origin,
+            "[[baseline]] is missing the required key `operating_system`",
+            Some("add `operating_system = \"AMAZON_LINUX_2\"`".into()),
+        );
     }
     let os_name = os.as_ref().map(|o| o.value);
     let global_filters = match r.table(d, "global_filters", "[baseline.global_filters]") {
@@ -479,7 +532,11 @@ fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) ->
     let mut rules = Vec::new();
     let rule_tables = r.tables(d, "rule", "[[baseline.rule]]");
     if rule_tables.len() > 10 {
-        d.error(&r.origin, format!("[[baseline]] has {} rules; SSM allows at most 10", rule_tables.len()), None);
+        d.error(
+            &r.origin,
+            format!("[[baseline]] has {} rules; SSM allows at most 10", rule_tables.len()),
+            None,
+        );
     }
     for mut t in rule_tables {
         rules.extend(decode_rule(&mut t, d, os_name));
@@ -488,7 +545,11 @@ fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) ->
     let patch_list = |r: &mut TableReader, d: &mut Diagnostics, key| {
         let list = r.string_list(d, key, "[\"KB5034441\"]").unwrap_or_default();
         if list.len() > 50 {
-            d.error(&list[50].origin, format!("`{key}` has {} entries; SSM allows at most 50", list.len()), Some("approve by rule instead, or split the baseline".into()));
+            d.error(
+                &list[50].origin,
+                format!("`{key}` has {} entries; SSM allows at most 50", list.len()),
+                Some("approve by rule instead, or split the baseline".into()),
+            );
         }
         for id in &list {
             if id.is_empty() || id.len() > 100 {
@@ -499,7 +560,9 @@ fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) ->
     };
     let approved_patches = patch_list(r, d, "approved_patches");
     let rejected_patches = patch_list(r, d, "rejected_patches");
-    let approved_level = r.choice(d, "approved_patches_compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
+    let approved_level = r
+        .choice(d, "approved_patches_compliance_level", COMPLIANCE_LEVELS)
+        .map_or("UNSPECIFIED", |l| l.value);
     let approved_non_security = r.bool(d, "approved_patches_enable_non_security").unwrap_or(false);
     let rejected_action = match r.choice(d, "rejected_patches_action", &["ALLOW_AS_DEPENDENCY", "BLOCK"]) {
         Some(a) if *a == "BLOCK" => RejectedPatchesAction::Block,
@@ -545,7 +608,8 @@ fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Op
     let filters = decode_filters(r, d, os);
     let after = r.integer(d, "approve_after_days", 0..=360, "7");
     let until = r.datetime(d, "approve_until", "2027-01-31");
-    let compliance_level = r.choice(d, "compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
+    let compliance_level =
+        r.choice(d, "compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
     let enable_non_security = r.bool(d, "enable_non_security").unwrap_or(false);
     let debian = os.is_some_and(is_debian_family);
     let given_after = r.get("approve_after_days").is_some();
@@ -561,7 +625,11 @@ fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Op
         }
         _ if debian => Some(Approval::Immediate),
         _ if given_after && given_until => {
-            d.error(&r.origin, "[[baseline.rule]] sets both `approve_after_days` and `approve_until`", Some("keep one of them".into()));
+            d.error(
+                &r.origin,
+                "[[baseline.rule]] sets both `approve_after_days` and `approve_until`",
+                Some("keep one of them".into()),
+            );
             None
         }
         (Some(n), _) => Some(Approval::AfterDays(n.value as u32)),
@@ -570,7 +638,10 @@ fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Op
             d.error(
                 &r.origin,
                 "[[baseline.rule]] must say when patches are approved",
-                Some("add `approve_after_days = 7` (days after release) or `approve_until = 2027-01-31`".into()),
+                Some(
+                    "add `approve_after_days = 7` (days after release) or `approve_until = 2027-01-31`"
+                        .into(),
+                ),
             );
             None
         }
@@ -584,7 +655,8 @@ fn decode_group(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Op
     let description = r.string(d, "description", "\"...\"").map(|s| s.value);
     let instance_ids = r.string_list(d, "instance_ids", "[\"i-0abc1234def567890\"]").unwrap_or_default();
     let ids_written = !instance_ids.is_empty();
-    let instance_ids: Vec<Located<String>> = instance_ids.into_iter().filter(|id| check_instance_id(d, id)).collect();
+    let instance_ids: Vec<Located<String>> =
+        instance_ids.into_iter().filter(|id| check_instance_id(d, id)).collect();
     let mut tags = BTreeMap::new();
     if let Some(t) = r.table(d, "tags", "[group.tags]") {
         for (key, value) in t.entries() {
@@ -593,7 +665,11 @@ fn decode_group(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Op
                 d.error(&key.origin, "a tag key must be 1 to 128 characters", None);
             }
             if values.is_empty() {
-                d.error(&key.origin, format!("tag `{}` lists no values, so it can match nothing", key.value), Some("list at least one value".into()));
+                d.error(
+                    &key.origin,
+                    format!("tag `{}` lists no values, so it can match nothing", key.value),
+                    Some("list at least one value".into()),
+                );
             }
             tags.insert(key.value, values.into_iter().map(|v| v.value).collect::<Vec<_>>());
         }
@@ -652,11 +728,17 @@ fn decode_window(
     let name = r.required_string(d, "name", "\"prod-patch-tuesday\"");
     let description = r.string(d, "description", "\"...\"").map(|s| s.value);
     let expression = r.required_string(d, "schedule", "\"cron(0 2 ? * TUE#2 *)\"").and_then(|s| {
-        Expression::parse(&s).map_err(|e| {
-            // Point at the offending token inside the string: one past the opening quote.
-            let origin = Origin { col: s.origin.col + 1 + s[..e.offset.min(s.len())].chars().count() as u32, ..s.origin.clone() };
-            d.error(&origin, format!("invalid schedule `{}`: {}", s.value, e.message), e.hint.clone());
-        }).ok().map(|expr| (expr, s.origin))
+        Expression::parse(&s)
+            .map_err(|e| {
+                // Point at the offending token inside the string: one past the opening quote.
+                let origin = Origin {
+                    col: s.origin.col + 1 + s[..e.offset.min(s.len())].chars().count() as u32,
+                    ..s.origin.clone()
+                };
+                d.error(&origin, format!("invalid schedule `{}`: {}", s.value, e.message), e.hint.clone());
+            })
+            .ok()
+            .map(|expr| (expr, s.origin))
     });
     let timezone = match r.string(d, "timezone", "\"Europe/Berlin\"") {
         Some(tz) => match patchd_schedule::parse_timezone(&tz) {
@@ -672,7 +754,11 @@ fn decode_window(
     let offset_days = r.integer(d, "offset_days", 1..=6, "2");
     let duration = r.integer(d, "duration_hours", 1..=24, "4");
     if duration.is_none() && r.get("duration_hours").is_none() {
-        d.error(&r.origin, "[[window]] is missing the required key `duration_hours`", Some("add `duration_hours = 4` (1 to 24, as in SSM)".into()));
+        d.error(
+            &r.origin,
+            "[[window]] is missing the required key `duration_hours`",
+            Some("add `duration_hours = 4` (1 to 24, as in SSM)".into()),
+        );
     }
     let cutoff = r.integer(d, "cutoff_hours", 0..=23, "1");
     let cutoff_behavior = match r.choice(d, "cutoff_behavior", &["CONTINUE_TASK", "CANCEL_TASK"]) {
@@ -686,8 +772,14 @@ fn decode_window(
         if cutoff.value >= duration.value {
             d.error(
                 &cutoff.origin,
-                format!("`cutoff_hours = {}` must be shorter than `duration_hours = {}`", cutoff.value, duration.value),
-                Some("the cutoff is the last part of the window in which no new task starts; make it smaller".into()),
+                format!(
+                    "`cutoff_hours = {}` must be shorter than `duration_hours = {}`",
+                    cutoff.value, duration.value
+                ),
+                Some(
+                    "the cutoff is the last part of the window in which no new task starts; make it smaller"
+                        .into(),
+                ),
             );
         }
     }
@@ -700,11 +792,19 @@ fn decode_window(
     }
     for (i, task) in tasks.iter().enumerate() {
         if let Some(first) = tasks[..i].iter().find(|t| t.name == task.name) {
-            d.error(&task.origin, format!("task name `{}` is used twice in this window", task.name), Some(format!("first used at {}; give each task its own `name`", first.origin)));
+            d.error(
+                &task.origin,
+                format!("task name `{}` is used twice in this window", task.name),
+                Some(format!("first used at {}; give each task its own `name`", first.origin)),
+            );
         }
     }
     if task_count == 0 && r.get("task").is_none() {
-        d.warning(&r.origin, "this window has no tasks, so it does nothing when it opens", Some("add a `[[window.task]]` with `operation = \"scan\"` or `\"install\"`".into()));
+        d.warning(
+            &r.origin,
+            "this window has no tasks, so it does nothing when it opens",
+            Some("add a `[[window.task]]` with `operation = \"scan\"` or `\"install\"`".into()),
+        );
     }
     if let Some(name) = &name {
         check_name(d, name, "window");
@@ -716,7 +816,11 @@ fn decode_window(
     let end_at = end.as_ref().and_then(|e| instant_of(e, tz, true));
     for (given, parsed, key) in [(&start, start_at, "start_date"), (&end, end_at, "end_date")] {
         if let (Some(given), None) = (given, parsed) {
-            d.error(&given.origin, format!("`{key}` must be a date or a date and time"), Some(format!("write `{key} = 2027-01-01` or `{key} = 2027-01-01T00:00:00Z`")));
+            d.error(
+                &given.origin,
+                format!("`{key}` must be a date or a date and time"),
+                Some(format!("write `{key} = 2027-01-01` or `{key} = 2027-01-01T00:00:00Z`")),
+            );
         }
     }
     if matches!(expression, Expression::Rate(_)) && start_at.is_none() {
@@ -783,14 +887,26 @@ fn decode_task(
 ) -> Option<Task> {
     let operation = r.choice(d, "operation", &["scan", "install"]);
     if operation.is_none() && r.get("operation").is_none() {
-        d.error(&r.origin, "[[window.task]] is missing the required key `operation`", Some("add `operation = \"scan\"` or `operation = \"install\"`".into()));
+        d.error(
+            &r.origin,
+            "[[window.task]] is missing the required key `operation`",
+            Some("add `operation = \"scan\"` or `operation = \"install\"`".into()),
+        );
     }
     let operation = operation.map(|o| if *o == "install" { Operation::Install } else { Operation::Scan });
     let name = r.string(d, "name", "\"install-prod\"");
     let groups = r.string_list(d, "groups", "[\"prod-web\"]");
     match &groups {
-        None if r.get("groups").is_none() => d.error(&r.origin, "[[window.task]] is missing the required key `groups`", Some("add `groups = [\"prod-web\"]`: the [[group]] names the task targets".into())),
-        Some(g) if g.is_empty() => d.error(&r.origin, "`groups` is empty, so the task targets nothing", Some("list at least one [[group]] name".into())),
+        None if r.get("groups").is_none() => d.error(
+            &r.origin,
+            "[[window.task]] is missing the required key `groups`",
+            Some("add `groups = [\"prod-web\"]`: the [[group]] names the task targets".into()),
+        ),
+        Some(g) if g.is_empty() => d.error(
+            &r.origin,
+            "`groups` is empty, so the task targets nothing",
+            Some("list at least one [[group]] name".into()),
+        ),
         _ => {}
     }
     let default_name = operation.map(|op| {
@@ -817,7 +933,8 @@ fn decode_task(
     let max_concurrency = decode_limit(r, d, "max_concurrency", 1).unwrap_or(Limit::Count(50));
     let max_errors = decode_limit(r, d, "max_errors", 0).unwrap_or(Limit::Count(0));
     let priority = r.integer(d, "priority", 0..=1_000_000, "1").map_or(1, |p| p.value as u32);
-    let timeout_seconds = r.integer(d, "timeout_seconds", 30..=2_592_000, "3600").map_or(3600, |t| t.value as u32);
+    let timeout_seconds =
+        r.integer(d, "timeout_seconds", 30..=2_592_000, "3600").map_or(3600, |t| t.value as u32);
     let operation = operation?;
     if operation == Operation::Install && reboot_option == RebootOption::NoReboot {
         d.warning(

@@ -97,9 +97,8 @@ impl Diagnostics {
 
     /// Errors first, then warnings, each in file order, so the output reads top to bottom.
     pub(crate) fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by(|a, b| {
-            (a.severity, &a.origin, &a.message).cmp(&(b.severity, &b.origin, &b.message))
-        });
+        self.items
+            .sort_by(|a, b| (a.severity, &a.origin, &a.message).cmp(&(b.severity, &b.origin, &b.message)));
         self.items.dedup();
         self.items
     }

@@ -58,7 +58,8 @@ fn ranks_of(rule: &ApprovalRule) -> Vec<RiskRank> {
     match severity {
         None => RiskRank::ALL.to_vec(),
         Some(filter) => {
-            let mut ranks: Vec<RiskRank> = filter.values.iter().filter_map(|v| RiskRank::from_vendor_severity(v)).collect();
+            let mut ranks: Vec<RiskRank> =
+                filter.values.iter().filter_map(|v| RiskRank::from_vendor_severity(v)).collect();
             ranks.sort();
             ranks.dedup();
             ranks
@@ -83,7 +84,7 @@ fn approval_delays(baseline: &Baseline) -> Vec<(RiskRank, u32)> {
             }
         }
     }
-    delays.sort_by(|a, b| b.0.cmp(&a.0));
+    delays.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
     delays
 }
 
@@ -135,7 +136,9 @@ pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
             .iter()
             .filter(|w| w.enabled)
             .filter(|w| {
-                w.tasks.iter().any(|t| t.operation == Operation::Install && t.groups.iter().any(|g| g.value == group.name))
+                w.tasks.iter().any(|t| {
+                    t.operation == Operation::Install && t.groups.iter().any(|g| g.value == group.name)
+                })
             })
             .collect();
         let reach = if install_windows.is_empty() { None } else { reach(&install_windows, from) };
@@ -145,10 +148,10 @@ pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
             "the install windows of this group stop opening"
         };
         let baselines: Vec<&Baseline> = config.baselines_for_group(group).collect();
-        let mut plans: Vec<(Option<&str>, Vec<(RiskRank, u32)>)> = baselines
-            .iter()
-            .map(|b| (Some(b.name.as_str()), approval_delays(b)))
-            .collect();
+        // (baseline name, approval delay per rank); None stands for SSM's default baseline.
+        type DelayPlan<'a> = (Option<&'a str>, Vec<(RiskRank, u32)>);
+        let mut plans: Vec<DelayPlan> =
+            baselines.iter().map(|b| (Some(b.name.as_str()), approval_delays(b))).collect();
         if plans.is_empty() {
             plans.push((None, RiskRank::ALL.iter().map(|r| (*r, AWS_DEFAULT_APPROVAL_DAYS)).collect()));
         }
@@ -161,7 +164,12 @@ pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
                         let note = baseline.is_none().then(|| {
                             format!("no patchd baseline serves this group; assumed the AWS default baseline's {AWS_DEFAULT_APPROVAL_DAYS}-day approval delay")
                         });
-                        (Some(round2(worst)), Some(round2(days(r.longest_gap))), Some(r.window.num_minutes() as f64 / 60.0), note)
+                        (
+                            Some(round2(worst)),
+                            Some(round2(days(r.longest_gap))),
+                            Some(r.window.num_minutes() as f64 / 60.0),
+                            note,
+                        )
                     }
                     None => (None, None, None, Some(no_window_note.to_string())),
                 };
@@ -187,7 +195,11 @@ pub fn analyse(config: &Config, from: DateTime<Utc>) -> Vec<Row> {
 /// no critical patch at all (the one rank PCI DSS fixes a deadline for).
 pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
     for group in &config.groups {
-        let targeted = config.windows.iter().flat_map(|w| &w.tasks).any(|t| t.groups.iter().any(|g| g.value == group.name));
+        let targeted = config
+            .windows
+            .iter()
+            .flat_map(|w| &w.tasks)
+            .any(|t| t.groups.iter().any(|g| g.value == group.name));
         if !targeted {
             // Validation already warns that nothing targets the group at all.
             continue;
@@ -196,8 +208,15 @@ pub(crate) fn warn(config: &Config, rows: &[Row], d: &mut Diagnostics) {
         if let Some(row) = group_rows.iter().find(|r| r.worst_case_days.is_none()) {
             d.warning(
                 &group.origin,
-                format!("group `{}` cannot meet any patch SLA: {}", group.name, row.note.as_deref().unwrap_or_default()),
-                Some("add an `operation = \"install\"` task for this group to a window that keeps opening".into()),
+                format!(
+                    "group `{}` cannot meet any patch SLA: {}",
+                    group.name,
+                    row.note.as_deref().unwrap_or_default()
+                ),
+                Some(
+                    "add an `operation = \"install\"` task for this group to a window that keeps opening"
+                        .into(),
+                ),
             );
             continue;
         }
@@ -273,12 +292,14 @@ name = "g"
         analyse(config, from).into_iter().map(|r| (r.rank, r.worst_case_days, r.ok)).collect()
     }
 
-    const SEVEN_DAYS_ALL: &str = "[[baseline.rule]]\nclassification = [\"Security\"]\napprove_after_days = 7\n";
+    const SEVEN_DAYS_ALL: &str =
+        "[[baseline.rule]]\nclassification = [\"Security\"]\napprove_after_days = 7\n";
 
     #[test]
     fn seven_day_delay_and_a_monthly_window_cannot_meet_thirty_days() {
         // Second Tuesday of each month: the longest gap in the next year is five weeks.
-        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("m", "cron(0 2 ? * TUE#2 *)", 4, ""));
+        let c =
+            config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("m", "cron(0 2 ? * TUE#2 *)", 4, ""));
         let got = rows(&c);
         assert_eq!(got[0], (RiskRank::Critical, Some(round2(7.0 + 35.0 + 4.0 / 24.0)), false));
         // Every other rank has 90 days.
@@ -308,7 +329,8 @@ name = "g"
     fn ranks_follow_the_rules_severity_filters() {
         let rules = "[[baseline.rule]]\nseverity = [\"Critical\", \"Important\"]\napprove_after_days = 1\n[[baseline.rule]]\nseverity = [\"Important\", \"Low\"]\napprove_after_days = 10\n";
         let c = config(rules, "AMAZON_LINUX_2", &install_window("d", "cron(0 2 * * ? *)", 1, ""));
-        let delays: Vec<(RiskRank, u32)> = analyse(&c, Utc::now()).iter().map(|r| (r.rank, r.approval_delay_days)).collect();
+        let delays: Vec<(RiskRank, u32)> =
+            analyse(&c, Utc::now()).iter().map(|r| (r.rank, r.approval_delay_days)).collect();
         assert_eq!(delays, vec![(RiskRank::Critical, 1), (RiskRank::High, 1), (RiskRank::Low, 10)]);
     }
 
@@ -330,24 +352,35 @@ name = "g"
 
     #[test]
     fn windows_that_stop_opening_cannot_meet_any_sla() {
-        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 ? * SUN *)", 4, "end_date = 2027-03-01"));
+        let c = config(
+            SEVEN_DAYS_ALL,
+            "AMAZON_LINUX_2",
+            &install_window("w", "cron(0 2 ? * SUN *)", 4, "end_date = 2027-03-01"),
+        );
         assert!(rows(&c).iter().all(|(_, worst, ok)| worst.is_none() && !ok));
     }
 
     #[test]
     fn a_late_first_window_counts_as_a_gap() {
-        let c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 0 * * ? *)", 1, "start_date = 2027-01-27T00:00:00Z"));
+        let c = config(
+            SEVEN_DAYS_ALL,
+            "AMAZON_LINUX_2",
+            &install_window("w", "cron(0 0 * * ? *)", 1, "start_date = 2027-01-27T00:00:00Z"),
+        );
         // Nothing installs before the start date, 60 days after 2026-11-28.
         assert_eq!(rows(&c)[0].1, Some(round2(7.0 + 60.0 + 1.0 / 24.0)));
     }
 
     #[test]
     fn groups_without_a_patchd_baseline_assume_the_aws_default() {
-        let mut c = config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 * * ? *)", 1, ""));
+        let mut c =
+            config(SEVEN_DAYS_ALL, "AMAZON_LINUX_2", &install_window("w", "cron(0 2 * * ? *)", 1, ""));
         c.baselines.clear();
         let got = analyse(&c, Utc::now());
         assert_eq!(got.len(), 4);
-        assert!(got.iter().all(|r| r.baseline.is_none() && r.approval_delay_days == AWS_DEFAULT_APPROVAL_DAYS));
+        assert!(got
+            .iter()
+            .all(|r| r.baseline.is_none() && r.approval_delay_days == AWS_DEFAULT_APPROVAL_DAYS));
         assert!(got[0].note.as_deref().unwrap().contains("AWS default"));
     }
 }

@@ -57,7 +57,8 @@ pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
     };
     let mut sources = Vec::with_capacity(files.len());
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io { path: file.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| LoadError::Io { path: file.clone(), source })?;
         sources.push((file, text));
     }
     load_sources(sources, now)
@@ -66,13 +67,20 @@ pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
 /// Validates configuration text already in memory, as if read from the named files.
 pub fn load_sources(files: Vec<(PathBuf, String)>, now: DateTime<Utc>) -> Result<Loaded, LoadError> {
     let mut diagnostics = diagnostic::Diagnostics::default();
-    let sources: Vec<reader::Source> = files.into_iter().map(|(path, text)| reader::Source::new(path, text)).collect();
-    let parts: Vec<Option<decode::FilePart>> = sources.iter().map(|src| decode::decode_file(src, &mut diagnostics)).collect();
+    let sources: Vec<reader::Source> =
+        files.into_iter().map(|(path, text)| reader::Source::new(path, text)).collect();
+    let parts: Vec<Option<decode::FilePart>> =
+        sources.iter().map(|src| decode::decode_file(src, &mut diagnostics)).collect();
     // Cross-file checks would misreport what the unparsable file defines.
     let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() else {
         return Err(LoadError::Invalid { diagnostics: diagnostics.into_sorted() });
     };
-    let config = validate::merge_and_check(parts, sources.iter().map(|s| s.path.to_path_buf()).collect(), now, &mut diagnostics);
+    let config = validate::merge_and_check(
+        parts,
+        sources.iter().map(|s| s.path.to_path_buf()).collect(),
+        now,
+        &mut diagnostics,
+    );
     if diagnostics.has_errors() {
         return Err(LoadError::Invalid { diagnostics: diagnostics.into_sorted() });
     }

@@ -41,9 +41,7 @@ impl Config {
     /// Baselines whose patch groups a group's `Patch Group`/`PatchGroup` tag selector reaches.
     pub fn baselines_for_group<'a>(&'a self, group: &'a Group) -> impl Iterator<Item = &'a Baseline> + 'a {
         let values = group.patch_group_values();
-        self.baselines
-            .iter()
-            .filter(move |b| b.patch_groups.iter().any(|pg| values.contains(&pg.as_str())))
+        self.baselines.iter().filter(move |b| b.patch_groups.iter().any(|pg| values.contains(&pg.as_str())))
     }
 }
 
@@ -378,7 +376,10 @@ pub struct Window {
 
 impl Window {
     /// Window starts after `after`, each with its end.
-    pub fn occurrences_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+    pub fn occurrences_after(
+        &self,
+        after: DateTime<Utc>,
+    ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
         self.schedule.firings_after(after).map(move |start| (start, start + self.duration))
     }
 

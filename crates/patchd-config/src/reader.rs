@@ -20,9 +20,7 @@ pub(crate) struct Source {
 
 impl Source {
     pub(crate) fn new(path: PathBuf, text: String) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Source { path: Arc::new(path), text, line_starts }
     }
 
@@ -64,7 +62,12 @@ fn type_name(value: &DeValue<'_>) -> &'static str {
 }
 
 impl<'a, 'i> TableReader<'a, 'i> {
-    pub(crate) fn new(src: &'a Source, table: &'a DeTable<'i>, span: &Range<usize>, what: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        src: &'a Source,
+        table: &'a DeTable<'i>,
+        span: &Range<usize>,
+        what: impl Into<String>,
+    ) -> Self {
         TableReader { src, table, origin: src.origin(span), what: what.into(), known: Vec::new() }
     }
 
@@ -87,7 +90,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
         );
     }
 
-    pub(crate) fn string(&mut self, d: &mut Diagnostics, key: &'static str, example: &str) -> Option<Located<String>> {
+    pub(crate) fn string(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        example: &str,
+    ) -> Option<Located<String>> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::String(s) => Some(Located { value: s.to_string(), origin: self.origin_of(value) }),
@@ -99,7 +107,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
     }
 
     /// A string that must not be empty and is required.
-    pub(crate) fn required_string(&mut self, d: &mut Diagnostics, key: &'static str, example: &str) -> Option<Located<String>> {
+    pub(crate) fn required_string(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        example: &str,
+    ) -> Option<Located<String>> {
         let found = self.string(d, key, example);
         match &found {
             None if self.get(key).is_none() => d.error(
@@ -127,7 +140,13 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
-    pub(crate) fn integer(&mut self, d: &mut Diagnostics, key: &'static str, range: RangeInclusive<i64>, example: &str) -> Option<Located<i64>> {
+    pub(crate) fn integer(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        range: RangeInclusive<i64>,
+        example: &str,
+    ) -> Option<Located<i64>> {
         let value = self.get(key)?;
         let origin = self.origin_of(value);
         let DeValue::Integer(int) = value.get_ref() else {
@@ -139,7 +158,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
             _ => {
                 d.error(
                     &origin,
-                    format!("`{key}` in {} must be between {} and {}, found {int}", self.what, range.start(), range.end()),
+                    format!(
+                        "`{key}` in {} must be between {} and {}, found {int}",
+                        self.what,
+                        range.start(),
+                        range.end()
+                    ),
                     None,
                 );
                 None
@@ -149,19 +173,32 @@ impl<'a, 'i> TableReader<'a, 'i> {
 
     /// An array of strings; a lone string is accepted too, because `values = "x"` is what
     /// people write when there is one value.
-    pub(crate) fn string_list(&mut self, d: &mut Diagnostics, key: &'static str, example: &str) -> Option<Vec<Located<String>>> {
+    pub(crate) fn string_list(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        example: &str,
+    ) -> Option<Vec<Located<String>>> {
         let value = self.get(key)?;
         self.strings_of(d, key, value, example)
     }
 
-    pub(crate) fn strings_of(&self, d: &mut Diagnostics, key: &str, value: &Value<'_>, example: &str) -> Option<Vec<Located<String>>> {
+    pub(crate) fn strings_of(
+        &self,
+        d: &mut Diagnostics,
+        key: &str,
+        value: &Value<'_>,
+        example: &str,
+    ) -> Option<Vec<Located<String>>> {
         match value.get_ref() {
             DeValue::String(s) => Some(vec![Located { value: s.to_string(), origin: self.origin_of(value) }]),
             DeValue::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items.iter() {
                     match item.get_ref() {
-                        DeValue::String(s) => out.push(Located { value: s.to_string(), origin: self.origin_of(item) }),
+                        DeValue::String(s) => {
+                            out.push(Located { value: s.to_string(), origin: self.origin_of(item) })
+                        }
                         _ => self.type_error(d, key, item, "a list of strings", example),
                     }
                 }
@@ -174,7 +211,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
-    pub(crate) fn datetime(&mut self, d: &mut Diagnostics, key: &'static str, example: &str) -> Option<Located<toml::value::Datetime>> {
+    pub(crate) fn datetime(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        example: &str,
+    ) -> Option<Located<toml::value::Datetime>> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::Datetime(dt) => Some(Located { value: *dt, origin: self.origin_of(value) }),
@@ -192,7 +234,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
 
     /// One of a fixed set of words. Matching ignores case so that `install` and `Install` both
     /// work, but the canonical spelling is what the caller gets back.
-    pub(crate) fn choice(&mut self, d: &mut Diagnostics, key: &'static str, allowed: &[&'static str]) -> Option<Located<&'static str>> {
+    pub(crate) fn choice(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        allowed: &[&'static str],
+    ) -> Option<Located<&'static str>> {
         let found = self.string(d, key, &format!("\"{}\"", allowed[0]))?;
         if let Some(canonical) = allowed.iter().find(|a| a.eq_ignore_ascii_case(&found.value)) {
             return Some(Located { value: canonical, origin: found.origin });
@@ -207,7 +254,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
         None
     }
 
-    pub(crate) fn table(&mut self, d: &mut Diagnostics, key: &'static str, what: impl Into<String>) -> Option<TableReader<'a, 'i>> {
+    pub(crate) fn table(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        what: impl Into<String>,
+    ) -> Option<TableReader<'a, 'i>> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::Table(t) => Some(TableReader::new(self.src, t, &value.span(), what)),
@@ -223,7 +275,12 @@ impl<'a, 'i> TableReader<'a, 'i> {
     }
 
     /// `[[key]]` sections: an array of tables.
-    pub(crate) fn tables(&mut self, d: &mut Diagnostics, key: &'static str, what: &str) -> Vec<TableReader<'a, 'i>> {
+    pub(crate) fn tables(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+        what: &str,
+    ) -> Vec<TableReader<'a, 'i>> {
         let Some(value) = self.get(key) else { return Vec::new() };
         let wrong = |d: &mut Diagnostics, v: &Value<'_>| {
             d.error(
@@ -252,9 +309,9 @@ impl<'a, 'i> TableReader<'a, 'i> {
 
     /// Every key/value pair, for free-form tables such as tag selectors.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (Located<String>, &'a Value<'i>)> + '_ {
-        self.table.iter().map(|(k, v)| {
-            (Located { value: k.get_ref().to_string(), origin: self.src.origin(&k.span()) }, v)
-        })
+        self.table
+            .iter()
+            .map(|(k, v)| (Located { value: k.get_ref().to_string(), origin: self.src.origin(&k.span()) }, v))
     }
 
     /// Reports keys that no read asked for: almost always a typo, so suggest the closest known key.

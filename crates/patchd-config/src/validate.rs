@@ -31,7 +31,9 @@ fn unique_names<'a>(d: &mut Diagnostics, what: &str, items: impl Iterator<Item =
             d.error(
                 origin,
                 format!("{what} `{name}` is defined twice"),
-                Some(format!("first defined at {first}; names must be unique across all configuration files")),
+                Some(format!(
+                    "first defined at {first}; names must be unique across all configuration files"
+                )),
             );
         } else {
             seen.insert(name, origin);
@@ -39,7 +41,12 @@ fn unique_names<'a>(d: &mut Diagnostics, what: &str, items: impl Iterator<Item =
     }
 }
 
-pub(crate) fn merge_and_check(parts: Vec<FilePart>, sources: Vec<PathBuf>, now: DateTime<Utc>, d: &mut Diagnostics) -> Config {
+pub(crate) fn merge_and_check(
+    parts: Vec<FilePart>,
+    sources: Vec<PathBuf>,
+    now: DateTime<Utc>,
+    d: &mut Diagnostics,
+) -> Config {
     let mut daemons = Vec::new();
     let mut awss = Vec::new();
     let mut slas = Vec::new();
@@ -116,7 +123,10 @@ fn check_group_references(config: &Config, refs: &crate::decode::Refs, d: &mut D
         if !targeted {
             d.warning(
                 &group.origin,
-                format!("group `{}` is not targeted by any window task, so it is never scanned or patched", group.name),
+                format!(
+                    "group `{}` is not targeted by any window task, so it is never scanned or patched",
+                    group.name
+                ),
                 Some("add it to the `groups` of a `[[window.task]]`".into()),
             );
         }
@@ -162,27 +172,43 @@ fn check_patch_groups(config: &Config, d: &mut Diagnostics) {
             if !selected && !config.groups.is_empty() {
                 d.warning(
                     &baseline.origin,
-                    format!("baseline `{}` serves patch group `{pg}`, but no [[group]] selects that patch group", baseline.name),
-                    Some(format!("add `\"Patch Group\" = \"{pg}\"` to the `[group.tags]` of the group it is meant for")),
+                    format!(
+                        "baseline `{}` serves patch group `{pg}`, but no [[group]] selects that patch group",
+                        baseline.name
+                    ),
+                    Some(format!(
+                        "add `\"Patch Group\" = \"{pg}\"` to the `[group.tags]` of the group it is meant for"
+                    )),
                 );
             }
         }
     }
 }
 
-fn warn_time_dependent(config: &Config, now: DateTime<Utc>, unanchored_rates: &[(String, Origin)], d: &mut Diagnostics) {
+fn warn_time_dependent(
+    config: &Config,
+    now: DateTime<Utc>,
+    unanchored_rates: &[(String, Origin)],
+    d: &mut Diagnostics,
+) {
     let today = now.date_naive();
     for exception in &config.exceptions {
         if exception.expires < today {
             d.warning(
                 &exception.origin,
-                format!("exception `{}` expired on {}; its findings count as open again", exception.name, exception.expires),
+                format!(
+                    "exception `{}` expired on {}; its findings count as open again",
+                    exception.name, exception.expires
+                ),
                 Some("renew it with a new review and `expires` date, or remove it".into()),
             );
         } else if exception.expires > today + Duration::days(365) {
             d.warning(
                 &exception.origin,
-                format!("exception `{}` runs until {}, more than a year from now", exception.name, exception.expires),
+                format!(
+                    "exception `{}` runs until {}, more than a year from now",
+                    exception.name, exception.expires
+                ),
                 Some("risk acceptances should be reviewed at least yearly: set an earlier `expires`".into()),
             );
         }
@@ -191,7 +217,11 @@ fn warn_time_dependent(config: &Config, now: DateTime<Utc>, unanchored_rates: &[
         if window.schedule.next_after(now).is_none() {
             d.warning(
                 &window.origin,
-                format!("window `{}` never opens again after {}", window.name, now.format("%Y-%m-%d %H:%M UTC")),
+                format!(
+                    "window `{}` never opens again after {}",
+                    window.name,
+                    now.format("%Y-%m-%d %H:%M UTC")
+                ),
                 Some("check its `schedule`, `start_date` and `end_date`".into()),
             );
         }

@@ -106,11 +106,7 @@ impl Cron {
                 let same_month = year == start_year && month == start_month;
                 let first_day = if same_month { start_day } else { 1 };
                 for day in bits_from(self.days_of(year, month), first_day) {
-                    let from = if same_month && day == start_day {
-                        start.time()
-                    } else {
-                        NaiveTime::MIN
-                    };
+                    let from = if same_month && day == start_day { start.time() } else { NaiveTime::MIN };
                     if let Some(time) = self.first_time_at_or_after(from) {
                         return Some(NaiveDate::from_ymd_opt(year, month, day)?.and_time(time));
                     }
@@ -125,11 +121,7 @@ impl Cron {
         for hour in bits_from(self.hours, from_h) {
             let first_minute = if hour == from_h { from_m } else { 0 };
             for minute in bits_from(self.minutes, first_minute) {
-                let first_second = if hour == from_h && minute == from_m {
-                    from_s
-                } else {
-                    0
-                };
+                let first_second = if hour == from_h && minute == from_m { from_s } else { 0 };
                 if let Some(second) = bits_from(self.seconds, first_second).next() {
                     return NaiveTime::from_hms_opt(hour, minute, second);
                 }
@@ -142,9 +134,7 @@ impl Cron {
         let Ok(index) = usize::try_from(year - MIN_YEAR) else {
             return false;
         };
-        self.years
-            .get(index / 64)
-            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+        self.years.get(index / 64).is_some_and(|word| word & (1 << (index % 64)) != 0)
     }
 
     /// The days of one month that match the day rule, as a bitset over 1-31.
@@ -215,11 +205,7 @@ fn has_bit(bits: u64, n: u32) -> bool {
 
 /// Set bits of `bits` at positions `>= from`, lowest first.
 fn bits_from(bits: u64, from: u32) -> impl Iterator<Item = u32> {
-    let mut rest = if from >= 64 {
-        0
-    } else {
-        bits & (u64::MAX << from)
-    };
+    let mut rest = if from >= 64 { 0 } else { bits & (u64::MAX << from) };
     std::iter::from_fn(move || {
         if rest == 0 {
             return None;
@@ -231,10 +217,7 @@ fn bits_from(bits: u64, from: u32) -> impl Iterator<Item = u32> {
 }
 
 fn days_in_month(year: i32, month: u32) -> u32 {
-    (28..=31)
-        .rev()
-        .find(|&day| NaiveDate::from_ymd_opt(year, month, day).is_some())
-        .unwrap_or(28)
+    (28..=31).rev().find(|&day| NaiveDate::from_ymd_opt(year, month, day).is_some()).unwrap_or(28)
 }
 
 #[cfg(test)]
@@ -292,21 +275,9 @@ mod tests {
 
     #[test]
     fn plain_fields_carry_into_the_next_unit() {
-        check(
-            "30 23 * * ? *",
-            "2026-12-31T23:30:00",
-            &["2027-01-01T23:30:00", "2027-01-02T23:30:00"],
-        );
-        check(
-            "*/20 * * * ? *",
-            "2026-01-01T00:59:59",
-            &["2026-01-01T01:00:00", "2026-01-01T01:20:00"],
-        );
-        check(
-            "10,50 * * * * ? *",
-            "2026-01-01T00:00:50",
-            &["2026-01-01T00:01:10", "2026-01-01T00:01:50"],
-        );
+        check("30 23 * * ? *", "2026-12-31T23:30:00", &["2027-01-01T23:30:00", "2027-01-02T23:30:00"]);
+        check("*/20 * * * ? *", "2026-01-01T00:59:59", &["2026-01-01T01:00:00", "2026-01-01T01:20:00"]);
+        check("10,50 * * * * ? *", "2026-01-01T00:00:50", &["2026-01-01T00:01:10", "2026-01-01T00:01:50"]);
     }
 
     #[test]
@@ -318,11 +289,7 @@ mod tests {
 
     #[test]
     fn search_before_1970_starts_at_1970() {
-        check(
-            "0 0 1 1 ? *",
-            "1900-06-01T00:00:00",
-            &["1970-01-01T00:00:00"],
-        );
+        check("0 0 1 1 ? *", "1900-06-01T00:00:00", &["1970-01-01T00:00:00"]);
     }
 
     #[test]

@@ -15,11 +15,7 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(message: impl Into<String>, offset: usize) -> ParseError {
-        ParseError {
-            message: message.into(),
-            hint: None,
-            offset,
-        }
+        ParseError { message: message.into(), hint: None, offset }
     }
 
     pub(crate) fn hint(mut self, hint: impl Into<String>) -> ParseError {
@@ -43,10 +39,7 @@ pub enum ScheduleError {
     )]
     OffsetOutOfRange { offset_days: u8 },
     #[error("the end {end} is before the start {start}; move the end after the start")]
-    EndBeforeStart {
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    },
+    EndBeforeStart { start: DateTime<Utc>, end: DateTime<Utc> },
 }
 
 fn days(n: u8) -> String {

@@ -8,8 +8,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use crate::lex::tokens;
 use crate::{Cron, ParseError, Rate};
 
-const EXAMPLES: &str =
-    "write e.g. `cron(0 2 ? * THU#3 *)`, `rate(1 day)` or `at(2026-12-01T03:00:00)`";
+const EXAMPLES: &str = "write e.g. `cron(0 2 ? * THU#3 *)`, `rate(1 day)` or `at(2026-12-01T03:00:00)`";
 const AT_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
 /// A parsed schedule expression, independent of any timezone.
@@ -37,9 +36,7 @@ impl Expression {
             let bare_cron = trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '*')
                 && trimmed.split_whitespace().count() >= 5;
             return Err(if bare_cron {
-                error.hint(format!(
-                    "wrap the cron fields in `cron(...)`: `cron({trimmed})`"
-                ))
+                error.hint(format!("wrap the cron fields in `cron(...)`: `cron({trimmed})`"))
             } else {
                 error.hint(EXAMPLES)
             });
@@ -51,10 +48,8 @@ impl Expression {
             Some(inner) => inner,
             None => {
                 return Err(match after_open.find(')') {
-                    Some(close) => {
-                        ParseError::new("unexpected text after `)`", inner_start + close + 1)
-                            .hint("remove it; one expression per schedule")
-                    }
+                    Some(close) => ParseError::new("unexpected text after `)`", inner_start + close + 1)
+                        .hint("remove it; one expression per schedule"),
                     None => ParseError::new("missing `)` at the end", start + trimmed.len())
                         .hint("close the expression with `)`"),
                 });
@@ -86,15 +81,11 @@ fn parse_at(inner: &str, base: usize) -> Result<NaiveDateTime, ParseError> {
     let parts = tokens(inner, base);
     let [value] = parts[..] else {
         let offset = parts.get(1).map_or(base, |t| t.offset);
-        let error = ParseError::new(
-            "at() needs exactly one date and time, yyyy-mm-ddThh:mm:ss",
-            offset,
-        );
+        let error = ParseError::new("at() needs exactly one date and time, yyyy-mm-ddThh:mm:ss", offset);
         return Err(match parts[..] {
-            [date, time] => error.hint(format!(
-                "join the date and time with `T`: `at({}T{})`",
-                date.text, time.text
-            )),
+            [date, time] => {
+                error.hint(format!("join the date and time with `T`: `at({}T{})`", date.text, time.text))
+            }
             _ => error.hint("write e.g. `at(2026-12-01T03:00:00)`"),
         });
     };
@@ -112,9 +103,7 @@ fn parse_at(inner: &str, base: usize) -> Result<NaiveDateTime, ParseError> {
             format!("at() value `{text}` is not of the form yyyy-mm-ddThh:mm:ss"),
             value.offset,
         );
-        let zoned = text
-            .get(19..)
-            .is_some_and(|zone| zone.starts_with(['Z', 'z', '+', '-']));
+        let zoned = text.get(19..).is_some_and(|zone| zone.starts_with(['Z', 'z', '+', '-']));
         return Err(if zoned {
             error.hint("leave out the zone; the time is read in the schedule's timezone")
         } else {
@@ -125,20 +114,12 @@ fn parse_at(inner: &str, base: usize) -> Result<NaiveDateTime, ParseError> {
     let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().unwrap_or(u32::MAX);
     let year = text[0..4].parse::<i32>().unwrap_or(i32::MAX);
     let date = NaiveDate::from_ymd_opt(year, number(5..7), number(8..10)).ok_or_else(|| {
-        ParseError::new(
-            format!("at() date `{}` does not exist", &text[..10]),
-            value.offset,
-        )
+        ParseError::new(format!("at() date `{}` does not exist", &text[..10]), value.offset)
     })?;
-    let time = NaiveTime::from_hms_opt(number(11..13), number(14..16), number(17..19)).ok_or_else(
-        || {
-            ParseError::new(
-                format!("at() time `{}` is not a valid time of day", &text[11..]),
-                value.offset + 11,
-            )
+    let time = NaiveTime::from_hms_opt(number(11..13), number(14..16), number(17..19)).ok_or_else(|| {
+        ParseError::new(format!("at() time `{}` is not a valid time of day", &text[11..]), value.offset + 11)
             .hint("use 00:00:00 to 23:59:59")
-        },
-    )?;
+    })?;
     Ok(date.and_time(time))
 }
 

@@ -14,24 +14,15 @@ impl<'a> Token<'a> {
         let at = self.text.find(separator)?;
         let after = at + separator.len_utf8();
         Some((
-            Token {
-                offset: self.offset,
-                text: &self.text[..at],
-            },
-            Token {
-                offset: self.offset + after,
-                text: &self.text[after..],
-            },
+            Token { offset: self.offset, text: &self.text[..at] },
+            Token { offset: self.offset + after, text: &self.text[after..] },
         ))
     }
 
     pub(crate) fn split(self, separator: char) -> impl Iterator<Item = Token<'a>> {
         let mut start = 0;
         self.text.split(separator).map(move |part| {
-            let token = Token {
-                offset: self.offset + start,
-                text: part,
-            };
+            let token = Token { offset: self.offset + start, text: part };
             start += part.len() + separator.len_utf8();
             token
         })
@@ -50,10 +41,7 @@ pub(crate) fn tokens(text: &str, base: usize) -> Vec<Token<'_>> {
     for (i, c) in text.char_indices() {
         match (c.is_whitespace(), start) {
             (true, Some(s)) => {
-                out.push(Token {
-                    offset: base + s,
-                    text: &text[s..i],
-                });
+                out.push(Token { offset: base + s, text: &text[s..i] });
                 start = None;
             }
             (false, None) => start = Some(i),
@@ -61,10 +49,7 @@ pub(crate) fn tokens(text: &str, base: usize) -> Vec<Token<'_>> {
         }
     }
     if let Some(s) = start {
-        out.push(Token {
-            offset: base + s,
-            text: &text[s..],
-        });
+        out.push(Token { offset: base + s, text: &text[s..] });
     }
     out
 }
@@ -75,19 +60,13 @@ mod tests {
 
     #[test]
     fn tokens_track_offsets_across_multiple_spaces() {
-        let found: Vec<(usize, &str)> = tokens("  0  2\t? ", 10)
-            .iter()
-            .map(|t| (t.offset, t.text))
-            .collect();
+        let found: Vec<(usize, &str)> = tokens("  0  2\t? ", 10).iter().map(|t| (t.offset, t.text)).collect();
         assert_eq!(found, [(12, "0"), (15, "2"), (17, "?")]);
     }
 
     #[test]
     fn split_keeps_offsets() {
-        let token = Token {
-            offset: 5,
-            text: "1,22,,3",
-        };
+        let token = Token { offset: 5, text: "1,22,,3" };
         let parts: Vec<(usize, &str)> = token.split(',').map(|t| (t.offset, t.text)).collect();
         assert_eq!(parts, [(5, "1"), (7, "22"), (10, ""), (11, "3")]);
     }

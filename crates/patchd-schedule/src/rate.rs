@@ -78,13 +78,11 @@ impl Rate {
             let error = ParseError::new("rate() needs a number and a unit", offset);
             let glued = parts.first().and_then(|t| {
                 let digits = t.text.bytes().take_while(u8::is_ascii_digit).count();
-                (parts.len() == 1 && digits > 0 && digits < t.text.len())
-                    .then(|| t.text.split_at(digits))
+                (parts.len() == 1 && digits > 0 && digits < t.text.len()).then(|| t.text.split_at(digits))
             });
             return Err(match glued {
-                Some((number, unit)) => error.hint(format!(
-                    "put a space between the number and the unit: `rate({number} {unit})`"
-                )),
+                Some((number, unit)) => error
+                    .hint(format!("put a space between the number and the unit: `rate({number} {unit})`")),
                 None => error.hint(example),
             });
         };
@@ -98,16 +96,11 @@ impl Rate {
             .hint(example));
         }
         let count = match count_text.parse::<u32>() {
-            Ok(0) => {
-                return Err(ParseError::new("rate value must be at least 1", count_at).hint(example))
-            }
+            Ok(0) => return Err(ParseError::new("rate value must be at least 1", count_at).hint(example)),
             Ok(count) => count,
             Err(_) => {
-                return Err(ParseError::new(
-                    format!("rate value `{count_text}` is too large"),
-                    count_at,
-                )
-                .hint("use a larger unit, e.g. days instead of minutes"))
+                return Err(ParseError::new(format!("rate value `{count_text}` is too large"), count_at)
+                    .hint("use a larger unit, e.g. days instead of minutes"))
             }
         };
         let (unit, singular) = match unit_text {
@@ -121,11 +114,7 @@ impl Rate {
         };
         let rate = Rate { count, unit };
         if singular != (count == 1) {
-            let (form, why) = if singular {
-                ("singular", "more than 1")
-            } else {
-                ("plural", "1")
-            };
+            let (form, why) = if singular { ("singular", "more than 1") } else { ("plural", "1") };
             return Err(ParseError::new(
                 format!("rate unit `{unit_text}` is {form} but the value is {why}"),
                 unit_at,

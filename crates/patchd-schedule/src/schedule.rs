@@ -39,13 +39,7 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(spec: ScheduleSpec) -> Result<Schedule, ScheduleError> {
-        let ScheduleSpec {
-            expression,
-            timezone,
-            offset_days,
-            start,
-            end,
-        } = spec;
+        let ScheduleSpec { expression, timezone, offset_days, start, end } = spec;
         if offset_days != 0 && !matches!(expression, Expression::Cron(_)) {
             return Err(ScheduleError::OffsetNeedsCron { offset_days });
         }
@@ -57,13 +51,7 @@ impl Schedule {
                 return Err(ScheduleError::EndBeforeStart { start, end });
             }
         }
-        Ok(Schedule {
-            expression,
-            timezone,
-            offset_days,
-            start,
-            end,
-        })
+        Ok(Schedule { expression, timezone, offset_days, start, end })
     }
 
     pub fn expression(&self) -> &Expression {
@@ -92,26 +80,22 @@ impl Schedule {
         // Searching strictly after the instant just before `start` makes the
         // start bound inclusive.
         let after = match self.start {
-            Some(start) if start > after => start
-                .checked_sub_signed(TimeDelta::nanoseconds(1))
-                .unwrap_or(after),
+            Some(start) if start > after => {
+                start.checked_sub_signed(TimeDelta::nanoseconds(1)).unwrap_or(after)
+            }
             _ => after,
         };
         let next = match &self.expression {
             Expression::Cron(cron) => self.next_cron(cron, after),
             Expression::Rate(rate) => next_rate(rate, self.start, after),
-            Expression::At(local) => {
-                resolve_local(self.timezone, *local).filter(|&instant| instant > after)
-            }
+            Expression::At(local) => resolve_local(self.timezone, *local).filter(|&instant| instant > after),
         };
         next.filter(|&instant| self.end.is_none_or(|end| instant <= end))
     }
 
     /// Successive firings strictly after `after`, computed lazily.
     pub fn firings_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        std::iter::successors(self.next_after(after), move |&previous| {
-            self.next_after(previous)
-        })
+        std::iter::successors(self.next_after(after), move |&previous| self.next_after(previous))
     }
 
     fn next_cron(&self, cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -146,30 +130,16 @@ impl Schedule {
 }
 
 fn utc_midnight(year: i32) -> Option<DateTime<Utc>> {
-    Some(
-        NaiveDate::from_ymd_opt(year, 1, 1)?
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc(),
-    )
+    Some(NaiveDate::from_ymd_opt(year, 1, 1)?.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
-fn next_rate(
-    rate: &Rate,
-    start: Option<DateTime<Utc>>,
-    after: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
+fn next_rate(rate: &Rate, start: Option<DateTime<Utc>>, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     const NANOS: i128 = 1_000_000_000;
-    let nanos = |t: DateTime<Utc>| {
-        i128::from(t.timestamp()) * NANOS + i128::from(t.timestamp_subsec_nanos())
-    };
+    let nanos = |t: DateTime<Utc>| i128::from(t.timestamp()) * NANOS + i128::from(t.timestamp_subsec_nanos());
     let anchor = nanos(start.unwrap_or(DateTime::UNIX_EPOCH));
     let step = i128::from(rate.interval_seconds()) * NANOS;
     let after = nanos(after);
-    let steps = if after < anchor {
-        0
-    } else {
-        (after - anchor) / step + 1
-    };
+    let steps = if after < anchor { 0 } else { (after - anchor) / step + 1 };
     let next = anchor + steps * step;
     let seconds = i64::try_from(next.div_euclid(NANOS)).ok()?;
     let subsec = u32::try_from(next.rem_euclid(NANOS)).ok()?;

@@ -13,8 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// of every finding, and reports what is overdue, at risk, or not covered at all.
 #[derive(Debug, Parser)]
 #[command(name = "patchd", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Start with `patchd check --config config/example.toml`, then `patchd plan` to see when \
-each window opens and whether the schedule can meet the SLA.")]
+#[command(
+    after_help = "Start with `patchd check --config config/example.toml`, then `patchd plan` to see when \
+each window opens and whether the schedule can meet the SLA."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -25,7 +27,14 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Configuration: one TOML file, or a directory whose *.toml files are merged.
-    #[arg(long, short = 'c', global = true, env = "PATCHD_CONFIG", default_value = "/etc/patchd", value_name = "PATH")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "PATCHD_CONFIG",
+        default_value = "/etc/patchd",
+        value_name = "PATH"
+    )]
     pub config: PathBuf,
 
     /// Database URL, overriding `[daemon] database_url` (sqlite://FILE or postgres://...).

@@ -155,7 +155,13 @@ fn render_table(config: &Config, plan: &Plan, from: DateTime<Utc>) -> String {
     for row in &rows {
         let _ = writeln!(out, "{}", line(row));
     }
-    for note in plan.sla_feasibility.iter().filter_map(|r| r.note.as_ref().map(|n| (r, n))).map(|(r, n)| format!("  note: {}: {n}", r.group)).collect::<std::collections::BTreeSet<_>>() {
+    for note in plan
+        .sla_feasibility
+        .iter()
+        .filter_map(|r| r.note.as_ref().map(|n| (r, n)))
+        .map(|(r, n)| format!("  note: {}: {n}", r.group))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let _ = writeln!(out, "{note}");
     }
     out

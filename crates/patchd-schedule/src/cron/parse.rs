@@ -20,9 +20,8 @@ enum Field {
     Year,
 }
 
-const MONTH_NAMES: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
+const MONTH_NAMES: [&str; 12] =
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const WEEKDAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 impl Field {
@@ -105,10 +104,7 @@ pub(super) fn parse(text: &str, base: usize) -> Result<Cron, ParseError> {
     let fields = tokens(text, base);
     let fields: [Token<'_>; 7] = match fields.len() {
         6 => {
-            let implicit_zero = Token {
-                offset: base,
-                text: "0",
-            };
+            let implicit_zero = Token { offset: base, text: "0" };
             let mut all = [implicit_zero; 7];
             all[1..].copy_from_slice(&fields);
             all
@@ -134,11 +130,8 @@ pub(super) fn parse(text: &str, base: usize) -> Result<Cron, ParseError> {
         (Some(dom), None) => DaySpec::Month(dom),
         (None, Some(dow)) => DaySpec::Week(dow),
         (None, None) => {
-            return Err(ParseError::new(
-                "day-of-month and day-of-week cannot both be `?`",
-                dow.offset,
-            )
-            .hint("set one of them, e.g. `*` in day-of-week to run every day"));
+            return Err(ParseError::new("day-of-month and day-of-week cannot both be `?`", dow.offset)
+                .hint("set one of them, e.g. `*` in day-of-week to run every day"));
         }
         (Some(_), Some(_)) => {
             let hint = if dow.text == "*" {
@@ -148,24 +141,14 @@ pub(super) fn parse(text: &str, base: usize) -> Result<Cron, ParseError> {
             } else {
                 "SSM cannot combine the two day fields; set one and put `?` in the other"
             };
-            return Err(ParseError::new(
-                "one of day-of-month and day-of-week must be `?`",
-                dow.offset,
-            )
-            .hint(hint));
+            return Err(
+                ParseError::new("one of day-of-month and day-of-week must be `?`", dow.offset).hint(hint)
+            );
         }
     };
 
     let canonical: Vec<String> = tokens(text, base).iter().map(|t| t.upper()).collect();
-    Ok(Cron {
-        text: canonical.join(" "),
-        seconds,
-        minutes,
-        hours,
-        months,
-        days,
-        years,
-    })
+    Ok(Cron { text: canonical.join(" "), seconds, minutes, hours, months, days, years })
 }
 
 fn field_count_error(fields: &[Token<'_>], n: usize, text: &str, base: usize) -> ParseError {
@@ -197,11 +180,8 @@ fn parse_list(field: Field, token: Token<'_>) -> Result<ValueSet, ParseError> {
 fn parse_item(field: Field, item: Token<'_>, set: &mut ValueSet) -> Result<(), ParseError> {
     let (min, max) = field.bounds();
     if item.text.is_empty() {
-        return Err(ParseError::new(
-            format!("{} has an empty list item", field.name()),
-            item.offset,
-        )
-        .hint("remove the extra `,`"));
+        return Err(ParseError::new(format!("{} has an empty list item", field.name()), item.offset)
+            .hint("remove the extra `,`"));
     }
     if item.text == "?" {
         return Err(question_mark_error(field, item));
@@ -209,11 +189,8 @@ fn parse_item(field: Field, item: Token<'_>, set: &mut ValueSet) -> Result<(), P
     let (base, step) = match item.split_once('/') {
         Some((base, step)) => {
             if field == Field::DayOfWeek {
-                return Err(ParseError::new(
-                    "day-of-week does not allow `/` steps",
-                    step.offset - 1,
-                )
-                .hint("list the days instead, e.g. `MON,WED,FRI`"));
+                return Err(ParseError::new("day-of-week does not allow `/` steps", step.offset - 1)
+                    .hint("list the days instead, e.g. `MON,WED,FRI`"));
             }
             (base, Some(parse_step(field, step)?))
         }
@@ -236,11 +213,7 @@ fn parse_item(field: Field, item: Token<'_>, set: &mut ValueSet) -> Result<(), P
         .hint("write the smaller value first"));
     }
     let size = max - min + 1;
-    let length = if start <= end {
-        end - start
-    } else {
-        end + size - start
-    };
+    let length = if start <= end { end - start } else { end + size - start };
     let step = step.unwrap_or(1);
     for k in (0..=length).step_by(step as usize) {
         set.insert((start - min + k) % size);
@@ -253,11 +226,7 @@ fn parse_step(field: Field, step: Token<'_>) -> Result<u32, ParseError> {
     let size = max - min + 1;
     let error = || {
         ParseError::new(
-            format!(
-                "{} step `{}` must be a whole number from 1 to {size}",
-                field.name(),
-                step.text
-            ),
+            format!("{} step `{}` must be a whole number from 1 to {size}", field.name(), step.text),
             step.offset,
         )
     };
@@ -281,8 +250,7 @@ fn parse_value(field: Field, token: Token<'_>) -> Result<u32, ParseError> {
     let name = field.name();
     if token.text.is_empty() {
         return Err(
-            ParseError::new(format!("{name} is missing a value"), token.offset)
-                .hint(field.accepted_values()),
+            ParseError::new(format!("{name} is missing a value"), token.offset).hint(field.accepted_values())
         );
     }
     if token.text.bytes().all(|b| b.is_ascii_digit()) {
@@ -296,19 +264,10 @@ fn parse_value(field: Field, token: Token<'_>) -> Result<u32, ParseError> {
         // Names are listed in value order starting at the field minimum.
         return Ok(min + index as u32);
     }
-    let what = if field.names().is_empty() {
-        "is not a number"
-    } else {
-        "is not a number or a name"
-    };
-    let error = ParseError::new(
-        format!("{name} value `{}` {what}", token.text),
-        token.offset,
-    );
+    let what = if field.names().is_empty() { "is not a number" } else { "is not a number or a name" };
+    let error = ParseError::new(format!("{name} value `{}` {what}", token.text), token.offset);
     Err(if looks_special(&upper) {
-        error.hint(
-            "`L`, `W` and `#` are only allowed in day-of-month and day-of-week, standing alone",
-        )
+        error.hint("`L`, `W` and `#` are only allowed in day-of-month and day-of-week, standing alone")
     } else {
         error.hint(field.accepted_values())
     })
@@ -333,12 +292,7 @@ fn looks_special(upper: &str) -> bool {
 
 fn out_of_range(field: Field, token: Token<'_>) -> ParseError {
     let error = ParseError::new(
-        format!(
-            "{} value `{}` is out of range {}",
-            field.name(),
-            token.text,
-            field.range_text()
-        ),
+        format!("{} value `{}` is out of range {}", field.name(), token.text, field.range_text()),
         token.offset,
     );
     match (field, parse_number(token.text)) {
@@ -354,11 +308,8 @@ fn out_of_range(field: Field, token: Token<'_>) -> ParseError {
 
 fn question_mark_error(field: Field, token: Token<'_>) -> ParseError {
     if matches!(field, Field::DayOfMonth | Field::DayOfWeek) {
-        ParseError::new(
-            format!("`?` must stand alone in {}", field.name()),
-            token.offset,
-        )
-        .hint("`?` means \"no value\"; it cannot be part of a list or range")
+        ParseError::new(format!("`?` must stand alone in {}", field.name()), token.offset)
+            .hint("`?` means \"no value\"; it cannot be part of a list or range")
     } else {
         ParseError::new(format!("{} does not allow `?`", field.name()), token.offset)
             .hint("`?` is only allowed in day-of-month or day-of-week; use `*` for every value")
@@ -375,10 +326,7 @@ fn parse_day_of_month(token: Token<'_>) -> Result<Option<DayOfMonth>, ParseError
         _ => {}
     }
     if let Some(day) = upper.strip_suffix('W') {
-        let day_token = Token {
-            offset: token.offset,
-            text: &token.text[..day.len()],
-        };
+        let day_token = Token { offset: token.offset, text: &token.text[..day.len()] };
         if parse_number(day).is_some() {
             let day = parse_value(Field::DayOfMonth, day_token)?;
             return Ok(Some(DayOfMonth::NearestWeekday(day)));
@@ -386,25 +334,18 @@ fn parse_day_of_month(token: Token<'_>) -> Result<Option<DayOfMonth>, ParseError
     }
     if let Some(at) = upper.find(['L', 'W']) {
         let special = &upper[at..=at];
-        return Err(ParseError::new(
-            format!("day-of-month `{special}` must stand alone"),
-            token.offset + at,
-        )
-        .hint("write `L` (last day), `LW` (last weekday) or one day with `W`, e.g. `15W`"));
+        return Err(ParseError::new(format!("day-of-month `{special}` must stand alone"), token.offset + at)
+            .hint("write `L` (last day), `LW` (last weekday) or one day with `W`, e.g. `15W`"));
     }
     if let Some(at) = upper.find('#') {
-        return Err(ParseError::new(
-            "day-of-month does not allow `#`",
-            token.offset + at,
-        )
-        .hint("`#` picks the nth weekday; use it in day-of-week, e.g. `TUE#2`, with `?` in day-of-month"));
+        return Err(ParseError::new("day-of-month does not allow `#`", token.offset + at).hint(
+            "`#` picks the nth weekday; use it in day-of-week, e.g. `TUE#2`, with `?` in day-of-month",
+        ));
     }
     if upper.contains('?') {
         return Err(question_mark_error(Field::DayOfMonth, token));
     }
-    Ok(Some(DayOfMonth::Days(
-        parse_list(Field::DayOfMonth, token)?.by_value(Field::DayOfMonth),
-    )))
+    Ok(Some(DayOfMonth::Days(parse_list(Field::DayOfMonth, token)?.by_value(Field::DayOfMonth))))
 }
 
 /// `None` means `?`.
@@ -417,11 +358,8 @@ fn parse_day_of_week(token: Token<'_>) -> Result<Option<DayOfWeek>, ParseError> 
         _ => {}
     }
     let standalone = |at: usize, special: &str| {
-        ParseError::new(
-            format!("day-of-week `{special}` must stand alone"),
-            token.offset + at,
-        )
-        .hint("write one weekday with it, e.g. `TUE#2` or `6L`, not a list or range")
+        ParseError::new(format!("day-of-week `{special}` must stand alone"), token.offset + at)
+            .hint("write one weekday with it, e.g. `TUE#2` or `6L`, not a list or range")
     };
     if let Some((weekday, nth)) = token.split_once('#') {
         let lists = |text: &str| text.contains([',', '-', '/', '*']);
@@ -439,23 +377,15 @@ fn parse_day_of_week(token: Token<'_>) -> Result<Option<DayOfWeek>, ParseError> 
                 .hint("`TUE#2` is the second Tuesday of the month"));
             }
         };
-        return Ok(Some(DayOfWeek::Nth {
-            weekday: weekday - 1,
-            nth: nth_value,
-        }));
+        return Ok(Some(DayOfWeek::Nth { weekday: weekday - 1, nth: nth_value }));
     }
     if let Some(weekday) = upper.strip_suffix('L') {
-        let weekday_token = Token {
-            offset: token.offset,
-            text: &token.text[..weekday.len()],
-        };
+        let weekday_token = Token { offset: token.offset, text: &token.text[..weekday.len()] };
         if weekday.contains([',', '-', '/', '*']) {
             return Err(standalone(weekday.len(), "L"));
         }
         let weekday = parse_value(Field::DayOfWeek, weekday_token)?;
-        return Ok(Some(DayOfWeek::Last {
-            weekday: weekday - 1,
-        }));
+        return Ok(Some(DayOfWeek::Last { weekday: weekday - 1 }));
     }
     if let Some(at) = upper.find('L') {
         return Err(standalone(at, "L"));

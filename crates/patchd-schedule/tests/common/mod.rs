@@ -54,10 +54,7 @@ pub fn schedule(source: &str, zone: &str, offset_days: u8) -> Schedule {
 }
 
 fn show(instants: &[DateTime<Utc>]) -> Vec<String> {
-    instants
-        .iter()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .collect()
+    instants.iter().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).collect()
 }
 
 /// The first `expected.len()` firings after `after`, by feeding each result
@@ -73,11 +70,7 @@ pub fn check_all(source: &str, zone: &str, offset_days: u8, after: &str, expecte
 
 pub fn check_schedule(schedule: &Schedule, after: &str, expected: &[&str], exhaustive: bool) {
     let wanted: Vec<DateTime<Utc>> = expected.iter().map(|t| instant(t)).collect();
-    let limit = if exhaustive {
-        wanted.len() + 1
-    } else {
-        wanted.len()
-    };
+    let limit = if exhaustive { wanted.len() + 1 } else { wanted.len() };
     let got: Vec<DateTime<Utc>> = schedule.firings_after(instant(after)).take(limit).collect();
     assert_eq!(
         show(&got),
