@@ -117,14 +117,15 @@ impl Schedule {
         let mut cursor = local_after.checked_sub_days(offset)?;
         loop {
             let matched = cron.next_after(cursor)?;
-            let instant = resolve_local(self.timezone, matched.checked_add_days(offset)?)?;
-            if instant > after {
-                return Some(instant);
+            let instant = resolve_local(self.timezone, matched.checked_add_days(offset)?);
+            match instant {
+                Some(instant) if instant > after => return Some(instant),
+                // After a fall-back, `after` can sit in the repeated hour's
+                // second occurrence while the next match's first occurrence
+                // lies before it: that match already fired, so keep looking
+                // (as for a local time that cannot be placed at all).
+                _ => cursor = matched,
             }
-            // After a fall-back, `after` can sit in the repeated hour's second
-            // occurrence while the next match's first occurrence lies before
-            // it; those matches already fired, so keep looking.
-            cursor = matched;
         }
     }
 }

@@ -111,6 +111,21 @@ fn every_fifteen_minutes_across_fall_back_never_repeats() {
 }
 
 #[test]
+fn every_second_from_inside_the_repeated_hour() {
+    // Every second of 02:00-02:59 CET already fired at its first occurrence.
+    let started = std::time::Instant::now();
+    check(
+        "cron(* * * * * ? *)",
+        "Europe/Berlin",
+        0,
+        "2026-10-25T01:00:00Z",
+        &["2026-10-25T02:00:00Z", "2026-10-25T02:00:01Z"],
+    );
+    check("cron(* * * * * ? *)", "Europe/Berlin", 0, "2026-10-25T00:59:59Z", &["2026-10-25T02:00:00Z"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
 fn skipped_times_collapse_into_one_firing() {
     // 02:00, 02:15, 02:30 and 02:45 do not exist on 2026-03-29 in Berlin.
     check(

@@ -101,20 +101,14 @@ impl ValueSet {
 }
 
 pub(super) fn parse(text: &str, base: usize) -> Result<Cron, ParseError> {
-    let fields = tokens(text, base);
-    let fields: [Token<'_>; 7] = match fields.len() {
-        6 => {
-            let implicit_zero = Token { offset: base, text: "0" };
-            let mut all = [implicit_zero; 7];
-            all[1..].copy_from_slice(&fields);
-            all
-        }
-        7 => {
-            let mut all = [fields[0]; 7];
-            all.copy_from_slice(&fields);
-            all
-        }
-        n => return Err(field_count_error(&fields, n, text, base)),
+    let mut fields = tokens(text, base);
+    let count = fields.len();
+    if count == 6 {
+        // Without a seconds field the expression fires at second 0.
+        fields.insert(0, Token { offset: base, text: "0" });
+    }
+    let Ok(fields) = <[Token<'_>; 7]>::try_from(fields) else {
+        return Err(field_count_error(&tokens(text, base), count, text, base));
     };
     let [seconds, minutes, hours, dom, month, dow, year] = fields;
 
@@ -327,7 +321,7 @@ fn parse_day_of_month(token: Token<'_>) -> Result<Option<DayOfMonth>, ParseError
     }
     if let Some(day) = upper.strip_suffix('W') {
         let day_token = Token { offset: token.offset, text: &token.text[..day.len()] };
-        if parse_number(day).is_some() {
+        if !day.is_empty() && day.bytes().all(|b| b.is_ascii_digit()) {
             let day = parse_value(Field::DayOfMonth, day_token)?;
             return Ok(Some(DayOfMonth::NearestWeekday(day)));
         }
