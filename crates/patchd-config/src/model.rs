@@ -463,3 +463,48 @@ pub struct Task {
     pub timeout_seconds: u32,
     pub origin: Origin,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(pairs: &[(&str, &[&str])]) -> TagSelector {
+        TagSelector(
+            pairs.iter().map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect())).collect(),
+        )
+    }
+
+    #[test]
+    fn tag_selectors_and_keys_or_values() {
+        let s = selector(&[("Environment", &["prod"]), ("Role", &["web", "edge"])]);
+        let check = |tags: &[(&str, &str)]| s.matches(tags.iter().copied());
+        assert!(check(&[("Environment", "prod"), ("Role", "edge")]));
+        assert!(check(&[("Role", "web"), ("Environment", "prod"), ("Team", "x")]));
+        assert!(!check(&[("Environment", "prod")]), "every key must match");
+        assert!(!check(&[("Environment", "staging"), ("Role", "web")]));
+        assert!(!check(&[("environment", "prod"), ("Role", "web")]), "tag keys are case-sensitive");
+    }
+
+    #[test]
+    fn limits_resolve_like_ssm() {
+        assert_eq!(Limit::Percent(10).resolve(55, true), 5);
+        assert_eq!(Limit::Percent(10).resolve(5, true), 1, "concurrency never drops to zero");
+        assert_eq!(Limit::Percent(10).resolve(5, false), 0, "an error budget may be zero");
+        assert_eq!(Limit::Count(50).resolve(3, true), 50);
+    }
+
+    #[test]
+    fn vendor_severities_map_to_ranks() {
+        for (severity, rank) in [
+            ("Critical", Some(RiskRank::Critical)),
+            ("Important", Some(RiskRank::High)),
+            ("high", Some(RiskRank::High)),
+            ("Moderate", Some(RiskRank::Medium)),
+            ("Medium", Some(RiskRank::Medium)),
+            ("Low", Some(RiskRank::Low)),
+            ("Unspecified", None),
+        ] {
+            assert_eq!(RiskRank::from_vendor_severity(severity), rank, "{severity}");
+        }
+    }
+}
