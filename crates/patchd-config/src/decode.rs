@@ -268,6 +268,9 @@ fn decode_sla(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> SlaP
     if let Some(n) = r.integer(d, "due_soon_days", 0..=365, "7") {
         sla.due_soon_days = n.value as u32;
     }
+    if let Some(n) = r.integer(d, "stale_scan_hours", 1..=8760, "48") {
+        sla.stale_scan_hours = n.value as u32;
+    }
     let ranks = ["critical", "high", "medium", "low"];
     if let Some(rank) = r.choice(d, "default_rank", &ranks) {
         sla.default_rank = RiskRank::parse(&rank).unwrap_or(RiskRank::Medium);

@@ -175,6 +175,8 @@ pub struct SlaPolicy {
     pub medium_days: u32,
     pub low_days: u32,
     pub due_soon_days: u32,
+    /// An in-scope instance whose last scan is older than this is a coverage gap.
+    pub stale_scan_hours: u32,
     /// Rank for a patch whose vendor severity is unknown or unrecognised.
     pub default_rank: RiskRank,
     pub rules: Vec<RankRule>,
@@ -201,6 +203,7 @@ impl Default for SlaPolicy {
             medium_days: 90,
             low_days: 90,
             due_soon_days: 7,
+            stale_scan_hours: 48,
             default_rank: RiskRank::Medium,
             rules: Vec::new(),
             kev_catalog: None,

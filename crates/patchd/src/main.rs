@@ -1,8 +1,10 @@
 //! `patchd`: keeps a fleet of EC2 instances patched through SSM Patch Manager, and proves it.
 
+mod advisories;
 mod check;
 mod cli;
 mod plan;
+mod report;
 
 use std::process::ExitCode;
 

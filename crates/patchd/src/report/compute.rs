@@ -1,0 +1,667 @@
+//! Facts in, report rows out. No I/O: the caller reads the store and passes the instant.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use patchd_config::{Config, Group, Operation, RiskRank};
+use patchd_sla::{KevCatalog, RankReason, SlaClock, SlaStatus};
+use serde::Serialize;
+
+/// What the store knows of an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceFacts {
+    pub account: String,
+    pub region: String,
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub platform: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub managed: bool,
+    pub ping_status: Option<String>,
+    pub last_scan: Option<DateTime<Utc>>,
+    pub counts: StateCounts,
+}
+
+/// Patch counts by SSM state from the instance's latest scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    pub installed: u32,
+    pub installed_other: u32,
+    pub installed_pending_reboot: u32,
+    pub installed_rejected: u32,
+    pub missing: u32,
+    pub failed: u32,
+    pub not_applicable: u32,
+}
+
+impl StateCounts {
+    /// SSM's notion: nothing approved is missing, failed, or waiting for a reboot.
+    pub fn compliant(&self) -> bool {
+        self.missing == 0 && self.failed == 0 && self.installed_pending_reboot == 0
+    }
+}
+
+/// What the store knows of a finding: a patch seen missing on an instance at some point.
+#[derive(Debug, Clone)]
+pub struct FindingFacts {
+    pub account: String,
+    pub region: String,
+    pub instance_id: String,
+    pub patch_id: String,
+    pub title: Option<String>,
+    pub severity: Option<String>,
+    pub cves: Vec<String>,
+    pub ssm_release: Option<DateTime<Utc>>,
+    pub advisory_release: Option<DateTime<Utc>>,
+    /// The first time this patch was seen missing anywhere in the fleet.
+    pub fleet_first_seen: DateTime<Utc>,
+    /// SSM's current state: MISSING, FAILED, INSTALLED_PENDING_REBOOT, INSTALLED, ...
+    pub state: String,
+    pub installed_at: Option<DateTime<Utc>>,
+}
+
+impl FindingFacts {
+    fn engine_state(&self) -> patchd_sla::FindingState {
+        match (self.state.as_str(), self.installed_at) {
+            ("INSTALLED" | "INSTALLED_OTHER", Some(installed_at)) => {
+                patchd_sla::FindingState::Remediated { installed_at }
+            }
+            _ => patchd_sla::FindingState::Open,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub group: Option<String>,
+    pub rank: Option<RiskRank>,
+}
+
+/// Groups of the configuration an instance belongs to: tags must match the selector (when it
+/// has one) and the id must be listed (when the group lists ids).
+pub fn groups_of<'c>(config: &'c Config, instance_id: &str, tags: &[(String, String)]) -> Vec<&'c str> {
+    let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    config.groups.iter().filter(|g| member(g, instance_id, &pairs)).map(|g| g.name.as_str()).collect()
+}
+
+fn member(group: &Group, instance_id: &str, tags: &[(&str, &str)]) -> bool {
+    let by_tags = group.tags.0.is_empty() || group.tags.matches(tags.iter().copied());
+    let by_id = group.instance_ids.is_empty() || group.instance_ids.iter().any(|id| id == instance_id);
+    by_tags && by_id
+}
+
+fn rank_reason(reason: &RankReason) -> String {
+    match reason {
+        RankReason::VendorSeverity(s) => format!("vendor severity {s}"),
+        RankReason::PolicyDefault => "no vendor severity: policy default".into(),
+        RankReason::Rule { cve, reason: Some(why) } => format!("{cve}: {why}"),
+        RankReason::Rule { cve, reason: None } => format!("{cve}: [[sla.rule]]"),
+        RankReason::KnownExploited { cve } => format!("{cve} is in the CISA KEV catalog"),
+    }
+}
+
+fn days(d: Duration) -> f64 {
+    (d.num_seconds() as f64 / 86_400.0 * 100.0).round() / 100.0
+}
+
+/// One finding judged by the engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgedFinding {
+    pub account: String,
+    pub region: String,
+    pub instance_id: String,
+    pub instance_name: Option<String>,
+    pub groups: Vec<String>,
+    pub patch_id: String,
+    pub title: Option<String>,
+    pub severity: Option<String>,
+    pub cves: Vec<String>,
+    pub rank: RiskRank,
+    pub rank_reason: String,
+    pub clock: SlaClock,
+    pub estimated: bool,
+    pub due: DateTime<Utc>,
+    /// Days from the report instant to the due date; negative when overdue.
+    pub days_left: f64,
+    pub state: String,
+    pub installed_at: Option<DateTime<Utc>>,
+    /// installed_at - clock, for remediated findings.
+    pub days_to_remediate: Option<f64>,
+    pub status: SlaStatus,
+    pub exception: Option<String>,
+}
+
+pub struct Judge<'a> {
+    pub config: &'a Config,
+    pub kev: &'a KevCatalog,
+    pub at: DateTime<Utc>,
+}
+
+impl Judge<'_> {
+    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>) -> JudgedFinding {
+        let policy = &self.config.sla;
+        let tags = instance.map_or(&[][..], |i| &i.tags[..]);
+        let groups = groups_of(self.config, &f.instance_id, tags);
+        let ranked = patchd_sla::rank(f.severity.as_deref(), &f.cves, policy, self.kev);
+        let clock = patchd_sla::clock(f.ssm_release, f.advisory_release, f.fleet_first_seen);
+        let due = patchd_sla::due_date(&clock, ranked.rank, policy);
+        let exception =
+            patchd_sla::covering_exception(&self.config.exceptions, &f.patch_id, &f.instance_id, &groups, self.at);
+        let state = f.engine_state();
+        let status = patchd_sla::status(state, due, self.at, policy, exception.is_some());
+        JudgedFinding {
+            account: f.account.clone(),
+            region: f.region.clone(),
+            instance_id: f.instance_id.clone(),
+            instance_name: instance.and_then(|i| i.name.clone()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            patch_id: f.patch_id.clone(),
+            title: f.title.clone(),
+            severity: f.severity.clone(),
+            cves: f.cves.clone(),
+            rank: ranked.rank,
+            rank_reason: rank_reason(&ranked.reason),
+            estimated: clock.estimated(),
+            clock,
+            due,
+            days_left: days(due - self.at),
+            state: f.state.clone(),
+            installed_at: f.installed_at,
+            days_to_remediate: f.installed_at.map(|t| days(t - clock.start)),
+            status,
+            exception: exception.map(|e| e.name.clone()),
+        }
+    }
+
+    fn judged<'f>(
+        &'f self,
+        instances: &'f [InstanceFacts],
+        findings: &'f [FindingFacts],
+        filters: &'f Filters,
+    ) -> impl Iterator<Item = JudgedFinding> + 'f {
+        let by_id: BTreeMap<(&str, &str, &str), &InstanceFacts> =
+            instances.iter().map(|i| ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), i)).collect();
+        findings
+            .iter()
+            .map(move |f| {
+                let instance = by_id.get(&(f.account.as_str(), f.region.as_str(), f.instance_id.as_str())).copied();
+                self.judge(f, instance)
+            })
+            .filter(move |j| filters.rank.is_none_or(|r| j.rank == r))
+            .filter(move |j| filters.group.as_ref().is_none_or(|g| j.groups.contains(g)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Count {
+    pub rank: RiskRank,
+    pub status: SlaStatus,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaReport {
+    pub at: DateTime<Utc>,
+    /// Open findings, most urgent first.
+    pub findings: Vec<JudgedFinding>,
+    pub totals: Vec<Count>,
+}
+
+impl SlaReport {
+    pub fn count(&self, status: SlaStatus) -> usize {
+        self.totals.iter().filter(|c| c.status == status).map(|c| c.count).sum()
+    }
+}
+
+pub fn sla(judge: &Judge, instances: &[InstanceFacts], findings: &[FindingFacts], filters: &Filters) -> SlaReport {
+    let mut open: Vec<JudgedFinding> = judge
+        .judged(instances, findings, filters)
+        .filter(|j| matches!(j.status, SlaStatus::Ok | SlaStatus::DueSoon | SlaStatus::Breached | SlaStatus::Excepted))
+        .collect();
+    open.sort_by(|a, b| {
+        (a.status, std::cmp::Reverse(a.rank), a.due, &a.instance_id, &a.patch_id).cmp(&(
+            b.status,
+            std::cmp::Reverse(b.rank),
+            b.due,
+            &b.instance_id,
+            &b.patch_id,
+        ))
+    });
+    let mut totals: BTreeMap<(std::cmp::Reverse<RiskRank>, SlaStatus), usize> = BTreeMap::new();
+    for j in &open {
+        *totals.entry((std::cmp::Reverse(j.rank), j.status)).or_default() += 1;
+    }
+    let totals = totals.into_iter().map(|((rank, status), count)| Count { rank: rank.0, status, count }).collect();
+    SlaReport { at: judge.at, findings: open, totals }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RankHistory {
+    pub rank: RiskRank,
+    pub remediated: usize,
+    pub met: usize,
+    pub missed: usize,
+    /// Share met, in percent with one decimal; None when nothing was remediated.
+    pub percent_met: Option<f64>,
+    pub median_days_to_remediate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReport {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub remediated: Vec<JudgedFinding>,
+    pub per_rank: Vec<RankHistory>,
+}
+
+/// Findings remediated in [since, until), and how many met their SLA, per rank.
+pub fn history(
+    judge: &Judge,
+    instances: &[InstanceFacts],
+    findings: &[FindingFacts],
+    filters: &Filters,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> HistoryReport {
+    let mut remediated: Vec<JudgedFinding> = judge
+        .judged(instances, findings, filters)
+        .filter(|j| matches!(j.status, SlaStatus::Met | SlaStatus::Missed))
+        .filter(|j| j.installed_at.is_some_and(|t| t >= since && t < until))
+        .collect();
+    remediated.sort_by(|a, b| (a.installed_at, &a.instance_id, &a.patch_id).cmp(&(b.installed_at, &b.instance_id, &b.patch_id)));
+    let per_rank = RiskRank::ALL
+        .iter()
+        .map(|&rank| {
+            let of_rank: Vec<&JudgedFinding> = remediated.iter().filter(|j| j.rank == rank).collect();
+            let met = of_rank.iter().filter(|j| j.status == SlaStatus::Met).count();
+            let mut durations: Vec<f64> = of_rank.iter().filter_map(|j| j.days_to_remediate).collect();
+            durations.sort_by(f64::total_cmp);
+            RankHistory {
+                rank,
+                remediated: of_rank.len(),
+                met,
+                missed: of_rank.len() - met,
+                percent_met: (!of_rank.is_empty())
+                    .then(|| (met as f64 * 1000.0 / of_rank.len() as f64).round() / 10.0),
+                median_days_to_remediate: durations.get(durations.len() / 2).copied(),
+            }
+        })
+        .collect();
+    HistoryReport { since, until, remediated, per_rank }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceCompliance {
+    pub instance_id: String,
+    pub instance_name: Option<String>,
+    pub account: String,
+    pub region: String,
+    pub compliant: bool,
+    pub scanned: bool,
+    pub last_scan: Option<DateTime<Utc>>,
+    pub counts: StateCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupCompliance {
+    pub group: String,
+    pub instances: usize,
+    pub compliant: usize,
+    pub instances_detail: Vec<InstanceCompliance>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComplianceReport {
+    pub at: DateTime<Utc>,
+    pub groups: Vec<GroupCompliance>,
+}
+
+pub fn compliance(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts], filters: &Filters) -> ComplianceReport {
+    let groups = config
+        .groups
+        .iter()
+        .filter(|g| filters.group.as_ref().is_none_or(|f| *f == g.name))
+        .map(|group| {
+            let mut detail: Vec<InstanceCompliance> = instances
+                .iter()
+                .filter(|i| groups_of(config, &i.instance_id, &i.tags).contains(&group.name.as_str()))
+                .map(|i| InstanceCompliance {
+                    instance_id: i.instance_id.clone(),
+                    instance_name: i.name.clone(),
+                    account: i.account.clone(),
+                    region: i.region.clone(),
+                    // An instance never scanned cannot be shown compliant.
+                    compliant: i.last_scan.is_some() && i.counts.compliant(),
+                    scanned: i.last_scan.is_some(),
+                    last_scan: i.last_scan,
+                    counts: i.counts,
+                })
+                .collect();
+            detail.sort_by(|a, b| (a.compliant, &a.instance_id).cmp(&(b.compliant, &b.instance_id)));
+            GroupCompliance {
+                group: group.name.clone(),
+                instances: detail.len(),
+                compliant: detail.iter().filter(|i| i.compliant).count(),
+                instances_detail: detail,
+            }
+        })
+        .collect();
+    ComplianceReport { at, groups }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gap {
+    /// EC2 lists it, SSM does not manage it: it is never scanned or patched.
+    Unmanaged,
+    /// The SSM agent stopped reporting: commands cannot reach it.
+    AgentConnectionLost,
+    /// None of its groups is targeted by an enabled install window.
+    NoInstallWindow,
+    /// Never scanned, or not within `stale_scan_hours`.
+    StaleScan,
+}
+
+impl Gap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gap::Unmanaged => "unmanaged",
+            Gap::AgentConnectionLost => "agent-connection-lost",
+            Gap::NoInstallWindow => "no-install-window",
+            Gap::StaleScan => "stale-scan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageGap {
+    pub instance_id: String,
+    pub instance_name: Option<String>,
+    pub account: String,
+    pub region: String,
+    pub groups: Vec<String>,
+    pub gap: Gap,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageReport {
+    pub at: DateTime<Utc>,
+    pub in_scope: usize,
+    pub gaps: Vec<CoverageGap>,
+}
+
+/// In-scope instances (members of a configured group) that are blind spots.
+pub fn coverage(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts], filters: &Filters) -> CoverageReport {
+    let installing: Vec<&str> = config
+        .windows
+        .iter()
+        .filter(|w| w.enabled)
+        .flat_map(|w| &w.tasks)
+        .filter(|t| t.operation == Operation::Install)
+        .flat_map(|t| t.groups.iter().map(|g| g.value.as_str()))
+        .collect();
+    let stale_before = at - Duration::hours(i64::from(config.sla.stale_scan_hours));
+    let mut in_scope = 0;
+    let mut gaps = Vec::new();
+    for instance in instances {
+        let groups = groups_of(config, &instance.instance_id, &instance.tags);
+        if groups.is_empty() || filters.group.as_ref().is_some_and(|g| !groups.contains(&g.as_str())) {
+            continue;
+        }
+        in_scope += 1;
+        let mut found = Vec::new();
+        if !instance.managed {
+            found.push((Gap::Unmanaged, "not a managed node in SSM (no agent, or no instance profile)".to_string()));
+        } else if let Some(ping) = instance.ping_status.as_deref().filter(|p| *p != "Online") {
+            found.push((Gap::AgentConnectionLost, format!("SSM agent ping status {ping}")));
+        }
+        if !groups.iter().any(|g| installing.contains(g)) {
+            found.push((Gap::NoInstallWindow, format!("no enabled install window targets {}", groups.join(", "))));
+        }
+        match instance.last_scan {
+            None => found.push((Gap::StaleScan, "never scanned".to_string())),
+            Some(t) if t < stale_before => {
+                found.push((Gap::StaleScan, format!("last scanned {} ago", human_age(at - t))))
+            }
+            Some(_) => {}
+        }
+        for (gap, detail) in found {
+            gaps.push(CoverageGap {
+                instance_id: instance.instance_id.clone(),
+                instance_name: instance.name.clone(),
+                account: instance.account.clone(),
+                region: instance.region.clone(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                gap,
+                detail,
+            });
+        }
+    }
+    gaps.sort_by(|a, b| (a.gap, &a.instance_id).cmp(&(b.gap, &b.instance_id)));
+    CoverageReport { at, in_scope, gaps }
+}
+
+fn human_age(d: Duration) -> String {
+    if d.num_hours() < 48 {
+        format!("{} h", d.num_hours())
+    } else {
+        format!("{} days", d.num_days())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use patchd_sla::SlaStatus;
+
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const CONFIG: &str = r#"
+[sla]
+stale_scan_hours = 24
+[[sla.rule]]
+cves = ["CVE-2026-9999"]
+rank = "critical"
+
+[[exception]]
+name = "accepted"
+patches = ["P-ACCEPTED"]
+group = "web"
+reason = "r"
+owner = "o"
+expires = 2027-01-31
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+
+[[group]]
+name = "db"
+[group.tags]
+Role = "db"
+
+[[window]]
+name = "w"
+schedule = "cron(0 2 ? * SUN *)"
+duration_hours = 2
+[[window.task]]
+operation = "install"
+groups = ["web"]
+[[window.task]]
+operation = "scan"
+groups = ["db"]
+"#;
+
+    fn config() -> Config {
+        patchd_config::load_sources(vec![(PathBuf::from("c.toml"), CONFIG.into())], t("2026-11-28T00:00:00Z"))
+            .unwrap()
+            .config
+    }
+
+    fn instance(id: &str, role: &str) -> InstanceFacts {
+        InstanceFacts {
+            account: "111111111111".into(),
+            region: "eu-central-1".into(),
+            instance_id: id.into(),
+            name: Some(format!("{role}-1")),
+            platform: Some("Amazon Linux 2".into()),
+            tags: vec![("Role".into(), role.into())],
+            managed: true,
+            ping_status: Some("Online".into()),
+            last_scan: Some(t("2026-11-27T12:00:00Z")),
+            counts: StateCounts::default(),
+        }
+    }
+
+    fn finding(instance: &str, patch: &str, severity: &str, released: Option<&str>, state: &str) -> FindingFacts {
+        FindingFacts {
+            account: "111111111111".into(),
+            region: "eu-central-1".into(),
+            instance_id: instance.into(),
+            patch_id: patch.into(),
+            title: None,
+            severity: Some(severity.into()),
+            cves: vec![],
+            ssm_release: released.map(t),
+            advisory_release: None,
+            fleet_first_seen: t("2026-11-20T00:00:00Z"),
+            state: state.into(),
+            installed_at: None,
+        }
+    }
+
+    #[test]
+    fn sla_report_judges_every_open_finding() {
+        let config = config();
+        let kev = KevCatalog::default();
+        let judge = Judge { config: &config, kev: &kev, at: t("2026-11-28T00:00:00Z") };
+        let instances = vec![instance("i-0000000000000000a", "web"), instance("i-0000000000000000b", "db")];
+        let mut raised = finding("i-0000000000000000b", "P-RAISED", "Low", Some("2026-10-01T00:00:00Z"), "MISSING");
+        raised.cves = vec!["CVE-2026-9999".into()];
+        let mut fixed = finding("i-0000000000000000a", "P-FIXED", "Critical", Some("2026-11-01T00:00:00Z"), "INSTALLED");
+        fixed.installed_at = Some(t("2026-11-10T00:00:00Z"));
+        let findings = vec![
+            finding("i-0000000000000000a", "P-BREACHED", "Critical", Some("2026-10-01T00:00:00Z"), "MISSING"),
+            finding("i-0000000000000000a", "P-SOON", "Critical", Some("2026-11-01T00:00:00Z"), "FAILED"),
+            finding("i-0000000000000000a", "P-OK", "Important", Some("2026-11-01T00:00:00Z"), "INSTALLED_PENDING_REBOOT"),
+            finding("i-0000000000000000a", "P-ESTIMATED", "Medium", None, "MISSING"),
+            finding("i-0000000000000000a", "P-ACCEPTED", "Critical", Some("2026-09-01T00:00:00Z"), "MISSING"),
+            raised,
+            fixed,
+        ];
+        let report = sla(&judge, &instances, &findings, &Filters::default());
+        let got: Vec<(&str, RiskRank, SlaStatus)> =
+            report.findings.iter().map(|f| (f.patch_id.as_str(), f.rank, f.status)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("P-BREACHED", RiskRank::Critical, SlaStatus::Breached),
+                ("P-RAISED", RiskRank::Critical, SlaStatus::Breached),
+                ("P-SOON", RiskRank::Critical, SlaStatus::DueSoon),
+                ("P-OK", RiskRank::High, SlaStatus::Ok),
+                ("P-ESTIMATED", RiskRank::Medium, SlaStatus::Ok),
+                ("P-ACCEPTED", RiskRank::Critical, SlaStatus::Excepted),
+            ]
+        );
+        let estimated = &report.findings[4];
+        assert!(estimated.estimated);
+        assert_eq!(estimated.due, t("2027-02-18T00:00:00Z"));
+        assert_eq!(report.findings[0].days_left, -28.0);
+        assert_eq!(report.findings[0].groups, vec!["web".to_string()]);
+        assert_eq!(report.count(SlaStatus::Breached), 2);
+        // Filters narrow by group and rank.
+        let db_only = sla(&judge, &instances, &findings, &Filters { group: Some("db".into()), rank: None });
+        assert_eq!(db_only.findings.len(), 1);
+        let high = sla(&judge, &instances, &findings, &Filters { group: None, rank: Some(RiskRank::High) });
+        assert_eq!(high.findings.len(), 1);
+    }
+
+    #[test]
+    fn history_counts_met_and_missed_per_rank() {
+        let config = config();
+        let kev = KevCatalog::default();
+        let judge = Judge { config: &config, kev: &kev, at: t("2026-12-31T00:00:00Z") };
+        let installed = |patch: &str, released: &str, at: &str| {
+            let mut f = finding("i-0000000000000000a", patch, "Critical", Some(released), "INSTALLED");
+            f.installed_at = Some(t(at));
+            f
+        };
+        let findings = vec![
+            installed("MET", "2026-11-01T00:00:00Z", "2026-11-20T00:00:00Z"),
+            installed("MISSED", "2026-10-01T00:00:00Z", "2026-11-15T00:00:00Z"),
+            installed("BEFORE", "2026-09-01T00:00:00Z", "2026-09-05T00:00:00Z"),
+            finding("i-0000000000000000a", "OPEN", "Critical", Some("2026-11-01T00:00:00Z"), "MISSING"),
+        ];
+        let report = history(
+            &judge,
+            &[instance("i-0000000000000000a", "web")],
+            &findings,
+            &Filters::default(),
+            t("2026-11-01T00:00:00Z"),
+            t("2026-12-01T00:00:00Z"),
+        );
+        let patches: Vec<&str> = report.remediated.iter().map(|f| f.patch_id.as_str()).collect();
+        assert_eq!(patches, vec!["MISSED", "MET"]);
+        let critical = &report.per_rank[0];
+        assert_eq!((critical.remediated, critical.met, critical.missed, critical.percent_met), (2, 1, 1, Some(50.0)));
+        assert_eq!(report.per_rank[1].percent_met, None);
+        assert_eq!(report.remediated[0].days_to_remediate, Some(45.0));
+    }
+
+    #[test]
+    fn coverage_finds_blind_spots_in_scope_only() {
+        let config = config();
+        let at = t("2026-11-28T00:00:00Z");
+        let mut unmanaged = instance("i-0000000000000000a", "web");
+        unmanaged.managed = false;
+        unmanaged.last_scan = None;
+        let mut lost = instance("i-0000000000000000b", "web");
+        lost.ping_status = Some("ConnectionLost".into());
+        let mut stale = instance("i-0000000000000000c", "web");
+        stale.last_scan = Some(t("2026-11-26T00:00:00Z"));
+        let healthy = instance("i-0000000000000000d", "web");
+        let db = instance("i-0000000000000000e", "db");
+        let out_of_scope = instance("i-0000000000000000f", "batch");
+        let report = coverage(&config, at, &[unmanaged, lost, stale, healthy, db, out_of_scope], &Filters::default());
+        assert_eq!(report.in_scope, 5);
+        let got: Vec<(&str, Gap)> = report.gaps.iter().map(|g| (g.instance_id.as_str(), g.gap)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("i-0000000000000000a", Gap::Unmanaged),
+                ("i-0000000000000000b", Gap::AgentConnectionLost),
+                ("i-0000000000000000e", Gap::NoInstallWindow),
+                ("i-0000000000000000a", Gap::StaleScan),
+                ("i-0000000000000000c", Gap::StaleScan),
+            ]
+        );
+        assert_eq!(report.gaps[4].detail, "last scanned 2 days ago");
+    }
+
+    #[test]
+    fn compliance_per_group_and_instance() {
+        let config = config();
+        let mut failing = instance("i-0000000000000000a", "web");
+        failing.counts.missing = 2;
+        let fine = instance("i-0000000000000000b", "web");
+        let mut never = instance("i-0000000000000000c", "web");
+        never.last_scan = None;
+        let report = compliance(&config, t("2026-11-28T00:00:00Z"), &[failing, fine, never], &Filters::default());
+        let web = &report.groups[0];
+        assert_eq!((web.group.as_str(), web.instances, web.compliant), ("web", 3, 1));
+        let order: Vec<(&str, bool)> =
+            web.instances_detail.iter().map(|i| (i.instance_id.as_str(), i.compliant)).collect();
+        assert_eq!(
+            order,
+            vec![("i-0000000000000000a", false), ("i-0000000000000000c", false), ("i-0000000000000000b", true)]
+        );
+        assert_eq!(report.groups[1].instances, 0);
+    }
+}
