@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, into the repository, and prints
+# the bin directory to put on PATH. Today that is moto, an independent implementation of part
+# of the SSM and EC2 APIs, for crates/fleet-sim/tests/moto_conformance.rs.
+#
+#   PATH="$(.ci/install-test-deps.sh):$PATH"
+#
+# Idempotent: a venv that already holds the pinned version is left alone, so a second run
+# costs milliseconds (a first one about a minute). Everything but the final path goes to
+# stderr. Needs python3 (3.9 or newer, with its venv module; set PYTHON to use another
+# interpreter) and access to PyPI.
+set -euo pipefail
+
+# Pinned so that a moto release cannot change what the independent implementation answers
+# between two CI runs; bump it deliberately and rerun the conformance tests.
+MOTO_VERSION="5.2.5"
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# PATCHD_TEST_VENV lets a runner that clones the repository afresh each time keep one venv
+# outside the clone instead of paying for a full install on every run.
+venv="${PATCHD_TEST_VENV:-$repo/.venv}"
+bin="$venv/bin"
+stamp="$venv/.patchd-test-deps"
+want="moto[server]==$MOTO_VERSION"
+python="${PYTHON:-python3}"
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+
+if [[ -x "$bin/moto_server" && -f "$stamp" && "$(<"$stamp")" == "$want" ]] && "$bin/python" -c '' 2>/dev/null; then
+    printf '%s\n' "$bin"
+    exit 0
+fi
+
+# A venv whose interpreter no longer runs (an interrupted creation, a removed python) is
+# rebuilt; a working one is kept, with whatever else a developer installed in it.
+if ! "$bin/python" -c '' 2>/dev/null; then
+    if ! command -v "$python" >/dev/null 2>&1; then
+        log "$python not found: install python 3.9 or newer with its venv module, or set PYTHON"
+        exit 1
+    fi
+    log "creating $venv"
+    if ! "$python" -m venv --clear "$venv" >&2; then
+        log "'$python -m venv' failed: on Debian install python3-venv, or set PYTHON to another python"
+        exit 1
+    fi
+fi
+
+log "installing $want into $venv"
+"$bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$want" >&2
+# The stamp is written only once moto_server starts, so a failed install is retried next time.
+"$bin/moto_server" --help >/dev/null
+printf '%s\n' "$want" >"$stamp"
+printf '%s\n' "$bin"

@@ -1,0 +1,423 @@
+//! Run Command's bookkeeping: commands, their per-instance invocations, and how invocation
+//! outcomes roll up into the command's status.
+//!
+//! Status mapping (`Status` / `StatusDetails`), as SSM reports them:
+//!
+//! | invocation            | Status     | StatusDetails       | counts against MaxErrors |
+//! |-----------------------|------------|---------------------|--------------------------|
+//! | waiting for a slot    | Pending    | Pending             |                          |
+//! | agent unreachable     | Delayed    | Delayed             |                          |
+//! | running               | InProgress | InProgress          |                          |
+//! | succeeded             | Success    | Success             |                          |
+//! | failed                | Failed     | Failed              | yes                      |
+//! | not a managed node    | Failed     | Undeliverable       | no                       |
+//! | never delivered       | TimedOut   | DeliveryTimedOut    | no                       |
+//! | ran past the timeout  | TimedOut   | ExecutionTimedOut   | yes                      |
+//! | being cancelled       | Cancelling | Cancelling          |                          |
+//! | cancelled             | Cancelled  | Cancelled           |                          |
+//! | stopped by MaxErrors  | Cancelled  | Terminated          |                          |
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::clock::Millis;
+use crate::fleet::{Counts, InstallResult, Operation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InvocationState {
+    Pending,
+    Delayed,
+    InProgress,
+    Success,
+    Failed,
+    Undeliverable,
+    DeliveryTimedOut,
+    ExecutionTimedOut,
+    Cancelling,
+    Cancelled,
+    Terminated,
+}
+
+impl InvocationState {
+    pub fn status(self) -> &'static str {
+        match self {
+            InvocationState::Pending => "Pending",
+            InvocationState::Delayed => "Delayed",
+            InvocationState::InProgress => "InProgress",
+            InvocationState::Success => "Success",
+            InvocationState::Failed | InvocationState::Undeliverable => "Failed",
+            InvocationState::DeliveryTimedOut | InvocationState::ExecutionTimedOut => "TimedOut",
+            InvocationState::Cancelling => "Cancelling",
+            InvocationState::Cancelled | InvocationState::Terminated => "Cancelled",
+        }
+    }
+
+    pub fn status_details(self) -> &'static str {
+        match self {
+            InvocationState::Pending => "Pending",
+            InvocationState::Delayed => "Delayed",
+            InvocationState::InProgress => "InProgress",
+            InvocationState::Success => "Success",
+            InvocationState::Failed => "Failed",
+            InvocationState::Undeliverable => "Undeliverable",
+            InvocationState::DeliveryTimedOut => "DeliveryTimedOut",
+            InvocationState::ExecutionTimedOut => "ExecutionTimedOut",
+            InvocationState::Cancelling => "Cancelling",
+            InvocationState::Cancelled => "Cancelled",
+            InvocationState::Terminated => "Terminated",
+        }
+    }
+
+    /// `CommandPluginStatus` has no Delayed or Cancelling.
+    pub fn plugin_status(self) -> &'static str {
+        match self {
+            InvocationState::Pending | InvocationState::Delayed => "Pending",
+            InvocationState::InProgress | InvocationState::Cancelling => "InProgress",
+            other => other.status(),
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            InvocationState::Pending
+                | InvocationState::Delayed
+                | InvocationState::InProgress
+                | InvocationState::Cancelling
+        )
+    }
+
+    /// Failed and execution timeouts spend the error budget; delivery problems do not.
+    pub fn is_error(self) -> bool {
+        matches!(self, InvocationState::Failed | InvocationState::ExecutionTimedOut)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommandState {
+    Pending,
+    InProgress,
+    Cancelling,
+    Success,
+    Failed,
+    Incomplete,
+    DeliveryTimedOut,
+    Cancelled,
+    NoInstancesInTag,
+}
+
+impl CommandState {
+    pub fn status(self) -> &'static str {
+        match self {
+            CommandState::Pending => "Pending",
+            CommandState::InProgress => "InProgress",
+            CommandState::Cancelling => "Cancelling",
+            CommandState::Success | CommandState::NoInstancesInTag => "Success",
+            CommandState::Failed | CommandState::Incomplete => "Failed",
+            CommandState::DeliveryTimedOut => "TimedOut",
+            CommandState::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn status_details(self) -> &'static str {
+        match self {
+            CommandState::Pending => "Pending",
+            CommandState::InProgress => "InProgress",
+            CommandState::Cancelling => "Cancelling",
+            CommandState::Success => "Success",
+            CommandState::Failed => "Failed",
+            CommandState::Incomplete => "Incomplete",
+            CommandState::DeliveryTimedOut => "DeliveryTimedOut",
+            CommandState::Cancelled => "Cancelled",
+            CommandState::NoInstancesInTag => "NoInstancesInTag",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, CommandState::Pending | CommandState::InProgress | CommandState::Cancelling)
+    }
+}
+
+/// What an invocation found or did, kept for its output and plugin details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationResult {
+    pub counts: Counts,
+    pub install: InstallResult,
+    pub baseline_id: String,
+    pub patch_group: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub instance: u32,
+    pub state: InvocationState,
+    pub dispatched_ms: Option<Millis>,
+    pub start_ms: Option<Millis>,
+    pub end_ms: Option<Millis>,
+    /// Set when the work is done; the invocation may still wait for a reboot to finish.
+    pub result: Option<InvocationResult>,
+}
+
+impl Invocation {
+    pub fn response_code(&self) -> i64 {
+        match self.state {
+            InvocationState::Success => 0,
+            InvocationState::Failed | InvocationState::ExecutionTimedOut => 1,
+            _ => -1,
+        }
+    }
+}
+
+/// What SendCommand asked for, validated.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub document_name: String,
+    pub document_version: String,
+    pub comment: Option<String>,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub instance_ids: Vec<String>,
+    pub targets: Vec<(String, Vec<String>)>,
+    pub max_concurrency: String,
+    pub max_errors: String,
+    pub timeout_seconds: u32,
+    pub operation: Operation,
+    pub reboot_if_needed: bool,
+    pub snapshot_id: Option<String>,
+    pub baseline_override: bool,
+    /// Echoed verbatim in Command: OutputS3*, ServiceRoleArn, NotificationConfig, CloudWatchOutputConfig.
+    pub echo: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub id: String,
+    pub requested_ms: Millis,
+    pub request: CommandRequest,
+    pub concurrency_limit: usize,
+    pub error_limit: usize,
+    pub invocations: Vec<Invocation>,
+    pub by_instance: HashMap<u32, u32>,
+    pub state: CommandState,
+    pub(crate) next_pending: usize,
+    /// Invocations waiting for their agent to come back.
+    pub(crate) delayed: Vec<u32>,
+    pub(crate) in_progress: usize,
+    pub(crate) stopped: bool,
+    pub(crate) cancel_requested: bool,
+}
+
+/// "50" or "10%" of `targets`; percentages round up, and a concurrency is at least 1.
+pub fn resolve_limit(text: &str, targets: usize, at_least_one: bool) -> usize {
+    let value = if let Some(percent) = text.strip_suffix('%') {
+        let percent: usize = percent.parse().unwrap_or(0);
+        (targets * percent).div_ceil(100)
+    } else {
+        text.parse().unwrap_or(0)
+    };
+    if at_least_one {
+        value.max(1)
+    } else {
+        value
+    }
+}
+
+/// Counters a Command shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandCounts {
+    pub target: usize,
+    pub completed: usize,
+    pub errors: usize,
+    pub delivery_timed_out: usize,
+}
+
+impl Command {
+    pub fn new(id: String, requested_ms: Millis, request: CommandRequest, instances: Vec<u32>) -> Command {
+        let targets = instances.len();
+        let concurrency_limit = resolve_limit(&request.max_concurrency, targets, true);
+        let error_limit = resolve_limit(&request.max_errors, targets, false);
+        let by_instance = instances.iter().enumerate().map(|(i, inst)| (*inst, i as u32)).collect();
+        let invocations = instances
+            .into_iter()
+            .map(|instance| Invocation {
+                instance,
+                state: InvocationState::Pending,
+                dispatched_ms: None,
+                start_ms: None,
+                end_ms: None,
+                result: None,
+            })
+            .collect::<Vec<_>>();
+        let state =
+            if invocations.is_empty() { CommandState::NoInstancesInTag } else { CommandState::Pending };
+        Command {
+            id,
+            requested_ms,
+            request,
+            concurrency_limit,
+            error_limit,
+            invocations,
+            by_instance,
+            state,
+            next_pending: 0,
+            delayed: Vec::new(),
+            in_progress: 0,
+            stopped: false,
+            cancel_requested: false,
+        }
+    }
+
+    pub fn counts(&self) -> CommandCounts {
+        let mut counts = CommandCounts { target: self.invocations.len(), ..CommandCounts::default() };
+        for invocation in &self.invocations {
+            if invocation.state.is_terminal() {
+                counts.completed += 1;
+            }
+            if invocation.state.is_error() {
+                counts.errors += 1;
+            }
+            if invocation.state == InvocationState::DeliveryTimedOut {
+                counts.delivery_timed_out += 1;
+            }
+        }
+        counts
+    }
+
+    pub fn expires_after_ms(&self) -> Millis {
+        self.requested_ms + i64::from(self.request.timeout_seconds) * 1000
+    }
+
+    /// Recomputes the command's status from its invocations.
+    pub fn refresh_state(&mut self) {
+        if self.state == CommandState::NoInstancesInTag {
+            return;
+        }
+        let counts = self.counts();
+        let any = |wanted: &[InvocationState]| self.invocations.iter().any(|i| wanted.contains(&i.state));
+        if counts.completed < counts.target {
+            self.state = if any(&[InvocationState::Cancelling]) {
+                CommandState::Cancelling
+            } else if self.state == CommandState::Pending
+                && !any(&[InvocationState::InProgress, InvocationState::Delayed])
+                && counts.completed == 0
+            {
+                CommandState::Pending
+            } else {
+                CommandState::InProgress
+            };
+            return;
+        }
+        let non_success = self
+            .invocations
+            .iter()
+            .filter(|i| !matches!(i.state, InvocationState::Success | InvocationState::Undeliverable))
+            .count();
+        self.state = if self.stopped || counts.errors > self.error_limit {
+            CommandState::Failed
+        } else if self.cancel_requested && any(&[InvocationState::Cancelled]) {
+            CommandState::Cancelled
+        } else if non_success == 0 {
+            CommandState::Success
+        } else if counts.delivery_timed_out > self.error_limit && counts.errors == 0 {
+            CommandState::DeliveryTimedOut
+        } else {
+            CommandState::Incomplete
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(max_concurrency: &str, max_errors: &str) -> CommandRequest {
+        CommandRequest {
+            document_name: "AWS-RunPatchBaseline".into(),
+            document_version: "$DEFAULT".into(),
+            comment: None,
+            parameters: BTreeMap::new(),
+            instance_ids: vec![],
+            targets: vec![],
+            max_concurrency: max_concurrency.into(),
+            max_errors: max_errors.into(),
+            timeout_seconds: 3600,
+            operation: Operation::Scan,
+            reboot_if_needed: true,
+            snapshot_id: None,
+            baseline_override: false,
+            echo: serde_json::Map::new(),
+        }
+    }
+
+    fn command_with(states: &[InvocationState], max_errors: &str) -> Command {
+        let mut command =
+            Command::new("c".into(), 0, request("50", max_errors), (0..states.len() as u32).collect());
+        for (invocation, state) in command.invocations.iter_mut().zip(states) {
+            invocation.state = *state;
+        }
+        command.state = CommandState::InProgress;
+        command.refresh_state();
+        command
+    }
+
+    #[test]
+    fn limits() {
+        for (text, targets, at_least_one, expected) in [
+            ("50", 10, true, 50),
+            ("10%", 25, true, 3),
+            ("1%", 10, true, 1),
+            ("0", 10, false, 0),
+            ("0%", 10, false, 0),
+            ("100%", 7, false, 7),
+            ("5%", 0, true, 1),
+        ] {
+            assert_eq!(resolve_limit(text, targets, at_least_one), expected, "{text} of {targets}");
+        }
+    }
+
+    #[test]
+    fn roll_up() {
+        use CommandState as C;
+        use InvocationState as I;
+        for (states, max_errors, expected) in [
+            (vec![I::Success, I::Success], "0", C::Success),
+            (vec![I::Success, I::Undeliverable], "0", C::Success),
+            (vec![I::Success, I::Failed], "0", C::Failed),
+            (vec![I::Success, I::Failed], "1", C::Incomplete),
+            (vec![I::Success, I::ExecutionTimedOut], "1", C::Incomplete),
+            (vec![I::Success, I::DeliveryTimedOut], "0", C::DeliveryTimedOut),
+            (vec![I::Success, I::DeliveryTimedOut], "1", C::Incomplete),
+            (vec![I::Success, I::InProgress], "0", C::InProgress),
+            (vec![I::Cancelling, I::Success], "0", C::Cancelling),
+        ] {
+            assert_eq!(
+                command_with(&states, max_errors).state,
+                expected,
+                "{states:?} with MaxErrors {max_errors}"
+            );
+        }
+        let mut cancelled = command_with(&[InvocationState::Cancelled, InvocationState::Success], "0");
+        cancelled.cancel_requested = true;
+        cancelled.refresh_state();
+        assert_eq!(cancelled.state, CommandState::Cancelled);
+        let empty = Command::new("e".into(), 0, request("50", "0"), vec![]);
+        assert_eq!((empty.state.status(), empty.state.status_details()), ("Success", "NoInstancesInTag"));
+    }
+
+    #[test]
+    fn counters() {
+        use InvocationState as I;
+        let command = command_with(
+            &[I::Success, I::Failed, I::ExecutionTimedOut, I::DeliveryTimedOut, I::Undeliverable, I::Pending],
+            "5",
+        );
+        assert_eq!(
+            command.counts(),
+            CommandCounts { target: 6, completed: 5, errors: 2, delivery_timed_out: 1 }
+        );
+        assert_eq!(
+            (I::Undeliverable.status(), I::Undeliverable.status_details()),
+            ("Failed", "Undeliverable")
+        );
+        assert_eq!(I::Terminated.status(), "Cancelled");
+        assert_eq!(I::Delayed.plugin_status(), "Pending");
+    }
+}

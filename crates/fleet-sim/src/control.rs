@@ -1,0 +1,150 @@
+//! The `/_sim/` control API: JSON, no authentication, not counted as AWS calls.
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::clock::{epoch_seconds, to_datetime};
+use crate::fleet::AgentState;
+use crate::server::{json_response, release_from_json, InstanceView, Shared};
+use crate::world::{ControlError, World};
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, &json!({ "error": message.into() }))
+}
+
+fn control_error(e: ControlError) -> Response {
+    let status = match e {
+        ControlError::UnknownInstance(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
+}
+
+fn clock_json(world: &mut World) -> Value {
+    let now = world.sync();
+    json!({
+        "now": to_datetime(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "epoch_seconds": epoch_seconds(now),
+        "start": to_datetime(world.start_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "time_scale": world.time_scale(),
+    })
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, String> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
+}
+
+/// One jump at most ten years, so a typo cannot keep the server busy processing ticks.
+const MAX_ADVANCE_SECONDS: f64 = 315_360_000.0;
+
+const ENDPOINTS: [&str; 11] = [
+    "GET  /_sim/stats",
+    "GET  /_sim/clock",
+    "POST /_sim/clock {\"time_scale\": X}",
+    "POST /_sim/clock/advance {\"seconds\": N}",
+    "GET  /_sim/faults",
+    "POST /_sim/faults {partial fault settings}",
+    "POST /_sim/patches/release {\"os\": \"AMAZON_LINUX_2\", \"severity\": \"Critical\", ...}",
+    "GET  /_sim/instances",
+    "GET  /_sim/instances/{id}",
+    "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\"}",
+    "POST /_sim/instances/{id}/state {\"state\": \"running\"|\"stopped\"}",
+];
+
+pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
+    let segments: Vec<&str> = path.trim_start_matches("/_sim").split('/').filter(|s| !s.is_empty()).collect();
+    let body = match parse_body(body) {
+        Ok(value) => value,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let mut world = shared.world();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, []) => json_response(StatusCode::OK, &json!({ "endpoints": ENDPOINTS })),
+        (Method::GET, ["stats"]) => json_response(StatusCode::OK, &world.stats()),
+        (Method::GET, ["clock"]) => json_response(StatusCode::OK, &clock_json(&mut world)),
+        (Method::POST, ["clock"]) => match body.get("time_scale").and_then(Value::as_f64) {
+            Some(scale) if scale.is_finite() && scale >= 0.0 => {
+                world.set_time_scale(scale);
+                json_response(StatusCode::OK, &clock_json(&mut world))
+            }
+            _ => error(StatusCode::BAD_REQUEST, "give {\"time_scale\": X} with X at least 0"),
+        },
+        (Method::POST, ["clock", "advance"]) => {
+            let seconds = body.get("seconds").and_then(Value::as_f64);
+            match seconds {
+                Some(s) if s.is_finite() && (0.0..=MAX_ADVANCE_SECONDS).contains(&s) => {
+                    world.advance_by((s * 1000.0) as i64);
+                    json_response(StatusCode::OK, &clock_json(&mut world))
+                }
+                _ => error(
+                    StatusCode::BAD_REQUEST,
+                    format!("give {{\"seconds\": N}} with N between 0 and {MAX_ADVANCE_SECONDS} (ten years); advance in steps"),
+                ),
+            }
+        }
+        (Method::GET, ["faults"]) => json_response(StatusCode::OK, &world.faults),
+        (Method::POST, ["faults"]) => match world.faults.merged(&body) {
+            Ok(faults) => match world.set_faults(faults) {
+                Ok(()) => json_response(StatusCode::OK, &world.faults),
+                Err(e) => control_error(e),
+            },
+            Err(problems) => error(StatusCode::BAD_REQUEST, problems.join("; ")),
+        },
+        (Method::POST, ["patches", "release"]) => match release_from_json(&mut world, &body) {
+            Ok(value) => json_response(StatusCode::OK, &value),
+            Err(message) => error(StatusCode::BAD_REQUEST, message),
+        },
+        (Method::GET, ["instances"]) => {
+            world.sync();
+            let views: Vec<InstanceView> = world.instances.iter().map(InstanceView::of).collect();
+            json_response(StatusCode::OK, &views)
+        }
+        (Method::GET, ["instances", id]) => {
+            world.sync();
+            match world.instance(id) {
+                Some(instance) => json_response(StatusCode::OK, &InstanceView::of(instance)),
+                None => control_error(ControlError::UnknownInstance(id.to_string())),
+            }
+        }
+        (Method::POST, ["instances", id, "agent"]) => {
+            let state = match body.get("state").and_then(Value::as_str) {
+                Some("Online") => AgentState::Online,
+                Some("ConnectionLost") => AgentState::ConnectionLost,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "give {\"state\": \"Online\"} or {\"state\": \"ConnectionLost\"}",
+                    )
+                }
+            };
+            match world.set_agent(id, state) {
+                Ok(()) => json_response(StatusCode::OK, &world.instance(id).map(InstanceView::of)),
+                Err(e) => control_error(e),
+            }
+        }
+        (Method::POST, ["instances", id, "state"]) => {
+            let running = match body.get("state").and_then(Value::as_str) {
+                Some("running") => true,
+                Some("stopped") => false,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "give {\"state\": \"running\"} or {\"state\": \"stopped\"}",
+                    )
+                }
+            };
+            match world.set_running(id, running) {
+                Ok(()) => json_response(StatusCode::OK, &world.instance(id).map(InstanceView::of)),
+                Err(e) => control_error(e),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no control endpoint {method} {path}; GET /_sim/ lists them"),
+        ),
+    }
+}

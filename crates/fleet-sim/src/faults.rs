@@ -1,0 +1,175 @@
+//! Fault injection: throttling, server errors, latency, agents dropping off, failed installs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// Fault settings. Everything defaults to off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of AWS calls answered with a server error (SSM InternalServerError, EC2 InternalError).
+    pub error_rate: f64,
+    /// Added latency per AWS call, in real milliseconds.
+    pub latency_ms: u64,
+    /// Uniform extra latency up to this many real milliseconds.
+    pub latency_jitter_ms: u64,
+    /// Chance per simulated hour that an Online agent drops to ConnectionLost.
+    pub agent_offline_per_hour: f64,
+    /// How long (simulated seconds) a dropped agent stays ConnectionLost.
+    pub agent_offline_seconds: f64,
+    /// Chance that installing one patch fails (the patch becomes FAILED, the invocation Failed).
+    pub install_failure_rate: f64,
+    /// Chance that an invocation hangs until the execution timeout (ExecutionTimedOut).
+    pub execution_timeout_rate: f64,
+    /// Per-operation rate limits in real requests per second ("*" applies to every other
+    /// operation). The burst equals the rate, at least 1.
+    pub throttle: BTreeMap<String, f64>,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            error_rate: 0.0,
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            agent_offline_per_hour: 0.0,
+            agent_offline_seconds: 900.0,
+            install_failure_rate: 0.0,
+            execution_timeout_rate: 0.0,
+            throttle: BTreeMap::new(),
+        }
+    }
+}
+
+impl Faults {
+    /// Everything wrong with the settings, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, value) in [
+            ("error_rate", self.error_rate),
+            ("install_failure_rate", self.install_failure_rate),
+            ("execution_timeout_rate", self.execution_timeout_rate),
+            ("agent_offline_per_hour", self.agent_offline_per_hour),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                problems.push(format!("faults.{name} is {value}; use a probability between 0 and 1"));
+            }
+        }
+        if !(self.agent_offline_seconds.is_finite() && self.agent_offline_seconds >= 0.0) {
+            problems.push(format!(
+                "faults.agent_offline_seconds is {}; use a number of seconds of at least 0",
+                self.agent_offline_seconds
+            ));
+        }
+        for (operation, tps) in &self.throttle {
+            if !(tps.is_finite() && *tps > 0.0) {
+                problems.push(format!(
+                    "faults.throttle.{operation} is {tps}; use a rate above 0 requests per second"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Applies the members present in a JSON object onto these settings (the control API's
+    /// partial update), then validates.
+    pub fn merged(&self, patch: &serde_json::Value) -> Result<Faults, Vec<String>> {
+        let mut current = serde_json::to_value(self).map_err(|e| vec![e.to_string()])?;
+        let (Some(target), Some(source)) = (current.as_object_mut(), patch.as_object()) else {
+            return Err(vec!["the body must be a JSON object of fault settings".into()]);
+        };
+        for (key, value) in source {
+            target.insert(key.clone(), value.clone());
+        }
+        let faults: Faults = serde_json::from_value(current).map_err(|e| vec![e.to_string()])?;
+        let problems = faults.problems();
+        if problems.is_empty() {
+            Ok(faults)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Token buckets per operation, refilled in real time (throttling is about the client's real
+/// request rate, whatever the simulated clock does).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    buckets: HashMap<String, Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refreshed: Instant,
+}
+
+impl Throttle {
+    /// Takes a token for `operation`; false means the call is throttled.
+    pub fn admit(&mut self, faults: &Faults, operation: &str) -> bool {
+        let Some(rate) = faults.throttle.get(operation).or_else(|| faults.throttle.get("*")).copied() else {
+            return true;
+        };
+        let burst = rate.max(1.0);
+        let now = Instant::now();
+        let bucket = self
+            .buckets
+            .entry(operation.to_string())
+            .or_insert_with(|| Bucket { tokens: burst, refreshed: now });
+        let elapsed = now.duration_since(bucket.refreshed).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.refreshed = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets all buckets, e.g. after the limits changed.
+    pub fn reset(&mut self) {
+        self.buckets.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_throttle() {
+        let faults =
+            Faults { throttle: BTreeMap::from([("SendCommand".into(), 0.001)]), ..Faults::default() };
+        let mut throttle = Throttle::default();
+        assert!(throttle.admit(&faults, "SendCommand"));
+        assert!(!throttle.admit(&faults, "SendCommand"));
+        assert!(throttle.admit(&faults, "ListCommands"), "other operations are not limited");
+        let everything = Faults { throttle: BTreeMap::from([("*".into(), 2.0)]), ..Faults::default() };
+        let mut throttle = Throttle::default();
+        assert!(throttle.admit(&everything, "ListCommands"));
+        assert!(throttle.admit(&everything, "ListCommands"));
+        assert!(!throttle.admit(&everything, "ListCommands"));
+        assert!(throttle.admit(&everything, "GetCommandInvocation"), "buckets are per operation");
+    }
+
+    #[test]
+    fn partial_updates_keep_other_settings() {
+        let base = Faults { latency_ms: 5, ..Faults::default() };
+        let merged = base.merged(&serde_json::json!({"error_rate": 0.5})).expect("valid");
+        assert_eq!((merged.latency_ms, merged.error_rate), (5, 0.5));
+        assert!(base.merged(&serde_json::json!({"error_rate": 5})).is_err());
+        assert!(base.merged(&serde_json::json!({"bogus": 1})).is_err());
+        assert!(base.merged(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let bad =
+            Faults { throttle: BTreeMap::from([("X".into(), 0.0)]), error_rate: -1.0, ..Faults::default() };
+        assert_eq!(bad.problems().len(), 2);
+        assert!(Faults::default().problems().is_empty());
+    }
+}

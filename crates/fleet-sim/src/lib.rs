@@ -1,0 +1,49 @@
+//! fleet-sim: a simulated EC2 fleet behind an endpoint that speaks SSM's AWS JSON 1.1 protocol
+//! and EC2's Query protocol, so any AWS SDK pointed at it with `endpoint_url` drives it as it
+//! would drive AWS.
+//!
+//! The simulator is deterministic: all state advances as a pure function of a simulated
+//! clock (see [`world`]), and every random draw comes from a ChaCha RNG seeded by the
+//! scenario. Start it in-process with [`SimServer::start`] or run the `fleet-sim` binary.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use fleet_sim::{Scenario, SimServer};
+//! let server = SimServer::start("127.0.0.1:0".parse().unwrap(), Scenario::demo().with_time_scale(0.0)).await?;
+//! println!("{}", server.endpoint_url());
+//! server.advance(std::time::Duration::from_secs(3600));
+//! assert!(server.stats().calls("SendCommand") == 0);
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Faithfulness notes (where AWS behaviour is inferred rather than documented) are in the
+//! crate's README; the status mapping of invocations is documented in [`commands`].
+
+pub mod baseline;
+pub mod catalog;
+pub mod clock;
+pub mod commands;
+mod control;
+pub mod ec2;
+pub mod error;
+pub mod faults;
+pub mod fleet;
+pub mod paging;
+pub mod platform;
+pub mod request;
+pub mod scenario;
+mod server;
+pub mod ssm;
+pub mod stats;
+pub mod world;
+
+pub use catalog::PatchRelease;
+pub use faults::Faults;
+pub use fleet::AgentState;
+pub use platform::Platform;
+pub use scenario::{Scenario, ScenarioError};
+pub use server::{InstanceView, SimServer};
+pub use stats::Stats;
+pub use world::ControlError;

@@ -1,0 +1,627 @@
+//! Scenarios: the fleet, its patch catalogs, timings and faults, read from TOML and validated
+//! once into typed values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::faults::Faults;
+use crate::platform::Platform;
+
+const DEMO_TOML: &str = include_str!("../scenarios/demo.toml");
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    /// Simulated seconds per real second; 0 freezes the clock (advance it explicitly).
+    pub time_scale: f64,
+    /// Simulated start instant; `None` means the real current time, truncated to the second.
+    pub start: Option<DateTime<Utc>>,
+    pub region: String,
+    pub account_id: String,
+    pub timing: Timing,
+    pub catalog: CatalogSpec,
+    pub faults: Faults,
+    pub groups: Vec<Group>,
+}
+
+/// One slice of the fleet: instances sharing tags, platform mix and health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub count: usize,
+    /// Platforms with relative weights.
+    pub platforms: Vec<(Platform, u32)>,
+    pub tags: Vec<(String, String)>,
+    /// Share of instances without an SSM agent (EC2 only).
+    pub unmanaged: f64,
+    /// Share of managed instances whose agent starts ConnectionLost.
+    pub offline: f64,
+    /// Share of instances that are stopped.
+    pub stopped: f64,
+    /// How far behind the group is: the chance that a recent applicable patch is missing
+    /// (older patches are missing less often).
+    pub missing: f64,
+    /// Share of managed instances that already have a compliance report at the start.
+    pub scanned: f64,
+}
+
+/// Durations of the simulated work, in simulated seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// From SendCommand to the first invocations leaving Pending.
+    pub dispatch_delay_seconds: f64,
+    /// How long GetCommandInvocation answers InvocationDoesNotExist after SendCommand.
+    pub invocation_visibility_delay_seconds: f64,
+    pub scan_seconds: f64,
+    pub install_seconds: f64,
+    /// Relative spread of scan and install durations (0.25 = plus or minus 25%).
+    pub jitter: f64,
+    pub reboot_seconds: f64,
+    /// From CancelCommand to an in-progress invocation reporting Cancelled.
+    pub cancel_seconds: f64,
+    /// AWS-RunPatchBaseline's execution timeout.
+    pub execution_timeout_seconds: f64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            dispatch_delay_seconds: 1.0,
+            invocation_visibility_delay_seconds: 2.0,
+            scan_seconds: 40.0,
+            install_seconds: 300.0,
+            jitter: 0.25,
+            reboot_seconds: 90.0,
+            cancel_seconds: 2.0,
+            execution_timeout_seconds: 7200.0,
+        }
+    }
+}
+
+/// Size and time spread of the patch catalogs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogSpec {
+    /// Catalog entries per platform.
+    pub patches: BTreeMap<Platform, usize>,
+    pub history_days: u32,
+    pub future_days: u32,
+    pub future_share: f64,
+}
+
+impl CatalogSpec {
+    pub fn patches_for(&self, platform: Platform) -> usize {
+        self.patches.get(&platform).copied().unwrap_or(DEFAULT_PATCHES_PER_OS)
+    }
+}
+
+const DEFAULT_PATCHES_PER_OS: usize = 120;
+
+impl Default for CatalogSpec {
+    fn default() -> CatalogSpec {
+        CatalogSpec {
+            patches: Platform::ALL.into_iter().map(|p| (p, DEFAULT_PATCHES_PER_OS)).collect(),
+            history_days: 540,
+            future_days: 30,
+            future_share: 0.03,
+        }
+    }
+}
+
+/// Why a scenario could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {}: {source}; check the path", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("scenario {origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("scenario {origin} is invalid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { origin: String, problems: Vec<String> },
+}
+
+impl ScenarioError {
+    /// Every problem found, one per line, for callers that render them themselves.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ScenarioError::Invalid { problems, .. } => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Scenario {
+    /// The built-in demo fleet, the same as `scenarios/demo.toml`.
+    pub fn demo() -> Scenario {
+        match Scenario::parse(DEMO_TOML, "scenarios/demo.toml") {
+            Ok(scenario) => scenario,
+            // The demo file is part of the crate and covered by a test, so this is unreachable
+            // in a released build; fall back to a minimal fleet rather than abort a server.
+            Err(_) => Scenario::minimal(),
+        }
+    }
+
+    /// A tiny single-group fleet, handy for unit tests.
+    pub fn minimal() -> Scenario {
+        Scenario {
+            name: "minimal".into(),
+            seed: 1,
+            time_scale: 1.0,
+            start: None,
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            timing: Timing::default(),
+            catalog: CatalogSpec::default(),
+            faults: Faults::default(),
+            groups: vec![Group {
+                name: "default".into(),
+                count: 10,
+                platforms: vec![(Platform::AmazonLinux2, 1)],
+                tags: vec![],
+                unmanaged: 0.0,
+                offline: 0.0,
+                stopped: 0.0,
+                missing: 0.5,
+                scanned: 1.0,
+            }],
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+        Scenario::parse(&text, &path.display().to_string())
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "<text>")
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Syntax { origin: origin.to_string(), message: e.to_string() })?;
+        raw.validate().map_err(|problems| ScenarioError::Invalid { origin: origin.to_string(), problems })
+    }
+
+    /// Rescales the group counts so the fleet has `n` instances, keeping the mix.
+    pub fn with_instances(mut self, n: usize) -> Scenario {
+        let total: usize = self.groups.iter().map(|g| g.count).sum();
+        if self.groups.is_empty() {
+            return self;
+        }
+        let weights: Vec<f64> = if total == 0 {
+            vec![1.0; self.groups.len()]
+        } else {
+            self.groups.iter().map(|g| g.count as f64).collect()
+        };
+        let counts = apportion(n, &weights);
+        for (group, count) in self.groups.iter_mut().zip(counts) {
+            group.count = count;
+        }
+        self
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Scenario {
+        self.seed = seed;
+        self
+    }
+
+    pub fn with_time_scale(mut self, scale: f64) -> Scenario {
+        self.time_scale = if scale.is_finite() && scale >= 0.0 { scale } else { 0.0 };
+        self
+    }
+
+    pub fn with_start(mut self, start: DateTime<Utc>) -> Scenario {
+        self.start = Some(start);
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Scenario {
+        self.faults = faults;
+        self
+    }
+
+    pub fn with_timing(mut self, timing: Timing) -> Scenario {
+        self.timing = timing;
+        self
+    }
+
+    /// Sets every platform's catalog size.
+    pub fn with_patches_per_os(mut self, patches: usize) -> Scenario {
+        for platform in Platform::ALL {
+            self.catalog.patches.insert(platform, patches);
+        }
+        self
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.groups.iter().map(|g| g.count).sum()
+    }
+}
+
+/// Splits `total` by `weights` with the largest-remainder method, so the parts sum exactly.
+pub(crate) fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
+    let sum: f64 = weights.iter().sum();
+    if weights.is_empty() || sum <= 0.0 {
+        return vec![0; weights.len()];
+    }
+    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
+    let mut parts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut remaining = total.saturating_sub(parts.iter().sum());
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ra = exact[a] - exact[a].floor();
+        let rb = exact[b] - exact[b].floor();
+        rb.partial_cmp(&ra).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+    });
+    for index in order.into_iter().cycle() {
+        if remaining == 0 {
+            break;
+        }
+        parts[index] += 1;
+        remaining -= 1;
+    }
+    parts
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    seed: Option<u64>,
+    time_scale: Option<f64>,
+    start: Option<toml::Value>,
+    region: Option<String>,
+    account_id: Option<String>,
+    #[serde(default)]
+    timing: Timing,
+    #[serde(default)]
+    catalog: RawCatalog,
+    #[serde(default)]
+    faults: Faults,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    patches_per_os: Option<usize>,
+    #[serde(default)]
+    per_os: BTreeMap<String, usize>,
+    history_days: Option<u32>,
+    future_days: Option<u32>,
+    future_share: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    count: usize,
+    platforms: BTreeMap<String, u32>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    unmanaged: f64,
+    #[serde(default)]
+    offline: f64,
+    #[serde(default)]
+    stopped: f64,
+    missing: Option<f64>,
+    scanned: Option<f64>,
+}
+
+fn check_share(problems: &mut Vec<String>, what: &str, value: f64) {
+    if !(0.0..=1.0).contains(&value) {
+        problems.push(format!("{what} is {value}; use a share between 0 and 1"));
+    }
+}
+
+fn check_non_negative(problems: &mut Vec<String>, what: &str, value: f64) {
+    if !(value.is_finite() && value >= 0.0) {
+        problems.push(format!("{what} is {value}; use a number of at least 0"));
+    }
+}
+
+const MAX_PATCHES_PER_OS: usize = 20_000;
+const MAX_INSTANCES: usize = 200_000;
+
+impl RawScenario {
+    fn validate(self) -> Result<Scenario, Vec<String>> {
+        let mut problems = Vec::new();
+        let time_scale = self.time_scale.unwrap_or(1.0);
+        check_non_negative(&mut problems, "time_scale", time_scale);
+        let start = match &self.start {
+            None => None,
+            Some(value) => {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Datetime(d) => d.to_string(),
+                    other => format!("{other:?}"),
+                };
+                match DateTime::parse_from_rfc3339(&text) {
+                    Ok(instant) => Some(instant.with_timezone(&Utc)),
+                    Err(_) => {
+                        problems.push(format!(
+                            "start is {text}; use an RFC 3339 instant with a zone, e.g. 2026-11-28T00:00:00Z"
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        let region = self.region.unwrap_or_else(|| "us-east-1".into());
+        if region.is_empty()
+            || !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problems.push(format!("region '{region}' is not a region name; use e.g. us-east-1"));
+        }
+        let account_id = self.account_id.unwrap_or_else(|| "123456789012".into());
+        if account_id.len() != 12 || !account_id.chars().all(|c| c.is_ascii_digit()) {
+            problems.push(format!("account_id '{account_id}' must be 12 digits"));
+        }
+
+        let timing = self.timing;
+        for (what, value) in [
+            ("timing.dispatch_delay_seconds", timing.dispatch_delay_seconds),
+            ("timing.invocation_visibility_delay_seconds", timing.invocation_visibility_delay_seconds),
+            ("timing.scan_seconds", timing.scan_seconds),
+            ("timing.install_seconds", timing.install_seconds),
+            ("timing.reboot_seconds", timing.reboot_seconds),
+            ("timing.cancel_seconds", timing.cancel_seconds),
+            ("timing.execution_timeout_seconds", timing.execution_timeout_seconds),
+        ] {
+            check_non_negative(&mut problems, what, value);
+        }
+        check_share(&mut problems, "timing.jitter", timing.jitter);
+
+        let mut catalog = CatalogSpec::default();
+        if let Some(all) = self.catalog.patches_per_os {
+            for platform in Platform::ALL {
+                catalog.patches.insert(platform, all);
+            }
+        }
+        for (name, count) in &self.catalog.per_os {
+            match Platform::from_scenario_name(name) {
+                Some(platform) => {
+                    catalog.patches.insert(platform, *count);
+                }
+                None => problems.push(format!(
+                    "catalog.per_os: unknown platform '{name}'; use one of {}",
+                    platform_names()
+                )),
+            }
+        }
+        for (platform, count) in &catalog.patches {
+            if *count == 0 || *count > MAX_PATCHES_PER_OS {
+                problems.push(format!(
+                    "catalog: {count} patches for {platform}; use between 1 and {MAX_PATCHES_PER_OS}"
+                ));
+            }
+        }
+        if let Some(days) = self.catalog.history_days {
+            if days == 0 {
+                problems.push("catalog.history_days is 0; use at least 1".into());
+            }
+            catalog.history_days = days;
+        }
+        if let Some(days) = self.catalog.future_days {
+            catalog.future_days = days;
+        }
+        if let Some(share) = self.catalog.future_share {
+            check_share(&mut problems, "catalog.future_share", share);
+            catalog.future_share = share;
+        }
+
+        problems.extend(self.faults.problems());
+
+        if self.group.is_empty() {
+            problems.push("no [[group]] defined; add at least one group of instances".into());
+        }
+        let mut groups = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (index, raw) in self.group.into_iter().enumerate() {
+            let label = format!("group[{index}] ({})", raw.name);
+            if raw.name.trim().is_empty() {
+                problems.push(format!("group[{index}]: name is empty; give the group a name"));
+            }
+            if !names.insert(raw.name.clone()) {
+                problems.push(format!("{label}: name is used twice; group names must be unique"));
+            }
+            let mut platforms = Vec::new();
+            for (name, weight) in &raw.platforms {
+                match Platform::from_scenario_name(name) {
+                    Some(platform) => platforms.push((platform, *weight)),
+                    None => problems
+                        .push(format!("{label}: unknown platform '{name}'; use one of {}", platform_names())),
+                }
+            }
+            if raw.platforms.is_empty() || raw.platforms.values().all(|w| *w == 0) {
+                problems.push(format!(
+                    "{label}: platforms is empty; give at least one platform a weight above 0"
+                ));
+            }
+            for (key, value) in &raw.tags {
+                if key.is_empty() || key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {
+                    problems.push(format!(
+                        "{label}: tag '{key}' is not a valid EC2 tag (1..128 character key not starting with aws:, value up to 256)"
+                    ));
+                }
+            }
+            let missing = raw.missing.unwrap_or(0.5);
+            let scanned = raw.scanned.unwrap_or(1.0);
+            check_share(&mut problems, &format!("{label}: unmanaged"), raw.unmanaged);
+            check_share(&mut problems, &format!("{label}: offline"), raw.offline);
+            check_share(&mut problems, &format!("{label}: stopped"), raw.stopped);
+            check_share(&mut problems, &format!("{label}: missing"), missing);
+            check_share(&mut problems, &format!("{label}: scanned"), scanned);
+            groups.push(Group {
+                name: raw.name,
+                count: raw.count,
+                platforms,
+                tags: raw.tags.into_iter().collect(),
+                unmanaged: raw.unmanaged,
+                offline: raw.offline,
+                stopped: raw.stopped,
+                missing,
+                scanned,
+            });
+        }
+        let total: usize = groups.iter().map(|g| g.count).sum();
+        if total > MAX_INSTANCES {
+            problems.push(format!("the fleet has {total} instances; use at most {MAX_INSTANCES}"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Scenario {
+            name: self.name.unwrap_or_else(|| "scenario".into()),
+            seed: self.seed.unwrap_or(1),
+            time_scale,
+            start,
+            region,
+            account_id,
+            timing,
+            catalog,
+            faults: self.faults,
+            groups,
+        })
+    }
+}
+
+fn platform_names() -> String {
+    Platform::ALL.iter().map(|p| p.scenario_name()).collect::<Vec<_>>().join(", ")
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} instances in {} groups, seed {})",
+            self.name,
+            self.instance_count(),
+            self.groups.len(),
+            self.seed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Scenario::from_toml_str(text) {
+            Ok(_) => vec![],
+            Err(e) => e.problems(),
+        }
+    }
+
+    #[test]
+    fn demo_parses_and_is_a_few_hundred_instances() {
+        let demo = Scenario::parse(DEMO_TOML, "demo").expect("demo scenario is valid");
+        assert!((200..=600).contains(&demo.instance_count()), "{}", demo.instance_count());
+        assert_eq!(Scenario::demo(), demo);
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+        for file in ["demo.toml", "scale-10k.toml", "hostile.toml"] {
+            let path = Path::new(shipped).join(file);
+            let scenario = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(scenario.instance_count() > 0);
+        }
+        let scale = Scenario::from_file(&Path::new(shipped).join("scale-10k.toml")).expect("valid");
+        assert_eq!(scale.instance_count(), 10_000);
+        assert!(Platform::ALL.iter().all(|p| scale.catalog.patches_for(*p) == 500));
+    }
+
+    #[test]
+    fn minimal_file() {
+        let scenario = Scenario::from_toml_str(
+            r#"
+            seed = 9
+            start = 2026-01-01T00:00:00Z
+            [[group]]
+            name = "a"
+            count = 3
+            platforms = { rhel-9 = 1 }
+            tags = { "Patch Group" = "a" }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(scenario.seed, 9);
+        assert_eq!(scenario.start.map(|s| s.to_rfc3339()), Some("2026-01-01T00:00:00+00:00".into()));
+        assert_eq!(scenario.groups[0].platforms, vec![(Platform::Rhel9, 1)]);
+        assert_eq!(scenario.groups[0].tags, vec![("Patch Group".to_string(), "a".to_string())]);
+        let quoted = Scenario::from_toml_str(
+            "start = \"2026-01-01T00:00:00Z\"\n[[group]]\nname='a'\ncount=1\nplatforms={rhel-9=1}\n",
+        )
+        .expect("valid");
+        assert_eq!(quoted.start, scenario.start);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let found = problems(
+            r#"
+            time_scale = -1
+            account_id = "12"
+            [catalog]
+            patches_per_os = 0
+            [faults]
+            error_rate = 2.0
+            [[group]]
+            name = "a"
+            count = 1
+            platforms = { centos-7 = 1 }
+            offline = 1.5
+            "#,
+        );
+        let joined = found.join("\n");
+        for expected in [
+            "time_scale",
+            "account_id",
+            "catalog: 0 patches",
+            "error_rate",
+            "unknown platform 'centos-7'",
+            "offline",
+        ] {
+            assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_are_rejected() {
+        let unknown = problems("colour = 'red'\n[[group]]\nname='a'\ncount=1\nplatforms={rhel-9=1}\n");
+        assert!(unknown.join("").contains("colour"), "{unknown:?}");
+        let syntax = Scenario::from_toml_str("[[group]\n").expect_err("broken");
+        assert!(matches!(syntax, ScenarioError::Syntax { .. }));
+        assert!(problems("").join("").contains("no [[group]]"));
+        let missing = Scenario::from_file(Path::new("/nonexistent/scenario.toml")).expect_err("missing");
+        assert!(missing.to_string().contains("/nonexistent/scenario.toml"));
+    }
+
+    #[test]
+    fn rescaling_keeps_the_mix_and_the_total() {
+        let demo = Scenario::demo();
+        for n in [0, 1, 7, 100, 10_000] {
+            let scaled = demo.clone().with_instances(n);
+            assert_eq!(scaled.instance_count(), n);
+        }
+        assert_eq!(apportion(10, &[1.0, 1.0, 1.0]), vec![4, 3, 3]);
+        assert_eq!(apportion(5, &[0.0, 2.0]), vec![0, 5]);
+        assert_eq!(apportion(3, &[]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn builders() {
+        let s = Scenario::minimal().with_seed(5).with_time_scale(60.0).with_patches_per_os(9);
+        assert_eq!((s.seed, s.time_scale), (5, 60.0));
+        assert_eq!(s.catalog.patches_for(Platform::Ubuntu2204), 9);
+        assert_eq!(Scenario::minimal().with_time_scale(f64::INFINITY).time_scale, 0.0);
+    }
+}
