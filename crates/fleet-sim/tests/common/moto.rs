@@ -31,8 +31,8 @@ const START_ATTEMPTS: usize = 3;
 
 /// A running `moto_server` on 127.0.0.1, stopped when dropped.
 ///
-/// moto_server runs under a `sh` guard that reads its standard input and kills moto when that
-/// pipe reaches end of file. The write end lives only in this process, so moto also goes when
+/// moto_server runs under a `sh` guard that kills moto when the guard's standard input reaches
+/// end of file. The write end of that pipe lives only in this process, so moto also goes when
 /// the test process ends without running destructors: a shared server in a `static` (see
 /// [`server`]) is never dropped, and a test binary can be killed.
 #[derive(Debug)]
@@ -63,17 +63,19 @@ impl MotoServer {
         // answers, the file is unlinked and moto's request log goes to a file nobody can open.
         let log_file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
-        // A background job of a non-interactive shell reads /dev/null, so moto never consumes
-        // the guard's stdin; `read` returns only at end of file, that is when this process
-        // drops the pipe or dies. SIGKILL because moto keeps nothing worth a clean exit, and its
+        // The guard runs moto and a watcher in the background and waits for moto, so it exits
+        // when moto does (a port taken meanwhile, a broken install) and start-up fails fast.
+        // The watcher reads the guard's stdin (through fd 3: a background job's own stdin is
+        // /dev/null) until end of file, that is until this process drops the pipe or dies, and
+        // then kills moto. SIGKILL because moto keeps nothing worth a clean exit, and its
         // SIGTERM handler takes about two seconds to tear the interpreter down.
         let script = r#"set -u
-"$0" -H 127.0.0.1 -p "$1" &
+exec 3<&0
+"$0" -H 127.0.0.1 -p "$1" 3<&- &
 moto=$!
-read -r _ignored || true
-kill -KILL "$moto" 2>/dev/null
-wait "$moto" 2>/dev/null
-exit 0"#;
+{ read -r _ignored || true; kill -KILL "$moto" 2>/dev/null; } <&3 3<&- &
+exec 3<&-
+wait "$moto""#;
         let mut guard = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -133,8 +135,8 @@ impl Drop for MotoServer {
             match self.guard.try_wait() {
                 Ok(Some(_)) => break,
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                // A guard that does not exit in time is killed; moto itself still gets the
-                // SIGTERM the guard sends when its `read` fails.
+                // SIGKILL cannot be ignored, so this is only a wedged shell; killing it closes
+                // nothing moto needs, and the watcher has already sent its signal.
                 _ => {
                     let _ = self.guard.kill();
                     let _ = self.guard.wait();
