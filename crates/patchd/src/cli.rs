@@ -71,6 +71,98 @@ pub enum Command {
     /// install: the baseline's approval delay, plus the longest gap between install windows
     /// over the next 365 days, plus the window's duration.
     Plan(PlanArgs),
+    /// Answer "are we compliant, what is overdue, where are the blind spots" from the history.
+    ///
+    /// sla: every open finding with its rank, SLA clock (~ when the release date is unknown),
+    /// due date and status, with totals. compliance: per group and instance. coverage:
+    /// in-scope instances SSM does not manage, whose agent lost its connection, that no install
+    /// window targets, or that were not scanned recently. history: findings remediated in a
+    /// period, met or missed, and the share met per rank. Exit status 0 even when findings are
+    /// breached, unless --fail-on says otherwise (then 3).
+    Report(ReportArgs),
+    /// Vendor release dates from outside SSM.
+    #[command(subcommand)]
+    Advisories(AdvisoriesCommand),
+    /// The database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdvisoriesCommand {
+    /// Import release dates from yum updateinfo.xml files or `id,release_date` CSV files.
+    ///
+    /// Imported dates start the SLA clock of their patches (instead of the first time a patch
+    /// was seen missing) and are recorded with their source. A malformed file imports nothing
+    /// and names the line at fault.
+    Import {
+        /// updateinfo.xml or CSV files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending migrations (patchd also does this when it starts).
+    Migrate,
+    /// Show the database's schema version and the one this patchd supports.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportKind {
+    Sla,
+    Compliance,
+    Coverage,
+    History,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Breached,
+    DueSoon,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Which report.
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+
+    /// Judge as of this instant instead of now (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// Only instances of this configured group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Only findings of this risk rank (sla, history).
+    #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
+    pub rank: Option<String>,
+
+    /// history: start of the period (default: 90 days before --at).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub since: Option<DateTime<Utc>>,
+
+    /// history: end of the period, exclusive (default: --at).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub until: Option<DateTime<Utc>>,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+
+    /// Exit with status 3 when any open finding is breached (or due soon or breached).
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
 }
 
 #[derive(Debug, Args)]

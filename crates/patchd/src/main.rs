@@ -3,8 +3,10 @@
 mod advisories;
 mod check;
 mod cli;
+mod db;
 mod plan;
 mod report;
+mod report_cmd;
 
 use std::process::ExitCode;
 
@@ -17,17 +19,34 @@ use crate::cli::{Cli, Command, GlobalArgs, LogFormat};
 /// so that CI pipelines can tell "your config is wrong" from "patchd could not run".
 const EXIT_INVALID_CONFIG: u8 = 2;
 
+/// `report --fail-on` found breached (or due-soon) findings.
+const EXIT_POLICY_VIOLATION: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.log_format);
     let result = match &cli.command {
         Command::Check(args) => check::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Report(args) => runtime().and_then(|rt| rt.block_on(report_cmd::run(&cli.global, args))),
+        Command::Advisories(cli::AdvisoriesCommand::Import { files }) => {
+            runtime().and_then(|rt| rt.block_on(db::import_advisories(&cli.global, files)))
+        }
+        Command::Db(command) => runtime().and_then(|rt| rt.block_on(db::run(&cli.global, command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }
+}
+
+/// Commands that touch the database or AWS run on a small runtime; `check` and `plan` need none.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
 
 fn init_tracing(format: LogFormat) {
@@ -44,6 +63,8 @@ fn init_tracing(format: LogFormat) {
 #[derive(Debug)]
 enum Failure {
     InvalidConfig(Vec<Diagnostic>),
+    /// A report found what `--fail-on` names; the report itself was printed.
+    PolicyViolation(String),
     Other(anyhow::Error),
 }
 
@@ -62,6 +83,10 @@ impl Failure {
                 let warnings = diagnostics.len() - errors;
                 eprintln!("patchd: the configuration is invalid: {errors} error(s), {warnings} warning(s)");
                 ExitCode::from(EXIT_INVALID_CONFIG)
+            }
+            Failure::PolicyViolation(why) => {
+                eprintln!("patchd: {why}");
+                ExitCode::from(EXIT_POLICY_VIOLATION)
             }
             Failure::Other(error) => {
                 eprintln!("patchd: error: {error:#}");
@@ -91,4 +116,19 @@ fn load_config(global: &GlobalArgs, now: chrono::DateTime<chrono::Utc>) -> Resul
         loaded.config.aws.endpoint_url = Some(url.clone());
     }
     Ok(loaded)
+}
+
+/// Opens (and migrates) the configured database, printing nothing: commands report what they
+/// did themselves.
+async fn open_store(config: &patchd_config::Config) -> Result<patchd_store::Store, Failure> {
+    let url = &config.daemon.database_url;
+    if let Some(path) = url.expose().strip_prefix("sqlite://").filter(|p| !p.is_empty() && *p != ":memory:") {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create the database directory {}: {e}", dir.display()))?;
+        }
+    }
+    patchd_store::Store::open(url.expose(), &patchd_store::OpenOptions::default())
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot open the database {url}: {e}")))
 }

@@ -294,6 +294,7 @@ pub fn history(
 pub struct InstanceCompliance {
     pub instance_id: String,
     pub instance_name: Option<String>,
+    pub platform: Option<String>,
     pub account: String,
     pub region: String,
     pub compliant: bool,
@@ -328,6 +329,7 @@ pub fn compliance(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts
                 .map(|i| InstanceCompliance {
                     instance_id: i.instance_id.clone(),
                     instance_name: i.name.clone(),
+                    platform: i.platform.clone(),
                     account: i.account.clone(),
                     region: i.region.clone(),
                     // An instance never scanned cannot be shown compliant.

@@ -255,7 +255,7 @@ pub fn compliance_table(report: &ComplianceReport) -> String {
 pub fn compliance_csv(report: &ComplianceReport) -> String {
     let mut out = String::new();
     let header = [
-        "group", "account", "region", "instance_id", "instance_name", "compliant", "last_scan", "installed",
+        "group", "account", "region", "instance_id", "instance_name", "platform", "compliant", "last_scan", "installed",
         "installed_other", "installed_pending_reboot", "installed_rejected", "missing", "failed", "not_applicable",
     ];
     csv_line(&mut out, &header.map(String::from));
@@ -270,6 +270,7 @@ pub fn compliance_csv(report: &ComplianceReport) -> String {
                     i.region.clone(),
                     i.instance_id.clone(),
                     opt(&i.instance_name),
+                    opt(&i.platform),
                     i.compliant.to_string(),
                     i.last_scan.map(rfc3339).unwrap_or_default(),
                     c.installed.to_string(),

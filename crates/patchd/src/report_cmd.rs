@@ -1,0 +1,158 @@
+//! `patchd report`: reads the store, judges with the SLA engine, renders.
+
+use chrono::{Duration, Utc};
+use patchd_config::{Config, RiskRank};
+use patchd_sla::{KevCatalog, SlaStatus};
+use patchd_store::{FindingQuery, FindingRecord, FindingStatus, InstanceRecord, Store};
+
+use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
+use crate::report::{self, render, FindingFacts, Filters, InstanceFacts, Judge, StateCounts};
+use crate::{load_config, open_store, print_diagnostics, Failure};
+
+pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> {
+    let at = args.at.unwrap_or_else(Utc::now);
+    let loaded = load_config(global, at)?;
+    print_diagnostics(&loaded.warnings);
+    let config = &loaded.config;
+    if let Some(group) = &args.group {
+        if config.group(group).is_none() {
+            let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+            return Err(anyhow::anyhow!("--group {group}: no such group; configured groups: {}", names.join(", ")).into());
+        }
+    }
+    let kev = load_kev(config)?;
+    let store = open_store(config).await?;
+    let filters = Filters { group: args.group.clone(), rank: args.rank.as_deref().and_then(RiskRank::parse) };
+    let instances = instances(&store).await?;
+    let judge = Judge { config, kev: &kev, at };
+    let output = match args.kind {
+        ReportKind::Sla => {
+            let findings = findings(&store, &FindingQuery { status: Some(FindingStatus::Open), ..Default::default() }).await?;
+            let sla = report::sla(&judge, &instances, &findings, &filters);
+            let out = match args.format {
+                ReportFormat::Table => render::sla_table(&sla),
+                ReportFormat::Json => render::json(&sla),
+                ReportFormat::Csv => render::findings_csv(&sla.findings),
+            };
+            print!("{out}");
+            return fail_on(args.fail_on, &sla);
+        }
+        ReportKind::History => {
+            let until = args.until.unwrap_or(at);
+            let since = args.since.unwrap_or(until - Duration::days(90));
+            if since >= until {
+                return Err(anyhow::anyhow!("--since {since} must be before --until {until}").into());
+            }
+            let query = FindingQuery { remediated_since: Some(since), remediated_until: Some(until), ..Default::default() };
+            let findings = findings(&store, &query).await?;
+            let history = report::history(&judge, &instances, &findings, &filters, since, until);
+            match args.format {
+                ReportFormat::Table => render::history_table(&history),
+                ReportFormat::Json => render::json(&history),
+                ReportFormat::Csv => render::findings_csv(&history.remediated),
+            }
+        }
+        ReportKind::Compliance => {
+            let compliance = report::compliance(config, at, &instances, &filters);
+            match args.format {
+                ReportFormat::Table => render::compliance_table(&compliance),
+                ReportFormat::Json => render::json(&compliance),
+                ReportFormat::Csv => render::compliance_csv(&compliance),
+            }
+        }
+        ReportKind::Coverage => {
+            let coverage = report::coverage(config, at, &instances, &filters);
+            match args.format {
+                ReportFormat::Table => render::coverage_table(&coverage),
+                ReportFormat::Json => render::json(&coverage),
+                ReportFormat::Csv => render::coverage_csv(&coverage),
+            }
+        }
+    };
+    print!("{output}");
+    Ok(())
+}
+
+fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Failure> {
+    let breached = sla.count(SlaStatus::Breached);
+    let due_soon = sla.count(SlaStatus::DueSoon);
+    match threshold {
+        Some(FailOn::Breached) if breached > 0 => {
+            Err(Failure::PolicyViolation(format!("{breached} finding(s) breached their SLA (--fail-on breached)")))
+        }
+        Some(FailOn::DueSoon) if breached + due_soon > 0 => Err(Failure::PolicyViolation(format!(
+            "{breached} finding(s) breached and {due_soon} due soon (--fail-on due-soon)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn load_kev(config: &Config) -> Result<KevCatalog, Failure> {
+    let Some(path) = &config.sla.kev_catalog else { return Ok(KevCatalog::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!("cannot read the KEV catalog {} ([sla] kev_catalog): {e}", path.display())
+    })?;
+    KevCatalog::from_json(&text).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", path.display())))
+}
+
+async fn instances(store: &Store) -> Result<Vec<InstanceFacts>, Failure> {
+    let records = store.instances().await.map_err(|e| anyhow::anyhow!("cannot read instances: {e}"))?;
+    Ok(records.into_iter().map(instance_facts).collect())
+}
+
+fn instance_facts(record: InstanceRecord) -> InstanceFacts {
+    let c = record.compliance.as_ref().map(|c| c.counts).unwrap_or_default();
+    InstanceFacts {
+        account: record.instance.account,
+        region: record.instance.region,
+        instance_id: record.instance.instance_id,
+        name: record.instance.name,
+        platform: record.instance.platform,
+        tags: record.instance.tags.into_iter().collect(),
+        managed: record.ssm_managed,
+        ping_status: record.ping_status.map(|p| p.as_str().to_string()),
+        last_scan: record.compliance.as_ref().map(|c| c.scanned_at),
+        counts: StateCounts {
+            installed: c.installed,
+            installed_other: c.installed_other,
+            installed_pending_reboot: c.installed_pending_reboot,
+            installed_rejected: c.installed_rejected,
+            missing: c.missing + c.available_security_update,
+            failed: c.failed,
+            not_applicable: c.not_applicable,
+        },
+    }
+}
+
+/// Reads every finding the query selects, page by page, so memory holds one page of store
+/// rows at a time besides the facts kept.
+async fn findings(store: &Store, query: &FindingQuery<'_>) -> Result<Vec<FindingFacts>, Failure> {
+    let mut facts = Vec::new();
+    let mut query = FindingQuery { limit: Some(50_000), ..*query };
+    loop {
+        let page = store.findings(&query).await.map_err(|e| anyhow::anyhow!("cannot read findings: {e}"))?;
+        facts.extend(page.findings.iter().map(finding_facts));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(facts),
+        }
+    }
+}
+
+fn finding_facts(record: &FindingRecord) -> FindingFacts {
+    FindingFacts {
+        account: record.instance.account.clone(),
+        region: record.instance.region.clone(),
+        instance_id: record.instance.instance_id.clone(),
+        patch_id: record.patch.patch_id.clone(),
+        title: record.patch.title.clone(),
+        severity: record.patch.severity.clone(),
+        cves: record.patch.cve_ids.clone(),
+        ssm_release: record.patch.ssm_release,
+        advisory_release: record.patch.advisory_release,
+        fleet_first_seen: record.fleet_first_seen_missing,
+        state: record.state.as_str().to_string(),
+        installed_at: record.installed_at,
+    }
+}
+

@@ -1,0 +1,315 @@
+//! `patchd report`, `patchd advisories import` and `patchd db` against a seeded history, on
+//! SQLite always and on PostgreSQL when `PATCHD_TEST_POSTGRES_URL` is set. Both backends must
+//! print byte-identical reports: the golden files are shared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Utc};
+use patchd_store::{
+    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation, PatchState,
+    PingStatus, ReleaseSource, Store,
+};
+use sqlx::{Connection, Executor};
+
+const POSTGRES_ENV: &str = "PATCHD_TEST_POSTGRES_URL";
+const CONFIG: &str = "tests/fixtures/report/patchd.toml";
+const AT: &str = "2026-11-10T00:00:00Z";
+const ACCOUNT: &str = "111111111111";
+const REGION: &str = "eu-central-1";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn patchd(database: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .current_dir(root())
+        .args(["--config", CONFIG, "--database", database])
+        .args(args)
+        .env_remove("PATCHD_CONFIG")
+        .env_remove("PATCHD_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden/report").join(name);
+    if std::env::var_os("PATCHD_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with PATCHD_BLESS=1", path.display()));
+    assert_eq!(actual, expected, "output differs from {} (PATCHD_BLESS=1 to accept)", path.display());
+}
+
+/// A database of its own: an SQLite file, or a fresh PostgreSQL schema.
+struct TestDb {
+    url: String,
+    cleanup: Option<(String, String)>,
+    file: Option<PathBuf>,
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{name}_{}_{nanos}", std::process::id())
+}
+
+impl TestDb {
+    fn sqlite(name: &str) -> TestDb {
+        let file = std::env::temp_dir().join(format!("patchd-report-{}.db", unique(name)));
+        TestDb { url: format!("sqlite://{}", file.display()), cleanup: None, file: Some(file) }
+    }
+
+    fn postgres(rt: &tokio::runtime::Runtime, name: &str) -> Option<TestDb> {
+        let Some(admin) = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) else {
+            eprintln!("skipping postgres: {POSTGRES_ENV} is unset");
+            return None;
+        };
+        let schema = format!("r_{}", unique(name));
+        rt.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to PostgreSQL");
+            conn.execute(format!("CREATE SCHEMA \"{schema}\"").as_str()).await.expect("create schema");
+        });
+        let separator = if admin.contains('?') { '&' } else { '?' };
+        Some(TestDb {
+            url: format!("{admin}{separator}options[search_path]={schema}"),
+            cleanup: Some((admin, schema)),
+            file: None,
+        })
+    }
+
+    fn all(rt: &tokio::runtime::Runtime, name: &str) -> Vec<TestDb> {
+        let mut dbs = vec![TestDb::sqlite(name)];
+        dbs.extend(TestDb::postgres(rt, name));
+        dbs
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+        if let Some((admin, schema)) = self.cleanup.take() {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = conn.execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str()).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+struct Seen {
+    id: &'static str,
+    patch: &'static str,
+    severity: Option<&'static str>,
+    cves: &'static [&'static str],
+    state: PatchState,
+    installed: Option<&'static str>,
+}
+
+const fn seen(
+    id: &'static str,
+    patch: &'static str,
+    severity: Option<&'static str>,
+    cves: &'static [&'static str],
+    state: PatchState,
+) -> Seen {
+    Seen { id, patch, severity, cves, state, installed: None }
+}
+
+async fn sync(store: &Store, at: &str, rows: &[Seen]) {
+    let cves: Vec<Vec<String>> = rows.iter().map(|r| r.cves.iter().map(|c| c.to_string()).collect()).collect();
+    let patches: Vec<PatchObservation> = rows
+        .iter()
+        .zip(&cves)
+        .map(|(r, cves)| PatchObservation {
+            patch_id: r.patch,
+            title: Some("openssl, kernel update"),
+            classification: Some("Security"),
+            severity: r.severity,
+            cve_ids: cves,
+            state: r.state,
+            installed_time: r.installed.map(t),
+        })
+        .collect();
+    let mut by_instance: BTreeMap<&str, Vec<PatchObservation>> = BTreeMap::new();
+    for (row, patch) in rows.iter().zip(patches) {
+        by_instance.entry(row.id).or_default().push(patch);
+    }
+    let scans: Vec<InstanceScan> = by_instance
+        .iter()
+        .map(|(id, patches)| InstanceScan {
+            instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
+            observed_at: t(at),
+            command_id: Some("11111111-2222-3333-4444-555555555555"),
+            operation: Some(patchd_config::Operation::Scan),
+            operation_start: Some(t(at)),
+            operation_end: Some(t(at)),
+            baseline_id: Some("pb-0123456789abcdef0"),
+            snapshot_id: None,
+            patch_group: Some("prod"),
+            patches,
+        })
+        .collect();
+    store.record_sync(&ComplianceSync { source: "test", started_at: t(at), scans: &scans }).await.unwrap();
+}
+
+/// A small fleet with one finding of every kind the SLA report distinguishes.
+async fn seed(url: &str) {
+    use PatchState::*;
+    let store = Store::open(url, &OpenOptions::default()).await.unwrap();
+    let tags = |role: &str| -> BTreeMap<String, String> {
+        [("Role".to_string(), role.to_string()), ("Patch Group".to_string(), "prod".to_string())].into()
+    };
+    let (web, db) = (tags("web"), tags("db"));
+    let instance = |id, name, tags, managed, ping| InstanceObservation {
+        instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
+        name: Some(name),
+        platform: Some("Amazon Linux 2"),
+        tags,
+        ssm_managed: managed,
+        ping_status: ping,
+    };
+    let inventory = [
+        instance("i-0aaaaaaaaaaaaaaa1", "web-1", &web, true, Some(PingStatus::Online)),
+        instance("i-0aaaaaaaaaaaaaaa2", "web-2", &web, true, Some(PingStatus::ConnectionLost)),
+        instance("i-0bbbbbbbbbbbbbbb1", "db-1", &db, true, Some(PingStatus::Online)),
+        instance("i-0ccccccccccccccc1", "web-3", &web, false, None),
+    ];
+    store.record_instances(t("2026-11-09T00:00:00Z"), &inventory).await.unwrap();
+    sync(
+        &store,
+        "2026-10-01T00:00:00Z",
+        &[
+            seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0001", Some("Critical"), &["CVE-2026-1001"], Missing),
+            seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0002", Some("Important"), &[], Missing),
+            seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0003", Some("Medium"), &[], Installed),
+            seen("i-0bbbbbbbbbbbbbbb1", "ALAS2-2026-0001", Some("Critical"), &["CVE-2026-1001"], Missing),
+            seen("i-0bbbbbbbbbbbbbbb1", "ALAS2-2026-0004", Some("Low"), &["CVE-2026-9999"], Failed),
+            seen("i-0aaaaaaaaaaaaaaa2", "ALAS2-2026-0005", None, &[], Missing),
+        ],
+    )
+    .await;
+    let mut fixed = seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0001", Some("Critical"), &[], Installed);
+    fixed.installed = Some("2026-10-19T06:00:00Z");
+    sync(
+        &store,
+        "2026-11-08T00:00:00Z",
+        &[
+            fixed,
+            seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0002", Some("Important"), &[], Missing),
+            seen("i-0aaaaaaaaaaaaaaa1", "ALAS2-2026-0003", Some("Medium"), &[], Installed),
+            seen("i-0bbbbbbbbbbbbbbb1", "ALAS2-2026-0001", Some("Critical"), &[], InstalledPendingReboot),
+            seen("i-0bbbbbbbbbbbbbbb1", "ALAS2-2026-0004", Some("Low"), &["CVE-2026-9999"], Failed),
+        ],
+    )
+    .await;
+    let dates = [
+        ("ALAS2-2026-0001", t("2026-09-20T00:00:00Z"), ReleaseSource::Ssm),
+        ("ALAS2-2026-0002", t("2026-09-25T00:00:00Z"), ReleaseSource::Ssm),
+        ("ALAS2-2026-0004", t("2026-10-15T00:00:00Z"), ReleaseSource::Ssm),
+    ];
+    store.set_release_dates(&dates).await.unwrap();
+    store.close().await;
+}
+
+fn run_ok(database: &str, args: &[&str]) -> String {
+    let out = patchd(database, args);
+    assert_eq!(out.status.code(), Some(0), "patchd {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn reports_are_the_same_on_every_backend() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for db in TestDb::all(&rt, "reports") {
+        rt.block_on(seed(&db.url));
+        let url = db.url.as_str();
+        for (kind, formats) in [
+            ("sla", &["table", "json", "csv"][..]),
+            ("compliance", &["table", "csv"][..]),
+            ("coverage", &["table", "json"][..]),
+            ("history", &["table", "csv"][..]),
+        ] {
+            for format in formats {
+                let mut args = vec!["report", kind, "--at", AT, "--format", format];
+                if kind == "history" {
+                    args.extend(["--since", "2026-10-01T00:00:00Z"]);
+                }
+                golden(&format!("{kind}.{format}"), &run_ok(url, &args));
+            }
+        }
+        golden("sla-group-db.table", &run_ok(url, &["report", "sla", "--at", AT, "--group", "db"]));
+    }
+}
+
+#[test]
+fn fail_on_turns_findings_into_an_exit_status() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDb::sqlite("fail-on");
+    rt.block_on(seed(&db.url));
+    let out = patchd(&db.url, &["report", "sla", "--at", AT, "--fail-on", "breached"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("1 finding(s) breached their SLA"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("SLA at 2026-11-10 00:00 UTC"));
+    // Before anything was due, nothing fails.
+    let out = patchd(&db.url, &["report", "sla", "--at", "2026-10-02T00:00:00Z", "--fail-on", "due-soon"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = patchd(&db.url, &["report", "sla", "--at", AT, "--group", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no such group; configured groups: web, db"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn imported_advisories_start_the_clock() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for db in TestDb::all(&rt, "advisories") {
+        rt.block_on(seed(&db.url));
+        let url = db.url.as_str();
+        let before = run_ok(url, &["report", "sla", "--at", AT, "--format", "csv"]);
+        let estimated = before.lines().find(|l| l.contains("ALAS2-2026-0005")).unwrap();
+        assert!(estimated.contains(",first-seen,true,"), "{estimated}");
+        // A malformed file imports nothing, not even its good lines.
+        let out = patchd(url, &["advisories", "import", "tests/fixtures/advisories/broken.csv"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            text(&out.stderr),
+            "patchd: error: tests/fixtures/advisories/broken.csv:4: cannot read release date `next week` of ALAS2-2026-0005; write YYYY-MM-DD or RFC 3339; nothing imported\n"
+        );
+        let out = run_ok(url, &["advisories", "import", "tests/fixtures/advisories/updateinfo.xml"]);
+        assert_eq!(out, "tests/fixtures/advisories/updateinfo.xml: 2 advisories\nimported 2 release dates (2 new or changed)\n");
+        let after = run_ok(url, &["report", "sla", "--at", AT, "--format", "csv"]);
+        let dated = after.lines().find(|l| l.contains("ALAS2-2026-0005")).unwrap();
+        assert!(dated.contains(",2026-10-05T00:00:00Z,advisory,false,2027-01-03T00:00:00Z,"), "{dated}");
+    }
+}
+
+#[test]
+fn db_migrate_and_status() {
+    let db = TestDb::sqlite("migrate");
+    let url = db.url.as_str();
+    let status = run_ok(url, &["db", "status"]);
+    assert!(status.contains(": empty; this patchd supports schema version "), "{status}");
+    let migrated = run_ok(url, &["db", "migrate"]);
+    assert!(migrated.contains(": migrated from empty to schema version "), "{migrated}");
+    let again = run_ok(url, &["db", "migrate"]);
+    assert!(again.contains("is current, nothing to do"), "{again}");
+}
