@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
 use patchd_store::{
-    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation, PatchState,
-    PingStatus, ReleaseSource, Store,
+    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation,
+    PatchState, PingStatus, ReleaseSource, Store,
 };
 use sqlx::{Connection, Executor};
 
@@ -136,7 +136,8 @@ const fn seen(
 }
 
 async fn sync(store: &Store, at: &str, rows: &[Seen]) {
-    let cves: Vec<Vec<String>> = rows.iter().map(|r| r.cves.iter().map(|c| c.to_string()).collect()).collect();
+    let cves: Vec<Vec<String>> =
+        rows.iter().map(|r| r.cves.iter().map(|c| c.to_string()).collect()).collect();
     let patches: Vec<PatchObservation> = rows
         .iter()
         .zip(&cves)

@@ -27,7 +27,11 @@ pub struct AdvisoryError {
 /// Parses a file by its content: XML (`updateinfo.xml`) when it starts with `<`, CSV otherwise.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Advisory>, AdvisoryError> {
     let file = path.display().to_string();
-    let advisories = if text.trim_start().starts_with('<') { parse_updateinfo(&file, text)? } else { parse_csv(&file, text)? };
+    let advisories = if text.trim_start().starts_with('<') {
+        parse_updateinfo(&file, text)?
+    } else {
+        parse_csv(&file, text)?
+    };
     if advisories.is_empty() {
         return Err(AdvisoryError { file, line: 1, message: "no advisories found".into() });
     }
@@ -55,10 +59,14 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
 
 fn parse_updateinfo(file: &str, text: &str) -> Result<Vec<Advisory>, AdvisoryError> {
     let error = |line: usize, message: String| AdvisoryError { file: file.to_string(), line, message };
-    let doc = roxmltree::Document::parse(text).map_err(|e| error(e.pos().row as usize, format!("not valid XML: {e}")))?;
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|e| error(e.pos().row as usize, format!("not valid XML: {e}")))?;
     let root = doc.root_element();
     if root.tag_name().name() != "updates" {
-        return Err(error(1, format!("expected an updateinfo document (<updates>), found <{}>", root.tag_name().name())));
+        return Err(error(
+            1,
+            format!("expected an updateinfo document (<updates>), found <{}>", root.tag_name().name()),
+        ));
     }
     let mut advisories = Vec::new();
     for update in root.children().filter(|n| n.has_tag_name("update")) {
@@ -72,8 +80,8 @@ fn parse_updateinfo(file: &str, text: &str) -> Result<Vec<Advisory>, AdvisoryErr
         let issued = child("issued")
             .and_then(|n| n.attribute("date"))
             .ok_or_else(|| error(line, format!("advisory {id} has no <issued date=\"...\">")))?;
-        let released =
-            parse_date(issued).ok_or_else(|| error(line, format!("advisory {id}: cannot read issued date `{issued}`")))?;
+        let released = parse_date(issued)
+            .ok_or_else(|| error(line, format!("advisory {id}: cannot read issued date `{issued}`")))?;
         advisories.push(Advisory { id: id.to_string(), released, line });
     }
     Ok(advisories)
@@ -92,7 +100,10 @@ fn parse_csv(file: &str, text: &str) -> Result<Vec<Advisory>, AdvisoryError> {
         }
         let fields: Vec<&str> = raw.split(',').map(|f| f.trim().trim_matches('"').trim()).collect();
         let [id, date] = fields[..] else {
-            return Err(error(line, format!("expected two columns (id,release_date), found {}", fields.len())));
+            return Err(error(
+                line,
+                format!("expected two columns (id,release_date), found {}", fields.len()),
+            ));
         };
         if advisories.is_empty() && id.eq_ignore_ascii_case("id") {
             continue;
@@ -164,8 +175,12 @@ mod tests {
             "u.xml:13: advisory RHSA-2026:1234 has no <issued date=\"...\">"
         );
         let bad_date = UPDATEINFO.replace("2026-09-15", "15/09/2026");
-        assert!(parse(Path::new("u.xml"), &bad_date).unwrap_err().to_string().starts_with("u.xml:13: advisory RHSA-2026:1234: cannot read issued date"));
-        let broken = UPDATEINFO.replace("</id>\n    <issued date=\"2026-09-15\"", "\n    <issued date=\"2026-09-15\"");
+        assert!(parse(Path::new("u.xml"), &bad_date)
+            .unwrap_err()
+            .to_string()
+            .starts_with("u.xml:13: advisory RHSA-2026:1234: cannot read issued date"));
+        let broken =
+            UPDATEINFO.replace("</id>\n    <issued date=\"2026-09-15\"", "\n    <issued date=\"2026-09-15\"");
         assert!(parse(Path::new("u.xml"), &broken).unwrap_err().to_string().contains("not valid XML"));
         assert_eq!(parse(Path::new("u.xml"), "<rss/>").unwrap_err().line, 1);
     }
@@ -176,7 +191,10 @@ mod tests {
         let got = parse(Path::new("dates.csv"), text).unwrap();
         assert_eq!(
             ids_and_dates(&got),
-            vec![("ALAS2-2026-1", t("2026-01-05T00:00:00Z"), 2), ("USN-7000-1", t("2026-02-01T09:00:00Z"), 4)]
+            vec![
+                ("ALAS2-2026-1", t("2026-01-05T00:00:00Z"), 2),
+                ("USN-7000-1", t("2026-02-01T09:00:00Z"), 4)
+            ]
         );
         let got = parse(Path::new("dates.csv"), "KB5031234,2026-03-10\n").unwrap();
         assert_eq!(got.len(), 1);
@@ -184,8 +202,12 @@ mod tests {
 
     #[test]
     fn csv_errors_name_the_line() {
-        let err = parse(Path::new("d.csv"), "id,release_date\nA,2026-01-01\nB,tomorrow\nC,2026-01-02\n").unwrap_err();
-        assert_eq!(err.to_string(), "d.csv:3: cannot read release date `tomorrow` of B; write YYYY-MM-DD or RFC 3339");
+        let err = parse(Path::new("d.csv"), "id,release_date\nA,2026-01-01\nB,tomorrow\nC,2026-01-02\n")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d.csv:3: cannot read release date `tomorrow` of B; write YYYY-MM-DD or RFC 3339"
+        );
         let err = parse(Path::new("d.csv"), "A,2026-01-01,extra\n").unwrap_err();
         assert_eq!(err.line, 1);
         let err = parse(Path::new("d.csv"), "A\n").unwrap_err();

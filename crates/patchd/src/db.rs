@@ -12,13 +12,16 @@ pub async fn run(global: &GlobalArgs, command: &DbCommand) -> Result<(), Failure
     let loaded = load_config(global, Utc::now())?;
     let url = &loaded.config.daemon.database_url;
     // Opening without migrating tells where the schema stands without changing anything.
-    let unmigrated = Store::open(url.expose(), &OpenOptions { migrate: false, ..OpenOptions::default() }).await;
+    let unmigrated =
+        Store::open(url.expose(), &OpenOptions { migrate: false, ..OpenOptions::default() }).await;
     let (current, supported) = match unmigrated {
         Ok(store) => {
             let version = store.schema_version().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
             (version.database, version.supported)
         }
-        Err(StoreError::OutdatedSchema { database_version, supported_version }) => (database_version, supported_version),
+        Err(StoreError::OutdatedSchema { database_version, supported_version }) => {
+            (database_version, supported_version)
+        }
         Err(e) => return Err(anyhow::anyhow!("cannot open the database {url}: {e}").into()),
     };
     let describe = |v: Option<i64>| v.map_or("empty".to_string(), |v| format!("schema version {v}"));
@@ -42,8 +45,10 @@ pub async fn import_advisories(global: &GlobalArgs, files: &[PathBuf]) -> Result
     // Every file is parsed before anything is written: one bad line imports nothing.
     let mut dates = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-        let advisories = crate::advisories::parse(file, &text).map_err(|e| anyhow::anyhow!("{e}; nothing imported"))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let advisories =
+            crate::advisories::parse(file, &text).map_err(|e| anyhow::anyhow!("{e}; nothing imported"))?;
         println!("{}: {} advisories", file.display(), advisories.len());
         dates.extend(advisories.into_iter().map(|a| (a.id, a.released, ReleaseSource::Advisory)));
     }

@@ -124,8 +124,9 @@ async fn open_store(config: &patchd_config::Config) -> Result<patchd_store::Stor
     let url = &config.daemon.database_url;
     if let Some(path) = url.expose().strip_prefix("sqlite://").filter(|p| !p.is_empty() && *p != ":memory:") {
         if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create the database directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create the database directory {}: {e}", dir.display())
+            })?;
         }
     }
     patchd_store::Store::open(url.expose(), &patchd_store::OpenOptions::default())

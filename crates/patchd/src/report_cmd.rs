@@ -6,7 +6,7 @@ use patchd_sla::{KevCatalog, SlaStatus};
 use patchd_store::{FindingQuery, FindingRecord, FindingStatus, InstanceRecord, Store};
 
 use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
-use crate::report::{self, render, FindingFacts, Filters, InstanceFacts, Judge, StateCounts};
+use crate::report::{self, render, Filters, FindingFacts, InstanceFacts, Judge, StateCounts};
 use crate::{load_config, open_store, print_diagnostics, Failure};
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> {
@@ -17,7 +17,11 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     if let Some(group) = &args.group {
         if config.group(group).is_none() {
             let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-            return Err(anyhow::anyhow!("--group {group}: no such group; configured groups: {}", names.join(", ")).into());
+            return Err(anyhow::anyhow!(
+                "--group {group}: no such group; configured groups: {}",
+                names.join(", ")
+            )
+            .into());
         }
     }
     let kev = load_kev(config)?;
@@ -27,13 +31,23 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     let judge = Judge { config, kev: &kev, at };
     let output = match args.kind {
         ReportKind::Sla => {
-            let findings = findings(&store, &FindingQuery { status: Some(FindingStatus::Open), ..Default::default() }).await?;
+            let started = std::time::Instant::now();
+            let findings =
+                findings(&store, &FindingQuery { status: Some(FindingStatus::Open), ..Default::default() })
+                    .await?;
+            tracing::debug!(
+                findings = findings.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "read open findings"
+            );
             let sla = report::sla(&judge, &instances, &findings, &filters);
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "judged");
             let out = match args.format {
                 ReportFormat::Table => render::sla_table(&sla),
                 ReportFormat::Json => render::json(&sla),
                 ReportFormat::Csv => render::findings_csv(&sla.findings),
             };
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, bytes = out.len(), "rendered");
             print!("{out}");
             return fail_on(args.fail_on, &sla);
         }
@@ -43,7 +57,11 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             if since >= until {
                 return Err(anyhow::anyhow!("--since {since} must be before --until {until}").into());
             }
-            let query = FindingQuery { remediated_since: Some(since), remediated_until: Some(until), ..Default::default() };
+            let query = FindingQuery {
+                remediated_since: Some(since),
+                remediated_until: Some(until),
+                ..Default::default()
+            };
             let findings = findings(&store, &query).await?;
             let history = report::history(&judge, &instances, &findings, &filters, since, until);
             match args.format {
@@ -77,9 +95,9 @@ fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Fai
     let breached = sla.count(SlaStatus::Breached);
     let due_soon = sla.count(SlaStatus::DueSoon);
     match threshold {
-        Some(FailOn::Breached) if breached > 0 => {
-            Err(Failure::PolicyViolation(format!("{breached} finding(s) breached their SLA (--fail-on breached)")))
-        }
+        Some(FailOn::Breached) if breached > 0 => Err(Failure::PolicyViolation(format!(
+            "{breached} finding(s) breached their SLA (--fail-on breached)"
+        ))),
         Some(FailOn::DueSoon) if breached + due_soon > 0 => Err(Failure::PolicyViolation(format!(
             "{breached} finding(s) breached and {due_soon} due soon (--fail-on due-soon)"
         ))),
@@ -155,4 +173,3 @@ fn finding_facts(record: &FindingRecord) -> FindingFacts {
         installed_at: record.installed_at,
     }
 }
-

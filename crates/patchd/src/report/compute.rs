@@ -1,6 +1,6 @@
 //! Facts in, report rows out. No I/O: the caller reads the store and passes the instant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use patchd_config::{Config, Group, Operation, RiskRank};
@@ -138,15 +138,18 @@ pub struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>) -> JudgedFinding {
+    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>, groups: &[&str]) -> JudgedFinding {
         let policy = &self.config.sla;
-        let tags = instance.map_or(&[][..], |i| &i.tags[..]);
-        let groups = groups_of(self.config, &f.instance_id, tags);
         let ranked = patchd_sla::rank(f.severity.as_deref(), &f.cves, policy, self.kev);
         let clock = patchd_sla::clock(f.ssm_release, f.advisory_release, f.fleet_first_seen);
         let due = patchd_sla::due_date(&clock, ranked.rank, policy);
-        let exception =
-            patchd_sla::covering_exception(&self.config.exceptions, &f.patch_id, &f.instance_id, &groups, self.at);
+        let exception = patchd_sla::covering_exception(
+            &self.config.exceptions,
+            &f.patch_id,
+            &f.instance_id,
+            groups,
+            self.at,
+        );
         let state = f.engine_state();
         let status = patchd_sla::status(state, due, self.at, policy, exception.is_some());
         JudgedFinding {
@@ -179,13 +182,23 @@ impl Judge<'_> {
         findings: &'f [FindingFacts],
         filters: &'f Filters,
     ) -> impl Iterator<Item = JudgedFinding> + 'f {
-        let by_id: BTreeMap<(&str, &str, &str), &InstanceFacts> =
-            instances.iter().map(|i| ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), i)).collect();
+        // Group membership is a property of the instance: match tags once per instance, not
+        // once per finding (a fleet has a hundred findings per instance).
+        let by_id: HashMap<(&str, &str, &str), (&InstanceFacts, Vec<&str>)> = instances
+            .iter()
+            .map(|i| {
+                let groups = groups_of(self.config, &i.instance_id, &i.tags);
+                ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), (i, groups))
+            })
+            .collect();
         findings
             .iter()
             .map(move |f| {
-                let instance = by_id.get(&(f.account.as_str(), f.region.as_str(), f.instance_id.as_str())).copied();
-                self.judge(f, instance)
+                let key = (f.account.as_str(), f.region.as_str(), f.instance_id.as_str());
+                match by_id.get(&key) {
+                    Some((instance, groups)) => self.judge(f, Some(instance), groups),
+                    None => self.judge(f, None, &groups_of(self.config, &f.instance_id, &[])),
+                }
             })
             .filter(move |j| filters.rank.is_none_or(|r| j.rank == r))
             .filter(move |j| filters.group.as_ref().is_none_or(|g| j.groups.contains(g)))
@@ -213,10 +226,17 @@ impl SlaReport {
     }
 }
 
-pub fn sla(judge: &Judge, instances: &[InstanceFacts], findings: &[FindingFacts], filters: &Filters) -> SlaReport {
+pub fn sla(
+    judge: &Judge,
+    instances: &[InstanceFacts],
+    findings: &[FindingFacts],
+    filters: &Filters,
+) -> SlaReport {
     let mut open: Vec<JudgedFinding> = judge
         .judged(instances, findings, filters)
-        .filter(|j| matches!(j.status, SlaStatus::Ok | SlaStatus::DueSoon | SlaStatus::Breached | SlaStatus::Excepted))
+        .filter(|j| {
+            matches!(j.status, SlaStatus::Ok | SlaStatus::DueSoon | SlaStatus::Breached | SlaStatus::Excepted)
+        })
         .collect();
     open.sort_by(|a, b| {
         (a.status, std::cmp::Reverse(a.rank), a.due, &a.instance_id, &a.patch_id).cmp(&(
@@ -231,7 +251,8 @@ pub fn sla(judge: &Judge, instances: &[InstanceFacts], findings: &[FindingFacts]
     for j in &open {
         *totals.entry((std::cmp::Reverse(j.rank), j.status)).or_default() += 1;
     }
-    let totals = totals.into_iter().map(|((rank, status), count)| Count { rank: rank.0, status, count }).collect();
+    let totals =
+        totals.into_iter().map(|((rank, status), count)| Count { rank: rank.0, status, count }).collect();
     SlaReport { at: judge.at, findings: open, totals }
 }
 
@@ -268,7 +289,9 @@ pub fn history(
         .filter(|j| matches!(j.status, SlaStatus::Met | SlaStatus::Missed))
         .filter(|j| j.installed_at.is_some_and(|t| t >= since && t < until))
         .collect();
-    remediated.sort_by(|a, b| (a.installed_at, &a.instance_id, &a.patch_id).cmp(&(b.installed_at, &b.instance_id, &b.patch_id)));
+    remediated.sort_by(|a, b| {
+        (a.installed_at, &a.instance_id, &a.patch_id).cmp(&(b.installed_at, &b.instance_id, &b.patch_id))
+    });
     let per_rank = RiskRank::ALL
         .iter()
         .map(|&rank| {
@@ -317,7 +340,12 @@ pub struct ComplianceReport {
     pub groups: Vec<GroupCompliance>,
 }
 
-pub fn compliance(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts], filters: &Filters) -> ComplianceReport {
+pub fn compliance(
+    config: &Config,
+    at: DateTime<Utc>,
+    instances: &[InstanceFacts],
+    filters: &Filters,
+) -> ComplianceReport {
     let groups = config
         .groups
         .iter()
@@ -394,7 +422,12 @@ pub struct CoverageReport {
 }
 
 /// In-scope instances (members of a configured group) that are blind spots.
-pub fn coverage(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts], filters: &Filters) -> CoverageReport {
+pub fn coverage(
+    config: &Config,
+    at: DateTime<Utc>,
+    instances: &[InstanceFacts],
+    filters: &Filters,
+) -> CoverageReport {
     let installing: Vec<&str> = config
         .windows
         .iter()
@@ -414,12 +447,18 @@ pub fn coverage(config: &Config, at: DateTime<Utc>, instances: &[InstanceFacts],
         in_scope += 1;
         let mut found = Vec::new();
         if !instance.managed {
-            found.push((Gap::Unmanaged, "not a managed node in SSM (no agent, or no instance profile)".to_string()));
+            found.push((
+                Gap::Unmanaged,
+                "not a managed node in SSM (no agent, or no instance profile)".to_string(),
+            ));
         } else if let Some(ping) = instance.ping_status.as_deref().filter(|p| *p != "Online") {
             found.push((Gap::AgentConnectionLost, format!("SSM agent ping status {ping}")));
         }
         if !groups.iter().any(|g| installing.contains(g)) {
-            found.push((Gap::NoInstallWindow, format!("no enabled install window targets {}", groups.join(", "))));
+            found.push((
+                Gap::NoInstallWindow,
+                format!("no enabled install window targets {}", groups.join(", ")),
+            ));
         }
         match instance.last_scan {
             None => found.push((Gap::StaleScan, "never scanned".to_string())),
@@ -522,7 +561,13 @@ groups = ["db"]
         }
     }
 
-    fn finding(instance: &str, patch: &str, severity: &str, released: Option<&str>, state: &str) -> FindingFacts {
+    fn finding(
+        instance: &str,
+        patch: &str,
+        severity: &str,
+        released: Option<&str>,
+        state: &str,
+    ) -> FindingFacts {
         FindingFacts {
             account: "111111111111".into(),
             region: "eu-central-1".into(),
@@ -545,14 +590,22 @@ groups = ["db"]
         let kev = KevCatalog::default();
         let judge = Judge { config: &config, kev: &kev, at: t("2026-11-28T00:00:00Z") };
         let instances = vec![instance("i-0000000000000000a", "web"), instance("i-0000000000000000b", "db")];
-        let mut raised = finding("i-0000000000000000b", "P-RAISED", "Low", Some("2026-10-01T00:00:00Z"), "MISSING");
+        let mut raised =
+            finding("i-0000000000000000b", "P-RAISED", "Low", Some("2026-10-01T00:00:00Z"), "MISSING");
         raised.cves = vec!["CVE-2026-9999".into()];
-        let mut fixed = finding("i-0000000000000000a", "P-FIXED", "Critical", Some("2026-11-01T00:00:00Z"), "INSTALLED");
+        let mut fixed =
+            finding("i-0000000000000000a", "P-FIXED", "Critical", Some("2026-11-01T00:00:00Z"), "INSTALLED");
         fixed.installed_at = Some(t("2026-11-10T00:00:00Z"));
         let findings = vec![
             finding("i-0000000000000000a", "P-BREACHED", "Critical", Some("2026-10-01T00:00:00Z"), "MISSING"),
             finding("i-0000000000000000a", "P-SOON", "Critical", Some("2026-11-01T00:00:00Z"), "FAILED"),
-            finding("i-0000000000000000a", "P-OK", "Important", Some("2026-11-01T00:00:00Z"), "INSTALLED_PENDING_REBOOT"),
+            finding(
+                "i-0000000000000000a",
+                "P-OK",
+                "Important",
+                Some("2026-11-01T00:00:00Z"),
+                "INSTALLED_PENDING_REBOOT",
+            ),
             finding("i-0000000000000000a", "P-ESTIMATED", "Medium", None, "MISSING"),
             finding("i-0000000000000000a", "P-ACCEPTED", "Critical", Some("2026-09-01T00:00:00Z"), "MISSING"),
             raised,
@@ -612,7 +665,10 @@ groups = ["db"]
         let patches: Vec<&str> = report.remediated.iter().map(|f| f.patch_id.as_str()).collect();
         assert_eq!(patches, vec!["MISSED", "MET"]);
         let critical = &report.per_rank[0];
-        assert_eq!((critical.remediated, critical.met, critical.missed, critical.percent_met), (2, 1, 1, Some(50.0)));
+        assert_eq!(
+            (critical.remediated, critical.met, critical.missed, critical.percent_met),
+            (2, 1, 1, Some(50.0))
+        );
         assert_eq!(report.per_rank[1].percent_met, None);
         assert_eq!(report.remediated[0].days_to_remediate, Some(45.0));
     }
@@ -631,7 +687,8 @@ groups = ["db"]
         let healthy = instance("i-0000000000000000d", "web");
         let db = instance("i-0000000000000000e", "db");
         let out_of_scope = instance("i-0000000000000000f", "batch");
-        let report = coverage(&config, at, &[unmanaged, lost, stale, healthy, db, out_of_scope], &Filters::default());
+        let report =
+            coverage(&config, at, &[unmanaged, lost, stale, healthy, db, out_of_scope], &Filters::default());
         assert_eq!(report.in_scope, 5);
         let got: Vec<(&str, Gap)> = report.gaps.iter().map(|g| (g.instance_id.as_str(), g.gap)).collect();
         assert_eq!(
@@ -655,14 +712,19 @@ groups = ["db"]
         let fine = instance("i-0000000000000000b", "web");
         let mut never = instance("i-0000000000000000c", "web");
         never.last_scan = None;
-        let report = compliance(&config, t("2026-11-28T00:00:00Z"), &[failing, fine, never], &Filters::default());
+        let report =
+            compliance(&config, t("2026-11-28T00:00:00Z"), &[failing, fine, never], &Filters::default());
         let web = &report.groups[0];
         assert_eq!((web.group.as_str(), web.instances, web.compliant), ("web", 3, 1));
         let order: Vec<(&str, bool)> =
             web.instances_detail.iter().map(|i| (i.instance_id.as_str(), i.compliant)).collect();
         assert_eq!(
             order,
-            vec![("i-0000000000000000a", false), ("i-0000000000000000c", false), ("i-0000000000000000b", true)]
+            vec![
+                ("i-0000000000000000a", false),
+                ("i-0000000000000000c", false),
+                ("i-0000000000000000b", true)
+            ]
         );
         assert_eq!(report.groups[1].instances, 0);
     }

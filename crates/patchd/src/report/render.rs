@@ -117,13 +117,19 @@ pub fn sla_table(report: &SlaReport) -> String {
     out.push('\n');
     table.render(&mut out);
     if report.findings.iter().any(|f| f.estimated) {
-        let _ = writeln!(out, "~ release date unknown: the clock starts when the patch was first seen missing");
+        let _ =
+            writeln!(out, "~ release date unknown: the clock starts when the patch was first seen missing");
     }
     out.push('\n');
     let mut totals = Table::new(&["RANK", "BREACHED", "DUE-SOON", "OK", "EXCEPTED"]);
     for rank in patchd_config::RiskRank::ALL {
         let n = |status| {
-            report.totals.iter().find(|c| c.rank == rank && c.status == status).map_or(0, |c| c.count).to_string()
+            report
+                .totals
+                .iter()
+                .find(|c| c.rank == rank && c.status == status)
+                .map_or(0, |c| c.count)
+                .to_string()
         };
         totals.row(vec![rank.to_string(), n(Breached), n(DueSoon), n(Ok), n(Excepted)]);
     }
@@ -169,7 +175,10 @@ fn finding_fields(f: &JudgedFinding) -> Vec<String> {
         f.rank.to_string(),
         f.rank_reason.clone(),
         rfc3339(f.clock.start),
-        serde_json::to_value(f.clock.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        serde_json::to_value(f.clock.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         f.estimated.to_string(),
         rfc3339(f.due),
         f.days_left.to_string(),
@@ -229,9 +238,16 @@ pub fn compliance_table(report: &ComplianceReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Compliance at {} UTC", minute(report.at));
     for group in &report.groups {
-        let percent =
-            if group.instances == 0 { "-".to_string() } else { format!("{:.1}%", group.compliant as f64 * 100.0 / group.instances as f64) };
-        let _ = writeln!(out, "\n{}: {} of {} instances compliant ({percent})", group.group, group.compliant, group.instances);
+        let percent = if group.instances == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", group.compliant as f64 * 100.0 / group.instances as f64)
+        };
+        let _ = writeln!(
+            out,
+            "\n{}: {} of {} instances compliant ({percent})",
+            group.group, group.compliant, group.instances
+        );
         if group.instances_detail.is_empty() {
             continue;
         }
@@ -255,8 +271,21 @@ pub fn compliance_table(report: &ComplianceReport) -> String {
 pub fn compliance_csv(report: &ComplianceReport) -> String {
     let mut out = String::new();
     let header = [
-        "group", "account", "region", "instance_id", "instance_name", "platform", "compliant", "last_scan", "installed",
-        "installed_other", "installed_pending_reboot", "installed_rejected", "missing", "failed", "not_applicable",
+        "group",
+        "account",
+        "region",
+        "instance_id",
+        "instance_name",
+        "platform",
+        "compliant",
+        "last_scan",
+        "installed",
+        "installed_other",
+        "installed_pending_reboot",
+        "installed_rejected",
+        "missing",
+        "failed",
+        "not_applicable",
     ];
     csv_line(&mut out, &header.map(String::from));
     for group in &report.groups {
@@ -289,7 +318,8 @@ pub fn compliance_csv(report: &ComplianceReport) -> String {
 
 pub fn coverage_table(report: &CoverageReport) -> String {
     let mut out = String::new();
-    let instances: std::collections::BTreeSet<&str> = report.gaps.iter().map(|g| g.instance_id.as_str()).collect();
+    let instances: std::collections::BTreeSet<&str> =
+        report.gaps.iter().map(|g| g.instance_id.as_str()).collect();
     let _ = writeln!(
         out,
         "Coverage at {} UTC: {} of {} in-scope instances have blind spots",

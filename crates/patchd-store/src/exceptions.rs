@@ -1,0 +1,191 @@
+//! Snapshots of the configured exceptions (risk acceptances). The configuration is the policy;
+//! the snapshots are the evidence of which acceptances were in force when, even after the
+//! configuration changed.
+
+use chrono::{DateTime, Utc};
+use patchd_config::{Exception, ExceptionScope};
+
+use crate::dialect::Dialect;
+use crate::read::{json, Cols};
+use crate::types::{micros, ExceptionRecord, ExceptionSnapshot, ExceptionSnapshotId, RecordedScope};
+use crate::{with_pool, Store, StoreError};
+
+/// An exception as stored, without its snapshot: what two snapshots are compared on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: String,
+    patches: Vec<String>,
+    scope: RecordedScope,
+    reason: String,
+    owner: String,
+    expires: chrono::NaiveDate,
+    origin: String,
+}
+
+impl Entry {
+    fn from_config(e: &Exception) -> Entry {
+        Entry {
+            name: e.name.clone(),
+            patches: e.patches.clone(),
+            scope: match &e.scope {
+                ExceptionScope::Instances(ids) => RecordedScope::Instances(ids.clone()),
+                ExceptionScope::Group(group) => RecordedScope::Group(group.value.clone()),
+            },
+            reason: e.reason.clone(),
+            owner: e.owner.clone(),
+            expires: e.expires,
+            origin: e.origin.to_string(),
+        }
+    }
+
+    fn from_row(r: &impl Cols) -> Result<Entry, StoreError> {
+        let scope = match (r.opt_text("instances")?, r.opt_text("group_name")?) {
+            (Some(ids), None) => RecordedScope::Instances(
+                serde_json::from_str(&ids).map_err(|_| StoreError::corrupt("exceptions.instances", ids))?,
+            ),
+            (None, Some(group)) => RecordedScope::Group(group),
+            (ids, group) => {
+                return Err(StoreError::corrupt("exceptions.group_name", format!("{ids:?} {group:?}")))
+            }
+        };
+        Ok(Entry {
+            name: r.text("name")?,
+            patches: json(r, "patches")?,
+            scope,
+            reason: r.text("reason")?,
+            owner: r.text("owner")?,
+            expires: r.date("expires")?,
+            origin: r.text("origin")?,
+        })
+    }
+}
+
+fn json_text(pg: bool, column: &str) -> String {
+    if pg {
+        format!("{column}::text AS {column}")
+    } else {
+        column.to_string()
+    }
+}
+
+fn entry_columns(pg: bool) -> String {
+    format!(
+        "name, {}, {}, group_name, reason, owner, expires, origin",
+        json_text(pg, "patches"),
+        json_text(pg, "instances")
+    )
+}
+
+impl Store {
+    /// Records the configured exceptions as of `taken_at`. A new snapshot is taken only when
+    /// they differ from the latest one (in any field, the configuration file and line
+    /// included); otherwise the latest snapshot is returned with `created: false`.
+    pub async fn record_exceptions(
+        &self,
+        exceptions: &[Exception],
+        taken_at: DateTime<Utc>,
+    ) -> Result<ExceptionSnapshot, StoreError> {
+        let mut entries: Vec<Entry> = exceptions.iter().map(Entry::from_config).collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let taken_at = micros(taken_at);
+        let c = &*self.counters;
+        with_pool!(self, |pool, pg| {
+            let mut tx = Dialect::begin_write(pool, c).await?;
+            c.statement();
+            let latest = sqlx::query(
+                "SELECT id, taken_at FROM exception_snapshots ORDER BY taken_at DESC, id DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(latest) = latest {
+                let id = latest.int("id")?;
+                let sql = format!(
+                    "SELECT {} FROM exceptions WHERE snapshot_id = $1 ORDER BY name",
+                    entry_columns(pg)
+                );
+                c.statement();
+                let rows = sqlx::query(&sql).bind(id).fetch_all(&mut *tx).await?;
+                let recorded = rows.iter().map(Entry::from_row).collect::<Result<Vec<_>, _>>()?;
+                if recorded == entries {
+                    c.statement();
+                    tx.commit().await?;
+                    return Ok(ExceptionSnapshot {
+                        id: ExceptionSnapshotId(id),
+                        taken_at: latest.time("taken_at")?,
+                        created: false,
+                    });
+                }
+            }
+            c.statement();
+            let id: i64 =
+                sqlx::query_scalar("INSERT INTO exception_snapshots (taken_at) VALUES ($1) RETURNING id")
+                    .bind(taken_at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let cast = if pg { "::jsonb" } else { "" };
+            let sql = format!(
+                "INSERT INTO exceptions (snapshot_id, name, patches, instances, group_name, reason, owner, expires, \
+                 origin) VALUES ($1, $2, $3{cast}, $4{cast}, $5, $6, $7, $8, $9)"
+            );
+            for e in &entries {
+                let (instances, group) = match &e.scope {
+                    RecordedScope::Instances(ids) => {
+                        (Some(serde_json::Value::from(ids.clone()).to_string()), None)
+                    }
+                    RecordedScope::Group(group) => (None, Some(group.as_str())),
+                };
+                c.statement();
+                sqlx::query(&sql)
+                    .bind(id)
+                    .bind(e.name.as_str())
+                    .bind(serde_json::Value::from(e.patches.clone()).to_string())
+                    .bind(instances)
+                    .bind(group)
+                    .bind(e.reason.as_str())
+                    .bind(e.owner.as_str())
+                    .bind(e.expires)
+                    .bind(e.origin.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            c.statement();
+            tx.commit().await?;
+            c.committed();
+            Ok(ExceptionSnapshot { id: ExceptionSnapshotId(id), taken_at, created: true })
+        })
+    }
+
+    /// The exceptions in force at `at`: those of the latest snapshot taken at or before `at`
+    /// that have not expired (an exception holds through its whole `expires` day, UTC).
+    pub async fn exceptions_in_force(&self, at: DateTime<Utc>) -> Result<Vec<ExceptionRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!(
+                "SELECT s.id AS snapshot_id, s.taken_at, {} FROM exceptions e \
+                 JOIN exception_snapshots s ON s.id = e.snapshot_id \
+                 WHERE s.id = (SELECT id FROM exception_snapshots WHERE taken_at <= $1 \
+                               ORDER BY taken_at DESC, id DESC LIMIT 1) \
+                   AND e.expires >= $2 \
+                 ORDER BY e.name",
+                entry_columns(pg)
+            );
+            let rows = sqlx::query(&sql).bind(micros(at)).bind(at.date_naive()).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    let e = Entry::from_row(r)?;
+                    Ok(ExceptionRecord {
+                        name: e.name,
+                        patches: e.patches,
+                        scope: e.scope,
+                        reason: e.reason,
+                        owner: e.owner,
+                        expires: e.expires,
+                        origin: e.origin,
+                        snapshot: ExceptionSnapshotId(r.int("snapshot_id")?),
+                        snapshot_taken_at: r.time("taken_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}

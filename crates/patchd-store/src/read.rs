@@ -1,0 +1,475 @@
+//! The queries reports need. The SQL is shared by both backends wherever they agree; where
+//! they do not (JSON columns, arrays of ids) the two spellings sit side by side.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::dialect::Dialect;
+use crate::types::*;
+use crate::{with_pool, Store, StoreError};
+
+/// Typed column access, the same for both drivers' rows, so decoders are written once.
+pub(crate) trait Cols {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn flag(&self, column: &str) -> Result<bool, StoreError>;
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError>;
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn date(&self, column: &str) -> Result<NaiveDate, StoreError>;
+}
+
+macro_rules! impl_cols {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn text(&self, column: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn flag(&self, column: &str) -> Result<bool, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn date(&self, column: &str) -> Result<NaiveDate, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+impl_cols!(SqliteRow);
+impl_cols!(PgRow);
+
+/// A text column holding one of a closed set of values.
+pub(crate) fn parsed<T>(
+    row: &impl Cols,
+    column: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    let text = row.text(column)?;
+    parse(&text).ok_or_else(|| StoreError::corrupt(column, text))
+}
+
+pub(crate) fn opt_parsed<T>(
+    row: &impl Cols,
+    column: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    match row.opt_text(column)? {
+        None => Ok(None),
+        Some(text) => parse(&text).map(Some).ok_or_else(|| StoreError::corrupt(column, text)),
+    }
+}
+
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    row: &impl Cols,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    let text = row.text(column)?;
+    serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, text))
+}
+
+fn count(row: &impl Cols, column: &'static str) -> Result<u32, StoreError> {
+    let n = row.int(column)?;
+    u32::try_from(n).map_err(|_| StoreError::corrupt(column, n.to_string()))
+}
+
+/// A bind parameter of a query built at run time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+    Time(DateTime<Utc>),
+}
+
+/// SQL text with `$n` placeholders (both SQLite and PostgreSQL read them) and its arguments.
+#[derive(Debug, Default)]
+pub(crate) struct Built<'a> {
+    pub text: String,
+    pub args: Vec<Arg<'a>>,
+}
+
+impl<'a> Built<'a> {
+    pub(crate) fn arg(&mut self, arg: Arg<'a>) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+}
+
+/// Binds a `Built`'s arguments; a macro because the query type differs per backend.
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                $crate::read::Arg::Int(v) => query.bind(v),
+                $crate::read::Arg::Text(v) => query.bind(v),
+                $crate::read::Arg::Time(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_all;
+
+/// `column IN <a set given as one JSON array>`: one statement and one bind whatever the number
+/// of ids, so the statement is prepared once.
+fn in_json(pg: bool, column: &str) -> String {
+    if pg {
+        format!("{column} IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint)")
+    } else {
+        format!("{column} IN (SELECT value FROM json_each($1))")
+    }
+}
+
+/// How a JSON column is selected as text.
+fn json_col(pg: bool, column: &str) -> String {
+    if pg {
+        format!("{column}::text AS {}", column.rsplit('.').next().unwrap_or(column))
+    } else {
+        column.to_string()
+    }
+}
+
+fn instance_columns(pg: bool) -> String {
+    format!("i.id, i.account, i.region, i.instance_id, i.name, i.platform, {}", json_col(pg, "i.tags"))
+}
+
+fn instance_info(row: &impl Cols) -> Result<InstanceInfo, StoreError> {
+    Ok(InstanceInfo {
+        account: row.text("account")?,
+        region: row.text("region")?,
+        instance_id: row.text("instance_id")?,
+        name: row.opt_text("name")?,
+        platform: row.opt_text("platform")?,
+        tags: json::<BTreeMap<String, String>>(row, "tags")?,
+    })
+}
+
+fn patch_columns(pg: bool) -> String {
+    format!(
+        "p.id, p.patch_id, p.title, p.classification, p.severity, {}, p.ssm_released_at, \
+         p.advisory_released_at, p.first_seen_missing",
+        json_col(pg, "p.cve_ids")
+    )
+}
+
+fn patch_record(row: &impl Cols) -> Result<PatchRecord, StoreError> {
+    Ok(PatchRecord {
+        patch_id: row.text("patch_id")?,
+        title: row.opt_text("title")?,
+        classification: row.opt_text("classification")?,
+        severity: row.opt_text("severity")?,
+        cve_ids: json(row, "cve_ids")?,
+        ssm_release: row.opt_time("ssm_released_at")?,
+        advisory_release: row.opt_time("advisory_released_at")?,
+        first_seen_missing: row.opt_time("first_seen_missing")?,
+    })
+}
+
+/// A finding row before its instance and patch are attached.
+struct RawFinding {
+    instance_ref: i64,
+    patch_ref: i64,
+    state: PatchState,
+    first_seen_missing: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    installed_at: Option<DateTime<Utc>>,
+}
+
+fn raw_finding(row: &impl Cols) -> Result<RawFinding, StoreError> {
+    Ok(RawFinding {
+        instance_ref: row.int("instance_ref")?,
+        patch_ref: row.int("patch_ref")?,
+        state: parsed(row, "state", PatchState::parse)?,
+        first_seen_missing: row.time("first_seen_missing")?,
+        last_seen: row.time("last_seen")?,
+        installed_at: row.opt_time("installed_at")?,
+    })
+}
+
+/// The finding listing's SQL. Its ORDER BY is always an index order (the primary key, or
+/// `findings_remediated` for remediated findings), so a page is an index range scan from the
+/// cursor, however deep into the listing it starts.
+fn findings_sql<'a>(query: &FindingQuery<'a>) -> Built<'a> {
+    let mut b = Built::default();
+    let mut conditions: Vec<String> = Vec::new();
+    let remediated = query.remediated_order();
+    if query.status == Some(FindingStatus::Open) {
+        conditions.push("f.installed_at IS NULL".into());
+    }
+    if remediated {
+        conditions.push("f.installed_at IS NOT NULL".into());
+    }
+    if let Some(since) = query.remediated_since {
+        conditions.push(format!("f.installed_at >= {}", b.arg(Arg::Time(micros(since)))));
+    }
+    if let Some(until) = query.remediated_until {
+        conditions.push(format!("f.installed_at < {}", b.arg(Arg::Time(micros(until)))));
+    }
+    if let Some(key) = query.instance {
+        let (a, r, i) =
+            (b.arg(Arg::Text(key.account)), b.arg(Arg::Text(key.region)), b.arg(Arg::Text(key.instance_id)));
+        conditions.push(format!(
+            "f.instance_ref = (SELECT id FROM instances WHERE account = {a} AND region = {r} AND instance_id = {i})"
+        ));
+    }
+    if let Some(patch_id) = query.patch_id {
+        conditions.push(format!(
+            "f.patch_ref = (SELECT id FROM patches WHERE patch_id = {})",
+            b.arg(Arg::Text(patch_id))
+        ));
+    }
+    if let Some(after) = query.after {
+        let (i, p) = (after.instance_ref, after.patch_ref);
+        match after.installed_at {
+            Some(at) if remediated => {
+                let (at, i, p) = (b.arg(Arg::Time(at)), b.arg(Arg::Int(i)), b.arg(Arg::Int(p)));
+                conditions.push(format!("(f.installed_at, f.instance_ref, f.patch_ref) > ({at}, {i}, {p})"));
+            }
+            _ => {
+                let (i, p) = (b.arg(Arg::Int(i)), b.arg(Arg::Int(p)));
+                conditions.push(format!("(f.instance_ref, f.patch_ref) > ({i}, {p})"));
+            }
+        }
+    }
+    b.text =
+        "SELECT f.instance_ref, f.patch_ref, f.state, f.first_seen_missing, f.last_seen, f.installed_at \
+              FROM findings f"
+            .to_string();
+    if !conditions.is_empty() {
+        b.text.push_str(" WHERE ");
+        b.text.push_str(&conditions.join(" AND "));
+    }
+    b.text.push_str(if remediated {
+        " ORDER BY f.installed_at, f.instance_ref, f.patch_ref"
+    } else {
+        " ORDER BY f.instance_ref, f.patch_ref"
+    });
+    if let Some(limit) = query.limit {
+        // One more than asked: its presence says whether there is a next page.
+        let n = b.arg(Arg::Int(i64::from(limit) + 1));
+        b.text.push_str(&format!(" LIMIT {n}"));
+    }
+    b
+}
+
+/// Ids as the JSON array `in_json` expects, chunked so no single statement gets huge.
+fn id_chunks(ids: &[i64]) -> Vec<String> {
+    ids.chunks(50_000).map(|chunk| serde_json::Value::from(chunk.to_vec()).to_string()).collect()
+}
+
+impl Store {
+    /// Findings with their instance and patch; see [`FindingQuery`]. Each page is read in
+    /// one snapshot, and `next` continues after its last finding.
+    pub async fn findings(&self, query: &FindingQuery<'_>) -> Result<FindingPage, StoreError> {
+        let built = findings_sql(query);
+        let c = &*self.counters;
+        let (mut raw, instances, patches) = with_pool!(self, |pool, pg| {
+            let mut tx = Dialect::begin_read(pool, c).await?;
+            c.statement();
+            let rows = bind_all!(sqlx::query(&built.text), &built.args).fetch_all(&mut *tx).await?;
+            let raw = rows.iter().map(raw_finding).collect::<Result<Vec<_>, _>>()?;
+
+            let mut instance_ids: Vec<i64> = raw.iter().map(|f| f.instance_ref).collect();
+            instance_ids.sort_unstable();
+            instance_ids.dedup();
+            let mut patch_ids: Vec<i64> = raw.iter().map(|f| f.patch_ref).collect();
+            patch_ids.sort_unstable();
+            patch_ids.dedup();
+
+            let mut instances: HashMap<i64, Arc<InstanceInfo>> = HashMap::with_capacity(instance_ids.len());
+            let sql =
+                format!("SELECT {} FROM instances i WHERE {}", instance_columns(pg), in_json(pg, "i.id"));
+            for ids in id_chunks(&instance_ids) {
+                c.statement();
+                for row in sqlx::query(&sql).bind(ids).fetch_all(&mut *tx).await? {
+                    instances.insert(row.int("id")?, Arc::new(instance_info(&row)?));
+                }
+            }
+            let mut patches: HashMap<i64, Arc<PatchRecord>> = HashMap::with_capacity(patch_ids.len());
+            let sql = format!("SELECT {} FROM patches p WHERE {}", patch_columns(pg), in_json(pg, "p.id"));
+            for ids in id_chunks(&patch_ids) {
+                c.statement();
+                for row in sqlx::query(&sql).bind(ids).fetch_all(&mut *tx).await? {
+                    patches.insert(row.int("id")?, Arc::new(patch_record(&row)?));
+                }
+            }
+            c.statement();
+            tx.commit().await?;
+            (raw, instances, patches)
+        });
+
+        let more = query.limit.is_some_and(|limit| raw.len() > limit as usize);
+        if let Some(limit) = query.limit {
+            raw.truncate(limit as usize);
+        }
+        let findings = raw
+            .into_iter()
+            .map(|f| {
+                let instance = instances.get(&f.instance_ref).cloned().ok_or_else(|| {
+                    StoreError::corrupt("findings.instance_ref", f.instance_ref.to_string())
+                })?;
+                let patch = patches
+                    .get(&f.patch_ref)
+                    .cloned()
+                    .ok_or_else(|| StoreError::corrupt("findings.patch_ref", f.patch_ref.to_string()))?;
+                Ok(FindingRecord {
+                    fleet_first_seen_missing: patch.first_seen_missing.unwrap_or(f.first_seen_missing),
+                    instance,
+                    patch,
+                    state: f.state,
+                    first_seen_missing: f.first_seen_missing,
+                    last_seen: f.last_seen,
+                    installed_at: f.installed_at,
+                    cursor: FindingCursor {
+                        installed_at: f.installed_at,
+                        instance_ref: f.instance_ref,
+                        patch_ref: f.patch_ref,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = if more { findings.last().map(FindingRecord::cursor) } else { None };
+        Ok(FindingPage { findings, next })
+    }
+
+    /// The database's plan for a finding listing (SQLite's EXPLAIN QUERY PLAN, PostgreSQL's
+    /// EXPLAIN), one line per step: to check that listings use the indexes.
+    pub async fn explain_findings(&self, query: &FindingQuery<'_>) -> Result<Vec<String>, StoreError> {
+        let built = findings_sql(query);
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let explain = format!("{} {}", if pg { "EXPLAIN" } else { "EXPLAIN QUERY PLAN" }, built.text);
+            let rows = bind_all!(sqlx::query(&explain), &built.args).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok(if pg { r.try_get::<String, _>(0)? } else { r.try_get::<String, _>(3)? }))
+                .collect()
+        })
+    }
+
+    /// Every instance with its latest compliance summary, ordered by account, region and id.
+    pub async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!(
+                "SELECT {}, i.ssm_managed, i.ping_status, i.first_seen, i.last_seen, \
+                   s.sync_id, s.scanned_at, s.command_id, s.operation, s.operation_start, s.operation_end, \
+                   s.baseline_id, s.snapshot_id, s.patch_group, s.installed, s.installed_other, \
+                   s.installed_pending_reboot, s.installed_rejected, s.missing, s.failed, s.not_applicable, \
+                   s.available_security_update \
+                 FROM instances i LEFT JOIN compliance_summaries s ON s.instance_ref = i.id \
+                 ORDER BY i.account, i.region, i.instance_id",
+                instance_columns(pg)
+            );
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            rows.iter().map(instance_record).collect()
+        })
+    }
+
+    /// Every known patch, ordered by id.
+    pub async fn patches(&self) -> Result<Vec<PatchRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!("SELECT {} FROM patches p ORDER BY p.patch_id", patch_columns(pg));
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            rows.iter().map(patch_record).collect()
+        })
+    }
+
+    pub async fn patch(&self, patch_id: &str) -> Result<Option<PatchRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!("SELECT {} FROM patches p WHERE p.patch_id = $1", patch_columns(pg));
+            let row = sqlx::query(&sql).bind(patch_id).fetch_optional(pool).await?;
+            row.as_ref().map(patch_record).transpose()
+        })
+    }
+
+    /// Every state change of one finding, oldest first; empty when there is no such finding.
+    pub async fn finding_history(
+        &self,
+        instance: InstanceKey<'_>,
+        patch_id: &str,
+    ) -> Result<Vec<TransitionRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, _pg| {
+            let rows = sqlx::query(
+                "SELECT t.from_state, t.to_state, t.at, t.sync_id, t.command_id FROM finding_transitions t \
+                 JOIN instances i ON i.id = t.instance_ref JOIN patches p ON p.id = t.patch_ref \
+                 WHERE i.account = $1 AND i.region = $2 AND i.instance_id = $3 AND p.patch_id = $4 \
+                 ORDER BY t.at, t.id",
+            )
+            .bind(instance.account)
+            .bind(instance.region)
+            .bind(instance.instance_id)
+            .bind(patch_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TransitionRecord {
+                        from: opt_parsed(r, "from_state", PatchState::parse)?,
+                        to: parsed(r, "to_state", PatchState::parse)?,
+                        at: r.time("at")?,
+                        sync_id: SyncId(r.int("sync_id")?),
+                        command_id: r.opt_text("command_id")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn instance_record(row: &impl Cols) -> Result<InstanceRecord, StoreError> {
+    let compliance = match row.opt_int("sync_id")? {
+        None => None,
+        Some(sync_id) => Some(ComplianceSummary {
+            scanned_at: row.time("scanned_at")?,
+            sync_id: SyncId(sync_id),
+            command_id: row.opt_text("command_id")?,
+            operation: opt_parsed(row, "operation", parse_operation)?,
+            operation_start: row.opt_time("operation_start")?,
+            operation_end: row.opt_time("operation_end")?,
+            baseline_id: row.opt_text("baseline_id")?,
+            snapshot_id: row.opt_text("snapshot_id")?,
+            patch_group: row.opt_text("patch_group")?,
+            counts: StateCounts {
+                installed: count(row, "installed")?,
+                installed_other: count(row, "installed_other")?,
+                installed_pending_reboot: count(row, "installed_pending_reboot")?,
+                installed_rejected: count(row, "installed_rejected")?,
+                missing: count(row, "missing")?,
+                failed: count(row, "failed")?,
+                not_applicable: count(row, "not_applicable")?,
+                available_security_update: count(row, "available_security_update")?,
+            },
+        }),
+    };
+    Ok(InstanceRecord {
+        instance: instance_info(row)?,
+        ssm_managed: row.flag("ssm_managed")?,
+        ping_status: opt_parsed(row, "ping_status", PingStatus::parse)?,
+        first_seen: row.time("first_seen")?,
+        last_seen: row.time("last_seen")?,
+        compliance,
+    })
+}
