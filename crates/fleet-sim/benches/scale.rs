@@ -1,6 +1,8 @@
 //! Scale benchmark of the `fleet-sim` binary on `scenarios/scale-10k.toml`.
 //!
 //! Run: `cargo bench -p fleet-sim --bench scale` (release profile; Linux, as it reads /proc).
+//! Cargo builds the `fleet-sim` binary with the bench profile first; running the bench
+//! executable by hand needs `cargo build --release -p fleet-sim --bin fleet-sim` beforehand.
 //!
 //! It checks the simulator's performance targets and prints their figures:
 //! start-up under 2 s, resident memory under 500 MB, DescribeInstancePatches p50 under 1 ms on
