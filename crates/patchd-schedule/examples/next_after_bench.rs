@@ -1,5 +1,5 @@
 //! Measures how long `next_after` takes for typical and worst-case expressions.
-//! Run with `cargo run --release -p patchd-schedule --example bench`.
+//! Run with `cargo run --release -p patchd-schedule --example next_after_bench`.
 
 use std::hint::black_box;
 use std::time::Instant;
