@@ -262,6 +262,39 @@ fn reports_are_the_same_on_every_backend() {
     }
 }
 
+/// `--limit` reads per-patch counts and only the most urgent findings: its listing must be
+/// exactly the head of the full listing, and its totals the full totals.
+#[test]
+fn a_limited_sla_listing_is_the_head_of_the_full_one() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for db in TestDb::all(&rt, "limit") {
+        rt.block_on(seed(&db.url));
+        let url = db.url.as_str();
+        for group in [None, Some("web")] {
+            let mut args = vec!["report", "sla", "--at", AT, "--format", "json"];
+            if let Some(group) = group {
+                args.extend(["--group", group]);
+            }
+            let full: serde_json::Value = serde_json::from_str(&run_ok(url, &args)).unwrap();
+            let all = full["findings"].as_array().unwrap();
+            assert!(all.len() >= 2, "the seed should have open findings: {full}");
+            assert_eq!(full["omitted"], 0);
+            for limit in 1..=all.len() + 1 {
+                let n = limit.to_string();
+                let mut limited_args = args.clone();
+                limited_args.extend(["--limit", &n]);
+                let limited: serde_json::Value = serde_json::from_str(&run_ok(url, &limited_args)).unwrap();
+                let shown = limit.min(all.len());
+                assert_eq!(limited["findings"].as_array().unwrap()[..], all[..shown], "--limit {limit}");
+                assert_eq!(limited["totals"], full["totals"], "--limit {limit}");
+                assert_eq!(limited["omitted"], all.len() - shown, "--limit {limit}");
+            }
+        }
+        let table = run_ok(url, &["report", "sla", "--at", AT, "--limit", "1"]);
+        assert!(table.contains("... and 3 more open findings (--limit 0 lists all"), "{table}");
+    }
+}
+
 #[test]
 fn fail_on_turns_findings_into_an_exit_status() {
     let rt = tokio::runtime::Runtime::new().unwrap();

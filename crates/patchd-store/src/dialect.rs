@@ -42,6 +42,10 @@ pub(crate) type InstanceIdRow = (i64, String, String, String);
 
 /// The SQL each backend speaks for itself. Methods take the connection of an open
 /// transaction; each counts the statements it sends.
+///
+/// Methods are declared `-> impl Future + Send` rather than `async fn`: with `async fn`, the
+/// generic code below yields futures the compiler cannot prove `Send` for every lifetime
+/// ("implementation of `Send` is not general enough"), and the daemon could not spawn them.
 pub(crate) trait Dialect: Database + Sized {
     /// A transaction for a read-then-write sequence, serialised against every other writer.
     fn begin_write(
@@ -144,12 +148,35 @@ pub(crate) fn supported_version<DB: Dialect>() -> i64 {
     DB::migrator().iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-/// The refusal rules shared by `open` and `migrate`: a database that applied a migration this
-/// build does not know (a newer patchd migrated it) is never touched.
-pub(crate) fn refuse_newer(applied: &[(i64, bool)], supported: i64) -> Result<(), StoreError> {
+fn succeeded(applied: &[(i64, bool)]) -> HashSet<i64> {
+    applied.iter().filter(|(_, ok)| *ok).map(|(v, _)| *v).collect()
+}
+
+fn is_current<DB: Dialect>(applied: &[(i64, bool)]) -> bool {
+    let done = succeeded(applied);
+    DB::migrator().iter().all(|m| done.contains(&m.version))
+}
+
+/// The last item of each key, in input order: a repeated key in one multi-row upsert is an
+/// error on PostgreSQL, and "the last observation wins" must not depend on hash order.
+fn last_of_each<T, K: std::hash::Hash + Eq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+    let mut last: HashMap<K, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        last.insert(key(item), i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| &items[i]).collect()
+}
+
+/// The refusal rule shared by `open` and `migrate`: a database that applied a migration this
+/// build does not know was migrated by a newer patchd (versions only grow), and is never
+/// touched.
+fn refuse_unknown<DB: Dialect>(applied: &[(i64, bool)]) -> Result<(), StoreError> {
+    let unknown = applied.iter().any(|(v, _)| !DB::migrator().iter().any(|m| m.version == *v));
     match applied.iter().map(|(v, _)| *v).max() {
-        Some(database_version) if database_version > supported => {
-            Err(StoreError::NewerSchema { database_version, supported_version: supported })
+        Some(database_version) if unknown => {
+            Err(StoreError::NewerSchema { database_version, supported_version: supported_version::<DB>() })
         }
         _ => Ok(()),
     }
@@ -164,7 +191,7 @@ pub(crate) async fn migrate<DB: Dialect>(
         let mut conn = pool.acquire().await?;
         DB::applied_migrations(&mut conn, c).await?
     };
-    refuse_newer(&before, supported)?;
+    refuse_unknown::<DB>(&before)?;
     c.statement();
     match DB::run_migrator(pool).await {
         Ok(()) => Ok(migration_report::<DB>(&before)),
@@ -178,9 +205,7 @@ pub(crate) async fn migrate<DB: Dialect>(
         // migrated, just not by us.
         Err(error @ MigrateError::ExecuteMigration(..)) => {
             let mut conn = pool.acquire().await?;
-            let now = DB::applied_migrations(&mut conn, c).await?;
-            let done: HashSet<i64> = now.iter().filter(|(_, ok)| *ok).map(|(v, _)| *v).collect();
-            if DB::migrator().iter().all(|m| done.contains(&m.version)) {
+            if is_current::<DB>(&DB::applied_migrations(&mut conn, c).await?) {
                 Ok(MigrationReport { applied: Vec::new(), version: supported })
             } else {
                 Err(StoreError::Migrate(error))
@@ -197,7 +222,7 @@ pub(crate) async fn schema_version<DB: Dialect>(
     let mut conn = pool.acquire().await?;
     let applied = DB::applied_migrations(&mut conn, c).await?;
     Ok(SchemaVersion {
-        database: applied.iter().filter(|(_, ok)| *ok).map(|(v, _)| *v).max(),
+        database: succeeded(&applied).into_iter().max(),
         supported: supported_version::<DB>(),
     })
 }
@@ -209,13 +234,12 @@ pub(crate) async fn require_current_schema<DB: Dialect>(
     let mut conn = pool.acquire().await?;
     let applied = DB::applied_migrations(&mut conn, c).await?;
     let supported = supported_version::<DB>();
-    refuse_newer(&applied, supported)?;
-    let done: HashSet<i64> = applied.iter().filter(|(_, ok)| *ok).map(|(v, _)| *v).collect();
-    if DB::migrator().iter().all(|m| done.contains(&m.version)) {
+    refuse_unknown::<DB>(&applied)?;
+    if is_current::<DB>(&applied) {
         Ok(())
     } else {
         Err(StoreError::OutdatedSchema {
-            database_version: done.iter().copied().max(),
+            database_version: succeeded(&applied).into_iter().max(),
             supported_version: supported,
         })
     }
@@ -223,7 +247,7 @@ pub(crate) async fn require_current_schema<DB: Dialect>(
 
 /// What a run of the migrator applied, given the migrations applied before it.
 pub(crate) fn migration_report<DB: Dialect>(before: &[(i64, bool)]) -> MigrationReport {
-    let done: HashSet<i64> = before.iter().filter(|(_, ok)| *ok).map(|(v, _)| *v).collect();
+    let done = succeeded(before);
     let applied = DB::migrator().iter().map(|m| m.version).filter(|v| !done.contains(v)).collect();
     MigrationReport { applied, version: supported_version::<DB>() }
 }
@@ -237,15 +261,8 @@ pub(crate) async fn record_instances<DB: Dialect>(
     if instances.is_empty() {
         return Ok(0);
     }
-    // Upserting the same key twice in one statement is an error on PostgreSQL: the last
-    // observation of an instance wins.
-    let mut last: HashMap<InstanceKey<'_>, usize> = HashMap::with_capacity(instances.len());
-    for (i, o) in instances.iter().enumerate() {
-        last.insert(o.instance, i);
-    }
-    let mut keep: Vec<usize> = last.into_values().collect();
-    keep.sort_unstable();
-    let unique: Vec<InstanceObservation<'_>> = keep.into_iter().map(|i| instances[i]).collect();
+    let unique: Vec<InstanceObservation<'_>> =
+        last_of_each(instances, |o| o.instance).into_iter().copied().collect();
 
     let mut tx = DB::begin_write(pool, c).await?;
     let n = DB::upsert_instances(&mut tx, c, observed_at, &unique).await?;
@@ -401,13 +418,7 @@ pub(crate) async fn record_invocations<DB: Dialect>(
     if invocations.is_empty() {
         return Ok(0);
     }
-    let mut last: HashMap<InstanceKey<'_>, usize> = HashMap::with_capacity(invocations.len());
-    for (i, o) in invocations.iter().enumerate() {
-        last.insert(o.instance, i);
-    }
-    let mut keep: Vec<usize> = last.into_values().collect();
-    keep.sort_unstable();
-    let unique: Vec<&InvocationObservation<'_>> = keep.into_iter().map(|i| &invocations[i]).collect();
+    let unique = last_of_each(invocations, |o| o.instance);
 
     let mut tx = DB::begin_write(pool, c).await?;
     let keys: Vec<(InstanceKey<'_>, DateTime<Utc>)> =
@@ -431,5 +442,40 @@ pub(crate) fn not_found(error: StoreError, what: &'static str, id: i64) -> Store
             StoreError::NotFound { what, id }
         }
         _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_applied_migrations_are_refused() {
+        let check = |applied: &[(i64, bool)]| match refuse_unknown::<sqlx::Sqlite>(applied) {
+            Ok(()) => None,
+            Err(StoreError::NewerSchema { database_version, supported_version }) => {
+                Some((database_version, supported_version))
+            }
+            Err(other) => panic!("{other:?}"),
+        };
+        let supported = supported_version::<sqlx::Sqlite>();
+        let newer = supported + 1;
+        assert_eq!(check(&[]), None, "an empty database");
+        assert_eq!(check(&[(1, true)]), None);
+        assert_eq!(
+            check(&[(1, true), (newer, true)]),
+            Some((newer, supported)),
+            "a newer patchd migrated it"
+        );
+        assert_eq!(
+            check(&[(1, true), (newer + 5, false)]),
+            Some((newer + 5, supported)),
+            "even a failed newer migration"
+        );
+        assert_eq!(
+            last_of_each(&[("a", 1), ("b", 2), ("a", 3)], |x| x.0),
+            [&("b", 2), &("a", 3)],
+            "the last of each key, in input order"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub enum StoreError {
     },
 
     /// The URL could not be parsed, or the first connection failed.
-    #[error("cannot open {url}: {source}; check the url, that the server is reachable, and that the file's directory exists")]
+    #[error(
+        "cannot open {url}: {source}; check the url, that the server is reachable, \
+         and that the file's directory exists"
+    )]
     Connect {
         /// The URL, password redacted.
         url: String,
@@ -35,13 +38,17 @@ pub enum StoreError {
 
     /// Opened without migrating, and migrations are pending.
     #[error(
-        "the database schema is at version {}, this patchd needs {supported_version}; run `patchd db migrate`",
+        "the database schema is at version {}, this patchd needs {supported_version}; \
+         run `patchd db migrate`",
         database_version.map_or_else(|| "none (empty database)".to_string(), |v| v.to_string())
     )]
     OutdatedSchema { database_version: Option<i64>, supported_version: i64 },
 
     /// Applying migrations failed (a changed or unknown applied migration, or a failed one).
-    #[error("cannot migrate the database: {0}; restore the migration files of the release that applied them, or restore a backup")]
+    #[error(
+        "cannot migrate the database: {0}; restore the migration files of the release \
+         that applied them, or restore a backup"
+    )]
     Migrate(#[source] sqlx::migrate::MigrateError),
 
     /// Another writer held the database longer than the busy timeout, or a lock conflict

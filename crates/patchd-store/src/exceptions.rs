@@ -124,8 +124,8 @@ impl Store {
                     .await?;
             let cast = if pg { "::jsonb" } else { "" };
             let sql = format!(
-                "INSERT INTO exceptions (snapshot_id, name, patches, instances, group_name, reason, owner, expires, \
-                 origin) VALUES ($1, $2, $3{cast}, $4{cast}, $5, $6, $7, $8, $9)"
+                "INSERT INTO exceptions (snapshot_id, name, patches, instances, group_name, reason, \
+                 owner, expires, origin) VALUES ($1, $2, $3{cast}, $4{cast}, $5, $6, $7, $8, $9)"
             );
             for e in &entries {
                 let (instances, group) = match &e.scope {

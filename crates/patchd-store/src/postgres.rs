@@ -104,8 +104,8 @@ impl Dialect for Postgres {
             c.statement();
             sqlx::query(
                 "INSERT INTO instances (account, region, instance_id, ssm_managed, first_seen, last_seen) \
-                 SELECT a, r, i, TRUE, t, t FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
-                   AS u(a, r, i, t) \
+                 SELECT a, r, i, TRUE, t, t \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(a, r, i, t) \
                  ON CONFLICT (account, region, instance_id) DO NOTHING",
             )
             .bind(&accounts)
@@ -147,14 +147,15 @@ impl Dialect for Postgres {
                 .map_err(json_error)?;
             c.statement();
             n += sqlx::query(
-                "INSERT INTO instances AS i (account, region, instance_id, name, platform, tags, ssm_managed, \
-                   ping_status, first_seen, last_seen) \
+                "INSERT INTO instances AS i (account, region, instance_id, name, platform, tags, \
+                   ssm_managed, ping_status, first_seen, last_seen) \
                  SELECT a, r, iid, n, p, t::jsonb, m, ps, $9, $9 \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                    $7::boolean[], $8::text[]) AS u(a, r, iid, n, p, t, m, ps) \
                  ON CONFLICT (account, region, instance_id) DO UPDATE SET name = excluded.name, \
                    platform = excluded.platform, tags = excluded.tags, ssm_managed = excluded.ssm_managed, \
-                   ping_status = excluded.ping_status, first_seen = LEAST(i.first_seen, excluded.first_seen), \
+                   ping_status = excluded.ping_status, \
+                   first_seen = LEAST(i.first_seen, excluded.first_seen), \
                    last_seen = GREATEST(i.last_seen, excluded.last_seen)",
             )
             .bind(chunk.iter().map(|o| o.instance.account).collect::<Vec<_>>())
@@ -268,7 +269,8 @@ impl Dialect for Postgres {
                 .collect();
             c.statement();
             sqlx::query(
-                "INSERT INTO patches AS p (patch_id, title, classification, severity, cve_ids, first_seen_missing) \
+                "INSERT INTO patches AS p (patch_id, title, classification, severity, cve_ids, \
+                 first_seen_missing) \
                  SELECT id, t, cl, sev, cves::jsonb, fs \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
                    AS u(id, t, cl, sev, cves, fs) \
@@ -276,16 +278,19 @@ impl Dialect for Postgres {
                    title = COALESCE(excluded.title, p.title), \
                    classification = COALESCE(excluded.classification, p.classification), \
                    severity = COALESCE(excluded.severity, p.severity), \
-                   cve_ids = CASE WHEN excluded.cve_ids = '[]'::jsonb THEN p.cve_ids ELSE excluded.cve_ids END, \
+                   cve_ids = CASE WHEN excluded.cve_ids = '[]'::jsonb THEN p.cve_ids \
+                     ELSE excluded.cve_ids END, \
                    first_seen_missing = CASE WHEN p.first_seen_missing IS NULL \
                      OR excluded.first_seen_missing < p.first_seen_missing \
-                     THEN COALESCE(excluded.first_seen_missing, p.first_seen_missing) ELSE p.first_seen_missing END \
+                     THEN COALESCE(excluded.first_seen_missing, p.first_seen_missing) \
+                     ELSE p.first_seen_missing END \
                  WHERE COALESCE(excluded.title, p.title) IS DISTINCT FROM p.title \
                    OR COALESCE(excluded.classification, p.classification) IS DISTINCT FROM p.classification \
                    OR COALESCE(excluded.severity, p.severity) IS DISTINCT FROM p.severity \
                    OR (excluded.cve_ids <> '[]'::jsonb AND excluded.cve_ids <> p.cve_ids) \
                    OR (excluded.first_seen_missing IS NOT NULL \
-                       AND (p.first_seen_missing IS NULL OR excluded.first_seen_missing < p.first_seen_missing))",
+                       AND (p.first_seen_missing IS NULL \
+                            OR excluded.first_seen_missing < p.first_seen_missing))",
             )
             .bind(chunk.iter().map(|p| p.patch_id).collect::<Vec<_>>())
             .bind(chunk.iter().map(|p| p.title).collect::<Vec<_>>())
@@ -326,7 +331,8 @@ impl Dialect for Postgres {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             c.statement();
             sqlx::query(
-                "INSERT INTO findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at) \
+                "INSERT INTO findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, \
+                 installed_at) \
                  SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
                    $5::timestamptz[], $6::timestamptz[]) \
                  ON CONFLICT (instance_ref, patch_ref) DO UPDATE SET state = excluded.state, \
@@ -352,8 +358,8 @@ impl Dialect for Postgres {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             c.statement();
             sqlx::query(
-                "INSERT INTO finding_transitions (instance_ref, patch_ref, from_state, to_state, at, sync_id, \
-                   command_id) \
+                "INSERT INTO finding_transitions (instance_ref, patch_ref, from_state, to_state, at, \
+                   sync_id, command_id) \
                  SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], \
                    $6::bigint[], $7::text[])",
             )
@@ -386,12 +392,14 @@ impl Dialect for Postgres {
                    installed_other, installed_pending_reboot, installed_rejected, missing, failed, \
                    not_applicable, available_security_update) \
                  SELECT u.instance_ref, $18, u.scanned_at, u.command_id, u.operation, u.operation_start, \
-                   u.operation_end, u.baseline_id, u.snapshot_id, u.patch_group, u.installed, u.installed_other, \
-                   u.installed_pending_reboot, u.installed_rejected, u.missing, u.failed, u.not_applicable, \
+                   u.operation_end, u.baseline_id, u.snapshot_id, u.patch_group, u.installed, \
+                   u.installed_other, u.installed_pending_reboot, u.installed_rejected, u.missing, \
+                   u.failed, u.not_applicable, \
                    u.available_security_update \
                  FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[], \
                      $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], \
-                     $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[]) \
+                     $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
+                     $17::bigint[]) \
                    AS u(instance_ref, scanned_at, command_id, operation, operation_start, operation_end, \
                      baseline_id, snapshot_id, patch_group, installed, installed_other, \
                      installed_pending_reboot, installed_rejected, missing, failed, not_applicable, \
@@ -472,8 +480,8 @@ impl Dialect for Postgres {
             n += sqlx::query(
                 "INSERT INTO invocations AS v (task_id, instance_ref, command_id, status, status_details, \
                    requested_at, started_at, ended_at) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-                   $7::timestamptz[], $8::timestamptz[]) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], \
+                   $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) \
                  ON CONFLICT (task_id, instance_ref) DO UPDATE SET command_id = excluded.command_id, \
                    status = excluded.status, \
                    status_details = COALESCE(excluded.status_details, v.status_details), \

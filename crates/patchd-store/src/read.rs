@@ -93,10 +93,11 @@ fn count(row: &impl Cols, column: &'static str) -> Result<u32, StoreError> {
 }
 
 /// A bind parameter of a query built at run time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
+    Owned(String),
     Time(DateTime<Utc>),
 }
 
@@ -122,6 +123,7 @@ macro_rules! bind_all {
             query = match *arg {
                 $crate::read::Arg::Int(v) => query.bind(v),
                 $crate::read::Arg::Text(v) => query.bind(v),
+                $crate::read::Arg::Owned(ref v) => query.bind(v.clone()),
                 $crate::read::Arg::Time(v) => query.bind(v),
             };
         }
@@ -206,6 +208,9 @@ fn raw_finding(row: &impl Cols) -> Result<RawFinding, StoreError> {
     })
 }
 
+const FINDING_COLUMNS: &str = "SELECT f.instance_ref, f.patch_ref, f.state, f.first_seen_missing, \
+    f.last_seen, f.installed_at FROM findings f";
+
 /// The finding listing's SQL. Its ORDER BY is always an index order (the primary key, or
 /// `findings_remediated` for remediated findings), so a page is an index range scan from the
 /// cursor, however deep into the listing it starts.
@@ -229,7 +234,8 @@ fn findings_sql<'a>(query: &FindingQuery<'a>) -> Built<'a> {
         let (a, r, i) =
             (b.arg(Arg::Text(key.account)), b.arg(Arg::Text(key.region)), b.arg(Arg::Text(key.instance_id)));
         conditions.push(format!(
-            "f.instance_ref = (SELECT id FROM instances WHERE account = {a} AND region = {r} AND instance_id = {i})"
+            "f.instance_ref = (SELECT id FROM instances WHERE account = {a} AND region = {r} AND \
+             instance_id = {i})"
         ));
     }
     if let Some(patch_id) = query.patch_id {
@@ -251,10 +257,7 @@ fn findings_sql<'a>(query: &FindingQuery<'a>) -> Built<'a> {
             }
         }
     }
-    b.text =
-        "SELECT f.instance_ref, f.patch_ref, f.state, f.first_seen_missing, f.last_seen, f.installed_at \
-              FROM findings f"
-            .to_string();
+    b.text = FINDING_COLUMNS.to_string();
     if !conditions.is_empty() {
         b.text.push_str(" WHERE ");
         b.text.push_str(&conditions.join(" AND "));
@@ -277,13 +280,142 @@ fn id_chunks(ids: &[i64]) -> Vec<String> {
     ids.chunks(50_000).map(|chunk| serde_json::Value::from(chunk.to_vec()).to_string()).collect()
 }
 
+/// The WHERE clause of an open-finding filter. Instances are matched by one text key per
+/// instance, `account/region/id` (none of the three contains a slash), so a set of any size is
+/// one bind.
+fn open_conditions<'a>(b: &mut Built<'a>, pg: bool, filter: &OpenFindingFilter<'a>) -> String {
+    let mut conditions = vec!["f.installed_at IS NULL".to_string()];
+    let json_values = |n: &str| {
+        if pg {
+            format!("SELECT jsonb_array_elements_text({n}::jsonb)")
+        } else {
+            format!("SELECT value FROM json_each({n})")
+        }
+    };
+    if let Some(patch_ids) = filter.patch_ids {
+        let n = b.arg(Arg::Owned(serde_json::Value::from(patch_ids.to_vec()).to_string()));
+        conditions
+            .push(format!("f.patch_ref IN (SELECT id FROM patches WHERE patch_id IN ({}))", json_values(&n)));
+    }
+    if let Some(instances) = filter.instances {
+        let keys: Vec<String> =
+            instances.iter().map(|k| format!("{}/{}/{}", k.account, k.region, k.instance_id)).collect();
+        let n = b.arg(Arg::Owned(serde_json::Value::from(keys).to_string()));
+        conditions.push(format!(
+            "f.instance_ref IN (SELECT id FROM instances WHERE account || '/' || region || '/' || instance_id \
+             IN ({}))",
+            json_values(&n)
+        ));
+    }
+    conditions.join(" AND ")
+}
+
+fn open_counts_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>) -> Built<'a> {
+    let mut b = Built::default();
+    let conditions = open_conditions(&mut b, pg, filter);
+    b.text = format!(
+        "SELECT {}, c.open_findings FROM (SELECT f.patch_ref, COUNT(*) AS open_findings \
+         FROM findings f WHERE {conditions} GROUP BY f.patch_ref) c \
+         JOIN patches p ON p.id = c.patch_ref ORDER BY p.patch_id",
+        patch_columns(pg)
+    );
+    b
+}
+
+fn open_list_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>, limit: Option<u32>) -> Built<'a> {
+    let mut b = Built::default();
+    let conditions = open_conditions(&mut b, pg, filter);
+    b.text = format!(
+        "SELECT f.instance_ref, f.patch_ref, f.state, f.first_seen_missing, f.last_seen, f.installed_at \
+         FROM findings f JOIN instances i ON i.id = f.instance_ref JOIN patches p ON p.id = f.patch_ref \
+         WHERE {conditions} ORDER BY i.account, i.region, i.instance_id, p.patch_id"
+    );
+    if let Some(limit) = limit {
+        let n = b.arg(Arg::Int(i64::from(limit)));
+        b.text.push_str(&format!(" LIMIT {n}"));
+    }
+    b
+}
+
 impl Store {
     /// Findings with their instance and patch; see [`FindingQuery`]. Each page is read in
     /// one snapshot, and `next` continues after its last finding.
     pub async fn findings(&self, query: &FindingQuery<'_>) -> Result<FindingPage, StoreError> {
-        let built = findings_sql(query);
+        // A page of nothing could not say whether more follow.
+        let query = &FindingQuery { limit: query.limit.map(|n| n.max(1)), ..*query };
+        let mut findings = self.finding_records(&findings_sql(query)).await?;
+        let more = query.limit.is_some_and(|limit| findings.len() > limit as usize);
+        if let Some(limit) = query.limit {
+            findings.truncate(limit as usize);
+        }
+        let next = if more { findings.last().map(FindingRecord::cursor) } else { None };
+        Ok(FindingPage { findings, next })
+    }
+
+    /// Open findings per patch, with the patch: what a summary of a whole fleet needs, in
+    /// one aggregate query instead of a million rows.
+    pub async fn open_finding_counts(
+        &self,
+        filter: &OpenFindingFilter<'_>,
+    ) -> Result<Vec<PatchOpenCount>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let b = open_counts_sql(pg, filter);
+            let rows = bind_all!(sqlx::query(&b.text), &b.args).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    let open = row.int("open_findings")?;
+                    Ok(PatchOpenCount {
+                        patch: Arc::new(patch_record(row)?),
+                        open: u64::try_from(open)
+                            .map_err(|_| StoreError::corrupt("open_findings", open.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Open findings the filter selects, ordered by instance (account, region, id) then patch
+    /// id, at most `limit` of them. With a patch filter this reads through the patch index,
+    /// so the few patches a report lists first cost a few thousand rows, not the fleet.
+    pub async fn open_findings(
+        &self,
+        filter: &OpenFindingFilter<'_>,
+        limit: Option<u32>,
+    ) -> Result<Vec<FindingRecord>, StoreError> {
+        let pg = self.backend() == BackendKind::Postgres;
+        self.finding_records(&open_list_sql(pg, filter, limit)).await
+    }
+
+    /// The database's plans for [`Store::open_finding_counts`] and [`Store::open_findings`],
+    /// one line per step, to check that they read through indexes.
+    pub async fn explain_open_findings(
+        &self,
+        filter: &OpenFindingFilter<'_>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let pg = self.backend() == BackendKind::Postgres;
+        let counts = self.explain(&open_counts_sql(pg, filter)).await?;
+        let listing = self.explain(&open_list_sql(pg, filter, limit)).await?;
+        Ok((counts, listing))
+    }
+
+    async fn explain(&self, built: &Built<'_>) -> Result<Vec<String>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let explain = format!("{} {}", if pg { "EXPLAIN" } else { "EXPLAIN QUERY PLAN" }, built.text);
+            let rows = bind_all!(sqlx::query(&explain), &built.args).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok(if pg { r.try_get::<String, _>(0)? } else { r.try_get::<String, _>(3)? }))
+                .collect()
+        })
+    }
+
+    /// Runs a query selecting finding columns and attaches each finding's instance and
+    /// patch, all in one read snapshot.
+    async fn finding_records(&self, built: &Built<'_>) -> Result<Vec<FindingRecord>, StoreError> {
         let c = &*self.counters;
-        let (mut raw, instances, patches) = with_pool!(self, |pool, pg| {
+        let (raw, instances, patches) = with_pool!(self, |pool, pg| {
             let mut tx = Dialect::begin_read(pool, c).await?;
             c.statement();
             let rows = bind_all!(sqlx::query(&built.text), &built.args).fetch_all(&mut *tx).await?;
@@ -317,13 +449,7 @@ impl Store {
             tx.commit().await?;
             (raw, instances, patches)
         });
-
-        let more = query.limit.is_some_and(|limit| raw.len() > limit as usize);
-        if let Some(limit) = query.limit {
-            raw.truncate(limit as usize);
-        }
-        let findings = raw
-            .into_iter()
+        raw.into_iter()
             .map(|f| {
                 let instance = instances.get(&f.instance_ref).cloned().ok_or_else(|| {
                     StoreError::corrupt("findings.instance_ref", f.instance_ref.to_string())
@@ -347,23 +473,13 @@ impl Store {
                     },
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = if more { findings.last().map(FindingRecord::cursor) } else { None };
-        Ok(FindingPage { findings, next })
+            .collect()
     }
 
     /// The database's plan for a finding listing (SQLite's EXPLAIN QUERY PLAN, PostgreSQL's
     /// EXPLAIN), one line per step: to check that listings use the indexes.
     pub async fn explain_findings(&self, query: &FindingQuery<'_>) -> Result<Vec<String>, StoreError> {
-        let built = findings_sql(query);
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let explain = format!("{} {}", if pg { "EXPLAIN" } else { "EXPLAIN QUERY PLAN" }, built.text);
-            let rows = bind_all!(sqlx::query(&explain), &built.args).fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| Ok(if pg { r.try_get::<String, _>(0)? } else { r.try_get::<String, _>(3)? }))
-                .collect()
-        })
+        self.explain(&findings_sql(query)).await
     }
 
     /// Every instance with its latest compliance summary, ordered by account, region and id.

@@ -175,7 +175,8 @@ impl Dialect for Sqlite {
             conn,
             c,
             (
-                "INSERT INTO instances (account, region, instance_id, ssm_managed, first_seen, last_seen) VALUES",
+                "INSERT INTO instances (account, region, instance_id, ssm_managed, first_seen, last_seen) \
+                 VALUES",
                 "(?, ?, ?, 1, ?, ?)",
                 "ON CONFLICT (account, region, instance_id) DO NOTHING",
             ),
@@ -223,7 +224,8 @@ impl Dialect for Sqlite {
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 "ON CONFLICT (account, region, instance_id) DO UPDATE SET name = excluded.name, \
                  platform = excluded.platform, tags = excluded.tags, ssm_managed = excluded.ssm_managed, \
-                 ping_status = excluded.ping_status, first_seen = min(instances.first_seen, excluded.first_seen), \
+                 ping_status = excluded.ping_status, \
+                 first_seen = min(instances.first_seen, excluded.first_seen), \
                  last_seen = max(instances.last_seen, excluded.last_seen)",
             ),
             &rows,
@@ -312,8 +314,8 @@ impl Dialect for Sqlite {
     ) -> Result<(), StoreError> {
         c.statement();
         sqlx::query(
-            "UPDATE syncs SET instances = ?, stale_instances = ?, opened = ?, transitions = ?, remediated = ?, \
-             reopened = ? WHERE id = ?",
+            "UPDATE syncs SET instances = ?, stale_instances = ?, opened = ?, transitions = ?, \
+             remediated = ?, reopened = ? WHERE id = ?",
         )
         .bind(r.instances as i64)
         .bind(r.stale_instances as i64)
@@ -337,7 +339,8 @@ impl Dialect for Sqlite {
             conn,
             c,
             (
-                "INSERT INTO patches AS p (patch_id, title, classification, severity, cve_ids, first_seen_missing) VALUES",
+                "INSERT INTO patches AS p (patch_id, title, classification, severity, cve_ids, \
+                 first_seen_missing) VALUES",
                 "(?, ?, ?, ?, ?, ?)",
                 // Only write a row whose content changes, so a re-sync leaves patches untouched.
                 "ON CONFLICT (patch_id) DO UPDATE SET \
@@ -347,13 +350,15 @@ impl Dialect for Sqlite {
                    cve_ids = CASE WHEN excluded.cve_ids = '[]' THEN p.cve_ids ELSE excluded.cve_ids END, \
                    first_seen_missing = CASE WHEN p.first_seen_missing IS NULL \
                      OR excluded.first_seen_missing < p.first_seen_missing \
-                     THEN coalesce(excluded.first_seen_missing, p.first_seen_missing) ELSE p.first_seen_missing END \
+                     THEN coalesce(excluded.first_seen_missing, p.first_seen_missing) \
+                     ELSE p.first_seen_missing END \
                  WHERE coalesce(excluded.title, p.title) IS NOT p.title \
                    OR coalesce(excluded.classification, p.classification) IS NOT p.classification \
                    OR coalesce(excluded.severity, p.severity) IS NOT p.severity \
                    OR (excluded.cve_ids <> '[]' AND excluded.cve_ids <> p.cve_ids) \
                    OR (excluded.first_seen_missing IS NOT NULL \
-                       AND (p.first_seen_missing IS NULL OR excluded.first_seen_missing < p.first_seen_missing))",
+                       AND (p.first_seen_missing IS NULL \
+                            OR excluded.first_seen_missing < p.first_seen_missing))",
             ),
             &rows,
             |q, (p, cves)| {
@@ -394,7 +399,8 @@ impl Dialect for Sqlite {
             conn,
             c,
             (
-                "INSERT INTO findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at) VALUES",
+                "INSERT INTO findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, \
+                 installed_at) VALUES",
                 "(?, ?, ?, ?, ?, ?)",
                 "ON CONFLICT (instance_ref, patch_ref) DO UPDATE SET state = excluded.state, \
                  last_seen = excluded.last_seen, installed_at = excluded.installed_at",
@@ -422,8 +428,8 @@ impl Dialect for Sqlite {
             conn,
             c,
             (
-                "INSERT INTO finding_transitions (instance_ref, patch_ref, from_state, to_state, at, sync_id, \
-                 command_id) VALUES",
+                "INSERT INTO finding_transitions (instance_ref, patch_ref, from_state, to_state, at, \
+                 sync_id, command_id) VALUES",
                 "(?, ?, ?, ?, ?, ?, ?)",
                 "",
             ),
@@ -453,9 +459,9 @@ impl Dialect for Sqlite {
             c,
             (
                 "INSERT INTO compliance_summaries (instance_ref, sync_id, scanned_at, command_id, operation, \
-                 operation_start, operation_end, baseline_id, snapshot_id, patch_group, installed, installed_other, \
-                 installed_pending_reboot, installed_rejected, missing, failed, not_applicable, \
-                 available_security_update) VALUES",
+                 operation_start, operation_end, baseline_id, snapshot_id, patch_group, installed, \
+                 installed_other, installed_pending_reboot, installed_rejected, missing, failed, \
+                 not_applicable, available_security_update) VALUES",
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 "ON CONFLICT (instance_ref) DO UPDATE SET sync_id = excluded.sync_id, \
                  scanned_at = excluded.scanned_at, command_id = excluded.command_id, \

@@ -592,7 +592,7 @@ pub struct FindingQuery<'a> {
     pub patch_id: Option<&'a str>,
     /// Continue after this finding (the `next` of the previous page).
     pub after: Option<FindingCursor>,
-    /// At most this many findings; None for all of them.
+    /// At most this many findings (at least one); None for all of them.
     pub limit: Option<u32>,
 }
 
@@ -602,6 +602,22 @@ impl FindingQuery<'_> {
             || self.remediated_since.is_some()
             || self.remediated_until.is_some()
     }
+}
+
+/// Which open findings to count or list; the default selects all of them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenFindingFilter<'a> {
+    /// Only findings of these patches (SSM's `KBId`).
+    pub patch_ids: Option<&'a [String]>,
+    /// Only findings on these instances.
+    pub instances: Option<&'a [InstanceKey<'a>]>,
+}
+
+/// How many open findings a patch has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchOpenCount {
+    pub patch: Arc<PatchRecord>,
+    pub open: u64,
 }
 
 /// One page of a finding listing.

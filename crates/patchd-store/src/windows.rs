@@ -39,6 +39,20 @@ fn invocation_record(r: &impl Cols) -> Result<InvocationRecord, StoreError> {
     })
 }
 
+/// A restart mid-window records the same occurrence again: keep the first record.
+const INSERT_RUN: &str = "INSERT INTO window_runs (window_name, scheduled_start, started_at, status) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (window_name, scheduled_start) DO NOTHING RETURNING id";
+
+/// Progress reports may omit what an earlier one said (the command id, the start time).
+const UPSERT_TASK: &str = "INSERT INTO window_tasks AS t \
+      (run_id, task_name, operation, command_id, status, started_at, ended_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) \
+    ON CONFLICT (run_id, task_name) DO UPDATE SET operation = excluded.operation, \
+      command_id = COALESCE(excluded.command_id, t.command_id), status = excluded.status, \
+      started_at = COALESCE(excluded.started_at, t.started_at), \
+      ended_at = COALESCE(excluded.ended_at, t.ended_at) \
+    RETURNING id";
+
 const INVOCATION_COLUMNS: &str =
     "i.account, i.region, i.instance_id, v.command_id, v.status, v.status_details, \
      v.requested_at, v.started_at, v.ended_at";
@@ -54,16 +68,13 @@ impl Store {
         let c = &*self.counters;
         let id: i64 = with_pool!(self, |pool, _pg| {
             c.statement();
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO window_runs (window_name, scheduled_start, started_at, status) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (window_name, scheduled_start) DO NOTHING RETURNING id",
-            )
-            .bind(run.window)
-            .bind(scheduled)
-            .bind(run.started_at.map(micros))
-            .bind(run.status.as_str())
-            .fetch_optional(pool)
-            .await?;
+            let inserted: Option<i64> = sqlx::query_scalar(INSERT_RUN)
+                .bind(run.window)
+                .bind(scheduled)
+                .bind(run.started_at.map(micros))
+                .bind(run.status.as_str())
+                .fetch_optional(pool)
+                .await?;
             match inserted {
                 Some(id) => id,
                 None => {
@@ -117,25 +128,17 @@ impl Store {
         }
         self.counters.statement();
         let id: Result<i64, StoreError> = with_pool!(self, |pool, _pg| {
-            sqlx::query_scalar(
-            "INSERT INTO window_tasks AS t (run_id, task_name, operation, command_id, status, started_at, ended_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (run_id, task_name) DO UPDATE SET operation = excluded.operation, \
-               command_id = COALESCE(excluded.command_id, t.command_id), status = excluded.status, \
-               started_at = COALESCE(excluded.started_at, t.started_at), \
-               ended_at = COALESCE(excluded.ended_at, t.ended_at) \
-             RETURNING id",
-        )
-        .bind(run.0)
-        .bind(task.name)
-        .bind(task.operation.as_ssm())
-        .bind(task.command_id)
-        .bind(task.status.as_str())
-        .bind(task.started_at.map(micros))
-        .bind(task.ended_at.map(micros))
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::from)
+            sqlx::query_scalar(UPSERT_TASK)
+                .bind(run.0)
+                .bind(task.name)
+                .bind(task.operation.as_ssm())
+                .bind(task.command_id)
+                .bind(task.status.as_str())
+                .bind(task.started_at.map(micros))
+                .bind(task.ended_at.map(micros))
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::from)
         });
         Ok(WindowTaskId(id.map_err(|e| not_found(e, "window run", run.0))?))
     }

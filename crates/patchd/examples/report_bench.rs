@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use patchd_store::{
-    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation,
-    PatchState, PingStatus, ReleaseSource, Store,
+    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenFindingFilter, OpenOptions,
+    PatchObservation, PatchState, PingStatus, ReleaseSource, Store,
 };
 
 const INSTANCES: usize = 10_000;
@@ -36,7 +36,11 @@ async fn seed(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let at = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().ok_or("bad date")?;
     let ids: Vec<String> = (0..INSTANCES).map(instance_id).collect();
     let tags: Vec<BTreeMap<String, String>> = (0..INSTANCES)
-        .map(|i| [("Role".to_string(), if i % 3 == 0 { "db" } else { "web" }.to_string())].into())
+        .map(|i| {
+            let role = if i % 3 == 0 { "db" } else { "web" };
+            // The report fixture's `web` group also selects on the patch group.
+            [("Role".to_string(), role.to_string()), ("Patch Group".to_string(), "prod".to_string())].into()
+        })
         .collect();
     let inventory: Vec<InstanceObservation> = ids
         .iter()
@@ -110,6 +114,20 @@ async fn seed(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The summary report's two queries, as the database plans them.
+async fn print_plans(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Store::open(url, &OpenOptions::default()).await?;
+    let some_patches = vec!["ALAS2-2026-0001".to_string(), "ALAS2-2026-0002".to_string()];
+    let all = OpenFindingFilter::default();
+    let (counts, _) = store.explain_open_findings(&all, None).await?;
+    let tier = OpenFindingFilter { patch_ids: Some(&some_patches), ..all };
+    let (_, listing) = store.explain_open_findings(&tier, Some(50)).await?;
+    println!("plan, open findings per patch:\n  {}", counts.join("\n  "));
+    println!("plan, the most urgent tier's findings:\n  {}", listing.join("\n  "));
+    store.close().await;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let binary = root.join("target/release/patchd");
@@ -127,24 +145,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::runtime::Runtime::new()?.block_on(seed(&url))?;
     }
     let config = root.join("tests/fixtures/report/patchd.toml");
-    for format in ["table", "json", "csv"] {
+    tokio::runtime::Runtime::new()?.block_on(print_plans(&url))?;
+    let cases: [(&str, &[&str]); 5] = [
+        ("table (the 50 most urgent, totals of all)", &[]),
+        ("table --group web", &["--group", "web"]),
+        ("json --limit 1000", &["--format", "json", "--limit", "1000"]),
+        ("csv, every finding", &["--format", "csv"]),
+        ("table --limit 0, every finding", &["--limit", "0"]),
+    ];
+    for (name, extra) in cases {
         let mut times = Vec::new();
+        let mut bytes = 0;
         for _ in 0..3 {
             let started = Instant::now();
             let out = Command::new(&binary)
                 .args(["--config", &config.display().to_string(), "--database", &url])
-                .args(["report", "sla", "--at", "2026-11-28T00:00:00Z", "--format", format])
+                .args(["report", "sla", "--at", "2026-11-28T00:00:00Z"])
+                .args(extra)
                 .output()?;
             times.push(started.elapsed().as_secs_f64());
             if !out.status.success() {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
             }
-            if times.len() == 1 {
-                println!("report sla --format {format}: {} bytes of output", out.stdout.len());
-            }
+            bytes = out.stdout.len();
         }
         times.sort_by(f64::total_cmp);
-        println!("report sla --format {format}: min {:.2} s, median {:.2} s (3 runs)", times[0], times[1]);
+        println!(
+            "report sla {name}: {bytes} bytes; min {:.2} s, median {:.2} s (3 runs)",
+            times[0], times[1]
+        );
     }
     Ok(())
 }

@@ -160,6 +160,11 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 
+    /// sla: list at most N open findings, the most urgent first; the totals still count every
+    /// finding. Default: 50 for the table, all for json and csv; 0 lists all.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
     /// Exit with status 3 when any open finding is breached (or due soon or breached).
     #[arg(long, value_enum)]
     pub fail_on: Option<FailOn>,

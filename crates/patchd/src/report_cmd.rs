@@ -3,7 +3,9 @@
 use chrono::{Duration, Utc};
 use patchd_config::{Config, RiskRank};
 use patchd_sla::{KevCatalog, SlaStatus};
-use patchd_store::{FindingQuery, FindingRecord, FindingStatus, InstanceRecord, Store};
+use patchd_store::{
+    FindingQuery, FindingRecord, FindingStatus, InstanceKey, InstanceRecord, OpenFindingFilter, Store,
+};
 
 use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
 use crate::report::{self, render, Filters, FindingFacts, InstanceFacts, Judge, StateCounts};
@@ -32,15 +34,19 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     let output = match args.kind {
         ReportKind::Sla => {
             let started = std::time::Instant::now();
-            let findings =
-                findings(&store, &FindingQuery { status: Some(FindingStatus::Open), ..Default::default() })
-                    .await?;
-            tracing::debug!(
-                findings = findings.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "read open findings"
-            );
-            let sla = report::sla(&judge, &instances, &findings, &filters);
+            let limit = match (args.limit, args.format) {
+                (Some(0), _) | (None, ReportFormat::Json | ReportFormat::Csv) => None,
+                (Some(n), _) => Some(n),
+                (None, ReportFormat::Table) => Some(DEFAULT_TABLE_LIMIT),
+            };
+            let sla = match limit {
+                None => {
+                    let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
+                    let findings = findings(&store, &query).await?;
+                    report::sla(&judge, &instances, &findings, &filters)
+                }
+                Some(limit) => sla_summary(&store, &judge, &instances, &filters, limit).await?,
+            };
             tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "judged");
             let out = match args.format {
                 ReportFormat::Table => render::sla_table(&sla),
@@ -89,6 +95,88 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     };
     print!("{output}");
     Ok(())
+}
+
+/// Findings a table lists unless `--limit` says otherwise: a screenful of the most urgent.
+const DEFAULT_TABLE_LIMIT: usize = 50;
+
+/// The SLA report without reading every open finding: per-patch counts give the totals, the
+/// findings of patches an exception names are judged one by one, and the listing reads tier by
+/// tier, most urgent first, until `limit` findings are found.
+async fn sla_summary(
+    store: &Store,
+    judge: &Judge<'_>,
+    instances: &[InstanceFacts],
+    filters: &Filters,
+    limit: usize,
+) -> Result<report::SlaReport, Failure> {
+    let failed = |e: patchd_store::StoreError| anyhow::anyhow!("cannot read findings: {e}");
+    let in_group: Option<Vec<InstanceKey>> = filters.group.as_ref().map(|group| {
+        instances
+            .iter()
+            .filter(|i| report::groups_of(judge.config, &i.instance_id, &i.tags).contains(&group.as_str()))
+            .map(|i| InstanceKey { account: &i.account, region: &i.region, instance_id: &i.instance_id })
+            .collect()
+    });
+    let scope = OpenFindingFilter { patch_ids: None, instances: in_group.as_deref() };
+    let counts = store.open_finding_counts(&scope).await.map_err(failed)?;
+    let patches: Vec<report::PatchOpen> = counts
+        .iter()
+        .map(|c| {
+            let p = &c.patch;
+            report::PatchOpen {
+                patch_id: p.patch_id.clone(),
+                // The store sets a patch's first sighting when it opens its first finding.
+                verdict: judge.verdict(
+                    p.severity.as_deref(),
+                    &p.cve_ids,
+                    p.ssm_release,
+                    p.advisory_release,
+                    p.first_seen_missing.unwrap_or(judge.at),
+                ),
+                open: c.open as usize,
+            }
+        })
+        .collect();
+
+    let named: Vec<String> = {
+        let counted: std::collections::HashSet<&str> = patches.iter().map(|p| p.patch_id.as_str()).collect();
+        let mut named: Vec<String> = judge
+            .config
+            .exceptions
+            .iter()
+            .flat_map(|e| &e.patches)
+            .filter(|p| counted.contains(p.as_str()))
+            .cloned()
+            .collect();
+        named.sort();
+        named.dedup();
+        named
+    };
+    let candidates = if named.is_empty() {
+        Vec::new()
+    } else {
+        let filter = OpenFindingFilter { patch_ids: Some(&named), ..scope };
+        store.open_findings(&filter, None).await.map_err(failed)?.iter().map(finding_facts).collect()
+    };
+
+    let mut listed: Vec<FindingFacts> = Vec::new();
+    // Findings of a patch an exception names may be excepted, and excepted findings are
+    // listed last: they do not count towards filling the listing.
+    let mut surely_listed = 0;
+    for tier in report::urgency_tiers(&patches, filters) {
+        if surely_listed >= limit {
+            break;
+        }
+        let tier: Vec<String> = tier.into_iter().map(str::to_string).collect();
+        let maybe_excepted = candidates.iter().filter(|c| tier.contains(&c.patch_id)).count();
+        let want = limit - surely_listed + maybe_excepted;
+        let filter = OpenFindingFilter { patch_ids: Some(&tier), ..scope };
+        let rows = store.open_findings(&filter, Some(want as u32)).await.map_err(failed)?;
+        surely_listed += rows.iter().filter(|r| !named.contains(&r.patch.patch_id)).count();
+        listed.extend(rows.iter().map(finding_facts));
+    }
+    Ok(report::sla_summary(judge, instances, &patches, &candidates, &listed, limit, filters))
 }
 
 fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Failure> {

@@ -164,7 +164,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    $crate::common::run($crate::common::Backend::Sqlite, stringify!($case), super::$case).await
+                    use $crate::common::{run, Backend};
+                    run(Backend::Sqlite, stringify!($case), super::$case).await
                 }
             )*
         }
@@ -172,7 +173,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    $crate::common::run($crate::common::Backend::Postgres, stringify!($case), super::$case).await
+                    use $crate::common::{run, Backend};
+                    run(Backend::Postgres, stringify!($case), super::$case).await
                 }
             )*
         }

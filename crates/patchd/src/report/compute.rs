@@ -137,12 +137,45 @@ pub struct Judge<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// What the SLA engine decides from the patch alone. Every open finding of one patch shares
+/// it (only exceptions, which also look at the instance, can set one apart), so a report over
+/// a fleet judges each patch once rather than each finding.
+#[derive(Debug, Clone)]
+pub struct PatchVerdict {
+    pub rank: RiskRank,
+    pub rank_reason: String,
+    pub clock: SlaClock,
+    pub due: DateTime<Utc>,
+    /// The status of an open finding of this patch that no exception covers.
+    pub open_status: SlaStatus,
+}
+
 impl Judge<'_> {
-    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>, groups: &[&str]) -> JudgedFinding {
+    pub fn verdict(
+        &self,
+        severity: Option<&str>,
+        cves: &[String],
+        ssm_release: Option<DateTime<Utc>>,
+        advisory_release: Option<DateTime<Utc>>,
+        fleet_first_seen: DateTime<Utc>,
+    ) -> PatchVerdict {
         let policy = &self.config.sla;
-        let ranked = patchd_sla::rank(f.severity.as_deref(), &f.cves, policy, self.kev);
-        let clock = patchd_sla::clock(f.ssm_release, f.advisory_release, f.fleet_first_seen);
+        let ranked = patchd_sla::rank(severity, cves, policy, self.kev);
+        let clock = patchd_sla::clock(ssm_release, advisory_release, fleet_first_seen);
         let due = patchd_sla::due_date(&clock, ranked.rank, policy);
+        let open_status = patchd_sla::status(patchd_sla::FindingState::Open, due, self.at, policy, false);
+        PatchVerdict { rank: ranked.rank, rank_reason: rank_reason(&ranked.reason), clock, due, open_status }
+    }
+
+    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>, groups: &[&str]) -> JudgedFinding {
+        let verdict = self.verdict(
+            f.severity.as_deref(),
+            &f.cves,
+            f.ssm_release,
+            f.advisory_release,
+            f.fleet_first_seen,
+        );
+        let PatchVerdict { rank, rank_reason, clock, due, .. } = verdict;
         let exception = patchd_sla::covering_exception(
             &self.config.exceptions,
             &f.patch_id,
@@ -151,7 +184,7 @@ impl Judge<'_> {
             self.at,
         );
         let state = f.engine_state();
-        let status = patchd_sla::status(state, due, self.at, policy, exception.is_some());
+        let status = patchd_sla::status(state, due, self.at, &self.config.sla, exception.is_some());
         JudgedFinding {
             account: f.account.clone(),
             region: f.region.clone(),
@@ -162,8 +195,8 @@ impl Judge<'_> {
             title: f.title.clone(),
             severity: f.severity.clone(),
             cves: f.cves.clone(),
-            rank: ranked.rank,
-            rank_reason: rank_reason(&ranked.reason),
+            rank,
+            rank_reason,
             estimated: clock.estimated(),
             clock,
             due,
@@ -176,7 +209,7 @@ impl Judge<'_> {
         }
     }
 
-    fn judged<'f>(
+    pub fn judged<'f>(
         &'f self,
         instances: &'f [InstanceFacts],
         findings: &'f [FindingFacts],
@@ -217,6 +250,8 @@ pub struct SlaReport {
     pub at: DateTime<Utc>,
     /// Open findings, most urgent first.
     pub findings: Vec<JudgedFinding>,
+    /// Open findings counted in `totals` but not listed (the listing was limited).
+    pub omitted: u64,
     pub totals: Vec<Count>,
 }
 
@@ -238,22 +273,110 @@ pub fn sla(
             matches!(j.status, SlaStatus::Ok | SlaStatus::DueSoon | SlaStatus::Breached | SlaStatus::Excepted)
         })
         .collect();
-    open.sort_by(|a, b| {
-        (a.status, std::cmp::Reverse(a.rank), a.due, &a.instance_id, &a.patch_id).cmp(&(
-            b.status,
-            std::cmp::Reverse(b.rank),
-            b.due,
-            &b.instance_id,
-            &b.patch_id,
-        ))
-    });
-    let mut totals: BTreeMap<(std::cmp::Reverse<RiskRank>, SlaStatus), usize> = BTreeMap::new();
+    open.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
+    let mut totals = Totals::default();
     for j in &open {
-        *totals.entry((std::cmp::Reverse(j.rank), j.status)).or_default() += 1;
+        totals.add(j.rank, j.status, 1);
     }
-    let totals =
-        totals.into_iter().map(|((rank, status), count)| Count { rank: rank.0, status, count }).collect();
-    SlaReport { at: judge.at, findings: open, totals }
+    SlaReport { at: judge.at, findings: open, omitted: 0, totals: totals.into_counts() }
+}
+
+/// The SLA report's order: most urgent status, then highest rank, then earliest due date;
+/// ties by instance and patch so the order is stable.
+fn urgency(j: &JudgedFinding) -> impl Ord + '_ {
+    (j.status, std::cmp::Reverse(j.rank), j.due, (&j.account, &j.region, &j.instance_id), &j.patch_id)
+}
+
+/// Finding counts per rank and status, most severe rank first.
+#[derive(Debug, Default)]
+pub struct Totals(BTreeMap<(std::cmp::Reverse<RiskRank>, SlaStatus), usize>);
+
+impl Totals {
+    pub fn add(&mut self, rank: RiskRank, status: SlaStatus, n: usize) {
+        if n > 0 {
+            *self.0.entry((std::cmp::Reverse(rank), status)).or_default() += n;
+        }
+    }
+
+    pub fn into_counts(self) -> Vec<Count> {
+        self.0.into_iter().map(|((rank, status), count)| Count { rank: rank.0, status, count }).collect()
+    }
+}
+
+/// A patch with open findings, and how many the report counts.
+#[derive(Debug, Clone)]
+pub struct PatchOpen {
+    pub patch_id: String,
+    pub verdict: PatchVerdict,
+    pub open: usize,
+}
+
+/// The summary form of the SLA report, for fleets too large to list: totals from per-patch
+/// counts, and the `listed` findings, which the caller read in [`urgency_tiers`] order.
+/// `exception_candidates` are every open finding of a patch some exception names: judged one
+/// by one, since only they can be `excepted`.
+pub fn sla_summary(
+    judge: &Judge,
+    instances: &[InstanceFacts],
+    patches: &[PatchOpen],
+    exception_candidates: &[FindingFacts],
+    listed: &[FindingFacts],
+    limit: usize,
+    filters: &Filters,
+) -> SlaReport {
+    let excepted: Vec<JudgedFinding> = judge
+        .judged(instances, exception_candidates, filters)
+        .filter(|j| j.status == SlaStatus::Excepted)
+        .collect();
+    let mut excepted_per_patch: HashMap<&str, usize> = HashMap::new();
+    for j in &excepted {
+        *excepted_per_patch.entry(j.patch_id.as_str()).or_default() += 1;
+    }
+    let mut totals = Totals::default();
+    let mut open_total = 0;
+    for p in patches.iter().filter(|p| filters.rank.is_none_or(|r| p.verdict.rank == r)) {
+        let n_excepted = excepted_per_patch.get(p.patch_id.as_str()).copied().unwrap_or(0);
+        totals.add(p.verdict.rank, p.verdict.open_status, p.open.saturating_sub(n_excepted));
+        totals.add(p.verdict.rank, SlaStatus::Excepted, n_excepted);
+        open_total += p.open;
+    }
+    let mut findings: Vec<JudgedFinding> =
+        judge.judged(instances, listed, filters).filter(|j| j.status != SlaStatus::Excepted).collect();
+    findings.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
+    findings.truncate(limit);
+    if findings.len() < limit {
+        let mut excepted = excepted;
+        excepted.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
+        findings.extend(excepted.into_iter().take(limit - findings.len()));
+    }
+    SlaReport {
+        at: judge.at,
+        omitted: (open_total - findings.len().min(open_total)) as u64,
+        findings,
+        totals: totals.into_counts(),
+    }
+}
+
+/// Patches in the order their open findings are listed: groups of patches whose findings
+/// share status, rank and due date, most urgent first. Listing tier by tier, in instance order
+/// within a tier, reproduces the full report's order without reading every finding.
+pub fn urgency_tiers<'p>(patches: &'p [PatchOpen], filters: &Filters) -> Vec<Vec<&'p str>> {
+    let mut ordered: Vec<&PatchOpen> =
+        patches.iter().filter(|p| filters.rank.is_none_or(|r| p.verdict.rank == r)).collect();
+    let key = |p: &PatchOpen| (p.verdict.open_status, std::cmp::Reverse(p.verdict.rank), p.verdict.due);
+    ordered.sort_by_key(|p| key(p));
+    let mut tiers: Vec<Vec<&str>> = Vec::new();
+    let mut previous = None;
+    for p in ordered {
+        if previous != Some(key(p)) {
+            tiers.push(Vec::new());
+            previous = Some(key(p));
+        }
+        if let Some(tier) = tiers.last_mut() {
+            tier.push(&p.patch_id);
+        }
+    }
+    tiers
 }
 
 #[derive(Debug, Clone, Serialize)]

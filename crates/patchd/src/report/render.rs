@@ -116,6 +116,13 @@ pub fn sla_table(report: &SlaReport) -> String {
     }
     out.push('\n');
     table.render(&mut out);
+    if report.omitted > 0 {
+        let _ = writeln!(
+            out,
+            "... and {} more open findings (--limit 0 lists all; --format csv for a spreadsheet)",
+            report.omitted
+        );
+    }
     if report.findings.iter().any(|f| f.estimated) {
         let _ =
             writeln!(out, "~ release date unknown: the clock starts when the patch was first seen missing");

@@ -6,7 +6,7 @@
 //! 2. reading all open findings of 10,000 instances x 100 patches for a report, with the
 //!    query plans showing the indexes in use.
 //!
-//! `cargo run --release -p patchd-store --example bench [-- --instances N --patches M
+//! `cargo run --release -p patchd-store --example store_bench [-- --instances N --patches M
 //! --batch B --postgres URL]`. With `--postgres` (or `PATCHD_BENCH_POSTGRES_URL`), the store
 //! half also runs against PostgreSQL, in a schema of its own that is dropped afterwards.
 
@@ -102,7 +102,8 @@ async fn raw_insert(
             PRIMARY KEY (instance_ref, patch_ref),
             CHECK ((installed_at IS NULL) = (state NOT IN ('INSTALLED', 'INSTALLED_OTHER')))
         ) STRICT, WITHOUT ROWID;
-        CREATE INDEX raw_open ON raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at)
+        CREATE INDEX raw_open
+            ON raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at)
             WHERE installed_at IS NULL;
         CREATE INDEX raw_remediated ON raw_findings (installed_at) WHERE installed_at IS NOT NULL;
         CREATE INDEX raw_patch ON raw_findings (patch_ref);",
@@ -119,7 +120,8 @@ async fn raw_insert(
         for chunk in keys.chunks(32_766 / 6) {
             let tuples = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
-                "INSERT INTO raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at) \
+                "INSERT INTO raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, \
+                 installed_at) \
                  VALUES {tuples}"
             );
             let mut query = sqlx::query(&sql);
@@ -136,7 +138,8 @@ async fn raw_insert(
     for i in 1..=instances as i64 {
         for p in 1..=patches as i64 {
             sqlx::query(
-                "INSERT INTO raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at) \
+                "INSERT INTO raw_findings (instance_ref, patch_ref, state, first_seen_missing, last_seen, \
+                 installed_at) \
                  VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(i)
@@ -164,7 +167,8 @@ async fn raw_read(path: &Path) -> Result<(Duration, usize), Error> {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
     let start = Instant::now();
     let rows = sqlx::query(
-        "SELECT instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at FROM raw_findings \
+        "SELECT instance_ref, patch_ref, state, first_seen_missing, last_seen, installed_at FROM \
+         raw_findings \
          WHERE installed_at IS NULL ORDER BY instance_ref, patch_ref",
     )
     .fetch_all(&mut conn)
@@ -315,7 +319,7 @@ async fn bench_store(
         elapsed.as_secs_f64()
     );
 
-    for page in [Some(10_000), None] {
+    for page in [Some(10_000), Some(100_000), None] {
         let (elapsed, n) = read_open(store, page).await?;
         println!(
             "{label}: read all open findings ({}), {}: {:.2} s, {} rows/s",

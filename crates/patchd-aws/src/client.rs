@@ -1,0 +1,207 @@
+//! Building the SSM and EC2 clients from `[aws]`. Retries are configured here and only here.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::{AppName, BehaviorVersion, FrameworkMetadata, Region, SdkConfig};
+use aws_sdk_ssm::config::retry::RetryConfig;
+use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
+use patchd_config::{Aws, RetryMode};
+
+/// The SSM and EC2 clients patchd uses, sharing one configuration. Cheap to clone.
+///
+/// Nothing here knows whether the endpoint is AWS or a stand-in such as the fleet simulator:
+/// the only difference is the endpoint URL and where the credentials come from.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) ec2: aws_sdk_ec2::Client,
+    shared: SdkConfig,
+}
+
+impl AwsClients {
+    /// Clients from the SDK's default chain (environment, profile files, SSO, web identity,
+    /// container and instance credentials), with `[aws]` applied on top:
+    ///
+    /// - region: `[aws] region`, else the chain (`AWS_REGION`, the profile, instance metadata);
+    /// - profile: `[aws] profile`, else `AWS_PROFILE`, else `default`;
+    /// - endpoint: `endpoint_override` (the `--endpoint-url` flag), else `[aws] endpoint_url`,
+    ///   else the SDK's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SSM` / `..._EC2` handling,
+    ///   else AWS's regional endpoints;
+    /// - retries: `max_attempts` and `retry_mode`, once for every call of both clients.
+    ///
+    /// Nothing is contacted here; a missing region or credentials surface on the first call
+    /// as [`AwsError::Transport`](crate::AwsError::Transport). [`AwsClients::region`] tells
+    /// whether a region was found.
+    pub async fn new(aws: &Aws, endpoint_override: Option<&str>) -> AwsClients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry_config(aws, Backoff::SDK_DEFAULT))
+            .app_name(app_name())
+            .framework_metadata(framework_metadata());
+        if let Some(region) = &aws.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &aws.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = endpoint_override.or(aws.endpoint_url.as_deref()) {
+            loader = loader.endpoint_url(url);
+        }
+        AwsClients::from_shared(loader.load().await)
+    }
+
+    /// Clients for a known endpoint with fixed credentials and nothing read from the
+    /// environment or profile files: the fleet simulator in tests, demos and benchmarks.
+    /// `[aws]` still supplies the retry settings; `endpoint` may shorten the backoff.
+    pub fn with_static_credentials(aws: &Aws, endpoint: &StaticEndpoint<'_>) -> AwsClients {
+        let credentials =
+            Credentials::new(endpoint.access_key_id, endpoint.secret_access_key, None, None, "patchd-static");
+        let shared = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(endpoint.region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .endpoint_url(endpoint.url)
+            .retry_config(retry_config(aws, endpoint.backoff))
+            .app_name(app_name())
+            .framework_metadata(framework_metadata())
+            .build();
+        AwsClients::from_shared(shared)
+    }
+
+    fn from_shared(shared: SdkConfig) -> AwsClients {
+        AwsClients { ssm: aws_sdk_ssm::Client::new(&shared), ec2: aws_sdk_ec2::Client::new(&shared), shared }
+    }
+
+    /// The region calls are signed for (and routed to, without an endpoint URL).
+    pub fn region(&self) -> Option<&str> {
+        self.shared.region().map(Region::as_ref)
+    }
+
+    /// The endpoint URL every call goes to, when one was set here or by `AWS_ENDPOINT_URL`.
+    pub fn endpoint_url(&self) -> Option<&str> {
+        self.shared.endpoint_url()
+    }
+
+    /// Attempts per call, first try included, as the SDK applies them.
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.retry_config().map_or(1, RetryConfig::max_attempts)
+    }
+}
+
+/// A fixed endpoint and credentials, see [`AwsClients::with_static_credentials`].
+#[derive(Clone, Copy)]
+pub struct StaticEndpoint<'a> {
+    pub url: &'a str,
+    pub region: &'a str,
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub backoff: Backoff,
+}
+
+impl<'a> StaticEndpoint<'a> {
+    /// The fleet simulator's view of an endpoint: any credentials do, region `us-east-1`,
+    /// and the SDK's default backoff.
+    pub fn simulator(url: &'a str) -> StaticEndpoint<'a> {
+        StaticEndpoint {
+            url,
+            region: "us-east-1",
+            access_key_id: "AKIDPATCHDSIM",
+            secret_access_key: "patchd-sim-secret",
+            backoff: Backoff::SDK_DEFAULT,
+        }
+    }
+}
+
+impl fmt::Debug for StaticEndpoint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of logs even when it is a test one: habits leak.
+        f.debug_struct("StaticEndpoint")
+            .field("url", &self.url)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// The SDK's exponential backoff between attempts: a random share of `initial * 2^n`,
+/// capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// What the SDK uses unless told otherwise: 1 s, doubling, at most 20 s.
+    pub const SDK_DEFAULT: Backoff =
+        Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(20) };
+}
+
+fn retry_config(aws: &Aws, backoff: Backoff) -> RetryConfig {
+    let base = match aws.retry_mode {
+        RetryMode::Standard => RetryConfig::standard(),
+        RetryMode::Adaptive => RetryConfig::adaptive(),
+    };
+    // The configuration validates 1..=10; a zero would make the SDK refuse every call.
+    base.with_max_attempts(aws.max_attempts.max(1))
+        .with_initial_backoff(backoff.initial)
+        .with_max_backoff(backoff.max)
+}
+
+/// `app/patchd` in the user agent, the SDK's supported way to tag an application's calls.
+fn app_name() -> AppName {
+    AppName::new("patchd").expect("\"patchd\" is a valid app name")
+}
+
+/// `lib/patchd/<version>`, so CloudTrail shows which patchd release made a call.
+fn framework_metadata() -> FrameworkMetadata {
+    FrameworkMetadata::new("patchd", Some(env!("CARGO_PKG_VERSION")))
+        .expect("a crate name and semver version are valid user-agent tokens")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(mode: RetryMode, attempts: u32) -> Aws {
+        Aws {
+            region: Some("eu-central-1".into()),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            profile: None,
+            max_attempts: attempts,
+            retry_mode: mode,
+            accounts: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn aws_section_shapes_the_clients() {
+        let clients = AwsClients::new(&aws(RetryMode::Adaptive, 5), None).await;
+        assert_eq!(clients.region(), Some("eu-central-1"));
+        assert_eq!(clients.endpoint_url(), Some("http://127.0.0.1:9"));
+        assert_eq!(clients.max_attempts(), 5);
+        let retry = clients.ssm.config().retry_config().expect("retry config set");
+        assert_eq!(retry.mode(), aws_sdk_ssm::config::retry::RetryMode::Adaptive);
+        assert_eq!(retry.max_attempts(), 5);
+        let ec2_retry = clients.ec2.config().retry_config().expect("retry config set");
+        assert_eq!(ec2_retry.max_attempts(), 5, "both clients share the one retry setting");
+        assert_eq!(clients.ssm.config().app_name().map(|a| a.to_string()).as_deref(), Some("patchd"));
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_flag_wins_over_the_file() {
+        let clients = AwsClients::new(&aws(RetryMode::Standard, 3), Some("http://127.0.0.1:10")).await;
+        assert_eq!(clients.endpoint_url(), Some("http://127.0.0.1:10"));
+        let retry = clients.ssm.config().retry_config().expect("retry config set");
+        assert_eq!(retry.mode(), aws_sdk_ssm::config::retry::RetryMode::Standard);
+    }
+
+    #[test]
+    fn static_endpoints_hide_the_secret() {
+        let endpoint = StaticEndpoint::simulator("http://127.0.0.1:1");
+        let text = format!("{endpoint:?}");
+        assert!(!text.contains(endpoint.secret_access_key), "{text}");
+    }
+}

@@ -1,0 +1,37 @@
+//! patchd-aws: the only crate that talks to AWS.
+//!
+//! It builds SSM and EC2 clients from `[aws]` ([`AwsClients`]) and turns patchd's questions
+//! into paged, typed AWS calls:
+//!
+//! - which instances a group covers right now, and which of them SSM can reach
+//!   ([`AwsClients::resolve_group`]);
+//! - sending `AWS-RunPatchBaseline` ([`AwsClients::send_patch_command`]), polling its
+//!   invocations ([`AwsClients::list_invocations`]), finding what a crashed run already sent
+//!   ([`AwsClients::find_commands_by_comment`]) and cancelling ([`AwsClients::cancel_command`]);
+//! - compliance as SSM sees it now ([`AwsClients::patch_states`],
+//!   [`AwsClients::instance_patches`], [`AwsClients::available_patches`]).
+//!
+//! Retries belong to the SDK and are configured once, when the clients are built; no call
+//! here loops on errors. An error that reaches the caller has outlasted them, is typed for
+//! what to do next ([`AwsError`]) and names the operation and AWS's request id. Every call is
+//! a `tracing` span with its inputs (never credentials), and failures are logged once there.
+//!
+//! Whether the endpoint is AWS or the fleet simulator makes no difference to this crate.
+
+mod client;
+mod commands;
+mod compliance;
+mod error;
+mod targets;
+mod time;
+
+pub use client::{AwsClients, Backoff, StaticEndpoint};
+pub use commands::{
+    CancelRequested, CommandStatus, CommandSummary, Invocation, InvocationOutcome, InvocationStatus,
+    PatchCommand, SentCommand, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
+};
+pub use compliance::{
+    AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchState, PatchStateSummary,
+};
+pub use error::{AwsError, InvalidRequest, TransportKind};
+pub use targets::{Agent, Coverage, PingStatus, Target};
