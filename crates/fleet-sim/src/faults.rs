@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct Faults {
     /// Share of AWS calls answered with a server error (SSM InternalServerError, EC2 InternalError).
     pub error_rate: f64,
+    /// Share of AWS calls throttled at random, whatever the request rate: the "30% of calls
+    /// throttled" condition, reproducible from the seed, which token buckets cannot give at low
+    /// request rates.
+    pub throttle_rate: f64,
     /// Added latency per AWS call, in real milliseconds.
     pub latency_ms: u64,
     /// Uniform extra latency up to this many real milliseconds.
@@ -32,6 +36,7 @@ impl Default for Faults {
     fn default() -> Faults {
         Faults {
             error_rate: 0.0,
+            throttle_rate: 0.0,
             latency_ms: 0,
             latency_jitter_ms: 0,
             agent_offline_per_hour: 0.0,
@@ -49,6 +54,7 @@ impl Faults {
         let mut problems = Vec::new();
         for (name, value) in [
             ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
             ("install_failure_rate", self.install_failure_rate),
             ("execution_timeout_rate", self.execution_timeout_rate),
             ("agent_offline_per_hour", self.agent_offline_per_hour),

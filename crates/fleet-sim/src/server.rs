@@ -285,7 +285,8 @@ fn admit(world: &mut World, operation: &str) -> (Verdict, Duration) {
         Duration::ZERO
     };
     let faults = world.faults.clone();
-    if !world.throttle.admit(&faults, operation) {
+    let throttled_at_random = crate::fleet::chance(&mut world.request_rng, faults.throttle_rate);
+    if throttled_at_random || !world.throttle.admit(&faults, operation) {
         bump(&mut world.counters.throttled, operation);
         return (Verdict::Throttled, latency);
     }

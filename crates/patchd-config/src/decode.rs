@@ -104,6 +104,7 @@ pub(crate) fn default_daemon() -> Daemon {
         database_url: default_database_url(&state_dir),
         listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
         state_dir,
+        sync_interval: DEFAULT_SYNC_INTERVAL,
     }
 }
 
@@ -138,7 +139,49 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
             ),
         }
     }
+    if let Some(interval) = r.string(d, "sync_interval", "\"6h\"") {
+        match parse_interval(&interval).filter(|i| SYNC_INTERVAL_RANGE.contains(i)) {
+            Some(i) => daemon.sync_interval = i,
+            None => d.error(
+                &interval.origin,
+                format!("`sync_interval` must be a duration from 1m to 7d, found `{}`", interval.value),
+                Some(
+                    "write a number and a unit (s, m, h, d), e.g. `sync_interval = \"6h\"` or `\"1h30m\"`"
+                        .into(),
+                ),
+            ),
+        }
+    }
     daemon
+}
+
+/// `90s`, `30m`, `6h`, `1d`, or a sum such as `1h30m`. None when malformed or overflowing.
+pub(crate) fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    for c in text.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            number = Some(number.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(digit))?);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(number.take()?.checked_mul(unit)?)?;
+    }
+    if number.is_some() {
+        // A trailing number without its unit: `6` could mean anything.
+        return None;
+    }
+    Some(std::time::Duration::from_secs(total))
 }
 
 fn is_region(s: &str) -> bool {
@@ -957,4 +1000,51 @@ fn decode_task(
         timeout_seconds,
         origin: r.origin.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_interval;
+
+    #[test]
+    fn intervals_parse_as_written() {
+        let check = |text: &str, expected: Option<u64>| {
+            assert_eq!(parse_interval(text), expected.map(Duration::from_secs), "{text:?}");
+        };
+        check("6h", Some(6 * 3600));
+        check("90s", Some(90));
+        check("30m", Some(1800));
+        check("1d", Some(86_400));
+        check("1h30m", Some(5400));
+        check(" 2h ", Some(7200));
+        check("6", None);
+        check("h", None);
+        check("1h30", None);
+        check("6 h", None);
+        check("1w", None);
+        check("", None);
+        check("99999999999999999999d", None);
+    }
+
+    #[test]
+    fn sync_interval_is_read_with_its_default_and_range() {
+        let load = |text: &str| {
+            crate::load_sources(vec![("p.toml".into(), text.to_string())], chrono::Utc::now())
+                .map(|l| l.config.daemon.sync_interval)
+                .map_err(|e| match e {
+                    crate::LoadError::Invalid { diagnostics } => {
+                        diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+                    }
+                    other => other.to_string(),
+                })
+        };
+        assert_eq!(load("[daemon]\n"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(load("[daemon]\nsync_interval = \"90m\"\n"), Ok(Duration::from_secs(5400)));
+        for bad in ["\"30s\"", "\"8d\"", "\"6\"", "6"] {
+            let err = load(&format!("[daemon]\nsync_interval = {bad}\n")).unwrap_err();
+            assert!(err.starts_with("p.toml:2:17: error: `sync_interval`"), "{bad}: {err}");
+        }
+    }
 }

@@ -89,10 +89,20 @@ pub struct Daemon {
     pub database_url: DatabaseUrl,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// How often the daemon syncs the compliance of every managed instance of the configured
+    /// groups, besides the sync after each Scan and Install task.
+    pub sync_interval: std::time::Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchd";
+/// `[daemon] sync_interval` when not written: four syncs a day.
+pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// The shortest and longest `sync_interval` accepted: SSM's compliance calls are paged per
+/// instance, so a fleet synced every few seconds would be throttled; a week is the longest gap
+/// that still keeps `stale_scan_hours` meaningful.
+pub const SYNC_INTERVAL_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryMode {

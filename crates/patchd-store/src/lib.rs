@@ -115,6 +115,7 @@ mod exceptions;
 mod plan;
 mod postgres;
 mod read;
+mod rollouts;
 mod sqlite;
 mod types;
 mod windows;
@@ -128,6 +129,7 @@ use patchd_config::DatabaseUrl;
 use sqlx::{PgPool, SqlitePool};
 
 pub use error::StoreError;
+pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord};
 pub use types::*;
 
 /// Runs `$body` with `$pool` bound to the store's pool, once per backend: the same code

@@ -86,6 +86,94 @@ pub enum Command {
     /// The database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run the daemon: fire every window on schedule and keep the history in sync.
+    ///
+    /// Resumes runs a previous process left in progress, records occurrences missed while it
+    /// was down (and starts late those still before end minus cutoff), then fires each window
+    /// at the instants `patchd plan` lists. SIGTERM or SIGINT stop releasing batches and exit
+    /// within 30 s (commands already in SSM keep running and are picked up by the next start);
+    /// a second SIGINT exits at once. SIGHUP reloads the configuration; an invalid one is
+    /// refused with its errors logged, and the previous schedule stays in force.
+    Run(RunArgs),
+    /// Run a window's tasks now, in the foreground (recorded as `manual:WINDOW`).
+    ///
+    /// Uses the window's duration and cutoff counted from now. Takes the same group locks as
+    /// the daemon. Exit status 4 when a task exceeded its error budget.
+    RunNow(RunNowArgs),
+    /// Scan groups now, in the foreground (AWS-RunPatchBaseline Operation=Scan).
+    ///
+    /// Recorded as `manual:scan:GROUP`; the compliance of the scanned instances is synced into
+    /// the history afterwards. Exit status 4 when the error budget was exceeded.
+    Scan(ScanArgs),
+    /// Install approved patches on groups now, in the foreground (Operation=Install).
+    ///
+    /// Recorded as `manual:install:GROUP`; compliance is synced afterwards. Exit status 4 when
+    /// the error budget was exceeded.
+    Install(InstallArgs),
+}
+
+/// Options of the commands that run tasks.
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// How often running commands are polled (e.g. 30s, 2m); default: the rollout's own.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunNowArgs {
+    /// The window whose tasks to run.
+    #[arg(value_name = "WINDOW")]
+    pub window: String,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub task: AdhocArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub task: AdhocArgs,
+    /// Whether instances may reboot to finish the install.
+    #[arg(long, value_enum, default_value_t = Reboot::IfNeeded)]
+    pub reboot: Reboot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Reboot {
+    /// RebootIfNeeded.
+    IfNeeded,
+    /// NoReboot: patches stay INSTALLED_PENDING_REBOOT (open findings) until a reboot and a scan.
+    NoReboot,
+}
+
+#[derive(Debug, Args)]
+pub struct AdhocArgs {
+    /// A configured group; repeat for several.
+    #[arg(long = "group", short = 'g', required = true, value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// SSM MaxConcurrency: a number or a percentage.
+    #[arg(long, default_value = "50", value_name = "N|N%")]
+    pub max_concurrency: String,
+    /// SSM MaxErrors, the error budget: a number or a percentage.
+    #[arg(long, default_value = "0", value_name = "N|N%")]
+    pub max_errors: String,
+    /// SendCommand delivery timeout in seconds (30 to 2592000).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(30..=2_592_000))]
+    pub timeout_seconds: u32,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +289,24 @@ pub struct PlanArgs {
     /// Output format. The JSON form is a stable contract, documented in docs/configuration.md.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `90s`, `30m`, `2h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. 30s or 2m"))?;
+    let seconds = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}` is not a duration; write e.g. 500ms, 30s or 2m")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

@@ -4,9 +4,11 @@ mod advisories;
 mod check;
 mod cli;
 mod db;
+mod manual;
 mod plan;
 mod report;
 mod report_cmd;
+mod run;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,10 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 /// `report --fail-on` found breached (or due-soon) findings.
 const EXIT_POLICY_VIOLATION: u8 = 3;
 
+/// `run-now`, `scan` or `install`: a task exceeded its error budget (SSM MaxErrors), so the
+/// rollout stopped releasing batches.
+const EXIT_BUDGET_EXCEEDED: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.log_format);
@@ -33,6 +39,10 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(db::import_advisories(&cli.global, files)))
         }
         Command::Db(command) => runtime().and_then(|rt| rt.block_on(db::run(&cli.global, command))),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&cli.global, args))),
+        Command::RunNow(args) => runtime().and_then(|rt| rt.block_on(manual::run_now(&cli.global, args))),
+        Command::Scan(args) => runtime().and_then(|rt| rt.block_on(manual::scan(&cli.global, args))),
+        Command::Install(args) => runtime().and_then(|rt| rt.block_on(manual::install(&cli.global, args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +75,8 @@ enum Failure {
     InvalidConfig(Vec<Diagnostic>),
     /// A report found what `--fail-on` names; the report itself was printed.
     PolicyViolation(String),
+    /// A manual run exceeded its error budget; its summary was printed.
+    BudgetExceeded(String),
     Other(anyhow::Error),
 }
 
@@ -87,6 +99,10 @@ impl Failure {
             Failure::PolicyViolation(why) => {
                 eprintln!("patchd: {why}");
                 ExitCode::from(EXIT_POLICY_VIOLATION)
+            }
+            Failure::BudgetExceeded(why) => {
+                eprintln!("patchd: {why}");
+                ExitCode::from(EXIT_BUDGET_EXCEEDED)
             }
             Failure::Other(error) => {
                 eprintln!("patchd: error: {error:#}");

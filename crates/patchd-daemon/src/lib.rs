@@ -1,0 +1,17 @@
+//! patchd-daemon: the engine behind `patchd run` and the manual `scan` / `install` / `run-now`.
+//!
+//! - [`sync`]: compliance sync, SSM's current patch state into the store's history;
+//! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
+//! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
+//! - [`scheduler`]: when windows fire, and what happens to firings missed while down.
+//!
+//! Everything talks to AWS through `patchd-aws` and remembers through `patchd-store`; the
+//! [`Context`] carries both.
+
+pub mod context;
+pub mod rollout;
+pub mod scheduler;
+pub mod sync;
+pub mod window;
+
+pub use context::{Context, Scope};

@@ -1,0 +1,1375 @@
+//! One task's AWS-RunPatchBaseline rollout: batches of at most 50 instances, one SendCommand
+//! each, released under the task's MaxConcurrency and MaxErrors counted across the whole task,
+//! polled until every invocation is over, and every observation stored as it is made.
+//!
+//! # How a rollout goes
+//!
+//! 1. **Plan.** The targets are sorted and cut into batches of `min(50, max concurrency)`
+//!    instances. Each batch gets a comment derived from the run, the task and its number
+//!    (`patchd:<run id>:<task>:<n>`), unique and at most 100 characters. The plan (batches,
+//!    comments, the snapshot id and the resolved limits) is stored before anything is sent;
+//!    when the store already has a plan for the task, that plan is resumed instead.
+//! 2. **Release.** A batch is released while the instances in flight plus the batch fit in
+//!    the concurrency limit, the errors so far have not exceeded the error budget, no stop was
+//!    requested and `stop_releasing_at` has not passed. Each SendCommand carries the run's
+//!    SnapshotId, the task's reboot option and timeout, `MaxConcurrency` = the batch size (the
+//!    whole batch fits) and `MaxErrors` = what is left of the task's budget, so SSM itself stops
+//!    a batch that would overrun it.
+//! 3. **Poll.** ListCommandInvocations, for every command with unfinished invocations, at an
+//!    interval that doubles while nothing changes and drops back when something does
+//!    ([`PollPolicy`]). Changed invocations are stored (`record_invocations`) before anything
+//!    else looks at them. Throttling and network trouble that outlast the SDK's retries are
+//!    waited out, never a reason to fail the run.
+//!
+//! Counting is SSM's: Failed and ExecutionTimedOut count against MaxErrors; Undeliverable,
+//! DeliveryTimedOut, InvalidPlatform and AccessDenied do not. An invocation waiting for an
+//! offline agent (`Delayed`) does not hold a concurrency slot, as in SSM.
+//!
+//! # Crash safety
+//!
+//! The intent to send a batch is stored before SendCommand, the command id (with the audit
+//! entry of the call) after it. A batch found in `sending` on resume may or may not have
+//! reached SSM: it is looked up by its comment (ListCommands) and adopted when found, sent
+//! otherwise. A SendCommand that failed without a clear "not received" answer (a timeout, a
+//! server error) is looked up the same way before it is retried. So a process killed at any
+//! point and started again sends each batch at most once, and polls what was sent before.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use patchd_aws::{
+    AwsError, CommandSummary, Invocation, InvocationOutcome, InvocationStatus, PatchCommand,
+    MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND,
+};
+use patchd_config::{Limit, Task};
+use patchd_store::{
+    AuditEntry, BatchRecord, BatchState, CommandStatus, InvocationObservation, InvocationRecord, NewBatch,
+    NewRollout, RolloutRecord, StoreError, WindowTaskId,
+};
+use tokio::sync::watch;
+use tracing::{debug, info, instrument, warn};
+
+use crate::Context;
+
+/// How far before a batch's first sending attempt a lookup by comment starts, for clock skew
+/// between this host and AWS.
+const LOOKUP_SKEW: chrono::Duration = chrono::Duration::minutes(15);
+
+/// One task's rollout.
+#[derive(Debug, Clone)]
+pub struct Rollout<'a> {
+    /// The window run's id (a uuid string); every batch's comment carries it.
+    pub run_id: &'a str,
+    pub task: &'a Task,
+    /// The task's row, created by the caller with `record_window_task`.
+    pub task_id: WindowTaskId,
+    /// Instances that can take commands (the caller left coverage gaps out). Ignored when the
+    /// store already holds a plan for `task_id`: a resumed rollout keeps its batches.
+    pub targets: &'a [String],
+    /// One per window run, so every node of it is judged against the same approved patches.
+    /// A resumed rollout keeps the snapshot it was planned with.
+    pub snapshot_id: uuid::Uuid,
+    /// No batch is released from this instant on (window end minus cutoff).
+    pub stop_releasing_at: Option<DateTime<Utc>>,
+    pub poll: PollPolicy,
+}
+
+/// How often to poll: every `interval` at first, doubling while nothing changes up to
+/// `max_interval`, back to `interval` on any change. The same pauses separate retries after
+/// throttling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollPolicy {
+    pub interval: Duration,
+    pub max_interval: Duration,
+}
+
+impl Default for PollPolicy {
+    /// 1 s doubling to 30 s.
+    fn default() -> PollPolicy {
+        PollPolicy { interval: Duration::from_secs(1), max_interval: Duration::from_secs(30) }
+    }
+}
+
+impl PollPolicy {
+    /// 10 ms doubling to 100 ms: for tests against the simulator.
+    pub fn fast() -> PollPolicy {
+        PollPolicy { interval: Duration::from_millis(10), max_interval: Duration::from_millis(100) }
+    }
+
+    /// The pause after `current`: back to `interval` when something changed, else doubled,
+    /// within the bounds.
+    pub fn next(&self, current: Duration, changed: bool) -> Duration {
+        let max = self.max_interval.max(self.interval);
+        if changed {
+            self.interval
+        } else {
+            current.saturating_mul(2).clamp(self.interval, max)
+        }
+    }
+}
+
+/// Where the task's instances stand. `total = sent + (instances not sent)`; of the sent ones,
+/// each is in exactly one of `in_flight`, `delayed`, or done (`succeeded`, `failed`,
+/// `undeliverable`, `cancelled`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub total: usize,
+    /// Instances in batches SSM accepted.
+    pub sent: usize,
+    /// Sent instances whose invocation is over.
+    pub done: usize,
+    pub succeeded: usize,
+    /// Failed or timed out in execution: what counts against MaxErrors.
+    pub failed: usize,
+    /// Never delivered: Undeliverable, DeliveryTimedOut, InvalidPlatform, AccessDenied, or
+    /// missing from a finished command.
+    pub undeliverable: usize,
+    /// Sent and not over, not waiting for an agent: what holds a concurrency slot.
+    pub in_flight: usize,
+    /// Waiting for an offline agent (`Delayed`); holds no concurrency slot, as in SSM.
+    pub delayed: usize,
+    /// Cancelled, or Terminated by SSM once its MaxErrors was exceeded.
+    pub cancelled: usize,
+    /// Instances of batches SSM refused (e.g. an instance stopped being a managed node);
+    /// counted in `total - sent`.
+    pub rejected: usize,
+}
+
+/// What a rollout did.
+#[derive(Debug, Clone)]
+pub struct RolloutOutcome {
+    pub progress: Progress,
+    /// Instances that never received a command: batches not released (budget, stop, cutoff)
+    /// or refused by SSM.
+    pub not_sent: usize,
+    /// Errors exceeded the task's MaxErrors: no batch was released after that.
+    pub budget_exceeded: bool,
+    /// A stop was requested through the watch channel.
+    pub stopped: bool,
+    /// `stop_releasing_at` passed with batches left unreleased.
+    pub cutoff: bool,
+    /// A second stop request ended polling with invocations still in flight; they are in the
+    /// store, and running the rollout again picks them up.
+    pub abandoned: bool,
+    /// The store already held a plan for the task: this call continued it.
+    pub resumed: bool,
+    /// Commands of the task, in batch order (those sent before a restart included).
+    pub command_ids: Vec<String>,
+    /// SendCommand calls this call made (attempts, failed ones included).
+    pub send_calls: usize,
+    /// ListCommandInvocations listings this call made (one per command polled, all pages).
+    pub poll_calls: usize,
+    /// Errors counted against the budget, and the budget (MaxErrors resolved).
+    pub errors: usize,
+    pub max_errors: u32,
+    /// MaxConcurrency resolved against the targets.
+    pub max_concurrency: u32,
+}
+
+/// Why a rollout could not go on. The store holds everything done up to the error, so running
+/// the rollout again continues it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RolloutError {
+    #[error("rollout state could not be read or written: {0}")]
+    Store(#[from] StoreError),
+
+    /// An AWS error that waiting will not fix (access denied, a rejected request).
+    #[error("rollout stopped: {0}")]
+    Aws(#[from] AwsError),
+
+    /// The task cannot be sent as configured (comment too long, timeout out of range...).
+    #[error("task `{task}` cannot be sent: {problem}")]
+    Invalid { task: String, problem: String },
+
+    /// The store's plan for the task belongs to another run.
+    #[error(
+        "task {task_id} was planned for run {planned}, not {given}; resume it with the run it belongs to"
+    )]
+    PlanMismatch { task_id: WindowTaskId, planned: String, given: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning
+
+/// The comment of batch `number`: `patchd:<run>:<task name>:<n>`, or, when the name would not
+/// fit in SSM's 100 characters, `patchd:<run>:task-<task id>:<n>`. Unique either way (a run
+/// never has two tasks of one name, and task ids are unique).
+pub fn batch_comment(run_id: &str, task_name: &str, task_id: WindowTaskId, number: u32) -> Option<String> {
+    let named = format!("patchd:{run_id}:{task_name}:{number}");
+    if named.chars().count() <= MAX_COMMENT_CHARS {
+        return Some(named);
+    }
+    let by_id = format!("patchd:{run_id}:task-{task_id}:{number}");
+    (by_id.chars().count() <= MAX_COMMENT_CHARS).then_some(by_id)
+}
+
+/// The batch size: 50, or the concurrency limit when it is lower, so a whole batch can run at
+/// once without overrunning it.
+pub fn batch_size(max_concurrency: u32) -> usize {
+    (max_concurrency as usize).clamp(1, MAX_INSTANCES_PER_COMMAND)
+}
+
+/// Sorted, deduplicated targets cut into batches: the same targets always give the same
+/// batches.
+pub fn cut_batches(targets: &[String], size: usize) -> Vec<Vec<String>> {
+    let mut sorted: Vec<String> = targets.iter().filter(|t| !t.is_empty()).cloned().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.chunks(size.max(1)).map(<[String]>::to_vec).collect()
+}
+
+/// MaxConcurrency and MaxErrors for `targets` instances.
+fn resolve_limits(task: &Task, targets: usize) -> (u32, u32) {
+    let n = u32::try_from(targets).unwrap_or(u32::MAX);
+    (task.max_concurrency.resolve(n, true), task.max_errors.resolve(n, false))
+}
+
+fn invalid(task: &Task, problem: impl ToString) -> RolloutError {
+    RolloutError::Invalid { task: task.name.clone(), problem: problem.to_string() }
+}
+
+/// The stored plan for the task, or a new one stored now. Returns whether it was resumed.
+async fn load_or_plan(ctx: &Context, rollout: &Rollout<'_>) -> Result<(RolloutRecord, bool), RolloutError> {
+    if let Some(plan) = ctx.store.rollout(rollout.task_id).await? {
+        check_resumed(rollout, &plan)?;
+        return Ok((plan, true));
+    }
+    let task = rollout.task;
+    let mut targets: Vec<String> = rollout.targets.iter().filter(|t| !t.is_empty()).cloned().collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let (max_concurrency, max_errors) = resolve_limits(task, targets.len());
+    let cut = cut_batches(&targets, batch_size(max_concurrency));
+    let mut comments = Vec::with_capacity(cut.len());
+    for number in 1..=cut.len() as u32 {
+        let comment =
+            batch_comment(rollout.run_id, &task.name, rollout.task_id, number).ok_or_else(|| {
+                invalid(task, format!("the run id makes comments longer than {MAX_COMMENT_CHARS} characters"))
+            })?;
+        comments.push(comment);
+    }
+    // What SSM would refuse for every batch is refused before anything is stored or sent.
+    if let (Some(first), Some(comment)) = (cut.first(), comments.first()) {
+        let command = patch_command(task, rollout.snapshot_id, first, comment, max_concurrency, max_errors);
+        command.validate().map_err(|problem| invalid(task, problem))?;
+    }
+    let new: Vec<NewBatch<'_>> =
+        cut.iter().zip(&comments).map(|(instance_ids, comment)| NewBatch { comment, instance_ids }).collect();
+    let snapshot = rollout.snapshot_id.hyphenated().to_string();
+    let plan = ctx
+        .store
+        .plan_rollout(
+            rollout.task_id,
+            &NewRollout {
+                run_key: rollout.run_id,
+                snapshot_id: &snapshot,
+                max_concurrency,
+                max_errors,
+                planned_at: Utc::now(),
+                batches: &new,
+            },
+        )
+        .await?;
+    // Someone else may have planned it between the read and the write: theirs stands, and it
+    // must belong to this run.
+    check_resumed(rollout, &plan)?;
+    Ok((plan, false))
+}
+
+fn check_resumed(rollout: &Rollout<'_>, plan: &RolloutRecord) -> Result<(), RolloutError> {
+    if plan.run_key != rollout.run_id {
+        return Err(RolloutError::PlanMismatch {
+            task_id: rollout.task_id,
+            planned: plan.run_key.clone(),
+            given: rollout.run_id.to_string(),
+        });
+    }
+    let given = rollout.snapshot_id.hyphenated().to_string();
+    if plan.snapshot_id != given {
+        warn!(task = %rollout.task.name, planned = %plan.snapshot_id, given = %given,
+            "resuming with the snapshot the rollout was planned with");
+    }
+    let planned: HashSet<&str> =
+        plan.batches.iter().flat_map(|b| b.instance_ids.iter().map(String::as_str)).collect();
+    let new = rollout.targets.iter().filter(|t| !planned.contains(t.as_str())).count();
+    if new > 0 {
+        warn!(task = %rollout.task.name, new, "targets found since the rollout was planned are left for the next run");
+    }
+    Ok(())
+}
+
+fn patch_command<'a>(
+    task: &Task,
+    snapshot_id: uuid::Uuid,
+    instance_ids: &'a [String],
+    comment: &'a str,
+    max_concurrency: u32,
+    max_errors_left: u32,
+) -> PatchCommand<'a> {
+    PatchCommand {
+        operation: task.operation,
+        reboot_option: task.reboot_option,
+        snapshot_id: Some(snapshot_id),
+        instance_ids,
+        comment,
+        timeout_seconds: task.timeout_seconds,
+        // The whole batch fits under the task's limit when it is released.
+        max_concurrency: Limit::Count((instance_ids.len() as u32).min(max_concurrency).max(1)),
+        max_errors: Limit::Count(max_errors_left),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state of a rollout, and the decisions taken on it (pure, unit-tested)
+
+/// Where one sent instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    InFlight,
+    Delayed,
+    Succeeded,
+    Failed,
+    Undeliverable,
+    Cancelled,
+}
+
+fn standing(invocation: &Invocation) -> Standing {
+    use InvocationOutcome as O;
+    if invocation.counts_against_max_errors() {
+        return Standing::Failed;
+    }
+    if !invocation.is_terminal() {
+        let delayed = invocation.status == InvocationStatus::Delayed
+            || invocation.outcome == InvocationOutcome::Delayed;
+        return if delayed { Standing::Delayed } else { Standing::InFlight };
+    }
+    match (&invocation.outcome, &invocation.status) {
+        (O::Success, _) => Standing::Succeeded,
+        (O::Undeliverable | O::DeliveryTimedOut | O::InvalidPlatform | O::AccessDenied, _) => {
+            Standing::Undeliverable
+        }
+        (O::Cancelled | O::Terminated, _) => Standing::Cancelled,
+        (_, InvocationStatus::Success) => Standing::Succeeded,
+        (_, InvocationStatus::Cancelled) => Standing::Cancelled,
+        // Over, but in a way patchd does not know: not a success, and nothing SSM counts.
+        _ => Standing::Undeliverable,
+    }
+}
+
+/// Why no further batch is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// Every batch was sent (or refused by SSM).
+    AllReleased,
+    /// Errors exceeded MaxErrors.
+    Budget,
+    /// A stop was requested.
+    Stop,
+    /// `stop_releasing_at` passed.
+    Cutoff,
+}
+
+/// What to do about the next batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Send the batch at this index of the plan.
+    Send(usize),
+    /// Wait for slots to free up.
+    Wait,
+    Halted(Halt),
+}
+
+/// The next release, given the next unsent batch (index, size), the instances holding a slot,
+/// the errors so far and the clock. Order matters: a spent budget wins over everything.
+#[allow(clippy::too_many_arguments)]
+fn next_release(
+    next: Option<(usize, usize)>,
+    in_flight: usize,
+    max_concurrency: u32,
+    errors: usize,
+    max_errors: u32,
+    stop: bool,
+    now: DateTime<Utc>,
+    stop_releasing_at: Option<DateTime<Utc>>,
+) -> Release {
+    let Some((index, size)) = next else { return Release::Halted(Halt::AllReleased) };
+    if errors > max_errors as usize {
+        Release::Halted(Halt::Budget)
+    } else if stop {
+        Release::Halted(Halt::Stop)
+    } else if stop_releasing_at.is_some_and(|at| now >= at) {
+        Release::Halted(Halt::Cutoff)
+    } else if in_flight > 0 && in_flight + size > max_concurrency as usize {
+        Release::Wait
+    } else {
+        Release::Send(index)
+    }
+}
+
+/// A batch as the rollout tracks it.
+#[derive(Debug, Clone)]
+struct Batch {
+    record: BatchRecord,
+    /// `sending` in the store, and not found by its comment: sendable like a planned batch.
+    unsent: bool,
+}
+
+impl Batch {
+    fn sendable(&self) -> bool {
+        self.record.state == BatchState::Planned || (self.record.state == BatchState::Sending && self.unsent)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    max_concurrency: u32,
+    max_errors: u32,
+    batches: Vec<Batch>,
+    /// The latest invocation seen per instance of a sent batch.
+    seen: HashMap<String, Invocation>,
+    /// Instances a finished command never listed.
+    lost: HashSet<String>,
+}
+
+impl State {
+    fn new(plan: &RolloutRecord) -> State {
+        State {
+            max_concurrency: plan.max_concurrency.max(1),
+            max_errors: plan.max_errors,
+            batches: plan.batches.iter().map(|b| Batch { record: b.clone(), unsent: false }).collect(),
+            seen: HashMap::new(),
+            lost: HashSet::new(),
+        }
+    }
+
+    fn standing_of(&self, instance: &str) -> Standing {
+        match self.seen.get(instance) {
+            Some(invocation) => standing(invocation),
+            None if self.lost.contains(instance) => Standing::Undeliverable,
+            // Sent, not listed yet: SSM is still creating or dispatching it.
+            None => Standing::InFlight,
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        let mut p = Progress::default();
+        for batch in &self.batches {
+            let n = batch.record.instance_ids.len();
+            p.total += n;
+            match batch.record.state {
+                BatchState::Sent => {}
+                BatchState::Rejected => {
+                    p.rejected += n;
+                    continue;
+                }
+                BatchState::Planned | BatchState::Sending => continue,
+            }
+            p.sent += n;
+            for instance in &batch.record.instance_ids {
+                match self.standing_of(instance) {
+                    Standing::InFlight => p.in_flight += 1,
+                    Standing::Delayed => p.delayed += 1,
+                    Standing::Succeeded => p.succeeded += 1,
+                    Standing::Failed => p.failed += 1,
+                    Standing::Undeliverable => p.undeliverable += 1,
+                    Standing::Cancelled => p.cancelled += 1,
+                }
+            }
+        }
+        p.done = p.succeeded + p.failed + p.undeliverable + p.cancelled;
+        p
+    }
+
+    fn next_unsent(&self) -> Option<(usize, usize)> {
+        self.batches.iter().position(Batch::sendable).map(|i| (i, self.batches[i].record.instance_ids.len()))
+    }
+
+    fn release(&self, stop: bool, now: DateTime<Utc>, stop_releasing_at: Option<DateTime<Utc>>) -> Release {
+        let p = self.progress();
+        next_release(
+            self.next_unsent(),
+            p.in_flight,
+            self.max_concurrency,
+            p.failed,
+            self.max_errors,
+            stop,
+            now,
+            stop_releasing_at,
+        )
+    }
+
+    /// Sent batches with an instance not over yet: the commands to poll.
+    fn active(&self) -> Vec<usize> {
+        (0..self.batches.len())
+            .filter(|&i| {
+                let b = &self.batches[i].record;
+                b.state == BatchState::Sent
+                    && b.instance_ids
+                        .iter()
+                        .any(|id| matches!(self.standing_of(id), Standing::InFlight | Standing::Delayed))
+            })
+            .collect()
+    }
+
+    fn errors_left(&self) -> u32 {
+        let failed = self.progress().failed;
+        self.max_errors.saturating_sub(u32::try_from(failed).unwrap_or(u32::MAX))
+    }
+
+    fn command_ids(&self) -> Vec<String> {
+        self.batches.iter().filter_map(|b| b.record.command_id.clone()).collect()
+    }
+
+    /// Adopts invocations recorded before a restart (those of the batch's own command).
+    fn seed(&mut self, recorded: &[InvocationRecord]) {
+        let commands: HashSet<&str> =
+            self.batches.iter().filter_map(|b| b.record.command_id.as_deref()).collect();
+        for record in recorded {
+            if commands.contains(record.command_id.as_str()) {
+                self.seen.insert(record.instance_id.clone(), from_record(record));
+            }
+        }
+    }
+
+    fn mark_sent(&mut self, index: usize, command_id: &str, at: DateTime<Utc>) {
+        let batch = &mut self.batches[index];
+        batch.record.state = BatchState::Sent;
+        batch.record.command_id = Some(command_id.to_string());
+        batch.record.sent_at = Some(at);
+        batch.unsent = false;
+    }
+}
+
+/// An invocation as stored, in the adapter's type, so one classification serves both.
+fn from_record(record: &InvocationRecord) -> Invocation {
+    let status = match record.status {
+        CommandStatus::Pending => InvocationStatus::Pending,
+        CommandStatus::InProgress => InvocationStatus::InProgress,
+        CommandStatus::Delayed => InvocationStatus::Delayed,
+        CommandStatus::Success => InvocationStatus::Success,
+        CommandStatus::Cancelled => InvocationStatus::Cancelled,
+        CommandStatus::TimedOut => InvocationStatus::TimedOut,
+        CommandStatus::Failed => InvocationStatus::Failed,
+        CommandStatus::Cancelling => InvocationStatus::Cancelling,
+    };
+    let details = record.status_details.clone().unwrap_or_else(|| record.status.as_str().to_string());
+    Invocation {
+        command_id: record.command_id.clone(),
+        instance_id: record.instance_id.clone(),
+        instance_name: None,
+        outcome: InvocationOutcome::parse(&details),
+        status,
+        status_details: details,
+        requested_at: record.requested_at,
+        started_at: record.started_at,
+        ended_at: record.ended_at,
+    }
+}
+
+/// The store's status for an invocation; a status patchd does not know is stored by what its
+/// details say.
+fn store_status(invocation: &Invocation) -> CommandStatus {
+    match &invocation.status {
+        InvocationStatus::Pending => CommandStatus::Pending,
+        InvocationStatus::InProgress => CommandStatus::InProgress,
+        InvocationStatus::Delayed => CommandStatus::Delayed,
+        InvocationStatus::Success => CommandStatus::Success,
+        InvocationStatus::Cancelled => CommandStatus::Cancelled,
+        InvocationStatus::TimedOut => CommandStatus::TimedOut,
+        InvocationStatus::Failed => CommandStatus::Failed,
+        InvocationStatus::Cancelling => CommandStatus::Cancelling,
+        InvocationStatus::Other(_) => match &invocation.outcome {
+            InvocationOutcome::Success => CommandStatus::Success,
+            InvocationOutcome::Delayed => CommandStatus::Delayed,
+            InvocationOutcome::Pending => CommandStatus::Pending,
+            InvocationOutcome::Cancelling => CommandStatus::Cancelling,
+            InvocationOutcome::Cancelled | InvocationOutcome::Terminated => CommandStatus::Cancelled,
+            InvocationOutcome::DeliveryTimedOut | InvocationOutcome::ExecutionTimedOut => {
+                CommandStatus::TimedOut
+            }
+            InvocationOutcome::Failed
+            | InvocationOutcome::Undeliverable
+            | InvocationOutcome::InvalidPlatform
+            | InvocationOutcome::AccessDenied => CommandStatus::Failed,
+            InvocationOutcome::InProgress | InvocationOutcome::Other(_) => CommandStatus::InProgress,
+        },
+    }
+}
+
+/// Whether an observation differs from the previous one in anything the store keeps.
+fn changed(before: Option<&Invocation>, now: &Invocation) -> bool {
+    before.is_none_or(|b| {
+        b.command_id != now.command_id
+            || b.status != now.status
+            || b.status_details != now.status_details
+            || b.requested_at != now.requested_at
+            || b.started_at != now.started_at
+            || b.ended_at != now.ended_at
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+
+/// How a call ended, for the outcome.
+#[derive(Debug, Default)]
+struct Counters {
+    send_calls: usize,
+    poll_calls: usize,
+}
+
+/// Rolls the task out, or resumes it when the store already has its plan, until every
+/// released invocation is over. `stop` set to true stops releasing batches (what is in flight
+/// is still polled); a second change of it ends polling too (`abandoned`), as does dropping
+/// the future: everything is in the store and a later call continues.
+#[instrument(
+    skip_all,
+    fields(run = rollout.run_id, task = %rollout.task.name, task_id = %rollout.task_id),
+    err(Display)
+)]
+pub async fn run(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    mut stop: watch::Receiver<bool>,
+    on_progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<RolloutOutcome, RolloutError> {
+    let (plan, resumed) = load_or_plan(ctx, rollout).await?;
+    let snapshot_id = plan.snapshot_id.parse::<uuid::Uuid>().unwrap_or(rollout.snapshot_id);
+    let mut state = State::new(&plan);
+    if resumed {
+        state.seed(&ctx.store.invocations(rollout.task_id).await?);
+    }
+    info!(
+        batches = plan.batches.len(),
+        instances = plan.instance_count(),
+        max_concurrency = plan.max_concurrency,
+        max_errors = plan.max_errors,
+        snapshot = %snapshot_id,
+        resumed,
+        "rollout started"
+    );
+    let mut counters = Counters::default();
+    let mut stop_seen = *stop.borrow_and_update();
+    let mut stop_open = true;
+    let mut abandoned = false;
+
+    // Batches a previous process was sending: adopt what reached SSM before sending anything.
+    for index in 0..state.batches.len() {
+        if state.batches[index].record.state == BatchState::Sending {
+            adopt_or_unsent(ctx, rollout, &mut state, index).await?;
+        }
+    }
+
+    let mut halt = release_batches(ctx, rollout, snapshot_id, &mut state, &mut counters, &stop).await?;
+    on_progress(&state.progress());
+    let mut interval = rollout.poll.interval;
+    loop {
+        let active = state.active();
+        if active.is_empty() && halt.is_some() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            signal = stop.changed(), if stop_open => match signal {
+                Ok(()) => {
+                    if stop_seen {
+                        abandoned = !state.active().is_empty();
+                        info!(in_flight = state.progress().in_flight, "second stop request: polling ends");
+                        break;
+                    }
+                    stop_seen = *stop.borrow_and_update();
+                    if stop_seen {
+                        info!("stop requested: no further batch is released");
+                    }
+                }
+                Err(_) => stop_open = false,
+            },
+        }
+        let observed = poll(ctx, rollout, &mut state, &active, &mut counters).await?;
+        let before = state.progress();
+        halt = release_batches(ctx, rollout, snapshot_id, &mut state, &mut counters, &stop).await?;
+        let progress = state.progress();
+        let changed = observed == Observed::Changed || progress != before;
+        if changed {
+            on_progress(&progress);
+        }
+        interval = match observed {
+            Observed::Throttled => rollout.poll.next(interval, false),
+            _ => rollout.poll.next(interval, changed),
+        };
+    }
+
+    let progress = state.progress();
+    on_progress(&progress);
+    let errors = progress.failed;
+    let not_sent = progress.total - progress.sent;
+    let halt = halt.or_else(|| match state.release(stop_seen, Utc::now(), rollout.stop_releasing_at) {
+        Release::Halted(h) => Some(h),
+        _ => None,
+    });
+    let outcome = RolloutOutcome {
+        not_sent,
+        budget_exceeded: errors > plan.max_errors as usize,
+        stopped: stop_seen || *stop.borrow(),
+        cutoff: halt == Some(Halt::Cutoff),
+        abandoned,
+        resumed,
+        command_ids: state.command_ids(),
+        send_calls: counters.send_calls,
+        poll_calls: counters.poll_calls,
+        errors,
+        max_errors: plan.max_errors,
+        max_concurrency: plan.max_concurrency,
+        progress,
+    };
+    info!(
+        succeeded = outcome.progress.succeeded,
+        failed = outcome.progress.failed,
+        undeliverable = outcome.progress.undeliverable,
+        cancelled = outcome.progress.cancelled,
+        in_flight = outcome.progress.in_flight + outcome.progress.delayed,
+        not_sent = outcome.not_sent,
+        budget_exceeded = outcome.budget_exceeded,
+        stopped = outcome.stopped,
+        cutoff = outcome.cutoff,
+        send_calls = outcome.send_calls,
+        poll_calls = outcome.poll_calls,
+        "rollout ended"
+    );
+    Ok(outcome)
+}
+
+/// Sends batches while they fit; returns why releasing stopped for good, if it did.
+async fn release_batches(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    snapshot_id: uuid::Uuid,
+    state: &mut State,
+    counters: &mut Counters,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Halt>, RolloutError> {
+    loop {
+        let stop_now = *stop.borrow();
+        match state.release(stop_now, Utc::now(), rollout.stop_releasing_at) {
+            Release::Send(index) => {
+                send_batch(ctx, rollout, snapshot_id, state, index, counters, stop).await?;
+            }
+            Release::Wait => return Ok(None),
+            Release::Halted(halt) => {
+                if halt != Halt::AllReleased {
+                    let unsent = state.batches.iter().filter(|b| b.sendable()).count();
+                    debug!(?halt, unsent_batches = unsent, "releasing stopped");
+                }
+                return Ok(Some(halt));
+            }
+        }
+    }
+}
+
+/// What sending one batch came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendResult {
+    Sent,
+    Rejected,
+    /// Transient failures until releasing had to stop; the batch stays `sending` and unsent.
+    GaveUp,
+}
+
+async fn send_batch(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    snapshot_id: uuid::Uuid,
+    state: &mut State,
+    index: usize,
+    counters: &mut Counters,
+    stop: &watch::Receiver<bool>,
+) -> Result<SendResult, RolloutError> {
+    let task = rollout.task;
+    let number = state.batches[index].record.number;
+    let instance_ids = state.batches[index].record.instance_ids.clone();
+    let comment = state.batches[index].record.comment.clone();
+    let mut pause = rollout.poll.interval;
+    loop {
+        let errors_left = state.errors_left();
+        let command =
+            patch_command(task, snapshot_id, &instance_ids, &comment, state.max_concurrency, errors_left);
+        // The intent first: a crash from here on leaves a batch to look up, not to resend.
+        let record = ctx.store.mark_batch_sending(rollout.task_id, number, Utc::now()).await?;
+        state.batches[index].record = record;
+        state.batches[index].unsent = true;
+        counters.send_calls += 1;
+        let error = match ctx.aws.send_patch_command(&command).await {
+            Ok(sent) => {
+                let at = Utc::now();
+                let details = serde_json::json!({
+                    "run": rollout.run_id,
+                    "task": task.name,
+                    "batch": number,
+                    "comment": comment,
+                    "operation": task.operation.as_ssm(),
+                    "reboot_option": task.reboot_option.as_ssm(),
+                    "snapshot_id": snapshot_id.hyphenated().to_string(),
+                    "instances": instance_ids,
+                    "max_concurrency": command.max_concurrency.to_string(),
+                    "max_errors": command.max_errors.to_string(),
+                });
+                record_sent(
+                    ctx,
+                    rollout,
+                    state,
+                    index,
+                    &sent.command_id,
+                    sent.request_id.as_deref(),
+                    at,
+                    &details,
+                )
+                .await?;
+                info!(batch = number, command_id = %sent.command_id, instances = instance_ids.len(),
+                    max_errors = errors_left, "batch sent");
+                return Ok(SendResult::Sent);
+            }
+            Err(error) => error,
+        };
+        match &error {
+            AwsError::NotFound { code, .. } if code.starts_with("InvalidInstanceId") => {
+                // An instance is no longer a managed node (stopped, terminated, agent gone):
+                // SSM refuses the whole batch and creates nothing. The rest goes on.
+                warn!(batch = number, error = %error, "batch refused by ssm; its instances are not patched in this run");
+                let reason = error.to_string();
+                ctx.store.mark_batch_rejected(rollout.task_id, number, &reason).await?;
+                let details = serde_json::json!({
+                    "run": rollout.run_id, "task": task.name, "batch": number, "comment": comment,
+                    "instances": instance_ids, "error": reason,
+                });
+                ctx.store
+                    .append_audit(&AuditEntry {
+                        at: Utc::now(),
+                        actor: &ctx.actor,
+                        action: "send-command-rejected",
+                        target: Some(&comment),
+                        command_id: None,
+                        request_id: error.request_id(),
+                        details: Some(&details),
+                    })
+                    .await?;
+                let batch = &mut state.batches[index];
+                batch.record.state = BatchState::Rejected;
+                batch.record.error = Some(reason);
+                batch.unsent = false;
+                return Ok(SendResult::Rejected);
+            }
+            e if e.is_transient() => {
+                warn!(batch = number, error = %error, pause_ms = pause.as_millis() as u64,
+                    "sending failed for now; retrying");
+            }
+            _ => return Err(error.into()),
+        }
+        // Throttled: SSM refused the call, nothing was created. Anything else transient (a
+        // timeout, a server error) may have created the command: look before sending again.
+        let certain_unsent = matches!(error, AwsError::Throttled { .. });
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = rollout.poll.next(pause, false);
+            if certain_unsent {
+                break;
+            }
+            match lookup(ctx, &state.batches[index].record).await {
+                Ok(Some(found)) => {
+                    adopt(ctx, rollout, state, index, &found).await?;
+                    return Ok(SendResult::Sent);
+                }
+                Ok(None) => break,
+                Err(e) if e.is_transient() => {
+                    warn!(batch = number, error = %e, "looking the batch up failed for now; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if *stop.borrow() || rollout.stop_releasing_at.is_some_and(|at| Utc::now() >= at) {
+            warn!(batch = number, "releasing stopped while the batch could not be sent; left unsent");
+            return Ok(SendResult::GaveUp);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_sent(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    state: &mut State,
+    index: usize,
+    command_id: &str,
+    request_id: Option<&str>,
+    at: DateTime<Utc>,
+    details: &serde_json::Value,
+) -> Result<(), RolloutError> {
+    let number = state.batches[index].record.number;
+    let comment = state.batches[index].record.comment.clone();
+    let entry = AuditEntry {
+        at,
+        actor: &ctx.actor,
+        action: "send-command",
+        target: Some(&comment),
+        command_id: Some(command_id),
+        request_id,
+        details: Some(details),
+    };
+    ctx.store.mark_batch_sent(rollout.task_id, number, command_id, at, Some(&entry)).await?;
+    state.mark_sent(index, command_id, at);
+    Ok(())
+}
+
+/// The command SSM has for a batch's comment, if any. Two commands for one comment (a send
+/// whose answer was lost, sent again by something other than patchd) are reported; the
+/// earliest is the batch's.
+async fn lookup(ctx: &Context, batch: &BatchRecord) -> Result<Option<CommandSummary>, AwsError> {
+    let since = batch.sending_at.unwrap_or_else(Utc::now) - LOOKUP_SKEW;
+    let mut found = ctx.aws.find_commands_by_comment(&batch.comment, since).await?;
+    found.sort_by(|a, b| a.requested_at.cmp(&b.requested_at).then_with(|| a.command_id.cmp(&b.command_id)));
+    if found.len() > 1 {
+        let ids: Vec<&str> = found.iter().map(|c| c.command_id.as_str()).collect();
+        warn!(batch = batch.number, comment = %batch.comment, commands = ?ids,
+            "more than one command carries this batch's comment; the earliest is the batch's");
+    }
+    Ok(found.into_iter().next())
+}
+
+/// Records a command found by comment as the batch's.
+async fn adopt(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    state: &mut State,
+    index: usize,
+    found: &CommandSummary,
+) -> Result<(), RolloutError> {
+    let number = state.batches[index].record.number;
+    info!(batch = number, command_id = %found.command_id, "batch found sent by its comment; not sending it again");
+    let details = serde_json::json!({
+        "run": rollout.run_id,
+        "task": rollout.task.name,
+        "batch": number,
+        "comment": found.comment,
+        "instances": found.instance_ids,
+        "requested_at": found.requested_at.map(|t| t.to_rfc3339()),
+        "recovered": "found by comment after the send was not recorded",
+    });
+    record_sent(ctx, rollout, state, index, &found.command_id, None, Utc::now(), &details).await
+}
+
+/// For a batch left `sending`: adopts its command when SSM has one, else marks it sendable.
+/// Transient lookup errors are waited out: sending without knowing could send it twice.
+async fn adopt_or_unsent(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    state: &mut State,
+    index: usize,
+) -> Result<(), RolloutError> {
+    let mut pause = rollout.poll.interval;
+    loop {
+        match lookup(ctx, &state.batches[index].record).await {
+            Ok(Some(found)) => return adopt(ctx, rollout, state, index, &found).await,
+            Ok(None) => {
+                debug!(batch = state.batches[index].record.number, "batch left sending was not sent");
+                state.batches[index].unsent = true;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "looking up a batch left sending failed for now; retrying");
+                tokio::time::sleep(pause).await;
+                pause = rollout.poll.next(pause, false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Observed {
+    Unchanged,
+    Changed,
+    /// A listing failed for now (throttling, network): back off.
+    Throttled,
+}
+
+/// Lists the invocations of the given batches' commands and stores what changed.
+async fn poll(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    state: &mut State,
+    active: &[usize],
+    counters: &mut Counters,
+) -> Result<Observed, RolloutError> {
+    let mut updates: Vec<Invocation> = Vec::new();
+    let mut throttled = false;
+    for &index in active {
+        let batch = &state.batches[index].record;
+        let Some(command_id) = batch.command_id.clone() else { continue };
+        counters.poll_calls += 1;
+        let listed = match ctx.aws.list_invocations(&command_id).await {
+            Ok(listed) => listed,
+            Err(e) if e.is_transient() => {
+                debug!(command_id, error = %e, "polling failed for now; backing off");
+                throttled = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let members: HashSet<&str> = batch.instance_ids.iter().map(String::as_str).collect();
+        let mut listed_ids = HashSet::new();
+        for invocation in listed {
+            if !members.contains(invocation.instance_id.as_str()) {
+                continue;
+            }
+            listed_ids.insert(invocation.instance_id.clone());
+            if changed(state.seen.get(&invocation.instance_id), &invocation) {
+                updates.push(invocation);
+            }
+        }
+        let missing: Vec<String> =
+            batch.instance_ids.iter().filter(|id| !listed_ids.contains(id.as_str())).cloned().collect();
+        let listed_all_over = listed_ids.iter().all(|id| {
+            updates
+                .iter()
+                .find(|u| &u.instance_id == id)
+                .or_else(|| state.seen.get(id))
+                .is_some_and(Invocation::is_terminal)
+        });
+        if !missing.is_empty() && listed_all_over {
+            // Instances SSM never listed keep the command unfinished for patchd; once SSM says
+            // the command is over, they never will be.
+            counters.poll_calls += 1;
+            match ctx.aws.command(&command_id).await {
+                Ok(summary) if summary.status.is_terminal() => {
+                    warn!(command_id, missing = missing.len(), "instances missing from a finished command");
+                    state.lost.extend(missing);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() => throttled = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if !updates.is_empty() {
+        let observations: Vec<InvocationObservation<'_>> = updates
+            .iter()
+            .map(|i| InvocationObservation {
+                instance: ctx.scope.key(&i.instance_id),
+                command_id: &i.command_id,
+                status: store_status(i),
+                status_details: Some(i.status_details.as_str()).filter(|d| !d.is_empty()),
+                requested_at: i.requested_at,
+                started_at: i.started_at,
+                ended_at: i.ended_at,
+            })
+            .collect();
+        // Stored before anything acts on it.
+        ctx.store.record_invocations(rollout.task_id, Utc::now(), &observations).await?;
+        debug!(changed = updates.len(), "invocations recorded");
+    }
+    let any = !updates.is_empty();
+    for invocation in updates {
+        state.seen.insert(invocation.instance_id.clone(), invocation);
+    }
+    Ok(if any {
+        Observed::Changed
+    } else if throttled {
+        Observed::Throttled
+    } else {
+        Observed::Unchanged
+    })
+}
+
+/// Cancels the task's commands that still have unfinished invocations (the window cutoff's
+/// `CANCEL_TASK`), each with an audit entry. Batches left `sending` are looked up first, so a
+/// command whose send was not recorded is cancelled too. Returns the number of commands asked
+/// to cancel; their invocations report Cancelled as they stop, which a running rollout polls.
+/// A command that cannot be cancelled is logged and the others are still tried; the call fails
+/// only when something failed and nothing could be cancelled.
+#[instrument(skip(ctx), fields(task_id = %task_id), err(Display))]
+pub async fn cancel_in_flight(ctx: &Context, task_id: WindowTaskId) -> Result<usize, RolloutError> {
+    let Some(plan) = ctx.store.rollout(task_id).await? else { return Ok(0) };
+    let recorded = ctx.store.invocations(task_id).await?;
+    let over: HashSet<(&str, &str)> = recorded
+        .iter()
+        .filter(|r| from_record(r).is_terminal())
+        .map(|r| (r.command_id.as_str(), r.instance_id.as_str()))
+        .collect();
+    let mut commands: Vec<(u32, String)> = Vec::new();
+    let mut first_error: Option<AwsError> = None;
+    for batch in &plan.batches {
+        let command_id = match batch.state {
+            BatchState::Sent => batch.command_id.clone(),
+            BatchState::Sending => match lookup(ctx, batch).await {
+                Ok(found) => found.map(|c| c.command_id),
+                Err(e) => {
+                    warn!(batch = batch.number, error = %e, "cannot tell whether a batch being sent went out");
+                    first_error.get_or_insert(e);
+                    None
+                }
+            },
+            BatchState::Planned | BatchState::Rejected => None,
+        };
+        let Some(command_id) = command_id else { continue };
+        let unfinished =
+            batch.instance_ids.iter().any(|id| !over.contains(&(command_id.as_str(), id.as_str())));
+        if unfinished {
+            commands.push((batch.number, command_id));
+        }
+    }
+    let mut cancelled = 0;
+    for (number, command_id) in commands {
+        match ctx.aws.cancel_command(&command_id, None).await {
+            Ok(answer) => {
+                cancelled += 1;
+                let details =
+                    serde_json::json!({ "run": plan.run_key, "batch": number, "task_id": task_id.get() });
+                ctx.store
+                    .append_audit(&AuditEntry {
+                        at: Utc::now(),
+                        actor: &ctx.actor,
+                        action: "cancel-command",
+                        target: Some(&command_id),
+                        command_id: Some(&command_id),
+                        request_id: answer.request_id.as_deref(),
+                        details: Some(&details),
+                    })
+                    .await?;
+                info!(batch = number, command_id, "cancel requested");
+            }
+            Err(AwsError::NotFound { .. }) => {
+                debug!(command_id, "nothing to cancel: command unknown or over")
+            }
+            Err(e) => {
+                warn!(batch = number, command_id, error = %e, "cancel failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if cancelled == 0 => Err(e.into()),
+        _ => Ok(cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 2, minute, 0).unwrap()
+    }
+
+    #[test]
+    fn releases_follow_the_budget_the_stop_the_cutoff_and_the_free_slots() {
+        let cutoff = Some(at(30));
+        // (next batch, in flight, max concurrency, errors, max errors, stop, now) -> release
+        let cases = [
+            (None, 0, 100, 0, 0, false, at(0), Release::Halted(Halt::AllReleased)),
+            (None, 0, 100, 9, 0, true, at(59), Release::Halted(Halt::AllReleased)),
+            (Some((3, 50)), 0, 100, 0, 0, false, at(0), Release::Send(3)),
+            (Some((3, 50)), 50, 100, 0, 0, false, at(0), Release::Send(3)),
+            (Some((3, 50)), 51, 100, 0, 0, false, at(0), Release::Wait),
+            (Some((3, 50)), 99, 100, 0, 0, false, at(0), Release::Wait),
+            (Some((3, 10)), 0, 10, 0, 0, false, at(0), Release::Send(3)),
+            (Some((3, 10)), 1, 10, 0, 0, false, at(0), Release::Wait),
+            // Errors must exceed the budget, as SSM counts: 5 of 5 still releases.
+            (Some((3, 50)), 0, 100, 5, 5, false, at(0), Release::Send(3)),
+            (Some((3, 50)), 0, 100, 6, 5, false, at(0), Release::Halted(Halt::Budget)),
+            (Some((3, 50)), 0, 100, 1, 0, true, at(40), Release::Halted(Halt::Budget)),
+            (Some((3, 50)), 0, 100, 0, 0, true, at(0), Release::Halted(Halt::Stop)),
+            (Some((3, 50)), 0, 100, 0, 0, false, at(29), Release::Send(3)),
+            (Some((3, 50)), 0, 100, 0, 0, false, at(30), Release::Halted(Halt::Cutoff)),
+            (Some((3, 50)), 90, 100, 0, 0, false, at(30), Release::Halted(Halt::Cutoff)),
+        ];
+        for (next, in_flight, limit, errors, budget, stop, now, expected) in cases {
+            assert_eq!(
+                next_release(next, in_flight, limit, errors, budget, stop, now, cutoff),
+                expected,
+                "next {next:?}, in flight {in_flight}/{limit}, errors {errors}/{budget}, stop {stop}, {now}"
+            );
+        }
+        assert_eq!(next_release(Some((0, 50)), 0, 100, 0, 0, false, at(59), None), Release::Send(0));
+    }
+
+    #[test]
+    fn batches_are_sorted_deduplicated_and_at_most_fifty() {
+        let targets: Vec<String> =
+            (0..120).rev().map(|i| format!("i-{i:03}")).chain(["i-007".into()]).collect();
+        let batches = cut_batches(&targets, batch_size(100));
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 20]);
+        assert_eq!(batches[0][0], "i-000");
+        assert_eq!(batches[2][19], "i-119");
+        assert_eq!(cut_batches(&targets, batch_size(100)), batches, "deterministic");
+        assert_eq!(batch_size(7), 7, "a batch never exceeds the concurrency limit");
+        assert_eq!(batch_size(0), 1);
+        assert_eq!(batch_size(5000), 50);
+        assert!(cut_batches(&[], 50).is_empty());
+    }
+
+    #[test]
+    fn comments_fit_ssm_and_stay_unique() {
+        let run = "6f1c2a9e-2b7d-4c55-9a0e-3f3b1c2d4e5f";
+        let task = WindowTaskId::from(42);
+        assert_eq!(
+            batch_comment(run, "install", task, 7).as_deref(),
+            Some("patchd:6f1c2a9e-2b7d-4c55-9a0e-3f3b1c2d4e5f:install:7")
+        );
+        let long = "a-task-name-long-enough-to-push-the-comment-past-one-hundred-chars";
+        let comment = batch_comment(run, long, task, 120).unwrap();
+        assert_eq!(comment, "patchd:6f1c2a9e-2b7d-4c55-9a0e-3f3b1c2d4e5f:task-42:120");
+        assert!(batch_comment(run, "install", task, 9999).unwrap().chars().count() <= MAX_COMMENT_CHARS);
+        assert_eq!(batch_comment(&"r".repeat(100), "install", task, 1), None);
+    }
+
+    #[test]
+    fn polling_backs_off_while_nothing_changes() {
+        let policy = PollPolicy::default();
+        let mut interval = policy.interval;
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            interval = policy.next(interval, false);
+            seen.push(interval.as_secs());
+        }
+        assert_eq!(seen, [2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(policy.next(interval, true), Duration::from_secs(1));
+        let odd = PollPolicy { interval: Duration::from_secs(5), max_interval: Duration::from_secs(1) };
+        assert_eq!(odd.next(Duration::from_secs(5), false), Duration::from_secs(5), "max below initial");
+    }
+
+    fn invocation(status: InvocationStatus, details: &str) -> Invocation {
+        Invocation {
+            command_id: "c".into(),
+            instance_id: "i".into(),
+            instance_name: None,
+            status,
+            status_details: details.into(),
+            outcome: InvocationOutcome::parse(details),
+            requested_at: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    #[test]
+    fn invocations_stand_as_ssm_counts_them() {
+        use InvocationStatus as S;
+        for (status, details, expected) in [
+            (S::Pending, "Pending", Standing::InFlight),
+            (S::InProgress, "InProgress", Standing::InFlight),
+            (S::Cancelling, "Cancelling", Standing::InFlight),
+            (S::Delayed, "Delayed", Standing::Delayed),
+            (S::Success, "Success", Standing::Succeeded),
+            (S::Failed, "Failed", Standing::Failed),
+            (S::TimedOut, "ExecutionTimedOut", Standing::Failed),
+            (S::TimedOut, "Execution Timed Out", Standing::Failed),
+            (S::Failed, "Undeliverable", Standing::Undeliverable),
+            (S::TimedOut, "DeliveryTimedOut", Standing::Undeliverable),
+            (S::Failed, "InvalidPlatform", Standing::Undeliverable),
+            (S::Cancelled, "Cancelled", Standing::Cancelled),
+            (S::Cancelled, "Terminated", Standing::Cancelled),
+            (S::Failed, "Something New", Standing::Failed),
+            (S::Success, "Something New", Standing::Succeeded),
+            (S::Other("Weird".into()), "Weird", Standing::InFlight),
+        ] {
+            assert_eq!(standing(&invocation(status.clone(), details)), expected, "{status:?} / {details}");
+        }
+    }
+
+    #[test]
+    fn stored_invocations_classify_like_listed_ones() {
+        for status in CommandStatus::ALL {
+            let record = InvocationRecord {
+                account: "a".into(),
+                region: "r".into(),
+                instance_id: "i".into(),
+                command_id: "c".into(),
+                status: *status,
+                status_details: None,
+                requested_at: None,
+                started_at: None,
+                ended_at: None,
+            };
+            let back = from_record(&record);
+            assert_eq!(store_status(&back), *status);
+            for details in ["Undeliverable", "DeliveryTimedOut", "ExecutionTimedOut", "Terminated"] {
+                let detailed =
+                    from_record(&InvocationRecord { status_details: Some(details.into()), ..record.clone() });
+                let listed = invocation(detailed.status.clone(), details);
+                assert_eq!(standing(&detailed), standing(&listed), "{status} / {details}");
+            }
+        }
+        let odd = invocation(InvocationStatus::Other("New".into()), "DeliveryTimedOut");
+        assert_eq!(store_status(&odd), CommandStatus::TimedOut);
+    }
+
+    fn plan(sizes: &[usize], max_concurrency: u32, max_errors: u32) -> RolloutRecord {
+        let mut next = 0;
+        RolloutRecord {
+            task_id: WindowTaskId::from(1),
+            run_key: "run".into(),
+            snapshot_id: "s".into(),
+            max_concurrency,
+            max_errors,
+            planned_at: at(0),
+            batches: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let ids = (next..next + n).map(|k| format!("i-{k}")).collect();
+                    next += n;
+                    BatchRecord {
+                        number: i as u32 + 1,
+                        comment: format!("c{i}"),
+                        instance_ids: ids,
+                        state: BatchState::Planned,
+                        command_id: None,
+                        sending_at: None,
+                        sent_at: None,
+                        error: None,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn progress_counts_each_instance_once_and_delayed_ones_hold_no_slot() {
+        let mut state = State::new(&plan(&[3, 3, 2], 3, 0));
+        assert_eq!(state.release(false, at(0), None), Release::Send(0));
+        state.mark_sent(0, "c-1", at(1));
+        let p = state.progress();
+        assert_eq!((p.total, p.sent, p.in_flight, p.done), (8, 3, 3, 0), "sent, not listed yet: in flight");
+        assert_eq!(state.release(false, at(1), None), Release::Wait);
+        assert_eq!(state.active(), [0]);
+
+        let mut seen = |id: &str, status: InvocationStatus, details: &str| {
+            let mut i = invocation(status, details);
+            i.instance_id = id.into();
+            state.seen.insert(id.into(), i);
+        };
+        seen("i-0", InvocationStatus::Success, "Success");
+        seen("i-1", InvocationStatus::Delayed, "Delayed");
+        seen("i-2", InvocationStatus::Failed, "Undeliverable");
+        let p = state.progress();
+        assert_eq!((p.in_flight, p.delayed, p.succeeded, p.undeliverable, p.done), (0, 1, 1, 1, 2));
+        assert_eq!(state.release(false, at(2), None), Release::Send(1), "a delayed invocation holds no slot");
+        assert_eq!(state.active(), [0], "but its command is still polled");
+
+        state.mark_sent(1, "c-2", at(3));
+        let mut i = invocation(InvocationStatus::Failed, "Failed");
+        i.instance_id = "i-3".into();
+        state.seen.insert("i-3".into(), i);
+        assert_eq!(state.errors_left(), 0);
+        assert_eq!(state.release(false, at(3), None), Release::Halted(Halt::Budget));
+        let p = state.progress();
+        assert_eq!((p.failed, p.sent, p.total - p.sent), (1, 6, 2));
+        assert_eq!(state.command_ids(), ["c-1", "c-2"]);
+
+        state.batches[2].record.state = BatchState::Rejected;
+        assert_eq!(state.progress().rejected, 2);
+        assert_eq!(state.next_unsent(), None);
+    }
+}

@@ -1,0 +1,647 @@
+//! When windows fire, and what becomes of firings missed while patchd was down.
+//!
+//! Every next firing is computed by the window's own schedule ([`patchd_schedule::Schedule`],
+//! the type `patchd plan` prints from, with SSM's DST rules), and handed to
+//! tokio-cron-scheduler as a **one-shot job at that exact UTC instant**, re-armed after each
+//! firing. The library's own timezone recurrences are never used: they run an hour off after a
+//! DST change until restart (tokio-cron-scheduler #107). The library stores a one-shot's
+//! instant in whole epoch seconds, truncating both the delay and the clock reading, and checks
+//! its jobs every 500 ms, so a job may fire up to about two seconds *before* its instant; the
+//! firing handler therefore sleeps until the exact instant before an occurrence starts (see
+//! the `one_shot_fires_early_by_up_to_two_seconds` test, which measures it).
+//!
+//! At start-up, before arming anything, [`run`]:
+//! 1. resumes every run recorded as in progress ([`window::interrupted_runs`]);
+//! 2. for each enabled window, records every occurrence since its latest recorded run that can
+//!    no longer run as `missed` (log line and audit entry), and starts late the one whose end
+//!    minus cutoff has not passed yet ([`catch_up`]);
+//! 3. arms each window's next firing and the periodic compliance sync
+//!    (`[daemon] sync_interval`).
+//!
+//! [`Control::Reload`] swaps the configuration: firings whose instant is unchanged stay armed,
+//! others are re-armed; runs in progress finish with the configuration they started with.
+//! [`Control::Stop`] stops releasing batches, lets runs persist their state, and returns
+//! within the grace period; commands already in SSM keep running and are picked up by the next
+//! start.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use patchd_aws::Target;
+use patchd_config::{Config, Window};
+use patchd_store::{StoreError, WindowRunQuery};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::rollout::PollPolicy;
+use crate::sync::{self, ReleaseDates, SyncRequest};
+use crate::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress, WindowError};
+use crate::Context;
+
+/// At most this many missed occurrences of one window are recorded one by one after a
+/// downtime; the rest are counted in one log line and audit entry.
+pub const MAX_MISSED_RECORDED: usize = 100;
+
+/// How often a stopping daemon repeats its stop request (a rollout ends polling at the second one).
+const STOP_NUDGE: Duration = Duration::from_millis(500);
+
+/// How far back start-up looks for runs left in progress.
+const RESUME_LOOKBACK: chrono::Duration = chrono::Duration::days(8);
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[daemon] state_dir`, for the group locks.
+    pub state_dir: PathBuf,
+    /// `[daemon] sync_interval`.
+    pub sync_interval: Duration,
+    pub poll: PollPolicy,
+    /// How long a stop waits for runs to persist their state before giving up on them.
+    pub shutdown_grace: Duration,
+    /// How old SSM's release dates may get before a sync refreshes them.
+    pub release_refresh: chrono::Duration,
+}
+
+/// What the process (signals) tells the daemon.
+#[derive(Debug)]
+pub enum Control {
+    /// A new, valid configuration (SIGHUP).
+    Reload(Box<Config>),
+    /// Stop releasing, persist, return (SIGTERM, SIGINT).
+    Stop,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("the job scheduler failed: {0}")]
+    Cron(#[from] JobSchedulerError),
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decisions (pure)
+
+/// What start-up does about a window's past occurrences.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CatchUp {
+    /// Occurrences that can no longer run, oldest first, at most [`MAX_MISSED_RECORDED`].
+    pub missed: Vec<DateTime<Utc>>,
+    /// Missed occurrences beyond those listed.
+    pub more_missed: usize,
+    /// The occurrence to start late: started, but its end minus cutoff is still ahead.
+    pub late: Option<DateTime<Utc>>,
+}
+
+/// Occurrences of `window` after `last_recorded` (the scheduled start of its latest recorded
+/// run, exclusive) up to `now`: those whose end minus cutoff has passed are missed, and the
+/// latest one still open starts late (earlier open ones, overlapping it, are missed). Without a
+/// recorded run nothing is reported missed (patchd was not running this window before), but an
+/// occurrence open now still starts late.
+pub fn catch_up(window: &Window, last_recorded: Option<DateTime<Utc>>, now: DateTime<Utc>) -> CatchUp {
+    let mut result = CatchUp::default();
+    if !window.enabled {
+        return result;
+    }
+    // An occurrence that started more than a duration ago has ended.
+    let open_from = now - window.duration - chrono::Duration::seconds(1);
+    let from = match last_recorded {
+        Some(t) => t,
+        None => open_from,
+    };
+    let mut missed = 0usize;
+    for start in window.schedule.firings_after(from).take_while(|s| *s <= now) {
+        if window::stop_releasing_at(window, start) > now {
+            if let Some(earlier) = result.late.replace(start) {
+                if last_recorded.is_some() {
+                    missed += 1;
+                    if result.missed.len() < MAX_MISSED_RECORDED {
+                        result.missed.push(earlier);
+                    }
+                }
+            }
+        } else if last_recorded.is_some() {
+            missed += 1;
+            if result.missed.len() < MAX_MISSED_RECORDED {
+                result.missed.push(start);
+            }
+        }
+    }
+    result.more_missed = missed - result.missed.len();
+    result
+}
+
+/// The next firing of an enabled window strictly after `after`.
+pub fn next_firing(window: &Window, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    window.enabled.then(|| window.schedule.next_after(after)).flatten()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Wake {
+    Window { name: String, at: DateTime<Utc> },
+    Sync,
+}
+
+struct Armed {
+    at: DateTime<Utc>,
+    job: Uuid,
+}
+
+/// tokio-cron-scheduler's scheduler, used for one-shot jobs only.
+struct Timer {
+    jobs: JobScheduler,
+    wake: mpsc::UnboundedSender<Wake>,
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer").finish_non_exhaustive()
+    }
+}
+
+impl Timer {
+    /// One job that sends `wake` once, at `at` (the library may be up to two seconds early).
+    async fn arm(&self, at: DateTime<Utc>, wake: Wake) -> Result<Uuid, JobSchedulerError> {
+        let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let instant = std::time::Instant::now() + delay;
+        let tx = self.wake.clone();
+        let job = Job::new_one_shot_at_instant(instant, move |_id, _scheduler| {
+            let _ = tx.send(wake.clone());
+        })?;
+        self.jobs.add(job).await
+    }
+
+    async fn disarm(&self, job: Uuid) {
+        if let Err(e) = self.jobs.remove(&job).await {
+            debug!(error = %e, "one-shot job already gone");
+        }
+    }
+}
+
+/// What every spawned run shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    ctx: Context,
+    settings: Arc<Settings>,
+    release_dates: Arc<ReleaseDates>,
+    stop: watch::Receiver<bool>,
+}
+
+type Finished = (String, DateTime<Utc>, Result<RunSummary, WindowError>);
+
+/// Runs the daemon until [`Control::Stop`] (or the control channel closes).
+pub async fn run(
+    ctx: Context,
+    config: Config,
+    settings: Settings,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), SchedulerError> {
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let mut jobs = JobScheduler::new().await?;
+    jobs.start().await?;
+    let timer = Timer { jobs: jobs.clone(), wake: wake_tx };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        ctx: ctx.clone(),
+        release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
+        settings: Arc::new(settings),
+        stop: stop_rx,
+    };
+    let mut config = Arc::new(config);
+    let mut runs: JoinSet<Finished> = JoinSet::new();
+    let mut active: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+
+    // 1. Resume what a previous process left in progress.
+    let now = Utc::now();
+    for (record, plan) in window::interrupted_runs(&ctx, &config, now - RESUME_LOOKBACK).await? {
+        match plan {
+            Some(plan) => {
+                info!(window = %record.window, scheduled_start = %record.scheduled_start, "resuming interrupted run");
+                spawn_run(&mut runs, &mut active, &shared, &config, plan);
+            }
+            None => {
+                window::abandon(&ctx, &record, "no stored plan and no such window in the configuration")
+                    .await?
+            }
+        }
+    }
+    // 2. Missed and late occurrences.
+    for w in config.windows.iter().filter(|w| w.enabled) {
+        catch_up_window(&ctx, &shared, &config, w, &mut runs, &mut active).await?;
+    }
+    // 3. Arm.
+    let mut armed: HashMap<String, Armed> = HashMap::new();
+    arm_windows(&timer, &config, &mut armed, Utc::now()).await?;
+    let mut sync_job = arm_sync(&timer, &shared.settings).await?;
+    info!(
+        windows = config.windows.iter().filter(|w| w.enabled).count(),
+        armed = armed.len(),
+        sync_interval_seconds = shared.settings.sync_interval.as_secs(),
+        "daemon scheduling"
+    );
+
+    loop {
+        tokio::select! {
+            wake = wake_rx.recv() => {
+                let Some(wake) = wake else { break };
+                match wake {
+                    Wake::Window { name, at } => {
+                        if armed.get(&name).is_some_and(|a| a.at == at) {
+                            armed.remove(&name);
+                        }
+                        let Some(w) = config.window(&name).filter(|w| w.enabled) else {
+                            debug!(window = %name, "firing of a window no longer configured; ignored");
+                            continue;
+                        };
+                        if next_firing(w, at - chrono::Duration::seconds(1)) != Some(at) {
+                            debug!(window = %name, at = %at, "stale firing; ignored");
+                            continue;
+                        }
+                        // Re-arm first: the next firing never depends on how this one goes.
+                        if !armed.contains_key(&name) {
+                            if let Some(next) = next_firing(w, at) {
+                                let job = timer.arm(next, Wake::Window { name: name.clone(), at: next }).await?;
+                                armed.insert(name.clone(), Armed { at: next, job });
+                                debug!(window = %name, next = %next, "next firing armed");
+                            }
+                        }
+                        info!(window = %name, scheduled_start = %at, "window firing");
+                        spawn_run(&mut runs, &mut active, &shared, &config, RunPlan::for_window(w, at));
+                    }
+                    Wake::Sync => {
+                        if syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+                            warn!("periodic compliance sync still running; this one is skipped");
+                        } else {
+                            syncing = Some(tokio::spawn(periodic_sync(shared.clone(), config.clone())));
+                        }
+                        sync_job = arm_sync(&timer, &shared.settings).await?;
+                    }
+                }
+            }
+            command = control.recv() => match command {
+                Some(Control::Reload(new)) => {
+                    config = Arc::new(*new);
+                    rearm(&timer, &config, &mut armed).await?;
+                    info!(windows = config.windows.iter().filter(|w| w.enabled).count(), armed = armed.len(),
+                        "configuration reloaded; schedule updated");
+                }
+                Some(Control::Stop) | None => break,
+            },
+            Some(finished) = runs.join_next(), if !runs.is_empty() => {
+                match finished {
+                    Ok((name, at, result)) => {
+                        active.remove(&(name.clone(), at));
+                        if let Err(e) = result {
+                            error!(window = %name, scheduled_start = %at, error = %e, "window run failed");
+                        }
+                    }
+                    Err(e) => error!(error = %e, "window run task panicked or was aborted"),
+                }
+            }
+        }
+    }
+
+    // Stop: no new batch anywhere; runs persist and return.
+    info!(runs = runs.len(), "stopping: no new batches are released; commands in SSM keep running");
+    let _ = stop_tx.send(true);
+    timer.disarm(sync_job).await;
+    let grace = shared.settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        // A rollout stops releasing at the first change of the stop flag and stops polling at
+        // the next one; the nudges make sure it sees a second change.
+        let mut nudge = tokio::time::interval(STOP_NUDGE);
+        loop {
+            tokio::select! {
+                finished = runs.join_next() => match finished {
+                    None => break,
+                    Some(Ok((name, at, Err(e)))) => {
+                        error!(window = %name, scheduled_start = %at, error = %e, "window run failed while stopping");
+                    }
+                    Some(_) => {}
+                },
+                _ = nudge.tick() => {
+                    stop_tx.send_replace(true);
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            grace_seconds = grace.as_secs(),
+            remaining = runs.len(),
+            "runs did not stop within the grace period; they resume at the next start"
+        );
+        runs.abort_all();
+    }
+    if let Some(sync) = syncing {
+        sync.abort();
+    }
+    if let Err(e) = jobs.shutdown().await {
+        debug!(error = %e, "job scheduler shutdown");
+    }
+    info!("daemon stopped");
+    Ok(())
+}
+
+async fn catch_up_window(
+    ctx: &Context,
+    shared: &Shared,
+    config: &Arc<Config>,
+    w: &Window,
+    runs: &mut JoinSet<Finished>,
+    active: &mut HashSet<(String, DateTime<Utc>)>,
+) -> Result<(), SchedulerError> {
+    let latest = ctx
+        .store
+        .window_runs(&WindowRunQuery { window: Some(&w.name), limit: Some(1), ..Default::default() })
+        .await?;
+    let now = Utc::now();
+    let plan = catch_up(w, latest.first().map(|r| r.scheduled_start), now);
+    for at in &plan.missed {
+        window::record_missed(ctx, &w.name, *at, now, "patchd was not running before end minus cutoff")
+            .await?;
+    }
+    if plan.more_missed > 0 {
+        warn!(window = %w.name, more_missed = plan.more_missed,
+            "further missed occurrences were not recorded one by one");
+    }
+    if let Some(at) = plan.late {
+        if !active.contains(&(w.name.clone(), at)) {
+            warn!(window = %w.name, scheduled_start = %at, late_seconds = (now - at).num_seconds(),
+                "window start was missed while patchd was down; starting late");
+            spawn_run(runs, active, shared, config, RunPlan::for_window(w, at));
+        }
+    }
+    Ok(())
+}
+
+async fn arm_windows(
+    timer: &Timer,
+    config: &Config,
+    armed: &mut HashMap<String, Armed>,
+    now: DateTime<Utc>,
+) -> Result<(), JobSchedulerError> {
+    for w in &config.windows {
+        if let Some(at) = next_firing(w, now) {
+            let job = timer.arm(at, Wake::Window { name: w.name.clone(), at }).await?;
+            armed.insert(w.name.clone(), Armed { at, job });
+            info!(window = %w.name, next = %at, "next firing armed");
+        }
+    }
+    Ok(())
+}
+
+/// After a reload: keep the jobs whose instant is unchanged, replace the others.
+async fn rearm(
+    timer: &Timer,
+    config: &Config,
+    armed: &mut HashMap<String, Armed>,
+) -> Result<(), JobSchedulerError> {
+    let now = Utc::now();
+    let wanted: HashMap<&str, DateTime<Utc>> =
+        config.windows.iter().filter_map(|w| Some((w.name.as_str(), next_firing(w, now)?))).collect();
+    let names: Vec<String> = armed.keys().cloned().collect();
+    for name in names {
+        if wanted.get(name.as_str()) != armed.get(&name).map(|a| &a.at) {
+            if let Some(old) = armed.remove(&name) {
+                timer.disarm(old.job).await;
+            }
+        }
+    }
+    for (name, at) in wanted {
+        if !armed.contains_key(name) {
+            let job = timer.arm(at, Wake::Window { name: name.to_string(), at }).await?;
+            armed.insert(name.to_string(), Armed { at, job });
+            info!(window = name, next = %at, "next firing armed");
+        }
+    }
+    Ok(())
+}
+
+async fn arm_sync(timer: &Timer, settings: &Settings) -> Result<Uuid, JobSchedulerError> {
+    let at =
+        Utc::now() + chrono::Duration::from_std(settings.sync_interval).unwrap_or(chrono::Duration::hours(6));
+    timer.arm(at, Wake::Sync).await
+}
+
+fn spawn_run(
+    runs: &mut JoinSet<Finished>,
+    active: &mut HashSet<(String, DateTime<Utc>)>,
+    shared: &Shared,
+    config: &Arc<Config>,
+    plan: RunPlan,
+) {
+    let key = (plan.record_as.clone(), plan.scheduled_start);
+    if !active.insert(key.clone()) {
+        debug!(window = %key.0, scheduled_start = %key.1, "occurrence already running in this process");
+        return;
+    }
+    let shared = shared.clone();
+    let config = config.clone();
+    runs.spawn(async move {
+        // The library may fire up to two seconds early: start at the instant itself.
+        if let Ok(early) = (plan.scheduled_start - Utc::now()).to_std() {
+            tokio::time::sleep(early).await;
+        }
+        let progress = |p: &TaskProgress<'_>| {
+            debug!(
+                window = p.run,
+                task = p.task,
+                done = p.progress.done,
+                total = p.progress.total,
+                failed = p.progress.failed,
+                "progress"
+            );
+        };
+        let env = Env {
+            ctx: &shared.ctx,
+            config: &config,
+            release_dates: &shared.release_dates,
+            state_dir: &shared.settings.state_dir,
+            poll: &shared.settings.poll,
+            lock_wait: LockWait::UntilCutoff,
+            on_progress: &progress,
+        };
+        let result = window::execute(&env, &plan, shared.stop.clone()).await;
+        if let Ok(summary) = &result {
+            if let RunEnd::AlreadyDone(status) = summary.end {
+                debug!(window = %key.0, status = %status, "occurrence already done");
+            }
+        }
+        (key.0, key.1, result)
+    });
+}
+
+/// The periodic compliance sync of every managed instance of the configured groups.
+async fn periodic_sync(shared: Shared, config: Arc<Config>) {
+    let ctx = &shared.ctx;
+    let started = std::time::Instant::now();
+    let now = Utc::now();
+    let mut managed: Vec<String> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    for group in &config.groups {
+        match ctx.aws.resolve_group(group).await {
+            Ok(found) => targets.extend(found),
+            Err(e) => warn!(group = %group.name, error = %e, "periodic sync: group not resolved"),
+        }
+    }
+    targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    targets.dedup_by(|a, b| a.instance_id == b.instance_id);
+    if let Err(e) = sync::record_inventory(ctx, &targets, now).await {
+        warn!(error = %e, "periodic sync: inventory not recorded");
+    }
+    managed.extend(targets.iter().filter(|t| t.can_take_commands()).map(|t| t.instance_id.clone()));
+    if let Err(e) = shared.release_dates.refresh_if_stale(ctx, now).await {
+        warn!(error = %e, "periodic sync: release dates not refreshed");
+    }
+    let request = SyncRequest { source: "compliance-poll", instance_ids: &managed };
+    match sync::sync_compliance(ctx, &request, &shared.release_dates).await {
+        Ok(_) => info!(
+            instances = managed.len(),
+            gaps = targets.len() - managed.len(),
+            duration_seconds = started.elapsed().as_secs_f64(),
+            "periodic compliance sync done"
+        ),
+        Err(e) => error!(error = %e, "periodic compliance sync failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use patchd_config::CutoffBehavior;
+    use patchd_schedule::{Expression, Schedule, ScheduleSpec, Tz};
+
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn window(expr: &str, tz: Tz, hours: i64, cutoff: i64) -> Window {
+        let schedule = Schedule::new(ScheduleSpec {
+            expression: Expression::parse(expr).unwrap(),
+            timezone: tz,
+            offset_days: 0,
+            start: None,
+            end: None,
+        })
+        .unwrap();
+        Window {
+            name: "w".into(),
+            description: None,
+            schedule,
+            duration: chrono::Duration::hours(hours),
+            cutoff: chrono::Duration::hours(cutoff),
+            cutoff_behavior: CutoffBehavior::ContinueTask,
+            enabled: true,
+            tasks: Vec::new(),
+            origin: patchd_config::Origin { file: Arc::new(PathBuf::from("t.toml")), line: 1, col: 1 },
+        }
+    }
+
+    #[test]
+    fn catch_up_records_missed_and_starts_the_open_one_late() {
+        // Daily at 02:00 UTC, 4 h long, 1 h cutoff: releasing stops at 05:00.
+        let w = window("cron(0 2 * * ? *)", Tz::UTC, 4, 1);
+        let check = |last: Option<&str>, now: &str, missed: &[&str], late: Option<&str>| {
+            let got = catch_up(&w, last.map(t), t(now));
+            let want: Vec<_> = missed.iter().map(|s| t(s)).collect();
+            assert_eq!(got.missed, want, "missed, last={last:?} now={now}");
+            assert_eq!(got.late, late.map(t), "late, last={last:?} now={now}");
+        };
+        // Down from before the 1st's run to the 3rd at 03:00: 2nd missed, 3rd starts late.
+        check(
+            Some("2026-03-01T02:00:00Z"),
+            "2026-03-03T03:00:00Z",
+            &["2026-03-02T02:00:00Z"],
+            Some("2026-03-03T02:00:00Z"),
+        );
+        // Back at 05:00 exactly: end minus cutoff has passed, so the 3rd is missed too.
+        check(
+            Some("2026-03-01T02:00:00Z"),
+            "2026-03-03T05:00:00Z",
+            &["2026-03-02T02:00:00Z", "2026-03-03T02:00:00Z"],
+            None,
+        );
+        // At 04:59:59 it can still start.
+        check(Some("2026-03-02T02:00:00Z"), "2026-03-03T04:59:59Z", &[], Some("2026-03-03T02:00:00Z"));
+        // Never ran before: nothing is missed, but an open occurrence starts late.
+        check(None, "2026-03-03T03:00:00Z", &[], Some("2026-03-03T02:00:00Z"));
+        check(None, "2026-03-03T06:00:00Z", &[], None);
+        // The firing itself is not "late": an occurrence at now is started by catch-up too.
+        check(Some("2026-03-02T02:00:00Z"), "2026-03-03T02:00:00Z", &[], Some("2026-03-03T02:00:00Z"));
+    }
+
+    #[test]
+    fn catch_up_caps_the_missed_list() {
+        let w = window("rate(5 minutes)", Tz::UTC, 1, 0);
+        let got = catch_up(&w, Some(t("2026-03-01T00:00:00Z")), t("2026-03-02T00:00:00Z"));
+        assert_eq!(got.missed.len(), MAX_MISSED_RECORDED);
+        // 288 firings in the day after the recorded one; the last 12 are open (1 h duration),
+        // of which the latest starts late and the 11 earlier overlapping ones are missed.
+        assert_eq!(got.missed.len() + got.more_missed, 288 - 1);
+        assert_eq!(got.late, Some(t("2026-03-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn firings_follow_the_schedule_across_dst() {
+        // 02:30 Berlin daily: on 2026-03-29 the local time is skipped and fires at 03:00 CEST
+        // (01:00Z); on 2026-10-25 it is repeated and fires once, at the first one (00:30Z).
+        let w = window("cron(30 2 * * ? *)", Tz::Europe__Berlin, 2, 0);
+        let mut at = t("2026-03-27T12:00:00Z");
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            at = next_firing(&w, at).unwrap();
+            got.push(at);
+        }
+        assert_eq!(
+            got,
+            vec![
+                t("2026-03-28T01:30:00Z"),
+                t("2026-03-29T01:00:00Z"),
+                t("2026-03-30T00:30:00Z"),
+                t("2026-03-31T00:30:00Z")
+            ]
+        );
+        let after = next_firing(&w, t("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(after, t("2026-10-25T00:30:00Z"));
+        assert_eq!(next_firing(&w, after), Some(t("2026-10-26T01:30:00Z")));
+        let mut disabled = w.clone();
+        disabled.enabled = false;
+        assert_eq!(next_firing(&disabled, after), None);
+    }
+
+    /// Measures the library's one-shot precision: it keeps whole epoch seconds and ticks every
+    /// 500 ms, so a job can fire before its instant. This is why firings sleep until the exact
+    /// instant before starting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_shot_fires_early_by_up_to_two_seconds() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let jobs = JobScheduler::new().await.unwrap();
+        jobs.start().await.unwrap();
+        let timer = Timer { jobs, wake: tx };
+        // Aim just before a whole second, where truncation costs the most.
+        let now = Utc::now();
+        let target = now + chrono::Duration::milliseconds(2950 - i64::from(now.timestamp_subsec_millis()));
+        timer.arm(target, Wake::Sync).await.unwrap();
+        let wake = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+        let fired = Utc::now();
+        assert_eq!(wake, Some(Wake::Sync));
+        let offset = (fired - target).num_milliseconds();
+        // Early by up to ~2 s, never later than one tick (plus scheduling slack) after it.
+        assert!((-2100..=1000).contains(&offset), "fired {offset} ms from its instant");
+    }
+}

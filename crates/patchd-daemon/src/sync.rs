@@ -1,0 +1,860 @@
+//! Compliance sync: SSM's current patch state into the store's history.
+//!
+//! SSM keeps only each node's latest Scan or Install. After every Scan and Install, and on its
+//! own schedule, the daemon reads that state and lets the store turn it into findings,
+//! transitions and installed-at times (the rules are `patchd_store`'s, see its crate
+//! documentation).
+//!
+//! # What a sync costs
+//!
+//! 1. `DescribeInstancePatchStates` for every requested instance, 50 ids a call:
+//!    `ceil(n / 50)` calls.
+//! 2. `DescribeInstancePatches` (pages of 100) only for instances whose `OperationEndTime` is
+//!    newer than the one the store holds: an unchanged end time means an unchanged patch
+//!    list. A sync of an unchanged fleet therefore costs the `ceil(n / 50)` calls of step 1
+//!    and nothing more, and writes nothing.
+//!
+//! # Batches and crashes
+//!
+//! Changed instances are fetched and recorded in batches of [`SYNC_BATCH_INSTANCES`], each
+//! one [`Store::record_sync`](patchd_store::Store::record_sync) and so one transaction: other
+//! writers (the audit log, window runs) wait for one batch, not for the whole fleet. A crash or
+//! a cancelled sync keeps every committed batch; the instances of the lost batch still have an
+//! older end time in the store than in SSM, so the next sync reads exactly those.
+//!
+//! # Release dates
+//!
+//! The SLA clock starts at an imported advisory's release date, else SSM's, else the
+//! fleet-wide first sighting (an estimate); [`PatchRecord::release`](patchd_store::PatchRecord::release)
+//! applies that order. SSM has dates only in `DescribeAvailablePatches`, and only for Windows
+//! and Amazon Linux 1 and 2. [`ReleaseDates`] reads those catalogs for the systems the fleet
+//! runs, at most once per refresh period (a day), and writes them to the store with the `ssm`
+//! source; every sync asks it to refresh what is stale.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Instant;
+
+use chrono::{DateTime, Timelike, Utc};
+use patchd_aws::{AwsClients, AwsError, Coverage, InstancePatch, PatchCatalog, PatchStateSummary, Target};
+use patchd_store::{
+    ComplianceSync, InstanceObservation, InstanceRecord, InstanceScan, PatchObservation, PatchState,
+    PingStatus, ReleaseSource, StoreError,
+};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tracing::{instrument, Instrument};
+
+use crate::context::{Context, Scope};
+
+/// Instances recorded per [`Store::record_sync`](patchd_store::Store::record_sync) call (one
+/// transaction each).
+pub const SYNC_BATCH_INSTANCES: usize = 1_000;
+/// `DescribeInstancePatches` calls in flight at once. SSM's per-operation quotas are not
+/// published; a few in flight keep a large fleet's sync short without provoking throttling
+/// that the SDK would then have to absorb.
+pub const PATCH_FETCH_CONCURRENCY: usize = 4;
+/// DescribeInstancePatchStates takes 50 ids a call.
+const PATCH_STATE_IDS: usize = 50;
+/// DescribeInstancePatches answers pages of 100 (patchd-aws asks for the largest).
+const PATCH_PAGE: usize = 100;
+/// How long a catalog that could not be read is left alone before the next attempt (at most
+/// the refresh period), so that a missing IAM permission does not cost calls on every sync.
+const FAILED_CATALOG_RETRY_MINUTES: i64 = 15;
+
+/// What to sync.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest<'a> {
+    /// What asked for the sync, for the store's sync log: `window:prod/scan`, `interval`, ...
+    pub source: &'a str,
+    /// The managed instances to read. Repeated ids are read once.
+    pub instance_ids: &'a [String],
+}
+
+/// What a sync did. `instances = changed + unchanged + unreported + gone`, plus the instances
+/// a failed sync did not get to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Distinct instances requested.
+    pub instances: usize,
+    /// Instances whose newer Scan or Install was read and recorded.
+    pub changed: usize,
+    /// Instances whose `OperationEndTime` is no newer than the one recorded: not read again.
+    pub unchanged: usize,
+    /// Instances SSM has no patch state for (never scanned, or not a managed node).
+    pub unreported: usize,
+    /// Instances SSM no longer knew when their patch list was asked for (terminated or
+    /// deregistered between the two calls).
+    pub gone: usize,
+    /// Findings opened (patches seen missing on an instance for the first time).
+    pub opened: usize,
+    /// Open findings that became installed.
+    pub remediated: usize,
+    /// Remediated findings seen open again.
+    pub reopened: usize,
+    /// Finding state changes recorded, openings included.
+    pub transitions: usize,
+    /// `record_sync` transactions committed.
+    pub batches: usize,
+    /// `DescribeInstancePatchStates` requests (one per 50 ids; SDK retries not counted).
+    pub state_calls: usize,
+    /// `DescribeInstancePatches` pages read (one per 100 patches, at least one per instance;
+    /// SDK retries not counted).
+    pub patch_calls: usize,
+    /// Release dates the store took from SSM's catalogs during this sync (0 unless a catalog
+    /// was due for its refresh).
+    pub release_dates: usize,
+    pub elapsed: std::time::Duration,
+}
+
+/// How a sync paces itself. [`sync_compliance`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Instances per `record_sync` transaction.
+    pub batch_instances: usize,
+    /// `DescribeInstancePatches` calls in flight at once.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions { batch_instances: SYNC_BATCH_INSTANCES, fetch_concurrency: PATCH_FETCH_CONCURRENCY }
+    }
+}
+
+/// Why a sync, an inventory record or a release-date refresh stopped. Whatever was committed
+/// before the error stays committed; the next sync reads what is left.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("cannot read the patch states of {instances} instances: {source}")]
+    PatchStates {
+        instances: usize,
+        #[source]
+        source: AwsError,
+    },
+
+    #[error(
+        "cannot read the patch list of {instance_id} ({recorded} instances were recorded first; \
+         the next sync reads the rest): {source}"
+    )]
+    InstancePatches {
+        instance_id: String,
+        /// Instances committed by this sync before it stopped.
+        recorded: usize,
+        #[source]
+        source: AwsError,
+    },
+
+    #[error("cannot read ssm's {catalog} patch catalog: {source}")]
+    AvailablePatches {
+        catalog: &'static str,
+        #[source]
+        source: AwsError,
+    },
+
+    #[error("cannot read the recorded fleet from the store: {0}")]
+    ReadStore(#[source] StoreError),
+
+    #[error(
+        "cannot record a compliance sync batch ({recorded} instances were recorded first; \
+         the next sync reads the rest): {source}"
+    )]
+    RecordSync {
+        recorded: usize,
+        #[source]
+        source: StoreError,
+    },
+
+    #[error("cannot record the inventory of {instances} instances: {source}")]
+    RecordInventory {
+        instances: usize,
+        #[source]
+        source: StoreError,
+    },
+
+    #[error("cannot record ssm's release dates: {0}")]
+    RecordReleaseDates(#[source] StoreError),
+}
+
+impl SyncError {
+    /// Whether the same work may succeed later unchanged (throttling, network trouble, a busy
+    /// or unreachable database), as opposed to needing an operator (permissions, bad input).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::PatchStates { source, .. }
+            | SyncError::InstancePatches { source, .. }
+            | SyncError::AvailablePatches { source, .. } => source.is_transient(),
+            SyncError::ReadStore(source)
+            | SyncError::RecordSync { source, .. }
+            | SyncError::RecordInventory { source, .. }
+            | SyncError::RecordReleaseDates(source) => {
+                matches!(source, StoreError::Busy(_) | StoreError::Unavailable(_))
+            }
+        }
+    }
+}
+
+/// Reads SSM's compliance state of `request.instance_ids` and records what changed since the
+/// last sync, with the default [`SyncOptions`]. See the module documentation for the cost.
+pub async fn sync_compliance(
+    ctx: &Context,
+    request: &SyncRequest<'_>,
+    release_dates: &ReleaseDates,
+) -> Result<SyncOutcome, SyncError> {
+    sync_compliance_with(ctx, request, release_dates, &SyncOptions::default()).await
+}
+
+/// [`sync_compliance`] with explicit batching and concurrency.
+#[instrument(
+    skip_all,
+    fields(source = request.source, instances = request.instance_ids.len()),
+    err(Display)
+)]
+pub async fn sync_compliance_with(
+    ctx: &Context,
+    request: &SyncRequest<'_>,
+    release_dates: &ReleaseDates,
+    options: &SyncOptions,
+) -> Result<SyncOutcome, SyncError> {
+    let clock = Instant::now();
+    let started_at = Utc::now();
+    let ids = distinct(request.instance_ids);
+    let mut outcome = SyncOutcome { instances: ids.len(), ..SyncOutcome::default() };
+
+    let known = ctx.store.instances().await.map_err(SyncError::ReadStore)?;
+    let known: Vec<&InstanceRecord> = known.iter().filter(|r| in_scope(r, &ctx.scope)).collect();
+    let recorded_end: HashMap<&str, DateTime<Utc>> =
+        known.iter().filter_map(|r| Some((r.instance.instance_id.as_str(), recorded_end_of(r)?))).collect();
+
+    let states = ctx
+        .aws
+        .patch_states(&ids)
+        .await
+        .map_err(|source| SyncError::PatchStates { instances: ids.len(), source })?;
+    outcome.state_calls = ids.len().div_ceil(PATCH_STATE_IDS);
+    let states: HashMap<&str, &PatchStateSummary> =
+        states.iter().map(|s| (s.instance_id.as_str(), s)).collect();
+
+    let mut changed: Vec<(&PatchStateSummary, DateTime<Utc>)> = Vec::new();
+    for id in &ids {
+        let Some(state) = states.get(id.as_str()) else {
+            outcome.unreported += 1;
+            continue;
+        };
+        match classify(state.operation_ended_at, recorded_end.get(id.as_str()).copied()) {
+            Change::Unreported => outcome.unreported += 1,
+            Change::Unchanged => outcome.unchanged += 1,
+            Change::Changed(ended_at) => changed.push((state, ended_at)),
+        }
+    }
+
+    for batch in changed.chunks(options.batch_instances.max(1)) {
+        if let Err(error) =
+            sync_batch(ctx, request.source, started_at, batch, options.fetch_concurrency, &mut outcome).await
+        {
+            outcome.elapsed = clock.elapsed();
+            tracing::warn!(
+                recorded = outcome.changed,
+                newer = changed.len(),
+                state_calls = outcome.state_calls,
+                patch_calls = outcome.patch_calls,
+                "compliance sync stopped early; the next sync reads the instances it did not record"
+            );
+            return Err(error);
+        }
+    }
+
+    let catalogs = catalogs_of(known.iter().copied());
+    match release_dates.refresh_catalogs(ctx, &catalogs, Utc::now()).await {
+        Ok(n) => outcome.release_dates = n,
+        // Findings are recorded either way; their clock stays estimated (or advisory-based)
+        // until a refresh succeeds.
+        Err(error) => tracing::warn!(error = %error, "ssm release dates not refreshed"),
+    }
+
+    outcome.elapsed = clock.elapsed();
+    tracing::info!(
+        source = request.source,
+        instances = outcome.instances,
+        changed = outcome.changed,
+        unchanged = outcome.unchanged,
+        unreported = outcome.unreported,
+        gone = outcome.gone,
+        opened = outcome.opened,
+        remediated = outcome.remediated,
+        reopened = outcome.reopened,
+        transitions = outcome.transitions,
+        batches = outcome.batches,
+        state_calls = outcome.state_calls,
+        patch_calls = outcome.patch_calls,
+        release_dates = outcome.release_dates,
+        elapsed_ms = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "compliance synced"
+    );
+    Ok(outcome)
+}
+
+/// Fetches the patch lists of one batch and records them as one sync. An instance whose list
+/// could not be read is left out; if that was anything but "no such instance", the rest of
+/// the batch is still recorded and the error returned.
+async fn sync_batch(
+    ctx: &Context,
+    source: &str,
+    started_at: DateTime<Utc>,
+    batch: &[(&PatchStateSummary, DateTime<Utc>)],
+    concurrency: usize,
+    outcome: &mut SyncOutcome,
+) -> Result<(), SyncError> {
+    let ids: Vec<String> = batch.iter().map(|(state, _)| state.instance_id.clone()).collect();
+    let fetched = fetch_patch_lists(&ctx.aws, &ids, concurrency).await;
+
+    let mut lists: Vec<(&PatchStateSummary, DateTime<Utc>, Vec<InstancePatch>)> =
+        Vec::with_capacity(batch.len());
+    let mut failure: Option<(String, AwsError)> = None;
+    for (&(state, ended_at), result) in batch.iter().zip(fetched) {
+        match result {
+            None => {}
+            Some(Ok(patches)) => {
+                outcome.patch_calls += patches.len().div_ceil(PATCH_PAGE).max(1);
+                lists.push((state, ended_at, patches));
+            }
+            Some(Err(error @ AwsError::NotFound { .. })) => {
+                outcome.patch_calls += 1;
+                outcome.gone += 1;
+                tracing::warn!(
+                    instance = %state.instance_id,
+                    error = %error,
+                    "instance gone before its patch list was read"
+                );
+            }
+            Some(Err(error)) => {
+                outcome.patch_calls += 1;
+                if failure.is_none() {
+                    failure = Some((state.instance_id.clone(), error));
+                }
+            }
+        }
+    }
+
+    let observations: Vec<Vec<PatchObservation<'_>>> =
+        lists.iter().map(|(state, _, patches)| observe(&state.instance_id, patches)).collect();
+    let scans: Vec<InstanceScan<'_>> = lists
+        .iter()
+        .zip(&observations)
+        .map(|((state, ended_at, _), patches)| InstanceScan {
+            instance: ctx.scope.key(&state.instance_id),
+            observed_at: *ended_at,
+            command_id: None,
+            operation: state.operation,
+            operation_start: state.operation_started_at,
+            operation_end: state.operation_ended_at,
+            baseline_id: non_empty(&state.baseline_id),
+            snapshot_id: state.snapshot_id.as_deref(),
+            patch_group: state.patch_group.as_deref(),
+            patches,
+        })
+        .collect();
+    if !scans.is_empty() {
+        let sync = ComplianceSync { source, started_at, scans: &scans };
+        let report = ctx
+            .store
+            .record_sync(&sync)
+            .await
+            .map_err(|source| SyncError::RecordSync { recorded: outcome.changed, source })?;
+        outcome.batches += 1;
+        outcome.changed += report.instances;
+        // A scan older than the recorded one: another sync got there first.
+        outcome.unchanged += report.stale_instances;
+        outcome.opened += report.opened;
+        outcome.remediated += report.remediated;
+        outcome.reopened += report.reopened;
+        outcome.transitions += report.transitions;
+    }
+    match failure {
+        Some((instance_id, source)) => {
+            Err(SyncError::InstancePatches { instance_id, recorded: outcome.changed, source })
+        }
+        None => Ok(()),
+    }
+}
+
+/// The patch lists of `ids`, in order, at most `concurrency` calls in flight. After the first
+/// error other than "no such instance" no new call starts (those left out are None); calls
+/// already in flight finish and are kept.
+async fn fetch_patch_lists(
+    aws: &AwsClients,
+    ids: &[String],
+    concurrency: usize,
+) -> Vec<Option<Result<Vec<InstancePatch>, AwsError>>> {
+    let mut results: Vec<Option<Result<Vec<InstancePatch>, AwsError>>> = ids.iter().map(|_| None).collect();
+    let mut tasks = JoinSet::new();
+    let mut next = 0;
+    let mut stopped = false;
+    loop {
+        while !stopped && next < ids.len() && tasks.len() < concurrency.max(1) {
+            let (aws, id, index) = (aws.clone(), ids[next].clone(), next);
+            tasks.spawn(async move { (index, aws.instance_patches(&id).await) }.in_current_span());
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        match joined {
+            Ok((index, result)) => {
+                if matches!(&result, Err(error) if !matches!(error, AwsError::NotFound { .. })) {
+                    stopped = true;
+                }
+                results[index] = Some(result);
+            }
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: only when this future is dropped, and then nobody reads the results.
+            Err(_) => {}
+        }
+    }
+    results
+}
+
+/// SSM's patch list as the store takes it. Entries the store cannot hold (an empty id, a state
+/// this version does not know) are left out and logged.
+fn observe<'a>(instance_id: &str, patches: &'a [InstancePatch]) -> Vec<PatchObservation<'a>> {
+    let mut left_out = 0usize;
+    let observations = patches
+        .iter()
+        .filter_map(|patch| {
+            let state = PatchState::parse(patch.state.as_ssm());
+            let patch_id = patch.kb_id.trim();
+            match state {
+                Some(state) if !patch_id.is_empty() => Some(PatchObservation {
+                    patch_id,
+                    title: non_empty(&patch.title),
+                    classification: non_empty(&patch.classification),
+                    severity: non_empty(&patch.severity),
+                    cve_ids: &patch.cve_ids,
+                    state,
+                    installed_time: patch.installed_at,
+                }),
+                _ => {
+                    left_out += 1;
+                    None
+                }
+            }
+        })
+        .collect();
+    if left_out > 0 {
+        tracing::warn!(
+            instance = instance_id,
+            left_out,
+            "patches without an id or with a state patchd does not know were not recorded"
+        );
+    }
+    observations
+}
+
+/// Whether an instance's patch list must be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// SSM has no completed Scan or Install for it.
+    Unreported,
+    /// SSM's operation ended no later than the one recorded: the list is the recorded one.
+    Unchanged,
+    /// A newer operation, ended at this instant.
+    Changed(DateTime<Utc>),
+}
+
+/// Compares at the store's precision (microseconds), so a value read back from the store
+/// equals the one SSM sends again.
+fn classify(ssm_end: Option<DateTime<Utc>>, recorded_end: Option<DateTime<Utc>>) -> Change {
+    let Some(ended_at) = ssm_end else { return Change::Unreported };
+    match recorded_end {
+        Some(recorded) if micros(ended_at) <= micros(recorded) => Change::Unchanged,
+        _ => Change::Changed(ended_at),
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.nanosecond();
+    t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
+}
+
+/// The end of the instance's latest recorded operation (its scan time when the store has no
+/// end time); None before its first recorded scan.
+fn recorded_end_of(record: &InstanceRecord) -> Option<DateTime<Utc>> {
+    let summary = record.compliance.as_ref()?;
+    Some(summary.operation_end.unwrap_or(summary.scanned_at))
+}
+
+fn in_scope(record: &InstanceRecord, scope: &Scope) -> bool {
+    record.instance.account == scope.account && record.instance.region == scope.region
+}
+
+fn distinct(ids: &[String]) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect()
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventory
+
+/// Records instances as EC2 and SSM saw them at `at`: name, operating system, tags, whether
+/// SSM manages them and their agent's ping status. Coverage gaps (EC2 lists them, SSM does
+/// not) are recorded too, with their EC2 platform, so reports can show them.
+#[instrument(skip_all, fields(instances = targets.len()), err(Display))]
+pub async fn record_inventory(ctx: &Context, targets: &[Target], at: DateTime<Utc>) -> Result<(), SyncError> {
+    let platforms: Vec<Option<String>> = targets.iter().map(platform_of).collect();
+    let observations: Vec<InstanceObservation<'_>> = targets
+        .iter()
+        .zip(&platforms)
+        .map(|(target, platform)| {
+            let agent = match &target.coverage {
+                Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
+                Coverage::Unmanaged => None,
+            };
+            InstanceObservation {
+                instance: ctx.scope.key(&target.instance_id),
+                name: target.name.as_deref(),
+                platform: platform.as_deref(),
+                tags: &target.tags,
+                ssm_managed: agent.is_some(),
+                ping_status: agent.and_then(|a| ping_status(&a.ping)),
+            }
+        })
+        .collect();
+    ctx.store
+        .record_instances(at, &observations)
+        .await
+        .map_err(|source| SyncError::RecordInventory { instances: targets.len(), source })?;
+    tracing::debug!(instances = targets.len(), "inventory recorded");
+    Ok(())
+}
+
+fn ping_status(ping: &patchd_aws::PingStatus) -> Option<PingStatus> {
+    match ping {
+        patchd_aws::PingStatus::Online => Some(PingStatus::Online),
+        patchd_aws::PingStatus::ConnectionLost => Some(PingStatus::ConnectionLost),
+        patchd_aws::PingStatus::Inactive => Some(PingStatus::Inactive),
+        patchd_aws::PingStatus::Other(_) => None,
+    }
+}
+
+/// The operating system as SSM's agent names it (`Amazon Linux 2`, `Ubuntu 22.04`,
+/// `Microsoft Windows Server 2022 Datacenter`), else EC2's platform details (`Linux/UNIX`).
+fn platform_of(target: &Target) -> Option<String> {
+    let agent = match &target.coverage {
+        Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
+        Coverage::Unmanaged => None,
+    };
+    agent
+        .and_then(|a| {
+            let name = a.platform_name.as_deref().and_then(non_empty)?;
+            Some(operating_system(name, a.platform_version.as_deref()))
+        })
+        .or_else(|| target.platform_details.as_deref().and_then(non_empty).map(str::to_string))
+}
+
+/// SSM's PlatformName with its PlatformVersion, unless the name already carries a version
+/// (Windows names do: `Microsoft Windows Server 2022 Datacenter` with version `10.0.20348`).
+fn operating_system(name: &str, version: Option<&str>) -> String {
+    let name = name.trim();
+    match version.and_then(non_empty) {
+        Some(version) if !name.chars().any(|c| c.is_ascii_digit()) => format!("{name} {version}"),
+        _ => name.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release dates
+
+/// The catalog of `DescribeAvailablePatches` that has release dates for an operating system
+/// as [`record_inventory`] records it; None for systems SSM has no dates for (Amazon Linux
+/// 2023, RHEL, Ubuntu, ...: their dates come from imported advisories).
+pub fn catalog_for_platform(platform: &str) -> Option<PatchCatalog> {
+    let platform = platform.trim().to_ascii_lowercase();
+    if platform.contains("windows") {
+        return Some(PatchCatalog::Windows);
+    }
+    let version = platform.strip_prefix("amazon linux")?.trim();
+    if version == "2" || version.starts_with("2 ") {
+        Some(PatchCatalog::AmazonLinux2)
+    } else if version == "1" || version.starts_with("ami") || version.starts_with("201") {
+        // Amazon Linux 1 reports itself as `Amazon Linux AMI` with versions like 2018.03.
+        Some(PatchCatalog::AmazonLinux)
+    } else {
+        None
+    }
+}
+
+fn catalog_name(catalog: PatchCatalog) -> &'static str {
+    match catalog {
+        PatchCatalog::Windows => "windows",
+        PatchCatalog::AmazonLinux => "amazon-linux",
+        PatchCatalog::AmazonLinux2 => "amazon-linux-2",
+    }
+}
+
+const ALL_CATALOGS: [PatchCatalog; 3] =
+    [PatchCatalog::Windows, PatchCatalog::AmazonLinux, PatchCatalog::AmazonLinux2];
+
+/// The catalogs the managed instances among `records` need, in a fixed order.
+fn catalogs_of<'r>(records: impl IntoIterator<Item = &'r InstanceRecord>) -> Vec<PatchCatalog> {
+    let mut wanted = [false; ALL_CATALOGS.len()];
+    for record in records.into_iter().filter(|r| r.ssm_managed) {
+        if let Some(catalog) = record.instance.platform.as_deref().and_then(catalog_for_platform) {
+            wanted[catalog_index(catalog)] = true;
+        }
+    }
+    ALL_CATALOGS.into_iter().filter(|c| wanted[catalog_index(*c)]).collect()
+}
+
+fn catalog_index(catalog: PatchCatalog) -> usize {
+    match catalog {
+        PatchCatalog::Windows => 0,
+        PatchCatalog::AmazonLinux => 1,
+        PatchCatalog::AmazonLinux2 => 2,
+    }
+}
+
+/// SSM's release dates per catalog, shared by every sync of the process (`Arc` it; it is
+/// `Send + Sync`). A catalog is read again once `refresh` has passed since its last read;
+/// one that failed is tried again after 15 minutes (or `refresh`, if shorter).
+pub struct ReleaseDates {
+    refresh: chrono::Duration,
+    catalogs: Mutex<[CatalogDates; ALL_CATALOGS.len()]>,
+}
+
+#[derive(Debug, Default)]
+struct CatalogDates {
+    fetched_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+    /// Patch id (the KB id on Windows, the advisory id on Amazon Linux) -> earliest release.
+    dates: HashMap<String, DateTime<Utc>>,
+}
+
+impl CatalogDates {
+    fn is_due(&self, now: DateTime<Utc>, refresh: chrono::Duration) -> bool {
+        let retry = refresh.min(chrono::Duration::minutes(FAILED_CATALOG_RETRY_MINUTES));
+        if self.failed_at.is_some_and(|failed| now - failed < retry) {
+            return false;
+        }
+        self.fetched_at.is_none_or(|fetched| now - fetched >= refresh)
+    }
+}
+
+impl fmt::Debug for ReleaseDates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The dates themselves are thousands of entries: not for logs.
+        f.debug_struct("ReleaseDates").field("refresh", &self.refresh).finish_non_exhaustive()
+    }
+}
+
+impl ReleaseDates {
+    /// An empty cache whose catalogs are read again after `refresh` (a day in the daemon).
+    pub fn new(refresh: chrono::Duration) -> ReleaseDates {
+        ReleaseDates { refresh, catalogs: Mutex::new(Default::default()) }
+    }
+
+    /// Reads the catalogs that the managed instances recorded for `ctx.scope` need (see
+    /// [`catalog_for_platform`]; [`record_inventory`] records their platforms) and that are
+    /// due at `now`, and writes their dates to the store with the `ssm` source. Returns the
+    /// number of patches whose date the store set or changed. While the catalogs are fresh
+    /// this costs one store read and no AWS call.
+    ///
+    /// A catalog that cannot be read is reported (the first such error) after the others
+    /// have been read and written.
+    #[instrument(skip_all, err(Display))]
+    pub async fn refresh_if_stale(&self, ctx: &Context, now: DateTime<Utc>) -> Result<usize, SyncError> {
+        let known = ctx.store.instances().await.map_err(SyncError::ReadStore)?;
+        let catalogs = catalogs_of(known.iter().filter(|r| in_scope(r, &ctx.scope)));
+        self.refresh_catalogs(ctx, &catalogs, now).await
+    }
+
+    /// [`ReleaseDates::refresh_if_stale`] for the given catalogs.
+    pub async fn refresh_catalogs(
+        &self,
+        ctx: &Context,
+        catalogs: &[PatchCatalog],
+        now: DateTime<Utc>,
+    ) -> Result<usize, SyncError> {
+        // Held across the calls: a second sync waits and then finds the catalogs fresh,
+        // rather than reading them again.
+        let mut cache = self.catalogs.lock().await;
+        let mut fetched: Vec<(PatchCatalog, HashMap<String, DateTime<Utc>>)> = Vec::new();
+        let mut first_error = None;
+        for &catalog in catalogs {
+            let entry = &mut cache[catalog_index(catalog)];
+            if !entry.is_due(now, self.refresh) || fetched.iter().any(|(c, _)| *c == catalog) {
+                continue;
+            }
+            match ctx.aws.available_patches(catalog, &[]).await {
+                Ok(patches) => fetched.push((catalog, earliest_release_dates(&patches))),
+                Err(source) => {
+                    entry.failed_at = Some(now);
+                    let error = SyncError::AvailablePatches { catalog: catalog_name(catalog), source };
+                    tracing::warn!(error = %error, "patch catalog not read");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+
+        let mut written = 0;
+        if !fetched.is_empty() {
+            let rows: Vec<(&str, DateTime<Utc>, ReleaseSource)> = fetched
+                .iter()
+                .flat_map(|(_, dates)| dates.iter().map(|(id, at)| (id.as_str(), *at, ReleaseSource::Ssm)))
+                .collect();
+            if !rows.is_empty() {
+                // Only once the store has the dates is a catalog fresh: a failed write is
+                // tried again on the next call.
+                written = ctx.store.set_release_dates(&rows).await.map_err(SyncError::RecordReleaseDates)?;
+            }
+            for (catalog, dates) in fetched {
+                tracing::info!(
+                    catalog = catalog_name(catalog),
+                    patches = dates.len(),
+                    "ssm release dates read"
+                );
+                let entry = &mut cache[catalog_index(catalog)];
+                *entry = CatalogDates { fetched_at: Some(now), failed_at: None, dates };
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(written),
+        }
+    }
+
+    /// SSM's release date of a patch, from the catalogs read so far.
+    pub async fn release_date(&self, patch_id: &str) -> Option<DateTime<Utc>> {
+        let cache = self.catalogs.lock().await;
+        cache.iter().find_map(|c| c.dates.get(patch_id).copied())
+    }
+
+    /// When a catalog was last read successfully.
+    pub async fn fetched_at(&self, catalog: PatchCatalog) -> Option<DateTime<Utc>> {
+        self.catalogs.lock().await[catalog_index(catalog)].fetched_at
+    }
+}
+
+/// Release dates by the id DescribeInstancePatches reports (`KBId`): the KB number on Windows,
+/// the advisory id on Amazon Linux. A patch listed more than once (one entry per package of
+/// an advisory) keeps its earliest date.
+fn earliest_release_dates(patches: &[patchd_aws::AvailablePatch]) -> HashMap<String, DateTime<Utc>> {
+    let mut dates: HashMap<String, DateTime<Utc>> = HashMap::with_capacity(patches.len());
+    for patch in patches {
+        let Some(released) = patch.release_date else { continue };
+        let id = patch.kb_number.as_deref().unwrap_or(&patch.id);
+        dates.entry(id.to_string()).and_modify(|at| *at = (*at).min(released)).or_insert(released);
+    }
+    dates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).expect("valid instant").to_utc()
+    }
+
+    #[test]
+    fn only_newer_operations_are_read_again() {
+        let t = at("2026-11-28T10:00:00.123456Z");
+        let noise = t + chrono::Duration::nanoseconds(789);
+        for (ssm, recorded, expected) in [
+            (None, None, Change::Unreported),
+            (None, Some(t), Change::Unreported),
+            (Some(t), None, Change::Changed(t)),
+            (Some(t), Some(t), Change::Unchanged),
+            // The store keeps microseconds; SSM's value parsed again may carry more.
+            (Some(noise), Some(t), Change::Unchanged),
+            (Some(t), Some(t + chrono::Duration::seconds(1)), Change::Unchanged),
+            (
+                Some(t + chrono::Duration::microseconds(1)),
+                Some(t),
+                Change::Changed(t + chrono::Duration::microseconds(1)),
+            ),
+        ] {
+            assert_eq!(classify(ssm, recorded), expected, "{ssm:?} vs {recorded:?}");
+        }
+    }
+
+    #[test]
+    fn operating_systems_are_named_as_ssm_names_them() {
+        for (name, version, expected) in [
+            ("Amazon Linux", Some("2"), "Amazon Linux 2"),
+            ("Amazon Linux", Some("2023"), "Amazon Linux 2023"),
+            ("Amazon Linux AMI", Some("2018.03"), "Amazon Linux AMI 2018.03"),
+            ("Ubuntu", Some("22.04"), "Ubuntu 22.04"),
+            (
+                "Microsoft Windows Server 2022 Datacenter",
+                Some("10.0.20348"),
+                "Microsoft Windows Server 2022 Datacenter",
+            ),
+            ("Red Hat Enterprise Linux", None, "Red Hat Enterprise Linux"),
+            ("Red Hat Enterprise Linux", Some(" "), "Red Hat Enterprise Linux"),
+        ] {
+            assert_eq!(operating_system(name, version), expected);
+        }
+    }
+
+    #[test]
+    fn only_windows_and_amazon_linux_1_and_2_have_ssm_catalogs() {
+        for (platform, expected) in [
+            ("Amazon Linux 2", Some(PatchCatalog::AmazonLinux2)),
+            ("Amazon Linux AMI 2018.03", Some(PatchCatalog::AmazonLinux)),
+            ("Amazon Linux 2023", None),
+            ("Amazon Linux 2022", None),
+            ("Microsoft Windows Server 2022 Datacenter", Some(PatchCatalog::Windows)),
+            ("Windows", Some(PatchCatalog::Windows)),
+            ("Ubuntu 22.04", None),
+            ("Red Hat Enterprise Linux 9.4", None),
+            ("Linux/UNIX", None),
+        ] {
+            assert_eq!(catalog_for_platform(platform), expected, "{platform}");
+        }
+    }
+
+    #[test]
+    fn catalogs_are_due_daily_and_failures_wait_a_while() {
+        let day = chrono::Duration::days(1);
+        let t = at("2026-11-28T00:00:00Z");
+        assert!(CatalogDates::default().is_due(t, day));
+        let fresh = CatalogDates { fetched_at: Some(t), ..CatalogDates::default() };
+        assert!(!fresh.is_due(t + chrono::Duration::hours(23), day));
+        assert!(fresh.is_due(t + day, day));
+        let failed = CatalogDates { failed_at: Some(t), ..CatalogDates::default() };
+        assert!(!failed.is_due(t + chrono::Duration::minutes(14), day));
+        assert!(failed.is_due(t + chrono::Duration::minutes(15), day));
+        assert!(failed.is_due(t + chrono::Duration::minutes(1), chrono::Duration::minutes(1)));
+    }
+
+    #[test]
+    fn repeated_catalog_entries_keep_their_earliest_date() {
+        let entry = |id: &str, kb: Option<&str>, released: Option<&str>| patchd_aws::AvailablePatch {
+            id: id.into(),
+            kb_number: kb.map(str::to_string),
+            title: None,
+            release_date: released.map(at),
+            classification: None,
+            severity: None,
+            msrc_severity: None,
+            cve_ids: Vec::new(),
+            advisory_ids: Vec::new(),
+            product: None,
+            product_family: None,
+            package: None,
+        };
+        let dates = earliest_release_dates(&[
+            entry("ALAS2-2026-1", None, Some("2026-03-02T00:00:00Z")),
+            entry("ALAS2-2026-1", None, Some("2026-03-01T00:00:00Z")),
+            entry("ALAS2-2026-1", None, Some("2026-03-03T00:00:00Z")),
+            entry("8f1c0000-guid", Some("KB5031234"), Some("2026-04-01T00:00:00Z")),
+            entry("ALAS2-2026-2", None, None),
+        ]);
+        assert_eq!(dates.len(), 2, "{dates:?}");
+        assert_eq!(dates["ALAS2-2026-1"], at("2026-03-01T00:00:00Z"));
+        assert_eq!(dates["KB5031234"], at("2026-04-01T00:00:00Z"));
+    }
+}

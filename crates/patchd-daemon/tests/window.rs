@@ -1,0 +1,404 @@
+//! Window occurrences against the fleet simulator, in-process on port 0: what a run sends,
+//! what the store holds afterwards, the cutoff, missed occurrences, and resumption.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fleet_sim::{Scenario, SimServer};
+use patchd_aws::{AwsClients, StaticEndpoint};
+use patchd_config::Config;
+use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::scheduler::{self, Control, Settings};
+use patchd_daemon::sync::ReleaseDates;
+use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::{Context, Scope};
+use patchd_store::{
+    CommandStatus, FindingQuery, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus,
+};
+use tokio::sync::{mpsc, watch};
+
+const GROUP_SIZE: usize = 8;
+
+/// One group of Amazon Linux 2 instances, a quarter of them without an SSM agent, and a
+/// clock running `time_scale` times real time.
+fn scenario(time_scale: f64) -> Scenario {
+    let text = format!(
+        r#"
+name = "daemon-window"
+seed = 11
+time_scale = {time_scale:.1}
+
+[timing]
+dispatch_delay_seconds = 1
+invocation_visibility_delay_seconds = 0
+scan_seconds = 40
+install_seconds = 120
+reboot_seconds = 30
+jitter = 0.1
+
+[catalog]
+patches_per_os = 40
+
+[[group]]
+name = "web"
+count = {GROUP_SIZE}
+platforms = {{ amazon-linux-2 = 1 }}
+tags = {{ Role = "web", "Patch Group" = "web" }}
+unmanaged = 0.25
+missing = 0.6
+"#
+    );
+    Scenario::from_toml_str(&text).expect("test scenario is valid")
+}
+
+/// patchd's configuration: group `web`, and windows whose tasks scan then install it.
+fn config_text(state_dir: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{state_dir}"
+
+[aws]
+region = "us-east-1"
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+
+[[window]]
+name = "nightly"
+schedule = "cron(0 2 * * ? *)"
+duration_hours = 2
+cutoff_hours = 1
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["web"]
+priority = 1
+
+[[window.task]]
+name = "install"
+operation = "install"
+groups = ["web"]
+priority = 2
+max_concurrency = 2
+max_errors = 1
+
+[[window]]
+name = "cancelling"
+schedule = "cron(0 4 * * ? *)"
+duration_hours = 1
+cutoff_hours = 0
+cutoff_behavior = "CANCEL_TASK"
+
+[[window.task]]
+name = "install"
+operation = "install"
+groups = ["web"]
+
+[[window]]
+name = "hourly-scan"
+schedule = "rate(1 hour)"
+duration_hours = 1
+cutoff_hours = 0
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["web"]
+"#
+    )
+}
+
+struct Fixture {
+    server: SimServer,
+    ctx: Context,
+    config: Config,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str, time_scale: f64) -> Fixture {
+    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario(time_scale)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("patchd-window-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = config_text(dir.to_str().unwrap());
+    let config = patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now())
+        .unwrap_or_else(|e| panic!("test configuration is invalid: {e:?}"))
+        .config;
+    let url = server.endpoint_url();
+    let aws = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
+    let store =
+        Store::open(&format!("sqlite://{}", dir.join("patchd.db").display()), &OpenOptions::default())
+            .await
+            .unwrap();
+    let ctx = Context {
+        aws,
+        store,
+        scope: Scope { account: "default".into(), region: "us-east-1".into() },
+        actor: "test".into(),
+    };
+    Fixture { server, ctx, config, dir }
+}
+
+fn poll() -> PollPolicy {
+    PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() }
+}
+
+fn managed(f: &Fixture) -> usize {
+    f.server.instances().iter().filter(|i| i.is_managed()).count()
+}
+
+async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
+    let dates = ReleaseDates::new(chrono::Duration::days(1));
+    let poll = poll();
+    let progress = |_: &TaskProgress<'_>| {};
+    let env = Env {
+        ctx: &f.ctx,
+        config: &f.config,
+        release_dates: &dates,
+        state_dir: &f.dir,
+        poll: &poll,
+        lock_wait: LockWait::Fail,
+        on_progress: &progress,
+    };
+    window::execute(&env, plan, stop).await.expect("run executes")
+}
+
+async fn runs(f: &Fixture, window: &str) -> Vec<WindowRunRecord> {
+    f.ctx.store.window_runs(&WindowRunQuery { window: Some(window), ..Default::default() }).await.unwrap()
+}
+
+fn never_stop() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_occurrence_scans_then_installs_its_group() {
+    let f = fixture("occurrence", 600.0).await;
+    let managed = managed(&f);
+    assert!(managed > 0 && managed < GROUP_SIZE, "the scenario mixes managed and unmanaged instances");
+    let window = f.config.window("nightly").unwrap();
+    let start = Utc::now();
+    let summary = execute(&f, &RunPlan::for_window(window, start), never_stop()).await;
+
+    assert_eq!(summary.end, RunEnd::Finished(WindowRunStatus::Succeeded), "{summary:#?}");
+    assert!(!summary.late);
+    assert_eq!(summary.tasks.len(), 2);
+    for (task, name) in summary.tasks.iter().zip(["scan", "install"]) {
+        assert_eq!(task.name, name);
+        assert_eq!(task.status, CommandStatus::Success, "{task:?}");
+        assert_eq!(task.targeted, GROUP_SIZE, "every instance of the group is in scope");
+        assert_eq!(task.gaps, GROUP_SIZE - managed, "unmanaged instances are coverage gaps");
+        assert_eq!(task.succeeded, managed);
+        assert_eq!(task.not_sent, 0);
+    }
+    assert_eq!(summary.skipped(), 2 * (GROUP_SIZE - managed));
+    assert!(summary.api_calls() > 0);
+
+    // The run and its tasks, in order, in the store.
+    let recorded = runs(&f, "nightly").await;
+    assert_eq!(recorded.len(), 1);
+    let run = &recorded[0];
+    assert_eq!(run.status, WindowRunStatus::Succeeded);
+    assert_eq!(run.scheduled_start.timestamp(), start.timestamp());
+    assert!(run.started_at.is_some() && run.ended_at.is_some());
+    let tasks: Vec<(&str, CommandStatus)> = run.tasks.iter().map(|t| (t.name.as_str(), t.status)).collect();
+    assert_eq!(tasks, [("scan", CommandStatus::Success), ("install", CommandStatus::Success)]);
+    assert!(run.tasks[0].ended_at <= run.tasks[1].started_at, "priority 1 finishes before priority 2 starts");
+    let invocations = f.ctx.store.invocations(run.tasks[1].id).await.unwrap();
+    assert_eq!(invocations.len(), managed, "one install invocation per managed instance");
+
+    // Inventory keeps the gaps, with their coverage.
+    let instances = f.ctx.store.instances().await.unwrap();
+    assert_eq!(instances.len(), GROUP_SIZE);
+    assert_eq!(instances.iter().filter(|i| !i.ssm_managed).count(), GROUP_SIZE - managed);
+
+    // The syncs after scan and install: findings opened by the scan, remediated by the install.
+    let findings = f.ctx.store.findings(&FindingQuery::default()).await.unwrap().findings;
+    assert!(!findings.is_empty(), "the scan found missing patches");
+    assert!(findings.iter().any(|x| x.installed_at.is_some()), "the install remediated findings");
+
+    // The run's identity is in the audit log, before the work.
+    let audit = f.ctx.store.audit_since(start - chrono::Duration::seconds(5), None).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    let first = actions.iter().position(|a| *a == window::RUN_START_ACTION).expect("start recorded");
+    assert!(actions.iter().skip(first).any(|a| *a == "window-run-end"), "{actions:?}");
+
+    // Firing the same occurrence again does nothing.
+    let sends = f.server.stats().calls("SendCommand");
+    let again = execute(&f, &RunPlan::for_window(window, start), never_stop()).await;
+    assert_eq!(again.end, RunEnd::AlreadyDone(WindowRunStatus::Succeeded));
+    assert_eq!(f.server.stats().calls("SendCommand"), sends);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_task_starts_after_end_minus_cutoff() {
+    // Scans take about two real seconds; releasing stops one second into the run.
+    let f = fixture("cutoff", 20.0).await;
+    let window = f.config.window("nightly").unwrap();
+    let stop_at = DateTime::from_timestamp(Utc::now().timestamp() + 1, 0).unwrap();
+    let start = stop_at - window.duration + window.cutoff;
+    let plan = RunPlan::for_window(window, start);
+    assert_eq!(plan.stop_releasing_at, Some(stop_at));
+    let summary = execute(&f, &plan, never_stop()).await;
+
+    assert_eq!(summary.tasks[0].name, "scan");
+    assert_eq!(summary.tasks[0].succeeded, managed(&f), "the scan released before the cutoff finished");
+    assert_eq!(summary.tasks[1].name, "install");
+    assert_eq!(summary.tasks[1].status, CommandStatus::Cancelled, "the install never started");
+    assert_eq!(summary.tasks[1].send_calls, 0);
+    assert_eq!(summary.end, RunEnd::Finished(WindowRunStatus::Cancelled));
+    let run = &runs(&f, "nightly").await[0];
+    assert_eq!(run.status, WindowRunStatus::Cancelled);
+    assert_eq!(run.tasks[1].status, CommandStatus::Cancelled);
+    assert_eq!(run.tasks[1].started_at, None);
+    let invocations = f.ctx.store.invocations(run.tasks[1].id).await.unwrap();
+    assert!(invocations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_task_cancels_what_still_runs_at_the_cutoff() {
+    // Installs take about six real seconds; the cutoff comes after two.
+    let f = fixture("cancel", 20.0).await;
+    let window = f.config.window("cancelling").unwrap();
+    let stop_at = DateTime::from_timestamp(Utc::now().timestamp() + 2, 0).unwrap();
+    let plan = RunPlan::for_window(window, stop_at - window.duration);
+    assert!(plan.cancel_at_cutoff);
+    let summary = execute(&f, &plan, never_stop()).await;
+    let task = &summary.tasks[0];
+    assert_eq!(task.status, CommandStatus::Cancelled, "{summary:#?}");
+    assert_eq!(task.cancelled, managed(&f), "{task:?}");
+    assert_eq!(summary.end, RunEnd::Finished(WindowRunStatus::Cancelled));
+    let audit = f.ctx.store.audit_since(plan.scheduled_start, None).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "cancel-at-cutoff"), "the cancellation is audited");
+    assert!(f.server.stats().calls("CancelCommand") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occurrence_past_its_cutoff_is_recorded_missed() {
+    let f = fixture("missed", 600.0).await;
+    let window = f.config.window("nightly").unwrap();
+    let start = Utc::now() - chrono::Duration::hours(3);
+    let summary = execute(&f, &RunPlan::for_window(window, start), never_stop()).await;
+    assert_eq!(summary.end, RunEnd::Missed);
+    let run = &runs(&f, "nightly").await[0];
+    assert_eq!(run.status, WindowRunStatus::Missed);
+    assert_eq!(run.started_at, None);
+    assert!(run.tasks.is_empty());
+    assert_eq!(f.server.stats().calls("SendCommand"), 0);
+    let audit = f.ctx.store.audit_since(start, None).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "window-missed" && e.target.as_deref() == Some("nightly")));
+}
+
+/// After a downtime: occurrences that can no longer run are recorded missed, the open one
+/// starts late and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late() {
+    let f = fixture("catch-up", 600.0).await;
+    let now = Utc::now();
+    let hour = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 3600, 0).unwrap();
+    // The hourly window last ran five hours ago.
+    window::record_missed(
+        &f.ctx,
+        "hourly-scan",
+        hour - chrono::Duration::hours(5),
+        now,
+        "seeded by the test",
+    )
+    .await
+    .unwrap();
+
+    let (tx, rx) = mpsc::channel(4);
+    let settings = Settings {
+        state_dir: f.dir.clone(),
+        sync_interval: Duration::from_secs(3600),
+        poll: poll(),
+        shutdown_grace: Duration::from_secs(10),
+        release_refresh: chrono::Duration::days(1),
+    };
+    // Only the hourly window, so that the time of day the test runs at cannot open another.
+    let mut config = f.config.clone();
+    config.windows.retain(|w| w.name == "hourly-scan");
+    let daemon = tokio::spawn(scheduler::run(f.ctx.clone(), config, settings, rx));
+    let late_run = loop {
+        let found = runs(&f, "hourly-scan").await;
+        if let Some(run) =
+            found.iter().find(|r| r.scheduled_start == hour && r.status == WindowRunStatus::Succeeded)
+        {
+            break run.clone();
+        }
+        assert!(Utc::now() - now < chrono::Duration::seconds(30), "the late run did not finish: {found:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tx.send(Control::Stop).await.unwrap();
+    daemon.await.unwrap().unwrap();
+
+    let recorded = runs(&f, "hourly-scan").await;
+    let missed: Vec<DateTime<Utc>> =
+        recorded.iter().filter(|r| r.status == WindowRunStatus::Missed).map(|r| r.scheduled_start).collect();
+    let expected: Vec<DateTime<Utc>> = (1..=5).map(|h| hour - chrono::Duration::hours(h)).collect();
+    assert_eq!(missed, expected, "most recent first: four missed while down, plus the seeded one");
+    assert!(late_run.started_at.unwrap() > hour + window::LATE_GRACE || now < hour + window::LATE_GRACE);
+    let audit = f.ctx.store.audit_since(now - chrono::Duration::seconds(1), None).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "window-missed").count(), 4 + 1);
+    if now - hour > window::LATE_GRACE {
+        assert!(audit.iter().any(|e| e.action == "window-late-start"), "a late start says so");
+    }
+}
+
+/// A stop mid-rollout leaves the run in progress; executing the same plan again resumes it
+/// from the store and sends nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_resumes_without_sending_twice() {
+    let f = fixture("resume", 60.0).await;
+    let window = f.config.window("nightly").unwrap();
+    let plan = RunPlan::for_window(window, Utc::now());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = &f.server;
+    let stopper = async {
+        // Stop once the install has sent its first batch.
+        while server.stats().calls("SendCommand") < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop_tx.send(true).unwrap();
+    };
+    let (first, ()) = tokio::join!(execute(&f, &plan, stop_rx), stopper);
+    assert_eq!(first.end, RunEnd::Stopped, "{first:#?}");
+    let run = &runs(&f, "nightly").await[0];
+    assert!(matches!(run.status, WindowRunStatus::Running | WindowRunStatus::Late));
+
+    // The restarted process finds the run and its plan in the store.
+    let interrupted = window::interrupted_runs(&f.ctx, &f.config, plan.scheduled_start).await.unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].1.as_ref(), Some(&plan));
+    let sends_before = f.server.stats().calls("SendCommand");
+    let second = execute(&f, &plan, never_stop()).await;
+    assert_eq!(second.end, RunEnd::Finished(WindowRunStatus::Succeeded), "{second:#?}");
+    assert_eq!(second.run_id, first.run_id, "same run id after the restart");
+
+    let managed = managed(&f);
+    let run = &runs(&f, "nightly").await[0];
+    let invocations = f.ctx.store.invocations(run.tasks[1].id).await.unwrap();
+    assert_eq!(invocations.len(), managed, "every managed instance installed, none lost");
+    assert!(invocations.iter().all(|i| i.status == CommandStatus::Success));
+    // Each managed instance was sent one scan and one install, whatever the batching.
+    let stats = f.server.stats();
+    let commands: u64 = stats.commands_by_status.values().sum();
+    assert_eq!(commands, stats.calls("SendCommand"), "no failed sends to excuse a count mismatch");
+    assert!(stats.calls("SendCommand") >= sends_before);
+    let sent: u64 =
+        stats.invocations_by_status.iter().filter(|(k, _)| !k.contains('/')).map(|(_, v)| v).sum();
+    assert_eq!(sent, 2 * managed as u64, "one scan and one install invocation per managed instance");
+}

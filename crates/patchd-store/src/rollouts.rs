@@ -1,0 +1,504 @@
+//! Rollouts: a task's command cut into batches (one SendCommand each), and how far each batch
+//! got. This is what makes a rollout survive a crash without sending anything twice:
+//!
+//! 1. [`Store::plan_rollout`] records every batch (its instances and the exact `Comment` it
+//!    will be sent with) before anything is sent; planning again returns the first plan.
+//! 2. [`Store::mark_batch_sending`] records the intent to send a batch, *before* SendCommand.
+//! 3. [`Store::mark_batch_sent`] records the command id SSM answered with, and the audit entry
+//!    of the SendCommand, in one transaction.
+//!
+//! A batch found in `sending` after a restart may or may not have reached SSM; its comment,
+//! unique across all rollouts, is how the caller finds out (ListCommands) before sending it.
+//! A batch moves only forward: `planned → sending → sent`, or `sending → rejected` when SSM
+//! refuses it. Once `sent`, a batch keeps its command id forever.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::dialect::{not_found, Dialect};
+use crate::read::{json, parsed, Cols};
+use crate::types::{micros, AuditEntry, WindowTaskId};
+use crate::{with_pool, Store, StoreError};
+
+/// How far a batch got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BatchState {
+    /// Not sent, and no attempt recorded.
+    Planned,
+    /// The intent to send is recorded; SendCommand may or may not have reached SSM.
+    Sending,
+    /// SSM created the command (`command_id`).
+    Sent,
+    /// SSM refused the batch (`error`); nothing was created.
+    Rejected,
+}
+
+impl BatchState {
+    pub const ALL: &'static [BatchState] =
+        &[BatchState::Planned, BatchState::Sending, BatchState::Sent, BatchState::Rejected];
+
+    /// The spelling the store uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Planned => "planned",
+            BatchState::Sending => "sending",
+            BatchState::Sent => "sent",
+            BatchState::Rejected => "rejected",
+        }
+    }
+
+    /// The inverse of `as_str`.
+    pub fn parse(text: &str) -> Option<BatchState> {
+        BatchState::ALL.iter().copied().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for BatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rollout to plan: what its batches share, and the batches in sending order.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRollout<'a> {
+    /// The run id the batches' comments carry.
+    pub run_key: &'a str,
+    /// AWS-RunPatchBaseline's `SnapshotId` for every batch.
+    pub snapshot_id: &'a str,
+    /// The task's MaxConcurrency, resolved against its targets (at least 1).
+    pub max_concurrency: u32,
+    /// The task's MaxErrors, resolved against its targets.
+    pub max_errors: u32,
+    pub planned_at: DateTime<Utc>,
+    /// Numbered 1, 2, ... in this order.
+    pub batches: &'a [NewBatch<'a>],
+}
+
+/// One planned SendCommand.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch<'a> {
+    /// The exact `Comment` the batch is sent with; unique across every rollout.
+    pub comment: &'a str,
+    /// At least one; an instance appears in one batch of a rollout only.
+    pub instance_ids: &'a [String],
+}
+
+/// A planned rollout as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRecord {
+    pub task_id: WindowTaskId,
+    pub run_key: String,
+    pub snapshot_id: String,
+    pub max_concurrency: u32,
+    pub max_errors: u32,
+    pub planned_at: DateTime<Utc>,
+    /// In batch number order.
+    pub batches: Vec<BatchRecord>,
+}
+
+impl RolloutRecord {
+    /// Instances over all batches.
+    pub fn instance_count(&self) -> usize {
+        self.batches.iter().map(|b| b.instance_ids.len()).sum()
+    }
+}
+
+/// A batch as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// 1-based, in sending order.
+    pub number: u32,
+    pub comment: String,
+    pub instance_ids: Vec<String>,
+    pub state: BatchState,
+    /// Set exactly when `state` is `Sent`.
+    pub command_id: Option<String>,
+    /// The first attempt to send it.
+    pub sending_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Why SSM refused it, when `state` is `Rejected`.
+    pub error: Option<String>,
+}
+
+const ROLLOUT_COLUMNS: &str = "task_id, run_key, snapshot_id, max_concurrency, max_errors, planned_at";
+
+fn batch_columns(pg: bool) -> &'static str {
+    if pg {
+        "batch_no, comment, instance_ids::text AS instance_ids, state, command_id, sending_at, sent_at, error"
+    } else {
+        "batch_no, comment, instance_ids, state, command_id, sending_at, sent_at, error"
+    }
+}
+
+fn count(r: &impl Cols, column: &'static str) -> Result<u32, StoreError> {
+    let n = r.int(column)?;
+    u32::try_from(n).map_err(|_| StoreError::corrupt(column, n.to_string()))
+}
+
+fn batch_record(r: &impl Cols) -> Result<BatchRecord, StoreError> {
+    Ok(BatchRecord {
+        number: count(r, "batch_no")?,
+        comment: r.text("comment")?,
+        instance_ids: json(r, "instance_ids")?,
+        state: parsed(r, "state", BatchState::parse)?,
+        command_id: r.opt_text("command_id")?,
+        sending_at: r.opt_time("sending_at")?,
+        sent_at: r.opt_time("sent_at")?,
+        error: r.opt_text("error")?,
+    })
+}
+
+fn rollout_record(r: &impl Cols, batches: Vec<BatchRecord>) -> Result<RolloutRecord, StoreError> {
+    Ok(RolloutRecord {
+        task_id: WindowTaskId(r.int("task_id")?),
+        run_key: r.text("run_key")?,
+        snapshot_id: r.text("snapshot_id")?,
+        max_concurrency: count(r, "max_concurrency")?,
+        max_errors: count(r, "max_errors")?,
+        planned_at: r.time("planned_at")?,
+        batches,
+    })
+}
+
+fn validate_plan(rollout: &NewRollout<'_>) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::InvalidInput(message));
+    if rollout.run_key.is_empty() || rollout.snapshot_id.is_empty() {
+        return invalid("a rollout needs a run key and a snapshot id".into());
+    }
+    if rollout.max_concurrency == 0 {
+        return invalid("a rollout's max concurrency must be at least 1".into());
+    }
+    let mut comments = HashSet::new();
+    let mut instances = HashSet::new();
+    for (i, batch) in rollout.batches.iter().enumerate() {
+        let number = i + 1;
+        if batch.comment.is_empty() || !comments.insert(batch.comment) {
+            return invalid(format!("batch {number} has an empty or repeated comment {:?}", batch.comment));
+        }
+        if batch.instance_ids.is_empty() {
+            return invalid(format!("batch {number} has no instances"));
+        }
+        if let Some(id) = batch.instance_ids.iter().find(|id| id.is_empty() || !instances.insert(id.as_str()))
+        {
+            return invalid(format!("instance {id:?} of batch {number} is empty or already in a batch"));
+        }
+    }
+    Ok(())
+}
+
+fn no_batch(task: WindowTaskId, number: u32) -> StoreError {
+    StoreError::InvalidInput(format!("task {task} has no rollout batch {number}; plan the rollout first"))
+}
+
+impl Store {
+    /// Records a rollout's plan in one transaction, unless the task already has one: then the
+    /// recorded plan is returned unchanged, so a restarted caller continues the plan it made
+    /// before (batches are never re-cut). A comment used by another rollout is refused.
+    pub async fn plan_rollout(
+        &self,
+        task: WindowTaskId,
+        rollout: &NewRollout<'_>,
+    ) -> Result<RolloutRecord, StoreError> {
+        validate_plan(rollout)?;
+        if let Some(existing) = self.rollout(task).await? {
+            return Ok(existing);
+        }
+        let planned_at = micros(rollout.planned_at);
+        let c = &*self.counters;
+        let written = with_pool!(self, |pool, pg| async {
+            let mut tx = Dialect::begin_write(pool, c).await?;
+            c.statement();
+            let inserted = sqlx::query(
+                "INSERT INTO rollouts (task_id, run_key, snapshot_id, max_concurrency, max_errors, \
+                 planned_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
+            )
+            .bind(task.0)
+            .bind(rollout.run_key)
+            .bind(rollout.snapshot_id)
+            .bind(i64::from(rollout.max_concurrency))
+            .bind(i64::from(rollout.max_errors))
+            .bind(planned_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Planned by someone else since the check above: theirs stands.
+                c.statement();
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let sql = format!(
+                "INSERT INTO rollout_batches (task_id, batch_no, comment, instance_ids, state) \
+                 VALUES ($1, $2, $3, $4{}, 'planned')",
+                if pg { "::jsonb" } else { "" }
+            );
+            for (i, batch) in rollout.batches.iter().enumerate() {
+                c.statement();
+                sqlx::query(&sql)
+                    .bind(task.0)
+                    .bind(i as i64 + 1)
+                    .bind(batch.comment)
+                    .bind(serde_json::Value::from(batch.instance_ids.to_vec()).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            c.statement();
+            tx.commit().await?;
+            c.committed();
+            Ok::<bool, StoreError>(true)
+        }
+        .await);
+        let created = written.map_err(|e| not_found(e, "window task", task.0))?;
+        let record = self.rollout(task).await?.ok_or(StoreError::NotFound { what: "rollout", id: task.0 })?;
+        if created {
+            tracing::debug!(task = %task, batches = record.batches.len(), "rollout planned");
+        }
+        Ok(record)
+    }
+
+    /// The task's rollout plan with every batch's state, if one was planned. Read in one
+    /// snapshot.
+    pub async fn rollout(&self, task: WindowTaskId) -> Result<Option<RolloutRecord>, StoreError> {
+        let c = &*self.counters;
+        with_pool!(self, |pool, pg| {
+            let mut tx = Dialect::begin_read(pool, c).await?;
+            c.statement();
+            let head = sqlx::query(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE task_id = $1"))
+                .bind(task.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(head) = head else {
+                c.statement();
+                tx.commit().await?;
+                return Ok(None);
+            };
+            let sql = format!(
+                "SELECT {} FROM rollout_batches WHERE task_id = $1 ORDER BY batch_no",
+                batch_columns(pg)
+            );
+            c.statement();
+            let rows = sqlx::query(&sql).bind(task.0).fetch_all(&mut *tx).await?;
+            c.statement();
+            tx.commit().await?;
+            let batches = rows.iter().map(batch_record).collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(rollout_record(&head, batches)?))
+        })
+    }
+
+    /// The task's batches in number order; empty when no rollout was planned.
+    pub async fn rollout_batches(&self, task: WindowTaskId) -> Result<Vec<BatchRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!(
+                "SELECT {} FROM rollout_batches WHERE task_id = $1 ORDER BY batch_no",
+                batch_columns(pg)
+            );
+            let rows = sqlx::query(&sql).bind(task.0).fetch_all(pool).await?;
+            rows.iter().map(batch_record).collect()
+        })
+    }
+
+    /// One batch, if it exists.
+    pub async fn rollout_batch(
+        &self,
+        task: WindowTaskId,
+        number: u32,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let sql = format!(
+                "SELECT {} FROM rollout_batches WHERE task_id = $1 AND batch_no = $2",
+                batch_columns(pg)
+            );
+            let row = sqlx::query(&sql).bind(task.0).bind(i64::from(number)).fetch_optional(pool).await?;
+            row.as_ref().map(batch_record).transpose()
+        })
+    }
+
+    /// Records the intent to send a batch; call it before SendCommand, every attempt. The
+    /// first attempt's time is kept (a lookup by comment starts there). A batch already sent
+    /// or rejected is refused with `InvalidInput`: it must never be sent again.
+    pub async fn mark_batch_sending(
+        &self,
+        task: WindowTaskId,
+        number: u32,
+        at: DateTime<Utc>,
+    ) -> Result<BatchRecord, StoreError> {
+        self.counters.statement();
+        let updated = with_pool!(self, |pool, _pg| sqlx::query(
+            "UPDATE rollout_batches SET state = 'sending', sending_at = COALESCE(sending_at, $3) \
+             WHERE task_id = $1 AND batch_no = $2 AND state IN ('planned', 'sending')",
+        )
+        .bind(task.0)
+        .bind(i64::from(number))
+        .bind(micros(at))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
+        if updated == 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "batch {number} of task {task} is already {} ({}); a batch is never sent twice",
+                batch.state,
+                batch.command_id.as_deref().or(batch.error.as_deref()).unwrap_or("no command")
+            )));
+        }
+        Ok(batch)
+    }
+
+    /// Records the command SSM created for a batch in `sending`, with the audit entry of that
+    /// SendCommand, in one transaction. Recording the same command again changes nothing and
+    /// returns false (no second audit entry); a different command for a sent batch, or a batch
+    /// whose intent was not recorded first, is refused with `InvalidInput`.
+    pub async fn mark_batch_sent(
+        &self,
+        task: WindowTaskId,
+        number: u32,
+        command_id: &str,
+        sent_at: DateTime<Utc>,
+        audit: Option<&AuditEntry<'_>>,
+    ) -> Result<bool, StoreError> {
+        if command_id.is_empty() {
+            return Err(StoreError::InvalidInput("a sent batch needs its command id".into()));
+        }
+        if let Some(entry) = audit.filter(|e| e.actor.is_empty() || e.action.is_empty()) {
+            return Err(StoreError::InvalidInput(format!(
+                "an audit entry needs an actor and an action (got {:?} and {:?})",
+                entry.actor, entry.action
+            )));
+        }
+        let c = &*self.counters;
+        let details = audit.and_then(|e| e.details).map(serde_json::Value::to_string);
+        with_pool!(self, |pool, pg| {
+            let mut tx = Dialect::begin_write(pool, c).await?;
+            c.statement();
+            let row = sqlx::query(
+                "SELECT state, command_id FROM rollout_batches WHERE task_id = $1 AND batch_no = $2",
+            )
+            .bind(task.0)
+            .bind(i64::from(number))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Err(no_batch(task, number)) };
+            let state = parsed(&row, "state", BatchState::parse)?;
+            let recorded = row.opt_text("command_id")?;
+            match state {
+                BatchState::Sent if recorded.as_deref() == Some(command_id) => {
+                    c.statement();
+                    tx.commit().await?;
+                    return Ok(false);
+                }
+                BatchState::Sending => {}
+                other => {
+                    return Err(StoreError::InvalidInput(format!(
+                        "batch {number} of task {task} is {other}{}, it cannot become command {command_id}; \
+                         record the intent to send before sending",
+                        recorded.map(|id| format!(" as command {id}")).unwrap_or_default()
+                    )))
+                }
+            }
+            c.statement();
+            sqlx::query(
+                "UPDATE rollout_batches SET state = 'sent', command_id = $3, sent_at = $4, error = NULL \
+                 WHERE task_id = $1 AND batch_no = $2",
+            )
+            .bind(task.0)
+            .bind(i64::from(number))
+            .bind(command_id)
+            .bind(micros(sent_at))
+            .execute(&mut *tx)
+            .await?;
+            if let Some(entry) = audit {
+                let sql = format!(
+                    "INSERT INTO audit_log (at, actor, action, target, command_id, request_id, details) \
+                     VALUES ($1, $2, $3, $4, $5, $6, {})",
+                    if pg { "$7::jsonb" } else { "$7" }
+                );
+                c.statement();
+                sqlx::query(&sql)
+                    .bind(micros(entry.at))
+                    .bind(entry.actor)
+                    .bind(entry.action)
+                    .bind(entry.target)
+                    .bind(entry.command_id)
+                    .bind(entry.request_id)
+                    .bind(details.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            c.statement();
+            tx.commit().await?;
+            c.committed();
+            Ok(true)
+        })
+    }
+
+    /// Records that SSM refused a batch in `sending` (nothing was created), with why.
+    pub async fn mark_batch_rejected(
+        &self,
+        task: WindowTaskId,
+        number: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.counters.statement();
+        let updated = with_pool!(self, |pool, _pg| sqlx::query(
+            "UPDATE rollout_batches SET state = 'rejected', error = $3 \
+             WHERE task_id = $1 AND batch_no = $2 AND state = 'sending'",
+        )
+        .bind(task.0)
+        .bind(i64::from(number))
+        .bind(error)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if updated == 0 {
+            let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
+            return Err(StoreError::InvalidInput(format!(
+                "batch {number} of task {task} is {}, only a batch being sent can be rejected",
+                batch.state
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_plans_are_checked() {
+        for state in BatchState::ALL {
+            assert_eq!(BatchState::parse(state.as_str()), Some(*state));
+        }
+        assert_eq!(BatchState::parse("Sent"), None);
+        let a = vec!["i-1".to_string(), "i-2".to_string()];
+        let b = vec!["i-2".to_string()];
+        let plan = |batches: &[NewBatch<'_>]| {
+            validate_plan(&NewRollout {
+                run_key: "run",
+                snapshot_id: "snap",
+                max_concurrency: 1,
+                max_errors: 0,
+                planned_at: Utc::now(),
+                batches,
+            })
+        };
+        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &a }]).is_ok());
+        assert!(plan(&[]).is_ok(), "a rollout of nothing is a plan too");
+        assert!(plan(&[
+            NewBatch { comment: "c1", instance_ids: &a },
+            NewBatch { comment: "c2", instance_ids: &b }
+        ])
+        .is_err());
+        assert!(plan(&[
+            NewBatch { comment: "c1", instance_ids: &a },
+            NewBatch { comment: "c1", instance_ids: &[] }
+        ])
+        .is_err());
+        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &[] }]).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! `patchd run-now`, `patchd scan`, `patchd install`: one run in the foreground, with a
+//! progress line on a terminal (log lines otherwise) and a summary table at the end.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use chrono::Utc;
+use patchd_config::{Config, Limit, Operation, RebootOption};
+use patchd_daemon::sync::ReleaseDates;
+use patchd_daemon::window::{self, AdhocRequest, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cli::{AdhocArgs, GlobalArgs, InstallArgs, Reboot, RunNowArgs, RunnerArgs, ScanArgs};
+use crate::run::{context, log_warnings, poll_policy};
+use crate::{load_config, Failure};
+
+pub async fn run_now(global: &GlobalArgs, args: &RunNowArgs) -> Result<(), Failure> {
+    let loaded = load_config(global, Utc::now())?;
+    log_warnings(&loaded.warnings);
+    let config = loaded.config;
+    let Some(w) = config.window(&args.window) else {
+        let known: Vec<&str> = config.windows.iter().map(|w| w.name.as_str()).collect();
+        return Err(Failure::Other(anyhow!(
+            "no window `{}` in the configuration; configured windows: {}",
+            args.window,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )));
+    };
+    let plan = RunPlan::window_now(w, Utc::now());
+    execute(&config, &plan, &args.runner).await
+}
+
+pub async fn scan(global: &GlobalArgs, args: &ScanArgs) -> Result<(), Failure> {
+    adhoc(global, &args.task, Operation::Scan, RebootOption::RebootIfNeeded).await
+}
+
+pub async fn install(global: &GlobalArgs, args: &InstallArgs) -> Result<(), Failure> {
+    let reboot = match args.reboot {
+        Reboot::IfNeeded => RebootOption::RebootIfNeeded,
+        Reboot::NoReboot => RebootOption::NoReboot,
+    };
+    adhoc(global, &args.task, Operation::Install, reboot).await
+}
+
+async fn adhoc(
+    global: &GlobalArgs,
+    args: &AdhocArgs,
+    operation: Operation,
+    reboot_option: RebootOption,
+) -> Result<(), Failure> {
+    let loaded = load_config(global, Utc::now())?;
+    log_warnings(&loaded.warnings);
+    let config = loaded.config;
+    let unknown: Vec<&str> =
+        args.groups.iter().filter(|g| config.group(g).is_none()).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        return Err(Failure::Other(anyhow!(
+            "unknown group(s) {}; configured groups: {}",
+            unknown.join(", "),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )));
+    }
+    let limit = |name: &str, text: &str, min: u32| -> Result<Limit, Failure> {
+        let parsed = match text.trim().strip_suffix('%') {
+            Some(p) => p.parse::<u8>().ok().filter(|p| u32::from(*p) >= min && *p <= 100).map(Limit::Percent),
+            None => text.trim().parse::<u32>().ok().filter(|n| *n >= min).map(Limit::Count),
+        };
+        parsed.ok_or_else(|| {
+            Failure::Other(anyhow!("--{name} must be a number (at least {min}) or a percentage like 10%"))
+        })
+    };
+    let mut groups = args.groups.clone();
+    groups.sort();
+    groups.dedup();
+    let request = AdhocRequest {
+        operation,
+        groups: &groups,
+        reboot_option,
+        max_concurrency: limit("max-concurrency", &args.max_concurrency, 1)?,
+        max_errors: limit("max-errors", &args.max_errors, 0)?,
+        timeout_seconds: args.timeout_seconds,
+    };
+    let plan = RunPlan::adhoc(&request, Utc::now());
+    execute(&config, &plan, &args.runner).await
+}
+
+async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result<(), Failure> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+    let ctx = context(config, format!("cli:{user}")).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return;
+        };
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if stopping {
+                eprintln!("\npatchd: second interrupt: exiting now");
+                std::process::exit(130);
+            }
+            stopping = true;
+            warn!("stopping: no new batches are released (interrupt again to exit at once)");
+            let _ = stop_tx.send(true);
+            // The rollout ends polling at the next change: what is in flight is in the store,
+            // and `patchd run` picks it up.
+            let nudges = stop_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    nudges.send_replace(true);
+                }
+            });
+        }
+    });
+
+    let terminal = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let last = Mutex::new((String::new(), u64::MAX));
+    let on_progress = |p: &TaskProgress<'_>| {
+        let done = p.progress.done as u64;
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.0 == p.task && last.1 == done && !terminal {
+            return;
+        }
+        *last = (p.task.to_string(), done);
+        let elapsed = started.elapsed().as_secs();
+        if terminal {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(
+                out,
+                "\r{}: {}/{} done, {} failed, {} in flight, {:02}:{:02} elapsed   ",
+                p.task,
+                p.progress.done,
+                p.progress.total,
+                p.progress.failed,
+                p.progress.in_flight,
+                elapsed / 60,
+                elapsed % 60
+            );
+            let _ = out.flush();
+        } else {
+            info!(
+                task = p.task,
+                done = p.progress.done,
+                total = p.progress.total,
+                failed = p.progress.failed,
+                in_flight = p.progress.in_flight,
+                elapsed_seconds = elapsed,
+                "progress"
+            );
+        }
+    };
+    let release_dates = ReleaseDates::new(chrono::Duration::days(1));
+    let poll = poll_policy(runner);
+    let env = Env {
+        ctx: &ctx,
+        config,
+        release_dates: &release_dates,
+        state_dir: &config.daemon.state_dir,
+        poll: &poll,
+        lock_wait: LockWait::Fail,
+        on_progress: &on_progress,
+    };
+    let result = window::execute(&env, plan, stop_rx).await;
+    signals.abort();
+    if terminal {
+        println!();
+    }
+    let summary = result.map_err(|e| Failure::Other(anyhow!("{e}")))?;
+    print!("{}", render_summary(&summary));
+    match summary.end {
+        RunEnd::Stopped => Err(Failure::Other(anyhow!(
+            "stopped before the run finished; commands already sent keep running in SSM, and `patchd run` resumes the run"
+        ))),
+        RunEnd::Missed => Err(Failure::Other(anyhow!("the run could not start before its cutoff"))),
+        _ if summary.budget_exceeded() => Err(Failure::BudgetExceeded(
+            "the error budget (max errors) was exceeded; the rollout stopped releasing batches".to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The summary table printed at the end of a manual run.
+pub(crate) fn render_summary(s: &RunSummary) -> String {
+    let status = match s.end {
+        RunEnd::Finished(status) => status.as_str().to_string(),
+        RunEnd::Stopped => "stopped".to_string(),
+        RunEnd::AlreadyDone(status) => format!("already {status}"),
+        RunEnd::Missed => "missed".to_string(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!("run       {}\n", s.record_as));
+    if let Some(id) = s.run_id {
+        out.push_str(&format!("run id    {id}\n"));
+    }
+    out.push_str(&format!("status    {status}\n"));
+    out.push_str(&format!("duration  {:.1}s\n", s.duration.as_secs_f64()));
+    out.push_str(&format!("api calls {}\n\n", s.api_calls()));
+    let header =
+        ["TASK", "OPERATION", "STATUS", "TARGETED", "SUCCEEDED", "FAILED", "UNDELIVERABLE", "SKIPPED"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for t in &s.tasks {
+        rows.push(vec![
+            t.name.clone(),
+            t.operation.as_ssm().to_string(),
+            t.status.as_str().to_string(),
+            t.targeted.to_string(),
+            t.succeeded.to_string(),
+            t.failed.to_string(),
+            t.undeliverable.to_string(),
+            (t.gaps + t.not_sent).to_string(),
+        ]);
+    }
+    rows.push(vec![
+        "total".to_string(),
+        String::new(),
+        String::new(),
+        s.targeted().to_string(),
+        s.succeeded().to_string(),
+        s.failed().to_string(),
+        s.undeliverable().to_string(),
+        s.skipped().to_string(),
+    ]);
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i < 3 {
+                    format!("{cell:<w$}", w = widths[i])
+                } else {
+                    format!("{cell:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("\nskipped: coverage gaps (not managed by SSM, or agent offline) and instances never sent a command\n");
+    out
+}

@@ -1,0 +1,394 @@
+//! `patchd run`, `patchd scan` as processes against the fleet simulator (in this test's
+//! process, on port 0): a window fires and patches a group, a SIGKILL mid-rollout loses and
+//! duplicates nothing, SIGHUP with a broken file keeps the old schedule, and a manual scan
+//! prints its summary.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use fleet_sim::{Scenario, SimServer};
+use patchd_store::{CommandStatus, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
+
+const GROUP_SIZE: usize = 8;
+
+/// A simulator with one group `web` (a quarter of it without an agent), running
+/// `time_scale` times real time, and the runtime that serves it.
+struct Sim {
+    server: SimServer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    fn start(time_scale: f64) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let text = format!(
+            r#"
+name = "daemon-process"
+seed = 5
+time_scale = {time_scale:.1}
+
+[timing]
+dispatch_delay_seconds = 1
+invocation_visibility_delay_seconds = 0
+scan_seconds = 30
+install_seconds = 90
+reboot_seconds = 20
+jitter = 0.1
+
+[catalog]
+patches_per_os = 40
+
+[[group]]
+name = "web"
+count = {GROUP_SIZE}
+platforms = {{ amazon-linux-2 = 1 }}
+tags = {{ Role = "web", "Patch Group" = "web" }}
+unmanaged = 0.25
+missing = 0.6
+"#
+        );
+        let scenario = Scenario::from_toml_str(&text).unwrap();
+        let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap();
+        Sim { server, rt }
+    }
+
+    fn managed(&self) -> usize {
+        self.server.instances().iter().filter(|i| i.is_managed()).count()
+    }
+
+    fn sends(&self) -> u64 {
+        self.server.stats().calls("SendCommand")
+    }
+}
+
+/// A scratch directory holding the configuration, the database and the logs.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("patchd-daemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.0.join("patchd.toml")
+    }
+
+    fn database(&self) -> String {
+        format!("sqlite://{}", self.0.join("patchd.db").display())
+    }
+
+    fn write_config(&self, sim: &Sim, windows: &str) {
+        let text = format!(
+            r#"
+[daemon]
+state_dir = "{dir}"
+sync_interval = "1h"
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{url}"
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+{windows}"#,
+            dir = self.0.display(),
+            url = sim.server.endpoint_url(),
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    fn log(&self, n: usize) -> PathBuf {
+        self.0.join(format!("patchd-{n}.log"))
+    }
+
+    fn read_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.log(n)).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A window that opens `seconds` from now (SSM's `at(...)`, UTC), scans `web` and then
+/// installs it one instance at a time.
+fn window_at(name: &str, at: DateTime<Utc>) -> String {
+    format!(
+        r#"
+[[window]]
+name = "{name}"
+schedule = "at({at})"
+duration_hours = 1
+cutoff_hours = 0
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["web"]
+priority = 1
+
+[[window.task]]
+name = "install"
+operation = "install"
+groups = ["web"]
+priority = 2
+max_concurrency = 1
+max_errors = 1
+"#,
+        at = at.format("%Y-%m-%dT%H:%M:%S")
+    )
+}
+
+fn patchd(scratch: &Scratch) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
+    cmd.arg("--config").arg(scratch.config());
+    for var in
+        ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
+    {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PATCHD_LOG", "info");
+    cmd
+}
+
+/// `patchd run`, logging JSON to log file `n`.
+fn start_daemon(scratch: &Scratch, n: usize) -> Child {
+    patchd(scratch)
+        .args(["--log-format", "json", "run", "--poll-interval", "200ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(scratch.log(n)).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Waits for the daemon to exit after SIGTERM, within the promised 30 seconds.
+fn stop_daemon(mut child: Child) -> std::process::ExitStatus {
+    signal(&child, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("patchd did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, check, String::new)
+}
+
+/// As [`wait_for`], with `context()` (e.g. the daemon's log) in the failure message.
+fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn window_runs(sim: &Sim, scratch: &Scratch, window: &str) -> Vec<WindowRunRecord> {
+    sim.rt
+        .block_on(async {
+            let store =
+                Store::open(&scratch.database(), &OpenOptions { migrate: false, ..OpenOptions::default() })
+                    .await
+                    .ok()?;
+            let runs =
+                store.window_runs(&WindowRunQuery { window: Some(window), ..Default::default() }).await.ok();
+            store.close().await;
+            runs
+        })
+        .unwrap_or_default()
+}
+
+fn invocations(
+    sim: &Sim,
+    scratch: &Scratch,
+    run: &WindowRunRecord,
+    task: usize,
+) -> Vec<patchd_store::InvocationRecord> {
+    sim.rt.block_on(async {
+        let store = Store::open(&scratch.database(), &OpenOptions::default()).await.unwrap();
+        let found = store.invocations(run.tasks[task].id).await.unwrap();
+        store.close().await;
+        found
+    })
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
+    let sim = Sim::start(60.0);
+    let managed = sim.managed();
+    assert!(managed >= 3, "enough managed instances for several install batches");
+    let scratch = Scratch::new("sigkill");
+    let at = Utc::now() + chrono::Duration::seconds(4);
+    scratch.write_config(&sim, &window_at("soon", at));
+
+    let daemon = start_daemon(&scratch, 1);
+    // Kill the daemon once the install is under way (scan done, install sending).
+    let mut daemon = daemon;
+    wait_for("the install task to start", Duration::from_secs(40), || {
+        let runs = window_runs(&sim, &scratch, "soon");
+        let run = runs.first()?;
+        (run.tasks.len() == 2 && run.tasks[1].status == CommandStatus::InProgress && sim.sends() >= 2)
+            .then_some(())
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let log = scratch.read_log(1);
+    assert!(log.contains("window started"), "{log}");
+    let run = &window_runs(&sim, &scratch, "soon")[0];
+    assert!(matches!(run.status, WindowRunStatus::Running), "killed mid-run: {run:?}");
+    assert_eq!(run.scheduled_start, at.with_nanosecond0());
+
+    // Restart: the run is resumed from the store and completes.
+    let daemon = start_daemon(&scratch, 2);
+    let run = wait_for_or(
+        "the resumed run to finish",
+        Duration::from_secs(45),
+        || {
+            let runs = window_runs(&sim, &scratch, "soon");
+            runs.into_iter()
+                .next()
+                .filter(|r| !matches!(r.status, WindowRunStatus::Running | WindowRunStatus::Late))
+        },
+        || format!("{:#?}\n{}", window_runs(&sim, &scratch, "soon"), scratch.read_log(2)),
+    );
+    let status = stop_daemon(daemon);
+    let log = scratch.read_log(2);
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
+    assert!(log.contains("resuming"), "{log}");
+    assert!(log.contains("window run summary"), "{log}");
+    assert_eq!(run.status, WindowRunStatus::Succeeded, "{run:?}\n{log}");
+
+    // Nothing lost: every managed instance has its install invocation, successful.
+    let installs = invocations(&sim, &scratch, &run, 1);
+    assert_eq!(installs.len(), managed, "{installs:#?}");
+    assert!(installs.iter().all(|i| i.status == CommandStatus::Success), "{installs:#?}");
+    // Nothing duplicated: SSM saw exactly one scan and one install invocation per instance.
+    let stats = sim.server.stats();
+    let sent: u64 =
+        stats.invocations_by_status.iter().filter(|(k, _)| !k.contains('/')).map(|(_, v)| v).sum();
+    assert_eq!(sent, 2 * managed as u64, "{stats:#?}");
+    let commands: u64 = stats.commands_by_status.values().sum();
+    assert_eq!(commands, stats.calls("SendCommand"), "every SendCommand created one command: {stats:#?}");
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_schedule() {
+    let sim = Sim::start(60.0);
+    let scratch = Scratch::new("sighup");
+    let at = Utc::now() + chrono::Duration::seconds(6);
+    scratch.write_config(&sim, &window_at("kept", at));
+    let daemon = start_daemon(&scratch, 1);
+    wait_for("the window to be armed", Duration::from_secs(20), || {
+        scratch.read_log(1).contains("next firing armed").then_some(())
+    });
+
+    std::fs::write(scratch.config(), "[daemon]\nstate_dir = \"x\"\n\n[[window]]\nname = \"broken\"\nschedule = \"cron(99 2 * * ? *)\"\nduration_hours = 2\n").unwrap();
+    signal(&daemon, "HUP");
+    let log = wait_for("the reload to be refused", Duration::from_secs(10), || {
+        let log = scratch.read_log(1);
+        log.contains("keeping the previous configuration").then_some(log)
+    });
+    let config = scratch.config().display().to_string();
+    assert!(log.contains(&format!("{config}:6:")), "each error is logged with its file:line: {log}");
+
+    // The old schedule still fires.
+    let run = wait_for("the old window to run", Duration::from_secs(40), || {
+        window_runs(&sim, &scratch, "kept").into_iter().find(|r| r.status == WindowRunStatus::Succeeded)
+    });
+    assert_eq!(run.tasks.len(), 2);
+    assert!(window_runs(&sim, &scratch, "broken").is_empty());
+    let status = stop_daemon(daemon);
+    assert!(status.success(), "{}", scratch.read_log(1));
+}
+
+#[test]
+fn a_manual_scan_prints_its_summary_and_respects_the_group_lock() {
+    let sim = Sim::start(300.0);
+    let managed = sim.managed();
+    let scratch = Scratch::new("scan");
+    scratch.write_config(&sim, "");
+
+    let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("run       manual:scan:web"), "{stdout}");
+    assert!(stdout.contains("status    succeeded"), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("scan ")).unwrap_or_else(|| panic!("{stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..6],
+        ["scan", "Scan", "Success", &GROUP_SIZE.to_string(), &managed.to_string(), "0"],
+        "{row}"
+    );
+    let runs = window_runs(&sim, &scratch, "manual:scan:web");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, WindowRunStatus::Succeeded);
+
+    // Another run holding the group's lock: refused, naming the holder.
+    let locks = scratch.0.join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let path = locks.join("group-web.lock");
+    let lock = File::create(&path).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(&path, std::process::id().to_string()).unwrap();
+    let sends = sim.sends();
+    let out = patchd(&scratch).args(["install", "--group", "web"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    assert_eq!(sim.sends(), sends, "the locked install sent nothing");
+    drop(lock);
+
+    // Unknown groups are named.
+    let out = patchd(&scratch).args(["scan", "--group", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("unknown group(s) nope"), "{}", text(&out).1);
+}
+
+trait WholeSeconds {
+    fn with_nanosecond0(self) -> Self;
+}
+
+impl WholeSeconds for DateTime<Utc> {
+    fn with_nanosecond0(self) -> Self {
+        DateTime::from_timestamp(self.timestamp(), 0).unwrap()
+    }
+}
