@@ -48,8 +48,10 @@ use tracing::{instrument, Instrument};
 use crate::context::{Context, Scope};
 
 /// Instances recorded per [`Store::record_sync`](patchd_store::Store::record_sync) call (one
-/// transaction each).
-pub const SYNC_BATCH_INSTANCES: usize = 1_000;
+/// transaction each). The batch's patch lists are held in memory until it is written: 250
+/// instances kept the peak of a 10,000-instance scan and sync at 368 MB against 476 MB for
+/// 1,000 (debug build), for 40 short transactions instead of 10 longer ones.
+pub const SYNC_BATCH_INSTANCES: usize = 250;
 /// `DescribeInstancePatches` calls in flight at once. SSM's per-operation quotas are not
 /// published; a few in flight keep a large fleet's sync short without provoking throttling
 /// that the SDK would then have to absorb.

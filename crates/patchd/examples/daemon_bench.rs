@@ -32,8 +32,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The binaries measured: release builds, unless `PATCHD_BENCH_PROFILE=debug` (to check the
+/// benchmark itself; its CPU and memory figures are then not the ones to quote).
 fn binary(name: &str) -> Result<PathBuf, Error> {
-    let path = root().join("target/release").join(name);
+    let profile = std::env::var("PATCHD_BENCH_PROFILE").unwrap_or_else(|_| "release".into());
+    let path = root().join("target").join(profile).join(name);
     if path.exists() {
         Ok(path)
     } else {
