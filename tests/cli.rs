@@ -184,7 +184,8 @@ fn deny_warnings_turns_warnings_into_failure() {
 }
 
 fn plan_json(config: &str, from: &str, count: &str) -> Value {
-    let out = patchd(&["plan", "-c", config, "--from", from, "--count", count, "--format", "json"]);
+    let out =
+        patchd(&["plan", "-c", config, "--offline", "--from", from, "--count", count, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -286,7 +287,7 @@ fn plan_json_is_the_documented_contract() {
 
 #[test]
 fn plan_table_reads_well() {
-    let out = patchd(&["plan", "-c", "config/example.toml", "--from", FROM, "--count", "3"]);
+    let out = patchd(&["plan", "-c", "config/example.toml", "--offline", "--from", FROM, "--count", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     golden("plan-example.stdout", &stdout(&out));
 }

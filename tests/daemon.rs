@@ -1,7 +1,7 @@
 //! `patchd run`, `patchd scan` as processes against the fleet simulator (in this test's
 //! process, on port 0): a window fires and patches a group, a SIGKILL mid-rollout loses and
-//! duplicates nothing, SIGHUP with a broken file keeps the old schedule, and a manual scan
-//! prints its summary.
+//! duplicates nothing, SIGHUP with a broken file keeps the old schedule, the baselines are
+//! applied at start-up and on reload, and a manual scan prints its summary.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -337,6 +337,76 @@ fn sighup_with_a_broken_file_keeps_the_old_schedule() {
     assert!(window_runs(&sim, &scratch, "broken").is_empty());
     let status = stop_daemon(daemon);
     assert!(status.success(), "{}", scratch.read_log(1));
+}
+
+fn baseline(approve_after_days: u32) -> String {
+    format!(
+        r#"
+[[baseline]]
+name = "patchd-web"
+operating_system = "AMAZON_LINUX_2"
+patch_groups = ["web"]
+
+[[baseline.rule]]
+classification = ["Security"]
+approve_after_days = {approve_after_days}
+"#
+    )
+}
+
+#[test]
+fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
+    let sim = Sim::start(1.0);
+    let scratch = Scratch::new("baselines");
+    scratch.write_config(&sim, &baseline(7));
+    let daemon = start_daemon(&scratch, 1);
+    let calls = |operation: &str| sim.server.stats().calls(operation);
+    wait_for_or(
+        "the baseline to be created and registered",
+        Duration::from_secs(20),
+        || (calls("RegisterPatchBaselineForPatchGroup") == 1).then_some(()),
+        || scratch.read_log(1),
+    );
+    assert_eq!(calls("CreatePatchBaseline"), 1);
+
+    scratch.write_config(&sim, &baseline(2));
+    signal(&daemon, "HUP");
+    wait_for_or(
+        "the changed rule to be applied",
+        Duration::from_secs(20),
+        || (calls("UpdatePatchBaseline") == 1).then_some(()),
+        || scratch.read_log(1),
+    );
+    let status = stop_daemon(daemon);
+    assert!(status.success(), "{}", scratch.read_log(1));
+    let log = scratch.read_log(1);
+    assert!(log.contains("baseline change made"), "{log}");
+
+    // A restart with nothing changed changes nothing.
+    let daemon = start_daemon(&scratch, 2);
+    wait_for_or(
+        "the restarted daemon to find the baselines in line",
+        Duration::from_secs(20),
+        || scratch.read_log(2).contains("already in line with the configuration").then_some(()),
+        || scratch.read_log(2),
+    );
+    assert!(stop_daemon(daemon).success());
+    assert_eq!((calls("CreatePatchBaseline"), calls("UpdatePatchBaseline")), (1, 1));
+
+    let audit = sim.rt.block_on(async {
+        let store = Store::open(&scratch.database(), &OpenOptions::default()).await.unwrap();
+        store.audit_since(Utc::now() - chrono::Duration::hours(1), None).await.unwrap()
+    });
+    let actions: Vec<(String, String)> = audit
+        .iter()
+        .filter(|e| e.action.contains("baseline") || e.action.contains("patch-group"))
+        .map(|e| (e.action.clone(), e.actor.clone()))
+        .collect();
+    let by_daemon = |action: &str| (action.to_string(), "daemon".to_string());
+    assert_eq!(
+        actions,
+        vec![by_daemon("create-baseline"), by_daemon("register-patch-group"), by_daemon("update-baseline")]
+    );
 }
 
 #[test]

@@ -248,6 +248,8 @@ pub enum InvalidRequest {
         "{parameter} {value} is out of range; use a count (at least 1 for MaxConcurrency) or 1% to 100%"
     )]
     LimitOutOfRange { parameter: &'static str, value: String },
+    #[error("the request is incomplete: {detail}; this is a bug in patchd, please report it")]
+    Incomplete { detail: String },
 }
 
 struct RequestIdSuffix<'a>(&'a Option<String>);

@@ -9,7 +9,9 @@
 //!   invocations ([`AwsClients::list_invocations`]), finding what a crashed run already sent
 //!   ([`AwsClients::find_commands_by_comment`]) and cancelling ([`AwsClients::cancel_command`]);
 //! - compliance as SSM sees it now ([`AwsClients::patch_states`],
-//!   [`AwsClients::instance_patches`], [`AwsClients::available_patches`]).
+//!   [`AwsClients::instance_patches`], [`AwsClients::available_patches`]);
+//! - patch baselines patchd manages and their patch-group registrations
+//!   ([`AwsClients::baselines_with_prefix`], [`AwsClients::create_baseline`], ...).
 //!
 //! Retries belong to the SDK and are configured once, when the clients are built; no call
 //! here loops on errors. An error that reaches the caller has outlasted them, is typed for
@@ -18,6 +20,7 @@
 //!
 //! Whether the endpoint is AWS or the fleet simulator makes no difference to this crate.
 
+mod baselines;
 mod client;
 mod commands;
 mod compliance;
@@ -25,6 +28,10 @@ mod error;
 mod targets;
 mod time;
 
+pub use baselines::{
+    BaselineDocument, BaselineFilter, BaselineIdentity, BaselineRule, PatchGroupMapping, RemoteBaseline,
+    MANAGED_TAG_KEY, MANAGED_TAG_VALUE,
+};
 pub use client::{AwsClients, Backoff, StaticEndpoint};
 pub use commands::{
     CancelRequested, CommandStatus, CommandSummary, Invocation, InvocationOutcome, InvocationStatus,

@@ -105,6 +105,7 @@ pub(crate) fn default_daemon() -> Daemon {
         listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
         state_dir,
         sync_interval: DEFAULT_SYNC_INTERVAL,
+        prune_baselines: false,
     }
 }
 
@@ -151,6 +152,9 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
                 ),
             ),
         }
+    }
+    if let Some(prune) = r.bool(d, "prune_baselines") {
+        daemon.prune_baselines = prune;
     }
     daemon
 }
@@ -1046,5 +1050,17 @@ mod tests {
             let err = load(&format!("[daemon]\nsync_interval = {bad}\n")).unwrap_err();
             assert!(err.starts_with("p.toml:2:17: error: `sync_interval`"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn prune_baselines_defaults_to_false() {
+        let load = |text: &str| {
+            crate::load_sources(vec![("p.toml".into(), text.to_string())], chrono::Utc::now())
+                .map(|l| l.config.daemon.prune_baselines)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load("[daemon]\n"), Ok(false));
+        assert_eq!(load("[daemon]\nprune_baselines = true\n"), Ok(true));
+        assert!(load("[daemon]\nprune_baselines = \"yes\"\n").is_err());
     }
 }

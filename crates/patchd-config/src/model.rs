@@ -92,6 +92,9 @@ pub struct Daemon {
     /// How often the daemon syncs the compliance of every managed instance of the configured
     /// groups, besides the sync after each Scan and Install task.
     pub sync_interval: std::time::Duration,
+    /// Whether `patchd apply` deletes baselines patchd manages in SSM that the configuration
+    /// no longer has. Off by default: they are only reported.
+    pub prune_baselines: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";

@@ -1,5 +1,7 @@
 //! patchd-daemon: the engine behind `patchd run` and the manual `scan` / `install` / `run-now`.
 //!
+//! - [`baselines`]: the `[[baseline]]` sections kept in SSM: diff, plan and apply;
+//! - [`preview`]: what a configured baseline approves, and from when, evaluated locally;
 //! - [`sync`]: compliance sync, SSM's current patch state into the store's history;
 //! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
 //! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
@@ -8,7 +10,9 @@
 //! Everything talks to AWS through `patchd-aws` and remembers through `patchd-store`; the
 //! [`Context`] carries both.
 
+pub mod baselines;
 pub mod context;
+pub mod preview;
 pub mod rollout;
 pub mod scheduler;
 pub mod sync;

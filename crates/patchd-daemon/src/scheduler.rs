@@ -11,6 +11,9 @@
 //! the `one_shot_fires_early_by_up_to_two_seconds` test, which measures it).
 //!
 //! At start-up, before arming anything, [`run`]:
+//! 0. brings the patch baselines in SSM in line with the `[[baseline]]` sections
+//!    ([`baselines::reconcile`]), so that a late or resumed scan already judges by them; a
+//!    failure is logged and the daemon goes on (the windows matter more);
 //! 1. resumes every run recorded as in progress ([`window::interrupted_runs`]);
 //! 2. for each enabled window, records every occurrence since its latest recorded run that can
 //!    no longer run as `missed` (log line and audit entry), and starts late the one whose end
@@ -19,7 +22,8 @@
 //!    (`[daemon] sync_interval`).
 //!
 //! [`Control::Reload`] swaps the configuration: firings whose instant is unchanged stay armed,
-//! others are re-armed; runs in progress finish with the configuration they started with.
+//! others are re-armed; runs in progress finish with the configuration they started with. The
+//! baselines are reconciled again in the background, one reconciliation at a time.
 //! [`Control::Stop`] stops releasing batches, lets runs persist their state, and returns
 //! within the grace period; commands already in SSM keep running and are picked up by the next
 //! start.
@@ -39,6 +43,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::baselines;
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
 use crate::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress, WindowError};
@@ -194,6 +199,17 @@ struct Shared {
     settings: Arc<Settings>,
     release_dates: Arc<ReleaseDates>,
     stop: watch::Receiver<bool>,
+    /// Two reconciliations at once (a quick second SIGHUP) could both create a baseline.
+    reconciling: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Brings SSM's baselines in line with `config`, logging what changed; never fails the daemon.
+async fn reconcile_baselines(shared: &Shared, config: &Config) {
+    let _one_at_a_time = shared.reconciling.lock().await;
+    if let Err(e) = baselines::reconcile(&shared.ctx, &config.baselines, config.daemon.prune_baselines).await
+    {
+        error!(error = %e, "patch baselines not reconciled; windows run with what SSM has");
+    }
 }
 
 type Finished = (String, DateTime<Utc>, Result<RunSummary, WindowError>);
@@ -215,8 +231,12 @@ pub async fn run(
         release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
         settings: Arc::new(settings),
         stop: stop_rx,
+        reconciling: Arc::default(),
     };
     let mut config = Arc::new(config);
+
+    // 0. Baselines first: whatever scans next should judge by the configured ones.
+    reconcile_baselines(&shared, &config).await;
     let mut runs: JoinSet<Finished> = JoinSet::new();
     let mut active: HashSet<(String, DateTime<Utc>)> = HashSet::new();
     let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
@@ -292,6 +312,8 @@ pub async fn run(
                 Some(Control::Reload(new)) => {
                     config = Arc::new(*new);
                     rearm(&timer, &config, &mut armed).await?;
+                    let (shared_now, config_now) = (shared.clone(), config.clone());
+                    tokio::spawn(async move { reconcile_baselines(&shared_now, &config_now).await });
                     info!(windows = config.windows.iter().filter(|w| w.enabled).count(), armed = armed.len(),
                         "configuration reloaded; schedule updated");
                 }

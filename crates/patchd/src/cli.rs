@@ -65,11 +65,14 @@ pub enum Command {
     /// warnings (e.g. a schedule that cannot meet the SLA). Exits 0 when valid, 2 when the
     /// configuration has errors, 1 when it cannot be read.
     Check(CheckArgs),
-    /// Show when each window opens next, and whether the schedule can meet the SLA.
+    /// Show when each window opens next, whether the schedule can meet the SLA, and what
+    /// `patchd apply` would change in SSM's patch baselines.
     ///
     /// The feasibility table gives, per group and risk rank, the worst-case age of a patch at
     /// install: the baseline's approval delay, plus the longest gap between install windows
-    /// over the next 365 days, plus the window's duration.
+    /// over the next 365 days, plus the window's duration. The baselines section reads SSM
+    /// (DescribePatchBaselines, GetPatchBaseline, DescribePatchGroups) and changes nothing;
+    /// --offline leaves it out.
     Plan(PlanArgs),
     /// Answer "are we compliant, what is overdue, where are the blind spots" from the history.
     ///
@@ -105,11 +108,46 @@ pub enum Command {
     /// Recorded as `manual:scan:GROUP`; the compliance of the scanned instances is synced into
     /// the history afterwards. Exit status 4 when the error budget was exceeded.
     Scan(ScanArgs),
+    /// Bring the patch baselines and patch groups in SSM in line with the configuration.
+    ///
+    /// Shows the plan first: each `[[baseline]]` to create, update (field by field) or leave
+    /// alone, patch-group registrations to add, move or remove, managed baselines the
+    /// configuration no longer has (deleted only with `[daemon] prune_baselines = true`), and
+    /// conflicts (a name or patch group held by a baseline patchd does not manage), which are
+    /// never overwritten. Asks before changing anything on a terminal, unless --yes. Every
+    /// change is written to the audit log; a second apply finds no changes.
+    Apply(ApplyArgs),
     /// Install approved patches on groups now, in the foreground (Operation=Install).
     ///
     /// Recorded as `manual:install:GROUP`; compliance is synced afterwards. Exit status 4 when
     /// the error budget was exceeded.
     Install(InstallArgs),
+    /// Patch baselines: what they approve, and when.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Which catalog patches a configured baseline approves, and the date each one became (or
+    /// becomes) approved.
+    ///
+    /// Patches come from SSM's catalog (DescribeAvailablePatches) and from imported
+    /// advisories; the baseline's rules, approved and rejected lists are evaluated locally the
+    /// way Patch Manager evaluates them, so no baseline needs to exist in SSM yet.
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The `[[baseline]]` to preview.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Evaluate approvals as of this instant instead of now (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", value_parser = parse_date_or_instant)]
+    pub at: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Options of the commands that run tasks.
@@ -268,12 +306,27 @@ pub struct CheckArgs {
     /// SLA feasibility.
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub from: Option<DateTime<Utc>>,
+
+    /// Also ask the endpoint: warn about instances of a configured group whose patch-group tag
+    /// maps to no patchd baseline (SSM would judge them by the AWS default baseline).
+    #[arg(long)]
+    pub resolve: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Apply without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Show the plan and change nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +342,10 @@ pub struct PlanArgs {
     /// Output format. The JSON form is a stable contract, documented in docs/configuration.md.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Leave out the patch baselines section, which reads SSM (the rest needs no AWS access).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `90s`, `30m`, `2h`, or a bare number of seconds.
@@ -307,6 +364,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("`{s}` is not a duration; write e.g. 500ms, 30s or 2m")),
     };
     Ok(std::time::Duration::from_secs(seconds))
+}
+
+/// An RFC 3339 instant, or a calendar date taken as its midnight UTC.
+fn parse_date_or_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    parse_instant(s).map_err(|e| format!("{e}, or a date such as 2026-12-01"))
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

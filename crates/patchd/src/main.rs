@@ -1,6 +1,8 @@
 //! `patchd`: keeps a fleet of EC2 instances patched through SSM Patch Manager, and proves it.
 
 mod advisories;
+mod apply;
+mod baseline_cmd;
 mod check;
 mod cli;
 mod db;
@@ -43,6 +45,10 @@ fn main() -> ExitCode {
         Command::RunNow(args) => runtime().and_then(|rt| rt.block_on(manual::run_now(&cli.global, args))),
         Command::Scan(args) => runtime().and_then(|rt| rt.block_on(manual::scan(&cli.global, args))),
         Command::Install(args) => runtime().and_then(|rt| rt.block_on(manual::install(&cli.global, args))),
+        Command::Apply(args) => runtime().and_then(|rt| rt.block_on(apply::run(&cli.global, args))),
+        Command::Baseline(cli::BaselineCommand::Preview(args)) => {
+            runtime().and_then(|rt| rt.block_on(baseline_cmd::preview(&cli.global, args)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,7 +57,7 @@ fn main() -> ExitCode {
 }
 
 /// Commands that touch the database or AWS run on a small runtime; `check` and `plan` need none.
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

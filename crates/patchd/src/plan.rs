@@ -1,14 +1,17 @@
-//! `patchd plan`: upcoming window firings and the SLA feasibility table.
+//! `patchd plan`: upcoming window firings, the SLA feasibility table, and what `patchd apply`
+//! would change in SSM's patch baselines (unless `--offline`).
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use patchd_aws::AwsClients;
 use patchd_config::feasibility::{self, Row};
 use patchd_config::Config;
+use patchd_daemon::baselines::{self, Change, Conflict};
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PlanArgs};
-use crate::{load_config, print_diagnostics, Failure};
+use crate::{load_config, print_diagnostics, runtime, Failure};
 
 /// `patchd plan --format json`: a stable contract, documented in docs/configuration.md.
 #[derive(Debug, Serialize)]
@@ -16,6 +19,119 @@ pub struct Plan {
     pub from: String,
     pub windows: Vec<WindowPlan>,
     pub sla_feasibility: Vec<Row>,
+    /// What `patchd apply` would change; None with `--offline`.
+    pub baselines: Option<BaselinePlan>,
+}
+
+/// The baselines section of `patchd plan --format json`.
+#[derive(Debug, Serialize)]
+pub struct BaselinePlan {
+    /// `[daemon] prune_baselines`: whether `delete` changes would be carried out.
+    pub prune: bool,
+    /// Whether `patchd apply` would change anything.
+    pub has_work: bool,
+    pub changes: Vec<BaselineChange>,
+}
+
+/// One change; which fields are present depends on `action`.
+#[derive(Debug, Serialize)]
+pub struct BaselineChange {
+    /// create, update, unchanged, delete, keep (a managed baseline no longer configured, kept
+    /// because pruning is off), register, move, deregister, conflict.
+    pub action: &'static str,
+    /// The baseline's name.
+    pub baseline: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operating_system: Option<String>,
+    /// move: the baseline that holds the patch group today.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_baseline: Option<String>,
+    /// update: each field that differs, both sides as text (null: absent on that side).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// conflict: what stands in the way, and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl BaselineChange {
+    fn new(action: &'static str, baseline: &str) -> BaselineChange {
+        BaselineChange {
+            action,
+            baseline: baseline.to_string(),
+            baseline_id: None,
+            patch_group: None,
+            operating_system: None,
+            from_baseline: None,
+            fields: Vec::new(),
+            reason: None,
+        }
+    }
+
+    fn with_id(mut self, id: &str) -> BaselineChange {
+        self.baseline_id = Some(id.to_string());
+        self
+    }
+
+    fn from_change(change: &Change) -> BaselineChange {
+        match change {
+            Change::Create { document } => {
+                let mut c = BaselineChange::new("create", &document.name);
+                c.operating_system = Some(document.operating_system.clone());
+                c
+            }
+            Change::Update { id, fields, document } => {
+                let mut c = BaselineChange::new("update", &document.name).with_id(id);
+                c.fields = fields
+                    .iter()
+                    .map(|f| FieldChange { field: f.field.clone(), from: f.from.clone(), to: f.to.clone() })
+                    .collect();
+                c
+            }
+            Change::Unchanged { id, name } => BaselineChange::new("unchanged", name).with_id(id),
+            Change::Delete { id, name, .. } => BaselineChange::new("delete", name).with_id(id),
+            Change::Orphan { id, name } => BaselineChange::new("keep", name).with_id(id),
+            Change::Register { baseline, patch_group, operating_system, replaces } => {
+                let action = if replaces.is_some() { "move" } else { "register" };
+                let mut c = BaselineChange::new(action, baseline);
+                c.patch_group = Some(patch_group.clone());
+                c.operating_system = Some(operating_system.clone());
+                c.from_baseline = replaces.as_ref().map(|(_, name)| name.clone());
+                c
+            }
+            Change::Deregister { id, baseline, patch_group } => {
+                let mut c = BaselineChange::new("deregister", baseline).with_id(id);
+                c.patch_group = Some(patch_group.clone());
+                c
+            }
+            Change::Conflict(conflict) => {
+                let name = match conflict {
+                    Conflict::NameTaken { name, .. }
+                    | Conflict::OperatingSystem { name, .. }
+                    | Conflict::Prefix { name } => name,
+                    Conflict::PatchGroupTaken { wanted_by, .. } => wanted_by,
+                };
+                let mut c = BaselineChange::new("conflict", name);
+                if let Conflict::PatchGroupTaken { patch_group, operating_system, .. } = conflict {
+                    c.patch_group = Some(patch_group.clone());
+                    c.operating_system = Some(operating_system.clone());
+                }
+                c.reason = Some(conflict.to_string());
+                c
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -69,20 +185,61 @@ pub fn build(config: &Config, from: DateTime<Utc>, count: usize) -> Plan {
             }
         })
         .collect();
-    Plan { from: utc(from), windows, sla_feasibility: feasibility::analyse(config, from) }
+    Plan { from: utc(from), windows, sla_feasibility: feasibility::analyse(config, from), baselines: None }
+}
+
+/// Reads the baselines and patch groups in SSM and diffs them against the configuration.
+fn plan_baselines(config: &Config) -> Result<baselines::Plan, Failure> {
+    runtime()?.block_on(async {
+        let aws = AwsClients::new(&config.aws, None).await;
+        baselines::plan(&aws, &config.baselines, config.daemon.prune_baselines).await.map_err(|e| {
+            Failure::Other(anyhow::anyhow!(
+                "cannot read the patch baselines in SSM: {e}; the windows and SLA feasibility above \
+                 need no AWS access: pass --offline to plan without it"
+            ))
+        })
+    })
 }
 
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<(), Failure> {
     let from = args.from.unwrap_or_else(Utc::now);
     let loaded = load_config(global, from)?;
     print_diagnostics(&loaded.warnings);
-    let plan = build(&loaded.config, from, args.count as usize);
+    let config = &loaded.config;
+    let mut plan = build(config, from, args.count as usize);
+    // The offline part is printed even when SSM cannot be read, and the failure comes last.
+    let baseline_plan = if args.offline { None } else { Some(plan_baselines(config)) };
+    let baseline_plan = match baseline_plan {
+        Some(Ok(p)) => Some(p),
+        Some(Err(failure)) => {
+            if args.format == Format::Table {
+                print!("{}", render_table(config, &plan, from));
+            }
+            return Err(failure);
+        }
+        None => None,
+    };
+    plan.baselines = baseline_plan.as_ref().map(|p| BaselinePlan {
+        prune: config.daemon.prune_baselines,
+        has_work: p.has_work(),
+        changes: p.changes.iter().map(BaselineChange::from_change).collect(),
+    });
     match args.format {
         Format::Json => {
             let json = serde_json::to_string_pretty(&plan).map_err(anyhow::Error::from)?;
             println!("{json}");
         }
-        Format::Table => print!("{}", render_table(&loaded.config, &plan, from)),
+        Format::Table => {
+            print!("{}", render_table(config, &plan, from));
+            if let Some(p) = &baseline_plan {
+                let endpoint = config.aws.endpoint_url.as_deref().unwrap_or("AWS");
+                println!("\nPatch baselines in SSM ({endpoint})");
+                print!("{}", crate::apply::render(p));
+                if p.has_work() {
+                    println!("  run `patchd apply` to make these changes");
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,1 @@
+//! What a configured baseline approves, and from when.

@@ -1,0 +1,1 @@
+//! `patchd baseline preview` as a process against the fleet simulator (in this test's process,
