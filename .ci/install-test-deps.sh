@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, into the repository, and prints
 # the bin directory to put on PATH. Today that is moto, an independent implementation of part
-# of the SSM and EC2 APIs, for crates/fleet-sim/tests/moto_conformance.rs.
+# of the SSM and EC2 APIs, for crates/fleet-sim/tests/moto_conformance.rs, and, when
+# PATCHD_INSTALL_CHROMIUM=1, Debian's chromium, which tests/evidence.rs renders the evidence
+# report in (that test skips without it unless PATCHD_REQUIRE_CHROMIUM=1).
 #
 #   PATH="$(.ci/install-test-deps.sh):$PATH"
 #
@@ -25,6 +27,23 @@ want="moto[server]==$MOTO_VERSION"
 python="${PYTHON:-python3}"
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+
+# Chromium is a system package, not something a venv can hold, so it goes through apt (the CI
+# image runs as root). It is opt-in because it costs a few hundred megabytes and a minute or
+# two; done before moto's fast path below so that a runner with moto cached still gets it.
+if [[ "${PATCHD_INSTALL_CHROMIUM:-}" == 1 && ! -x /usr/bin/chromium ]]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "PATCHD_INSTALL_CHROMIUM=1 needs apt-get (Debian or Ubuntu); install chromium yourself"
+        exit 1
+    fi
+    log "installing chromium with apt-get"
+    started=$SECONDS
+    # stdout too goes to stderr: this script's stdout is the bin path and nothing else.
+    DEBIAN_FRONTEND=noninteractive apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >&2
+    "/usr/bin/chromium" --version >&2
+    log "chromium installed in $((SECONDS - started)) s"
+fi
 
 if [[ -x "$bin/moto_server" && -f "$stamp" && "$(<"$stamp")" == "$want" ]] && "$bin/python" -c '' 2>/dev/null; then
     printf '%s\n' "$bin"

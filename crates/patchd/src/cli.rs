@@ -125,6 +125,35 @@ pub enum Command {
     /// Patch baselines: what they approve, and when.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Watch patchd keep a simulated fleet patched, in about a minute, with no AWS account.
+    ///
+    /// Starts the fleet simulator in this process (300 instances over seven patch groups and
+    /// five platforms, some without an SSM agent, some offline) with its clock sped up, copies
+    /// config/demo.toml next to a fresh SQLite database, and runs the daemon's engine through
+    /// a day in the life: baselines applied, the scan window, the SLA picture, the production
+    /// install window in batches under its concurrency and error budget, a re-scan, and the
+    /// SLA picture again. Ends with the evidence report and the commands to explore the
+    /// database. Ctrl-C stops cleanly.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the configuration copy, the database and the evidence report
+    /// (default: a new directory under the system's temporary directory). It must not hold a
+    /// database already.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 300.0, value_parser = parse_speed)]
+    pub speed: f64,
+    /// Stop after this long, wherever the demo is (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Keep the simulator running at the end, for exploring with patchd or any AWS SDK or
+    /// CLI, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +271,8 @@ pub enum ReportKind {
     Compliance,
     Coverage,
     History,
+    /// The auditor's evidence: one self-contained HTML file (--format html --out FILE).
+    Evidence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -249,6 +280,8 @@ pub enum ReportFormat {
     Table,
     Json,
     Csv,
+    /// evidence only: a self-contained page to open, print and file.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -294,6 +327,10 @@ pub struct ReportArgs {
     /// Exit with status 3 when any open finding is breached (or due soon or breached).
     #[arg(long, value_enum)]
     pub fail_on: Option<FailOn>,
+
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +401,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("`{s}` is not a duration; write e.g. 500ms, 30s or 2m")),
     };
     Ok(std::time::Duration::from_secs(seconds))
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(speed) if (1.0..=100_000.0).contains(&speed) => Ok(speed),
+        _ => Err(format!("`{s}` is not a speed between 1 (real time) and 100000")),
+    }
 }
 
 /// An RFC 3339 instant, or a calendar date taken as its midnight UTC.

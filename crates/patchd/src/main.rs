@@ -6,6 +6,7 @@ mod baseline_cmd;
 mod check;
 mod cli;
 mod db;
+mod demo;
 mod manual;
 mod plan;
 mod report;
@@ -32,7 +33,9 @@ const EXIT_BUDGET_EXCEEDED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.log_format);
+    // The demo tells its story on stdout (blind spots included); log lines would drown it.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "error" } else { "info" };
+    init_tracing(cli.global.log_format, default_level);
     let result = match &cli.command {
         Command::Check(args) => check::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => runtime().and_then(|rt| rt.block_on(manual::scan(&cli.global, args))),
         Command::Install(args) => runtime().and_then(|rt| rt.block_on(manual::install(&cli.global, args))),
         Command::Apply(args) => runtime().and_then(|rt| rt.block_on(apply::run(&cli.global, args))),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Baseline(cli::BaselineCommand::Preview(args)) => {
             runtime().and_then(|rt| rt.block_on(baseline_cmd::preview(&cli.global, args)))
         }
@@ -65,9 +69,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -123,43 +123,8 @@ async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result
         }
     });
 
-    let terminal = std::io::stdout().is_terminal();
-    let started = Instant::now();
-    let last = Mutex::new((String::new(), u64::MAX));
-    let on_progress = |p: &TaskProgress<'_>| {
-        let done = p.progress.done as u64;
-        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.0 == p.task && last.1 == done && !terminal {
-            return;
-        }
-        *last = (p.task.to_string(), done);
-        let elapsed = started.elapsed().as_secs();
-        if terminal {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(
-                out,
-                "\r{}: {}/{} done, {} failed, {} in flight, {:02}:{:02} elapsed   ",
-                p.task,
-                p.progress.done,
-                p.progress.total,
-                p.progress.failed,
-                p.progress.in_flight,
-                elapsed / 60,
-                elapsed % 60
-            );
-            let _ = out.flush();
-        } else {
-            info!(
-                task = p.task,
-                done = p.progress.done,
-                total = p.progress.total,
-                failed = p.progress.failed,
-                in_flight = p.progress.in_flight,
-                elapsed_seconds = elapsed,
-                "progress"
-            );
-        }
-    };
+    let progress = ProgressPrinter::new(Untermed::Log);
+    let on_progress = |p: &TaskProgress<'_>| progress.show(p);
     let release_dates = ReleaseDates::new(chrono::Duration::days(1));
     let poll = poll_policy(runner);
     let env = Env {
@@ -173,9 +138,7 @@ async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result
     };
     let result = window::execute(&env, plan, stop_rx).await;
     signals.abort();
-    if terminal {
-        println!();
-    }
+    progress.finish();
     let summary = result.map_err(|e| Failure::Other(anyhow!("{e}")))?;
     print!("{}", render_summary(&summary));
     match summary.end {
@@ -187,6 +150,89 @@ async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result
             "the error budget (max errors) was exceeded; the rollout stopped releasing batches".to_string(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Where progress goes when standard output is not a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Untermed {
+    /// Log lines on stderr, as the daemon writes them.
+    Log,
+    /// Plain lines on stdout, at most one a second per task.
+    Lines,
+}
+
+/// A task's progress: one line rewritten in place on a terminal; otherwise log lines or plain
+/// lines (see [`Untermed`]), written only when something changed.
+pub(crate) struct ProgressPrinter {
+    terminal: bool,
+    untermed: Untermed,
+    started: Instant,
+    /// The task and count last shown, and when.
+    last: Mutex<(String, u64, Instant)>,
+}
+
+impl ProgressPrinter {
+    pub(crate) fn new(untermed: Untermed) -> ProgressPrinter {
+        let now = Instant::now();
+        ProgressPrinter {
+            terminal: std::io::stdout().is_terminal(),
+            untermed,
+            started: now,
+            last: Mutex::new((String::new(), u64::MAX, now)),
+        }
+    }
+
+    pub(crate) fn show(&self, p: &TaskProgress<'_>) {
+        let done = p.progress.done as u64;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let unchanged = last.0 == p.task && last.1 == done;
+        let finished = p.progress.done == p.progress.total;
+        if !self.terminal
+            && (unchanged
+                || (self.untermed == Untermed::Lines
+                    && last.0 == p.task
+                    && !finished
+                    && last.2.elapsed() < std::time::Duration::from_secs(1)))
+        {
+            return;
+        }
+        *last = (p.task.to_string(), done, Instant::now());
+        let elapsed = self.started.elapsed().as_secs();
+        let line = format!(
+            "{}: {}/{} done, {} failed, {} in flight, {:02}:{:02} elapsed",
+            p.task,
+            p.progress.done,
+            p.progress.total,
+            p.progress.failed,
+            p.progress.in_flight,
+            elapsed / 60,
+            elapsed % 60
+        );
+        match (self.terminal, self.untermed) {
+            (true, _) => {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\r  {line}   ");
+                let _ = out.flush();
+            }
+            (false, Untermed::Lines) => println!("  {line}"),
+            (false, Untermed::Log) => info!(
+                task = p.task,
+                done = p.progress.done,
+                total = p.progress.total,
+                failed = p.progress.failed,
+                in_flight = p.progress.in_flight,
+                elapsed_seconds = elapsed,
+                "progress"
+            ),
+        }
+    }
+
+    /// Ends the line rewritten in place.
+    pub(crate) fn finish(&self) {
+        if self.terminal {
+            println!();
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! `patchd report`: reads the store, judges with the SLA engine, renders.
 
-use chrono::{Duration, Utc};
+use std::io::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
 use patchd_config::{Config, RiskRank};
 use patchd_sla::{KevCatalog, SlaStatus};
 use patchd_store::{
@@ -8,10 +11,11 @@ use patchd_store::{
 };
 
 use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
-use crate::report::{self, render, Filters, FindingFacts, InstanceFacts, Judge, StateCounts};
+use crate::report::{self, evidence, render, Filters, FindingFacts, InstanceFacts, Judge, StateCounts};
 use crate::{load_config, open_store, print_diagnostics, Failure};
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> {
+    check_arguments(args)?;
     let at = args.at.unwrap_or_else(Utc::now);
     let loaded = load_config(global, at)?;
     print_diagnostics(&loaded.warnings);
@@ -31,11 +35,34 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     let filters = Filters { group: args.group.clone(), rank: args.rank.as_deref().and_then(RiskRank::parse) };
     let instances = instances(&store).await?;
     let judge = Judge { config, kev: &kev, at };
+    // --fail-on judges the SLA report; the verdict waits until the report is written, so a
+    // pipeline that fails still has the report to show.
+    let mut verdict = Ok(());
     let output = match args.kind {
+        ReportKind::Evidence => {
+            let (since, until) = period(args, at)?;
+            let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
+            let sla = report::sla(&judge, &instances, &findings(&store, &query).await?, &filters);
+            let remediated = findings(&store, &remediated_between(since, until)).await?;
+            let history = report::history(&judge, &instances, &remediated, &filters, since, until);
+            let coverage = report::coverage(config, at, &instances, &filters);
+            let compliance = report::compliance(config, at, &instances, &filters);
+            verdict = fail_on(args.fail_on, &sla);
+            evidence::render(&evidence::Evidence {
+                config,
+                generated_at: Utc::now(),
+                version: env!("CARGO_PKG_VERSION"),
+                group: args.group.as_deref(),
+                sla: &sla,
+                history: &history,
+                coverage: &coverage,
+                compliance: &compliance,
+            })
+        }
         ReportKind::Sla => {
             let started = std::time::Instant::now();
             let limit = match (args.limit, args.format) {
-                (Some(0), _) | (None, ReportFormat::Json | ReportFormat::Csv) => None,
+                (Some(0), _) | (None, ReportFormat::Json | ReportFormat::Csv | ReportFormat::Html) => None,
                 (Some(n), _) => Some(n),
                 (None, ReportFormat::Table) => Some(DEFAULT_TABLE_LIMIT),
             };
@@ -51,29 +78,20 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             let out = match args.format {
                 ReportFormat::Table => render::sla_table(&sla),
                 ReportFormat::Json => render::json(&sla),
-                ReportFormat::Csv => render::findings_csv(&sla.findings),
+                ReportFormat::Csv | ReportFormat::Html => render::findings_csv(&sla.findings),
             };
             tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, bytes = out.len(), "rendered");
-            print!("{out}");
-            return fail_on(args.fail_on, &sla);
+            verdict = fail_on(args.fail_on, &sla);
+            out
         }
         ReportKind::History => {
-            let until = args.until.unwrap_or(at);
-            let since = args.since.unwrap_or(until - Duration::days(90));
-            if since >= until {
-                return Err(anyhow::anyhow!("--since {since} must be before --until {until}").into());
-            }
-            let query = FindingQuery {
-                remediated_since: Some(since),
-                remediated_until: Some(until),
-                ..Default::default()
-            };
-            let findings = findings(&store, &query).await?;
+            let (since, until) = period(args, at)?;
+            let findings = findings(&store, &remediated_between(since, until)).await?;
             let history = report::history(&judge, &instances, &findings, &filters, since, until);
             match args.format {
                 ReportFormat::Table => render::history_table(&history),
                 ReportFormat::Json => render::json(&history),
-                ReportFormat::Csv => render::findings_csv(&history.remediated),
+                ReportFormat::Csv | ReportFormat::Html => render::findings_csv(&history.remediated),
             }
         }
         ReportKind::Compliance => {
@@ -81,7 +99,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             match args.format {
                 ReportFormat::Table => render::compliance_table(&compliance),
                 ReportFormat::Json => render::json(&compliance),
-                ReportFormat::Csv => render::compliance_csv(&compliance),
+                ReportFormat::Csv | ReportFormat::Html => render::compliance_csv(&compliance),
             }
         }
         ReportKind::Coverage => {
@@ -89,12 +107,80 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             match args.format {
                 ReportFormat::Table => render::coverage_table(&coverage),
                 ReportFormat::Json => render::json(&coverage),
-                ReportFormat::Csv => render::coverage_csv(&coverage),
+                ReportFormat::Csv | ReportFormat::Html => render::coverage_csv(&coverage),
             }
         }
     };
-    print!("{output}");
+    match &args.out {
+        Some(path) => {
+            write_atomically(path, output.as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write the report to {}: {e}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{output}"),
+    }
+    verdict
+}
+
+/// Refuses combinations that would silently produce something else than asked for.
+fn check_arguments(args: &ReportArgs) -> Result<(), Failure> {
+    if (args.kind == ReportKind::Evidence) != (args.format == ReportFormat::Html) {
+        return Err(anyhow::anyhow!(
+            "the evidence report is HTML only, and only it is: use `report evidence --format html --out FILE`"
+        )
+        .into());
+    }
+    // The evidence is the whole picture: its headline figures must equal the unfiltered sla and
+    // history reports, so it takes no filter that would change them behind the reader's back.
+    if args.kind == ReportKind::Evidence && (args.rank.is_some() || args.limit.is_some()) {
+        return Err(anyhow::anyhow!(
+            "report evidence covers every rank and lists every critical and high finding: drop --rank and --limit"
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// The remediation period of `history` and `evidence`: `--since` (default 90 days before
+/// `--until`) to `--until` (exclusive, default `--at`).
+fn period(args: &ReportArgs, at: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), Failure> {
+    let until = args.until.unwrap_or(at);
+    let since = args.since.unwrap_or(until - Duration::days(90));
+    if since >= until {
+        return Err(anyhow::anyhow!("--since {since} must be before --until {until}").into());
+    }
+    Ok((since, until))
+}
+
+fn remediated_between(since: DateTime<Utc>, until: DateTime<Utc>) -> FindingQuery<'static> {
+    FindingQuery { remediated_since: Some(since), remediated_until: Some(until), ..Default::default() }
+}
+
+/// Writes `bytes` to `path` so that a reader (or a crash) sees the old file or the whole new
+/// one, never a half-written report: a temporary file in the same directory (a rename is only
+/// atomic within one file system), flushed to disk, then renamed over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names a directory, not a file")
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = dir.join(temp_name);
+    let written = (|| {
+        let mut file = std::fs::File::create_new(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Findings a table lists unless `--limit` says otherwise: a screenful of the most urgent.
@@ -260,4 +346,27 @@ fn finding_facts(record: &FindingRecord) -> FindingFacts {
         state: record.state.as_str().to_string(),
         installed_at: record.installed_at,
     }
+}
+
+/// `report sla`'s totals and its `limit` most urgent findings as of `at`, for `patchd demo`.
+pub(crate) async fn sla_snapshot(
+    config: &Config,
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+    limit: usize,
+) -> Result<report::SlaReport, Failure> {
+    let kev = load_kev(config)?;
+    let instances = instances(store).await?;
+    let judge = Judge { config, kev: &kev, at };
+    sla_summary(store, &judge, &instances, &Filters { group: None, rank: None }, limit).await
+}
+
+/// The coverage gaps as of `at`, for `patchd demo`.
+pub(crate) async fn coverage_snapshot(
+    config: &Config,
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+) -> Result<report::CoverageReport, Failure> {
+    let instances = instances(store).await?;
+    Ok(report::coverage(config, at, &instances, &Filters { group: None, rank: None }))
 }

@@ -21,7 +21,7 @@ use crate::{load_config, open_store, Failure};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 /// Account label of the default credential chain, until `[[aws.account]]` roles are used.
-const DEFAULT_ACCOUNT: &str = "default";
+pub(crate) const DEFAULT_ACCOUNT: &str = "default";
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;

@@ -1,0 +1,321 @@
+//! `patchd demo`: the whole story on a simulated fleet, in about a minute.
+//!
+//! Nothing here is a mock of patchd: the simulator speaks SSM and EC2 on a loopback port, the
+//! configuration is `config/demo.toml` as shipped, and every phase goes through the same code
+//! the daemon runs (`baselines::reconcile`, `window::execute` with the plan a firing gets, the
+//! compliance sync, the report computations). What the demo adds is the order of events: it
+//! opens the windows one after the other instead of waiting for their cron instants, and it
+//! speeds up the simulated clock so that scans and installs take seconds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use chrono::Utc;
+use fleet_sim::{Scenario, SimServer};
+use patchd_aws::{AwsClients, StaticEndpoint};
+use patchd_config::{Config, RiskRank};
+use patchd_daemon::baselines;
+use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::sync::ReleaseDates;
+use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::{Context, Scope};
+use patchd_sla::SlaStatus;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::DemoArgs;
+use crate::manual::{render_summary, ProgressPrinter, Untermed};
+use crate::report::SlaReport;
+use crate::{open_store, Failure};
+
+/// Shipped with the binary, so the demo runs from any directory.
+const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
+const CONFIG_FILE: &str = "patchd.toml";
+const SCAN_WINDOW: &str = "nightly-scan";
+const INSTALL_WINDOW: &str = "prod-install";
+const PHASES: usize = 6;
+
+pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
+    let dir = demo_dir(args.dir.as_deref())?;
+    let config_path = dir.join(CONFIG_FILE);
+    std::fs::write(&config_path, DEMO_CONFIG)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    let scenario = Scenario::demo().with_time_scale(args.speed);
+    let instances = scenario.instance_count();
+    let server = SimServer::start(([127, 0, 0, 1], 0).into(), scenario)
+        .await
+        .map_err(|e| anyhow!("cannot start the fleet simulator on a loopback port: {e}"))?;
+    let url = server.endpoint_url();
+
+    let mut config = match patchd_config::load(&config_path, Utc::now()) {
+        Ok(loaded) => loaded.config,
+        Err(e) => return Err(Failure::Other(anyhow!("the shipped demo configuration does not load: {e}"))),
+    };
+    config.aws.endpoint_url = Some(url.clone());
+    let store = open_store(&config).await?;
+    let database = dir.join("patchd.db");
+    let ctx = Context {
+        // The simulator accepts any signature; static keys spare a machine without AWS
+        // credentials the SDK's search through the credential chain.
+        aws: AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url)),
+        store,
+        scope: Scope {
+            account: crate::run::DEFAULT_ACCOUNT.to_string(),
+            region: config.aws.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
+        },
+        actor: "demo".to_string(),
+    };
+
+    println!("patchd demo: {instances} simulated EC2 instances at {url}, clock at {}x", args.speed);
+    println!("  configuration  {} (config/demo.toml)", config_path.display());
+    println!("  database       {}", database.display());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopper = tokio::spawn(stop_on_signal_or_deadline(stop_tx, args.duration));
+    let demo = Demo { ctx: &ctx, config: &config, server: &server, stop: stop_rx.clone() };
+    let outcome = demo.story(&dir).await;
+    stopper.abort();
+
+    let stopped = *stop_rx.borrow();
+    match &outcome {
+        Ok(()) => {}
+        Err(_) if stopped => println!("\nstopped before the end; what ran is in the database"),
+        Err(_) => {}
+    }
+    print_next_steps(&config_path, &database, &dir);
+    if args.keep && outcome.is_ok() {
+        println!(
+            "\nThe simulator keeps running at {url} (any AWS SDK or CLI can talk to it, with any keys):"
+        );
+        println!("  patchd scan --config {} --endpoint-url {url} --group web-prod", config_path.display());
+        println!("  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo aws --region us-east-1 --endpoint-url {url} ssm describe-instance-information");
+        println!("Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    server.shutdown().await;
+    match outcome {
+        Err(_) if stopped => Ok(()),
+        other => other,
+    }
+}
+
+/// A fresh directory for this demo: the given one (created if need be, refused if it already
+/// holds a database, so that two demos never mix), or a new one under the temporary directory.
+fn demo_dir(given: Option<&Path>) -> Result<PathBuf, Failure> {
+    let dir = match given {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("patchd-demo-{}", Utc::now().format("%Y%m%d-%H%M%S"))),
+    };
+    if dir.join("patchd.db").exists() {
+        return Err(Failure::Other(anyhow!(
+            "{} already holds a demo database; remove it, or give another --dir",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
+}
+
+/// Asks the demo to stop on SIGINT, SIGTERM or when `duration` is up; a second interrupt exits
+/// at once.
+async fn stop_on_signal_or_deadline(stop: watch::Sender<bool>, duration: std::time::Duration) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => eprintln!("\npatchd demo: stopping (interrupt again to exit at once)"),
+        _ = int.recv() => eprintln!("\npatchd demo: stopping (interrupt again to exit at once)"),
+        _ = tokio::time::sleep(duration) => {
+            eprintln!("\npatchd demo: --duration {}s is up; stopping", duration.as_secs());
+        }
+    }
+    let _ = stop.send(true);
+    // A rollout stops releasing at the first change and stops polling at the next one.
+    let mut nudge = tokio::time::interval(std::time::Duration::from_millis(300));
+    loop {
+        tokio::select! {
+            _ = int.recv() => {
+                eprintln!("patchd demo: second interrupt: exiting now");
+                std::process::exit(130);
+            }
+            _ = nudge.tick() => {
+                stop.send_replace(true);
+            }
+        }
+    }
+}
+
+struct Demo<'a> {
+    ctx: &'a Context,
+    config: &'a Config,
+    server: &'a SimServer,
+    stop: watch::Receiver<bool>,
+}
+
+impl Demo<'_> {
+    async fn story(&self, dir: &Path) -> Result<(), Failure> {
+        phase(1, "baselines: the [[baseline]] sections go to SSM, as the daemon does at start-up");
+        let changes =
+            baselines::reconcile(self.ctx, &self.config.baselines, self.config.daemon.prune_baselines)
+                .await
+                .map_err(|e| anyhow!("applying the baselines failed: {e}"))?;
+        for change in &changes {
+            println!("  {change}");
+        }
+        println!("  {} change(s), each in the audit log", changes.len());
+        self.check_stop()?;
+
+        phase(2, &format!("window {SCAN_WINDOW} opens: every group is scanned"));
+        self.open_window(SCAN_WINDOW).await?;
+
+        phase(3, "the SLA picture after the scan");
+        let before = self.sla_picture().await?;
+        print!("{}", render_picture(&before, None));
+        let gaps =
+            crate::report_cmd::coverage_snapshot(self.config, &self.ctx.store, self.server.now()).await?;
+        let unmanaged = gaps.gaps.iter().filter(|g| g.gap.as_str() == "unmanaged").count();
+        let lost = gaps.gaps.iter().filter(|g| g.gap.as_str() == "agent-connection-lost").count();
+        println!(
+            "  blind spots: {unmanaged} instance(s) without an SSM agent, {lost} whose agent lost its connection \
+             (`patchd report coverage`)"
+        );
+        self.check_stop()?;
+
+        phase(
+            4,
+            &format!("window {INSTALL_WINDOW} opens: production installs in batches, web before databases"),
+        );
+        self.open_window(INSTALL_WINDOW).await?;
+
+        phase(5, &format!("window {SCAN_WINDOW} again: the re-scan confirms what was installed"));
+        self.open_window(SCAN_WINDOW).await?;
+
+        phase(6, "the SLA picture after the install (before -> after)");
+        let after = self.sla_picture().await?;
+        print!("{}", render_picture(&after, Some(&before)));
+        let _ = dir;
+        Ok(())
+    }
+
+    fn check_stop(&self) -> Result<(), Failure> {
+        if *self.stop.borrow() {
+            return Err(Failure::Other(anyhow!("stopped")));
+        }
+        Ok(())
+    }
+
+    /// Opens a window now, as the daemon does when its instant comes, and prints its progress
+    /// and summary.
+    async fn open_window(&self, name: &str) -> Result<RunSummary, Failure> {
+        self.check_stop()?;
+        let w = self.config.window(name).ok_or_else(|| anyhow!("config/demo.toml has no window {name}"))?;
+        let plan = RunPlan::for_window(w, Utc::now());
+        let progress = Arc::new(ProgressPrinter::new(Untermed::Lines));
+        let printer = progress.clone();
+        let on_progress = move |p: &TaskProgress<'_>| printer.show(p);
+        let release_dates = ReleaseDates::new(chrono::Duration::days(1));
+        let poll = PollPolicy {
+            interval: std::time::Duration::from_millis(250),
+            max_interval: std::time::Duration::from_secs(2),
+        };
+        let env = Env {
+            ctx: self.ctx,
+            config: self.config,
+            release_dates: &release_dates,
+            state_dir: &self.config.daemon.state_dir,
+            poll: &poll,
+            lock_wait: LockWait::Fail,
+            on_progress: &on_progress,
+        };
+        let summary = window::execute(&env, &plan, self.stop.clone()).await;
+        progress.finish();
+        let summary = summary.map_err(|e| anyhow!("window {name} failed: {e}"))?;
+        for line in render_summary(&summary).lines() {
+            println!("  {line}");
+        }
+        if summary.end == RunEnd::Stopped {
+            return Err(Failure::Other(anyhow!("stopped")));
+        }
+        Ok(summary)
+    }
+
+    /// Judged at the simulator's clock, which runs ahead of the wall clock.
+    async fn sla_picture(&self) -> Result<SlaReport, Failure> {
+        crate::report_cmd::sla_snapshot(self.config, &self.ctx.store, self.server.now(), 0).await
+    }
+}
+
+fn phase(n: usize, what: &str) {
+    println!("\n[{n}/{PHASES}] {what}");
+}
+
+const PICTURE_STATUSES: [SlaStatus; 4] =
+    [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted];
+
+fn count(report: &SlaReport, rank: RiskRank, status: SlaStatus) -> usize {
+    report.totals.iter().filter(|c| c.rank == rank && c.status == status).map(|c| c.count).sum()
+}
+
+/// Open findings per rank and SLA status; with `before`, each cell reads `before -> now`.
+fn render_picture(now: &SlaReport, before: Option<&SlaReport>) -> String {
+    let mut rows: Vec<Vec<String>> = vec![["RANK", "BREACHED", "DUE SOON", "OK", "EXCEPTED", "TOTAL"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect()];
+    let cell = |rank: Option<RiskRank>, status: Option<SlaStatus>| {
+        let of = |report: &SlaReport| -> usize {
+            RiskRank::ALL
+                .iter()
+                .filter(|r| rank.is_none_or(|want| want == **r))
+                .flat_map(|r| PICTURE_STATUSES.iter().map(move |s| (*r, *s)))
+                .filter(|(_, s)| status.is_none_or(|want| want == *s))
+                .map(|(r, s)| count(report, r, s))
+                .sum()
+        };
+        match before {
+            Some(b) => format!("{} -> {}", of(b), of(now)),
+            None => of(now).to_string(),
+        }
+    };
+    for rank in RiskRank::ALL.iter().copied().map(Some).chain([None]) {
+        let mut row = vec![rank.map_or("all".to_string(), |r| r.as_str().to_string())];
+        row.extend(PICTURE_STATUSES.iter().map(|s| cell(rank, Some(*s))));
+        row.push(cell(rank, None));
+        rows.push(row);
+    }
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 {
+                        format!("{c:<w$}", w = widths[i])
+                    } else {
+                        format!("{c:>w$}", w = widths[i])
+                    }
+                })
+                .collect();
+        out.push_str("  ");
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn print_next_steps(config: &Path, database: &Path, dir: &Path) {
+    let c = config.display();
+    println!("\nEverything is in {}:", dir.display());
+    println!("  database  {}", database.display());
+    println!("Explore it (no simulator needed):");
+    println!("  patchd report sla        --config {c}");
+    println!("  patchd report compliance --config {c}");
+    println!("  patchd report coverage   --config {c}");
+    println!("  patchd report history    --config {c}");
+    println!("  patchd plan              --config {c} --offline");
+}

@@ -1,0 +1,171 @@
+//! `patchd demo` as a user runs it: the whole story ends with fewer open findings than it
+//! started with and leaves a database the reports read; Ctrl-C and `--duration` stop it
+//! cleanly; a directory that already holds a database is refused.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("patchd-demo-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn patchd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
+    // The demo must need nothing from the environment: no credentials, no endpoint, no config.
+    for var in [
+        "PATCHD_CONFIG",
+        "PATCHD_DATABASE_URL",
+        "PATCHD_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "PATCHD_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+fn demo(dir: &Path, extra: &[&str]) -> Output {
+    patchd().args(["demo", "--dir"]).arg(dir).args(extra).stdin(Stdio::null()).output().unwrap()
+}
+
+/// `before -> after` of the `all` row's TOTAL column in the final picture.
+fn open_totals(stdout: &str) -> (u64, u64) {
+    let row = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("all ") && l.contains("->"))
+        .unwrap_or_else(|| panic!("no before -> after row in:\n{stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let n = cells.len();
+    (cells[n - 3].parse().unwrap(), cells[n - 1].parse().unwrap())
+}
+
+#[test]
+fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
+    let scratch = Scratch::new("story");
+    let out = demo(&scratch.0, &["--speed", "600"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}\n{stdout}");
+    for phase in 1..=6 {
+        assert!(stdout.contains(&format!("[{phase}/6]")), "phase {phase} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("create patchd-prod-al2"), "{stdout}");
+    assert!(stdout.contains("register patch group web-prod (AMAZON_LINUX_2) -> patchd-prod-al2"), "{stdout}");
+    assert!(stdout.contains("install-web: "), "progress lines: {stdout}");
+    assert!(stdout.contains("blind spots: "), "{stdout}");
+    let (before, after) = open_totals(&stdout);
+    assert!(after < before, "the install should close findings: {before} -> {after}\n{stdout}");
+
+    // The reports read what the demo left, without the simulator.
+    let config = scratch.0.join("patchd.toml");
+    let report =
+        patchd().args(["report", "sla", "--format", "json", "--config"]).arg(&config).output().unwrap();
+    assert!(report.status.success(), "{report:?}");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let open: u64 = json["totals"].as_array().unwrap().iter().map(|t| t["count"].as_u64().unwrap()).sum();
+    assert!(
+        open > 0 && open <= before,
+        "report sla counts {open} open findings; the demo ended with {after}"
+    );
+    let runs =
+        patchd().args(["report", "history", "--format", "json", "--config"]).arg(&config).output().unwrap();
+    assert!(runs.status.success(), "{runs:?}");
+
+    // A second demo into the same directory would mix two fleets' histories.
+    let again = demo(&scratch.0, &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo database"), "{again:?}");
+}
+
+/// Reads the child's stdout until a line contains `marker`; returns what was read.
+fn read_until(child: &mut Child, marker: &str, timeout: Duration) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(marker) {
+                    // Keep draining so the child never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no `{marker}` within {timeout:?}; output so far:\n{seen}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("patchd demo did not stop within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_demo_cleanly() {
+    let scratch = Scratch::new("interrupt");
+    // Real time on the simulator: the install window would take many minutes.
+    let mut child = patchd()
+        .args(["demo", "--speed", "1", "--dir"])
+        .arg(&scratch.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    read_until(&mut child, "[2/6]", Duration::from_secs(60));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "an interrupted demo exits 0: {status:?}");
+    assert!(scratch.0.join("patchd.db").exists());
+}
+
+#[test]
+fn duration_bounds_the_demo() {
+    let scratch = Scratch::new("duration");
+    // At real time the story would take many minutes; the bound ends it after three seconds.
+    let out = demo(&scratch.0, &["--speed", "1", "--duration", "3s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("stopped before the end"), "{stdout}");
+    assert!(stdout.contains("patchd report sla"), "the way to explore is still shown: {stdout}");
+}
