@@ -89,6 +89,8 @@ impl Scratch {
 [daemon]
 state_dir = "{dir}"
 sync_interval = "1h"
+# Tests run daemons side by side: each takes a free port for its HTTP endpoint.
+listen = "127.0.0.1:0"
 
 [aws]
 region = "us-east-1"

@@ -74,6 +74,10 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     let (before, after) = open_totals(&stdout);
     assert!(after < before, "the install should close findings: {before} -> {after}\n{stdout}");
 
+    let evidence = std::fs::read_to_string(scratch.0.join("evidence.html")).expect("the evidence report");
+    assert!(evidence.contains("id=\"patchd-evidence-data\""), "not the evidence report");
+    assert!(stdout.contains("The auditor's evidence report: "), "{stdout}");
+
     // The reports read what the demo left, without the simulator.
     let config = scratch.0.join("patchd.toml");
     let report =
@@ -168,4 +172,28 @@ fn duration_bounds_the_demo() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("stopped before the end"), "{stdout}");
     assert!(stdout.contains("patchd report sla"), "the way to explore is still shown: {stdout}");
+}
+
+#[test]
+fn keep_leaves_the_simulator_running_until_ctrl_c() {
+    let scratch = Scratch::new("keep");
+    let mut child = patchd()
+        .args(["demo", "--keep", "--speed", "600", "--dir"])
+        .arg(&scratch.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = read_until(&mut child, "Ctrl-C stops it.", Duration::from_secs(120));
+    let line =
+        seen.lines().find(|l| l.contains("keeps running at http://")).expect("the simulator's address");
+    let address = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap();
+    let address = address.trim_end_matches(|c: char| !c.is_ascii_digit());
+    // The story is over and the endpoint still answers.
+    std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("{address} does not answer: {e}"));
+    assert!(child.try_wait().unwrap().is_none(), "the demo exited instead of keeping the simulator");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }

@@ -519,6 +519,23 @@ fn out_writes_any_report_to_a_file_instead_of_stdout() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // --fail-on still fails the pipeline, once the report is written.
+    let page = fixture.dir.join("failing.html");
+    let failing = [
+        "report",
+        "evidence",
+        "--format",
+        "html",
+        "--at",
+        AT,
+        "--fail-on",
+        "breached",
+        "--out",
+        page.to_str().unwrap(),
+    ];
+    let out = fixture.patchd(&failing);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&page).unwrap().ends_with("</html>\n"));
     // A directory that does not exist is an error, not a report on stdout.
     let missing = fixture.dir.join("no/such/dir/report.txt");
     let out = fixture.patchd(&["report", "sla", "--at", AT, "--out", missing.to_str().unwrap()]);

@@ -41,7 +41,7 @@ fn parse_body(body: &[u8]) -> Result<Value, String> {
 /// One jump at most ten years, so a typo cannot keep the server busy processing ticks.
 const MAX_ADVANCE_SECONDS: f64 = 315_360_000.0;
 
-const ENDPOINTS: [&str; 11] = [
+const ENDPOINTS: [&str; 13] = [
     "GET  /_sim/stats",
     "GET  /_sim/clock",
     "POST /_sim/clock {\"time_scale\": X}",
@@ -53,6 +53,8 @@ const ENDPOINTS: [&str; 11] = [
     "GET  /_sim/instances/{id}",
     "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\"}",
     "POST /_sim/instances/{id}/state {\"state\": \"running\"|\"stopped\"}",
+    "GET  /_sim/events",
+    "POST /_sim/events/fail {\"entries\": N}",
 ];
 
 pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
@@ -93,6 +95,17 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) 
                 Err(e) => control_error(e),
             },
             Err(problems) => error(StatusCode::BAD_REQUEST, problems.join("; ")),
+        },
+        (Method::GET, ["events"]) => json_response(StatusCode::OK, &json!({ "events": shared.bus().events })),
+        (Method::POST, ["events", "fail"]) => match body.get("entries").and_then(Value::as_u64) {
+            Some(n) => {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                shared.bus().fail_entries = n;
+                json_response(StatusCode::OK, &json!({ "fail_entries": n }))
+            }
+            None => {
+                error(StatusCode::BAD_REQUEST, "give {\"entries\": N}: the next N PutEvents entries fail")
+            }
         },
         (Method::POST, ["patches", "release"]) => match release_from_json(&mut world, &body) {
             Ok(value) => json_response(StatusCode::OK, &value),

@@ -28,6 +28,7 @@ pub mod commands;
 mod control;
 pub mod ec2;
 pub mod error;
+pub mod eventbridge;
 pub mod faults;
 pub mod fleet;
 pub mod paging;
@@ -40,6 +41,7 @@ pub mod stats;
 pub mod world;
 
 pub use catalog::PatchRelease;
+pub use eventbridge::RecordedEvent;
 pub use faults::Faults;
 pub use fleet::AgentState;
 pub use platform::Platform;

@@ -20,6 +20,7 @@ use crate::catalog::PatchRelease;
 use crate::control;
 use crate::ec2;
 use crate::error::ApiError;
+use crate::eventbridge::{self, EventBus, RecordedEvent};
 use crate::faults::Faults;
 use crate::fleet::AgentState;
 use crate::platform::Platform;
@@ -33,6 +34,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Shared {
     world: Mutex<World>,
+    /// EventBridge's side of the endpoint: what PutEvents recorded.
+    bus: Mutex<EventBus>,
 }
 
 impl Shared {
@@ -40,6 +43,10 @@ impl Shared {
         // A panic while holding the lock would be a simulator bug; keep serving rather than
         // turn every later request into a panic too.
         self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn bus(&self) -> MutexGuard<'_, EventBus> {
+        self.bus.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -105,7 +112,7 @@ impl SimServer {
         let world = tokio::task::spawn_blocking(move || World::new(&scenario))
             .await
             .map_err(|e| std::io::Error::other(format!("building the simulated world failed: {e}")))?;
-        let shared = Arc::new(Shared { world: Mutex::new(world) });
+        let shared = Arc::new(Shared { world: Mutex::new(world), bus: Mutex::default() });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (sender, receiver) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -180,6 +187,17 @@ impl SimServer {
         self.shared.world().release_patch(platform, release)
     }
 
+    /// Every event EventBridge's PutEvents accepted, in arrival order.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.shared.bus().events.clone()
+    }
+
+    /// Fails the next `entries` PutEvents entries with `InternalFailure` (a partial failure:
+    /// the request succeeds, `FailedEntryCount` counts them).
+    pub fn fail_event_entries(&self, entries: u32) {
+        self.shared.bus().fail_entries = entries;
+    }
+
     /// Stops accepting connections, lets in-flight requests finish, and waits.
     pub async fn shutdown(mut self) {
         if let Some(sender) = self.shutdown.take() {
@@ -213,12 +231,24 @@ fn signed_service(headers: &HeaderMap) -> Option<String> {
 }
 
 enum Service {
-    Ssm { operation: String },
-    Ec2 { action: Option<String>, params: Vec<(String, String)> },
+    Ssm {
+        operation: String,
+    },
+    /// EventBridge (`AWSEvents.<Operation>`), on the same endpoint as SSM.
+    Events {
+        operation: String,
+    },
+    Ec2 {
+        action: Option<String>,
+        params: Vec<(String, String)>,
+    },
 }
 
 fn classify(headers: &HeaderMap, query: &str, body: &Bytes) -> Service {
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        if let Some(operation) = target.strip_prefix("AWSEvents.") {
+            return Service::Events { operation: operation.to_string() };
+        }
         let operation = target.strip_prefix("AmazonSSM.").unwrap_or(target).to_string();
         let operation = if target.starts_with("AmazonSSM.") { operation } else { format!("!{target}") };
         return Service::Ssm { operation };
@@ -254,6 +284,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let authenticated = has_credentials(&parts.headers, query);
     match classify(&parts.headers, query, &bytes) {
         Service::Ssm { operation } => answer_ssm(&shared, &operation, authenticated, &bytes).await,
+        Service::Events { operation } => answer_events(&shared, &operation, authenticated, &bytes).await,
         Service::Ec2 { action, params } => answer_ec2(&shared, action, authenticated, &params).await,
     }
 }
@@ -375,6 +406,49 @@ async fn answer_ssm(shared: &Shared, operation: &str, authenticated: bool, body:
             tracing::debug!(operation, code = %error.code, "ssm call failed");
             ssm_error(&error, &request_id)
         }
+    }
+}
+
+/// EventBridge speaks the same JSON 1.1 protocol as SSM; calls count and fault like any other.
+async fn answer_events(shared: &Shared, operation: &str, authenticated: bool, body: &Bytes) -> Response {
+    let known = eventbridge::OPERATIONS.contains(&operation);
+    let counted = if known { operation } else { "UnknownOperation" };
+    let (verdict, request_id, latency) = {
+        let mut world = shared.world();
+        let request_id = request_id(&mut world);
+        if !authenticated {
+            bump(&mut world.counters.calls, counted);
+            bump(&mut world.counters.client_errors, counted);
+            let error = ApiError::new("MissingAuthenticationTokenException", "Missing Authentication Token");
+            return ssm_error(&error, &request_id);
+        }
+        let (verdict, latency) = admit(&mut world, counted);
+        (verdict, request_id, latency)
+    };
+    let result = match verdict {
+        Verdict::Throttled => Err(ApiError::new("ThrottlingException", "Rate exceeded")),
+        Verdict::ServerError => {
+            Err(ApiError::new("InternalException", "An internal error occurred.").with_status(500))
+        }
+        Verdict::Proceed if !known => {
+            Err(ApiError::new("UnknownOperationException", format!("Unknown operation {operation}")))
+        }
+        Verdict::Proceed => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(value) => shared.bus().put_events(&value, body.len()),
+            Err(e) => Err(ApiError::new("SerializationException", format!("the body is not JSON: {e}"))),
+        },
+    };
+    if let Err(error) = &result {
+        if error.status < 500 && error.code != "ThrottlingException" {
+            bump(&mut shared.world().counters.client_errors, counted);
+        }
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match result {
+        Ok(text) => ssm_response(200, text, &request_id),
+        Err(error) => ssm_error(&error, &request_id),
     }
 }
 
@@ -534,7 +608,7 @@ mod tests {
                 assert_eq!(action.as_deref(), Some("DescribeInstances"));
                 assert_eq!(params.len(), 2);
             }
-            Service::Ssm { .. } => panic!("form bodies are EC2"),
+            Service::Ssm { .. } | Service::Events { .. } => panic!("form bodies are EC2"),
         }
         let mut other = HeaderMap::new();
         other.insert("x-amz-target", HeaderValue::from_static("AmazonEC2.Foo"));

@@ -1,11 +1,16 @@
 //! Building the SSM and EC2 clients from `[aws]`. Retries are configured here and only here.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::{AppName, BehaviorVersion, FrameworkMetadata, Region, SdkConfig};
+use aws_sdk_ssm::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_ssm::config::retry::RetryConfig;
-use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_ssm::config::{ConfigBag, Credentials, Intercept, RuntimeComponents, SharedCredentialsProvider};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use patchd_config::{Aws, RetryMode};
 
 /// The SSM and EC2 clients patchd uses, sharing one configuration. Cheap to clone.
@@ -16,7 +21,11 @@ use patchd_config::{Aws, RetryMode};
 pub struct AwsClients {
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
+    /// EventBridge, for [`AwsClients::put_events`](crate::AwsClients::put_events).
+    pub(crate) events: aws_sdk_eventbridge::Client,
     shared: SdkConfig,
+    /// Every attempt the SSM and EC2 clients make, by operation; shared by clones.
+    calls: CallCounter,
 }
 
 impl AwsClients {
@@ -69,7 +78,24 @@ impl AwsClients {
     }
 
     fn from_shared(shared: SdkConfig) -> AwsClients {
-        AwsClients { ssm: aws_sdk_ssm::Client::new(&shared), ec2: aws_sdk_ec2::Client::new(&shared), shared }
+        let calls = CallCounter::default();
+        let ssm = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(&shared).interceptor(calls.clone()).build(),
+        );
+        let ec2 = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&shared).interceptor(calls.clone()).build(),
+        );
+        let events = aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(&shared).interceptor(calls.clone()).build(),
+        );
+        AwsClients { ssm, ec2, events, shared, calls }
+    }
+
+    /// API calls made through these clients (and their clones) since they were built, per
+    /// operation: every attempt counts, retries included, and attempts AWS refused as
+    /// throttled are counted apart too. Sorted by service and operation.
+    pub fn call_counts(&self) -> Vec<CallCount> {
+        self.calls.snapshot()
     }
 
     /// The region calls are signed for (and routed to, without an endpoint URL).
@@ -85,6 +111,112 @@ impl AwsClients {
     /// Attempts per call, first try included, as the SDK applies them.
     pub fn max_attempts(&self) -> u32 {
         self.shared.retry_config().map_or(1, RetryConfig::max_attempts)
+    }
+}
+
+/// Attempts of one AWS operation, see [`AwsClients::call_counts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallCount {
+    /// `SSM` or `EC2`, as the SDK names the service.
+    pub service: String,
+    /// The API's operation name, e.g. `SendCommand`.
+    pub operation: String,
+    /// Attempts, retries included.
+    pub calls: u64,
+    /// Attempts answered with a throttling error (HTTP 429, or a throttling error code).
+    pub throttled: u64,
+}
+
+/// An SDK interceptor on both clients: counts each attempt by operation once it completed.
+#[derive(Debug, Clone, Default)]
+struct CallCounter(Arc<Mutex<Counts>>);
+
+/// (service, operation) -> (attempts, throttled attempts).
+type Counts = BTreeMap<(String, String), (u64, u64)>;
+
+impl CallCounter {
+    fn snapshot(&self) -> Vec<CallCount> {
+        let counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts
+            .iter()
+            .map(|((service, operation), &(calls, throttled))| CallCount {
+                service: service.clone(),
+                operation: operation.clone(),
+                calls,
+                throttled,
+            })
+            .collect()
+    }
+
+    fn record(&self, service: &str, operation: &str, throttled: bool) {
+        let mut counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = counts.entry((service.to_string(), operation.to_string())).or_default();
+        entry.0 += 1;
+        if throttled {
+            entry.1 += 1;
+        }
+    }
+}
+
+/// Error codes AWS services answer a throttled call with (JSON `__type`, Query `<Code>`).
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// Whether an HTTP answer is a throttling error: status 429, or an error status whose error
+/// code (the `x-amzn-ErrorType` header or the body's `__type` / `<Code>`) is a throttling one.
+fn is_throttling(status: u16, error_type: Option<&str>, body: Option<&[u8]>) -> bool {
+    if status == 429 {
+        return true;
+    }
+    if status < 400 {
+        return false;
+    }
+    let code_matches = |code: &str| {
+        // `x-amzn-ErrorType` and `__type` may carry a namespace or a trailing `:url`.
+        let code = code.split(':').next().unwrap_or(code);
+        let code = code.rsplit('#').next().unwrap_or(code);
+        THROTTLING_CODES.contains(&code.trim())
+    };
+    if error_type.is_some_and(code_matches) {
+        return true;
+    }
+    let Some(body) = body.and_then(|b| std::str::from_utf8(b).ok()) else { return false };
+    THROTTLING_CODES.iter().any(|code| {
+        body.contains(&format!("<Code>{code}</Code>"))
+            || body.contains(&format!("\"{code}\""))
+            || body.contains(&format!("#{code}\""))
+    })
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "patchd-call-counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = match cfg.load::<Metadata>() {
+            Some(m) => (m.service().to_string(), m.name().to_string()),
+            None => ("unknown".to_string(), "unknown".to_string()),
+        };
+        let throttled = context.response().is_some_and(|r| {
+            is_throttling(r.status().as_u16(), r.headers().get("x-amzn-errortype"), r.body().bytes())
+        });
+        self.record(&service, &operation, throttled);
+        Ok(())
     }
 }
 
@@ -196,6 +328,37 @@ mod tests {
         assert_eq!(clients.endpoint_url(), Some("http://127.0.0.1:10"));
         let retry = clients.ssm.config().retry_config().expect("retry config set");
         assert_eq!(retry.mode(), aws_sdk_ssm::config::retry::RetryMode::Standard);
+    }
+
+    #[test]
+    fn throttling_answers_are_told_apart() {
+        assert!(is_throttling(429, None, None));
+        assert!(!is_throttling(200, None, Some(b"ThrottlingException")));
+        assert!(is_throttling(400, Some("ThrottlingException:http://internal.amazon.com/"), None));
+        assert!(is_throttling(
+            400,
+            None,
+            Some(br#"{"__type":"com.amazonaws.ssm#ThrottlingException","message":"Rate exceeded"}"#)
+        ));
+        assert!(is_throttling(400, None, Some(br#"{"__type":"ThrottlingException"}"#)));
+        assert!(is_throttling(
+            503,
+            None,
+            Some(b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>")
+        ));
+        assert!(!is_throttling(400, Some("InvalidInstanceId"), Some(br#"{"__type":"InvalidInstanceId"}"#)));
+    }
+
+    #[test]
+    fn calls_are_counted_by_operation() {
+        let counter = CallCounter::default();
+        counter.record("SSM", "SendCommand", false);
+        counter.record("SSM", "SendCommand", true);
+        counter.record("EC2", "DescribeInstances", false);
+        let counts = counter.clone().snapshot();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[0].operation, "DescribeInstances");
+        assert_eq!((counts[1].calls, counts[1].throttled), (2, 1));
     }
 
     #[test]

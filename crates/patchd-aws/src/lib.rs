@@ -11,10 +11,14 @@
 //! - compliance as SSM sees it now ([`AwsClients::patch_states`],
 //!   [`AwsClients::instance_patches`], [`AwsClients::available_patches`]);
 //! - patch baselines patchd manages and their patch-group registrations
-//!   ([`AwsClients::baselines_with_prefix`], [`AwsClients::create_baseline`], ...).
+//!   ([`AwsClients::baselines_with_prefix`], [`AwsClients::create_baseline`], ...);
+//! - patchd's events onto an EventBridge bus ([`AwsClients::put_events`]), through a client
+//!   built from the same SDK configuration.
 //!
 //! Retries belong to the SDK and are configured once, when the clients are built; no call
-//! here loops on errors. An error that reaches the caller has outlasted them, is typed for
+//! here loops on errors. The one exception is PutEvents' partial failure: a call the SDK
+//! counts as a success may refuse some entries, and only those are resent, a bounded number
+//! of times ([`EntryRetry`]). An error that reaches the caller has outlasted them, is typed for
 //! what to do next ([`AwsError`]) and names the operation and AWS's request id. Every call is
 //! a `tracing` span with its inputs (never credentials), and failures are logged once there.
 //!
@@ -25,6 +29,7 @@ mod client;
 mod commands;
 mod compliance;
 mod error;
+mod events;
 mod targets;
 mod time;
 
@@ -32,7 +37,7 @@ pub use baselines::{
     BaselineDocument, BaselineFilter, BaselineIdentity, BaselineRule, PatchGroupMapping, RemoteBaseline,
     MANAGED_TAG_KEY, MANAGED_TAG_VALUE,
 };
-pub use client::{AwsClients, Backoff, StaticEndpoint};
+pub use client::{AwsClients, Backoff, CallCount, StaticEndpoint};
 pub use commands::{
     CancelRequested, CommandStatus, CommandSummary, Invocation, InvocationOutcome, InvocationStatus,
     PatchCommand, SentCommand, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
@@ -41,4 +46,5 @@ pub use compliance::{
     AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchState, PatchStateSummary,
 };
 pub use error::{AwsError, InvalidRequest, TransportKind};
+pub use events::{EntryRetry, EventEntry, FailedEntry, PutEventsOutcome, EVENT_SOURCE, MAX_ENTRIES_PER_PUT};
 pub use targets::{Agent, Coverage, PingStatus, Target};

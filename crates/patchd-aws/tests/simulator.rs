@@ -624,3 +624,39 @@ async fn an_unreachable_endpoint_is_a_transport_error() {
     );
     assert!(error.is_transient());
 }
+
+#[tokio::test]
+async fn call_counts_show_every_attempt_and_each_throttle_by_operation() {
+    let server = start().await;
+    let client = clients_for(&server.endpoint_url(), 3, FAST);
+    let throttle =
+        BTreeMap::from([("ListCommands".to_string(), 0.001), ("DescribeInstances".to_string(), 0.001)]);
+    server.set_faults(Faults { throttle, ..Faults::default() }).expect("valid faults");
+    let after = server.now();
+    client.find_commands_by_comment("run", after).await.expect("first call has a token");
+    client.find_commands_by_comment("run", after).await.expect_err("throttled");
+    let everything = group(&[("Environment", "prod")], &[]);
+    client.resolve_group(&everything).await.expect("first call has a token");
+    client.resolve_group(&everything).await.expect_err("throttled");
+
+    // Clones share the counters; the simulator's own tally is the reference.
+    let counts = client.clone().call_counts();
+    let find = |service: &str, operation: &str| {
+        counts
+            .iter()
+            .find(|c| c.service == service && c.operation == operation)
+            .map(|c| (c.calls, c.throttled))
+            .unwrap_or_else(|| panic!("{service} {operation} not counted: {counts:?}"))
+    };
+    let stats = server.stats();
+    assert_eq!(find("SSM", "ListCommands"), (stats.calls("ListCommands"), stats.throttled("ListCommands")));
+    assert_eq!(find("SSM", "ListCommands"), (1 + 3, 3), "JSON 1.1 throttling errors are recognised");
+    assert_eq!(
+        find("EC2", "DescribeInstances").1,
+        3,
+        "EC2 Query throttling errors are recognised: {counts:?}"
+    );
+    assert_eq!(find("EC2", "DescribeInstances").0, stats.calls("DescribeInstances"));
+    let (calls, throttled) = find("SSM", "DescribeInstanceInformation");
+    assert!(calls >= 1 && throttled == 0, "{counts:?}");
+}

@@ -19,6 +19,7 @@ pub(crate) struct FilePart {
     pub(crate) daemon: Option<(Daemon, Origin)>,
     pub(crate) aws: Option<(Aws, Origin)>,
     pub(crate) sla: Option<(SlaPolicy, Origin)>,
+    pub(crate) events: Option<(Events, Origin)>,
     pub(crate) exceptions: Vec<Exception>,
     pub(crate) baselines: Vec<Baseline>,
     pub(crate) groups: Vec<Group>,
@@ -49,6 +50,7 @@ pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> Option<FilePart>
     if !errors.is_empty() {
         return None;
     }
+    crate::credentials::check(src, root.get_ref(), d);
     let base_dir = src.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut r = TableReader::new(src, root.get_ref(), &(0..0), "the top level");
     let mut part = FilePart::default();
@@ -65,6 +67,11 @@ pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> Option<FilePart>
     if let Some(mut t) = r.table(d, "sla", "[sla]") {
         let origin = t.origin.clone();
         part.sla = Some((decode_sla(&mut t, d, &base_dir), origin));
+        t.finish(d);
+    }
+    if let Some(mut t) = r.table(d, "events", "[events]") {
+        let origin = t.origin.clone();
+        part.events = Some((decode_events(&mut t, d, &base_dir), origin));
         t.finish(d);
     }
     for mut t in r.tables(d, "exception", "[[exception]]") {
@@ -106,6 +113,7 @@ pub(crate) fn default_daemon() -> Daemon {
         state_dir,
         sync_interval: DEFAULT_SYNC_INTERVAL,
         prune_baselines: false,
+        api_token_file: None,
     }
 }
 
@@ -130,14 +138,43 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
             );
         }
     }
-    if let Some(listen) = r.string(d, "listen", "\"127.0.0.1:9187\"") {
+    let listen = r.string(d, "listen", "\"127.0.0.1:9487\"");
+    if let Some(listen) = &listen {
         match listen.parse() {
             Ok(addr) => daemon.listen = addr,
             Err(_) => d.error(
                 &listen.origin,
                 format!("`listen` must be an IP address and port, found `{}`", listen.value),
-                Some("write `listen = \"127.0.0.1:9187\"`; use `0.0.0.0:9187` only behind a firewall".into()),
+                Some("write `listen = \"127.0.0.1:9487\"`; use `0.0.0.0:9487` only behind a firewall".into()),
             ),
+        }
+    }
+    if let Some(token) = r.string(d, "api_token_file", "\"/etc/patchd/api.token\"") {
+        if token.trim().is_empty() {
+            d.error(
+                &token.origin,
+                "`api_token_file` is empty",
+                Some("name the file holding the API bearer token, e.g. `/etc/patchd/api.token`".into()),
+            );
+        } else {
+            daemon.api_token_file = Some(resolve_path(base_dir, &token));
+        }
+    }
+    if let Some(listen) = &listen {
+        if !daemon.listen.ip().is_loopback() && daemon.api_token_file.is_none() {
+            d.error(
+                &listen.origin,
+                format!(
+                    "`listen = \"{}\"` is not a loopback address, and `api_token_file` is not set: \
+                     the API and metrics would be open to anyone who can reach the port",
+                    listen.value
+                ),
+                Some(
+                    "add `api_token_file = \"/etc/patchd/api.token\"` (a file holding the bearer token), \
+                     or listen on `127.0.0.1`"
+                        .into(),
+                ),
+            );
         }
     }
     if let Some(interval) = r.string(d, "sync_interval", "\"6h\"") {
@@ -289,6 +326,89 @@ pub(crate) fn default_aws() -> Aws {
         retry_mode: RetryMode::Standard,
         accounts: Vec::new(),
     }
+}
+
+/// `[events]`: an EventBridge bus and/or a signed webhook. The secret file is only named here;
+/// the daemon reads it when it starts.
+fn decode_events(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> Events {
+    let mut events = Events::default();
+    if let Some(bus) = r.string(d, "bus_name", "\"patchd\"") {
+        if is_event_bus(&bus) {
+            events.bus_name = Some(bus.value);
+        } else {
+            d.error(
+                &bus.origin,
+                format!("`bus_name` must be an EventBridge bus name or ARN, found `{}`", bus.value),
+                Some(
+                    "write a name of up to 256 letters, digits and `.-_/` (e.g. `patchd`), or \
+                     `arn:aws:events:<region>:<account id>:event-bus/<name>`"
+                        .into(),
+                ),
+            );
+        }
+    }
+    let url = r.string(d, "webhook_url", "\"https://hooks.example.com/patchd\"");
+    if let Some(url) = &url {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+                events.webhook_url = Some(url.value.clone())
+            }
+            _ => d.error(
+                &url.origin,
+                format!("`webhook_url` must be an http:// or https:// URL, found `{}`", url.value),
+                Some("write `webhook_url = \"https://hooks.example.com/patchd\"`".into()),
+            ),
+        }
+    }
+    let secret = r.string(d, "webhook_secret_file", "\"/etc/patchd/webhook.key\"");
+    match (&url, &secret) {
+        (Some(url), None) => d.error(
+            &url.origin,
+            "`webhook_url` needs `webhook_secret_file`: unsigned events could be forged by anyone who finds the URL",
+            Some("add `webhook_secret_file = \"/etc/patchd/webhook.key\"`, a file holding the HMAC key".into()),
+        ),
+        (None, Some(secret)) => d.error(
+            &secret.origin,
+            "`webhook_secret_file` is set without `webhook_url`",
+            Some("add `webhook_url`, or remove `webhook_secret_file`".into()),
+        ),
+        _ => {}
+    }
+    if let Some(secret) = secret {
+        if secret.trim().is_empty() {
+            d.error(
+                &secret.origin,
+                "`webhook_secret_file` is empty",
+                Some("name the file holding the HMAC key".into()),
+            );
+        } else {
+            events.webhook_secret_file = Some(resolve_path(base_dir, &secret));
+        }
+    }
+    if let Some(due_soon) = r.bool(d, "due_soon") {
+        events.due_soon = due_soon;
+    }
+    events
+}
+
+/// An EventBridge bus name (`[/\.\-_A-Za-z0-9]{1,256}`) or bus ARN.
+fn is_event_bus(s: &str) -> bool {
+    if let Some(rest) = s.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        return parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "events"
+            && is_region(parts[2])
+            && parts[3].len() == 12
+            && parts[3].bytes().all(|b| b.is_ascii_digit())
+            && parts[4].strip_prefix("event-bus/").is_some_and(is_event_bus_name);
+    }
+    is_event_bus_name(s)
+}
+
+fn is_event_bus_name(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
 }
 
 fn is_cve(s: &str) -> bool {

@@ -4,6 +4,7 @@
 //! result in one pass that reports every problem at once, each with its file, line and column.
 //! What comes out is a [`Config`] of typed values: the rest of patchd never re-parses a string.
 
+mod credentials;
 mod decode;
 mod diagnostic;
 pub mod feasibility;

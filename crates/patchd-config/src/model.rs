@@ -21,6 +21,8 @@ pub struct Config {
     pub baselines: Vec<Baseline>,
     pub groups: Vec<Group>,
     pub windows: Vec<Window>,
+    /// `[events]`: where patchd publishes its events; nothing when not written.
+    pub events: Events,
     /// The files the configuration was read from, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -95,9 +97,13 @@ pub struct Daemon {
     /// Whether `patchd apply` deletes baselines patchd manages in SSM that the configuration
     /// no longer has. Off by default: they are only reported.
     pub prune_baselines: bool,
+    /// The file holding the bearer token the HTTP endpoint requires on every path but
+    /// `/healthz`. Required when `listen` is not a loopback address; read by the daemon at
+    /// start-up, never by the loader.
+    pub api_token_file: Option<PathBuf>,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9487";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchd";
 /// `[daemon] sync_interval` when not written: four syncs a day.
 pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
@@ -106,6 +112,36 @@ pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from
 /// that still keeps `stale_scan_hours` meaningful.
 pub const SYNC_INTERVAL_RANGE: std::ops::RangeInclusive<std::time::Duration> =
     std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(7 * 86_400);
+
+/// `[events]`: patchd's events (window runs, task failures, SLA transitions, coverage gaps),
+/// published to an EventBridge bus, a signed webhook, both, or nowhere (the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Events {
+    /// An EventBridge bus name or ARN; None: nothing goes to EventBridge.
+    pub bus_name: Option<String>,
+    /// A webhook that receives the same events, one POST each, signed with
+    /// `X-Patchd-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub webhook_url: Option<String>,
+    /// The file holding the webhook's HMAC key (read by the daemon, never by the loader).
+    /// Required with `webhook_url`.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Whether `SLA Due Soon` events are published (`SLA Breached` always is). Default on.
+    pub due_soon: bool,
+}
+
+impl Default for Events {
+    /// No sink: publishing is off.
+    fn default() -> Events {
+        Events { bus_name: None, webhook_url: None, webhook_secret_file: None, due_soon: true }
+    }
+}
+
+impl Events {
+    /// Whether any sink is configured.
+    pub fn enabled(&self) -> bool {
+        self.bus_name.is_some() || self.webhook_url.is_some()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryMode {

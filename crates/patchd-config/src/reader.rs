@@ -318,7 +318,8 @@ impl<'a, 'i> TableReader<'a, 'i> {
     pub(crate) fn finish(self, d: &mut Diagnostics) {
         for (key, _) in self.table.iter() {
             let name = key.get_ref().as_ref();
-            if self.known.contains(&name) {
+            // Credentials are reported, with where they belong, by `credentials::check`.
+            if self.known.contains(&name) || crate::credentials::is_credential_key(name) {
                 continue;
             }
             let hint = did_you_mean(name, self.known.iter().copied())

@@ -50,6 +50,7 @@ pub(crate) fn merge_and_check(
     let mut daemons = Vec::new();
     let mut awss = Vec::new();
     let mut slas = Vec::new();
+    let mut eventss = Vec::new();
     let mut config = Config {
         daemon: default_daemon(),
         aws: default_aws(),
@@ -58,6 +59,7 @@ pub(crate) fn merge_and_check(
         baselines: Vec::new(),
         groups: Vec::new(),
         windows: Vec::new(),
+        events: Events::default(),
         sources,
     };
     let mut unanchored_rates = Vec::new();
@@ -68,6 +70,7 @@ pub(crate) fn merge_and_check(
         daemons.extend(part.daemon);
         awss.extend(part.aws);
         slas.extend(part.sla);
+        eventss.extend(part.events);
         config.exceptions.extend(part.exceptions);
         config.baselines.extend(part.baselines);
         config.groups.extend(part.groups);
@@ -82,6 +85,9 @@ pub(crate) fn merge_and_check(
     }
     if let Some(sla) = singleton(d, "sla", slas) {
         config.sla = sla;
+    }
+    if let Some(events) = singleton(d, "events", eventss) {
+        config.events = events;
     }
 
     for kind in ["baseline", "group", "window", "exception"] {

@@ -355,3 +355,98 @@ fn database_password_is_redacted() {
     assert!(!shown.contains("s3cret"));
     assert!(shown.contains("postgres://patchd:***@db/patchd"));
 }
+
+/// The sources of the standard chain that every credential diagnostic names.
+fn assert_explains_the_chain(diagnostic: &Diagnostic) {
+    let hint = diagnostic.hint.as_deref().unwrap_or_default();
+    for source in ["environment", "profile", "SSO", "IRSA", "container", "instance profile", "remove it"] {
+        assert!(hint.contains(source), "the hint should mention `{source}`: {hint}");
+    }
+}
+
+fn credential_errors(text: &str) -> Vec<Diagnostic> {
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", text)]) else {
+        panic!("credentials in the configuration must be refused:\n{text}")
+    };
+    diagnostics.into_iter().filter(|d| d.severity == Severity::Error).collect()
+}
+
+#[test]
+fn credentials_are_refused_in_aws() {
+    let text = with_base(
+        "[aws]\nregion = \"eu-central-1\"\naws_access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n",
+    );
+    // One error per key, at the key, instead of "unknown key"; the value is not reported again.
+    check_errors(
+        &text,
+        &[
+            "24:1: `aws_access_key_id` in [aws] is an AWS credential; patchd does not read credentials from its configuration",
+            "25:1: `aws_secret_access_key` in [aws] is an AWS credential",
+        ],
+    );
+    for diagnostic in credential_errors(&text) {
+        assert_explains_the_chain(&diagnostic);
+        let shown = diagnostic.to_string();
+        assert!(
+            !shown.contains("IOSFODNN7") && !shown.contains("wJalrXUtnFEMI"),
+            "a secret is echoed: {shown}"
+        );
+    }
+}
+
+#[test]
+fn credentials_are_refused_everywhere() {
+    let account = "[aws]\n[[aws.account]]\nname = \"payments\"\nrole_arn = \"arn:aws:iam::123456789012:role/patchd\"\nregions = [\"eu-central-1\"]\nsession_token = \"FwoGZXIvYXdzEXAMPLE\"\n";
+    check_errors(&with_base(account), &["27:1: `session_token` in [[aws.account]] is an AWS credential"]);
+    // The top level, a dotted key, another spelling, a section patchd has never heard of.
+    check_errors(
+        &format!("secret_access_key = \"x\"\naws.AWS-Session-Token = \"y\"\n{BASE}"),
+        &[
+            "1:1: `secret_access_key` in the top level is an AWS credential",
+            "2:5: `AWS-Session-Token` in [aws] is an AWS credential",
+        ],
+    );
+    check_errors(
+        &with_base("[credentials]\naccess_key_id = \"x\"\n"),
+        &[
+            "22:2: unknown key `credentials` in the top level",
+            "23:1: `access_key_id` in [credentials] is an AWS credential",
+        ],
+    );
+    check_errors(
+        &with_base("[[group]]\nname = \"creds\"\n[group.tags]\naws_security_token = \"x\"\n"),
+        &["25:1: `aws_security_token` in [group.tags] is an AWS credential"],
+    );
+    for diagnostic in credential_errors(&with_base(account)) {
+        assert_explains_the_chain(&diagnostic);
+    }
+}
+
+#[test]
+fn values_that_look_like_access_keys_are_refused() {
+    let account = "[aws]\n[[aws.account]]\nname = \"payments\"\nrole_arn = \"arn:aws:iam::123456789012:role/patchd\"\nexternal_id = \"AKIAIOSFODNN7EXAMPLE\"\n";
+    check_errors(
+        &with_base(account),
+        &["26:15: the value of `external_id` in [[aws.account]] looks like an AWS access key id (AKIA…); patchd does not read credentials from its configuration"],
+    );
+    // Inside a longer string, in a list, in a tag, in a temporary (ASIA) key.
+    check_errors(
+        &BASE.replace(
+            "\"Patch Group\" = \"prod\"",
+            "\"Patch Group\" = \"prod\"\nOwner = [\"ops\", \"key ASIAY34FZKBOKMUTVV7A\"]",
+        ),
+        &["14:17: the value of `Owner` in [group.tags] looks like an AWS access key id (ASIA…)"],
+    );
+    for diagnostic in credential_errors(&with_base(account)) {
+        assert_explains_the_chain(&diagnostic);
+        assert!(!diagnostic.to_string().contains("IOSFODNN7"), "{diagnostic}");
+    }
+    // Look-alikes that are not keys: role ids, lower case, longer words.
+    check_warnings(
+        &BASE.replace(
+            "\"Patch Group\" = \"prod\"",
+            "\"Patch Group\" = \"prod\"\nOwner = [\"AROAIOSFODNN7EXAMPLE\", \"akiaiosfodnn7example\", \"AKIAIOSFODNN7EXAMPLE2\"]",
+        ),
+        &[],
+    );
+}

@@ -3,6 +3,8 @@
 use patchd_aws::AwsClients;
 use patchd_store::{InstanceKey, Store};
 
+use crate::events::Publisher;
+
 /// The account and region the clients talk to: every stored record carries them, since
 /// instance ids are unique only within one account and region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,4 +29,6 @@ pub struct Context {
     pub scope: Scope,
     /// Who acts, for the audit log: `daemon`, or `cli:<user>` for manual runs.
     pub actor: String,
+    /// Where events go (`[events]`); `Publisher::default()` publishes nothing.
+    pub events: Publisher,
 }

@@ -5,13 +5,16 @@
 //! - [`sync`]: compliance sync, SSM's current patch state into the store's history;
 //! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
 //! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
-//! - [`scheduler`]: when windows fire, and what happens to firings missed while down.
+//! - [`scheduler`]: when windows fire, and what happens to firings missed while down;
+//! - [`events`]: window runs, task failures, SLA transitions and coverage gaps, published to
+//!   EventBridge and/or a signed webhook.
 //!
 //! Everything talks to AWS through `patchd-aws` and remembers through `patchd-store`; the
 //! [`Context`] carries both.
 
 pub mod baselines;
 pub mod context;
+pub mod events;
 pub mod preview;
 pub mod rollout;
 pub mod scheduler;
@@ -19,3 +22,4 @@ pub mod sync;
 pub mod window;
 
 pub use context::{Context, Scope};
+pub use events::Publisher;

@@ -71,6 +71,31 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How old SSM's release dates may get before a sync refreshes them.
     pub release_refresh: chrono::Duration,
+    /// Beaten by the scheduler loop every [`HEARTBEAT_EVERY`]: readiness checks and the
+    /// systemd watchdog read it to tell a live loop from a stuck one.
+    pub heartbeat: Heartbeat,
+}
+
+/// How often the scheduler loop proves it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The instant of the scheduler loop's latest turn (Unix seconds; 0 before the first).
+/// Cheap to clone: clones share the beat.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat(Arc<std::sync::atomic::AtomicI64>);
+
+impl Heartbeat {
+    pub fn beat(&self, now: DateTime<Utc>) {
+        self.0.store(now.timestamp(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// None until the loop first turned.
+    pub fn last(&self) -> Option<DateTime<Utc>> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            secs => DateTime::from_timestamp(secs, 0),
+        }
+    }
 }
 
 /// What the process (signals) tells the daemon.
@@ -270,8 +295,10 @@ pub async fn run(
         "daemon scheduling"
     );
 
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
             wake = wake_rx.recv() => {
                 let Some(wake) = wake else { break };
                 match wake {
@@ -537,6 +564,7 @@ async fn periodic_sync(shared: Shared, config: Arc<Config>) {
         ),
         Err(e) => error!(error = %e, "periodic compliance sync failed"),
     }
+    crate::events::announce_sla(ctx, &config, &managed, Utc::now()).await;
 }
 
 #[cfg(test)]

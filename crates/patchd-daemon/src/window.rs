@@ -20,6 +20,10 @@
 //!    at that instant (as SSM does), with `CONTINUE_TASK` it lets it finish;
 //! 5. records each task's and the run's status and ends with one summary log line.
 //!
+//! Along the way it publishes its events ([`crate::events`]): `Window Run Started` once the run
+//! is recorded, `Coverage Gap Found` for gaps not announced before, SLA transitions after each
+//! sync, `Task Failed` and `Window Run Completed` at the end. Publishing never fails a run.
+//!
 //! A stop request (SIGTERM) stops releasing batches and leaves the run recorded as running:
 //! the next start resumes it ([`interrupted_runs`]), and the rollout picks up what it had
 //! planned and sent from the store, so nothing is sent twice.
@@ -44,6 +48,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::events::{self, CoverageGap, Event, TaskFailed, WindowRunCompleted, WindowRunStarted};
 use crate::rollout::{self, PollPolicy, Progress, Rollout, RolloutOutcome};
 use crate::sync::{self, ReleaseDates, SyncRequest};
 use crate::Context;
@@ -593,6 +598,24 @@ pub async fn execute(
         }
     };
     summary.window_run = Some(run);
+    if existing.is_none() {
+        // Resumed runs were announced when they first started.
+        let mut tasks: Vec<&TaskSpec> = plan.tasks.iter().collect();
+        tasks.sort_by_key(|t| t.priority);
+        let started = Event::WindowRunStarted(WindowRunStarted {
+            account: ctx.scope.account.clone(),
+            region: ctx.scope.region.clone(),
+            window: name.to_string(),
+            run_id: start.run_id.to_string(),
+            window_run_id: run.get(),
+            scheduled_start: plan.scheduled_start,
+            started_at: now,
+            late,
+            tasks: tasks.iter().map(|t| t.name.clone()).collect(),
+            groups: plan.groups().into_iter().map(str::to_string).collect(),
+        });
+        ctx.events.publish(&[started]).await;
+    }
 
     let recorded_tasks: Vec<WindowTaskRecord> = existing.map(|r| r.tasks).unwrap_or_default();
     let run_id = start.run_id.to_string();
@@ -659,9 +682,80 @@ pub async fn execute(
             "skipped": summary.skipped(), "api_calls": summary.api_calls(),
         });
         audit(ctx, ended, "window-run-end", name, &details).await?;
+        ctx.events.publish(&end_events(ctx, &summary, &run_id, status, ended)).await;
     }
     log_summary(&summary);
     Ok(summary)
+}
+
+fn ping_text(ping: &patchd_aws::PingStatus) -> String {
+    match ping {
+        patchd_aws::PingStatus::Online => "Online".into(),
+        patchd_aws::PingStatus::ConnectionLost => "ConnectionLost".into(),
+        patchd_aws::PingStatus::Inactive => "Inactive".into(),
+        patchd_aws::PingStatus::Other(other) => other.clone(),
+    }
+}
+
+/// `Task Failed` for each failed task, then `Window Run Completed`.
+fn end_events(
+    ctx: &Context,
+    summary: &RunSummary,
+    run_id: &str,
+    status: WindowRunStatus,
+    ended: DateTime<Utc>,
+) -> Vec<Event> {
+    let (account, region) = (&ctx.scope.account, &ctx.scope.region);
+    let mut out: Vec<Event> = summary
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.status, CommandStatus::Failed | CommandStatus::TimedOut))
+        .map(|t| {
+            let reason = if t.budget_exceeded {
+                "error budget (max_errors) exceeded".to_string()
+            } else if t.failed > 0 {
+                format!("{} invocation(s) failed", t.failed)
+            } else if t.not_sent > 0 {
+                format!("{} instance(s) could not be sent the command", t.not_sent)
+            } else {
+                "targets could not be resolved or the rollout failed; see the daemon log".to_string()
+            };
+            Event::TaskFailed(TaskFailed {
+                account: account.clone(),
+                region: region.clone(),
+                window: summary.record_as.clone(),
+                run_id: run_id.to_string(),
+                task: t.name.clone(),
+                operation: t.operation.as_ssm().to_string(),
+                reason,
+                targeted: t.targeted,
+                succeeded: t.succeeded,
+                failed: t.failed,
+                undeliverable: t.undeliverable,
+                not_sent: t.not_sent,
+                budget_exceeded: t.budget_exceeded,
+            })
+        })
+        .collect();
+    out.push(Event::WindowRunCompleted(WindowRunCompleted {
+        account: account.clone(),
+        region: region.clone(),
+        window: summary.record_as.clone(),
+        run_id: run_id.to_string(),
+        window_run_id: summary.window_run.map_or(0, |id| id.get()),
+        scheduled_start: summary.scheduled_start,
+        started_at: summary.started_at,
+        ended_at: ended,
+        status: status.as_str().to_string(),
+        targeted: summary.targeted(),
+        succeeded: summary.succeeded(),
+        failed: summary.failed(),
+        undeliverable: summary.undeliverable(),
+        skipped: summary.skipped(),
+        duration_seconds: summary.duration.as_secs_f64(),
+        budget_exceeded: summary.budget_exceeded(),
+    }));
+    out
 }
 
 fn in_progress(status: WindowRunStatus) -> bool {
@@ -800,6 +894,26 @@ async fn run_task(
         };
         warn!(window, task = %spec.name, instance = %gap.instance_id, coverage, "coverage gap: no command sent");
     }
+    let gap_events: Vec<CoverageGap> = gaps
+        .iter()
+        .map(|gap| {
+            let (kind, ping) = match &gap.coverage {
+                Coverage::ConnectionLost { agent } => ("agent-offline", Some(ping_text(&agent.ping))),
+                _ => ("not-managed", None),
+            };
+            CoverageGap {
+                account: ctx.scope.account.clone(),
+                region: ctx.scope.region.clone(),
+                instance_id: gap.instance_id.clone(),
+                gap: kind.to_string(),
+                ping_status: ping,
+                window: window.to_string(),
+                task: spec.name.clone(),
+                groups: spec.groups.clone(),
+            }
+        })
+        .collect();
+    events::announce_gaps(ctx, gap_events, now).await;
 
     let task_id = ctx
         .store
@@ -875,6 +989,7 @@ async fn run_task(
             Ok(outcome) => summary.sync_calls = (outcome.state_calls + outcome.patch_calls) as u64,
             Err(e) => error!(window, task = %spec.name, error = %e, "compliance sync after the task failed"),
         }
+        events::announce_sla(ctx, env.config, &managed, Utc::now()).await;
     }
 
     summary.status = task_status(&summary, outcome.as_ref());

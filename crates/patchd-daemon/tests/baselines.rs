@@ -73,6 +73,7 @@ async fn fixture(name: &str) -> Fixture {
         store,
         scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
+        events: Default::default(),
     };
     Fixture { server, _db: db, ctx }
 }

@@ -125,6 +125,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
         store,
         scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
+        events: Default::default(),
     };
 
     // Two patches the rule selects, released so that at the scan one is exactly the delay old

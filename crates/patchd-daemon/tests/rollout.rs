@@ -105,6 +105,7 @@ async fn context(server: &SimServer, db: &TempDb, max_attempts: u32) -> Context 
         store,
         scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
+        events: Default::default(),
     }
 }
 

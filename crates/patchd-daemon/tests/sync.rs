@@ -104,6 +104,7 @@ async fn harness(scenario: Scenario, max_attempts: u32, backoff: Backoff) -> Har
         store,
         scope: Scope { account: "default".into(), region: "us-east-1".into() },
         actor: "test".into(),
+        events: Default::default(),
     };
     Harness { server, ctx, dates: Arc::new(ReleaseDates::new(chrono::Duration::days(1))), _db: db }
 }

@@ -146,6 +146,7 @@ async fn fixture(name: &str, time_scale: f64) -> Fixture {
         store,
         scope: Scope { account: "default".into(), region: "us-east-1".into() },
         actor: "test".into(),
+        events: Default::default(),
     };
     Fixture { server, ctx, config, dir }
 }
@@ -327,6 +328,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
         poll: poll(),
         shutdown_grace: Duration::from_secs(10),
         release_refresh: chrono::Duration::days(1),
+        heartbeat: Default::default(),
     };
     // Only the hourly window, so that the time of day the test runs at cannot open another.
     let mut config = f.config.clone();

@@ -108,10 +108,12 @@
 //! (`findings_open`), remediated ones an index by installation time (`findings_remediated`), so
 //! listings are index range scans from their cursor.
 
+mod announcements;
 mod audit;
 mod dialect;
 mod error;
 mod exceptions;
+mod metrics;
 mod plan;
 mod postgres;
 mod read;
@@ -128,7 +130,9 @@ use chrono::{DateTime, Utc};
 use patchd_config::DatabaseUrl;
 use sqlx::{PgPool, SqlitePool};
 
+pub use announcements::{Announcement, AnnouncementRecord};
 pub use error::StoreError;
+pub use metrics::WindowRunCount;
 pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord};
 pub use types::*;
 

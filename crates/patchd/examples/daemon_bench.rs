@@ -89,7 +89,7 @@ impl Drop for Simulator {
 
 fn write_config(dir: &Path, url: &str, windows: usize) -> Result<PathBuf, Error> {
     let mut text = format!(
-        "[daemon]\nstate_dir = \"{dir}\"\ndatabase_url = \"sqlite://{dir}/patchd.db\"\n\n\
+        "[daemon]\nstate_dir = \"{dir}\"\ndatabase_url = \"sqlite://{dir}/patchd.db\"\nlisten = \"127.0.0.1:0\"\n\n\
          [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\n\
          [[group]]\nname = \"fleet\"\n[group.tags]\nEnvironment = [\"prod\", \"staging\"]\n",
         dir = dir.display()

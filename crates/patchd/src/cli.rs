@@ -135,6 +135,22 @@ pub enum Command {
     /// SLA picture again. Ends with the evidence report and the commands to explore the
     /// database. Ctrl-C stops cleanly.
     Demo(DemoArgs),
+    /// Print the audit log: every change patchd made, and who or what made it.
+    ///
+    /// One line per entry, oldest first: time (UTC), actor (`daemon`, `cli:...`), action,
+    /// target, SSM command id, AWS request id (to find the call in CloudTrail) and the
+    /// details, abbreviated (--format json has them whole). The log has no update or delete
+    /// path.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries at or after this instant (RFC 3339 or YYYY-MM-DD); default: all.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_date_or_instant)]
+    pub since: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

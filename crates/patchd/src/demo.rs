@@ -24,7 +24,7 @@ use patchd_sla::SlaStatus;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, GlobalArgs, LogFormat, ReportArgs, ReportFormat, ReportKind};
 use crate::manual::{render_summary, ProgressPrinter, Untermed};
 use crate::report::SlaReport;
 use crate::{open_store, Failure};
@@ -66,6 +66,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
             region: config.aws.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
         },
         actor: "demo".to_string(),
+        events: Default::default(),
     };
 
     println!("patchd demo: {instances} simulated EC2 instances at {url}, clock at {}x", args.speed);
@@ -89,7 +90,10 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         println!(
             "\nThe simulator keeps running at {url} (any AWS SDK or CLI can talk to it, with any keys):"
         );
-        println!("  patchd scan --config {} --endpoint-url {url} --group web-prod", config_path.display());
+        println!(
+            "  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo patchd scan --config {} --endpoint-url {url} --group web-prod",
+            config_path.display()
+        );
         println!("  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo aws --region us-east-1 --endpoint-url {url} ssm describe-instance-information");
         println!("Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
@@ -196,8 +200,34 @@ impl Demo<'_> {
         phase(6, "the SLA picture after the install (before -> after)");
         let after = self.sla_picture().await?;
         print!("{}", render_picture(&after, Some(&before)));
-        let _ = dir;
+
+        let evidence = dir.join("evidence.html");
+        self.write_evidence(dir, &evidence).await?;
+        println!("\nThe auditor's evidence report: {}", evidence.display());
         Ok(())
+    }
+
+    /// `patchd report evidence` on the demo's database, judged at the simulator's clock.
+    async fn write_evidence(&self, dir: &Path, out: &Path) -> Result<(), Failure> {
+        let global = GlobalArgs {
+            config: dir.join(CONFIG_FILE),
+            database: None,
+            endpoint_url: None,
+            log_format: LogFormat::Text,
+        };
+        let args = ReportArgs {
+            kind: ReportKind::Evidence,
+            at: Some(self.server.now()),
+            group: None,
+            rank: None,
+            since: None,
+            until: None,
+            format: ReportFormat::Html,
+            limit: None,
+            fail_on: None,
+            out: Some(out.to_path_buf()),
+        };
+        crate::report_cmd::run(&global, &args).await
     }
 
     fn check_stop(&self) -> Result<(), Failure> {
@@ -313,6 +343,7 @@ fn print_next_steps(config: &Path, database: &Path, dir: &Path) {
     println!("\nEverything is in {}:", dir.display());
     println!("  database  {}", database.display());
     println!("Explore it (no simulator needed):");
+    println!("  patchd report evidence   --config {c} --format html --out evidence.html");
     println!("  patchd report sla        --config {c}");
     println!("  patchd report compliance --config {c}");
     println!("  patchd report coverage   --config {c}");

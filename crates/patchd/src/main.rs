@@ -2,12 +2,15 @@
 
 mod advisories;
 mod apply;
+mod audit_cmd;
 mod baseline_cmd;
 mod check;
 mod cli;
 mod db;
 mod demo;
+mod http;
 mod manual;
+mod notify;
 mod plan;
 mod report;
 mod report_cmd;
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Install(args) => runtime().and_then(|rt| rt.block_on(manual::install(&cli.global, args))),
         Command::Apply(args) => runtime().and_then(|rt| rt.block_on(apply::run(&cli.global, args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit_cmd::run(&cli.global, args))),
         Command::Baseline(cli::BaselineCommand::Preview(args)) => {
             runtime().and_then(|rt| rt.block_on(baseline_cmd::preview(&cli.global, args)))
         }
@@ -70,13 +74,22 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn init_tracing(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    // The sync observer sees patchd-daemon's sync events whatever PATCHD_LOG says, so the
+    // metrics do not depend on the log level.
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(http::metrics::SyncObserver.with_filter(http::metrics::sync_observer_filter()))
+        .init();
 }
 
 /// Why a command failed: a configuration with errors (printed as diagnostics), or anything else.
@@ -145,17 +158,52 @@ fn load_config(global: &GlobalArgs, now: chrono::DateTime<chrono::Utc>) -> Resul
 }
 
 /// Opens (and migrates) the configured database, printing nothing: commands report what they
-/// did themselves.
+/// did themselves. A state directory or SQLite file patchd creates is private to its user:
+/// the directory 0700, the database 0600 (SQLite gives its -wal and -shm files the database's
+/// mode).
 async fn open_store(config: &patchd_config::Config) -> Result<patchd_store::Store, Failure> {
     let url = &config.daemon.database_url;
-    if let Some(path) = url.expose().strip_prefix("sqlite://").filter(|p| !p.is_empty() && *p != ":memory:") {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create the database directory {}: {e}", dir.display())
-            })?;
+    if let Some(path) = sqlite_file(url.expose()) {
+        let path = std::path::Path::new(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
         }
+        create_private_file(path)?;
     }
     patchd_store::Store::open(url.expose(), &patchd_store::OpenOptions::default())
         .await
         .map_err(|e| Failure::Other(anyhow::anyhow!("cannot open the database {url}: {e}")))
+}
+
+/// The file an `sqlite://FILE[?options]` URL names; None for memory databases and other URLs.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing directory is left as it is.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot create the directory {}: {e}", dir.display())))
+}
+
+/// Creates an empty database file with mode 0600 unless it exists, before SQLite would create
+/// it with the umask's mode.
+fn create_private_file(path: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            Err(Failure::Other(anyhow::anyhow!("cannot create the database file {}: {e}", path.display())))
+        }
+    }
 }

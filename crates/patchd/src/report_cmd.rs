@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use patchd_config::{Config, RiskRank};
 use patchd_sla::{KevCatalog, SlaStatus};
 use patchd_store::{
@@ -50,7 +50,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             verdict = fail_on(args.fail_on, &sla);
             evidence::render(&evidence::Evidence {
                 config,
-                generated_at: Utc::now(),
+                generated_at: Utc::now().trunc_subsecs(0),
                 version: env!("CARGO_PKG_VERSION"),
                 group: args.group.as_deref(),
                 sla: &sla,
@@ -369,4 +369,49 @@ pub(crate) async fn coverage_snapshot(
 ) -> Result<report::CoverageReport, Failure> {
     let instances = instances(store).await?;
     Ok(report::coverage(config, at, &instances, &Filters { group: None, rank: None }))
+}
+
+/// What `/metrics` shows of the SLA picture as of `at`: `report sla`'s totals (computed the
+/// same way, from per-patch counts, without listing findings) and the SLA clock start of the
+/// oldest open finding of each rank (excepted ones included).
+pub(crate) async fn sla_gauges(
+    config: &Config,
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+) -> Result<(report::SlaReport, Vec<(RiskRank, chrono::DateTime<Utc>)>), Failure> {
+    let totals = sla_snapshot(config, store, at, 0).await?;
+    let kev = load_kev(config)?;
+    let judge = Judge { config, kev: &kev, at };
+    let scope = OpenFindingFilter { patch_ids: None, instances: None };
+    let counts =
+        store.open_finding_counts(&scope).await.map_err(|e| anyhow::anyhow!("cannot read findings: {e}"))?;
+    let mut oldest: std::collections::BTreeMap<RiskRank, chrono::DateTime<Utc>> = Default::default();
+    for c in counts.iter().filter(|c| c.open > 0) {
+        let p = &c.patch;
+        let verdict = judge.verdict(
+            p.severity.as_deref(),
+            &p.cve_ids,
+            p.ssm_release,
+            p.advisory_release,
+            p.first_seen_missing.unwrap_or(at),
+        );
+        let start = verdict.clock.start;
+        oldest.entry(verdict.rank).and_modify(|t| *t = (*t).min(start)).or_insert(start);
+    }
+    Ok((totals, oldest.into_iter().collect()))
+}
+
+/// `report sla --format json`'s open findings as of `at` under `filters`, every one of them,
+/// most urgent first: what the HTTP API's `/v1/findings` lists.
+pub(crate) async fn sla_full(
+    config: &Config,
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+    filters: &Filters,
+) -> Result<report::SlaReport, Failure> {
+    let kev = load_kev(config)?;
+    let instances = instances(store).await?;
+    let judge = Judge { config, kev: &kev, at };
+    let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
+    Ok(report::sla(&judge, &instances, &findings(store, &query).await?, filters))
 }

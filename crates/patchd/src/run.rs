@@ -1,19 +1,23 @@
 //! `patchd run`: the daemon. Wiring only: configuration, database, clients and signals; the
 //! schedule and the runs live in `patchd-daemon`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use patchd_aws::AwsClients;
 use patchd_config::{Config, Severity};
 use patchd_daemon::rollout::PollPolicy;
-use patchd_daemon::scheduler::{self, Control, Settings};
+use patchd_daemon::scheduler::{self, Control, Heartbeat, Settings};
 use patchd_daemon::{Context, Scope};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::{GlobalArgs, RunArgs, RunnerArgs};
+use crate::http::{self, ApiToken};
+use crate::notify::{self, Notifier};
 use crate::{load_config, open_store, Failure};
 
 /// How long a stop waits for runs to persist before exiting: under the 30 s promised, with
@@ -27,26 +31,124 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
     log_warnings(&loaded.warnings);
     let config = loaded.config;
+    let notifier = Notifier::from_env().map(Arc::new);
+    let token = match &config.daemon.api_token_file {
+        Some(path) => Some(ApiToken::read(path).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?),
+        None => None,
+    };
     let ctx = context(&config, "daemon".to_string()).await?;
+    // Bind before anything is scheduled: a taken port stops start-up, not a running daemon.
+    let listener = http::bind(config.daemon.listen).await?;
     info!(config = %global.config.display(), database = %config.daemon.database_url,
         endpoint = ctx.aws.endpoint_url().unwrap_or("aws"), region = %ctx.scope.region,
         pid = std::process::id(), "patchd starting");
+    let heartbeat = Heartbeat::default();
+    let current = Arc::new(RwLock::new(Arc::new(config.clone())));
+    let server = http::serve(
+        listener,
+        http::Setup {
+            config: current.clone(),
+            config_path: global.config.clone(),
+            store: ctx.store.clone(),
+            aws: ctx.aws.clone(),
+            heartbeat: heartbeat.clone(),
+            token,
+        },
+    );
+    info!(listen = %server.addr, auth = config.daemon.api_token_file.is_some(), "HTTP endpoint listening");
     let settings = Settings {
         state_dir: config.daemon.state_dir.clone(),
         sync_interval: config.daemon.sync_interval,
         poll: poll_policy(&args.runner),
         shutdown_grace: SHUTDOWN_GRACE,
         release_refresh: chrono::Duration::days(1),
+        heartbeat: heartbeat.clone(),
     };
+    let stopping = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel(8);
-    let signals = tokio::spawn(forward_signals(global.clone_for_reload(), config.clone(), tx));
+    let signals = tokio::spawn(forward_signals(
+        global.clone_for_reload(),
+        config.clone(),
+        tx,
+        Reloaded { current, notifier: notifier.clone(), stopping: stopping.clone() },
+    ));
+    let supervisor = notifier.clone().map(|n| {
+        let status = format!(
+            "STATUS=scheduling {} window(s); HTTP on {}",
+            config.windows.iter().filter(|w| w.enabled).count(),
+            server.addr
+        );
+        tokio::spawn(supervise(n, heartbeat.clone(), stopping.clone(), status))
+    });
     let result = scheduler::run(ctx, config, settings, rx).await;
     signals.abort();
+    if let Some(n) = &notifier {
+        if !stopping.swap(true, Ordering::SeqCst) {
+            n.notify("STOPPING=1\nSTATUS=stopping");
+        }
+    }
+    if let Some(s) = supervisor {
+        s.abort();
+    }
+    server.stop().await;
     result.map_err(|e| Failure::Other(anyhow::anyhow!("the daemon failed: {e}")))
 }
 
+/// READY=1 once the scheduler loop turns (configuration loaded, database open, HTTP
+/// listening, windows armed), then WATCHDOG=1 at half of WATCHDOG_USEC while the loop's
+/// heartbeat is recent: a stuck loop stops the keep-alives and systemd restarts the process.
+async fn supervise(notifier: Arc<Notifier>, heartbeat: Heartbeat, stopping: Arc<AtomicBool>, status: String) {
+    while heartbeat.last().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    notifier.notify(&format!("READY=1\n{status}\nMAINPID={}", std::process::id()));
+    let Some(every) = notify::watchdog_interval() else { return };
+    info!(interval_ms = every.as_millis() as u64, "systemd watchdog keep-alives enabled");
+    let mut tick = tokio::time::interval(every);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        // While stopping the loop no longer beats, but the exit is bounded by the grace period.
+        if stopping.load(Ordering::SeqCst) || http::heartbeat_recent(&heartbeat, Utc::now()) {
+            notifier.notify("WATCHDOG=1");
+            warned = false;
+        } else if !warned {
+            warn!(last_heartbeat = ?heartbeat.last(), "the scheduler loop is not turning; withholding the systemd watchdog keep-alive");
+            warned = true;
+        }
+    }
+}
+
+/// What a signal changes besides the scheduler: the configuration the HTTP endpoint reads, and
+/// systemd's view of the service.
+#[derive(Debug)]
+struct Reloaded {
+    current: Arc<RwLock<Arc<Config>>>,
+    notifier: Option<Arc<Notifier>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Reloaded {
+    fn notify(&self, state: &str) {
+        if let Some(n) = &self.notifier {
+            n.notify(state);
+        }
+    }
+
+    fn stop(&self) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            self.notify("STOPPING=1\nSTATUS=stopping: no new batches are released");
+        }
+    }
+}
+
 /// SIGTERM and SIGINT stop; a second SIGINT exits at once; SIGHUP reloads.
-async fn forward_signals(global: ReloadArgs, mut current: Config, tx: mpsc::Sender<Control>) {
+async fn forward_signals(
+    global: ReloadArgs,
+    mut current: Config,
+    tx: mpsc::Sender<Control>,
+    shared: Reloaded,
+) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
@@ -59,6 +161,7 @@ async fn forward_signals(global: ReloadArgs, mut current: Config, tx: mpsc::Send
             _ = term.recv() => {
                 info!(signal = "SIGTERM", "stopping");
                 stopping = true;
+                shared.stop();
                 let _ = tx.send(Control::Stop).await;
             }
             _ = int.recv() => {
@@ -68,16 +171,31 @@ async fn forward_signals(global: ReloadArgs, mut current: Config, tx: mpsc::Send
                 }
                 info!(signal = "SIGINT", "stopping (interrupt again to exit at once)");
                 stopping = true;
+                shared.stop();
                 let _ = tx.send(Control::Stop).await;
             }
             _ = hup.recv() => {
+                shared.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 if let Some(config) = reload(&global, &current) {
                     current = config.clone();
+                    *shared.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config.clone());
                     let _ = tx.send(Control::Reload(Box::new(config))).await;
+                    shared.notify("READY=1\nSTATUS=configuration reloaded");
+                } else {
+                    shared.notify("READY=1\nSTATUS=reload refused: the new configuration is invalid; the previous one stays in force");
                 }
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, which `RELOADING=1` carries for `Type=notify-reload`;
+/// without libc, read from /proc/uptime (the same clock on Linux, to the centisecond).
+fn monotonic_usec() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1_000_000.0) as u64)
 }
 
 /// What a reload needs of the global options.
@@ -117,6 +235,8 @@ fn reload(args: &ReloadArgs, current: &Config) -> Option<Config> {
                 || new.aws.endpoint_url != current.aws.endpoint_url
                 || new.aws.region != current.aws.region
                 || new.aws.profile != current.aws.profile
+                || new.daemon.listen != current.daemon.listen
+                || new.daemon.api_token_file != current.daemon.api_token_file
             {
                 warn!("[daemon] and [aws] changes take effect at the next restart; the schedule is reloaded now");
             }
@@ -159,6 +279,8 @@ pub(crate) fn log_warnings(warnings: &[patchd_config::Diagnostic]) {
 
 /// Clients, store and scope for the configuration's account.
 pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
+    // Commands that run tasks keep their group locks under state_dir.
+    crate::create_private_dir(&config.daemon.state_dir)?;
     let store = open_store(config).await?;
     // load_config already applied --endpoint-url to [aws] endpoint_url.
     let aws = AwsClients::new(&config.aws, None).await;
@@ -167,7 +289,10 @@ pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, F
             "no AWS region: set [aws] region in the configuration, or AWS_REGION"
         )));
     };
-    Ok(Context { aws, store, scope: Scope { account: DEFAULT_ACCOUNT.to_string(), region }, actor })
+    // [events]: EventBridge through the same SDK configuration, and/or the signed webhook.
+    let events = patchd_daemon::Publisher::from_config(&config.events, &aws)
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
+    Ok(Context { aws, store, scope: Scope { account: DEFAULT_ACCOUNT.to_string(), region }, actor, events })
 }
 
 pub(crate) fn poll_policy(args: &RunnerArgs) -> PollPolicy {

@@ -631,6 +631,12 @@ fn coverage(out: &mut String, e: &Evidence) {
         );
     }
     out.push_str("</tbody>\n</table>\n");
+    if coverage.in_scope == 0 {
+        out.push_str(
+            "<p class=\"empty\">No instance of a configured group has been recorded yet: there is nothing to vouch for.</p>\n</section>\n",
+        );
+        return;
+    }
     if coverage.gaps.is_empty() {
         out.push_str("<p class=\"empty\">No coverage gaps: every in-scope instance is managed, reachable, targeted by an install window and recently scanned.</p>\n</section>\n");
         return;

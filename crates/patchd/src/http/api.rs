@@ -1,0 +1,270 @@
+//! Readiness and the read-only JSON API.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use chrono::{SecondsFormat, Utc};
+use patchd_config::RiskRank;
+use patchd_sla::SlaStatus;
+use patchd_store::WindowRunQuery;
+use serde_json::{json, Value};
+
+use super::{query_pairs, HttpState, DB_CHECK_TIMEOUT, HEARTBEAT_STALE};
+use crate::report::Filters;
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let text = serde_json::to_string_pretty(body).unwrap_or_default() + "\n";
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(text))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({ "error": status.canonical_reason().unwrap_or("error"), "message": message }),
+    )
+}
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Whether the database answers a trivial query within [`DB_CHECK_TIMEOUT`].
+pub(crate) async fn database_check(state: &HttpState) -> Result<(), String> {
+    match tokio::time::timeout(DB_CHECK_TIMEOUT, state.inner.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the database does not answer: {e}")),
+        Err(_) => Err(format!("the database did not answer within {} s", DB_CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+/// 200 when the configuration is loaded, the database answers and the scheduler loop beat
+/// recently; 503 naming the check that failed otherwise.
+pub(crate) async fn readyz(state: &HttpState) -> Response {
+    let now = Utc::now();
+    let config = state.config();
+    let config_check = if config.sources.is_empty() {
+        json!({ "ok": false, "detail": "no configuration loaded" })
+    } else {
+        json!({ "ok": true, "detail": format!("{} file(s)", config.sources.len()) })
+    };
+    let db_check = match database_check(state).await {
+        Ok(()) => json!({ "ok": true, "detail": state.inner.store.backend().to_string() }),
+        Err(why) => json!({ "ok": false, "detail": why }),
+    };
+    let last = state.inner.heartbeat.last();
+    let scheduler_check = match last {
+        None => json!({ "ok": false, "detail": "the scheduler has not started yet" }),
+        Some(at) if !state.heartbeat_recent(now) => json!({
+            "ok": false,
+            "detail": format!("the scheduler's last heartbeat is {} s old (limit {} s): the loop is stuck",
+                (now - at).num_seconds(), HEARTBEAT_STALE.as_secs()),
+            "last_heartbeat": rfc3339(at),
+        }),
+        Some(at) => {
+            json!({ "ok": true, "detail": format!("{} s ago", (now - at).num_seconds().max(0)), "last_heartbeat": rfc3339(at) })
+        }
+    };
+    let checks = json!({ "config": config_check, "database": db_check, "scheduler": scheduler_check });
+    let failed: Vec<&str> = ["config", "database", "scheduler"]
+        .into_iter()
+        .filter(|name| checks[name]["ok"] != Value::Bool(true))
+        .collect();
+    if failed.is_empty() {
+        json_response(StatusCode::OK, &json!({ "status": "ready", "checks": checks }))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "not ready", "failed": failed, "checks": checks }),
+        )
+    }
+}
+
+pub(crate) async fn status(state: &HttpState) -> Response {
+    let now = Utc::now();
+    let inner = &state.inner;
+    let config = state.config();
+    let plan = crate::plan::build(&config, now, 1);
+    let mut next: Vec<(String, String, String)> = plan
+        .windows
+        .iter()
+        .filter(|w| w.enabled)
+        .filter_map(|w| w.next.first().map(|f| (f.start.clone(), w.name.clone(), f.end.clone())))
+        .collect();
+    next.sort();
+    let last = inner.heartbeat.last();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "started_at": rfc3339(inner.started_at),
+        "uptime_seconds": inner.started.elapsed().as_secs(),
+        "config": {
+            "path": inner.config_path.display().to_string(),
+            "files": config.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "windows": config.windows.len(),
+            "groups": config.groups.len(),
+        },
+        "database": {
+            "url": config.daemon.database_url.redacted(),
+            "backend": inner.store.backend().to_string(),
+            "reachable": database_check(state).await.is_ok(),
+        },
+        "endpoint": {
+            "aws": inner.aws.endpoint_url().unwrap_or("aws"),
+            "region": inner.aws.region(),
+        },
+        "listen": inner.listen.to_string(),
+        "scheduler": {
+            "last_heartbeat": last.map(rfc3339),
+            "healthy": state.heartbeat_recent(now),
+        },
+        "next_firings": next.iter().map(|(start, window, end)| json!({ "window": window, "start": start, "end": end })).collect::<Vec<_>>(),
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+/// A numeric parameter from 1 to `max`; the message of a 400 otherwise.
+fn number(pairs: &[(String, String)], key: &str, default: u32, max: u32) -> Result<u32, String> {
+    match pairs.iter().rev().find(|(k, _)| k == key) {
+        None => Ok(default),
+        Some((_, v)) => match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("`{key}` must be a number from 1 to {max}, found `{v}`")),
+        },
+    }
+}
+
+fn unknown_parameters(pairs: &[(String, String)], known: &[&str]) -> Option<Response> {
+    let unknown: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).filter(|k| !known.contains(k)).collect();
+    (!unknown.is_empty()).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown parameter(s): {}; this path takes {}", unknown.join(", "), known.join(", ")),
+        )
+    })
+}
+
+/// The windows with their next firings, as `patchd plan --format json` lists them.
+pub(crate) fn windows(state: &HttpState, query: &str) -> Response {
+    let pairs = query_pairs(query);
+    if let Some(bad) = unknown_parameters(&pairs, &["count"]) {
+        return bad;
+    }
+    let count = match number(&pairs, "count", 5, 1000) {
+        Ok(n) => n,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let now = Utc::now();
+    let plan = crate::plan::build(&state.config(), now, count as usize);
+    json_response(StatusCode::OK, &json!({ "from": plan.from, "windows": plan.windows }))
+}
+
+/// The most recent window runs with their tasks.
+pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
+    let pairs = query_pairs(query);
+    if let Some(bad) = unknown_parameters(&pairs, &["limit", "window"]) {
+        return bad;
+    }
+    let limit = match number(&pairs, "limit", 50, 1000) {
+        Ok(n) => n,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let window = pairs.iter().rev().find(|(k, _)| k == "window").map(|(_, v)| v.as_str());
+    let query = WindowRunQuery { window, limit: Some(limit), ..Default::default() };
+    let runs = match state.inner.store.window_runs(&query).await {
+        Ok(runs) => runs,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read window runs: {e}")),
+    };
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id.get(),
+                "window": r.window,
+                "scheduled_start": rfc3339(r.scheduled_start),
+                "started_at": r.started_at.map(rfc3339),
+                "ended_at": r.ended_at.map(rfc3339),
+                "status": r.status.as_str(),
+                "tasks": r.tasks.iter().map(|t| json!({
+                    "name": t.name,
+                    "operation": t.operation.as_ssm(),
+                    "command_id": t.command_id,
+                    "status": t.status.as_str(),
+                    "started_at": t.started_at.map(rfc3339),
+                    "ended_at": t.ended_at.map(rfc3339),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "count": runs.len(), "runs": runs }))
+}
+
+/// Open findings as `report sla --format json` lists them, filtered by status, rank, group.
+pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
+    let pairs = query_pairs(query);
+    if let Some(bad) = unknown_parameters(&pairs, &["status", "rank", "group", "limit"]) {
+        return bad;
+    }
+    let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let status = match get("status") {
+        None => None,
+        Some(s) => match [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+        {
+            Some(st) => Some(st),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`status` must be breached, due-soon, ok or excepted, found `{s}`"),
+                )
+            }
+        },
+    };
+    let rank = match get("rank") {
+        None => None,
+        Some(r) => match RiskRank::parse(&r) {
+            Some(rank) => Some(rank),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`rank` must be critical, high, medium or low, found `{r}`"),
+                )
+            }
+        },
+    };
+    let config = state.config();
+    let group = get("group");
+    if let Some(g) = &group {
+        if config.group(g).is_none() {
+            return error(StatusCode::BAD_REQUEST, &format!("`group`: no configured group is named `{g}`"));
+        }
+    }
+    let limit = match pairs.iter().any(|(k, _)| k == "limit") {
+        false => None,
+        true => match number(&pairs, "limit", 0, 1_000_000) {
+            Ok(n) => Some(n as usize),
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        },
+    };
+    let filters = Filters { group, rank };
+    let report = match crate::report_cmd::sla_full(&config, &state.inner.store, Utc::now(), &filters).await {
+        Ok(report) => report,
+        Err(crate::Failure::Other(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot judge the findings"),
+    };
+    let mut findings: Vec<_> =
+        report.findings.into_iter().filter(|f| status.is_none_or(|s| f.status == s)).collect();
+    let total = findings.len();
+    if let Some(limit) = limit {
+        findings.truncate(limit);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "at": report.at, "total": total, "count": findings.len(), "findings": findings }),
+    )
+}

@@ -1,0 +1,391 @@
+//! `/metrics`: the Prometheus text exposition format 0.0.4, written by hand.
+//!
+//! Gauges that read the store (SLA totals, coverage, window runs, invocations) are computed
+//! at most once per [`CACHE_FOR`]; process gauges and AWS call counters are read live.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use patchd_config::RiskRank;
+use patchd_sla::SlaStatus;
+use patchd_store::{CommandStatus, WindowRunStatus};
+
+use super::{api, HttpState};
+use crate::report::Gap;
+
+/// How long the store-derived part of a scrape is reused.
+pub(crate) const CACHE_FOR: Duration = Duration::from_secs(5);
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The store-derived text of the latest scrape, and when it was computed.
+#[derive(Debug, Default)]
+pub(crate) struct Cache(tokio::sync::Mutex<Option<(Instant, String)>>);
+
+pub(crate) async fn handle(state: &HttpState) -> Response {
+    let mut out = String::new();
+    live(state, &mut out);
+    let cached = {
+        let mut cache = state.inner.metrics.0.lock().await;
+        match cache.as_ref() {
+            Some((at, text)) if at.elapsed() < CACHE_FOR => Ok(text.clone()),
+            _ => match from_store(state).await {
+                Ok(text) => {
+                    *cache = Some((Instant::now(), text.clone()));
+                    Ok(text)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    };
+    match cached {
+        Ok(text) => out.push_str(&text),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics from the store are unavailable");
+            return api::error(StatusCode::SERVICE_UNAVAILABLE, &format!("metrics unavailable: {e}"));
+        }
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, CONTENT_TYPE)
+        .body(Body::from(out))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// `# HELP` and `# TYPE` lines of one metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value escaped as the format asks: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {}", format_value(value));
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Cheap gauges and counters, read at every scrape.
+fn live(state: &HttpState, out: &mut String) {
+    let inner = &state.inner;
+    family(out, "patchd_build_info", "gauge", "Always 1; the version is a label.");
+    sample(out, "patchd_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    family(out, "patchd_start_time_seconds", "gauge", "When this patchd process started (Unix time).");
+    sample(out, "patchd_start_time_seconds", &[], seconds(inner.started_at));
+    family(
+        out,
+        "patchd_scheduler_heartbeat_timestamp_seconds",
+        "gauge",
+        "The scheduler loop's latest turn (Unix time; 0 before the first).",
+    );
+    sample(
+        out,
+        "patchd_scheduler_heartbeat_timestamp_seconds",
+        &[],
+        inner.heartbeat.last().map_or(0.0, seconds),
+    );
+    family(out, "patchd_scheduler_healthy", "gauge", "1 when the scheduler's heartbeat is recent, else 0.");
+    sample(out, "patchd_scheduler_healthy", &[], f64::from(u8::from(state.heartbeat_recent(Utc::now()))));
+
+    let calls = inner.aws.call_counts();
+    family(out, "patchd_aws_api_calls_total", "counter", "AWS API attempts since start, retries included.");
+    for c in &calls {
+        sample(
+            out,
+            "patchd_aws_api_calls_total",
+            &[("service", &c.service), ("operation", &c.operation)],
+            c.calls as f64,
+        );
+    }
+    family(
+        out,
+        "patchd_aws_api_throttles_total",
+        "counter",
+        "AWS API attempts answered with a throttling error.",
+    );
+    for c in &calls {
+        sample(
+            out,
+            "patchd_aws_api_throttles_total",
+            &[("service", &c.service), ("operation", &c.operation)],
+            c.throttled as f64,
+        );
+    }
+
+    let last = last_sync();
+    family(out, "patchd_last_sync_duration_seconds", "gauge", "How long the latest compliance sync took.");
+    family(
+        out,
+        "patchd_last_sync_timestamp_seconds",
+        "gauge",
+        "When the latest compliance sync ended (Unix time).",
+    );
+    if let Some(s) = last {
+        sample(out, "patchd_last_sync_duration_seconds", &[("source", &s.source)], s.duration.as_secs_f64());
+        sample(out, "patchd_last_sync_timestamp_seconds", &[("source", &s.source)], seconds(s.ended_at));
+    }
+}
+
+/// The gauges that read the store and judge findings.
+async fn from_store(state: &HttpState) -> Result<String, String> {
+    let inner = &state.inner;
+    let config = state.config();
+    let now = Utc::now();
+    let mut out = String::new();
+    let store = &inner.store;
+
+    let runs = store.window_run_counts().await.map_err(|e| format!("cannot count window runs: {e}"))?;
+    let mut windows: Vec<&str> = config.windows.iter().map(|w| w.name.as_str()).collect();
+    windows.extend(runs.iter().map(|r| r.window.as_str()));
+    windows.sort();
+    windows.dedup();
+    let fired = |w: &str| -> u64 {
+        runs.iter()
+            .filter(|r| {
+                r.window == w && !matches!(r.status, WindowRunStatus::Missed | WindowRunStatus::Scheduled)
+            })
+            .map(|r| r.count)
+            .sum()
+    };
+    let missed = |w: &str| -> u64 {
+        runs.iter().filter(|r| r.window == w && r.status == WindowRunStatus::Missed).map(|r| r.count).sum()
+    };
+    family(
+        &mut out,
+        "patchd_windows_fired_total",
+        "counter",
+        "Window occurrences that started (on time or late), from the store.",
+    );
+    for w in &windows {
+        sample(&mut out, "patchd_windows_fired_total", &[("window", w)], fired(w) as f64);
+    }
+    family(
+        &mut out,
+        "patchd_windows_missed_total",
+        "counter",
+        "Window occurrences recorded as missed, from the store.",
+    );
+    for w in &windows {
+        sample(&mut out, "patchd_windows_missed_total", &[("window", w)], missed(w) as f64);
+    }
+    family(&mut out, "patchd_window_runs", "gauge", "Recorded window runs by window and current status.");
+    for r in &runs {
+        sample(
+            &mut out,
+            "patchd_window_runs",
+            &[("window", &r.window), ("status", r.status.as_str())],
+            r.count as f64,
+        );
+    }
+
+    let invocations =
+        store.invocation_counts().await.map_err(|e| format!("cannot count invocations: {e}"))?;
+    family(
+        &mut out,
+        "patchd_command_invocations",
+        "gauge",
+        "Recorded command invocations (one per instance and command) by status.",
+    );
+    for status in CommandStatus::ALL {
+        let n = invocations.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        sample(&mut out, "patchd_command_invocations", &[("status", status.as_str())], n as f64);
+    }
+
+    let (sla, oldest) = crate::report_cmd::sla_gauges(&config, store, now).await.map_err(|e| match e {
+        crate::Failure::Other(e) => format!("{e:#}"),
+        _ => "cannot judge the findings".to_string(),
+    })?;
+    family(
+        &mut out,
+        "patchd_open_findings",
+        "gauge",
+        "Open findings by risk rank and SLA status, as `patchd report sla` counts them.",
+    );
+    for rank in [RiskRank::Critical, RiskRank::High, RiskRank::Medium, RiskRank::Low] {
+        for status in [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted] {
+            let n: usize =
+                sla.totals.iter().filter(|c| c.rank == rank && c.status == status).map(|c| c.count).sum();
+            sample(
+                &mut out,
+                "patchd_open_findings",
+                &[("rank", rank.as_str()), ("status", status.as_str())],
+                n as f64,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "patchd_oldest_open_critical_finding_age_seconds",
+        "gauge",
+        "Age of the oldest open critical finding, from its SLA clock start (0 when there is none).",
+    );
+    let critical = oldest.iter().find(|(rank, _)| *rank == RiskRank::Critical).map(|(_, start)| *start);
+    sample(
+        &mut out,
+        "patchd_oldest_open_critical_finding_age_seconds",
+        &[],
+        critical.map_or(0.0, |start| (now - start).num_seconds().max(0) as f64),
+    );
+
+    let coverage = crate::report_cmd::coverage_snapshot(&config, store, now).await.map_err(|e| match e {
+        crate::Failure::Other(e) => format!("{e:#}"),
+        _ => "cannot compute coverage".to_string(),
+    })?;
+    family(&mut out, "patchd_instances_in_scope", "gauge", "Instances that belong to a configured group.");
+    sample(&mut out, "patchd_instances_in_scope", &[], coverage.in_scope as f64);
+    family(
+        &mut out,
+        "patchd_coverage_gaps",
+        "gauge",
+        "Coverage gaps by kind, as `patchd report coverage` lists them.",
+    );
+    for gap in [Gap::Unmanaged, Gap::AgentConnectionLost, Gap::NoInstallWindow, Gap::StaleScan] {
+        let n = coverage.gaps.iter().filter(|g| g.gap == gap).count();
+        sample(&mut out, "patchd_coverage_gaps", &[("gap", gap.as_str())], n as f64);
+    }
+    family(
+        &mut out,
+        "patchd_instances_with_coverage_gaps",
+        "gauge",
+        "Distinct in-scope instances with at least one gap.",
+    );
+    let distinct: std::collections::BTreeSet<&str> =
+        coverage.gaps.iter().map(|g| g.instance_id.as_str()).collect();
+    sample(&mut out, "patchd_instances_with_coverage_gaps", &[], distinct.len() as f64);
+    Ok(out)
+}
+
+/// The latest compliance sync the daemon logged.
+#[derive(Debug, Clone)]
+pub(crate) struct LastSync {
+    pub source: String,
+    pub duration: Duration,
+    pub ended_at: DateTime<Utc>,
+}
+
+static LAST_SYNC: Mutex<Option<LastSync>> = Mutex::new(None);
+
+fn last_sync() -> Option<LastSync> {
+    LAST_SYNC.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+}
+
+/// A tracing layer that keeps the figures of patchd-daemon's `compliance synced` event (its
+/// `source` and `elapsed_ms`), so the metrics report the latest sync without the engine
+/// knowing about them.
+#[derive(Debug, Default)]
+pub(crate) struct SyncObserver;
+
+/// The event's message, as patchd-daemon's sync writes it.
+const SYNC_EVENT: &str = "compliance synced";
+
+#[derive(Default)]
+struct SyncFields {
+    message: bool,
+    source: Option<String>,
+    elapsed_ms: Option<u64>,
+}
+
+impl tracing::field::Visit for SyncFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value == SYNC_EVENT,
+            "source" => self.source = Some(value.to_string()),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "elapsed_ms" {
+            self.elapsed_ms = Some(value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if field.name() == "elapsed_ms" {
+            self.elapsed_ms = u64::try_from(value).ok();
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}") == SYNC_EVENT;
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncObserver {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = SyncFields::default();
+        event.record(&mut fields);
+        if let (true, Some(ms)) = (fields.message, fields.elapsed_ms) {
+            let last = LastSync {
+                source: fields.source.unwrap_or_else(|| "unknown".into()),
+                duration: Duration::from_millis(ms),
+                ended_at: Utc::now(),
+            };
+            *LAST_SYNC.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(last);
+        }
+    }
+}
+
+/// Only patchd-daemon's info events reach the observer; nothing else is even built for it.
+pub(crate) fn sync_observer_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_target("patchd_daemon::sync", tracing::Level::INFO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_follow_the_text_format() {
+        let mut out = String::new();
+        family(&mut out, "x_total", "counter", "Help.");
+        sample(&mut out, "x_total", &[("a", "q\"u\\o\nte"), ("b", "2")], 3.0);
+        sample(&mut out, "x_total", &[], 0.25);
+        assert_eq!(
+            out,
+            "# HELP x_total Help.\n# TYPE x_total counter\nx_total{a=\"q\\\"u\\\\o\\nte\",b=\"2\"} 3\nx_total 0.25\n"
+        );
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+    }
+}

@@ -1,0 +1,231 @@
+//! The HTTP endpoint of `patchd run` on `[daemon] listen`: liveness (`/healthz`), readiness
+//! (`/readyz`), Prometheus metrics (`/metrics`) and a read-only JSON API (`/v1/...`).
+//! docs/operations.md documents every path.
+//!
+//! One fallback handler dispatches by path, so authentication sits in one place: when a token
+//! is configured (`[daemon] api_token_file`, required off loopback) every path but `/healthz`
+//! needs `Authorization: Bearer <token>`, compared in constant time.
+
+mod api;
+mod auth;
+pub(crate) mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use patchd_aws::AwsClients;
+use patchd_config::Config;
+use patchd_daemon::scheduler::{Heartbeat, HEARTBEAT_EVERY};
+use patchd_store::Store;
+use tokio::net::TcpListener;
+
+use crate::Failure;
+
+pub(crate) use auth::ApiToken;
+
+/// How stale the scheduler's heartbeat may get before the daemon counts as stuck: three beats.
+pub(crate) const HEARTBEAT_STALE: Duration = Duration::from_secs(3 * HEARTBEAT_EVERY.as_secs());
+
+/// How long a database check may take before readiness fails it.
+const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every request can see. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The configuration in force; `patchd run` swaps it on a successful SIGHUP reload.
+    config: Arc<RwLock<Arc<Config>>>,
+    /// `--config` as given.
+    config_path: std::path::PathBuf,
+    store: Store,
+    aws: AwsClients,
+    heartbeat: Heartbeat,
+    token: Option<ApiToken>,
+    listen: SocketAddr,
+    started: Instant,
+    started_at: DateTime<Utc>,
+    metrics: metrics::Cache,
+}
+
+/// What the server is built from.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config_path: std::path::PathBuf,
+    pub store: Store,
+    pub aws: AwsClients,
+    pub heartbeat: Heartbeat,
+    pub token: Option<ApiToken>,
+}
+
+impl HttpState {
+    fn config(&self) -> Arc<Config> {
+        self.inner.config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Whether the scheduler loop turned within [`HEARTBEAT_STALE`] of `now`.
+    fn heartbeat_recent(&self, now: DateTime<Utc>) -> bool {
+        heartbeat_recent(&self.inner.heartbeat, now)
+    }
+}
+
+pub(crate) fn heartbeat_recent(heartbeat: &Heartbeat, now: DateTime<Utc>) -> bool {
+    heartbeat.last().is_some_and(|last| (now - last).num_seconds() <= HEARTBEAT_STALE.as_secs() as i64)
+}
+
+/// Binds `addr`; a taken port fails start-up naming the address and the key that set it.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use (another patchd?)".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        Failure::Other(anyhow::anyhow!(
+            "cannot listen on {addr} ([daemon] listen): {why}; stop what holds it or set another \
+             address in [daemon] listen"
+        ))
+    })
+}
+
+/// A running server; [`Server::stop`] ends it.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        // Open keep-alive connections end with the server; do not wait on idle clients long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Serves on `listener` until [`Server::stop`].
+pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Server {
+    let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let state = HttpState {
+        inner: Arc::new(Inner {
+            config: setup.config,
+            config_path: setup.config_path,
+            store: setup.store,
+            aws: setup.aws,
+            heartbeat: setup.heartbeat,
+            token: setup.token,
+            listen: addr,
+            started: Instant::now(),
+            started_at: Utc::now(),
+            metrics: metrics::Cache::default(),
+        }),
+    };
+    let app = Router::new().fallback(handle).with_state(state);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(%error, "the HTTP endpoint stopped with an error");
+        }
+    });
+    Server { addr, stop, task }
+}
+
+async fn handle(State(state): State<HttpState>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n")
+            .map(|mut r| {
+                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+                r
+            })
+            .unwrap_or_else(plain_500);
+    }
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n").unwrap_or_else(plain_500);
+    }
+    if let Some(token) = &state.inner.token {
+        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !token.accepts(presented) {
+            return auth::unauthorized();
+        }
+    }
+    let response = match path.as_str() {
+        "/readyz" => api::readyz(&state).await,
+        "/metrics" => metrics::handle(&state).await,
+        "/v1/status" => api::status(&state).await,
+        "/v1/windows" => api::windows(&state, &query),
+        "/v1/runs" => api::runs(&state, &query).await,
+        "/v1/findings" => api::findings(&state, &query).await,
+        _ => api::error(StatusCode::NOT_FOUND, &format!("no such path: {path}")),
+    };
+    if request.method() == Method::HEAD {
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Option<Response> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(body.to_string()))
+        .ok()
+}
+
+fn plain_500() -> Response {
+    let mut r = Response::new(Body::from("internal error\n"));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
+/// `a=1&b=2` into pairs, percent-decoded.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_recent_for_three_beats() {
+        let now = Utc::now();
+        let heartbeat = Heartbeat::default();
+        assert!(!heartbeat_recent(&heartbeat, now), "no beat yet: not started");
+        heartbeat.beat(now - chrono::Duration::seconds(15));
+        assert!(heartbeat_recent(&heartbeat, now));
+        heartbeat.beat(now - chrono::Duration::seconds(16));
+        assert!(!heartbeat_recent(&heartbeat, now), "a stuck loop");
+        heartbeat.beat(now);
+        assert!(heartbeat_recent(&heartbeat, now));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(
+            query_pairs("status=due-soon&group=web%20tier&limit=5"),
+            vec![
+                ("status".to_string(), "due-soon".to_string()),
+                ("group".to_string(), "web tier".to_string()),
+                ("limit".to_string(), "5".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP endpoint of `patchd run`, over HTTP against a daemon process on the fleet
+//! simulator: liveness, readiness, metrics equal to `patchd report`, the JSON API, the bearer
+//! token off loopback, and a taken port failing start-up.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+
+fn report(scratch: &Scratch, kind: &str) -> serde_json::Value {
+    let out = patchd(scratch).args(["report", kind, "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_ready(scratch: &Scratch, addr: SocketAddr, token: Option<&str>) {
+    wait_for(
+        "/readyz to answer 200",
+        Duration::from_secs(40),
+        || get(addr, "/readyz", token).filter(|a| a.status == 200),
+        || scratch.read_log(1),
+    );
+}
+
+#[test]
+fn health_metrics_and_api_agree_with_the_reports() {
+    let sim = Sim::start(300.0);
+    let scratch = Scratch::new("http-api");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    scratch.write_config(&sim, &format!("listen = \"127.0.0.1:{port}\""), "");
+
+    // Findings first: a manual scan records them (and syncs them into the history).
+    let scan =
+        patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "200ms"]).output().unwrap();
+    assert!(scan.status.success(), "{}", String::from_utf8_lossy(&scan.stderr));
+
+    let daemon = start_daemon(&scratch, 1, &[]);
+    let health =
+        wait_for("/healthz", Duration::from_secs(30), || get(addr, "/healthz", None), || scratch.read_log(1));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    wait_ready(&scratch, addr, None);
+    let ready = get(addr, "/readyz", None).unwrap();
+    let ready_json = ready.json();
+    assert_eq!(ready_json["status"], "ready", "{}", ready.body);
+    for check in ["config", "database", "scheduler"] {
+        assert_eq!(ready_json["checks"][check]["ok"], true, "{}", ready.body);
+    }
+
+    let sla = report(&scratch, "sla");
+    let coverage = report(&scratch, "coverage");
+    let metrics = get(addr, "/metrics", None).unwrap();
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert_eq!(metrics.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = &metrics.body;
+    for name in [
+        "patchd_build_info",
+        "patchd_scheduler_heartbeat_timestamp_seconds",
+        "patchd_windows_fired_total",
+        "patchd_windows_missed_total",
+        "patchd_command_invocations",
+        "patchd_aws_api_calls_total",
+        "patchd_aws_api_throttles_total",
+        "patchd_last_sync_duration_seconds",
+        "patchd_open_findings",
+        "patchd_oldest_open_critical_finding_age_seconds",
+        "patchd_coverage_gaps",
+        "patchd_instances_in_scope",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing:\n{text}");
+    }
+
+    // The SLA totals equal `report sla --format json`, rank by rank and status by status.
+    let totals = sla["totals"].as_array().unwrap();
+    let mut open = 0.0;
+    for rank in ["critical", "high", "medium", "low"] {
+        for status in ["breached", "due-soon", "ok", "excepted"] {
+            let expected: f64 = totals
+                .iter()
+                .filter(|c| c["rank"] == rank && c["status"] == status)
+                .map(|c| c["count"].as_f64().unwrap())
+                .sum();
+            let labels = format!("rank=\"{rank}\",status=\"{status}\"");
+            assert_eq!(metric(text, "patchd_open_findings", &labels), Some(expected), "{labels}\n{text}");
+            open += expected;
+        }
+    }
+    assert!(open > 0.0, "the scan found missing patches: {sla}");
+    // Coverage gaps equal `report coverage --format json`.
+    let gaps = coverage["gaps"].as_array().unwrap();
+    for gap in ["unmanaged", "agent-connection-lost", "no-install-window", "stale-scan"] {
+        let expected = gaps.iter().filter(|g| g["gap"] == gap).count() as f64;
+        assert_eq!(metric(text, "patchd_coverage_gaps", &format!("gap=\"{gap}\"")), Some(expected), "{gap}");
+    }
+    assert_eq!(metric(text, "patchd_instances_in_scope", ""), coverage["in_scope"].as_f64());
+    // The manual scan's run and invocations are in the store the metrics read.
+    assert_eq!(metric(text, "patchd_windows_fired_total", "window=\"manual:scan:web\""), Some(1.0), "{text}");
+    assert!(metric_sum(text, "patchd_command_invocations", "status=\"Success\"") >= 1.0, "{text}");
+    // The daemon's own AWS calls are counted by operation (start-up reconciles baselines).
+    assert!(metric_sum(text, "patchd_aws_api_calls_total", "service=\"SSM\"") >= 1.0, "{text}");
+
+    // /v1/findings?status=breached lists what the report counts as breached.
+    let breached: f64 =
+        totals.iter().filter(|c| c["status"] == "breached").map(|c| c["count"].as_f64().unwrap()).sum();
+    let findings = get(addr, "/v1/findings?status=breached", None).unwrap();
+    assert_eq!(findings.status, 200, "{}", findings.body);
+    let findings = findings.json();
+    assert_eq!(findings["total"].as_f64(), Some(breached), "{findings}");
+    assert!(findings["findings"].as_array().unwrap().iter().all(|f| f["status"] == "breached"));
+    let all = get(addr, "/v1/findings", None).unwrap().json();
+    assert_eq!(all["total"].as_f64(), Some(open));
+    let limited = get(addr, "/v1/findings?limit=2", None).unwrap().json();
+    assert_eq!(limited["findings"].as_array().unwrap().len(), 2.min(open as usize));
+    assert_eq!(get(addr, "/v1/findings?status=late", None).unwrap().status, 400);
+    assert_eq!(get(addr, "/v1/findings?group=nope", None).unwrap().status, 400);
+
+    let status = get(addr, "/v1/status", None).unwrap().json();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["database"]["reachable"], true);
+    assert_eq!(status["listen"], addr.to_string());
+    assert_eq!(status["next_firings"][0]["window"], "weekly", "{status}");
+    let windows = get(addr, "/v1/windows?count=3", None).unwrap().json();
+    assert_eq!(windows["windows"][0]["name"], "weekly");
+    assert_eq!(windows["windows"][0]["next"].as_array().unwrap().len(), 3);
+    let runs = get(addr, "/v1/runs?limit=5", None).unwrap().json();
+    assert_eq!(runs["runs"][0]["window"], "manual:scan:web", "{runs}");
+    assert_eq!(get(addr, "/v1/runs?limit=0", None).unwrap().status, 400);
+    assert_eq!(get(addr, "/nowhere", None).unwrap().status, 404);
+
+    let exit = stop_daemon(daemon);
+    assert!(exit.success(), "{}", scratch.read_log(1));
+    // Stopped means stopped: the port is free again.
+    assert!(get(addr, "/healthz", None).is_none());
+}
+
+#[test]
+fn off_loopback_every_path_but_healthz_needs_the_token() {
+    let sim = Sim::start(60.0);
+    let scratch = Scratch::new("http-token");
+    let port = free_port();
+    let token = "c0ffee0123456789abcdef0123456789";
+    let token_file = scratch.0.join("api.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // 0.0.0.0 is every address of the machine, loopback included: the test connects through
+    // 127.0.0.1 but the daemon sees a non-loopback `listen` and enforces the token.
+    scratch.write_config(
+        &sim,
+        &format!("listen = \"0.0.0.0:{port}\"\napi_token_file = \"{}\"", token_file.display()),
+        "",
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = start_daemon(&scratch, 1, &[]);
+    let health =
+        wait_for("/healthz", Duration::from_secs(30), || get(addr, "/healthz", None), || scratch.read_log(1));
+    assert_eq!(health.status, 200, "no token needed for liveness");
+    wait_ready(&scratch, addr, Some(token));
+    for path in ["/readyz", "/metrics", "/v1/status", "/v1/windows", "/v1/runs", "/v1/findings"] {
+        let refused = get(addr, path, None).unwrap();
+        assert_eq!(refused.status, 401, "{path}: {}", refused.body);
+        assert_eq!(refused.header("www-authenticate"), Some("Bearer realm=\"patchd\""), "{path}");
+        let wrong = get(addr, path, Some("c0ffee0123456789abcdef012345678X")).unwrap();
+        assert_eq!(wrong.status, 401, "{path}");
+        let allowed = get(addr, path, Some(token)).unwrap();
+        assert_eq!(allowed.status, 200, "{path}: {}", allowed.body);
+    }
+    assert!(stop_daemon(daemon).success(), "{}", scratch.read_log(1));
+    assert!(!scratch.read_log(1).contains(token), "the token is never logged");
+}
+
+#[test]
+fn a_non_loopback_listen_without_a_token_file_is_refused_at_its_line() {
+    let sim = Sim::start(60.0);
+    let scratch = Scratch::new("http-refused");
+    scratch.write_config(&sim, "listen = \"0.0.0.0:9487\"", "");
+    let out = patchd(&scratch).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let config = scratch.config().display().to_string();
+    // write_config puts `listen` on line 5.
+    assert!(stderr.contains(&format!("{config}:5:")), "{stderr}");
+    assert!(stderr.contains("api_token_file"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_fails_start_up_naming_the_address_and_the_key() {
+    let sim = Sim::start(60.0);
+    let scratch = Scratch::new("http-taken");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    scratch.write_config(&sim, &format!("listen = \"{addr}\""), "");
+    let out = patchd(&scratch).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr} ([daemon] listen)")), "{stderr}");
+    drop(holder);
+}

@@ -1,0 +1,268 @@
+//! What the process tests of `patchd run` share: the fleet simulator in this test's process,
+//! a scratch directory with the configuration, the daemon process, and a bare HTTP/1.1 client.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleet_sim::{Scenario, SimServer};
+
+pub struct Sim {
+    pub server: SimServer,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    /// One group `web` of 8 Amazon Linux 2 instances (a quarter without an agent), most of
+    /// them missing patches.
+    pub fn start(time_scale: f64) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let text = format!(
+            r#"
+name = "http-process"
+seed = 11
+time_scale = {time_scale:.1}
+
+[timing]
+dispatch_delay_seconds = 1
+invocation_visibility_delay_seconds = 0
+scan_seconds = 30
+install_seconds = 90
+reboot_seconds = 20
+jitter = 0.1
+
+[catalog]
+patches_per_os = 40
+
+[[group]]
+name = "web"
+count = 8
+platforms = {{ amazon-linux-2 = 1 }}
+tags = {{ Role = "web", "Patch Group" = "web" }}
+unmanaged = 0.25
+missing = 0.8
+"#
+        );
+        let scenario = Scenario::from_toml_str(&text).unwrap();
+        let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap();
+        Sim { server, rt }
+    }
+}
+
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("patchd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.0.join("patchd.toml")
+    }
+
+    /// `[daemon]` keys beyond state_dir go in `daemon_extra`; windows and the rest in `rest`.
+    pub fn write_config(&self, sim: &Sim, daemon_extra: &str, rest: &str) {
+        let text = format!(
+            r#"
+[daemon]
+state_dir = "{dir}"
+sync_interval = "1h"
+{daemon_extra}
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{url}"
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+
+[[window]]
+name = "weekly"
+schedule = "cron(0 3 ? * SUN *)"
+duration_hours = 3
+cutoff_hours = 1
+
+[[window.task]]
+name = "install"
+operation = "install"
+groups = ["web"]
+{rest}"#,
+            dir = self.0.display(),
+            url = sim.server.endpoint_url(),
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    pub fn log(&self, n: usize) -> PathBuf {
+        self.0.join(format!("patchd-{n}.log"))
+    }
+
+    pub fn read_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.log(n)).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn patchd(scratch: &Scratch) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
+    cmd.arg("--config").arg(scratch.config());
+    for var in [
+        "PATCHD_CONFIG",
+        "PATCHD_DATABASE_URL",
+        "PATCHD_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PATCHD_LOG", "info");
+    cmd
+}
+
+/// `patchd run` with `env` added, logging JSON to log file `n`.
+pub fn start_daemon(scratch: &Scratch, n: usize, env: &[(&str, &str)]) -> Child {
+    let mut cmd = patchd(scratch);
+    cmd.args(["--log-format", "json", "run", "--poll-interval", "200ms"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(scratch.log(n)).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+pub fn stop_daemon(mut child: Child) -> std::process::ExitStatus {
+    signal(&child, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("patchd did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An HTTP answer: status, headers (names lowercased), body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// GET `path` over a fresh connection, HTTP/1.1 written by hand; None when nothing answers.
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<Answer> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Some(Answer { status, headers, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the sample `name{labels}` (labels written exactly as exposed), or of `name`
+/// without labels when `labels` is empty.
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// Sum of every sample of `name` whose labels contain `contains`.
+pub fn metric_sum(text: &str, name: &str, contains: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(k, _)| (k == &name || k.starts_with(&format!("{name}{{"))) && k.contains(contains))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
