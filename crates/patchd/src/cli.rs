@@ -13,10 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// of every finding, and reports what is overdue, at risk, or not covered at all.
 #[derive(Debug, Parser)]
 #[command(name = "patchd", version, propagate_version = true, max_term_width = 100)]
-#[command(
-    after_help = "Start with `patchd check --config config/example.toml`, then `patchd plan` to see when \
-each window opens and whether the schedule can meet the SLA."
-)]
+#[command(after_help = "New here? `patchd demo` shows the whole story on a simulated fleet, with no AWS \
+account. Then `patchd check --config config/example.toml`, and `patchd plan` to see when each window \
+opens and whether the schedule can meet the SLA.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -59,11 +58,22 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch patchd keep a simulated fleet patched, in about a minute, with no AWS account.
+    ///
+    /// Starts the fleet simulator in this process (300 instances over seven patch groups and
+    /// five platforms, some without an SSM agent, some offline) with its clock sped up, copies
+    /// config/demo.toml next to a fresh SQLite database, and runs the daemon's engine through
+    /// a day in the life: baselines applied, the scan window, the SLA picture, the production
+    /// install window in batches under its concurrency and error budget, a re-scan, and the
+    /// SLA picture again. Ends with the evidence report and the commands to explore the
+    /// database. Ctrl-C stops cleanly.
+    Demo(DemoArgs),
     /// Validate the configuration and summarise it.
     ///
     /// Reports every problem at once as FILE:LINE:COL: error: MESSAGE, with a hint, then
     /// warnings (e.g. a schedule that cannot meet the SLA). Exits 0 when valid, 2 when the
-    /// configuration has errors, 1 when it cannot be read.
+    /// configuration has errors, 1 when it cannot be read (or, with --resolve, when the
+    /// endpoint cannot be asked).
     Check(CheckArgs),
     /// Show when each window opens next, whether the schedule can meet the SLA, and what
     /// `patchd apply` would change in SSM's patch baselines.
@@ -74,21 +84,18 @@ pub enum Command {
     /// (DescribePatchBaselines, GetPatchBaseline, DescribePatchGroups) and changes nothing;
     /// --offline leaves it out.
     Plan(PlanArgs),
-    /// Answer "are we compliant, what is overdue, where are the blind spots" from the history.
+    /// Bring the patch baselines and patch groups in SSM in line with the configuration.
     ///
-    /// sla: every open finding with its rank, SLA clock (~ when the release date is unknown),
-    /// due date and status, with totals. compliance: per group and instance. coverage:
-    /// in-scope instances SSM does not manage, whose agent lost its connection, that no install
-    /// window targets, or that were not scanned recently. history: findings remediated in a
-    /// period, met or missed, and the share met per rank. Exit status 0 even when findings are
-    /// breached, unless --fail-on says otherwise (then 3).
-    Report(ReportArgs),
-    /// Vendor release dates from outside SSM.
+    /// Shows the plan first: each `[[baseline]]` to create, update (field by field) or leave
+    /// alone, patch-group registrations to add, move or remove, managed baselines the
+    /// configuration no longer has (deleted only with `[daemon] prune_baselines = true`), and
+    /// conflicts (a name or patch group held by a baseline patchd does not manage), which are
+    /// never overwritten. Asks before changing anything on a terminal, unless --yes. Every
+    /// change is written to the audit log; a second apply finds no changes.
+    Apply(ApplyArgs),
+    /// Patch baselines: what they approve, and when.
     #[command(subcommand)]
-    Advisories(AdvisoriesCommand),
-    /// The database.
-    #[command(subcommand)]
-    Db(DbCommand),
+    Baseline(BaselineCommand),
     /// Run the daemon: fire every window on schedule and keep the history in sync.
     ///
     /// Resumes runs a previous process left in progress, records occurrences missed while it
@@ -108,33 +115,20 @@ pub enum Command {
     /// Recorded as `manual:scan:GROUP`; the compliance of the scanned instances is synced into
     /// the history afterwards. Exit status 4 when the error budget was exceeded.
     Scan(ScanArgs),
-    /// Bring the patch baselines and patch groups in SSM in line with the configuration.
-    ///
-    /// Shows the plan first: each `[[baseline]]` to create, update (field by field) or leave
-    /// alone, patch-group registrations to add, move or remove, managed baselines the
-    /// configuration no longer has (deleted only with `[daemon] prune_baselines = true`), and
-    /// conflicts (a name or patch group held by a baseline patchd does not manage), which are
-    /// never overwritten. Asks before changing anything on a terminal, unless --yes. Every
-    /// change is written to the audit log; a second apply finds no changes.
-    Apply(ApplyArgs),
     /// Install approved patches on groups now, in the foreground (Operation=Install).
     ///
     /// Recorded as `manual:install:GROUP`; compliance is synced afterwards. Exit status 4 when
     /// the error budget was exceeded.
     Install(InstallArgs),
-    /// Patch baselines: what they approve, and when.
-    #[command(subcommand)]
-    Baseline(BaselineCommand),
-    /// Watch patchd keep a simulated fleet patched, in about a minute, with no AWS account.
+    /// Answer "are we compliant, what is overdue, where are the blind spots" from the history.
     ///
-    /// Starts the fleet simulator in this process (300 instances over seven patch groups and
-    /// five platforms, some without an SSM agent, some offline) with its clock sped up, copies
-    /// config/demo.toml next to a fresh SQLite database, and runs the daemon's engine through
-    /// a day in the life: baselines applied, the scan window, the SLA picture, the production
-    /// install window in batches under its concurrency and error budget, a re-scan, and the
-    /// SLA picture again. Ends with the evidence report and the commands to explore the
-    /// database. Ctrl-C stops cleanly.
-    Demo(DemoArgs),
+    /// sla: every open finding with its rank, SLA clock (~ when the release date is unknown),
+    /// due date and status, with totals. compliance: per group and instance. coverage:
+    /// in-scope instances SSM does not manage, whose agent lost its connection, that no install
+    /// window targets, or that were not scanned recently. history: findings remediated in a
+    /// period, met or missed, and the share met per rank. Exit status 0 even when findings are
+    /// breached, unless --fail-on says otherwise (then 3).
+    Report(ReportArgs),
     /// Print the audit log: every change patchd made, and who or what made it.
     ///
     /// One line per entry, oldest first: time (UTC), actor (`daemon`, `cli:...`), action,
@@ -142,6 +136,12 @@ pub enum Command {
     /// details, abbreviated (--format json has them whole). The log has no update or delete
     /// path.
     Audit(AuditArgs),
+    /// Vendor release dates from outside SSM.
+    #[command(subcommand)]
+    Advisories(AdvisoriesCommand),
+    /// The database.
+    #[command(subcommand)]
+    Db(DbCommand),
 }
 
 #[derive(Debug, Args)]
@@ -324,11 +324,11 @@ pub struct ReportArgs {
     #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
     pub rank: Option<String>,
 
-    /// history: start of the period (default: 90 days before --at).
+    /// history, evidence: start of the period (default: 90 days before --until).
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub since: Option<DateTime<Utc>>,
 
-    /// history: end of the period, exclusive (default: --at).
+    /// history, evidence: end of the period, exclusive (default: --at).
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub until: Option<DateTime<Utc>>,
 

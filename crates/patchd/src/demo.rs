@@ -110,7 +110,11 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
 fn demo_dir(given: Option<&Path>) -> Result<PathBuf, Failure> {
     let dir = match given {
         Some(dir) => dir.to_path_buf(),
-        None => std::env::temp_dir().join(format!("patchd-demo-{}", Utc::now().format("%Y%m%d-%H%M%S"))),
+        None => std::env::temp_dir().join(format!(
+            "patchd-demo-{}-{}",
+            Utc::now().format("%Y%m%d-%H%M%S"),
+            std::process::id()
+        )),
     };
     if dir.join("patchd.db").exists() {
         return Err(Failure::Other(anyhow!(
