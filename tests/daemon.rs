@@ -3,14 +3,16 @@
 //! duplicates nothing, SIGHUP with a broken file keeps the old schedule, the baselines are
 //! applied at start-up and on reload, and a manual scan prints its summary.
 
+mod support;
+
 use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Output};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_sim::{Scenario, SimServer};
 use patchd_store::{CommandStatus, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
+use support::{patchd, signal, stop_daemon, Scratch};
 
 const GROUP_SIZE: usize = 8;
 
@@ -64,28 +66,14 @@ missing = 0.6
     }
 }
 
-/// A scratch directory holding the configuration, the database and the logs.
-struct Scratch(PathBuf);
+fn database(scratch: &Scratch) -> String {
+    format!("sqlite://{}", scratch.0.join("patchd.db").display())
+}
 
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("patchd-daemon-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.0.join("patchd.toml")
-    }
-
-    fn database(&self) -> String {
-        format!("sqlite://{}", self.0.join("patchd.db").display())
-    }
-
-    fn write_config(&self, sim: &Sim, windows: &str) {
-        let text = format!(
-            r#"
+/// The group `web`, then `windows` (any further sections).
+fn write_config(scratch: &Scratch, sim: &Sim, windows: &str) {
+    let text = format!(
+        r#"
 [daemon]
 state_dir = "{dir}"
 sync_interval = "1h"
@@ -101,25 +89,10 @@ name = "web"
 [group.tags]
 Role = "web"
 {windows}"#,
-            dir = self.0.display(),
-            url = sim.server.endpoint_url(),
-        );
-        std::fs::write(self.config(), text).unwrap();
-    }
-
-    fn log(&self, n: usize) -> PathBuf {
-        self.0.join(format!("patchd-{n}.log"))
-    }
-
-    fn read_log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.log(n)).unwrap_or_default()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+        dir = scratch.0.display(),
+        url = sim.server.endpoint_url(),
+    );
+    std::fs::write(scratch.config(), text).unwrap();
 }
 
 /// A window that opens `seconds` from now (SSM's `at(...)`, UTC), scans `web` and then
@@ -151,79 +124,20 @@ max_errors = 1
     )
 }
 
-fn patchd(scratch: &Scratch) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-    cmd.arg("--config").arg(scratch.config());
-    for var in
-        ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
-    {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PATCHD_LOG", "info");
-    cmd
-}
-
 /// `patchd run`, logging JSON to log file `n`.
 fn start_daemon(scratch: &Scratch, n: usize) -> Child {
-    patchd(scratch)
-        .args(["--log-format", "json", "run", "--poll-interval", "200ms"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(scratch.log(n)).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill -{name} failed");
-}
-
-/// Waits for the daemon to exit after SIGTERM, within the promised 30 seconds.
-fn stop_daemon(mut child: Child) -> std::process::ExitStatus {
-    signal(&child, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("patchd did not exit within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::start_daemon(scratch, n, &[])
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
-    wait_for_or(what, timeout, check, String::new)
-}
-
-/// As [`wait_for`], with `context()` (e.g. the daemon's log) in the failure message.
-fn wait_for_or<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for(what, timeout, check, String::new)
 }
 
 fn window_runs(sim: &Sim, scratch: &Scratch, window: &str) -> Vec<WindowRunRecord> {
     sim.rt
         .block_on(async {
             let store =
-                Store::open(&scratch.database(), &OpenOptions { migrate: false, ..OpenOptions::default() })
+                Store::open(&database(scratch), &OpenOptions { migrate: false, ..OpenOptions::default() })
                     .await
                     .ok()?;
             let runs =
@@ -241,7 +155,7 @@ fn invocations(
     task: usize,
 ) -> Vec<patchd_store::InvocationRecord> {
     sim.rt.block_on(async {
-        let store = Store::open(&scratch.database(), &OpenOptions::default()).await.unwrap();
+        let store = Store::open(&database(scratch), &OpenOptions::default()).await.unwrap();
         let found = store.invocations(run.tasks[task].id).await.unwrap();
         store.close().await;
         found
@@ -257,9 +171,9 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
     let sim = Sim::start(60.0);
     let managed = sim.managed();
     assert!(managed >= 3, "enough managed instances for several install batches");
-    let scratch = Scratch::new("sigkill");
+    let scratch = Scratch::new("daemon-sigkill");
     let at = Utc::now() + chrono::Duration::seconds(4);
-    scratch.write_config(&sim, &window_at("soon", at));
+    write_config(&scratch, &sim, &window_at("soon", at));
 
     let daemon = start_daemon(&scratch, 1);
     // Kill the daemon once the install is under way (scan done, install sending).
@@ -280,7 +194,7 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
 
     // Restart: the run is resumed from the store and completes.
     let daemon = start_daemon(&scratch, 2);
-    let run = wait_for_or(
+    let run = support::wait_for(
         "the resumed run to finish",
         Duration::from_secs(45),
         || {
@@ -314,9 +228,9 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
 #[test]
 fn sighup_with_a_broken_file_keeps_the_old_schedule() {
     let sim = Sim::start(60.0);
-    let scratch = Scratch::new("sighup");
+    let scratch = Scratch::new("daemon-sighup");
     let at = Utc::now() + chrono::Duration::seconds(6);
-    scratch.write_config(&sim, &window_at("kept", at));
+    write_config(&scratch, &sim, &window_at("kept", at));
     let daemon = start_daemon(&scratch, 1);
     wait_for("the window to be armed", Duration::from_secs(20), || {
         scratch.read_log(1).contains("next firing armed").then_some(())
@@ -359,11 +273,11 @@ approve_after_days = {approve_after_days}
 #[test]
 fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
     let sim = Sim::start(1.0);
-    let scratch = Scratch::new("baselines");
-    scratch.write_config(&sim, &baseline(7));
+    let scratch = Scratch::new("daemon-baselines");
+    write_config(&scratch, &sim, &baseline(7));
     let daemon = start_daemon(&scratch, 1);
     let calls = |operation: &str| sim.server.stats().calls(operation);
-    wait_for_or(
+    support::wait_for(
         "the baseline to be created and registered",
         Duration::from_secs(20),
         || (calls("RegisterPatchBaselineForPatchGroup") == 1).then_some(()),
@@ -371,9 +285,9 @@ fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
     );
     assert_eq!(calls("CreatePatchBaseline"), 1);
 
-    scratch.write_config(&sim, &baseline(2));
+    write_config(&scratch, &sim, &baseline(2));
     signal(&daemon, "HUP");
-    wait_for_or(
+    support::wait_for(
         "the changed rule to be applied",
         Duration::from_secs(20),
         || (calls("UpdatePatchBaseline") == 1).then_some(()),
@@ -386,7 +300,7 @@ fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
 
     // A restart with nothing changed changes nothing.
     let daemon = start_daemon(&scratch, 2);
-    wait_for_or(
+    support::wait_for(
         "the restarted daemon to find the baselines in line",
         Duration::from_secs(20),
         || scratch.read_log(2).contains("already in line with the configuration").then_some(()),
@@ -396,7 +310,7 @@ fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
     assert_eq!((calls("CreatePatchBaseline"), calls("UpdatePatchBaseline")), (1, 1));
 
     let audit = sim.rt.block_on(async {
-        let store = Store::open(&scratch.database(), &OpenOptions::default()).await.unwrap();
+        let store = Store::open(&database(&scratch), &OpenOptions::default()).await.unwrap();
         store.audit_since(Utc::now() - chrono::Duration::hours(1), None).await.unwrap()
     });
     let actions: Vec<(String, String)> = audit
@@ -415,8 +329,8 @@ fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
 fn a_manual_scan_prints_its_summary_and_respects_the_group_lock() {
     let sim = Sim::start(300.0);
     let managed = sim.managed();
-    let scratch = Scratch::new("scan");
-    scratch.write_config(&sim, "");
+    let scratch = Scratch::new("daemon-scan");
+    write_config(&scratch, &sim, "");
 
     let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
     let (stdout, stderr) = text(&out);
