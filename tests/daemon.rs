@@ -351,7 +351,8 @@ fn a_manual_scan_prints_its_summary_and_respects_the_group_lock() {
     // Another run holding the group's lock: refused, naming the holder.
     let locks = scratch.0.join("locks");
     std::fs::create_dir_all(&locks).unwrap();
-    let path = locks.join("group-web.lock");
+    // Groups are locked per account and region: the simulator's account, in us-east-1.
+    let path = locks.join(format!("group-{}-us-east-1-web.lock", sim.server.account_id()));
     let lock = File::create(&path).unwrap();
     lock.try_lock().unwrap();
     std::fs::write(&path, std::process::id().to_string()).unwrap();

@@ -126,6 +126,14 @@ fn health_metrics_and_api_agree_with_the_reports() {
     assert_eq!(windows["windows"][0]["next"].as_array().unwrap().len(), 3);
     let runs = get(addr, "/v1/runs?limit=5", None).unwrap().json();
     assert_eq!(runs["runs"][0]["window"], "manual:scan:web", "{runs}");
+    assert_eq!(
+        runs["runs"][0]["account"],
+        sim.server.account_id(),
+        "the home account's id, from STS: {runs}"
+    );
+    assert_eq!(runs["runs"][0]["region"], "us-east-1", "{runs}");
+    let elsewhere = get(addr, "/v1/runs?region=eu-west-1", None).unwrap().json();
+    assert_eq!(elsewhere["count"], 0, "{elsewhere}");
     assert_eq!(get(addr, "/v1/runs?limit=0", None).unwrap().status, 400);
     assert_eq!(get(addr, "/nowhere", None).unwrap().status, 404);
 

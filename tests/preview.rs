@@ -205,7 +205,7 @@ fn preview_table_json_and_unknown_name() {
         profile: None,
         max_attempts: 2,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let url = server.endpoint_url();
     let clients = AwsClients::with_static_credentials(&aws, &StaticEndpoint::simulator(&url));

@@ -1,5 +1,6 @@
 //! The simulated clock: real time multiplied by a scale, plus explicit jumps.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -55,6 +56,38 @@ impl SimClock {
         self.anchor_sim = now;
         self.anchor_real = Instant::now();
         self.scale = sanitize(scale);
+    }
+}
+
+/// One simulated clock shared by every partition of a server, so two accounts never disagree on
+/// "now" (a command sent in one and a scan in another are ordered as they happened).
+#[derive(Debug, Clone)]
+pub struct SharedClock(Arc<Mutex<SimClock>>);
+
+impl SharedClock {
+    pub fn new(clock: SimClock) -> SharedClock {
+        SharedClock(Arc::new(Mutex::new(clock)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimClock> {
+        // SimClock's methods cannot leave it half-updated, so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn now(&self) -> Millis {
+        self.lock().now()
+    }
+
+    pub fn advance(&self, by: Millis) {
+        self.lock().advance(by);
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.lock().scale()
+    }
+
+    pub fn set_scale(&self, scale: f64) {
+        self.lock().set_scale(scale);
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{epoch_seconds, to_datetime};
 use crate::fleet::AgentState;
-use crate::server::{json_response, release_from_json, InstanceView, Shared};
+use crate::server::{json_response, lock, release_from_json, InstanceView, Shared};
 use crate::world::{ControlError, World};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -49,7 +49,7 @@ const ENDPOINTS: [&str; 13] = [
     "GET  /_sim/faults",
     "POST /_sim/faults {partial fault settings}",
     "POST /_sim/patches/release {\"os\": \"AMAZON_LINUX_2\", \"severity\": \"Critical\", ...}",
-    "GET  /_sim/instances",
+    "GET  /_sim/instances[?account=ACCOUNT&region=REGION]",
     "GET  /_sim/instances/{id}",
     "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\"}",
     "POST /_sim/instances/{id}/state {\"state\": \"running\"|\"stopped\"}",
@@ -57,37 +57,73 @@ const ENDPOINTS: [&str; 13] = [
     "POST /_sim/events/fail {\"entries\": N}",
 ];
 
-pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Response {
+/// `GET /_sim/instances?account=…&region=…`: one partition's instances; a missing parameter
+/// means the primary partition's.
+fn partition_instances(shared: &Shared, query: &str) -> Response {
+    let mut account = None;
+    let mut region = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "account" => account = Some(value.into_owned()),
+            "region" => region = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let (primary_account, primary_region) = {
+        let world = shared.world();
+        (world.account_id.clone(), world.region.clone())
+    };
+    let account = account.unwrap_or(primary_account);
+    let region = region.unwrap_or(primary_region);
+    let views: Vec<InstanceView> = match shared.existing(&account, &region) {
+        Some(world) => {
+            let mut world = lock(&world);
+            world.sync();
+            world.instances.iter().map(InstanceView::of).collect()
+        }
+        None => Vec::new(),
+    };
+    json_response(StatusCode::OK, &views)
+}
+
+pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, body: &[u8]) -> Response {
     let segments: Vec<&str> = path.trim_start_matches("/_sim").split('/').filter(|s| !s.is_empty()).collect();
     let body = match parse_body(body) {
         Ok(value) => value,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let mut world = shared.world();
+    // The clock is every partition's, so these must not run under the primary's lock.
     match (method.clone(), segments.as_slice()) {
-        (Method::GET, []) => json_response(StatusCode::OK, &json!({ "endpoints": ENDPOINTS })),
-        (Method::GET, ["stats"]) => json_response(StatusCode::OK, &world.stats()),
-        (Method::GET, ["clock"]) => json_response(StatusCode::OK, &clock_json(&mut world)),
-        (Method::POST, ["clock"]) => match body.get("time_scale").and_then(Value::as_f64) {
-            Some(scale) if scale.is_finite() && scale >= 0.0 => {
-                world.set_time_scale(scale);
-                json_response(StatusCode::OK, &clock_json(&mut world))
+        (Method::POST, ["clock"]) => {
+            return match body.get("time_scale").and_then(Value::as_f64) {
+                Some(scale) if scale.is_finite() && scale >= 0.0 => {
+                    shared.set_time_scale(scale);
+                    json_response(StatusCode::OK, &clock_json(&mut shared.world()))
+                }
+                _ => error(StatusCode::BAD_REQUEST, "give {\"time_scale\": X} with X at least 0"),
             }
-            _ => error(StatusCode::BAD_REQUEST, "give {\"time_scale\": X} with X at least 0"),
-        },
+        }
         (Method::POST, ["clock", "advance"]) => {
             let seconds = body.get("seconds").and_then(Value::as_f64);
-            match seconds {
+            return match seconds {
                 Some(s) if s.is_finite() && (0.0..=MAX_ADVANCE_SECONDS).contains(&s) => {
-                    world.advance_by((s * 1000.0) as i64);
-                    json_response(StatusCode::OK, &clock_json(&mut world))
+                    shared.advance((s * 1000.0) as i64);
+                    json_response(StatusCode::OK, &clock_json(&mut shared.world()))
                 }
                 _ => error(
                     StatusCode::BAD_REQUEST,
                     format!("give {{\"seconds\": N}} with N between 0 and {MAX_ADVANCE_SECONDS} (ten years); advance in steps"),
                 ),
-            }
+            };
         }
+        (Method::GET, ["instances"]) if !query.is_empty() => return partition_instances(shared, query),
+        _ => {}
+    }
+    let mut world = shared.world();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, []) => json_response(StatusCode::OK, &json!({ "endpoints": ENDPOINTS })),
+        (Method::GET, ["stats"]) => json_response(StatusCode::OK, &world.stats()),
+        (Method::GET, ["clock"]) => json_response(StatusCode::OK, &clock_json(&mut world)),
         (Method::GET, ["faults"]) => json_response(StatusCode::OK, &world.faults),
         (Method::POST, ["faults"]) => match world.faults.merged(&body) {
             Ok(faults) => match world.set_faults(faults) {

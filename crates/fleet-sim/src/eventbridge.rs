@@ -29,6 +29,9 @@ pub struct RecordedEvent {
     pub resources: Vec<String>,
     /// `Time`, as sent (epoch seconds), when given.
     pub time: Option<f64>,
+    /// The caller's account and region (from its credentials): one bus list records them all.
+    pub account_id: String,
+    pub region: String,
 }
 
 /// The recorded events and the fault knob.
@@ -42,7 +45,12 @@ pub(crate) struct EventBus {
 
 impl EventBus {
     /// Answers one PutEvents body, or the error EventBridge would send for the whole request.
-    pub(crate) fn put_events(&mut self, body: &serde_json::Value, size: usize) -> Result<String, ApiError> {
+    pub(crate) fn put_events(
+        &mut self,
+        body: &serde_json::Value,
+        size: usize,
+        (account_id, region): (&str, &str),
+    ) -> Result<String, ApiError> {
         if size > MAX_REQUEST_BYTES {
             return Err(ApiError::validation(format!(
                 "the request is {size} bytes; PutEvents takes at most {MAX_REQUEST_BYTES}"
@@ -75,6 +83,8 @@ impl EventBus {
                 Ok(mut event) => {
                     self.next_id += 1;
                     event.event_id = format!("{:08x}-0000-4000-8000-{:012x}", self.next_id, self.next_id);
+                    event.account_id = account_id.to_string();
+                    event.region = region.to_string();
                     answers.push(serde_json::json!({ "EventId": event.event_id }));
                     self.events.push(event);
                 }
@@ -123,12 +133,16 @@ fn parse_entry(entry: &serde_json::Value) -> Result<RecordedEvent, (&'static str
         event_bus_name: text("EventBusName").map(str::to_string),
         resources,
         time: entry.get("Time").and_then(|v| v.as_f64()),
+        account_id: String::new(),
+        region: String::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ORIGIN: (&str, &str) = ("123456789012", "us-east-1");
 
     fn entry(detail: &str) -> serde_json::Value {
         serde_json::json!({ "Source": "patchd", "DetailType": "Test", "Detail": detail })
@@ -139,7 +153,8 @@ mod tests {
         let mut bus = EventBus::default();
         let body =
             serde_json::json!({ "Entries": [entry("{\"a\":1}"), entry("not json"), { "Source": "x" }] });
-        let answer: serde_json::Value = serde_json::from_str(&bus.put_events(&body, 10).unwrap()).unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&bus.put_events(&body, 10, ORIGIN).unwrap()).unwrap();
         assert_eq!(answer["FailedEntryCount"], 2);
         assert!(answer["Entries"][0]["EventId"].is_string());
         assert_eq!(answer["Entries"][1]["ErrorCode"], "MalformedDetail");
@@ -150,18 +165,19 @@ mod tests {
     #[test]
     fn whole_requests_are_refused_outside_one_to_ten() {
         let mut bus = EventBus::default();
-        assert!(bus.put_events(&serde_json::json!({ "Entries": [] }), 10).is_err());
+        assert!(bus.put_events(&serde_json::json!({ "Entries": [] }), 10, ORIGIN).is_err());
         let eleven: Vec<_> = (0..11).map(|_| entry("{}")).collect();
-        let error = bus.put_events(&serde_json::json!({ "Entries": eleven }), 10).unwrap_err();
+        let error = bus.put_events(&serde_json::json!({ "Entries": eleven }), 10, ORIGIN).unwrap_err();
         assert_eq!(error.code, "ValidationException");
-        assert!(bus.put_events(&serde_json::json!({}), 10).is_err());
+        assert!(bus.put_events(&serde_json::json!({}), 10, ORIGIN).is_err());
     }
 
     #[test]
     fn the_fault_knob_fails_the_next_entries() {
         let mut bus = EventBus { fail_entries: 2, ..EventBus::default() };
         let body = serde_json::json!({ "Entries": [entry("{}"), entry("{}"), entry("{}")] });
-        let answer: serde_json::Value = serde_json::from_str(&bus.put_events(&body, 10).unwrap()).unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&bus.put_events(&body, 10, ORIGIN).unwrap()).unwrap();
         assert_eq!(answer["FailedEntryCount"], 2);
         assert_eq!(answer["Entries"][0]["ErrorCode"], "InternalFailure");
         assert!(answer["Entries"][2]["EventId"].is_string());

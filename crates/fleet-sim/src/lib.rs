@@ -2,6 +2,9 @@
 //! and EC2's Query protocol, so any AWS SDK pointed at it with `endpoint_url` drives it as it
 //! would drive AWS.
 //!
+//! The fleet is partitioned by (account, region) like AWS; a request's SigV4 credentials pick
+//! the partition, and STS's AssumeRole (see [`sts`]) issues keys that reach other accounts.
+//!
 //! The simulator is deterministic: all state advances as a pure function of a simulated
 //! clock (see [`world`]), and every random draw comes from a ChaCha RNG seeded by the
 //! scenario. Start it in-process with [`SimServer::start`] or run the `fleet-sim` binary.
@@ -38,6 +41,7 @@ pub mod scenario;
 mod server;
 pub mod ssm;
 pub mod stats;
+pub mod sts;
 pub mod world;
 
 pub use catalog::PatchRelease;
@@ -45,7 +49,7 @@ pub use eventbridge::RecordedEvent;
 pub use faults::Faults;
 pub use fleet::AgentState;
 pub use platform::Platform;
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{Partition, Scenario, ScenarioError};
 pub use server::{InstanceView, SimServer};
 pub use stats::Stats;
 pub use world::ControlError;

@@ -28,6 +28,62 @@ pub struct Scenario {
     pub catalog: CatalogSpec,
     pub faults: Faults,
     pub groups: Vec<Group>,
+    /// The ExternalId an AssumeRole into the primary account must give, if any.
+    pub external_id: Option<String>,
+    /// Fleets in other (account, region) pairs; the fields above are the primary partition.
+    pub partitions: Vec<Partition>,
+}
+
+/// A fleet in another account or region. It shares the scenario's clock, timing, faults and
+/// catalog settings (so the same patch ids), and has its own instances and state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    pub account_id: String,
+    pub region: String,
+    /// Seeds the fleet; two partitions with the same seed and groups have the same instance ids.
+    pub seed: u64,
+    pub groups: Vec<Group>,
+    /// The ExternalId an AssumeRole into this account must give, if any.
+    pub external_id: Option<String>,
+}
+
+impl Partition {
+    /// A partition with the same single group of ten Amazon Linux 2 instances as
+    /// [`Scenario::minimal`], seed 1; rescale with [`Partition::with_instances`].
+    pub fn new(account_id: impl Into<String>, region: impl Into<String>) -> Partition {
+        Partition {
+            account_id: account_id.into(),
+            region: region.into(),
+            seed: 1,
+            groups: Scenario::minimal().groups,
+            external_id: None,
+        }
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Partition {
+        self.seed = seed;
+        self
+    }
+
+    /// Rescales the group counts so the partition has `n` instances, keeping the mix.
+    pub fn with_instances(mut self, n: usize) -> Partition {
+        rescale(&mut self.groups, n);
+        self
+    }
+
+    pub fn with_groups(mut self, groups: Vec<Group>) -> Partition {
+        self.groups = groups;
+        self
+    }
+
+    pub fn with_external_id(mut self, external_id: impl Into<String>) -> Partition {
+        self.external_id = Some(external_id.into());
+        self
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.groups.iter().map(|g| g.count).sum()
+    }
 }
 
 /// One slice of the fleet: instances sharing tags, platform mix and health.
@@ -169,6 +225,8 @@ impl Scenario {
                 missing: 0.5,
                 scanned: 1.0,
             }],
+            external_id: None,
+            partitions: Vec::new(),
         }
     }
 
@@ -188,22 +246,110 @@ impl Scenario {
         raw.validate().map_err(|problems| ScenarioError::Invalid { origin: origin.to_string(), problems })
     }
 
-    /// Rescales the group counts so the fleet has `n` instances, keeping the mix.
+    /// Rescales the primary partition's group counts so it has `n` instances, keeping the mix.
     pub fn with_instances(mut self, n: usize) -> Scenario {
-        let total: usize = self.groups.iter().map(|g| g.count).sum();
-        if self.groups.is_empty() {
-            return self;
-        }
-        let weights: Vec<f64> = if total == 0 {
-            vec![1.0; self.groups.len()]
-        } else {
-            self.groups.iter().map(|g| g.count as f64).collect()
-        };
-        let counts = apportion(n, &weights);
-        for (group, count) in self.groups.iter_mut().zip(counts) {
-            group.count = count;
-        }
+        rescale(&mut self.groups, n);
         self
+    }
+
+    /// Adds a fleet in another (account, region).
+    pub fn with_partition(mut self, partition: Partition) -> Scenario {
+        self.partitions.push(partition);
+        self
+    }
+
+    /// Makes AssumeRole into the primary account require this ExternalId.
+    pub fn with_external_id(mut self, external_id: impl Into<String>) -> Scenario {
+        self.external_id = Some(external_id.into());
+        self
+    }
+
+    /// The simulated start instant in milliseconds (the real now, to the second, when unset).
+    pub(crate) fn start_ms(&self) -> i64 {
+        self.start.map(|s| s.timestamp_millis()).unwrap_or_else(|| chrono::Utc::now().timestamp() * 1000)
+    }
+
+    /// What is wrong with the partitions (builders do not check; the server and the TOML
+    /// reader do).
+    pub fn partition_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        seen.insert((self.account_id.as_str(), self.region.as_str()));
+        let mut external_ids: BTreeMap<&str, &str> = BTreeMap::new();
+        if let Some(id) = &self.external_id {
+            external_ids.insert(&self.account_id, id);
+        }
+        for (index, partition) in self.partitions.iter().enumerate() {
+            let label = format!("partition[{index}] ({} {})", partition.account_id, partition.region);
+            if !is_account_id(&partition.account_id) {
+                problems.push(format!("{label}: account_id must be 12 digits"));
+            }
+            if !is_region(&partition.region) {
+                problems.push(format!("{label}: region is not a region name; use e.g. eu-west-1"));
+            }
+            if !seen.insert((partition.account_id.as_str(), partition.region.as_str())) {
+                problems.push(format!(
+                    "{label}: this account and region is defined twice (the scenario's own account_id and region are the first partition)"
+                ));
+            }
+            if let Some(id) = &partition.external_id {
+                if !is_external_id(id) {
+                    problems.push(format!(
+                        "{label}: external_id must be 2 to 1224 characters of letters, digits and +=,.@:/-"
+                    ));
+                }
+                match external_ids.insert(&partition.account_id, id) {
+                    Some(other) if other != id => problems.push(format!(
+                        "{label}: external_id differs from another partition of account {}; an account has one",
+                        partition.account_id
+                    )),
+                    _ => {}
+                }
+            }
+            let total = partition.instance_count();
+            if total > MAX_INSTANCES {
+                problems.push(format!("{label}: {total} instances; use at most {MAX_INSTANCES}"));
+            }
+        }
+        problems
+    }
+
+    /// The primary scenario narrowed to one other partition: what that partition's world is
+    /// built from.
+    pub(crate) fn for_partition(&self, partition: &Partition) -> Scenario {
+        Scenario {
+            account_id: partition.account_id.clone(),
+            region: partition.region.clone(),
+            seed: partition.seed,
+            groups: partition.groups.clone(),
+            external_id: partition.external_id.clone(),
+            partitions: Vec::new(),
+            ..self.clone_settings()
+        }
+    }
+
+    /// Everything but the fleet and the partitions, without cloning the (possibly large)
+    /// group and partition lists.
+    fn clone_settings(&self) -> Scenario {
+        Scenario {
+            name: self.name.clone(),
+            seed: self.seed,
+            time_scale: self.time_scale,
+            start: self.start,
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            timing: self.timing.clone(),
+            catalog: self.catalog.clone(),
+            faults: self.faults.clone(),
+            groups: Vec::new(),
+            external_id: None,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// An empty fleet for an (account, region) the scenario does not define.
+    pub(crate) fn empty_partition(&self, account_id: &str, region: &str) -> Scenario {
+        Scenario { account_id: account_id.to_string(), region: region.to_string(), ..self.clone_settings() }
     }
 
     pub fn with_seed(mut self, seed: u64) -> Scenario {
@@ -242,6 +388,32 @@ impl Scenario {
     pub fn instance_count(&self) -> usize {
         self.groups.iter().map(|g| g.count).sum()
     }
+}
+
+fn rescale(groups: &mut [Group], n: usize) {
+    if groups.is_empty() {
+        return;
+    }
+    let total: usize = groups.iter().map(|g| g.count).sum();
+    let weights: Vec<f64> =
+        if total == 0 { vec![1.0; groups.len()] } else { groups.iter().map(|g| g.count as f64).collect() };
+    for (group, count) in groups.iter_mut().zip(apportion(n, &weights)) {
+        group.count = count;
+    }
+}
+
+fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_region(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// STS's ExternalId: 2 to 1224 characters of `[\w+=,.@:\/-]`.
+pub(crate) fn is_external_id(text: &str) -> bool {
+    (2..=1224).contains(&text.chars().count())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c))
 }
 
 /// Splits `total` by `weights` with the largest-remainder method, so the parts sum exactly.
@@ -284,6 +456,20 @@ struct RawScenario {
     catalog: RawCatalog,
     #[serde(default)]
     faults: Faults,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+    external_id: Option<String>,
+    #[serde(default)]
+    partition: Vec<RawPartition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartition {
+    account_id: String,
+    region: String,
+    seed: Option<u64>,
+    external_id: Option<String>,
     #[serde(default)]
     group: Vec<RawGroup>,
 }
@@ -424,65 +610,33 @@ impl RawScenario {
         if self.group.is_empty() {
             problems.push("no [[group]] defined; add at least one group of instances".into());
         }
-        let mut groups = Vec::new();
-        let mut names = std::collections::BTreeSet::new();
-        for (index, raw) in self.group.into_iter().enumerate() {
-            let label = format!("group[{index}] ({})", raw.name);
-            if raw.name.trim().is_empty() {
-                problems.push(format!("group[{index}]: name is empty; give the group a name"));
-            }
-            if !names.insert(raw.name.clone()) {
-                problems.push(format!("{label}: name is used twice; group names must be unique"));
-            }
-            let mut platforms = Vec::new();
-            for (name, weight) in &raw.platforms {
-                match Platform::from_scenario_name(name) {
-                    Some(platform) => platforms.push((platform, *weight)),
-                    None => problems
-                        .push(format!("{label}: unknown platform '{name}'; use one of {}", platform_names())),
-                }
-            }
-            if raw.platforms.is_empty() || raw.platforms.values().all(|w| *w == 0) {
-                problems.push(format!(
-                    "{label}: platforms is empty; give at least one platform a weight above 0"
-                ));
-            }
-            for (key, value) in &raw.tags {
-                if key.is_empty() || key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {
-                    problems.push(format!(
-                        "{label}: tag '{key}' is not a valid EC2 tag (1..128 character key not starting with aws:, value up to 256)"
-                    ));
-                }
-            }
-            let missing = raw.missing.unwrap_or(0.5);
-            let scanned = raw.scanned.unwrap_or(1.0);
-            check_share(&mut problems, &format!("{label}: unmanaged"), raw.unmanaged);
-            check_share(&mut problems, &format!("{label}: offline"), raw.offline);
-            check_share(&mut problems, &format!("{label}: stopped"), raw.stopped);
-            check_share(&mut problems, &format!("{label}: missing"), missing);
-            check_share(&mut problems, &format!("{label}: scanned"), scanned);
-            groups.push(Group {
-                name: raw.name,
-                count: raw.count,
-                platforms,
-                tags: raw.tags.into_iter().collect(),
-                unmanaged: raw.unmanaged,
-                offline: raw.offline,
-                stopped: raw.stopped,
-                missing,
-                scanned,
-            });
-        }
+        let groups = validate_groups(self.group, "", &mut problems);
         let total: usize = groups.iter().map(|g| g.count).sum();
         if total > MAX_INSTANCES {
             problems.push(format!("the fleet has {total} instances; use at most {MAX_INSTANCES}"));
         }
-        if !problems.is_empty() {
-            return Err(problems);
+        if let Some(id) = &self.external_id {
+            if !is_external_id(id) {
+                problems
+                    .push("external_id must be 2 to 1224 characters of letters, digits and +=,.@:/-".into());
+            }
         }
-        Ok(Scenario {
+        let seed = self.seed.unwrap_or(1);
+        let partitions: Vec<Partition> = self
+            .partition
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| Partition {
+                groups: validate_groups(raw.group, &format!("partition[{index}]."), &mut problems),
+                account_id: raw.account_id,
+                region: raw.region,
+                seed: raw.seed.unwrap_or(seed),
+                external_id: raw.external_id,
+            })
+            .collect();
+        let scenario = Scenario {
             name: self.name.unwrap_or_else(|| "scenario".into()),
-            seed: self.seed.unwrap_or(1),
+            seed,
             time_scale,
             start,
             region,
@@ -491,8 +645,67 @@ impl RawScenario {
             catalog,
             faults: self.faults,
             groups,
-        })
+            external_id: self.external_id,
+            partitions,
+        };
+        problems.extend(scenario.partition_problems());
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(scenario)
     }
+}
+
+fn validate_groups(raw_groups: Vec<RawGroup>, prefix: &str, problems: &mut Vec<String>) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (index, raw) in raw_groups.into_iter().enumerate() {
+        let label = format!("{prefix}group[{index}] ({})", raw.name);
+        if raw.name.trim().is_empty() {
+            problems.push(format!("{prefix}group[{index}]: name is empty; give the group a name"));
+        }
+        if !names.insert(raw.name.clone()) {
+            problems.push(format!("{label}: name is used twice; group names must be unique"));
+        }
+        let mut platforms = Vec::new();
+        for (name, weight) in &raw.platforms {
+            match Platform::from_scenario_name(name) {
+                Some(platform) => platforms.push((platform, *weight)),
+                None => problems
+                    .push(format!("{label}: unknown platform '{name}'; use one of {}", platform_names())),
+            }
+        }
+        if raw.platforms.is_empty() || raw.platforms.values().all(|w| *w == 0) {
+            problems
+                .push(format!("{label}: platforms is empty; give at least one platform a weight above 0"));
+        }
+        for (key, value) in &raw.tags {
+            if key.is_empty() || key.len() > 128 || value.len() > 256 || key.starts_with("aws:") {
+                problems.push(format!(
+                    "{label}: tag '{key}' is not a valid EC2 tag (1..128 character key not starting with aws:, value up to 256)"
+                ));
+            }
+        }
+        let missing = raw.missing.unwrap_or(0.5);
+        let scanned = raw.scanned.unwrap_or(1.0);
+        check_share(problems, &format!("{label}: unmanaged"), raw.unmanaged);
+        check_share(problems, &format!("{label}: offline"), raw.offline);
+        check_share(problems, &format!("{label}: stopped"), raw.stopped);
+        check_share(problems, &format!("{label}: missing"), missing);
+        check_share(problems, &format!("{label}: scanned"), scanned);
+        groups.push(Group {
+            name: raw.name,
+            count: raw.count,
+            platforms,
+            tags: raw.tags.into_iter().collect(),
+            unmanaged: raw.unmanaged,
+            offline: raw.offline,
+            stopped: raw.stopped,
+            missing,
+            scanned,
+        });
+    }
+    groups
 }
 
 fn platform_names() -> String {

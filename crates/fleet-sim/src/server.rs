@@ -1,8 +1,12 @@
-//! The HTTP server: one endpoint for SSM (JSON 1.1) and EC2 (Query), plus the `/_sim/`
-//! control API, over a single locked [`World`].
+//! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query) and
+//! STS (Query), plus the `/_sim/` control API, over one locked [`World`] per partition.
+//!
+//! A request's partition is (account, region) from its SigV4 credential scope: the region as
+//! signed, the account of the key (an AssumeRole session's account, else the primary one).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::catalog::PatchRelease;
+use crate::clock::{Millis, SharedClock, SimClock};
 use crate::control;
 use crate::ec2;
 use crate::error::ApiError;
@@ -27,27 +32,161 @@ use crate::platform::Platform;
 use crate::scenario::Scenario;
 use crate::ssm;
 use crate::stats::{bump, Stats};
+use crate::sts::{self, Sts};
 use crate::world::{ControlError, World};
 
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+type Partitions = HashMap<String, HashMap<String, Arc<Mutex<World>>>>;
+
 #[derive(Debug)]
 pub(crate) struct Shared {
-    world: Mutex<World>,
+    /// The scenario's own account and region, which every existing caller means.
+    primary: Arc<Mutex<World>>,
+    primary_account: String,
+    primary_region: String,
+    /// Every other partition, account → region → world. Each world has its own lock, so a
+    /// slow request in one partition never holds up another.
+    others: RwLock<Partitions>,
+    /// Settings of partitions made on first use: the scenario without its fleet.
+    template: Scenario,
+    clock: SharedClock,
+    start_ms: Millis,
+    sts: Mutex<Sts>,
     /// EventBridge's side of the endpoint: what PutEvents recorded.
     bus: Mutex<EventBus>,
 }
 
+/// A panic while holding a lock would be a simulator bug; keep serving rather than turn every
+/// later request into a panic too.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Shared {
+    /// Builds every partition the scenario defines (slow for big fleets: call off the runtime).
+    fn new(scenario: &Scenario) -> Shared {
+        let start_ms = scenario.start_ms();
+        let clock = SharedClock::new(SimClock::new(start_ms, scenario.time_scale));
+        let primary = World::with_clock(scenario, scenario.seed, clock.clone(), start_ms);
+        let mut others: Partitions = HashMap::new();
+        for partition in &scenario.partitions {
+            let world =
+                World::with_clock(&scenario.for_partition(partition), scenario.seed, clock.clone(), start_ms);
+            others
+                .entry(partition.account_id.clone())
+                .or_default()
+                .insert(partition.region.clone(), Arc::new(Mutex::new(world)));
+        }
+        Shared {
+            primary: Arc::new(Mutex::new(primary)),
+            primary_account: scenario.account_id.clone(),
+            primary_region: scenario.region.clone(),
+            others: RwLock::new(others),
+            template: scenario.empty_partition(&scenario.account_id, &scenario.region),
+            clock,
+            start_ms,
+            sts: Mutex::new(Sts::new(scenario)),
+            bus: Mutex::default(),
+        }
+    }
+
     pub(crate) fn world(&self) -> MutexGuard<'_, World> {
-        // A panic while holding the lock would be a simulator bug; keep serving rather than
-        // turn every later request into a panic too.
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.primary)
     }
 
     pub(crate) fn bus(&self) -> MutexGuard<'_, EventBus> {
-        self.bus.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.bus)
     }
+
+    fn sts(&self) -> MutexGuard<'_, Sts> {
+        lock(&self.sts)
+    }
+
+    fn is_primary(&self, account: &str, region: &str) -> bool {
+        account == self.primary_account && region == self.primary_region
+    }
+
+    /// The partition's world if it exists (the primary always does).
+    pub(crate) fn existing(&self, account: &str, region: &str) -> Option<Arc<Mutex<World>>> {
+        if self.is_primary(account, region) {
+            return Some(self.primary.clone());
+        }
+        let others = self.others.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        others.get(account).and_then(|regions| regions.get(region)).cloned()
+    }
+
+    /// The partition's world, made empty on first use: AWS answers a region nobody used with
+    /// an empty fleet, not an error.
+    fn partition(&self, account: &str, region: &str) -> Arc<Mutex<World>> {
+        if let Some(world) = self.existing(account, region) {
+            return world;
+        }
+        // Built outside the write lock so that other partitions keep being served meanwhile;
+        // a concurrent first request may build one too, and the first insert wins.
+        let world = World::with_clock(
+            &self.template.empty_partition(account, region),
+            self.template.seed,
+            self.clock.clone(),
+            self.start_ms,
+        );
+        let mut others = self.others.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        others
+            .entry(account.to_string())
+            .or_default()
+            .entry(region.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(world)))
+            .clone()
+    }
+
+    /// Every partition's world, the primary first; each is locked only while `visit` runs.
+    pub(crate) fn for_each_world(&self, mut visit: impl FnMut(&mut World)) {
+        visit(&mut self.world());
+        let worlds: Vec<Arc<Mutex<World>>> = {
+            let others = self.others.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            others.values().flat_map(|regions| regions.values().cloned()).collect()
+        };
+        for world in worlds {
+            visit(&mut lock(&world));
+        }
+    }
+
+    /// Moves the shared clock and processes what fell due in every partition.
+    pub(crate) fn advance(&self, millis: Millis) {
+        self.clock.advance(millis);
+        self.for_each_world(|world| {
+            world.sync();
+        });
+    }
+
+    pub(crate) fn set_time_scale(&self, scale: f64) {
+        // Bring every partition to the instant the scale changes at, then change it once.
+        self.for_each_world(|world| {
+            world.sync();
+        });
+        self.clock.set_scale(scale);
+    }
+
+    /// The (account, region) a request's credentials name.
+    fn route(&self, scope: Option<&Scope>) -> (String, String) {
+        let Some(scope) = scope else {
+            return (self.primary_account.clone(), self.primary_region.clone());
+        };
+        let account = if scope.access_key.starts_with(sts::ISSUED_KEY_PREFIX) {
+            self.sts().session_account(&scope.access_key).map(str::to_string)
+        } else {
+            None
+        };
+        let region =
+            if is_region_name(&scope.region) { scope.region.clone() } else { self.primary_region.clone() };
+        (account.unwrap_or_else(|| self.primary_account.clone()), region)
+    }
+}
+
+/// Region-shaped, so a garbled credential scope cannot make a partition named after garbage.
+fn is_region_name(text: &str) -> bool {
+    (1..=32).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// A read-only view of an instance, for tests and the control API.
@@ -109,10 +248,17 @@ impl SimServer {
     pub async fn start(addr: SocketAddr, scenario: Scenario) -> std::io::Result<SimServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let world = tokio::task::spawn_blocking(move || World::new(&scenario))
+        let problems = scenario.partition_problems();
+        if !problems.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the scenario's partitions are invalid: {}", problems.join("; ")),
+            ));
+        }
+        let shared = tokio::task::spawn_blocking(move || Shared::new(&scenario))
             .await
             .map_err(|e| std::io::Error::other(format!("building the simulated world failed: {e}")))?;
-        let shared = Arc::new(Shared { world: Mutex::new(world), bus: Mutex::default() });
+        let shared = Arc::new(shared);
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (sender, receiver) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -139,18 +285,80 @@ impl SimServer {
         self.shared.world().stats()
     }
 
-    /// Moves the simulated clock forward and processes everything that falls due.
+    /// Moves the simulated clock forward and processes everything that falls due, in every
+    /// partition.
     pub fn advance(&self, by: Duration) {
         let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
-        self.shared.world().advance_by(millis);
+        self.shared.advance(millis);
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         crate::clock::to_datetime(self.shared.world().sync())
     }
 
+    /// Changes the clock's speed; every partition shares the clock.
     pub fn set_time_scale(&self, scale: f64) {
-        self.shared.world().set_time_scale(scale);
+        self.shared.set_time_scale(scale);
+    }
+
+    /// The primary partition's account (the scenario's `account_id`).
+    pub fn account_id(&self) -> &str {
+        &self.shared.primary_account
+    }
+
+    /// The primary partition's region (the scenario's `region`).
+    pub fn region(&self) -> &str {
+        &self.shared.primary_region
+    }
+
+    /// The instances of one partition; empty for an (account, region) nobody defined or used.
+    pub fn instances_in(&self, account_id: &str, region: &str) -> Vec<InstanceView> {
+        let Some(world) = self.shared.existing(account_id, region) else { return Vec::new() };
+        let mut world = lock(&world);
+        world.sync();
+        world.instances.iter().map(InstanceView::of).collect()
+    }
+
+    /// One instance of one partition.
+    pub fn instance_in(&self, account_id: &str, region: &str, id: &str) -> Option<InstanceView> {
+        let world = self.shared.existing(account_id, region)?;
+        let mut world = lock(&world);
+        world.sync();
+        world.instance(id).map(InstanceView::of)
+    }
+
+    /// The call counters of one partition (`None` if it does not exist yet).
+    pub fn stats_in(&self, account_id: &str, region: &str) -> Option<Stats> {
+        let world = self.shared.existing(account_id, region)?;
+        // Bound first: a guard in the tail expression would outlive `world` (edition 2021).
+        let stats = lock(&world).stats();
+        Some(stats)
+    }
+
+    /// Every partition that exists, defined or made on first use, as (account, region), the
+    /// primary first.
+    pub fn partitions(&self) -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        self.shared.for_each_world(|world| keys.push((world.account_id.clone(), world.region.clone())));
+        keys[1..].sort();
+        keys
+    }
+
+    /// Changes an agent's state in one partition.
+    pub fn set_agent_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        id: &str,
+        state: AgentState,
+    ) -> Result<(), ControlError> {
+        let world = self
+            .shared
+            .existing(account_id, region)
+            .ok_or_else(|| ControlError::UnknownInstance(id.to_string()))?;
+        // Bound first: a guard in the tail expression would outlive `world` (edition 2021).
+        let result = lock(&world).set_agent(id, state);
+        result
     }
 
     pub fn instances(&self) -> Vec<InstanceView> {
@@ -223,11 +431,38 @@ fn has_credentials(headers: &HeaderMap, query: &str) -> bool {
         || query.contains("X-Amz-Credential=")
 }
 
-/// The service named by the SigV4 credential scope (`Credential=AKID/date/region/SERVICE/aws4_request`).
-fn signed_service(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let scope = value.split("Credential=").nth(1)?.split([',', ' ']).next()?;
-    scope.split('/').nth(3).map(str::to_string)
+/// A SigV4 credential scope: `Credential=AKID/date/region/service/aws4_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scope {
+    access_key: String,
+    region: String,
+    service: String,
+}
+
+impl Scope {
+    fn parse(credential: &str) -> Option<Scope> {
+        let mut parts = credential.split('/');
+        let access_key = parts.next()?.to_string();
+        let _date = parts.next()?;
+        let region = parts.next()?.to_string();
+        let service = parts.next()?.to_string();
+        Some(Scope { access_key, region, service })
+    }
+}
+
+/// The credential scope of the `Authorization` header, else of a presigned URL's
+/// `X-Amz-Credential`.
+fn credential_scope(headers: &HeaderMap, query: &str) -> Option<Scope> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let credential = value.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+        return Scope::parse(credential);
+    }
+    if !query.contains("X-Amz-Credential=") {
+        return None;
+    }
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "X-Amz-Credential")
+        .and_then(|(_, v)| Scope::parse(&v))
 }
 
 enum Service {
@@ -242,9 +477,13 @@ enum Service {
         action: Option<String>,
         params: Vec<(String, String)>,
     },
+    Sts {
+        action: Option<String>,
+        params: Vec<(String, String)>,
+    },
 }
 
-fn classify(headers: &HeaderMap, query: &str, body: &Bytes) -> Service {
+fn classify(headers: &HeaderMap, query: &str, body: &Bytes, signed_service: Option<&str>) -> Service {
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         if let Some(operation) = target.strip_prefix("AWSEvents.") {
             return Service::Events { operation: operation.to_string() };
@@ -261,8 +500,11 @@ fn classify(headers: &HeaderMap, query: &str, body: &Bytes) -> Service {
         params.extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
     }
     let action = params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone());
-    if action.is_none() && (is_json || signed_service(headers).as_deref() == Some("ssm")) {
+    if action.is_none() && (is_json || signed_service == Some("ssm")) {
         return Service::Ssm { operation: "!".into() };
+    }
+    if signed_service == Some("sts") || action.as_deref().is_some_and(|a| sts::MODEL_ACTIONS.contains(&a)) {
+        return Service::Sts { action, params };
     }
     Service::Ec2 { action, params }
 }
@@ -275,17 +517,27 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let path = parts.uri.path();
     if path == "/_sim" || path.starts_with("/_sim/") {
-        return control::handle(&shared, &parts.method, path, &bytes);
+        return control::handle(&shared, &parts.method, path, parts.uri.query().unwrap_or(""), &bytes);
     }
     if parts.method != Method::POST && parts.method != Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
     let query = parts.uri.query().unwrap_or("");
     let authenticated = has_credentials(&parts.headers, query);
-    match classify(&parts.headers, query, &bytes) {
-        Service::Ssm { operation } => answer_ssm(&shared, &operation, authenticated, &bytes).await,
-        Service::Events { operation } => answer_events(&shared, &operation, authenticated, &bytes).await,
-        Service::Ec2 { action, params } => answer_ec2(&shared, action, authenticated, &params).await,
+    let scope = credential_scope(&parts.headers, query);
+    let service = classify(&parts.headers, query, &bytes, scope.as_ref().map(|s| s.service.as_str()));
+    let (account, region) = shared.route(scope.as_ref());
+    let world = shared.partition(&account, &region);
+    match service {
+        Service::Ssm { operation } => answer_ssm(&world, &operation, authenticated, &bytes).await,
+        Service::Events { operation } => {
+            answer_events(&shared, &world, (&account, &region), &operation, authenticated, &bytes).await
+        }
+        Service::Ec2 { action, params } => answer_ec2(&world, action, authenticated, &params).await,
+        Service::Sts { action, params } => {
+            let access_key = scope.as_ref().map(|s| s.access_key.as_str());
+            answer_sts(&shared, &world, action, authenticated, &params, access_key).await
+        }
     }
 }
 
@@ -349,9 +601,9 @@ fn ssm_error(error: &ApiError, request_id: &str) -> Response {
     ssm_response(error.status, body, request_id)
 }
 
-async fn answer_ssm(shared: &Shared, operation: &str, authenticated: bool, body: &Bytes) -> Response {
+async fn answer_ssm(world: &Mutex<World>, operation: &str, authenticated: bool, body: &Bytes) -> Response {
     let (result, request_id, latency) = {
-        let mut world = shared.world();
+        let mut world = lock(world);
         let request_id = request_id(&mut world);
         let known = ssm::OPERATIONS.contains(&operation);
         let counted = if known { operation } else { "UnknownOperation" };
@@ -410,11 +662,18 @@ async fn answer_ssm(shared: &Shared, operation: &str, authenticated: bool, body:
 }
 
 /// EventBridge speaks the same JSON 1.1 protocol as SSM; calls count and fault like any other.
-async fn answer_events(shared: &Shared, operation: &str, authenticated: bool, body: &Bytes) -> Response {
+async fn answer_events(
+    shared: &Shared,
+    world: &Mutex<World>,
+    origin: (&str, &str),
+    operation: &str,
+    authenticated: bool,
+    body: &Bytes,
+) -> Response {
     let known = eventbridge::OPERATIONS.contains(&operation);
     let counted = if known { operation } else { "UnknownOperation" };
     let (verdict, request_id, latency) = {
-        let mut world = shared.world();
+        let mut world = lock(world);
         let request_id = request_id(&mut world);
         if !authenticated {
             bump(&mut world.counters.calls, counted);
@@ -434,13 +693,13 @@ async fn answer_events(shared: &Shared, operation: &str, authenticated: bool, bo
             Err(ApiError::new("UnknownOperationException", format!("Unknown operation {operation}")))
         }
         Verdict::Proceed => match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(value) => shared.bus().put_events(&value, body.len()),
+            Ok(value) => shared.bus().put_events(&value, body.len(), origin),
             Err(e) => Err(ApiError::new("SerializationException", format!("the body is not JSON: {e}"))),
         },
     };
     if let Err(error) = &result {
         if error.status < 500 && error.code != "ThrottlingException" {
-            bump(&mut shared.world().counters.client_errors, counted);
+            bump(&mut lock(world).counters.client_errors, counted);
         }
     }
     if !latency.is_zero() {
@@ -464,13 +723,13 @@ fn ec2_response(status: u16, body: String, request_id: &str) -> Response {
 }
 
 async fn answer_ec2(
-    shared: &Shared,
+    world: &Mutex<World>,
     action: Option<String>,
     authenticated: bool,
     params: &[(String, String)],
 ) -> Response {
     let (result, request_id, latency) = {
-        let mut world = shared.world();
+        let mut world = lock(world);
         let request_id = request_id(&mut world);
         let counted = match action.as_deref() {
             Some(action) if ec2::ACTIONS.contains(&action) => action.to_string(),
@@ -514,6 +773,67 @@ async fn answer_ec2(
     match result {
         Ok(xml) => ec2_response(200, xml, &request_id),
         Err(error) => ec2_response(error.status, ec2::error_xml(&error, &request_id), &request_id),
+    }
+}
+
+fn sts_response(status: u16, body: String, request_id: &str) -> Response {
+    // STS sends `text/xml`, like EC2.
+    ec2_response(status, body, request_id)
+}
+
+/// STS is one service for all accounts, but its calls count and fault in the caller's
+/// partition like any other call.
+async fn answer_sts(
+    shared: &Shared,
+    world: &Mutex<World>,
+    action: Option<String>,
+    authenticated: bool,
+    params: &[(String, String)],
+    access_key: Option<&str>,
+) -> Response {
+    let counted = match action.as_deref() {
+        Some(action) if sts::ACTIONS.contains(&action) => action,
+        Some(_) => "UnknownAction",
+        None => "MissingAction",
+    };
+    let (verdict, request_id, latency) = {
+        let mut world = lock(world);
+        let request_id = request_id(&mut world);
+        if !authenticated {
+            bump(&mut world.counters.calls, counted);
+            bump(&mut world.counters.client_errors, counted);
+            let error =
+                ApiError::new("MissingAuthenticationToken", "Request is missing Authentication Token")
+                    .with_status(403);
+            return sts_response(error.status, sts::error_xml(&error, &request_id), &request_id);
+        }
+        let (verdict, latency) = admit(&mut world, counted);
+        (verdict, request_id, latency)
+    };
+    let result = match (verdict, action.as_deref()) {
+        (Verdict::Throttled, _) => Err(ApiError::new("Throttling", "Rate exceeded")),
+        (Verdict::ServerError, _) => {
+            Err(ApiError::new("InternalFailure", "An internal error occurred.").with_status(500))
+        }
+        (Verdict::Proceed, None) => {
+            Err(ApiError::new("MissingAction", "The request must contain the parameter Action"))
+        }
+        (Verdict::Proceed, Some(action)) => {
+            let now = shared.clock.now();
+            shared.sts().answer(action, params, access_key, now, &request_id)
+        }
+    };
+    if let Err(error) = &result {
+        if error.status < 500 && error.code != "Throttling" {
+            bump(&mut lock(world).counters.client_errors, counted);
+        }
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match result {
+        Ok(xml) => sts_response(200, xml, &request_id),
+        Err(error) => sts_response(error.status, sts::error_xml(&error, &request_id), &request_id),
     }
 }
 
@@ -589,7 +909,17 @@ mod tests {
                 "AWS4-HMAC-SHA256 Credential=AKID/20261128/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=abc",
             ),
         );
-        assert_eq!(signed_service(&headers).as_deref(), Some("ssm"));
+        let scope = credential_scope(&headers, "").expect("a scope");
+        assert_eq!(
+            (scope.access_key.as_str(), scope.region.as_str(), scope.service.as_str()),
+            ("AKID", "us-east-1", "ssm")
+        );
+        let presigned = credential_scope(
+            &HeaderMap::new(),
+            "Action=GetCallerIdentity&X-Amz-Credential=ASIAX%2F20261128%2Feu-west-1%2Fsts%2Faws4_request",
+        )
+        .expect("a presigned scope");
+        assert_eq!((presigned.access_key.as_str(), presigned.region.as_str()), ("ASIAX", "eu-west-1"));
         assert!(has_credentials(&headers, ""));
         assert!(has_credentials(&HeaderMap::new(), "X-Amz-Signature=1"));
         assert!(!has_credentials(&HeaderMap::new(), ""));
@@ -600,20 +930,26 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-amz-target", HeaderValue::from_static("AmazonSSM.ListCommands"));
         assert!(
-            matches!(classify(&headers, "", &Bytes::new()), Service::Ssm { operation } if operation == "ListCommands")
+            matches!(classify(&headers, "", &Bytes::new(), None), Service::Ssm { operation } if operation == "ListCommands")
         );
         let form = Bytes::from_static(b"Action=DescribeInstances&Version=2016-11-15");
-        match classify(&HeaderMap::new(), "", &form) {
+        match classify(&HeaderMap::new(), "", &form, Some("ec2")) {
             Service::Ec2 { action, params } => {
                 assert_eq!(action.as_deref(), Some("DescribeInstances"));
                 assert_eq!(params.len(), 2);
             }
-            Service::Ssm { .. } | Service::Events { .. } => panic!("form bodies are EC2"),
+            Service::Ssm { .. } | Service::Events { .. } | Service::Sts { .. } => {
+                panic!("form bodies are EC2")
+            }
         }
+        let sts_form = Bytes::from_static(b"Action=GetCallerIdentity&Version=2011-06-15");
+        assert!(matches!(classify(&HeaderMap::new(), "", &sts_form, None), Service::Sts { .. }));
+        let unknown = Bytes::from_static(b"Action=Frobnicate&Version=2011-06-15");
+        assert!(matches!(classify(&HeaderMap::new(), "", &unknown, Some("sts")), Service::Sts { .. }));
         let mut other = HeaderMap::new();
         other.insert("x-amz-target", HeaderValue::from_static("AmazonEC2.Foo"));
         assert!(
-            matches!(classify(&other, "", &Bytes::new()), Service::Ssm { operation } if operation.starts_with('!'))
+            matches!(classify(&other, "", &Bytes::new(), None), Service::Ssm { operation } if operation.starts_with('!'))
         );
     }
 }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::baseline::{predefined, Approval, Baseline};
 use crate::catalog::{Catalog, CatalogShape, Patch, PatchRelease};
-use crate::clock::{to_datetime, Millis, SimClock};
+use crate::clock::{to_datetime, Millis, SharedClock, SimClock};
 use crate::commands::{Command, CommandRequest, InvocationResult, InvocationState};
 use crate::faults::{Faults, Throttle};
 use crate::fleet::{
@@ -83,7 +83,8 @@ pub enum ControlError {
 
 #[derive(Debug)]
 pub struct World {
-    pub(crate) clock: SimClock,
+    /// Shared with the server's other partitions.
+    pub(crate) clock: SharedClock,
     pub(crate) now: Millis,
     pub(crate) start_ms: Millis,
     pub(crate) seed: u64,
@@ -118,17 +119,27 @@ pub struct World {
 
 impl World {
     pub fn new(scenario: &Scenario) -> World {
-        let start_ms = scenario
-            .start
-            .map(|s| s.timestamp_millis())
-            .unwrap_or_else(|| chrono::Utc::now().timestamp() * 1000);
+        let start_ms = scenario.start_ms();
+        let clock = SharedClock::new(SimClock::new(start_ms, scenario.time_scale));
+        World::with_clock(scenario, scenario.seed, clock, start_ms)
+    }
+
+    /// A world on a clock it shares with others. `catalog_seed` is apart from the scenario's
+    /// seed because AWS's patch catalog is the same in every account: partitions with their own
+    /// fleet seeds still see the same patch ids.
+    pub(crate) fn with_clock(
+        scenario: &Scenario,
+        catalog_seed: u64,
+        clock: SharedClock,
+        start_ms: Millis,
+    ) -> World {
         let shapes = Platform::ALL.map(|platform| CatalogShape {
             patches: scenario.catalog.patches_for(platform),
             history_days: scenario.catalog.history_days,
             future_days: scenario.catalog.future_days,
             future_share: scenario.catalog.future_share,
         });
-        let catalog = Catalog::generate(shapes, start_ms, scenario.seed);
+        let catalog = Catalog::generate(shapes, start_ms, catalog_seed);
         let lists: [&[Patch]; 5] = Platform::ALL.map(|p| catalog.patches(p));
         let instances = generate(scenario, &lists, start_ms);
         let instance_index =
@@ -136,7 +147,7 @@ impl World {
         let created = start_ms - 5 * 365 * 86_400_000;
         let baselines = Platform::ALL.iter().map(|p| predefined(*p, &scenario.region, created)).collect();
         let mut world = World {
-            clock: SimClock::new(start_ms, scenario.time_scale),
+            clock,
             now: start_ms,
             start_ms,
             seed: scenario.seed,
@@ -455,7 +466,16 @@ impl World {
     pub(crate) fn create_command(&mut self, request: CommandRequest, targets: Vec<u32>) -> usize {
         let number = self.commands.len() as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, STREAM_COMMAND, number << 32));
-        let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string();
+        // Command ids are AWS's random UUIDs, unique across accounts and regions: two
+        // partitions sharing a seed (and so their instance ids) must still hand out different
+        // ones. The partition is mixed into the id alone, so the draws that decide the
+        // command's outcomes stay what the seed makes them.
+        let mut bytes: [u8; 16] = rng.random();
+        for (byte, mix) in bytes.iter_mut().zip(partition_index(&self.account_id, &self.region).to_le_bytes())
+        {
+            *byte ^= mix;
+        }
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid().to_string();
         let command = Command::new(id.clone(), self.now, request, targets);
         let index = self.commands.len();
         let terminal = command.state.is_terminal();
@@ -760,6 +780,17 @@ impl World {
         }
         stats
     }
+}
+
+/// A stable number for an (account, region): FNV-1a over both, so that it does not depend on
+/// the order partitions are listed or created in.
+fn partition_index(account_id: &str, region: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in account_id.bytes().chain([b'/']).chain(region.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ pub struct AwsClients {
     pub(crate) ec2: aws_sdk_ec2::Client,
     /// EventBridge, for [`AwsClients::put_events`](crate::AwsClients::put_events).
     pub(crate) events: aws_sdk_eventbridge::Client,
-    shared: SdkConfig,
+    /// STS, for [`AwsClients::account_id`](crate::AwsClients::account_id).
+    pub(crate) sts: aws_sdk_sts::Client,
+    pub(crate) shared: SdkConfig,
     /// Every attempt the SSM and EC2 clients make, by operation; shared by clones.
     calls: CallCounter,
 }
@@ -73,12 +75,24 @@ impl AwsClients {
             .retry_config(retry_config(aws, endpoint.backoff))
             .app_name(app_name())
             .framework_metadata(framework_metadata())
+            // What aws-config's loader would add; its role provider needs a clock.
+            .time_source(aws_smithy_async::time::SystemTimeSource::new())
+            .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
             .build();
         AwsClients::from_shared(shared)
     }
 
     fn from_shared(shared: SdkConfig) -> AwsClients {
-        let calls = CallCounter::default();
+        AwsClients::with_counter(shared, CallCounter::default())
+    }
+
+    /// Clients over another configuration (another region, assumed credentials) that count
+    /// their calls with these: `/metrics` shows patchd's calls, whatever account they reach.
+    pub(crate) fn sibling(&self, shared: SdkConfig) -> AwsClients {
+        AwsClients::with_counter(shared, self.calls.clone())
+    }
+
+    fn with_counter(shared: SdkConfig, calls: CallCounter) -> AwsClients {
         let ssm = aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(&shared).interceptor(calls.clone()).build(),
         );
@@ -88,7 +102,10 @@ impl AwsClients {
         let events = aws_sdk_eventbridge::Client::from_conf(
             aws_sdk_eventbridge::config::Builder::from(&shared).interceptor(calls.clone()).build(),
         );
-        AwsClients { ssm, ec2, events, shared, calls }
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&shared).interceptor(calls.clone()).build(),
+        );
+        AwsClients { ssm, ec2, events, sts, shared, calls }
     }
 
     /// API calls made through these clients (and their clones) since they were built, per
@@ -304,7 +321,7 @@ mod tests {
             profile: None,
             max_attempts: attempts,
             retry_mode: mode,
-            accounts: Vec::new(),
+            ..patchd_config::Aws::default()
         }
     }
 

@@ -110,6 +110,18 @@ impl AwsError {
                 let message = service.err().message().unwrap_or_default().to_string();
                 return from_code(operation, code, message, request_id);
             }
+            SdkError::DispatchFailure(_) if credentials_failure(&error).is_some() => {
+                // Credentials that could not be loaded (a role another account refused to let
+                // patchd assume, an expired SSO session) are a permission problem, not a
+                // network one: say so, with the provider's own reason.
+                let message = credentials_failure(&error).unwrap_or_default();
+                return AwsError::AccessDenied {
+                    operation,
+                    code: "CredentialsNotLoaded".into(),
+                    message,
+                    request_id,
+                };
+            }
             SdkError::ConstructionFailure(_) => TransportKind::Construction,
             SdkError::TimeoutError(_) => TransportKind::Timeout,
             SdkError::DispatchFailure(_) => TransportKind::Dispatch,
@@ -118,6 +130,19 @@ impl AwsError {
         };
         AwsError::Transport { operation, kind, request_id, source: Box::new(error) }
     }
+}
+
+/// The reason the credential provider gave, when loading credentials is what failed: the
+/// error chain from the provider's message down.
+fn credentials_failure(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let start = chain.iter().position(|text| text.contains("loading credentials"))?;
+    Some(chain[start..].join(": "))
 }
 
 fn from_code(operation: &'static str, code: String, message: String, request_id: Option<String>) -> AwsError {

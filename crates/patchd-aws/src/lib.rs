@@ -12,6 +12,8 @@
 //!   [`AwsClients::instance_patches`], [`AwsClients::available_patches`]);
 //! - patch baselines patchd manages and their patch-group registrations
 //!   ([`AwsClients::baselines_with_prefix`], [`AwsClients::create_baseline`], ...);
+//! - other accounts and regions: [`AwsClients::assuming`] a role, [`AwsClients::in_region`],
+//!   and the account id of the credentials ([`AwsClients::account_id`]);
 //! - patchd's events onto an EventBridge bus ([`AwsClients::put_events`]), through a client
 //!   built from the same SDK configuration.
 //!
@@ -24,6 +26,7 @@
 //!
 //! Whether the endpoint is AWS or the fleet simulator makes no difference to this crate.
 
+mod accounts;
 mod baselines;
 mod client;
 mod commands;
@@ -33,6 +36,7 @@ mod events;
 mod targets;
 mod time;
 
+pub use accounts::{session_name, RoleToAssume};
 pub use baselines::{
     BaselineDocument, BaselineFilter, BaselineIdentity, BaselineRule, PatchGroupMapping, RemoteBaseline,
     MANAGED_TAG_KEY, MANAGED_TAG_VALUE,

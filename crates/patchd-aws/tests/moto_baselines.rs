@@ -40,7 +40,7 @@ fn clients(moto: &moto::MotoServer) -> AwsClients {
         profile: None,
         max_attempts: 1,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) };
     AwsClients::with_static_credentials(&aws, &StaticEndpoint { backoff, ..StaticEndpoint::simulator(&url) })

@@ -39,7 +39,7 @@ fn aws(max_attempts: u32) -> Aws {
         profile: None,
         max_attempts,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     }
 }
 
@@ -64,6 +64,7 @@ fn group(tags: &[(&str, &str)], instance_ids: &[String]) -> Group {
         description: None,
         tags: TagSelector(selector),
         instance_ids: instance_ids.to_vec(),
+        scope: Default::default(),
         origin: Origin { file: Arc::new(PathBuf::from("test.toml")), line: 1, col: 1 },
     }
 }

@@ -17,7 +17,7 @@ use crate::reader::{Source, TableReader};
 #[derive(Debug, Default)]
 pub(crate) struct FilePart {
     pub(crate) daemon: Option<(Daemon, Origin)>,
-    pub(crate) aws: Option<(Aws, Origin)>,
+    pub(crate) aws: Option<(AwsPart, Origin)>,
     pub(crate) sla: Option<(SlaPolicy, Origin)>,
     pub(crate) events: Option<(Events, Origin)>,
     pub(crate) exceptions: Vec<Exception>,
@@ -37,6 +37,29 @@ pub(crate) struct Refs {
     pub(crate) names: Vec<(&'static str, Located<String>)>,
     /// Group names referred to, and by what.
     pub(crate) groups: Vec<(Located<String>, String)>,
+    /// The `accounts` and `regions` scopes of groups and windows name; whether those exist is
+    /// only known once `[aws]`, which may be in another file, is merged.
+    pub(crate) scopes: Vec<ScopeRef>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ScopeRef {
+    /// What the scope belongs to, e.g. "group `eu-web`".
+    pub(crate) context: String,
+    pub(crate) accounts: Vec<Located<String>>,
+    /// Only the well-formed region codes: a malformed one has its own error already.
+    pub(crate) regions: Vec<Located<String>>,
+}
+
+/// `[aws]` and the account names it defines, including those of `[[aws.account]]` entries
+/// dropped for errors, so that a scope naming such an account is not also "unknown".
+#[derive(Debug)]
+pub(crate) struct AwsPart {
+    pub(crate) aws: Aws,
+    pub(crate) account_names: Vec<String>,
+    /// Whether every `[[aws.account]]` entry made it into `aws.accounts`; when one did not,
+    /// which regions the accounts cover is unknown.
+    pub(crate) complete: bool,
 }
 
 /// None when the file is not valid TOML: its syntax errors are reported, and checking what a
@@ -245,7 +268,54 @@ fn check_region(d: &mut Diagnostics, region: &Located<String>) -> bool {
     ok
 }
 
-fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> Aws {
+/// A list of region codes: every malformed code and every repeat is reported. Returns the
+/// well-formed codes, once each, and whether the list had no problem.
+fn check_regions(d: &mut Diagnostics, regions: Vec<Located<String>>) -> (Vec<Located<String>>, bool) {
+    let before = regions.len();
+    let valid: Vec<Located<String>> = regions.into_iter().filter(|region| check_region(d, region)).collect();
+    let malformed = valid.len() != before;
+    let unique = no_repeats(d, valid, "region");
+    let ok = !malformed && unique.1;
+    (unique.0, ok)
+}
+
+/// Reports each value listed a second time in one list; returns the first of each and
+/// whether there was no repeat. A repeat is harmless to patchd, but it is usually a
+/// copy-and-paste slip where another value was meant.
+fn no_repeats(d: &mut Diagnostics, items: Vec<Located<String>>, what: &str) -> (Vec<Located<String>>, bool) {
+    let mut kept: Vec<Located<String>> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        if let Some(first) = kept.iter().find(|k| k.value == item.value) {
+            ok = false;
+            d.error(
+                &item.origin,
+                format!("{what} `{}` is listed twice", item.value),
+                Some(format!("first listed at {}; remove one", first.origin)),
+            );
+        } else {
+            kept.push(item);
+        }
+    }
+    (kept, ok)
+}
+
+/// `accounts` and `regions` of a `[[group]]` or `[[window]]`. Account names are only recorded
+/// here: `[aws]` may be in another file, so they are resolved after the merge.
+fn decode_scope(r: &mut TableReader, d: &mut Diagnostics, context: String, refs: &mut Refs) -> Scoping {
+    let accounts = r.string_list(d, "accounts", "[\"payments-prod\"]").unwrap_or_default();
+    let (accounts, _) = no_repeats(d, accounts, "account");
+    let regions = r.string_list(d, "regions", "[\"eu-central-1\"]").unwrap_or_default();
+    let (regions, _) = check_regions(d, regions);
+    let scope = Scoping {
+        accounts: accounts.iter().map(|a| a.value.clone()).collect(),
+        regions: regions.iter().map(|r| r.value.clone()).collect(),
+    };
+    refs.scopes.push(ScopeRef { context, accounts, regions });
+    scope
+}
+
+fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> AwsPart {
     let mut aws = default_aws();
     if let Some(region) = r.string(d, "region", "\"eu-central-1\"") {
         if check_region(d, &region) {
@@ -274,36 +344,119 @@ fn decode_aws(r: &mut TableReader, d: &mut Diagnostics) -> Aws {
     if let Some(mode) = r.choice(d, "retry_mode", &["standard", "adaptive"]) {
         aws.retry_mode = if *mode == "adaptive" { RetryMode::Adaptive } else { RetryMode::Standard };
     }
-    for mut t in r.tables(d, "account", "[[aws.account]]") {
+    let home_name = r.string(d, "name", "\"admin\"");
+    if let Some(name) = &home_name {
+        if name.trim().is_empty() {
+            d.error(
+                &name.origin,
+                "`name` in [aws] must not be empty",
+                Some(format!("leave it out to call the home account `{DEFAULT_HOME_ACCOUNT}`")),
+            );
+        } else if check_name(d, name, "account") {
+            aws.name = name.value.clone();
+        }
+    }
+    let regions_origin = r.get("regions").map(|v| r.origin_of(v));
+    if let Some(regions) = r.string_list(d, "regions", "[\"eu-central-1\", \"eu-west-1\"]") {
+        if let (true, Some(origin)) = (regions.is_empty(), &regions_origin) {
+            d.error(
+                origin,
+                "`regions` in [aws] is empty, so the home account would have no region",
+                Some("list the home account's regions, e.g. `regions = [\"eu-central-1\"]`, or leave `regions` out to use `region`".into()),
+            );
+        }
+        let (regions, ok) = check_regions(d, regions);
+        if ok {
+            aws.regions = regions.into_iter().map(|r| r.value).collect();
+        }
+    }
+    let home_hint = match &home_name {
+        Some(name) => format!("the home account is named at {}; give this account another `name`", name.origin),
+        None => format!(
+            "the home account (credentials from the default chain) is `{DEFAULT_HOME_ACCOUNT}` unless [aws] sets \
+             `name`; give this account another `name`, or set `name` in [aws]"
+        ),
+    };
+    let mut account_names = Vec::new();
+    let mut names_seen: Vec<Located<String>> = Vec::new();
+    let mut roles_seen: Vec<(Located<String>, Option<String>)> = Vec::new();
+    let tables = r.tables(d, "account", "[[aws.account]]");
+    let written = tables.len();
+    for mut t in tables {
         let name = t.required_string(d, "name", "\"payments-prod\"");
         let role_arn = t.required_string(d, "role_arn", "\"arn:aws:iam::123456789012:role/patchd\"");
         let external_id = t.string(d, "external_id", "\"a-shared-secret\"").map(|s| s.value);
+        // Absent or empty: the account is in the home account's regions.
         let regions = t.string_list(d, "regions", "[\"eu-central-1\"]").unwrap_or_default();
-        // Count rather than `all` so that every bad region is reported, not only the first.
-        let regions_ok = regions.iter().filter(|region| !check_region(d, region)).count() == 0;
+        let (regions, regions_ok) = check_regions(d, regions);
+        let mut name_ok = false;
+        if let Some(name) = &name {
+            account_names.push(name.value.clone());
+            name_ok = check_name(d, name, "account");
+            if name.value == aws.name {
+                name_ok = false;
+                d.error(
+                    &name.origin,
+                    format!("`{}` is already the name of the home account ([aws] name)", name.value),
+                    Some(home_hint.clone()),
+                );
+            } else if let Some(first) = names_seen.iter().find(|n| n.value == name.value) {
+                name_ok = false;
+                d.error(
+                    &name.origin,
+                    format!("account `{}` is defined twice", name.value),
+                    Some(format!(
+                        "first defined at {}; each [[aws.account]] needs its own `name`",
+                        first.origin
+                    )),
+                );
+            } else {
+                names_seen.push(name.clone());
+            }
+        }
+        let mut role_ok = false;
         if let Some(arn) = &role_arn {
-            if !is_role_arn(arn) {
+            role_ok = is_role_arn(arn);
+            if !role_ok {
                 d.error(
                     &arn.origin,
                     format!("`role_arn` must be an IAM role ARN, found `{}`", arn.value),
                     Some("write `arn:aws:iam::<12-digit account id>:role/<role name>`".into()),
                 );
+            } else if let Some((first, first_name)) = roles_seen.iter().find(|(r, _)| r.value == arn.value) {
+                // Two names for one role would patch the same instances twice, under two labels.
+                role_ok = false;
+                let first_name =
+                    first_name.as_deref().map_or(String::new(), |n| format!(" by account `{n}`"));
+                d.error(
+                    &arn.origin,
+                    format!("role `{}` is already assumed{first_name}", arn.value),
+                    Some(format!(
+                        "first used at {}; each [[aws.account]] must assume its own role (two accounts may \
+                         share an account id with different roles)",
+                        first.origin
+                    )),
+                );
+            } else {
+                roles_seen.push((arn.clone(), name.as_ref().map(|n| n.value.clone())));
             }
         }
-        if let (Some(name), Some(role_arn)) = (name, role_arn) {
-            if regions_ok {
-                aws.accounts.push(Account {
-                    name: name.value,
-                    role_arn: role_arn.value,
-                    external_id,
-                    regions: regions.into_iter().map(|r| r.value).collect(),
-                    origin: t.origin.clone(),
-                });
-            }
+        if let (Some(name), Some(role_arn), true, true, true) = (name, role_arn, name_ok, role_ok, regions_ok)
+        {
+            aws.accounts.push(Account {
+                name: name.value,
+                role_arn: role_arn.value,
+                external_id,
+                regions: regions.into_iter().map(|r| r.value).collect(),
+                origin: t.origin.clone(),
+            });
         }
         t.finish(d);
     }
-    aws
+    // `account` written as something other than `[[aws.account]]` sections is an error too.
+    let malformed = written == 0 && r.get("account").is_some();
+    let complete = aws.accounts.len() == written && !malformed;
+    AwsPart { aws, account_names, complete }
 }
 
 fn is_role_arn(arn: &str) -> bool {
@@ -318,14 +471,7 @@ fn is_role_arn(arn: &str) -> bool {
 }
 
 pub(crate) fn default_aws() -> Aws {
-    Aws {
-        region: None,
-        endpoint_url: None,
-        profile: None,
-        max_attempts: 3,
-        retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
-    }
+    Aws::default()
 }
 
 /// `[events]`: an EventBridge bus and/or a signed webhook. The secret file is only named here;
@@ -823,6 +969,8 @@ fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Op
 fn decode_group(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Option<Group> {
     let name = r.required_string(d, "name", "\"prod-web\"");
     let description = r.string(d, "description", "\"...\"").map(|s| s.value);
+    let context = name.as_ref().map_or("a group".to_string(), |n| format!("group `{}`", n.value));
+    let scope = decode_scope(r, d, context, refs);
     let instance_ids = r.string_list(d, "instance_ids", "[\"i-0abc1234def567890\"]").unwrap_or_default();
     let ids_written = !instance_ids.is_empty();
     let instance_ids: Vec<Located<String>> =
@@ -860,6 +1008,7 @@ fn decode_group(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Op
         description,
         tags: TagSelector(tags),
         instance_ids: instance_ids.into_iter().map(|i| i.value).collect(),
+        scope,
         origin: r.origin.clone(),
     })
 }
@@ -936,6 +1085,8 @@ fn decode_window(
         _ => CutoffBehavior::ContinueTask,
     };
     let enabled = r.bool(d, "enabled").unwrap_or(true);
+    let context = name.as_ref().map_or("a window".to_string(), |n| format!("window `{}`", n.value));
+    let scope = decode_scope(r, d, context, refs);
     let start = r.datetime(d, "start_date", "2027-01-01");
     let end = r.datetime(d, "end_date", "2027-12-31");
     if let (Some(duration), Some(cutoff)) = (&duration, &cutoff) {
@@ -1020,6 +1171,7 @@ fn decode_window(
         cutoff_behavior,
         enabled,
         tasks,
+        scope,
         origin: r.origin.clone(),
     })
 }

@@ -149,16 +149,87 @@ pub enum RetryMode {
     Adaptive,
 }
 
+/// `[aws] name` when not written: the label of the account the default credential chain reaches.
+pub const DEFAULT_HOME_ACCOUNT: &str = "home";
+
 #[derive(Debug, Clone)]
 pub struct Aws {
-    /// None: the SDK finds it (AWS_REGION, the profile).
+    /// None: the SDK finds it (AWS_REGION, the profile). Also the region of EventBridge and
+    /// the home account's only region when `regions` is empty.
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     /// Total attempts per call, retries included; the SDK's retry layer owns all retrying.
     pub max_attempts: u32,
     pub retry_mode: RetryMode,
+    /// The label of the home account: the one whose credentials come from the default chain,
+    /// with no role assumed. Scopes and stored rows name it like any other account.
+    pub name: String,
+    /// The home account's regions; empty: the home region only (`region`, else the SDK's).
+    pub regions: Vec<String>,
+    /// Further accounts, reached by assuming a role; names differ from `name` and each other.
     pub accounts: Vec<Account>,
+}
+
+impl Default for Aws {
+    /// `[aws]` not written: the home account in the SDK's region, no other account.
+    fn default() -> Aws {
+        Aws {
+            region: None,
+            endpoint_url: None,
+            profile: None,
+            max_attempts: 3,
+            retry_mode: RetryMode::Standard,
+            name: DEFAULT_HOME_ACCOUNT.to_string(),
+            regions: Vec::new(),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+impl Aws {
+    /// The home account's regions as far as the configuration says; None when they depend on
+    /// the SDK's region, which is only known at run time.
+    pub fn configured_home_regions(&self) -> Option<&[String]> {
+        if !self.regions.is_empty() {
+            Some(&self.regions)
+        } else {
+            self.region.as_ref().map(std::slice::from_ref)
+        }
+    }
+
+    /// The configured name of the account with this 12-digit id, as recorded in the store: an
+    /// `[[aws.account]]` whose role lives in that account, else the home account (whose id the
+    /// configuration does not hold: it comes from the credentials at run time).
+    pub fn account_name_of(&self, account_id: &str) -> &str {
+        self.accounts
+            .iter()
+            .find(|a| a.role_arn.split(':').nth(4) == Some(account_id))
+            .map_or(self.name.as_str(), |a| a.name.as_str())
+    }
+
+    /// Every account patchd works in, the home account first, with defaults resolved: the
+    /// home account's regions are `regions`, else `region`, else `home_region` (the region
+    /// the SDK resolved at run time); an account without `regions` gets the home account's.
+    pub fn scope_accounts(&self, home_region: &str) -> Vec<ScopedAccount> {
+        let home_regions = match self.configured_home_regions() {
+            Some(regions) => regions.to_vec(),
+            None => vec![home_region.to_string()],
+        };
+        let home = ScopedAccount {
+            name: self.name.clone(),
+            role_arn: None,
+            external_id: None,
+            regions: home_regions.clone(),
+        };
+        let others = self.accounts.iter().map(|a| ScopedAccount {
+            name: a.name.clone(),
+            role_arn: Some(a.role_arn.clone()),
+            external_id: a.external_id.clone(),
+            regions: if a.regions.is_empty() { home_regions.clone() } else { a.regions.clone() },
+        });
+        std::iter::once(home).chain(others).collect()
+    }
 }
 
 /// Another AWS account reached by assuming a role.
@@ -167,8 +238,49 @@ pub struct Account {
     pub name: String,
     pub role_arn: String,
     pub external_id: Option<String>,
+    /// Empty: the home account's regions (see [`Aws::scope_accounts`]).
     pub regions: Vec<String>,
     pub origin: Origin,
+}
+
+/// One account with everything needed to reach it, as [`Aws::scope_accounts`] resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedAccount {
+    pub name: String,
+    /// None for the home account, whose credentials come from the default chain as they are.
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// Never empty.
+    pub regions: Vec<String>,
+}
+
+impl ScopedAccount {
+    /// Whether this is the home account (no role to assume).
+    pub fn is_home(&self) -> bool {
+        self.role_arn.is_none()
+    }
+}
+
+/// Where a group or window applies: `accounts = [...]` and `regions = [...]`. An empty list
+/// admits everything, so configurations written before scoping existed keep their meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scoping {
+    /// Account names (`[aws] name` or an `[[aws.account]]` name); empty: every account.
+    pub accounts: Vec<String>,
+    /// Region codes; empty: every region of the admitted accounts.
+    pub regions: Vec<String>,
+}
+
+impl Scoping {
+    pub fn admits(&self, account_name: &str, region: &str) -> bool {
+        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account_name))
+            && (self.regions.is_empty() || self.regions.iter().any(|r| r == region))
+    }
+
+    /// Whether nothing is excluded: neither list is written.
+    pub fn is_everywhere(&self) -> bool {
+        self.accounts.is_empty() && self.regions.is_empty()
+    }
 }
 
 /// Risk rank: ours to compute (from vendor severity, raised by rules), not SSM's ComplianceLevel.
@@ -392,6 +504,8 @@ pub struct Group {
     pub description: Option<String>,
     pub tags: TagSelector,
     pub instance_ids: Vec<String>,
+    /// The accounts and regions whose instances belong to the group; everywhere by default.
+    pub scope: Scoping,
     pub origin: Origin,
 }
 
@@ -423,6 +537,9 @@ pub struct Window {
     pub cutoff_behavior: CutoffBehavior,
     pub enabled: bool,
     pub tasks: Vec<Task>,
+    /// Where the window runs: a task reaches the instances of its groups that both this and
+    /// the group's scope admit.
+    pub scope: Scoping,
     pub origin: Origin,
 }
 
@@ -535,6 +652,66 @@ mod tests {
         assert!(!check(&[("Environment", "prod")]), "every key must match");
         assert!(!check(&[("Environment", "staging"), ("Role", "web")]));
         assert!(!check(&[("environment", "prod"), ("Role", "web")]), "tag keys are case-sensitive");
+    }
+
+    fn scoping(accounts: &[&str], regions: &[&str]) -> Scoping {
+        Scoping {
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scoping_admits_what_it_lists_and_empty_lists_admit_everything() {
+        let everywhere = Scoping::default();
+        assert!(everywhere.is_everywhere());
+        assert!(everywhere.admits("home", "eu-west-1"));
+
+        let accounts = scoping(&["payments", "analytics"], &[]);
+        assert!(!accounts.is_everywhere());
+        assert!(accounts.admits("analytics", "ap-south-1"), "every region of a listed account");
+        assert!(!accounts.admits("home", "eu-west-1"));
+
+        let regions = scoping(&[], &["eu-west-1"]);
+        assert!(regions.admits("anyone", "eu-west-1"));
+        assert!(!regions.admits("anyone", "eu-west-2"));
+
+        let both = scoping(&["payments"], &["eu-west-1", "us-east-1"]);
+        assert!(both.admits("payments", "us-east-1"));
+        assert!(!both.admits("payments", "eu-central-1"), "both lists must admit the pair");
+        assert!(!both.admits("analytics", "us-east-1"));
+        assert!(!both.admits("Payments", "us-east-1"), "account names are case-sensitive");
+    }
+
+    #[test]
+    fn scope_accounts_resolve_regions_home_first() {
+        let account = |name: &str, regions: &[&str]| Account {
+            name: name.to_string(),
+            role_arn: format!("arn:aws:iam::111111111111:role/{name}"),
+            external_id: None,
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            origin: Origin { file: std::sync::Arc::new("c.toml".into()), line: 1, col: 1 },
+        };
+        let mut aws =
+            Aws { accounts: vec![account("a", &[]), account("b", &["us-east-1"])], ..Aws::default() };
+        let regions = |aws: &Aws| {
+            aws.scope_accounts("sdk-region-1").into_iter().map(|a| (a.name, a.regions)).collect::<Vec<_>>()
+        };
+        let owned = |pairs: &[(&str, &[&str])]| {
+            pairs
+                .iter()
+                .map(|(n, rs)| (n.to_string(), rs.iter().map(|r| r.to_string()).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            regions(&aws),
+            owned(&[("home", &["sdk-region-1"]), ("a", &["sdk-region-1"]), ("b", &["us-east-1"])])
+        );
+        aws.region = Some("eu-west-1".into());
+        assert_eq!(regions(&aws)[1], owned(&[("a", &["eu-west-1"])])[0]);
+        aws.regions = vec!["eu-central-1".into(), "eu-west-1".into()];
+        assert_eq!(regions(&aws)[0], owned(&[("home", &["eu-central-1", "eu-west-1"])])[0]);
+        assert_eq!(regions(&aws)[1].1, aws.regions);
     }
 
     #[test]

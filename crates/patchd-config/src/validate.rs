@@ -67,6 +67,7 @@ pub(crate) fn merge_and_check(
     for part in parts {
         refs.names.extend(part.refs.names);
         refs.groups.extend(part.refs.groups);
+        refs.scopes.extend(part.refs.scopes);
         daemons.extend(part.daemon);
         awss.extend(part.aws);
         slas.extend(part.sla);
@@ -80,8 +81,12 @@ pub(crate) fn merge_and_check(
     if let Some(daemon) = singleton(d, "daemon", daemons) {
         config.daemon = daemon;
     }
-    if let Some(aws) = singleton(d, "aws", awss) {
-        config.aws = aws;
+    // Account names of `[[aws.account]]` entries, even those dropped for errors.
+    let (mut account_names, mut accounts_complete) = (Vec::new(), true);
+    if let Some(part) = singleton(d, "aws", awss) {
+        config.aws = part.aws;
+        account_names = part.account_names;
+        accounts_complete = part.complete;
     }
     if let Some(sla) = singleton(d, "sla", slas) {
         config.sla = sla;
@@ -94,9 +99,11 @@ pub(crate) fn merge_and_check(
         let names = refs.names.iter().filter(|(k, _)| *k == kind).map(|(_, n)| (n.value.as_str(), &n.origin));
         unique_names(d, kind, names);
     }
-    unique_names(d, "account", config.aws.accounts.iter().map(|a| (a.name.as_str(), &a.origin)));
 
     check_group_references(&config, &refs, d);
+    let accounts = Accounts::new(&config.aws, account_names, accounts_complete);
+    check_scopes(&accounts, &refs, d);
+    warn_disjoint_scopes(&config, &accounts, d);
     check_patch_groups(&config, d);
     warn_time_dependent(&config, now, &unanchored_rates, d);
     if !d.has_errors() {
@@ -136,6 +143,196 @@ fn check_group_references(config: &Config, refs: &crate::decode::Refs, d: &mut D
                 Some("add it to the `groups` of a `[[window.task]]`".into()),
             );
         }
+    }
+}
+
+/// Every account name the configuration defines, with its regions where the configuration
+/// says what they are.
+struct Accounts<'a> {
+    /// The home account first. None: the regions are only known at run time (the home account
+    /// without `[aws] region`/`regions`, and accounts that inherit them), or the account was
+    /// dropped for errors.
+    all: Vec<(String, Option<&'a [String]>)>,
+    home: &'a str,
+    /// False when an `[[aws.account]]` entry has errors: it may be meant to cover any region,
+    /// so checks that depend on regions would only pile onto its error.
+    complete: bool,
+}
+
+impl<'a> Accounts<'a> {
+    fn new(aws: &'a Aws, names: Vec<String>, complete: bool) -> Accounts<'a> {
+        let home_regions = aws.configured_home_regions();
+        let mut all = vec![(aws.name.clone(), home_regions)];
+        for name in names {
+            if all.iter().any(|(n, _)| *n == name) {
+                continue; // a duplicate or a clash with the home account, already an error
+            }
+            let regions = aws.accounts.iter().find(|a| a.name == name).and_then(|a| {
+                if a.regions.is_empty() {
+                    home_regions
+                } else {
+                    Some(a.regions.as_slice())
+                }
+            });
+            all.push((name, regions));
+        }
+        Accounts { all, home: &aws.name, complete }
+    }
+
+    fn defines(&self, name: &str) -> bool {
+        self.all.iter().any(|(n, _)| n == name)
+    }
+
+    fn admitted<'s>(
+        &'s self,
+        scope: &'s Scoping,
+    ) -> impl Iterator<Item = &'s (String, Option<&'a [String]>)> {
+        self.all.iter().filter(|(name, _)| scope.accounts.is_empty() || scope.accounts.contains(name))
+    }
+
+    /// Whether some account and region is admitted by every scope; None when that depends on
+    /// regions only known at run time.
+    fn meet(&self, scopes: &[&Scoping]) -> Option<bool> {
+        // Lists that share nothing rule out every pair, whatever the accounts' regions are.
+        let disjoint = |lists: Vec<&Vec<String>>| {
+            let written: Vec<_> = lists.into_iter().filter(|l| !l.is_empty()).collect();
+            written.split_first().is_some_and(|(first, rest)| {
+                !first.iter().any(|item| rest.iter().all(|other| other.contains(item)))
+            })
+        };
+        if disjoint(scopes.iter().map(|s| &s.accounts).collect())
+            || disjoint(scopes.iter().map(|s| &s.regions).collect())
+        {
+            return Some(false);
+        }
+        let mut unknown = !self.complete;
+        for (name, regions) in &self.all {
+            if !scopes.iter().all(|s| s.accounts.is_empty() || s.accounts.contains(name)) {
+                continue;
+            }
+            match regions {
+                Some(regions) => {
+                    if regions.iter().any(|r| scopes.iter().all(|s| s.admits(name, r))) {
+                        return Some(true);
+                    }
+                }
+                None => unknown = true,
+            }
+        }
+        if unknown {
+            None
+        } else {
+            Some(false)
+        }
+    }
+}
+
+/// Account names in scopes must exist, and a region in a scope must be one an account of that
+/// scope is in, when the configuration says which regions those accounts are in.
+fn check_scopes(accounts: &Accounts, refs: &crate::decode::Refs, d: &mut Diagnostics) {
+    for scope in &refs.scopes {
+        let mut all_known = true;
+        for account in &scope.accounts {
+            if accounts.defines(account) {
+                continue;
+            }
+            all_known = false;
+            let names = accounts.all.iter().map(|(n, _)| n.as_str());
+            let hint = did_you_mean(account, names).unwrap_or_else(|| {
+                if accounts.all.len() == 1 {
+                    format!(
+                        "the only account is `{}`, the home account ([aws] `name`); define others with \
+                         [[aws.account]]",
+                        accounts.home
+                    )
+                } else {
+                    let names: Vec<&str> = accounts.all.iter().map(|(n, _)| n.as_str()).collect();
+                    format!(
+                        "defined accounts: {} (`{}` is the home account, [aws] `name`)",
+                        names.join(", "),
+                        accounts.home
+                    )
+                }
+            });
+            d.error(
+                &account.origin,
+                format!("{} names unknown account `{}`", scope.context, account.value),
+                Some(hint),
+            );
+        }
+        if !all_known || !accounts.complete || scope.regions.is_empty() {
+            continue;
+        }
+        let written = Scoping {
+            accounts: scope.accounts.iter().map(|a| a.value.clone()).collect(),
+            regions: Vec::new(),
+        };
+        let admitted: Vec<_> = accounts.admitted(&written).collect();
+        // An account whose regions are only known at run time could have any region.
+        let Some(known) = admitted.iter().map(|(_, regions)| *regions).collect::<Option<Vec<_>>>() else {
+            continue;
+        };
+        let mut available: Vec<&str> = known.iter().flat_map(|r| r.iter().map(String::as_str)).collect();
+        available.sort_unstable();
+        available.dedup();
+        for region in &scope.regions {
+            if available.contains(&region.value.as_str()) {
+                continue;
+            }
+            let names: Vec<&str> = admitted.iter().map(|(n, _)| n.as_str()).collect();
+            d.error(
+                &region.origin,
+                format!("no account in scope of {} has region `{}`", scope.context, region.value),
+                Some(format!(
+                    "the accounts in scope ({}) are in {}; add `{}` to an account's `regions`, or remove it here",
+                    names.join(", "),
+                    available.join(", "),
+                    region.value
+                )),
+            );
+        }
+    }
+}
+
+/// A task reaches the instances its window's scope and its group's scope both admit; when
+/// they share no account and region the task never patches that group, which is legal but
+/// almost certainly not what was meant.
+fn warn_disjoint_scopes(config: &Config, accounts: &Accounts, d: &mut Diagnostics) {
+    let resolved = |scope: &Scoping| scope.accounts.iter().all(|a| accounts.defines(a));
+    for window in &config.windows {
+        if !resolved(&window.scope) {
+            continue; // unknown accounts are errors already; a warning would repeat them
+        }
+        for task in &window.tasks {
+            for group_ref in &task.groups {
+                let Some(group) = config.group(group_ref) else { continue };
+                if !resolved(&group.scope) || accounts.meet(&[&window.scope, &group.scope]) != Some(false) {
+                    continue;
+                }
+                d.warning(
+                    &group_ref.origin,
+                    format!(
+                        "window `{}` and group `{}` have no account and region in common, so task `{}` never reaches the group",
+                        window.name, group.name, task.name
+                    ),
+                    Some(format!(
+                        "the window is scoped to {}, the group to {}; widen `accounts`/`regions` on one of them, or drop the group from the task",
+                        describe(&window.scope),
+                        describe(&group.scope)
+                    )),
+                );
+            }
+        }
+    }
+}
+
+fn describe(scope: &Scoping) -> String {
+    let list = |items: &[String]| items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ");
+    match (scope.accounts.is_empty(), scope.regions.is_empty()) {
+        (true, true) => "every account and region".to_string(),
+        (false, true) => format!("accounts {}", list(&scope.accounts)),
+        (true, false) => format!("regions {}", list(&scope.regions)),
+        (false, false) => format!("accounts {} in regions {}", list(&scope.accounts), list(&scope.regions)),
     }
 }
 

@@ -22,6 +22,8 @@ fn config_line() -> impl Strategy<Value = String> {
         Just("[[baseline.rule]]".to_string()),
         Just("[sla]".to_string()),
         Just("[[exception]]".to_string()),
+        Just("[aws]".to_string()),
+        Just("[[aws.account]]".to_string()),
         (
             prop::sample::select(vec![
                 "name",
@@ -48,6 +50,10 @@ fn config_line() -> impl Strategy<Value = String> {
                 "expires",
                 "patches",
                 "group",
+                "accounts",
+                "regions",
+                "region",
+                "role_arn",
             ]),
             prop_oneof![
                 "\"[a-zA-Z0-9 ?*#/,()%-]{0,24}\"".prop_map(|s| s),
@@ -57,6 +63,9 @@ fn config_line() -> impl Strategy<Value = String> {
                 Just("\"cron(0 2 ? * TUE#2 *)\"".to_string()),
                 Just("\"rate(1 day)\"".to_string()),
                 Just("true".to_string()),
+                Just("[\"eu-west-1\", \"us-east-1\"]".to_string()),
+                Just("[\"home\", \"g\"]".to_string()),
+                Just("\"arn:aws:iam::123456789012:role/patchd\"".to_string()),
             ],
         )
             .prop_map(|(k, v)| format!("{k} = {v}")),

@@ -450,3 +450,311 @@ fn values_that_look_like_access_keys_are_refused() {
         &[],
     );
 }
+
+/// An admin account (the home account) that assumes roles into two workload accounts, with
+/// groups and windows scoped to some of them.
+const MULTI: &str = r#"
+[aws]
+name = "admin"
+region = "eu-central-1"
+regions = ["eu-central-1", "eu-west-1"]
+
+[[aws.account]]
+name = "payments-prod"
+role_arn = "arn:aws:iam::111111111111:role/patchd"
+external_id = "patchd-payments"
+
+[[aws.account]]
+name = "analytics"
+role_arn = "arn:aws:iam::222222222222:role/patchd"
+regions = ["us-east-1", "eu-west-1"]
+
+[[baseline]]
+name = "prod-al2"
+operating_system = "AMAZON_LINUX_2"
+patch_groups = ["prod"]
+[[baseline.rule]]
+classification = ["Security"]
+approve_after_days = 0
+
+[[group]]
+name = "payments-web"
+accounts = ["payments-prod"]
+[group.tags]
+"Patch Group" = "prod"
+
+[[group]]
+name = "analytics-us"
+accounts = ["analytics"]
+regions = ["us-east-1"]
+[group.tags]
+"Patch Group" = "prod"
+
+[[window]]
+name = "weekly"
+schedule = "cron(0 3 ? * SUN *)"
+duration_hours = 4
+regions = ["eu-west-1", "us-east-1"]
+[[window.task]]
+operation = "install"
+groups = ["payments-web", "analytics-us"]
+"#;
+
+/// "LINE:COL" of the one occurrence of `needle` in `text`, for expectations that survive
+/// edits to the configuration above them.
+fn at(text: &str, needle: &str) -> String {
+    assert_eq!(text.matches(needle).count(), 1, "`{needle}` must occur once");
+    let offset = text.find(needle).unwrap();
+    let line = text[..offset].matches('\n').count() + 1;
+    let col = text[..offset].rsplit('\n').next().unwrap().chars().count() + 1;
+    format!("{line}:{col}")
+}
+
+fn account_regions(loaded: &Loaded, home_region: &str) -> Vec<(String, Vec<String>)> {
+    loaded.config.aws.scope_accounts(home_region).into_iter().map(|a| (a.name, a.regions)).collect()
+}
+
+fn pairs(items: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    items.iter().map(|(n, rs)| (n.to_string(), rs.iter().map(|r| r.to_string()).collect())).collect()
+}
+
+#[test]
+fn multi_account_configuration_is_valid() {
+    check_warnings(MULTI, &[]);
+    let loaded = load_files(&[("c.toml", MULTI)]).unwrap();
+    let aws = &loaded.config.aws;
+    assert_eq!(aws.name, "admin");
+    assert_eq!(aws.regions, ["eu-central-1", "eu-west-1"]);
+    assert!(aws.accounts[0].regions.is_empty(), "unwritten regions stay empty in the model");
+    let scoped = aws.scope_accounts("ap-south-1");
+    assert_eq!(
+        scoped.iter().map(|a| (a.name.as_str(), a.role_arn.as_deref(), a.is_home())).collect::<Vec<_>>(),
+        [
+            ("admin", None, true),
+            ("payments-prod", Some("arn:aws:iam::111111111111:role/patchd"), false),
+            ("analytics", Some("arn:aws:iam::222222222222:role/patchd"), false),
+        ]
+    );
+    assert_eq!(scoped[1].external_id.as_deref(), Some("patchd-payments"));
+    assert_eq!(
+        account_regions(&loaded, "ap-south-1"),
+        pairs(&[
+            ("admin", &["eu-central-1", "eu-west-1"]),
+            ("payments-prod", &["eu-central-1", "eu-west-1"]),
+            ("analytics", &["us-east-1", "eu-west-1"]),
+        ])
+    );
+    let group = loaded.config.group("analytics-us").unwrap();
+    assert_eq!(
+        (group.scope.accounts.as_slice(), group.scope.regions.as_slice()),
+        (&["analytics".to_string()][..], &["us-east-1".to_string()][..])
+    );
+    let window = loaded.config.window("weekly").unwrap();
+    assert!(window.scope.accounts.is_empty() && window.scope.admits("admin", "us-east-1"));
+    assert!(!window.scope.admits("admin", "eu-central-1"));
+    // Without scoping, everything stays everywhere, as before accounts existed.
+    let plain = load_files(&[("c.toml", BASE)]).unwrap();
+    assert!(plain.config.groups[0].scope.is_everywhere() && plain.config.windows[0].scope.is_everywhere());
+    assert_eq!(plain.config.aws.name, "home");
+}
+
+#[test]
+fn documented_multi_account_example_is_valid() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let intro = doc.find("An admin account that assumes roles").expect("the example is documented");
+    let start = intro + doc[intro..].find("```toml\n").unwrap() + "```toml\n".len();
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let loaded = load_files(&[("configuration.md", example)]).unwrap();
+    assert_eq!(render(&loaded.warnings, Severity::Warning), Vec::<String>::new());
+    assert_eq!(
+        account_regions(&loaded, "us-west-2"),
+        pairs(&[
+            ("admin", &["eu-central-1", "eu-west-1"]),
+            ("payments-prod", &["eu-central-1", "eu-west-1"]),
+            ("analytics-prod", &["eu-west-1", "us-east-1"]),
+        ])
+    );
+}
+
+#[test]
+fn accounts_without_regions_inherit_the_home_regions() {
+    let account =
+        "[[aws.account]]\nname = \"payments-prod\"\nrole_arn = \"arn:aws:iam::111111111111:role/patchd\"\n";
+    // The home region is `[aws] region`...
+    let with_region = with_base(&format!("[aws]\nregion = \"eu-west-1\"\n{account}"));
+    let loaded = load_files(&[("c.toml", &with_region)]).unwrap();
+    assert_eq!(
+        account_regions(&loaded, "ap-south-1"),
+        pairs(&[("home", &["eu-west-1"]), ("payments-prod", &["eu-west-1"])])
+    );
+    // ... else the SDK's, known at run time; `regions = []` means the same as leaving it out.
+    let without = with_base(&format!("[aws]\n{account}regions = []\n"));
+    let loaded = load_files(&[("c.toml", &without)]).unwrap();
+    assert_eq!(
+        account_regions(&loaded, "ap-south-1"),
+        pairs(&[("home", &["ap-south-1"]), ("payments-prod", &["ap-south-1"])])
+    );
+}
+
+#[test]
+fn scopes_name_defined_accounts() {
+    let text = MULTI.replace("accounts = [\"payments-prod\"]", "accounts = [\"paymnts-prod\"]");
+    check_errors(
+        &text,
+        &[&format!(
+            "{}: group `payments-web` names unknown account `paymnts-prod`",
+            at(&text, "\"paymnts-prod\"")
+        )],
+    );
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", &text)]) else { panic!() };
+    assert_eq!(diagnostics[0].hint.as_deref(), Some("did you mean `payments-prod`?"));
+    // The home account is named by `[aws] name`, and nothing close is listed in full.
+    let text = MULTI.replace("accounts = [\"payments-prod\"]", "accounts = [\"admin\", \"billing\"]");
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", &text)]) else { panic!() };
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    assert_eq!(diagnostics[0].to_string(), format!(
+        "c.toml:{}: error: group `payments-web` names unknown account `billing`\n  = hint: defined accounts: admin, payments-prod, analytics (`admin` is the home account, [aws] `name`)",
+        at(&text, "\"billing\"")
+    ));
+    // Without [[aws.account]] the home account is the only one, called `home` by default.
+    let text = BASE.replace("name = \"weekly\"", "name = \"weekly\"\naccounts = [\"prod\"]");
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", &text)]) else { panic!() };
+    assert!(diagnostics[0].message.starts_with("window `weekly` names unknown account `prod`"));
+    assert!(
+        diagnostics[0].hint.as_deref().unwrap().starts_with("the only account is `home`"),
+        "{}",
+        diagnostics[0]
+    );
+    check_warnings(&BASE.replace("name = \"weekly\"", "name = \"weekly\"\naccounts = [\"home\"]"), &[]);
+}
+
+#[test]
+fn scope_regions_are_region_codes_of_accounts_in_scope() {
+    let text = MULTI.replace(
+        "regions = [\"eu-west-1\", \"us-east-1\"]",
+        "regions = [\"eu-west\", \"ap-south-1\", \"eu-west\"]",
+    );
+    check_errors(
+        &text,
+        &[
+            &format!("{}: `eu-west` is not an AWS region name", at(&text, "\"eu-west\", \"ap")),
+            &format!(
+                "{}: no account in scope of window `weekly` has region `ap-south-1`",
+                at(&text, "\"ap-south-1\"")
+            ),
+            &format!("{}: `eu-west` is not an AWS region name", at(&text, "\"eu-west\"]")),
+        ],
+    );
+    // A group in one account may only name that account's regions.
+    let text = MULTI.replace("regions = [\"us-east-1\"]\n[group", "regions = [\"eu-central-1\"]\n[group");
+    check_errors(
+        &text,
+        &[&format!(
+            "{}: no account in scope of group `analytics-us` has region `eu-central-1`",
+            at(&text, "\"eu-central-1\"]\n[group")
+        )],
+    );
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", &text)]) else { panic!() };
+    assert_eq!(
+        diagnostics[0].hint.as_deref(),
+        Some("the accounts in scope (analytics) are in eu-west-1, us-east-1; add `eu-central-1` to an account's `regions`, or remove it here")
+    );
+    // A region listed twice is a slip.
+    let text =
+        MULTI.replace("regions = [\"eu-west-1\", \"us-east-1\"]", "regions = [\"eu-west-1\", \"eu-west-1\"]");
+    check_errors(
+        &text,
+        &[&format!("{}: region `eu-west-1` is listed twice", at(&text, "\"eu-west-1\"]\n[[window.task"))],
+    );
+    // When the home region is only known at run time, any region may be the home account's.
+    check_warnings(&BASE.replace("name = \"weekly\"", "name = \"weekly\"\nregions = [\"ap-south-1\"]"), &[]);
+}
+
+#[test]
+fn account_names_and_roles_are_unique() {
+    let second =
+        "[[aws.account]]\nname = \"payments-prod\"\nrole_arn = \"arn:aws:iam::111111111111:role/patchd\"\n";
+    let text = MULTI.replace("[[baseline]]", &format!("{second}\n[[baseline]]"));
+    let dup_name = text.match_indices("name = \"payments-prod\"").nth(1).unwrap().0;
+    let line = text[..dup_name].matches('\n').count() + 1;
+    check_errors(
+        &text,
+        &[
+            &format!("{line}:8: account `payments-prod` is defined twice"),
+            &format!("{}:12: role `arn:aws:iam::111111111111:role/patchd` is already assumed by account `payments-prod`", line + 1),
+        ],
+    );
+    // The home account's name is taken, whether written or the default.
+    let text = MULTI.replace("name = \"analytics\"", "name = \"admin\"");
+    check_errors(
+        &text,
+        &[
+            &format!(
+                "{}: `admin` is already the name of the home account ([aws] name)",
+                at(&text, "\"admin\"\nrole_arn")
+            ),
+            &format!(
+                "{}: group `analytics-us` names unknown account `analytics`",
+                at(&text, "\"analytics\"")
+            ),
+        ],
+    );
+    let Err(LoadError::Invalid { diagnostics }) = load_files(&[("c.toml", &text)]) else { panic!() };
+    assert!(diagnostics[0]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains(&format!("named at c.toml:{}", at(&text, "\"admin\"\nregion"))));
+    let text = with_base(
+        "[aws]\n[[aws.account]]\nname = \"home\"\nrole_arn = \"arn:aws:iam::111111111111:role/patchd\"\n",
+    );
+    check_errors(&text, &["24:8: `home` is already the name of the home account ([aws] name)"]);
+    // One account id behind two roles is fine: different roles reach different permissions.
+    let text = MULTI.replace("222222222222:role/patchd", "111111111111:role/patchd-analytics");
+    check_warnings(&text, &[]);
+}
+
+#[test]
+fn home_account_name_and_regions() {
+    check_errors(
+        &with_base("[aws]\nname = \"admin account\"\nregions = []\n"),
+        &["23:8: account name `admin account` may only contain", "24:11: `regions` in [aws] is empty"],
+    );
+    check_errors(
+        &with_base("[aws]\nregions = [\"eu-west-1\", \"eu-west-1\", \"west\"]\n"),
+        &["23:25: region `eu-west-1` is listed twice", "23:38: `west` is not an AWS region name"],
+    );
+    // `region` need not be one of `regions`: it is where EventBridge is called from.
+    let loaded =
+        load_files(&[("c.toml", &with_base("[aws]\nregion = \"us-east-1\"\nregions = [\"eu-west-1\"]\n"))])
+            .unwrap();
+    assert_eq!(account_regions(&loaded, "x"), pairs(&[("home", &["eu-west-1"])]));
+}
+
+#[test]
+fn window_and_group_scopes_that_never_meet_are_warned_about() {
+    // The window runs in eu-west-1 only; analytics-us is in us-east-1 only.
+    let text = MULTI.replace("regions = [\"eu-west-1\", \"us-east-1\"]", "regions = [\"eu-west-1\"]");
+    check_warnings(
+        &text,
+        &["window `weekly` and group `analytics-us` have no account and region in common, so task `install` never reaches the group"],
+    );
+    let loaded = load_files(&[("c.toml", &text)]).unwrap();
+    assert_eq!(
+        format!("{}:{}", loaded.warnings[0].origin.line, loaded.warnings[0].origin.col),
+        at(&text, "\"analytics-us\"]")
+    );
+    assert_eq!(
+        loaded.warnings[0].hint.as_deref(),
+        Some("the window is scoped to regions `eu-west-1`, the group to accounts `analytics` in regions `us-east-1`; widen `accounts`/`regions` on one of them, or drop the group from the task")
+    );
+    // Disjoint account lists, and disjoint region lists even when the regions are only known
+    // at run time, never meet either.
+    let text = MULTI.replace("regions = [\"eu-west-1\", \"us-east-1\"]", "accounts = [\"admin\"]");
+    check_warnings(&text, &["group `payments-web` have no account", "group `analytics-us` have no account"]);
+    let text = BASE
+        .replace("name = \"weekly\"", "name = \"weekly\"\nregions = [\"eu-west-1\"]")
+        .replace("name = \"prod-web\"", "name = \"prod-web\"\nregions = [\"us-east-1\"]");
+    check_warnings(&text, &["window `weekly` and group `prod-web` have no account and region in common"]);
+}

@@ -9,8 +9,10 @@ use crate::events::Publisher;
 /// instance ids are unique only within one account and region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    /// An account label. Until multi-account support lands (one `[[aws.account]]` per
-    /// role), the account of the default credential chain is labelled `default`.
+    /// The account's name in the configuration (`[aws] name`, `[[aws.account]] name`): what
+    /// groups and windows are scoped by.
+    pub name: String,
+    /// The 12-digit account id, as STS reports it: what the store records.
     pub account: String,
     pub region: String,
 }
@@ -18,6 +20,17 @@ pub struct Scope {
 impl Scope {
     pub fn key<'a>(&'a self, instance_id: &'a str) -> InstanceKey<'a> {
         InstanceKey { account: &self.account, region: &self.region, instance_id }
+    }
+
+    /// Whether a group or window scoped this way reaches this account and region.
+    pub fn admitted_by(&self, scoping: &patchd_config::Scoping) -> bool {
+        scoping.admits(&self.name, &self.region)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}) {}", self.name, self.account, self.region)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
 //! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
 //! - [`scheduler`]: when windows fire, and what happens to firings missed while down;
+//! - [`scopes`]: the accounts and regions patchd works in, one [`Context`] each;
 //! - [`events`]: window runs, task failures, SLA transitions and coverage gaps, published to
 //!   EventBridge and/or a signed webhook.
 //!
@@ -18,6 +19,7 @@ pub mod events;
 pub mod preview;
 pub mod rollout;
 pub mod scheduler;
+pub mod scopes;
 pub mod sync;
 pub mod window;
 

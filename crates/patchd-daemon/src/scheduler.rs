@@ -43,11 +43,11 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use crate::baselines;
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
 use crate::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress, WindowError};
 use crate::Context;
+use crate::{baselines, scopes};
 
 /// At most this many missed occurrences of one window are recorded one by one after a
 /// downtime; the rest are counted in one log line and audit entry.
@@ -220,7 +220,8 @@ impl Timer {
 /// What every spawned run shares.
 #[derive(Debug, Clone)]
 struct Shared {
-    ctx: Context,
+    /// One per account and region, the home account's first (see [`crate::scopes`]).
+    scopes: Arc<Vec<Context>>,
     settings: Arc<Settings>,
     release_dates: Arc<ReleaseDates>,
     stop: watch::Receiver<bool>,
@@ -229,19 +230,27 @@ struct Shared {
 }
 
 /// Brings SSM's baselines in line with `config`, logging what changed; never fails the daemon.
+/// Every account and region has its own baselines and patch groups: each is reconciled.
 async fn reconcile_baselines(shared: &Shared, config: &Config) {
     let _one_at_a_time = shared.reconciling.lock().await;
-    if let Err(e) = baselines::reconcile(&shared.ctx, &config.baselines, config.daemon.prune_baselines).await
-    {
-        error!(error = %e, "patch baselines not reconciled; windows run with what SSM has");
+    for ctx in shared.scopes.iter() {
+        if let Err(e) = baselines::reconcile(ctx, &config.baselines, config.daemon.prune_baselines).await {
+            error!(scope = %ctx.scope, error = %e, "patch baselines not reconciled; windows run with what SSM has");
+        }
     }
 }
 
-type Finished = (String, DateTime<Utc>, Result<RunSummary, WindowError>);
+/// A run in flight: (window, scheduled start, account, region).
+type RunKey = (String, DateTime<Utc>, String, String);
+
+type Finished = (RunKey, Result<RunSummary, WindowError>);
 
 /// Runs the daemon until [`Control::Stop`] (or the control channel closes).
+///
+/// `scopes` holds one context per account and region (see [`crate::scopes::connect`]), the
+/// home account's first; a window fires in each scope its groups reach.
 pub async fn run(
-    ctx: Context,
+    scopes: Vec<Context>,
     config: Config,
     settings: Settings,
     mut control: mpsc::Receiver<Control>,
@@ -252,7 +261,7 @@ pub async fn run(
     let timer = Timer { jobs: jobs.clone(), wake: wake_tx };
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Shared {
-        ctx: ctx.clone(),
+        scopes: Arc::new(scopes),
         release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
         settings: Arc::new(settings),
         stop: stop_rx,
@@ -263,26 +272,31 @@ pub async fn run(
     // 0. Baselines first: whatever scans next should judge by the configured ones.
     reconcile_baselines(&shared, &config).await;
     let mut runs: JoinSet<Finished> = JoinSet::new();
-    let mut active: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+    let mut active: HashSet<RunKey> = HashSet::new();
     let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
 
     // 1. Resume what a previous process left in progress.
     let now = Utc::now();
-    for (record, plan) in window::interrupted_runs(&ctx, &config, now - RESUME_LOOKBACK).await? {
-        match plan {
-            Some(plan) => {
-                info!(window = %record.window, scheduled_start = %record.scheduled_start, "resuming interrupted run");
-                spawn_run(&mut runs, &mut active, &shared, &config, plan);
-            }
-            None => {
-                window::abandon(&ctx, &record, "no stored plan and no such window in the configuration")
-                    .await?
+    for ctx in shared.scopes.iter() {
+        for (record, plan) in window::interrupted_runs(ctx, &config, now - RESUME_LOOKBACK).await? {
+            match plan {
+                Some(plan) => {
+                    info!(window = %record.window, scheduled_start = %record.scheduled_start, scope = %ctx.scope,
+                        "resuming interrupted run");
+                    spawn_run(&mut runs, &mut active, &shared, &config, ctx, plan);
+                }
+                None => {
+                    window::abandon(ctx, &record, "no stored plan and no such window in the configuration")
+                        .await?
+                }
             }
         }
     }
-    // 2. Missed and late occurrences.
+    // 2. Missed and late occurrences, in each scope the window reaches.
     for w in config.windows.iter().filter(|w| w.enabled) {
-        catch_up_window(&ctx, &shared, &config, w, &mut runs, &mut active).await?;
+        for ctx in shared.scopes.iter() {
+            catch_up_window(ctx, &shared, &config, w, &mut runs, &mut active).await?;
+        }
     }
     // 3. Arm.
     let mut armed: HashMap<String, Armed> = HashMap::new();
@@ -323,7 +337,12 @@ pub async fn run(
                             }
                         }
                         info!(window = %name, scheduled_start = %at, "window firing");
-                        spawn_run(&mut runs, &mut active, &shared, &config, RunPlan::for_window(w, at));
+                        let plan = RunPlan::for_window(w, at);
+                        for ctx in shared.scopes.iter() {
+                            if let Some(scoped) = scopes::plan_in_scope(&config, Some(&name), &plan, &ctx.scope) {
+                                spawn_run(&mut runs, &mut active, &shared, &config, ctx, scoped);
+                            }
+                        }
                     }
                     Wake::Sync => {
                         if syncing.as_ref().is_some_and(|h| !h.is_finished()) {
@@ -348,11 +367,12 @@ pub async fn run(
             },
             Some(finished) = runs.join_next(), if !runs.is_empty() => {
                 match finished {
-                    Ok((name, at, result)) => {
-                        active.remove(&(name.clone(), at));
+                    Ok((key, result)) => {
                         if let Err(e) = result {
-                            error!(window = %name, scheduled_start = %at, error = %e, "window run failed");
+                            error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
+                                error = %e, "window run failed");
                         }
+                        active.remove(&key);
                     }
                     Err(e) => error!(error = %e, "window run task panicked or was aborted"),
                 }
@@ -373,8 +393,9 @@ pub async fn run(
             tokio::select! {
                 finished = runs.join_next() => match finished {
                     None => break,
-                    Some(Ok((name, at, Err(e)))) => {
-                        error!(window = %name, scheduled_start = %at, error = %e, "window run failed while stopping");
+                    Some(Ok((key, Err(e)))) => {
+                        error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
+                            error = %e, "window run failed while stopping");
                     }
                     Some(_) => {}
                 },
@@ -409,27 +430,35 @@ async fn catch_up_window(
     config: &Arc<Config>,
     w: &Window,
     runs: &mut JoinSet<Finished>,
-    active: &mut HashSet<(String, DateTime<Utc>)>,
+    active: &mut HashSet<RunKey>,
 ) -> Result<(), SchedulerError> {
-    let latest = ctx
-        .store
-        .window_runs(&WindowRunQuery { window: Some(&w.name), limit: Some(1), ..Default::default() })
-        .await?;
     let now = Utc::now();
+    if scopes::plan_in_scope(config, Some(&w.name), &RunPlan::for_window(w, now), &ctx.scope).is_none() {
+        return Ok(());
+    }
+    let query = WindowRunQuery {
+        window: Some(&w.name),
+        account: Some(&ctx.scope.account),
+        region: Some(&ctx.scope.region),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let latest = ctx.store.window_runs(&query).await?;
     let plan = catch_up(w, latest.first().map(|r| r.scheduled_start), now);
     for at in &plan.missed {
         window::record_missed(ctx, &w.name, *at, now, "patchd was not running before end minus cutoff")
             .await?;
     }
     if plan.more_missed > 0 {
-        warn!(window = %w.name, more_missed = plan.more_missed,
+        warn!(window = %w.name, scope = %ctx.scope, more_missed = plan.more_missed,
             "further missed occurrences were not recorded one by one");
     }
     if let Some(at) = plan.late {
-        if !active.contains(&(w.name.clone(), at)) {
-            warn!(window = %w.name, scheduled_start = %at, late_seconds = (now - at).num_seconds(),
+        let scoped = scopes::plan_in_scope(config, Some(&w.name), &RunPlan::for_window(w, at), &ctx.scope);
+        if let Some(scoped) = scoped {
+            warn!(window = %w.name, scope = %ctx.scope, scheduled_start = %at, late_seconds = (now - at).num_seconds(),
                 "window start was missed while patchd was down; starting late");
-            spawn_run(runs, active, shared, config, RunPlan::for_window(w, at));
+            spawn_run(runs, active, shared, config, ctx, scoped);
         }
     }
     Ok(())
@@ -486,17 +515,20 @@ async fn arm_sync(timer: &Timer, settings: &Settings) -> Result<Uuid, JobSchedul
 
 fn spawn_run(
     runs: &mut JoinSet<Finished>,
-    active: &mut HashSet<(String, DateTime<Utc>)>,
+    active: &mut HashSet<RunKey>,
     shared: &Shared,
     config: &Arc<Config>,
+    ctx: &Context,
     plan: RunPlan,
 ) {
-    let key = (plan.record_as.clone(), plan.scheduled_start);
+    let key =
+        (plan.record_as.clone(), plan.scheduled_start, ctx.scope.account.clone(), ctx.scope.region.clone());
     if !active.insert(key.clone()) {
-        debug!(window = %key.0, scheduled_start = %key.1, "occurrence already running in this process");
+        debug!(window = %key.0, scheduled_start = %key.1, scope = %ctx.scope, "occurrence already running in this process");
         return;
     }
     let shared = shared.clone();
+    let ctx = ctx.clone();
     let config = config.clone();
     runs.spawn(async move {
         // The library may fire up to two seconds early: start at the instant itself.
@@ -514,7 +546,7 @@ fn spawn_run(
             );
         };
         let env = Env {
-            ctx: &shared.ctx,
+            ctx: &ctx,
             config: &config,
             release_dates: &shared.release_dates,
             state_dir: &shared.settings.state_dir,
@@ -528,21 +560,29 @@ fn spawn_run(
                 debug!(window = %key.0, status = %status, "occurrence already done");
             }
         }
-        (key.0, key.1, result)
+        (key, result)
     });
 }
 
-/// The periodic compliance sync of every managed instance of the configured groups.
+/// The periodic compliance sync of every managed instance of the configured groups, in every
+/// account and region, one scope after the other (each is one store transaction).
 async fn periodic_sync(shared: Shared, config: Arc<Config>) {
-    let ctx = &shared.ctx;
+    for ctx in shared.scopes.iter() {
+        sync_scope(ctx, &shared, &config).await;
+    }
+}
+
+async fn sync_scope(ctx: &Context, shared: &Shared, config: &Config) {
     let started = std::time::Instant::now();
     let now = Utc::now();
     let mut managed: Vec<String> = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
-    for group in &config.groups {
+    for group in config.groups.iter().filter(|g| ctx.scope.admitted_by(&g.scope)) {
         match ctx.aws.resolve_group(group).await {
             Ok(found) => targets.extend(found),
-            Err(e) => warn!(group = %group.name, error = %e, "periodic sync: group not resolved"),
+            Err(e) => {
+                warn!(group = %group.name, scope = %ctx.scope, error = %e, "periodic sync: group not resolved")
+            }
         }
     }
     targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
@@ -557,14 +597,15 @@ async fn periodic_sync(shared: Shared, config: Arc<Config>) {
     let request = SyncRequest { source: "compliance-poll", instance_ids: &managed };
     match sync::sync_compliance(ctx, &request, &shared.release_dates).await {
         Ok(_) => info!(
+            scope = %ctx.scope,
             instances = managed.len(),
             gaps = targets.len() - managed.len(),
             duration_seconds = started.elapsed().as_secs_f64(),
             "periodic compliance sync done"
         ),
-        Err(e) => error!(error = %e, "periodic compliance sync failed"),
+        Err(e) => error!(scope = %ctx.scope, error = %e, "periodic compliance sync failed"),
     }
-    crate::events::announce_sla(ctx, &config, &managed, Utc::now()).await;
+    crate::events::announce_sla(ctx, config, &managed, Utc::now()).await;
 }
 
 #[cfg(test)]
@@ -598,6 +639,7 @@ mod tests {
             cutoff_behavior: CutoffBehavior::ContinueTask,
             enabled: true,
             tasks: Vec::new(),
+            scope: Default::default(),
             origin: patchd_config::Origin { file: Arc::new(PathBuf::from("t.toml")), line: 1, col: 1 },
         }
     }

@@ -51,7 +51,7 @@ use uuid::Uuid;
 use crate::events::{self, CoverageGap, Event, TaskFailed, WindowRunCompleted, WindowRunStarted};
 use crate::rollout::{self, PollPolicy, Progress, Rollout, RolloutOutcome};
 use crate::sync::{self, ReleaseDates, SyncRequest};
-use crate::Context;
+use crate::{Context, Scope};
 
 /// A run that starts this long after its scheduled start is recorded and logged as late.
 pub const LATE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
@@ -419,14 +419,16 @@ fn holder_text(pid: Option<u32>) -> String {
 }
 
 impl GroupLocks {
-    /// Locks every group or none, without waiting.
-    pub fn try_acquire(state_dir: &Path, groups: &[&str]) -> Result<GroupLocks, LockError> {
+    /// Locks every group or none, without waiting. A group is locked per account and region:
+    /// its instances there are not the instances of the same group elsewhere.
+    pub fn try_acquire(state_dir: &Path, scope: &Scope, groups: &[&str]) -> Result<GroupLocks, LockError> {
         let dir = state_dir.join("locks");
         std::fs::create_dir_all(&dir).map_err(|source| LockError::Io { path: dir.clone(), source })?;
         let mut files = Vec::with_capacity(groups.len());
         for group in groups {
-            // Group names are letters, digits, `-`, `_` and `.`; the prefix keeps `..` harmless.
-            let path = dir.join(format!("group-{group}.lock"));
+            // Group names are letters, digits, `-`, `_` and `.`, account ids digits and regions
+            // letters, digits and `-`; the prefix keeps `..` harmless.
+            let path = dir.join(format!("group-{}-{}-{group}.lock", scope.account, scope.region));
             let io = |source| LockError::Io { path: path.clone(), source };
             let mut file = OpenOptions::new()
                 .read(true)
@@ -461,6 +463,19 @@ struct StartRecord {
     run_id: Uuid,
     snapshot_id: Uuid,
     plan: RunPlan,
+    /// The scope the run was started in; absent in records from before multi-account
+    /// support, which were all made in the home account's one region.
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+impl StartRecord {
+    fn made_in(&self, scope: &Scope) -> bool {
+        self.account.as_ref().is_none_or(|a| *a == scope.account)
+            && self.region.as_ref().is_none_or(|r| *r == scope.region)
+    }
 }
 
 /// Runs a plan to its end, or until `stop` turns true. See the module documentation.
@@ -499,7 +514,7 @@ pub async fn execute(
     // can start, and one that cannot start before the cutoff is recorded as missed.
     let groups = plan.groups();
     let _locks = loop {
-        match GroupLocks::try_acquire(env.state_dir, &groups) {
+        match GroupLocks::try_acquire(env.state_dir, &ctx.scope, &groups) {
             Ok(locks) => break locks,
             Err(LockError::Held { group, pid, path }) if env.lock_wait == LockWait::UntilCutoff => {
                 let now = Utc::now();
@@ -551,13 +566,20 @@ pub async fn execute(
             start
         }
         None => {
-            let start =
-                StartRecord { run_id: Uuid::new_v4(), snapshot_id: Uuid::new_v4(), plan: plan.clone() };
+            let start = StartRecord {
+                run_id: Uuid::new_v4(),
+                snapshot_id: Uuid::new_v4(),
+                plan: plan.clone(),
+                account: Some(ctx.scope.account.clone()),
+                region: Some(ctx.scope.region.clone()),
+            };
             let late_by = now - plan.scheduled_start;
             let details = serde_json::json!({
                 "run_id": start.run_id,
                 "snapshot_id": start.snapshot_id,
                 "plan": start.plan,
+                "account": start.account,
+                "region": start.region,
                 "late_seconds": late_by.num_seconds().max(0),
             });
             audit(ctx, now, RUN_START_ACTION, name, &details).await?;
@@ -579,6 +601,8 @@ pub async fn execute(
                 .record_window_run(&NewWindowRun {
                     window: name,
                     scheduled_start: plan.scheduled_start,
+                    account: &ctx.scope.account,
+                    region: &ctx.scope.region,
                     started_at: Some(now),
                     status,
                 })
@@ -1112,6 +1136,8 @@ async fn recorded_run(
         .store
         .window_runs(&WindowRunQuery {
             window: Some(window),
+            account: Some(&ctx.scope.account),
+            region: Some(&ctx.scope.region),
             since: Some(scheduled_start),
             until: Some(scheduled_start + chrono::Duration::milliseconds(1)),
             limit: Some(1),
@@ -1132,7 +1158,9 @@ async fn find_start_record(
         .filter(|e| e.action == RUN_START_ACTION && e.target.as_deref() == Some(window))
         .filter_map(|e| serde_json::from_value::<StartRecord>(e.details?).ok())
         .find(|s| {
-            to_micros(s.plan.scheduled_start) == to_micros(scheduled_start) && s.plan.record_as == window
+            to_micros(s.plan.scheduled_start) == to_micros(scheduled_start)
+                && s.plan.record_as == window
+                && s.made_in(&ctx.scope)
         }))
 }
 
@@ -1170,6 +1198,8 @@ pub async fn record_missed(
         .record_window_run(&NewWindowRun {
             window,
             scheduled_start,
+            account: &ctx.scope.account,
+            region: &ctx.scope.region,
             started_at: None,
             status: WindowRunStatus::Missed,
         })
@@ -1190,7 +1220,13 @@ pub async fn interrupted_runs(
     config: &Config,
     since: DateTime<Utc>,
 ) -> Result<Vec<(WindowRunRecord, Option<RunPlan>)>, StoreError> {
-    let runs = ctx.store.window_runs(&WindowRunQuery { since: Some(since), ..Default::default() }).await?;
+    let query = WindowRunQuery {
+        account: Some(&ctx.scope.account),
+        region: Some(&ctx.scope.region),
+        since: Some(since),
+        ..Default::default()
+    };
+    let runs = ctx.store.window_runs(&query).await?;
     let mut found = Vec::new();
     for run in
         runs.into_iter().filter(|r| matches!(r.status, WindowRunStatus::Running | WindowRunStatus::Late))
@@ -1284,8 +1320,12 @@ mod tests {
     #[test]
     fn locks_exclude_and_name_the_holder() {
         let dir = std::env::temp_dir().join(format!("patchd-locks-{}", std::process::id()));
-        let first = GroupLocks::try_acquire(&dir, &["web", "db"]).unwrap();
-        match GroupLocks::try_acquire(&dir, &["db"]) {
+        let scope = Scope { name: "home".into(), account: "111122223333".into(), region: "eu-west-1".into() };
+        let elsewhere = Scope { region: "us-east-1".into(), ..scope.clone() };
+        let first = GroupLocks::try_acquire(&dir, &scope, &["web", "db"]).unwrap();
+        let _other_region =
+            GroupLocks::try_acquire(&dir, &elsewhere, &["db"]).expect("another region's db is free");
+        match GroupLocks::try_acquire(&dir, &scope, &["db"]) {
             Err(LockError::Held { group, pid, .. }) => {
                 assert_eq!(group, "db");
                 assert_eq!(pid, Some(std::process::id()));
@@ -1293,7 +1333,7 @@ mod tests {
             other => panic!("expected a held lock, got {other:?}"),
         }
         drop(first);
-        GroupLocks::try_acquire(&dir, &["db", ".."]).expect("free once dropped");
+        GroupLocks::try_acquire(&dir, &scope, &["db", ".."]).expect("free once dropped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

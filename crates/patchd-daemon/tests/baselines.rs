@@ -58,7 +58,7 @@ async fn fixture(name: &str) -> Fixture {
         profile: None,
         max_attempts: 2,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let url = server.endpoint_url();
     let clients = AwsClients::with_static_credentials(
@@ -71,7 +71,7 @@ async fn fixture(name: &str) -> Fixture {
     let ctx = Context {
         aws: clients,
         store,
-        scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     };

@@ -125,7 +125,7 @@ async fn fixture(name: &str, events: &str) -> Fixture {
     let ctx = Context {
         aws,
         store,
-        scope: Scope { account: "default".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events,
     };
@@ -175,7 +175,7 @@ async fn a_window_run_publishes_its_events_and_each_breach_once() {
     let started = of_type(&events, "Window Run Started");
     assert_eq!(started.len(), 1, "{events:#?}");
     assert_eq!(started[0].detail["window"], "scan-often");
-    assert_eq!(started[0].detail["account"], "default");
+    assert_eq!(started[0].detail["account"], "123456789012");
     assert_eq!(started[0].detail["region"], "us-east-1");
     assert_eq!(started[0].detail["tasks"], serde_json::json!(["scan"]));
     let completed = of_type(&events, "Window Run Completed");
@@ -268,7 +268,7 @@ async fn a_failed_task_is_announced_before_the_run_completes() {
 
 fn gap(n: usize) -> Event {
     Event::CoverageGapFound(CoverageGap {
-        account: "default".into(),
+        account: "123456789012".into(),
         region: "us-east-1".into(),
         instance_id: format!("i-{n:017x}"),
         gap: "not-managed".into(),
@@ -375,7 +375,7 @@ async fn webhook_deliveries_are_signed_over_the_body() {
         let json: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(json["source"], "patchd");
         assert_eq!(json["detail-type"], "Coverage Gap Found");
-        assert_eq!(json["account"], "default");
+        assert_eq!(json["account"], "123456789012");
         assert_eq!(json["detail"]["gap"], "not-managed");
     }
     let wrong = format!("sha256={}", events::hex(&events::hmac_sha256(b"other", &received[0].1)));

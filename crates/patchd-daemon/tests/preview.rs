@@ -111,7 +111,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
         profile: None,
         max_attempts: 2,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let url = server.endpoint_url();
     let clients = AwsClients::with_static_credentials(
@@ -123,7 +123,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
     let ctx = Context {
         aws: clients,
         store,
-        scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     };

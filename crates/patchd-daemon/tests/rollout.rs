@@ -92,7 +92,7 @@ async fn context(server: &SimServer, db: &TempDb, max_attempts: u32) -> Context 
         profile: None,
         max_attempts,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let url = server.endpoint_url();
     let clients = AwsClients::with_static_credentials(
@@ -103,7 +103,7 @@ async fn context(server: &SimServer, db: &TempDb, max_attempts: u32) -> Context 
     Context {
         aws: clients,
         store,
-        scope: Scope { account: "123456789012".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     }
@@ -121,6 +121,8 @@ async fn fixture(name: &str, scenario: Scenario, max_attempts: u32) -> Fixture {
         .record_window_run(&NewWindowRun {
             window: name,
             scheduled_start: Utc::now(),
+            account: &ctx.scope.account,
+            region: &ctx.scope.region,
             started_at: Some(Utc::now()),
             status: WindowRunStatus::Running,
         })

@@ -90,7 +90,7 @@ async fn harness(scenario: Scenario, max_attempts: u32, backoff: Backoff) -> Har
         profile: None,
         max_attempts,
         retry_mode: RetryMode::Standard,
-        accounts: Vec::new(),
+        ..Aws::default()
     };
     let url = server.endpoint_url();
     let clients = AwsClients::with_static_credentials(
@@ -102,7 +102,7 @@ async fn harness(scenario: Scenario, max_attempts: u32, backoff: Backoff) -> Har
     let ctx = Context {
         aws: clients,
         store,
-        scope: Scope { account: "default".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     };
@@ -165,6 +165,7 @@ fn group(tags: &[(&str, &str)]) -> Group {
         description: None,
         tags: TagSelector(selector),
         instance_ids: Vec::new(),
+        scope: Default::default(),
         origin: Origin { file: Arc::new(PathBuf::from("test.toml")), line: 1, col: 1 },
     }
 }
@@ -465,7 +466,7 @@ async fn inventory_records_coverage_platform_and_tags() {
         assert_eq!(record.instance.tags, target.tags);
         assert_eq!(
             (record.instance.account.as_str(), record.instance.region.as_str()),
-            ("default", "us-east-1")
+            ("123456789012", "us-east-1")
         );
         assert_eq!((record.first_seen, record.last_seen), (micros(at), micros(at)));
         let (managed, ping) = match &target.coverage {

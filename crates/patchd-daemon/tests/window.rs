@@ -144,7 +144,7 @@ async fn fixture(name: &str, time_scale: f64) -> Fixture {
     let ctx = Context {
         aws,
         store,
-        scope: Scope { account: "default".into(), region: "us-east-1".into() },
+        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     };
@@ -333,7 +333,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
     // Only the hourly window, so that the time of day the test runs at cannot open another.
     let mut config = f.config.clone();
     config.windows.retain(|w| w.name == "hourly-scan");
-    let daemon = tokio::spawn(scheduler::run(f.ctx.clone(), config, settings, rx));
+    let daemon = tokio::spawn(scheduler::run(vec![f.ctx.clone()], config, settings, rx));
     let late_run = loop {
         let found = runs(&f, "hourly-scan").await;
         if let Some(run) =

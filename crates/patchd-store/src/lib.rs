@@ -117,6 +117,7 @@ mod metrics;
 mod plan;
 mod postgres;
 mod read;
+mod relabel;
 mod rollouts;
 mod sqlite;
 mod types;
@@ -133,6 +134,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use announcements::{Announcement, AnnouncementRecord};
 pub use error::StoreError;
 pub use metrics::WindowRunCount;
+pub use relabel::{Relabelled, LEGACY_ACCOUNT};
 pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord};
 pub use types::*;
 

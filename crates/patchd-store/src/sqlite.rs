@@ -23,6 +23,21 @@ use crate::{Counters, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
+/// Applies pending migrations, then checks that every reference still has its row: a rebuilt
+/// table that lost or renumbered a row would otherwise go unnoticed with foreign keys off.
+async fn migrate_checked(conn: &mut SqliteConnection) -> Result<(), MigrateError> {
+    MIGRATOR.run_direct(&mut *conn).await?;
+    let dangling: Vec<SqliteRow> = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut *conn).await?;
+    if let Some(row) = dangling.first() {
+        let table: String = row.try_get(0).unwrap_or_default();
+        return Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
+            "after migrating, {} row(s) of table {table} reference rows that do not exist",
+            dangling.len()
+        ))));
+    }
+    Ok(())
+}
+
 /// SQLite's limit on bind parameters per statement (the default since 3.32, and the bundled
 /// library's).
 const MAX_BINDS: usize = 32_766;
@@ -156,7 +171,18 @@ impl Dialect for Sqlite {
     }
 
     async fn run_migrator(pool: &Pool<Self>) -> Result<(), MigrateError> {
-        MIGRATOR.run(pool).await
+        // SQLite changes a constraint only by rebuilding the table, which its documentation
+        // says to do with foreign keys off; the pragma is ignored inside a transaction, and
+        // sqlx wraps each migration in one, so it is set on the connection beforehand.
+        let mut conn = pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
+        let migrated = migrate_checked(&mut conn).await;
+        // Never hand the pool a connection without foreign keys. (An in-memory database has
+        // one connection, which must not be closed: closing it would destroy the database.)
+        if sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await.is_err() {
+            drop(conn.detach());
+        }
+        migrated
     }
 
     async fn analyze(pool: &Pool<Self>, c: &Counters) -> Result<(), StoreError> {

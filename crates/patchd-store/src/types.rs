@@ -324,11 +324,14 @@ pub struct AuditEntry<'a> {
     pub details: Option<&'a serde_json::Value>,
 }
 
-/// A window occurrence to record.
+/// A window occurrence to record, in one account and region: with several scopes, one
+/// occurrence of a window is one run per scope.
 #[derive(Debug, Clone, Copy)]
 pub struct NewWindowRun<'a> {
     pub window: &'a str,
     pub scheduled_start: DateTime<Utc>,
+    pub account: &'a str,
+    pub region: &'a str,
     pub started_at: Option<DateTime<Utc>>,
     pub status: WindowRunStatus,
 }
@@ -652,10 +655,13 @@ pub struct AuditRecord {
     pub details: Option<serde_json::Value>,
 }
 
-/// Which window runs to list: by window, and by scheduled start in `[since, until)`.
+/// Which window runs to list: by window, account and region, and by scheduled start in
+/// `[since, until)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WindowRunQuery<'a> {
     pub window: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub region: Option<&'a str>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// The most recent this many; None for all.
@@ -668,6 +674,8 @@ pub struct WindowRunRecord {
     pub id: WindowRunId,
     pub window: String,
     pub scheduled_start: DateTime<Utc>,
+    pub account: String,
+    pub region: String,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub status: WindowRunStatus,

@@ -1,6 +1,7 @@
 //! Maintenance-window runs, their tasks (one SSM command each) and the per-instance
-//! invocations. A run is keyed by (window, scheduled start), so a daemon restarting in the
-//! middle of a window finds the run it was executing instead of starting a second one.
+//! invocations. A run is keyed by (window, scheduled start, account, region), so a daemon
+//! restarting in the middle of a window finds the run it was executing instead of starting a
+//! second one, and each account and region a window reaches has a run of its own.
 
 use chrono::{DateTime, Utc};
 
@@ -40,8 +41,10 @@ fn invocation_record(r: &impl Cols) -> Result<InvocationRecord, StoreError> {
 }
 
 /// A restart mid-window records the same occurrence again: keep the first record.
-const INSERT_RUN: &str = "INSERT INTO window_runs (window_name, scheduled_start, started_at, status) \
-    VALUES ($1, $2, $3, $4) ON CONFLICT (window_name, scheduled_start) DO NOTHING RETURNING id";
+const INSERT_RUN: &str = "INSERT INTO window_runs \
+      (window_name, scheduled_start, account, region, started_at, status) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (window_name, scheduled_start, account, region) DO NOTHING RETURNING id";
 
 /// Progress reports may omit what an earlier one said (the command id, the start time).
 const UPSERT_TASK: &str = "INSERT INTO window_tasks AS t \
@@ -58,11 +61,18 @@ const INVOCATION_COLUMNS: &str =
      v.requested_at, v.started_at, v.ended_at";
 
 impl Store {
-    /// Records an occurrence of a window. When that occurrence (window, scheduled start) is
-    /// already recorded (the daemon restarted mid-window), returns its id and changes nothing.
+    /// Records an occurrence of a window in a scope. When that occurrence (window, scheduled
+    /// start, account, region) is already recorded (the daemon restarted mid-window), returns
+    /// its id and changes nothing.
     pub async fn record_window_run(&self, run: &NewWindowRun<'_>) -> Result<WindowRunId, StoreError> {
         if run.window.is_empty() {
             return Err(StoreError::InvalidInput("a window run needs the window's name".into()));
+        }
+        if run.account.is_empty() || run.region.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "a run of window {} needs the account and region it runs in",
+                run.window
+            )));
         }
         let scheduled = micros(run.scheduled_start);
         let c = &*self.counters;
@@ -71,6 +81,8 @@ impl Store {
             let inserted: Option<i64> = sqlx::query_scalar(INSERT_RUN)
                 .bind(run.window)
                 .bind(scheduled)
+                .bind(run.account)
+                .bind(run.region)
                 .bind(run.started_at.map(micros))
                 .bind(run.status.as_str())
                 .fetch_optional(pool)
@@ -80,10 +92,13 @@ impl Store {
                 None => {
                     c.statement();
                     sqlx::query_scalar(
-                        "SELECT id FROM window_runs WHERE window_name = $1 AND scheduled_start = $2",
+                        "SELECT id FROM window_runs WHERE window_name = $1 AND scheduled_start = $2 \
+                         AND account = $3 AND region = $4",
                     )
                     .bind(run.window)
                     .bind(scheduled)
+                    .bind(run.account)
+                    .bind(run.region)
                     .fetch_one(pool)
                     .await?
                 }
@@ -173,14 +188,21 @@ impl Store {
         if let Some(window) = query.window {
             conditions.push(format!("window_name = {}", b.arg(Arg::Text(window))));
         }
+        if let Some(account) = query.account {
+            conditions.push(format!("account = {}", b.arg(Arg::Text(account))));
+        }
+        if let Some(region) = query.region {
+            conditions.push(format!("region = {}", b.arg(Arg::Text(region))));
+        }
         if let Some(since) = query.since {
             conditions.push(format!("scheduled_start >= {}", b.arg(Arg::Time(micros(since)))));
         }
         if let Some(until) = query.until {
             conditions.push(format!("scheduled_start < {}", b.arg(Arg::Time(micros(until)))));
         }
-        b.text =
-            "SELECT id, window_name, scheduled_start, started_at, ended_at, status FROM window_runs".into();
+        b.text = "SELECT id, window_name, scheduled_start, account, region, started_at, ended_at, status \
+             FROM window_runs"
+            .into();
         if !conditions.is_empty() {
             b.text.push_str(" WHERE ");
             b.text.push_str(&conditions.join(" AND "));
@@ -201,6 +223,8 @@ impl Store {
                         id: WindowRunId(r.int("id")?),
                         window: r.text("window_name")?,
                         scheduled_start: r.time("scheduled_start")?,
+                        account: r.text("account")?,
+                        region: r.text("region")?,
                         started_at: r.opt_time("started_at")?,
                         ended_at: r.opt_time("ended_at")?,
                         status: parsed(r, "status", WindowRunStatus::parse)?,

@@ -27,6 +27,8 @@ async fn task(store: &Store, window: &str, name: &str) -> WindowTaskId {
         .record_window_run(&NewWindowRun {
             window,
             scheduled_start: t(0),
+            account: "111122223333",
+            region: "eu-west-1",
             started_at: Some(t(0)),
             status: WindowRunStatus::Running,
         })

@@ -26,6 +26,8 @@ on_both_backends!(
     findings_page_and_filter,
     inventory_and_compliance_summaries,
     window_runs_tasks_and_invocations,
+    a_window_occurrence_is_one_run_per_account_and_region,
+    upgrading_keeps_runs_and_relabels_the_legacy_account,
     exception_snapshots_are_evidence,
     listings_use_the_indexes,
     concurrent_writers_are_serialised,
@@ -721,11 +723,118 @@ async fn inventory_and_compliance_summaries(db: TestDb) {
     assert_eq!(open[0].instance.tags, tags2);
 }
 
+async fn a_window_occurrence_is_one_run_per_account_and_region(db: TestDb) {
+    let store = db.open().await;
+    let home = NewWindowRun {
+        window: "prod-web",
+        scheduled_start: t(0),
+        account: ACCOUNT,
+        region: REGION,
+        started_at: Some(t(0)),
+        status: WindowRunStatus::Running,
+    };
+    let other_account = NewWindowRun { account: "444455556666", ..home };
+    let other_region = NewWindowRun { region: "us-east-1", ..home };
+    let ids = [
+        store.record_window_run(&home).await.unwrap(),
+        store.record_window_run(&other_account).await.unwrap(),
+        store.record_window_run(&other_region).await.unwrap(),
+    ];
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:?}");
+    assert_eq!(store.record_window_run(&other_account).await.unwrap(), ids[1], "a restart finds its own run");
+
+    let only = |account, region| WindowRunQuery { account, region, ..Default::default() };
+    let runs = store.window_runs(&only(Some("444455556666"), None)).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| (r.id, r.account.as_str(), r.region.as_str())).collect::<Vec<_>>(),
+        [(ids[1], "444455556666", REGION)]
+    );
+    assert_eq!(store.window_runs(&only(None, Some("us-east-1"))).await.unwrap()[0].id, ids[2]);
+    assert_eq!(store.window_runs(&only(None, None)).await.unwrap().len(), 3);
+
+    let unscoped = NewWindowRun { account: "", ..home };
+    assert!(matches!(store.record_window_run(&unscoped).await, Err(StoreError::InvalidInput(_))));
+}
+
+/// A database written before accounts were known (migration 0004, the home account labelled
+/// `default`) keeps every run, task and invocation through migration 0005, and the home
+/// account's real id and region replace the legacy labels once, without touching records that
+/// already carry a real scope.
+async fn upgrading_keeps_runs_and_relabels_the_legacy_account(db: TestDb) {
+    db.migrate_up_to(4).await;
+    for sql in [
+        "INSERT INTO instances (id, account, region, instance_id, ssm_managed, first_seen, last_seen) \
+         VALUES (1, 'default', 'eu-west-1', 'i-a', 1, '2026-03-01T00:00:00.000000Z', '2026-03-01T00:00:00.000000Z'), \
+                (2, 'default', 'eu-west-1', 'i-c', 1, '2026-03-01T00:00:00.000000Z', '2026-03-01T00:00:00.000000Z')",
+        "INSERT INTO window_runs (id, window_name, scheduled_start, status) \
+         VALUES (7, 'prod-web', '2026-03-01T02:00:00.000000Z', 'succeeded'), \
+                (8, 'prod-web', '2026-03-02T02:00:00.000000Z', 'missed')",
+        "INSERT INTO window_tasks (id, run_id, task_name, operation, status) VALUES (70, 7, 'install', 'Install', 'Success')",
+        "INSERT INTO invocations (task_id, instance_ref, command_id, status) VALUES (70, 1, 'cmd-1', 'Success')",
+        "INSERT INTO event_announcements (kind, subject, level, state, announced_at) \
+         VALUES ('sla', 'default/eu-west-1/i-a/KB1', 2, 'breached', '2026-03-01T00:00:00.000000Z')",
+    ] {
+        let sql = if db.backend == Backend::Postgres { sql.replace(", 1, '2026", ", true, '2026") } else { sql.into() };
+        db.execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    if db.backend == Backend::Postgres {
+        // Explicit ids leave identity sequences behind; a later insert would reuse id 1.
+        for table in ["instances", "window_runs", "window_tasks"] {
+            db.count(&format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), 100)")).await;
+        }
+    }
+    let store = db.open().await;
+    let runs = store.window_runs(&WindowRunQuery::default()).await.unwrap();
+    let scopes: Vec<_> = runs.iter().map(|r| (r.id, r.account.as_str(), r.region.as_str())).collect();
+    assert_eq!(
+        scopes,
+        [(WindowRunId::from(8), "default", "default"), (WindowRunId::from(7), "default", "eu-west-1")],
+        "the region comes from the instances a run reached, else it is unknown"
+    );
+    assert_eq!(runs[1].tasks.len(), 1);
+    assert_eq!(store.invocations(runs[1].tasks[0].id).await.unwrap()[0].instance_id, "i-a");
+
+    // An instance recorded under the real account after the upgrade keeps its twin apart.
+    let no_tags = BTreeMap::new();
+    let twin = InstanceObservation {
+        instance: InstanceKey { account: ACCOUNT, region: "eu-west-1", instance_id: "i-a" },
+        name: None,
+        platform: None,
+        tags: &no_tags,
+        ssm_managed: false,
+        ping_status: None,
+    };
+    let other = InstanceObservation { instance: key("i-b"), ..twin };
+    store.record_instances(t(0), &[twin, other]).await.unwrap();
+    let done = store.relabel_legacy_scope(ACCOUNT, "eu-central-1").await.unwrap();
+    assert_eq!(
+        done,
+        Relabelled { instances: 1, window_runs: 2, announcements: 1 },
+        "i-c, not i-a: it has a twin"
+    );
+    let runs = store.window_runs(&WindowRunQuery::default()).await.unwrap();
+    let scopes: Vec<_> = runs.iter().map(|r| (r.account.as_str(), r.region.as_str())).collect();
+    assert_eq!(scopes, [(ACCOUNT, "eu-central-1"), (ACCOUNT, "eu-west-1")]);
+    let legacy = db.count("SELECT COUNT(*) FROM instances WHERE account = 'default'").await;
+    assert_eq!(legacy, 1, "the legacy i-a is kept apart from its twin, not merged by guess");
+    let subjects = db
+        .count("SELECT COUNT(*) FROM event_announcements WHERE subject = '111122223333/eu-west-1/i-a/KB1'")
+        .await;
+    assert_eq!(subjects, 1);
+    assert!(store.relabel_legacy_scope(ACCOUNT, "eu-central-1").await.unwrap().is_empty(), "idempotent");
+    assert!(matches!(
+        store.relabel_legacy_scope("default", "eu-west-1").await,
+        Err(StoreError::InvalidInput(_))
+    ));
+}
+
 async fn window_runs_tasks_and_invocations(db: TestDb) {
     let store = db.open().await;
     let run = NewWindowRun {
         window: "prod-web",
         scheduled_start: t(0),
+        account: ACCOUNT,
+        region: REGION,
         started_at: Some(t(0)),
         status: WindowRunStatus::Running,
     };
@@ -737,6 +846,8 @@ async fn window_runs_tasks_and_invocations(db: TestDb) {
     let missed = NewWindowRun {
         window: "prod-web",
         scheduled_start: t(-168),
+        account: ACCOUNT,
+        region: REGION,
         started_at: None,
         status: WindowRunStatus::Missed,
     };

@@ -6,11 +6,11 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::anyhow;
 use chrono::Utc;
-use patchd_aws::AwsClients;
 use patchd_daemon::baselines::{self, Change, Plan};
+use patchd_daemon::Scope;
 
 use crate::cli::{ApplyArgs, GlobalArgs};
-use crate::run::{context, log_warnings};
+use crate::run::{contexts, log_warnings, scoped_clients};
 use crate::{load_config, Failure};
 
 pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
@@ -18,13 +18,21 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
     log_warnings(&loaded.warnings);
     let config = loaded.config;
     let prune = config.daemon.prune_baselines;
-    let aws = AwsClients::new(&config.aws, None).await;
-    let plan = baselines::plan(&aws, &config.baselines, prune)
-        .await
-        .map_err(|e| anyhow!("cannot read the patch baselines in SSM: {e}"))?;
-    print!("{}", render(&plan));
+    // Every account and region has baselines of its own: one plan per scope, shown together
+    // and confirmed once.
+    let mut plans: Vec<(Scope, Plan)> = Vec::new();
+    for (scope, aws) in scoped_clients(&config).await? {
+        let plan = baselines::plan(&aws, &config.baselines, prune)
+            .await
+            .map_err(|e| anyhow!("cannot read the patch baselines in SSM ({scope}): {e}"))?;
+        plans.push((scope, plan));
+    }
+    match plans.as_slice() {
+        [(_, only)] => print!("{}", render(only)),
+        _ => print!("{}", render_scopes(&plans, config.aws.endpoint_url.as_deref().unwrap_or("AWS"))),
+    }
 
-    if !plan.has_work() {
+    if !plans.iter().any(|(_, p)| p.has_work()) {
         println!("no changes");
         return Ok(());
     }
@@ -37,12 +45,34 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
-    let ctx = context(&config, format!("cli:{user}")).await?;
-    let done = baselines::apply(&ctx, &plan, Utc::now()).await.map_err(|e| {
-        anyhow!("apply stopped: {e}; what was done is in the audit log, run `patchd apply` again to finish")
-    })?;
-    println!("applied {} change(s)", done.len());
+    let contexts = contexts(&config, format!("cli:{user}")).await?;
+    let mut applied = 0;
+    for (scope, plan) in plans.iter().filter(|(_, p)| p.has_work()) {
+        let Some(ctx) = contexts.iter().find(|c| c.scope == *scope) else { continue };
+        let done = baselines::apply(ctx, plan, Utc::now()).await.map_err(|e| {
+            anyhow!(
+                "apply stopped in {scope}: {e}; what was done is in the audit log, run `patchd apply` again to finish"
+            )
+        })?;
+        applied += done.len();
+    }
+    println!("applied {applied} change(s)");
     Ok(())
+}
+
+/// The plans of every scope: with one scope, the plan under the endpoint's heading as before;
+/// with several, each under its account and region.
+pub(crate) fn render_scopes(plans: &[(Scope, Plan)], endpoint: &str) -> String {
+    let mut out = String::new();
+    for (scope, plan) in plans {
+        if plans.len() == 1 {
+            let _ = writeln!(out, "\nPatch baselines in SSM ({endpoint})");
+        } else {
+            let _ = writeln!(out, "\nPatch baselines in SSM ({endpoint}): {scope}");
+        }
+        out.push_str(&render(plan));
+    }
+    out
 }
 
 /// Asks on the terminal; refuses when there is none to ask on.

@@ -8,6 +8,7 @@ use anyhow::anyhow;
 use chrono::Utc;
 use patchd_aws::{AwsClients, Coverage, PatchGroupMapping, Target};
 use patchd_config::{Baseline, Config, Diagnostic, Group, Severity, PATCH_GROUP_TAGS};
+use patchd_daemon::scopes;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::{load_config, print_diagnostics, Failure};
@@ -121,33 +122,45 @@ struct Resolution {
 /// partial answer would read as "these groups are fine".
 fn resolve(config: &Config) -> Result<Resolution, Failure> {
     crate::runtime()?.block_on(async {
-        let aws = AwsClients::new(&config.aws, None).await;
-        let endpoint = match (aws.endpoint_url(), aws.region()) {
+        let home = AwsClients::new(&config.aws, None).await;
+        let endpoint = match (home.endpoint_url(), home.region()) {
             (Some(url), Some(region)) => format!("{url} (region {region})"),
             (Some(url), None) => url.to_string(),
             (None, Some(region)) => format!("AWS in {region}"),
             (None, None) => "AWS".to_string(),
         };
-        let cannot = |e: patchd_aws::AwsError| {
+        let cannot = |e: &dyn std::fmt::Display| {
             Failure::Other(anyhow!(
                 "check --resolve cannot ask {endpoint}: {e}; or run `patchd check` without --resolve"
             ))
         };
-        let mappings = aws.patch_group_mappings().await.map_err(cannot)?;
+        let scoped = scopes::clients(config, &home, &crate::run::hostname()).await.map_err(|e| cannot(&e))?;
+        let several = scoped.len() > 1;
         let mut seen = BTreeSet::new();
         let mut off = BTreeSet::new();
         let mut diagnostics = Vec::new();
-        for group in &config.groups {
-            let targets = aws.resolve_group(group).await.map_err(cannot)?;
-            let placements: Vec<(&Target, Placement)> =
-                targets.iter().map(|t| (t, placement(t, &config.baselines, &mappings))).collect();
-            for (target, placement) in &placements {
-                seen.insert(target.instance_id.clone());
-                if *placement != Placement::OnBaseline {
-                    off.insert(target.instance_id.clone());
+        // Each account and region has its own instances and its own patch-group registrations.
+        for (scope, aws) in &scoped {
+            let in_scope = |e: patchd_aws::AwsError| cannot(&format!("{scope}: {e}"));
+            let mappings = aws.patch_group_mappings().await.map_err(in_scope)?;
+            for group in config.groups.iter().filter(|g| scope.admitted_by(&g.scope)) {
+                let targets = aws.resolve_group(group).await.map_err(in_scope)?;
+                let placements: Vec<(&Target, Placement)> =
+                    targets.iter().map(|t| (t, placement(t, &config.baselines, &mappings))).collect();
+                for (target, placement) in &placements {
+                    let key = (scope.account.clone(), scope.region.clone(), target.instance_id.clone());
+                    seen.insert(key.clone());
+                    if *placement != Placement::OnBaseline {
+                        off.insert(key);
+                    }
                 }
+                diagnostics.extend(group_diagnostics(group, &placements).into_iter().map(|mut d| {
+                    if several {
+                        d.message = format!("{scope}: {}", d.message);
+                    }
+                    d
+                }));
             }
-            diagnostics.extend(group_diagnostics(group, &placements));
         }
         Ok(Resolution { instances: seen.len(), off_baseline: off.len(), diagnostics })
     })
@@ -667,6 +680,7 @@ mod tests {
             description: None,
             tags: TagSelector(BTreeMap::from([("Role".to_string(), vec!["web".to_string()])])),
             instance_ids: Vec::new(),
+            scope: Default::default(),
             origin: origin(),
         };
         let targets: Vec<Target> = (1..=9).map(|i| al2(&format!("i-{i}"), &[])).collect();

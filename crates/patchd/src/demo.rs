@@ -56,15 +56,19 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
     config.aws.endpoint_url = Some(url.clone());
     let store = open_store(&config).await?;
     let database = dir.join("patchd.db");
+    // The simulator accepts any signature; static keys spare a machine without AWS
+    // credentials the SDK's search through the credential chain.
+    let aws = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
+    let account =
+        aws.account_id().await.map_err(|e| anyhow!("the simulator did not say its account id: {e}"))?;
     let ctx = Context {
-        // The simulator accepts any signature; static keys spare a machine without AWS
-        // credentials the SDK's search through the credential chain.
-        aws: AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url)),
-        store,
         scope: Scope {
-            account: crate::run::DEFAULT_ACCOUNT.to_string(),
-            region: config.aws.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
+            name: config.aws.name.clone(),
+            account,
+            region: aws.region().unwrap_or("us-east-1").to_string(),
         },
+        aws,
+        store,
         actor: "demo".to_string(),
         events: Default::default(),
     };

@@ -10,12 +10,13 @@ use chrono::Utc;
 use patchd_config::{Config, Limit, Operation, RebootOption};
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, AdhocRequest, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::{scopes, Context};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::{AdhocArgs, GlobalArgs, InstallArgs, Reboot, RunNowArgs, RunnerArgs, ScanArgs};
-use crate::run::{context, log_warnings, poll_policy};
+use crate::run::{contexts, log_warnings, poll_policy};
 use crate::{load_config, Failure};
 
 pub async fn run_now(global: &GlobalArgs, args: &RunNowArgs) -> Result<(), Failure> {
@@ -31,7 +32,7 @@ pub async fn run_now(global: &GlobalArgs, args: &RunNowArgs) -> Result<(), Failu
         )));
     };
     let plan = RunPlan::window_now(w, Utc::now());
-    execute(&config, &plan, &args.runner).await
+    execute(&config, Some(&w.name), &plan, &args.runner).await
 }
 
 pub async fn scan(global: &GlobalArgs, args: &ScanArgs) -> Result<(), Failure> {
@@ -86,12 +87,44 @@ async fn adhoc(
         timeout_seconds: args.timeout_seconds,
     };
     let plan = RunPlan::adhoc(&request, Utc::now());
-    execute(&config, &plan, &args.runner).await
+    execute(&config, None, &plan, &args.runner).await
 }
 
-async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result<(), Failure> {
+/// Runs the plan in every account and region its window and groups reach, one after the
+/// other, each with its own summary; the first failure ends the command.
+async fn execute(
+    config: &Config,
+    window: Option<&str>,
+    plan: &RunPlan,
+    runner: &RunnerArgs,
+) -> Result<(), Failure> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
-    let ctx = context(config, format!("cli:{user}")).await?;
+    let all = contexts(config, format!("cli:{user}")).await?;
+    let scoped: Vec<(Context, RunPlan)> = all
+        .iter()
+        .filter_map(|ctx| scopes::plan_in_scope(config, window, plan, &ctx.scope).map(|p| (ctx.clone(), p)))
+        .collect();
+    if scoped.is_empty() {
+        return Err(Failure::Other(anyhow!(
+            "no configured account and region is in scope of these groups (see `accounts` and `regions` in the configuration)"
+        )));
+    }
+    let several = scoped.len() > 1;
+    for (ctx, plan) in &scoped {
+        if several {
+            println!("== {}", ctx.scope);
+        }
+        execute_in(config, ctx, plan, runner).await?;
+    }
+    Ok(())
+}
+
+async fn execute_in(
+    config: &Config,
+    ctx: &Context,
+    plan: &RunPlan,
+    runner: &RunnerArgs,
+) -> Result<(), Failure> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -128,7 +161,7 @@ async fn execute(config: &Config, plan: &RunPlan, runner: &RunnerArgs) -> Result
     let release_dates = ReleaseDates::new(chrono::Duration::days(1));
     let poll = poll_policy(runner);
     let env = Env {
-        ctx: &ctx,
+        ctx,
         config,
         release_dates: &release_dates,
         state_dir: &config.daemon.state_dir,

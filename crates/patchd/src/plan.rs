@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use patchd_aws::AwsClients;
 use patchd_config::feasibility::{self, Row};
 use patchd_config::Config;
 use patchd_daemon::baselines::{self, Change, Conflict};
+use patchd_daemon::Scope;
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PlanArgs};
@@ -39,6 +39,9 @@ pub struct BaselineChange {
     /// create, update, unchanged, delete, keep (a managed baseline no longer configured, kept
     /// because pruning is off), register, move, deregister, conflict.
     pub action: &'static str,
+    /// The 12-digit account and the region the change is in: each has its own baselines.
+    pub account: String,
+    pub region: String,
     /// The baseline's name.
     pub baseline: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +72,8 @@ impl BaselineChange {
     fn new(action: &'static str, baseline: &str) -> BaselineChange {
         BaselineChange {
             action,
+            account: String::new(),
+            region: String::new(),
             baseline: baseline.to_string(),
             baseline_id: None,
             patch_group: None,
@@ -84,7 +89,14 @@ impl BaselineChange {
         self
     }
 
-    fn from_change(change: &Change) -> BaselineChange {
+    fn from_change(change: &Change, scope: &Scope) -> BaselineChange {
+        let mut c = BaselineChange::of_change(change);
+        c.account = scope.account.clone();
+        c.region = scope.region.clone();
+        c
+    }
+
+    fn of_change(change: &Change) -> BaselineChange {
         match change {
             Change::Create { document } => {
                 let mut c = BaselineChange::new("create", &document.name);
@@ -188,16 +200,28 @@ pub fn build(config: &Config, from: DateTime<Utc>, count: usize) -> Plan {
     Plan { from: utc(from), windows, sla_feasibility: feasibility::analyse(config, from), baselines: None }
 }
 
-/// Reads the baselines and patch groups in SSM and diffs them against the configuration.
-fn plan_baselines(config: &Config) -> Result<baselines::Plan, Failure> {
+/// Reads the baselines and patch groups in SSM and diffs them against the configuration, in
+/// every account and region (each has its own baselines).
+fn plan_baselines(config: &Config) -> Result<Vec<(Scope, baselines::Plan)>, Failure> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Failure::Other(anyhow::anyhow!(
+            "cannot read the patch baselines in SSM: {e}; the windows and SLA feasibility above \
+             need no AWS access: pass --offline to plan without it"
+        ))
+    };
     runtime()?.block_on(async {
-        let aws = AwsClients::new(&config.aws, None).await;
-        baselines::plan(&aws, &config.baselines, config.daemon.prune_baselines).await.map_err(|e| {
-            Failure::Other(anyhow::anyhow!(
-                "cannot read the patch baselines in SSM: {e}; the windows and SLA feasibility above \
-                 need no AWS access: pass --offline to plan without it"
-            ))
-        })
+        let scoped = crate::run::scoped_clients(config).await.map_err(|e| match e {
+            Failure::Other(e) => unreadable(&e),
+            other => other,
+        })?;
+        let mut plans = Vec::with_capacity(scoped.len());
+        for (scope, aws) in scoped {
+            let plan = baselines::plan(&aws, &config.baselines, config.daemon.prune_baselines)
+                .await
+                .map_err(|e| unreadable(&format!("{scope}: {e}")))?;
+            plans.push((scope, plan));
+        }
+        Ok(plans)
     })
 }
 
@@ -219,10 +243,13 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    plan.baselines = baseline_plan.as_ref().map(|p| BaselinePlan {
+    plan.baselines = baseline_plan.as_ref().map(|plans| BaselinePlan {
         prune: config.daemon.prune_baselines,
-        has_work: p.has_work(),
-        changes: p.changes.iter().map(BaselineChange::from_change).collect(),
+        has_work: plans.iter().any(|(_, p)| p.has_work()),
+        changes: plans
+            .iter()
+            .flat_map(|(scope, p)| p.changes.iter().map(move |c| BaselineChange::from_change(c, scope)))
+            .collect(),
     });
     match args.format {
         Format::Json => {
@@ -231,11 +258,10 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<(), Failure> {
         }
         Format::Table => {
             print!("{}", render_table(config, &plan, from));
-            if let Some(p) = &baseline_plan {
+            if let Some(plans) = &baseline_plan {
                 let endpoint = config.aws.endpoint_url.as_deref().unwrap_or("AWS");
-                println!("\nPatch baselines in SSM ({endpoint})");
-                print!("{}", crate::apply::render(p));
-                if p.has_work() {
+                print!("{}", crate::apply::render_scopes(plans, endpoint));
+                if plans.iter().any(|(_, p)| p.has_work()) {
                     println!("  run `patchd apply` to make these changes");
                 }
             }

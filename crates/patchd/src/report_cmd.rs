@@ -200,7 +200,10 @@ async fn sla_summary(
     let in_group: Option<Vec<InstanceKey>> = filters.group.as_ref().map(|group| {
         instances
             .iter()
-            .filter(|i| report::groups_of(judge.config, &i.instance_id, &i.tags).contains(&group.as_str()))
+            .filter(|i| {
+                report::groups_of(judge.config, &i.account, &i.region, &i.instance_id, &i.tags)
+                    .contains(&group.as_str())
+            })
             .map(|i| InstanceKey { account: &i.account, region: &i.region, instance_id: &i.instance_id })
             .collect()
     });

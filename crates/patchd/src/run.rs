@@ -10,7 +10,7 @@ use patchd_aws::AwsClients;
 use patchd_config::{Config, Severity};
 use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::scheduler::{self, Control, Heartbeat, Settings};
-use patchd_daemon::{Context, Scope};
+use patchd_daemon::{scopes, Context, Scope};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -24,9 +24,6 @@ use crate::{load_config, open_store, Failure};
 /// room for the store to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
-/// Account label of the default credential chain, until `[[aws.account]]` roles are used.
-pub(crate) const DEFAULT_ACCOUNT: &str = "default";
-
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
     log_warnings(&loaded.warnings);
@@ -36,11 +33,12 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
         Some(path) => Some(ApiToken::read(path).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?),
         None => None,
     };
-    let ctx = context(&config, "daemon".to_string()).await?;
+    let scopes = contexts(&config, "daemon".to_string()).await?;
+    let ctx = scopes[0].clone();
     // Bind before anything is scheduled: a taken port stops start-up, not a running daemon.
     let listener = http::bind(config.daemon.listen).await?;
     info!(config = %global.config.display(), database = %config.daemon.database_url,
-        endpoint = ctx.aws.endpoint_url().unwrap_or("aws"), region = %ctx.scope.region,
+        endpoint = ctx.aws.endpoint_url().unwrap_or("aws"), home = %ctx.scope, scopes = scopes.len(),
         pid = std::process::id(), "patchd starting");
     let heartbeat = Heartbeat::default();
     let current = Arc::new(RwLock::new(Arc::new(config.clone())));
@@ -80,7 +78,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
         );
         tokio::spawn(supervise(n, heartbeat.clone(), stopping.clone(), status))
     });
-    let result = scheduler::run(ctx, config, settings, rx).await;
+    let result = scheduler::run(scopes, config, settings, rx).await;
     signals.abort();
     if let Some(n) = &notifier {
         if !stopping.swap(true, Ordering::SeqCst) {
@@ -277,22 +275,56 @@ pub(crate) fn log_warnings(warnings: &[patchd_config::Diagnostic]) {
     }
 }
 
-/// Clients, store and scope for the configuration's account.
-pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
+/// Clients, store and scope for every configured account and region, the home account's
+/// first. Learns the home account's id from STS, and gives records an older patchd labelled
+/// `default` that id.
+pub(crate) async fn contexts(config: &Config, actor: String) -> Result<Vec<Context>, Failure> {
     // Commands that run tasks keep their group locks under state_dir.
     crate::create_private_dir(&config.daemon.state_dir)?;
     let store = open_store(config).await?;
     // load_config already applied --endpoint-url to [aws] endpoint_url.
     let aws = AwsClients::new(&config.aws, None).await;
-    let Some(region) = aws.region().map(str::to_string) else {
+    if aws.region().is_none() {
         return Err(Failure::Other(anyhow::anyhow!(
             "no AWS region: set [aws] region in the configuration, or AWS_REGION"
         )));
-    };
-    // [events]: EventBridge through the same SDK configuration, and/or the signed webhook.
+    }
+    // [events]: EventBridge through the home account's SDK configuration, and/or the webhook.
     let events = patchd_daemon::Publisher::from_config(&config.events, &aws)
         .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    Ok(Context { aws, store, scope: Scope { account: DEFAULT_ACCOUNT.to_string(), region }, actor, events })
+    let host = hostname();
+    let shared = scopes::Shared { home: &aws, store: &store, actor: &actor, events: &events, host: &host };
+    let contexts =
+        scopes::connect(config, &shared).await.map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
+    scopes::adopt_legacy_records(&store, &contexts[0].scope).await;
+    Ok(contexts)
+}
+
+/// The clients of every configured account and region, the home account's first, without the
+/// database: for commands that only read AWS.
+pub(crate) async fn scoped_clients(config: &Config) -> Result<Vec<(Scope, AwsClients)>, Failure> {
+    let aws = AwsClients::new(&config.aws, None).await;
+    if aws.region().is_none() {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "no AWS region: set [aws] region in the configuration, or AWS_REGION"
+        )));
+    }
+    scopes::clients(config, &aws, &hostname()).await.map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))
+}
+
+/// The home account's context: for commands that work in one account and region.
+pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
+    Ok(contexts(config, actor).await?.swap_remove(0))
+}
+
+/// This machine's name, for the role session name `patchd-<host>`.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 pub(crate) fn poll_policy(args: &RunnerArgs) -> PollPolicy {

@@ -96,6 +96,41 @@ impl TestDb {
         }
     }
 
+    /// Applies the shipped migrations up to `version` only: a database as an older patchd
+    /// left it, for upgrade tests.
+    pub async fn migrate_up_to(&self, version: i64) {
+        fn up_to(mut migrator: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+            migrator.migrations = migrator
+                .migrations
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            migrator
+        }
+        match self.backend {
+            Backend::Sqlite => {
+                use std::str::FromStr;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+                    .expect("url")
+                    .create_if_missing(true);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+                up_to(sqlx::migrate!("../../migrations/sqlite"), version)
+                    .run_direct(&mut conn)
+                    .await
+                    .expect("migrate");
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                up_to(sqlx::migrate!("../../migrations/postgres"), version)
+                    .run_direct(&mut conn)
+                    .await
+                    .expect("migrate");
+            }
+        }
+    }
+
     /// A single integer from SQL (a `count(*)`, typically).
     pub async fn count(&self, sql: &str) -> i64 {
         match self.backend {

@@ -166,15 +166,21 @@ pub(crate) fn windows(state: &HttpState, query: &str) -> Response {
 /// The most recent window runs with their tasks.
 pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
     let pairs = query_pairs(query);
-    if let Some(bad) = unknown_parameters(&pairs, &["limit", "window"]) {
+    if let Some(bad) = unknown_parameters(&pairs, &["limit", "window", "account", "region"]) {
         return bad;
     }
     let limit = match number(&pairs, "limit", 50, 1000) {
         Ok(n) => n,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let window = pairs.iter().rev().find(|(k, _)| k == "window").map(|(_, v)| v.as_str());
-    let query = WindowRunQuery { window, limit: Some(limit), ..Default::default() };
+    let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let query = WindowRunQuery {
+        window: get("window"),
+        account: get("account"),
+        region: get("region"),
+        limit: Some(limit),
+        ..Default::default()
+    };
     let runs = match state.inner.store.window_runs(&query).await {
         Ok(runs) => runs,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read window runs: {e}")),
@@ -185,6 +191,8 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
             json!({
                 "id": r.id.get(),
                 "window": r.window,
+                "account": r.account,
+                "region": r.region,
                 "scheduled_start": rfc3339(r.scheduled_start),
                 "started_at": r.started_at.map(rfc3339),
                 "ended_at": r.ended_at.map(rfc3339),

@@ -77,11 +77,24 @@ pub struct Filters {
     pub rank: Option<RiskRank>,
 }
 
-/// Groups of the configuration an instance belongs to: tags must match the selector (when it
-/// has one) and the id must be listed (when the group lists ids).
-pub fn groups_of<'c>(config: &'c Config, instance_id: &str, tags: &[(String, String)]) -> Vec<&'c str> {
+/// Groups of the configuration an instance belongs to: the group's scope must admit the
+/// instance's account and region, tags must match the selector (when it has one) and the id
+/// must be listed (when the group lists ids).
+pub fn groups_of<'c>(
+    config: &'c Config,
+    account: &str,
+    region: &str,
+    instance_id: &str,
+    tags: &[(String, String)],
+) -> Vec<&'c str> {
     let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    config.groups.iter().filter(|g| member(g, instance_id, &pairs)).map(|g| g.name.as_str()).collect()
+    let account_name = config.aws.account_name_of(account);
+    config
+        .groups
+        .iter()
+        .filter(|g| g.scope.admits(account_name, region) && member(g, instance_id, &pairs))
+        .map(|g| g.name.as_str())
+        .collect()
 }
 
 fn member(group: &Group, instance_id: &str, tags: &[(&str, &str)]) -> bool {
@@ -220,7 +233,7 @@ impl Judge<'_> {
         let by_id: HashMap<(&str, &str, &str), (&InstanceFacts, Vec<&str>)> = instances
             .iter()
             .map(|i| {
-                let groups = groups_of(self.config, &i.instance_id, &i.tags);
+                let groups = groups_of(self.config, &i.account, &i.region, &i.instance_id, &i.tags);
                 ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), (i, groups))
             })
             .collect();
@@ -230,7 +243,11 @@ impl Judge<'_> {
                 let key = (f.account.as_str(), f.region.as_str(), f.instance_id.as_str());
                 match by_id.get(&key) {
                     Some((instance, groups)) => self.judge(f, Some(instance), groups),
-                    None => self.judge(f, None, &groups_of(self.config, &f.instance_id, &[])),
+                    None => self.judge(
+                        f,
+                        None,
+                        &groups_of(self.config, &f.account, &f.region, &f.instance_id, &[]),
+                    ),
                 }
             })
             .filter(move |j| filters.rank.is_none_or(|r| j.rank == r))
@@ -476,7 +493,10 @@ pub fn compliance(
         .map(|group| {
             let mut detail: Vec<InstanceCompliance> = instances
                 .iter()
-                .filter(|i| groups_of(config, &i.instance_id, &i.tags).contains(&group.name.as_str()))
+                .filter(|i| {
+                    groups_of(config, &i.account, &i.region, &i.instance_id, &i.tags)
+                        .contains(&group.name.as_str())
+                })
                 .map(|i| InstanceCompliance {
                     instance_id: i.instance_id.clone(),
                     instance_name: i.name.clone(),
@@ -551,19 +571,22 @@ pub fn coverage(
     instances: &[InstanceFacts],
     filters: &Filters,
 ) -> CoverageReport {
-    let installing: Vec<&str> = config
+    // (window scope, group) of every enabled install task: a window scoped elsewhere does not
+    // install the instance even when it targets the instance's group.
+    let installing: Vec<(&patchd_config::Scoping, &str)> = config
         .windows
         .iter()
         .filter(|w| w.enabled)
-        .flat_map(|w| &w.tasks)
-        .filter(|t| t.operation == Operation::Install)
-        .flat_map(|t| t.groups.iter().map(|g| g.value.as_str()))
+        .flat_map(|w| w.tasks.iter().map(move |t| (w, t)))
+        .filter(|(_, t)| t.operation == Operation::Install)
+        .flat_map(|(w, t)| t.groups.iter().map(move |g| (&w.scope, g.value.as_str())))
         .collect();
     let stale_before = at - Duration::hours(i64::from(config.sla.stale_scan_hours));
     let mut in_scope = 0;
     let mut gaps = Vec::new();
     for instance in instances {
-        let groups = groups_of(config, &instance.instance_id, &instance.tags);
+        let groups =
+            groups_of(config, &instance.account, &instance.region, &instance.instance_id, &instance.tags);
         if groups.is_empty() || filters.group.as_ref().is_some_and(|g| !groups.contains(&g.as_str())) {
             continue;
         }
@@ -577,7 +600,11 @@ pub fn coverage(
         } else if let Some(ping) = instance.ping_status.as_deref().filter(|p| *p != "Online") {
             found.push((Gap::AgentConnectionLost, format!("SSM agent ping status {ping}")));
         }
-        if !groups.iter().any(|g| installing.contains(g)) {
+        let account_name = config.aws.account_name_of(&instance.account);
+        let installed = |group: &&str| {
+            installing.iter().any(|(scope, g)| g == group && scope.admits(account_name, &instance.region))
+        };
+        if !groups.iter().any(installed) {
             found.push((
                 Gap::NoInstallWindow,
                 format!("no enabled install window targets {}", groups.join(", ")),

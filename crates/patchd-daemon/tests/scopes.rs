@@ -1,0 +1,358 @@
+//! Several accounts and regions against the fleet simulator, which partitions its fleet by the
+//! account and region of each request's credentials, as AWS does: the home account in two
+//! regions, and a second account reached by assuming a role (STS AssumeRole with an external
+//! id). The second account's fleet has the same seed as the home one, so the same instance
+//! ids: what patchd records of one must never land on the other.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use fleet_sim::{Scenario, SimServer};
+use patchd_aws::{AwsClients, StaticEndpoint};
+use patchd_config::Config;
+use patchd_daemon::events::Publisher;
+use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::scheduler::{self, Control, Settings};
+use patchd_daemon::sync::ReleaseDates;
+use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, TaskProgress};
+use patchd_daemon::{scopes, Context};
+use patchd_store::{OpenOptions, Store, WindowRunQuery, WindowRunStatus};
+use tokio::sync::{mpsc, watch};
+
+const HOME: &str = "123456789012";
+const PAYMENTS: &str = "210987654321";
+const EXTERNAL_ID: &str = "patchd-payments-7";
+
+/// The home account's fleet in us-east-1 and a smaller one in eu-west-1; the payments
+/// account's in us-east-1 with the home fleet's seed and shape, so the same instance ids.
+fn scenario() -> Scenario {
+    let group = |count: usize| {
+        format!(
+            r#"name = "web"
+count = {count}
+platforms = {{ amazon-linux-2 = 1 }}
+tags = {{ Role = "web" }}
+missing = 0.6
+scanned = 0.0"#
+        )
+    };
+    let text = format!(
+        r#"
+name = "accounts"
+seed = 5
+time_scale = 600.0
+account_id = "{HOME}"
+region = "us-east-1"
+
+[timing]
+dispatch_delay_seconds = 1
+invocation_visibility_delay_seconds = 0
+scan_seconds = 30
+jitter = 0.1
+
+[catalog]
+patches_per_os = 30
+
+[[group]]
+{home}
+
+[[partition]]
+account_id = "{HOME}"
+region = "eu-west-1"
+seed = 9
+[[partition.group]]
+{west}
+
+[[partition]]
+account_id = "{PAYMENTS}"
+region = "us-east-1"
+seed = 5
+external_id = "{EXTERNAL_ID}"
+[[partition.group]]
+{home}
+"#,
+        home = group(6),
+        west = group(3),
+    );
+    Scenario::from_toml_str(&text).expect("test scenario is valid")
+}
+
+fn config_text(state_dir: &str, external_id: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{state_dir}"
+
+[aws]
+region = "us-east-1"
+regions = ["us-east-1", "eu-west-1"]
+
+[[aws.account]]
+name = "payments"
+role_arn = "arn:aws:iam::{PAYMENTS}:role/patchd"
+external_id = "{external_id}"
+regions = ["us-east-1"]
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+
+[[group]]
+name = "payments-web"
+accounts = ["payments"]
+[group.tags]
+Role = "web"
+
+[[window]]
+name = "scan-everywhere"
+schedule = "cron(0 2 * * ? *)"
+duration_hours = 2
+cutoff_hours = 1
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["web"]
+
+# Always open: every hour, releasing for an hour. Scoped to one region.
+[[window]]
+name = "hourly-east"
+schedule = "cron(0 * * * ? *)"
+duration_hours = 2
+cutoff_hours = 1
+regions = ["us-east-1"]
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["web"]
+
+[[window]]
+name = "scan-payments"
+schedule = "cron(0 3 * * ? *)"
+duration_hours = 2
+cutoff_hours = 1
+
+[[window.task]]
+name = "scan"
+operation = "scan"
+groups = ["payments-web"]
+"#
+    )
+}
+
+struct Fixture {
+    server: SimServer,
+    config: Config,
+    scopes: Vec<Context>,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str, external_id: &str) -> Fixture {
+    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("patchd-scopes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = config_text(dir.to_str().unwrap(), external_id);
+    let loaded = patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now())
+        .unwrap_or_else(|e| panic!("test configuration is invalid: {e:?}"));
+    // Scan-only windows leave the SLA unmet, which check rightly says; nothing else is wrong.
+    assert!(
+        loaded.warnings.iter().all(|w| w.message.contains("cannot meet any patch SLA")),
+        "{:?}",
+        loaded.warnings
+    );
+    let config = loaded.config;
+    let url = server.endpoint_url();
+    let home = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
+    let store =
+        Store::open(&format!("sqlite://{}", dir.join("patchd.db").display()), &OpenOptions::default())
+            .await
+            .unwrap();
+    let events = Publisher::default();
+    let shared =
+        scopes::Shared { home: &home, store: &store, actor: "test", events: &events, host: "admin-1" };
+    let scopes = scopes::connect(&config, &shared).await.expect("scopes connect");
+    Fixture { server, config, scopes, dir }
+}
+
+fn never_stop() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+/// Runs a window's occurrence now in every scope it reaches, as the scheduler does; returns
+/// the scopes it ran in, as (account, region).
+async fn run_window(f: &Fixture, window: &str) -> Vec<(String, String, RunEnd)> {
+    let w = f.config.window(window).unwrap();
+    let plan = RunPlan::for_window(w, Utc::now());
+    let dates = ReleaseDates::new(chrono::Duration::days(1));
+    let poll = PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() };
+    let progress = |_: &TaskProgress<'_>| {};
+    let mut ran = Vec::new();
+    for ctx in &f.scopes {
+        let Some(scoped) = scopes::plan_in_scope(&f.config, Some(window), &plan, &ctx.scope) else {
+            continue;
+        };
+        let env = Env {
+            ctx,
+            config: &f.config,
+            release_dates: &dates,
+            state_dir: &f.dir,
+            poll: &poll,
+            lock_wait: LockWait::Fail,
+            on_progress: &progress,
+        };
+        let summary = window::execute(&env, &scoped, never_stop()).await.expect("run executes");
+        ran.push((ctx.scope.account.clone(), ctx.scope.region.clone(), summary.end));
+    }
+    ran
+}
+
+fn ids(server: &SimServer, account: &str, region: &str) -> BTreeSet<String> {
+    server.instances_in(account, region).into_iter().filter(|i| i.is_managed()).map(|i| i.id).collect()
+}
+
+async fn recorded(store: &Store, account: &str, region: &str) -> BTreeSet<String> {
+    store
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.instance.account == account && r.instance.region == region && r.compliance.is_some())
+        .map(|r| r.instance.instance_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_fleets_stay_apart() {
+    let f = fixture("apart", EXTERNAL_ID).await;
+    let scopes: Vec<_> = f
+        .scopes
+        .iter()
+        .map(|c| (c.scope.name.as_str(), c.scope.account.as_str(), c.scope.region.as_str()))
+        .collect();
+    assert_eq!(
+        scopes,
+        [("home", HOME, "us-east-1"), ("home", HOME, "eu-west-1"), ("payments", PAYMENTS, "us-east-1")],
+        "the home account's id comes from GetCallerIdentity, the other's from its role"
+    );
+    let home_east = ids(&f.server, HOME, "us-east-1");
+    let payments_east = ids(&f.server, PAYMENTS, "us-east-1");
+    assert!(!home_east.is_empty());
+    assert_eq!(home_east, payments_east, "same seed, same ids: the test can tell a mix-up");
+
+    let payments = &f.scopes[2];
+    let web = f.config.groups.iter().find(|g| g.name == "web").unwrap();
+    let found = payments.aws.resolve_group(web).await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(found.len(), 6);
+    let ran = run_window(&f, "scan-everywhere").await;
+    let finished = RunEnd::Finished(WindowRunStatus::Succeeded);
+    assert_eq!(
+        ran,
+        [
+            (HOME.to_string(), "us-east-1".to_string(), finished),
+            (HOME.to_string(), "eu-west-1".to_string(), finished),
+            (PAYMENTS.to_string(), "us-east-1".to_string(), finished),
+        ]
+    );
+
+    // Each scope's scan reached its own partition: the simulator saw one Scan command per
+    // partition, on that partition's instances only.
+    for (account, region) in [(HOME, "us-east-1"), (HOME, "eu-west-1"), (PAYMENTS, "us-east-1")] {
+        let stats = f.server.stats_in(account, region).expect("partition exists");
+        assert_eq!(stats.calls.get("SendCommand").copied(), Some(1), "{account} {region}: {stats:?}");
+    }
+    // The store holds each scope's instances under that scope, the shared ids twice.
+    let store = &f.scopes[0].store;
+    assert_eq!(recorded(store, HOME, "us-east-1").await, home_east);
+    assert_eq!(recorded(store, PAYMENTS, "us-east-1").await, payments_east);
+    assert_eq!(recorded(store, HOME, "eu-west-1").await, ids(&f.server, HOME, "eu-west-1"));
+    let all = store.instances().await.unwrap();
+    assert_eq!(all.len(), home_east.len() * 2 + ids(&f.server, HOME, "eu-west-1").len());
+    assert!(all.iter().all(|r| r.instance.account == HOME || r.instance.account == PAYMENTS));
+
+    // One run per scope, each recorded with its scope.
+    let runs = store
+        .window_runs(&WindowRunQuery { window: Some("scan-everywhere"), ..Default::default() })
+        .await
+        .unwrap();
+    let mut run_scopes: Vec<_> = runs.iter().map(|r| (r.account.as_str(), r.region.as_str())).collect();
+    run_scopes.sort_unstable();
+    assert_eq!(run_scopes, [(HOME, "eu-west-1"), (HOME, "us-east-1"), (PAYMENTS, "us-east-1")]);
+
+    // A group scoped to one account runs there only.
+    let ran = run_window(&f, "scan-payments").await;
+    assert_eq!(ran, [(PAYMENTS.to_string(), "us-east-1".to_string(), finished)]);
+    let stats = f.server.stats_in(PAYMENTS, "us-east-1").unwrap();
+    assert_eq!(stats.calls.get("SendCommand").copied(), Some(2));
+    let stats = f.server.stats_in(HOME, "us-east-1").unwrap();
+    assert_eq!(stats.calls.get("SendCommand").copied(), Some(1), "the home account is not touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_role_fails_its_scope_only() {
+    let f = fixture("refused", "not-the-secret").await;
+    let payments = f.scopes.iter().find(|c| c.scope.account == PAYMENTS).unwrap();
+    let group = f.config.groups.iter().find(|g| g.name == "web").unwrap();
+    let error = payments.aws.resolve_group(group).await.expect_err("the role refuses the external id");
+    // What the log line shows: the operation, that it is a permission problem, and STS's reason.
+    let text = error.to_string();
+    assert!(matches!(error, patchd_aws::AwsError::AccessDenied { .. }), "{error:?}");
+    assert!(text.starts_with("DescribeInstances denied by aws: CredentialsNotLoaded"), "{text}");
+    assert!(text.contains("not authorized to perform: sts:AssumeRole"), "{text}");
+    assert!(text.contains(&format!("arn:aws:iam::{PAYMENTS}:role/patchd")), "{text}");
+
+    let home = &f.scopes[0];
+    let found = home.aws.resolve_group(group).await.expect("the home account is unaffected");
+    assert_eq!(found.len(), f.server.instances_in(HOME, "us-east-1").len());
+    assert_eq!(f.server.stats_in(PAYMENTS, "us-east-1").unwrap().calls.get("DescribeInstances"), None);
+}
+
+/// The daemon's own loop: at start-up the hourly window's open occurrence starts late in every
+/// scope the window reaches (its region, in both accounts), and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
+    let f = fixture("scheduler", EXTERNAL_ID).await;
+    let mut config = f.config.clone();
+    config.windows.retain(|w| w.name == "hourly-east");
+    let settings = Settings {
+        state_dir: f.dir.clone(),
+        sync_interval: Duration::from_secs(3600),
+        poll: PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() },
+        shutdown_grace: Duration::from_secs(10),
+        release_refresh: chrono::Duration::days(1),
+        heartbeat: Default::default(),
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let daemon = tokio::spawn(scheduler::run(f.scopes.clone(), config, settings, rx));
+    let store = f.scopes[0].store.clone();
+    let started = std::time::Instant::now();
+    let query = WindowRunQuery { window: Some("hourly-east"), ..Default::default() };
+    let runs = loop {
+        let runs = store.window_runs(&query).await.unwrap();
+        if runs.len() >= 2 && runs.iter().all(|r| r.status == WindowRunStatus::Succeeded) {
+            break runs;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the runs did not finish: {runs:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tx.send(Control::Stop).await.unwrap();
+    daemon.await.unwrap().unwrap();
+
+    let mut scopes: Vec<_> = runs.iter().map(|r| (r.account.as_str(), r.region.as_str())).collect();
+    scopes.sort_unstable();
+    assert_eq!(scopes, [(HOME, "us-east-1"), (PAYMENTS, "us-east-1")], "{runs:#?}");
+    assert_eq!(runs[0].scheduled_start, runs[1].scheduled_start, "one occurrence, one run per scope");
+    assert_eq!(f.server.stats_in(HOME, "eu-west-1").unwrap().calls.get("SendCommand"), None);
+}

@@ -1,0 +1,233 @@
+//! Several accounts as a user meets them: `patchd scan` against the fleet simulator with the
+//! home account and a second account reached through a role (AssumeRole with an external id).
+//! The second account's fleet has the home fleet's instance ids; the reports keep them apart.
+
+mod support;
+
+use std::process::Output;
+
+use fleet_sim::{Scenario, SimServer};
+use support::{patchd, Scratch};
+
+const HOME: &str = "123456789012";
+const PAYMENTS: &str = "210987654321";
+
+fn scenario() -> Scenario {
+    let group = r#"name = "web"
+count = 5
+platforms = { amazon-linux-2 = 1 }
+tags = { Role = "web", "Patch Group" = "web" }
+missing = 0.7
+scanned = 0.0"#;
+    Scenario::from_toml_str(&format!(
+        r#"
+name = "accounts-process"
+seed = 3
+time_scale = 600.0
+account_id = "{HOME}"
+region = "us-east-1"
+
+[timing]
+dispatch_delay_seconds = 1
+invocation_visibility_delay_seconds = 0
+scan_seconds = 30
+jitter = 0.1
+
+[catalog]
+patches_per_os = 20
+
+[[group]]
+{group}
+
+[[partition]]
+account_id = "{PAYMENTS}"
+region = "us-east-1"
+seed = 3
+external_id = "payments-secret"
+[[partition.group]]
+{group}
+"#
+    ))
+    .unwrap()
+}
+
+fn write_config(scratch: &Scratch, url: &str, payments_group_scope: &str) {
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{dir}"
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{url}"
+
+[[aws.account]]
+name = "payments"
+role_arn = "arn:aws:iam::{PAYMENTS}:role/patchd"
+external_id = "payments-secret"
+
+[[group]]
+name = "web"
+{payments_group_scope}
+[group.tags]
+Role = "web"
+"Patch Group" = "web"
+
+[[window]]
+name = "weekly"
+schedule = "cron(0 3 ? * SUN *)"
+duration_hours = 3
+cutoff_hours = 1
+
+[[window.task]]
+name = "install"
+operation = "install"
+groups = ["web"]
+
+[[baseline]]
+name = "patchd-al2"
+operating_system = "AMAZON_LINUX_2"
+patch_groups = ["web"]
+
+[[baseline.rule]]
+classification = ["Security"]
+approve_after_days = 3
+compliance_level = "HIGH"
+"#,
+        dir = scratch.0.display(),
+    );
+    std::fs::write(scratch.config(), text).unwrap();
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Every (account, instance) the compliance report lists.
+fn reported(scratch: &Scratch) -> Vec<(String, String)> {
+    let out = patchd(scratch).args(["report", "compliance", "--format", "json"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mut found = Vec::new();
+    fn walk(v: &serde_json::Value, found: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let (Some(a), Some(i)) = (map.get("account"), map.get("instance_id")) {
+                    found.push((a.as_str().unwrap().to_string(), i.as_str().unwrap().to_string()));
+                }
+                map.values().for_each(|v| walk(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    walk(&json, &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn a_scan_covers_every_account_and_the_reports_keep_them_apart() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())).unwrap();
+    let managed = |account: &str| -> Vec<String> {
+        let mut ids: Vec<String> = server
+            .instances_in(account, "us-east-1")
+            .into_iter()
+            .filter(|i| i.is_managed())
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(managed(HOME), managed(PAYMENTS), "the same ids in both accounts");
+
+    let scratch = Scratch::new("accounts-scan");
+    write_config(&scratch, &server.endpoint_url(), "");
+    let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("== home ({HOME}) us-east-1")), "{stdout}");
+    assert!(stdout.contains(&format!("== payments ({PAYMENTS}) us-east-1")), "{stdout}");
+    assert_eq!(stdout.matches("status    succeeded").count(), 2, "{stdout}");
+    for account in [HOME, PAYMENTS] {
+        let sends = server.stats_in(account, "us-east-1").unwrap().calls.get("SendCommand").copied();
+        assert_eq!(sends, Some(1), "one scan command in {account}");
+    }
+
+    let listed = reported(&scratch);
+    let of = |account: &str| -> Vec<String> {
+        listed.iter().filter(|(a, _)| a == account).map(|(_, i)| i.clone()).collect()
+    };
+    assert!(of(HOME).len() >= managed(HOME).len(), "{listed:?}");
+    assert_eq!(of(HOME), of(PAYMENTS), "each account's instances under its own id: {listed:?}");
+    assert!(listed.iter().all(|(a, _)| a == HOME || a == PAYMENTS), "{listed:?}");
+
+    // Scoping the group to the payments account: the home fleet leaves the reports' groups, and
+    // a scan reaches the payments account only.
+    write_config(&scratch, &server.endpoint_url(), "accounts = [\"payments\"]");
+    let listed = reported(&scratch);
+    assert!(!listed.is_empty() && listed.iter().all(|(a, _)| a == PAYMENTS), "{listed:?}");
+    let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("== "), "one scope, no headings: {stdout}");
+    assert_eq!(server.stats_in(PAYMENTS, "us-east-1").unwrap().calls.get("SendCommand").copied(), Some(2));
+    assert_eq!(server.stats_in(HOME, "us-east-1").unwrap().calls.get("SendCommand").copied(), Some(1));
+}
+
+/// Baselines live in each account and region: `plan` shows, `apply` makes, and the daemon's
+/// reconciliation would find, one set per scope.
+#[test]
+fn plan_and_apply_cover_every_account() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())).unwrap();
+    let scratch = Scratch::new("accounts-apply");
+    write_config(&scratch, &server.endpoint_url(), "");
+
+    let out = patchd(&scratch).args(["plan", "--format", "json"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let changes = plan["baselines"]["changes"].as_array().unwrap();
+    let creates: Vec<&str> =
+        changes.iter().filter(|c| c["action"] == "create").map(|c| c["account"].as_str().unwrap()).collect();
+    assert_eq!(creates, [HOME, PAYMENTS], "{changes:#?}");
+
+    let out = patchd(&scratch).args(["plan"]).output().unwrap();
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!(
+            "Patch baselines in SSM ({}): payments ({PAYMENTS}) us-east-1",
+            server.endpoint_url()
+        )),
+        "{stdout}"
+    );
+
+    // Before apply, SSM in each account has no registration for the patch group yet.
+    let out = patchd(&scratch).args(["check", "--resolve", "--deny-warnings"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    for scope in [format!("home ({HOME}) us-east-1"), format!("payments ({PAYMENTS}) us-east-1")] {
+        assert!(stderr.contains(&format!("warning: {scope}: group `web`")), "{scope}: {stderr}");
+    }
+
+    let out = patchd(&scratch).args(["apply", "--yes"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("applied 4 change(s)"), "create and register, twice: {stdout}");
+    for account in [HOME, PAYMENTS] {
+        let calls = server.stats_in(account, "us-east-1").unwrap().calls;
+        assert_eq!(calls.get("CreatePatchBaseline").copied(), Some(1), "{account}: {calls:?}");
+        assert_eq!(calls.get("RegisterPatchBaselineForPatchGroup").copied(), Some(1), "{account}: {calls:?}");
+    }
+    let out = patchd(&scratch).args(["apply", "--yes"]).output().unwrap();
+    assert!(text(&out).0.contains("no changes"), "{}", text(&out).0);
+
+    // check --resolve judges each account's instances against that account's registrations.
+    let out = patchd(&scratch).args(["check", "--resolve", "--deny-warnings"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
