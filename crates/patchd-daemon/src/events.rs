@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use patchd_aws::{AwsClients, EntryRetry, EventEntry, EVENT_SOURCE};
-use patchd_config::{Config, Events, Group};
-use patchd_sla::{ClockSource, FindingState, KevCatalog, RankReason, SlaStatus};
+use patchd_config::{Config, Events};
+use patchd_sla::{ClockSource, FindingState, KevCatalog, SlaStatus};
 use patchd_store::{Announcement, FindingRecord, InstanceKey, OpenFindingFilter};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -526,6 +526,22 @@ pub async fn announce_sla(
                 continue;
             }
         };
+        // A finding announced before and no longer open was remediated: forget its
+        // announcement, so that if it reopens it is announced again.
+        let prefixes: Vec<String> =
+            keys.iter().map(|k| format!("{}/{}/{}/", k.account, k.region, k.instance_id)).collect();
+        let open: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}/{}/{}/{}",
+                    f.instance.account, f.instance.region, f.instance.instance_id, f.patch.patch_id
+                )
+            })
+            .collect();
+        if let Err(e) = ctx.store.retire_announcements(SLA_KIND, &prefixes, &open).await {
+            warn!(error = %e, "SLA events: announcements of remediated findings not retired");
+        }
         let judged: Vec<Event> = findings
             .iter()
             .filter_map(|f| judge(config, &kev, f, now))
@@ -601,33 +617,29 @@ fn load_kev(config: &Config) -> KevCatalog {
     }
 }
 
-/// An open finding judged at `now` as `patchd report sla` judges it: an SLA event when it is
-/// due soon or breached (and no exception covers it).
+/// An open finding judged at `now` as `patchd report sla` judges it (the same
+/// [`patchd_sla::Judge`]): an SLA event when it is due soon or breached (and no exception
+/// covers it).
 pub fn judge(config: &Config, kev: &KevCatalog, f: &FindingRecord, now: DateTime<Utc>) -> Option<Event> {
-    let policy = &config.sla;
+    let judge = patchd_sla::Judge { config, kev, at: now };
     let patch = &f.patch;
-    let ranked = patchd_sla::rank(patch.severity.as_deref(), &patch.cve_ids, policy, kev);
-    let clock = patchd_sla::clock(patch.ssm_release, patch.advisory_release, f.fleet_first_seen_missing);
-    let due = patchd_sla::due_date(&clock, ranked.rank, policy);
+    let verdict = judge.verdict(&patchd_sla::PatchFacts {
+        severity: patch.severity.as_deref(),
+        cves: &patch.cve_ids,
+        ssm_release: patch.ssm_release,
+        advisory_release: patch.advisory_release,
+        fleet_first_seen: f.fleet_first_seen_missing,
+    });
     let tags: Vec<(&str, &str)> = f.instance.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let groups: Vec<&str> = config
-        .groups
-        .iter()
-        .filter(|g| member(g, &f.instance.instance_id, &tags))
-        .map(|g| g.name.as_str())
-        .collect();
-    let excepted = patchd_sla::covering_exception(
-        &config.exceptions,
-        &patch.patch_id,
-        &f.instance.instance_id,
-        &groups,
-        now,
-    )
-    .is_some();
-    let status = patchd_sla::status(FindingState::Open, due, now, policy, excepted);
+    let instance = &f.instance;
+    let groups =
+        patchd_sla::groups_of(config, &instance.account, &instance.region, &instance.instance_id, &tags);
+    let (status, _) =
+        judge.finding(&verdict, FindingState::Open, &patch.patch_id, &instance.instance_id, &groups);
     if !matches!(status, SlaStatus::Breached | SlaStatus::DueSoon) {
         return None;
     }
+    let patchd_sla::PatchVerdict { rank, rank_reason, clock, due, .. } = verdict;
     let detail = SlaFinding {
         account: f.instance.account.clone(),
         region: f.instance.region.clone(),
@@ -637,8 +649,8 @@ pub fn judge(config: &Config, kev: &KevCatalog, f: &FindingRecord, now: DateTime
         title: patch.title.clone(),
         severity: patch.severity.clone(),
         cves: patch.cve_ids.clone(),
-        rank: ranked.rank.as_str().to_string(),
-        rank_reason: rank_reason(&ranked.reason),
+        rank: rank.as_str().to_string(),
+        rank_reason,
         clock_start: clock.start,
         clock_source: match clock.source {
             ClockSource::Advisory => "advisory",
@@ -653,22 +665,6 @@ pub fn judge(config: &Config, kev: &KevCatalog, f: &FindingRecord, now: DateTime
         first_seen_missing: f.first_seen_missing,
     };
     Some(if status == SlaStatus::Breached { Event::SlaBreached(detail) } else { Event::SlaDueSoon(detail) })
-}
-
-fn member(group: &Group, instance_id: &str, tags: &[(&str, &str)]) -> bool {
-    let by_tags = group.tags.0.is_empty() || group.tags.matches(tags.iter().copied());
-    let by_id = group.instance_ids.is_empty() || group.instance_ids.iter().any(|id| id == instance_id);
-    by_tags && by_id
-}
-
-fn rank_reason(reason: &RankReason) -> String {
-    match reason {
-        RankReason::VendorSeverity(s) => format!("vendor severity {s}"),
-        RankReason::PolicyDefault => "no vendor severity: policy default".into(),
-        RankReason::Rule { cve, reason: Some(why) } => format!("{cve}: {why}"),
-        RankReason::Rule { cve, reason: None } => format!("{cve}: [[sla.rule]]"),
-        RankReason::KnownExploited { cve } => format!("{cve} is in the CISA KEV catalog"),
-    }
 }
 
 #[cfg(test)]

@@ -260,7 +260,7 @@ pub async fn run(
     jobs.start().await?;
     let timer = Timer { jobs: jobs.clone(), wake: wake_tx };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Shared {
+    let mut shared = Shared {
         scopes: Arc::new(scopes),
         release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
         settings: Arc::new(settings),
@@ -356,6 +356,11 @@ pub async fn run(
             }
             command = control.recv() => match command {
                 Some(Control::Reload(new)) => {
+                    // Runs in flight keep the sinks they started with; later ones use the new.
+                    match scopes::with_events(&shared.scopes, &new.events) {
+                        Ok(reloaded) => shared.scopes = Arc::new(reloaded),
+                        Err(e) => error!(error = %e, "[events] not reloaded; events go where they went before"),
+                    }
                     config = Arc::new(*new);
                     rearm(&timer, &config, &mut armed).await?;
                     let (shared_now, config_now) = (shared.clone(), config.clone());

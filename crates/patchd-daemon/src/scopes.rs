@@ -13,7 +13,7 @@ use patchd_config::Config;
 use patchd_store::{Relabelled, Store};
 use tracing::{info, warn};
 
-use crate::events::Publisher;
+use crate::events::{Publisher, PublisherError};
 use crate::window::RunPlan;
 use crate::{Context, Scope};
 
@@ -110,6 +110,19 @@ pub async fn adopt_legacy_records(store: &Store, home: &Scope) {
         ),
         Err(e) => warn!(error = %e, "records of the legacy `default` account could not be relabelled"),
     }
+}
+
+/// The same scopes publishing to the sinks `[events]` names now: what a reload does, so a
+/// changed bus, webhook or webhook key takes effect without a restart. The bus is reached with
+/// the home account's clients (the first scope's). Fails, changing nothing, when the webhook's
+/// key file cannot be read.
+pub fn with_events(
+    scopes: &[Context],
+    events: &patchd_config::Events,
+) -> Result<Vec<Context>, PublisherError> {
+    let Some(home) = scopes.first() else { return Ok(Vec::new()) };
+    let publisher = Publisher::from_config(events, &home.aws)?;
+    Ok(scopes.iter().map(|ctx| Context { events: publisher.clone(), ..ctx.clone() }).collect())
 }
 
 /// `arn:aws:iam::123456789012:role/patchd` → `123456789012`.

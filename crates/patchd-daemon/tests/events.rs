@@ -382,3 +382,64 @@ async fn webhook_deliveries_are_signed_over_the_body() {
     assert_ne!(received[0].0.get("x-patchd-signature").unwrap().to_str().unwrap(), wrong);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A breach is announced once while the finding stays open; once the patch is installed and
+/// later found missing again (a reopened finding), the breach is announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_finding_is_announced_again() {
+    use patchd_store::{ComplianceSync, InstanceScan, PatchObservation, PatchState};
+    let f = fixture("reopen", "[events]\nbus_name = \"patchd-test\"").await;
+    let instance = "i-0aaaaaaaaaaaaaaa1";
+    let t0 = Utc::now() - chrono::Duration::days(10);
+    let sync = |at: chrono::DateTime<Utc>, state: PatchState| {
+        let store = f.ctx.store.clone();
+        async move {
+            let patches = [PatchObservation {
+                patch_id: "KB-REOPEN-1",
+                title: Some("a critical fix"),
+                classification: Some("Security"),
+                severity: Some("Critical"),
+                cve_ids: &[],
+                state,
+                installed_time: (state == PatchState::Installed).then_some(at),
+            }];
+            let scans = [InstanceScan {
+                instance: patchd_store::InstanceKey {
+                    account: "123456789012",
+                    region: "us-east-1",
+                    instance_id: instance,
+                },
+                observed_at: at,
+                command_id: None,
+                operation: None,
+                operation_start: None,
+                operation_end: None,
+                baseline_id: None,
+                snapshot_id: None,
+                patch_group: None,
+                patches: &patches,
+            }];
+            store
+                .record_sync(&ComplianceSync { source: "test", started_at: at, scans: &scans })
+                .await
+                .unwrap();
+        }
+    };
+    let breaches = |f: &Fixture| of_type(&f.server.events(), "SLA Breached").len();
+    let ids = [instance.to_string()];
+
+    sync(t0, PatchState::Missing).await;
+    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    assert_eq!(breaches(&f), 1, "a lasting breach is announced once");
+
+    sync(t0 + chrono::Duration::days(1), PatchState::Installed).await;
+    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    assert_eq!(breaches(&f), 1, "remediated: nothing to announce");
+    assert!(f.ctx.store.announcements("sla").await.unwrap().is_empty(), "the ended breach is forgotten");
+
+    sync(t0 + chrono::Duration::days(2), PatchState::Missing).await;
+    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    assert_eq!(breaches(&f), 2, "reopened: announced again, once");
+}

@@ -356,3 +356,24 @@ async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
     assert_eq!(runs[0].scheduled_start, runs[1].scheduled_start, "one occurrence, one run per scope");
     assert_eq!(f.server.stats_in(HOME, "eu-west-1").unwrap().calls.get("SendCommand"), None);
 }
+
+/// A reload gives every scope the sinks `[events]` names now, or, when the webhook's key
+/// cannot be read, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rewires_every_scope_to_the_new_events_sinks() {
+    let f = fixture("events-reload", EXTERNAL_ID).await;
+    assert!(f.scopes.iter().all(|c| !c.events.is_enabled()));
+    let events = patchd_config::Events { bus_name: Some("patchd-reloaded".into()), ..Default::default() };
+    let reloaded = scopes::with_events(&f.scopes, &events).expect("no key file to read");
+    assert_eq!(reloaded.len(), f.scopes.len());
+    for (before, after) in f.scopes.iter().zip(&reloaded) {
+        assert!(after.events.is_enabled(), "{}", after.scope);
+        assert_eq!(before.scope, after.scope);
+    }
+    let unreadable = patchd_config::Events {
+        webhook_url: Some("https://chat.example/hook".into()),
+        webhook_secret_file: Some(f.dir.join("no-such-key")),
+        ..Default::default()
+    };
+    assert!(scopes::with_events(&f.scopes, &unreadable).is_err());
+}

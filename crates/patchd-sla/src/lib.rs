@@ -10,14 +10,19 @@
 //! - its **status** at an instant: `ok`, `due-soon`, `breached` while open; `met` or `missed`
 //!   once remediated; `excepted` while an unexpired risk acceptance covers it.
 //!
+//! [`Judge`] composes these steps for a configuration, once for every caller (reports,
+//! metrics, events), with [`groups_of`] for the groups an instance belongs to.
+//!
 //! Everything here is pure: no I/O, no clock of its own (time is a parameter), and nothing
 //! that can fail once its inputs exist. Parsing a KEV catalog is the one fallible step, and
 //! it happens before the engine runs.
 
+mod judge;
 mod kev;
 mod rank;
 mod status;
 
+pub use judge::{describe, groups_of, Judge, PatchFacts, PatchVerdict};
 pub use kev::{KevCatalog, KevError};
 pub use rank::{rank, RankReason, Ranked};
 pub use status::{

@@ -205,3 +205,59 @@ fn an_excepted_open_finding_is_excepted_even_when_past_due() {
     assert_eq!(status(FindingState::Open, due, at, &SlaPolicy::default(), true), SlaStatus::Excepted);
     assert_eq!(status(FindingState::Open, due, at, &SlaPolicy::default(), false), SlaStatus::Breached);
 }
+
+/// Group membership follows the group's account and region scope: an exception granted to a
+/// group scoped to one account does not cover the same instance id in another account.
+#[test]
+fn groups_and_exceptions_follow_the_scope() {
+    let text = r#"
+[aws]
+region = "eu-west-1"
+
+[[aws.account]]
+name = "payments"
+role_arn = "arn:aws:iam::210987654321:role/patchd"
+
+[[group]]
+name = "payments-web"
+accounts = ["payments"]
+[group.tags]
+Role = "web"
+
+[[group]]
+name = "web"
+[group.tags]
+Role = "web"
+
+[[exception]]
+name = "waiver"
+patches = ["KB1"]
+group = "payments-web"
+reason = "vendor fix pending"
+owner = "ops"
+expires = 2099-01-01
+"#;
+    let loaded = patchd_config::load_sources(vec![("t.toml".into(), text.into())], t("2026-11-28T00:00:00Z"))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let config = loaded.config;
+    let tags = [("Role", "web")];
+    assert_eq!(groups_of(&config, "210987654321", "eu-west-1", "i-1", &tags), ["payments-web", "web"]);
+    assert_eq!(groups_of(&config, "111122223333", "eu-west-1", "i-1", &tags), ["web"], "the home account");
+
+    let kev = KevCatalog::default();
+    let judge = Judge { config: &config, kev: &kev, at: t("2026-11-28T00:00:00Z") };
+    let cves = ["CVE-2026-1".to_string()];
+    let verdict = judge.verdict(&PatchFacts {
+        severity: Some("Critical"),
+        cves: &cves,
+        ssm_release: Some(t("2026-01-01T00:00:00Z")),
+        advisory_release: None,
+        fleet_first_seen: t("2026-01-02T00:00:00Z"),
+    });
+    assert_eq!((verdict.rank, verdict.open_status), (RiskRank::Critical, SlaStatus::Breached));
+    let in_payments = groups_of(&config, "210987654321", "eu-west-1", "i-1", &tags);
+    let (status, exception) = judge.finding(&verdict, FindingState::Open, "KB1", "i-1", &in_payments);
+    assert_eq!((status, exception.map(|e| e.name.as_str())), (SlaStatus::Excepted, Some("waiver")));
+    let at_home = groups_of(&config, "111122223333", "eu-west-1", "i-1", &tags);
+    assert_eq!(judge.finding(&verdict, FindingState::Open, "KB1", "i-1", &at_home).0, SlaStatus::Breached);
+}

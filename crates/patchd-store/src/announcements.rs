@@ -81,6 +81,43 @@ impl Store {
     }
 
     /// Every announcement of `kind`, by subject.
+    /// Forgets the announcements of `kind` about the given instances (`subject_prefixes`, each
+    /// `<account>/<region>/<instance>/`) whose subject is not in `keep`: a condition that ended
+    /// (a finding remediated) is announced again if it comes back. Returns how many were
+    /// forgotten.
+    pub async fn retire_announcements(
+        &self,
+        kind: &str,
+        subject_prefixes: &[String],
+        keep: &[String],
+    ) -> Result<u64, StoreError> {
+        if subject_prefixes.is_empty() {
+            return Ok(0);
+        }
+        let prefixes = serde_json::Value::from(subject_prefixes.to_vec()).to_string();
+        let keep = serde_json::Value::from(keep.to_vec()).to_string();
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let elements = |n: u8| {
+                if pg {
+                    format!("SELECT jsonb_array_elements_text(${n}::jsonb) AS value")
+                } else {
+                    format!("SELECT value FROM json_each(${n})")
+                }
+            };
+            // A prefix compared with substr, not LIKE: `_` in an id is not a wildcard.
+            let sql = format!(
+                "DELETE FROM event_announcements WHERE kind = $1 \
+                 AND EXISTS (SELECT 1 FROM ({}) p WHERE substr(subject, 1, length(p.value)) = p.value) \
+                 AND subject NOT IN ({})",
+                elements(2),
+                elements(3)
+            );
+            let done = sqlx::query(&sql).bind(kind).bind(&prefixes).bind(&keep).execute(pool).await?;
+            Ok(done.rows_affected())
+        })
+    }
+
     pub async fn announcements(&self, kind: &str) -> Result<Vec<AnnouncementRecord>, StoreError> {
         self.counters.statement();
         with_pool!(self, |pool, _pg| {

@@ -7,7 +7,11 @@ use chrono::{TimeZone, Utc};
 use common::TestDb;
 use patchd_store::*;
 
-on_both_backends!(a_subject_is_claimed_once_per_level, invalid_announcements_are_refused);
+on_both_backends!(
+    a_subject_is_claimed_once_per_level,
+    invalid_announcements_are_refused,
+    ended_conditions_are_forgotten_and_announced_again,
+);
 
 fn sla<'a>(subject: &'a str, level: u32, state: &'a str) -> Announcement<'a> {
     Announcement { kind: "sla", subject, level, state }
@@ -47,4 +51,40 @@ async fn invalid_announcements_are_refused(db: TestDb) {
         assert!(matches!(error, StoreError::InvalidInput(_)), "{error:?}");
     }
     assert!(store.announcements("sla").await.unwrap().is_empty());
+}
+
+async fn ended_conditions_are_forgotten_and_announced_again(db: TestDb) {
+    let store = db.open().await;
+    let at = Utc.with_ymd_and_hms(2026, 11, 28, 2, 0, 0).unwrap();
+    let claims = [
+        sla("a/r/i-1/P1", 2, "breached"),
+        sla("a/r/i-1/P2", 2, "breached"),
+        sla("a/r/i-10/P1", 2, "breached"),
+        sla("a/r/i_2/P1", 1, "due-soon"),
+    ];
+    store.claim_announcements(&claims, at).await.unwrap();
+    let gap =
+        Announcement { kind: "coverage-gap", subject: "a/r/i-1/not-managed", level: 1, state: "not-managed" };
+    store.claim_announcements(&[gap], at).await.unwrap();
+
+    // i-1's P1 was remediated, P2 is still open. i-10 (a prefix of which is i-1) and other
+    // kinds are untouched; `_` is matched literally.
+    let retired = store
+        .retire_announcements("sla", &["a/r/i-1/".into(), "a/r/ixx/".into()], &["a/r/i-1/P2".into()])
+        .await
+        .unwrap();
+    assert_eq!(retired, 1);
+    let left: Vec<String> =
+        store.announcements("sla").await.unwrap().into_iter().map(|r| r.subject).collect();
+    assert_eq!(left, ["a/r/i-1/P2", "a/r/i-10/P1", "a/r/i_2/P1"]);
+    assert_eq!(store.announcements("coverage-gap").await.unwrap().len(), 1);
+    assert_eq!(
+        store.retire_announcements("sla", &["a/r/i-2/".into()], &[]).await.unwrap(),
+        0,
+        "`_` is no wildcard"
+    );
+
+    // Back again: claimed (and so published) once more.
+    assert_eq!(store.claim_announcements(&[claims[0]], at).await.unwrap(), [true]);
+    assert_eq!(store.retire_announcements("sla", &[], &[]).await.unwrap(), 0);
 }

@@ -216,13 +216,13 @@ async fn sla_summary(
             report::PatchOpen {
                 patch_id: p.patch_id.clone(),
                 // The store sets a patch's first sighting when it opens its first finding.
-                verdict: judge.verdict(
-                    p.severity.as_deref(),
-                    &p.cve_ids,
-                    p.ssm_release,
-                    p.advisory_release,
-                    p.first_seen_missing.unwrap_or(judge.at),
-                ),
+                verdict: judge.verdict(&report::PatchFacts {
+                    severity: p.severity.as_deref(),
+                    cves: &p.cve_ids,
+                    ssm_release: p.ssm_release,
+                    advisory_release: p.advisory_release,
+                    fleet_first_seen: p.first_seen_missing.unwrap_or(judge.at),
+                }),
                 open: c.open as usize,
             }
         })
@@ -391,13 +391,13 @@ pub(crate) async fn sla_gauges(
     let mut oldest: std::collections::BTreeMap<RiskRank, chrono::DateTime<Utc>> = Default::default();
     for c in counts.iter().filter(|c| c.open > 0) {
         let p = &c.patch;
-        let verdict = judge.verdict(
-            p.severity.as_deref(),
-            &p.cve_ids,
-            p.ssm_release,
-            p.advisory_release,
-            p.first_seen_missing.unwrap_or(at),
-        );
+        let verdict = judge.verdict(&report::PatchFacts {
+            severity: p.severity.as_deref(),
+            cves: &p.cve_ids,
+            ssm_release: p.ssm_release,
+            advisory_release: p.advisory_release,
+            fleet_first_seen: p.first_seen_missing.unwrap_or(at),
+        });
         let start = verdict.clock.start;
         oldest.entry(verdict.rank).and_modify(|t| *t = (*t).min(start)).or_insert(start);
     }

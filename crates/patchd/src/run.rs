@@ -236,7 +236,7 @@ fn reload(args: &ReloadArgs, current: &Config) -> Option<Config> {
                 || new.daemon.listen != current.daemon.listen
                 || new.daemon.api_token_file != current.daemon.api_token_file
             {
-                warn!("[daemon] and [aws] changes take effect at the next restart; the schedule is reloaded now");
+                warn!("[daemon] and [aws] changes take effect at the next restart; the schedule and [events] are reloaded now");
             }
             Some(new)
         }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use patchd_config::{Config, Group, Operation, RiskRank};
-use patchd_sla::{KevCatalog, RankReason, SlaClock, SlaStatus};
+use patchd_config::{Config, Operation, RiskRank};
+use patchd_sla::{SlaClock, SlaStatus};
 use serde::Serialize;
 
 /// What the store knows of an instance.
@@ -69,48 +69,22 @@ impl FindingFacts {
             _ => patchd_sla::FindingState::Open,
         }
     }
+
+    fn patch_facts(&self) -> PatchFacts<'_> {
+        PatchFacts {
+            severity: self.severity.as_deref(),
+            cves: &self.cves,
+            ssm_release: self.ssm_release,
+            advisory_release: self.advisory_release,
+            fleet_first_seen: self.fleet_first_seen,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub group: Option<String>,
     pub rank: Option<RiskRank>,
-}
-
-/// Groups of the configuration an instance belongs to: the group's scope must admit the
-/// instance's account and region, tags must match the selector (when it has one) and the id
-/// must be listed (when the group lists ids).
-pub fn groups_of<'c>(
-    config: &'c Config,
-    account: &str,
-    region: &str,
-    instance_id: &str,
-    tags: &[(String, String)],
-) -> Vec<&'c str> {
-    let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let account_name = config.aws.account_name_of(account);
-    config
-        .groups
-        .iter()
-        .filter(|g| g.scope.admits(account_name, region) && member(g, instance_id, &pairs))
-        .map(|g| g.name.as_str())
-        .collect()
-}
-
-fn member(group: &Group, instance_id: &str, tags: &[(&str, &str)]) -> bool {
-    let by_tags = group.tags.0.is_empty() || group.tags.matches(tags.iter().copied());
-    let by_id = group.instance_ids.is_empty() || group.instance_ids.iter().any(|id| id == instance_id);
-    by_tags && by_id
-}
-
-fn rank_reason(reason: &RankReason) -> String {
-    match reason {
-        RankReason::VendorSeverity(s) => format!("vendor severity {s}"),
-        RankReason::PolicyDefault => "no vendor severity: policy default".into(),
-        RankReason::Rule { cve, reason: Some(why) } => format!("{cve}: {why}"),
-        RankReason::Rule { cve, reason: None } => format!("{cve}: [[sla.rule]]"),
-        RankReason::KnownExploited { cve } => format!("{cve} is in the CISA KEV catalog"),
-    }
 }
 
 fn days(d: Duration) -> f64 {
@@ -144,115 +118,78 @@ pub struct JudgedFinding {
     pub exception: Option<String>,
 }
 
-pub struct Judge<'a> {
-    pub config: &'a Config,
-    pub kev: &'a KevCatalog,
-    pub at: DateTime<Utc>,
+/// `report::Judge` and friends are the SLA engine's, shared with `/metrics` and the events.
+pub use patchd_sla::{groups_of, Judge, PatchFacts, PatchVerdict};
+
+/// One finding, judged for a report: the patch's verdict, then the finding's own status.
+fn judge_one(
+    judge: &Judge<'_>,
+    f: &FindingFacts,
+    instance: Option<&InstanceFacts>,
+    groups: &[&str],
+) -> JudgedFinding {
+    let verdict = judge.verdict(&f.patch_facts());
+    let (status, exception) = judge.finding(&verdict, f.engine_state(), &f.patch_id, &f.instance_id, groups);
+    let PatchVerdict { rank, rank_reason, clock, due, .. } = verdict;
+    JudgedFinding {
+        account: f.account.clone(),
+        region: f.region.clone(),
+        instance_id: f.instance_id.clone(),
+        instance_name: instance.and_then(|i| i.name.clone()),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        patch_id: f.patch_id.clone(),
+        title: f.title.clone(),
+        severity: f.severity.clone(),
+        cves: f.cves.clone(),
+        rank,
+        rank_reason,
+        estimated: clock.estimated(),
+        clock,
+        due,
+        days_left: days(due - judge.at),
+        state: f.state.clone(),
+        installed_at: f.installed_at,
+        days_to_remediate: f.installed_at.map(|t| days(t - clock.start)),
+        status,
+        exception: exception.map(|e| e.name.clone()),
+    }
 }
 
-/// What the SLA engine decides from the patch alone. Every open finding of one patch shares
-/// it (only exceptions, which also look at the instance, can set one apart), so a report over
-/// a fleet judges each patch once rather than each finding.
-#[derive(Debug, Clone)]
-pub struct PatchVerdict {
-    pub rank: RiskRank,
-    pub rank_reason: String,
-    pub clock: SlaClock,
-    pub due: DateTime<Utc>,
-    /// The status of an open finding of this patch that no exception covers.
-    pub open_status: SlaStatus,
-}
-
-impl Judge<'_> {
-    pub fn verdict(
-        &self,
-        severity: Option<&str>,
-        cves: &[String],
-        ssm_release: Option<DateTime<Utc>>,
-        advisory_release: Option<DateTime<Utc>>,
-        fleet_first_seen: DateTime<Utc>,
-    ) -> PatchVerdict {
-        let policy = &self.config.sla;
-        let ranked = patchd_sla::rank(severity, cves, policy, self.kev);
-        let clock = patchd_sla::clock(ssm_release, advisory_release, fleet_first_seen);
-        let due = patchd_sla::due_date(&clock, ranked.rank, policy);
-        let open_status = patchd_sla::status(patchd_sla::FindingState::Open, due, self.at, policy, false);
-        PatchVerdict { rank: ranked.rank, rank_reason: rank_reason(&ranked.reason), clock, due, open_status }
-    }
-
-    fn judge(&self, f: &FindingFacts, instance: Option<&InstanceFacts>, groups: &[&str]) -> JudgedFinding {
-        let verdict = self.verdict(
-            f.severity.as_deref(),
-            &f.cves,
-            f.ssm_release,
-            f.advisory_release,
-            f.fleet_first_seen,
-        );
-        let PatchVerdict { rank, rank_reason, clock, due, .. } = verdict;
-        let exception = patchd_sla::covering_exception(
-            &self.config.exceptions,
-            &f.patch_id,
-            &f.instance_id,
-            groups,
-            self.at,
-        );
-        let state = f.engine_state();
-        let status = patchd_sla::status(state, due, self.at, &self.config.sla, exception.is_some());
-        JudgedFinding {
-            account: f.account.clone(),
-            region: f.region.clone(),
-            instance_id: f.instance_id.clone(),
-            instance_name: instance.and_then(|i| i.name.clone()),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            patch_id: f.patch_id.clone(),
-            title: f.title.clone(),
-            severity: f.severity.clone(),
-            cves: f.cves.clone(),
-            rank,
-            rank_reason,
-            estimated: clock.estimated(),
-            clock,
-            due,
-            days_left: days(due - self.at),
-            state: f.state.clone(),
-            installed_at: f.installed_at,
-            days_to_remediate: f.installed_at.map(|t| days(t - clock.start)),
-            status,
-            exception: exception.map(|e| e.name.clone()),
-        }
-    }
-
-    pub fn judged<'f>(
-        &'f self,
-        instances: &'f [InstanceFacts],
-        findings: &'f [FindingFacts],
-        filters: &'f Filters,
-    ) -> impl Iterator<Item = JudgedFinding> + 'f {
-        // Group membership is a property of the instance: match tags once per instance, not
-        // once per finding (a fleet has a hundred findings per instance).
-        let by_id: HashMap<(&str, &str, &str), (&InstanceFacts, Vec<&str>)> = instances
-            .iter()
-            .map(|i| {
-                let groups = groups_of(self.config, &i.account, &i.region, &i.instance_id, &i.tags);
-                ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), (i, groups))
-            })
-            .collect();
-        findings
-            .iter()
-            .map(move |f| {
-                let key = (f.account.as_str(), f.region.as_str(), f.instance_id.as_str());
-                match by_id.get(&key) {
-                    Some((instance, groups)) => self.judge(f, Some(instance), groups),
-                    None => self.judge(
+/// Every finding judged, with its instance's groups, filtered by rank and group.
+pub fn judged<'f>(
+    judge: &'f Judge<'f>,
+    instances: &'f [InstanceFacts],
+    findings: &'f [FindingFacts],
+    filters: &'f Filters,
+) -> impl Iterator<Item = JudgedFinding> + 'f {
+    // Group membership is a property of the instance: match tags once per instance, not
+    // once per finding (a fleet has a hundred findings per instance).
+    let by_id: HashMap<(&str, &str, &str), (&InstanceFacts, Vec<&str>)> = instances
+        .iter()
+        .map(|i| {
+            let groups = groups_of(judge.config, &i.account, &i.region, &i.instance_id, &i.tags);
+            ((i.account.as_str(), i.region.as_str(), i.instance_id.as_str()), (i, groups))
+        })
+        .collect();
+    findings
+        .iter()
+        .map(move |f| {
+            let key = (f.account.as_str(), f.region.as_str(), f.instance_id.as_str());
+            match by_id.get(&key) {
+                Some((instance, groups)) => judge_one(judge, f, Some(instance), groups),
+                None => {
+                    let no_tags: &[(String, String)] = &[];
+                    judge_one(
+                        judge,
                         f,
                         None,
-                        &groups_of(self.config, &f.account, &f.region, &f.instance_id, &[]),
-                    ),
+                        &groups_of(judge.config, &f.account, &f.region, &f.instance_id, no_tags),
+                    )
                 }
-            })
-            .filter(move |j| filters.rank.is_none_or(|r| j.rank == r))
-            .filter(move |j| filters.group.as_ref().is_none_or(|g| j.groups.contains(g)))
-    }
+            }
+        })
+        .filter(move |j| filters.rank.is_none_or(|r| j.rank == r))
+        .filter(move |j| filters.group.as_ref().is_none_or(|g| j.groups.contains(g)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,8 +221,7 @@ pub fn sla(
     findings: &[FindingFacts],
     filters: &Filters,
 ) -> SlaReport {
-    let mut open: Vec<JudgedFinding> = judge
-        .judged(instances, findings, filters)
+    let mut open: Vec<JudgedFinding> = judged(judge, instances, findings, filters)
         .filter(|j| {
             matches!(j.status, SlaStatus::Ok | SlaStatus::DueSoon | SlaStatus::Breached | SlaStatus::Excepted)
         })
@@ -341,8 +277,7 @@ pub fn sla_summary(
     limit: usize,
     filters: &Filters,
 ) -> SlaReport {
-    let excepted: Vec<JudgedFinding> = judge
-        .judged(instances, exception_candidates, filters)
+    let excepted: Vec<JudgedFinding> = judged(judge, instances, exception_candidates, filters)
         .filter(|j| j.status == SlaStatus::Excepted)
         .collect();
     let mut excepted_per_patch: HashMap<&str, usize> = HashMap::new();
@@ -358,7 +293,7 @@ pub fn sla_summary(
         open_total += p.open;
     }
     let mut findings: Vec<JudgedFinding> =
-        judge.judged(instances, listed, filters).filter(|j| j.status != SlaStatus::Excepted).collect();
+        judged(judge, instances, listed, filters).filter(|j| j.status != SlaStatus::Excepted).collect();
     findings.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
     findings.truncate(limit);
     if findings.len() < limit {
@@ -424,8 +359,7 @@ pub fn history(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> HistoryReport {
-    let mut remediated: Vec<JudgedFinding> = judge
-        .judged(instances, findings, filters)
+    let mut remediated: Vec<JudgedFinding> = judged(judge, instances, findings, filters)
         .filter(|j| matches!(j.status, SlaStatus::Met | SlaStatus::Missed))
         .filter(|j| j.installed_at.is_some_and(|t| t >= since && t < until))
         .collect();
@@ -645,7 +579,7 @@ fn human_age(d: Duration) -> String {
 mod tests {
     use std::path::PathBuf;
 
-    use patchd_sla::SlaStatus;
+    use patchd_sla::{KevCatalog, SlaStatus};
 
     use super::*;
 
