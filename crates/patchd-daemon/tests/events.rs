@@ -2,7 +2,8 @@
 //! local webhook: what a window run publishes, that SLA breaches and coverage gaps go out once,
 //! batching, partial-failure resends, and the webhook's signature.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,12 +13,11 @@ use fleet_sim::{RecordedEvent, Scenario, SimServer};
 use patchd_aws::{AwsClients, EntryRetry, StaticEndpoint};
 use patchd_config::Config;
 use patchd_daemon::events::{self, CoverageGap, Event, Publisher, PublisherStats};
-use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
 use patchd_daemon::{Context, Scope};
-use patchd_store::{OpenOptions, Store, WindowRunStatus};
-use tokio::sync::watch;
+use patchd_store::WindowRunStatus;
+use support::{never_stop, quick_poll, simulator_clients, Scratch};
 
 const GROUP_SIZE: usize = 6;
 
@@ -97,30 +97,15 @@ struct Fixture {
     server: SimServer,
     ctx: Context,
     config: Config,
-    dir: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    dir: Scratch,
 }
 
 async fn fixture(name: &str, events: &str) -> Fixture {
     let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("patchd-events-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = config_text(dir.to_str().unwrap(), events);
-    let config = patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now())
-        .unwrap_or_else(|e| panic!("test configuration is invalid: {e:?}"))
-        .config;
-    let url = server.endpoint_url();
-    let aws = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
-    let store =
-        Store::open(&format!("sqlite://{}", dir.join("patchd.db").display()), &OpenOptions::default())
-            .await
-            .unwrap();
+    let dir = Scratch::new("events", name);
+    let config = dir.config(&config_text(dir.to_str().unwrap(), events));
+    let aws = simulator_clients(&config, &server);
+    let store = dir.store().await;
     let events = Publisher::from_config(&config.events, &aws).expect("publisher builds");
     let ctx = Context {
         aws,
@@ -132,15 +117,9 @@ async fn fixture(name: &str, events: &str) -> Fixture {
     Fixture { server, ctx, config, dir }
 }
 
-fn never_stop() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    std::mem::forget(tx);
-    rx
-}
-
 async fn execute(f: &Fixture, plan: &RunPlan) -> RunSummary {
     let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() };
+    let poll = quick_poll();
     let progress = |_: &TaskProgress<'_>| {};
     let env = Env {
         ctx: &f.ctx,
@@ -350,14 +329,12 @@ async fn webhook_server() -> (String, Received) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_are_signed_over_the_body() {
     let (url, received) = webhook_server().await;
-    let dir = std::env::temp_dir().join(format!("patchd-events-webhook-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("events", "webhook");
     let key_file = dir.join("webhook.key");
     std::fs::write(&key_file, "s3cret-key\n").unwrap();
     let text =
         format!("[events]\nwebhook_url = \"{url}\"\nwebhook_secret_file = \"{}\"\n", key_file.display());
-    let config =
-        patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now()).expect("valid").config;
+    let config = dir.config(&text);
     let aws =
         AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator("http://127.0.0.1:9"));
     let publisher = Publisher::from_config(&config.events, &aws).unwrap();
@@ -380,7 +357,6 @@ async fn webhook_deliveries_are_signed_over_the_body() {
     }
     let wrong = format!("sha256={}", events::hex(&events::hmac_sha256(b"other", &received[0].1)));
     assert_ne!(received[0].0.get("x-patchd-signature").unwrap().to_str().unwrap(), wrong);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A breach is announced once while the finding stays open; once the patch is installed and

@@ -4,22 +4,22 @@
 //! id). The second account's fleet has the same seed as the home one, so the same instance
 //! ids: what patchd records of one must never land on the other.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
 use fleet_sim::{Scenario, SimServer};
-use patchd_aws::{AwsClients, StaticEndpoint};
 use patchd_config::Config;
 use patchd_daemon::events::Publisher;
-use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::scheduler::{self, Control, Settings};
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, TaskProgress};
 use patchd_daemon::{scopes, Context};
-use patchd_store::{OpenOptions, Store, WindowRunQuery, WindowRunStatus};
-use tokio::sync::{mpsc, watch};
+use patchd_store::{Store, WindowRunQuery, WindowRunStatus};
+use support::{never_stop, quick_poll, simulator_clients, Scratch};
+use tokio::sync::mpsc;
 
 const HOME: &str = "123456789012";
 const PAYMENTS: &str = "210987654321";
@@ -148,23 +148,13 @@ struct Fixture {
     server: SimServer,
     config: Config,
     scopes: Vec<Context>,
-    dir: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    dir: Scratch,
 }
 
 async fn fixture(name: &str, external_id: &str) -> Fixture {
     let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("patchd-scopes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = config_text(dir.to_str().unwrap(), external_id);
-    let loaded = patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now())
-        .unwrap_or_else(|e| panic!("test configuration is invalid: {e:?}"));
+    let dir = Scratch::new("scopes", name);
+    let loaded = dir.load_config(&config_text(dir.to_str().unwrap(), external_id));
     // Scan-only windows leave the SLA unmet, which check rightly says; nothing else is wrong.
     assert!(
         loaded.warnings.iter().all(|w| w.message.contains("cannot meet any patch SLA")),
@@ -172,23 +162,13 @@ async fn fixture(name: &str, external_id: &str) -> Fixture {
         loaded.warnings
     );
     let config = loaded.config;
-    let url = server.endpoint_url();
-    let home = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
-    let store =
-        Store::open(&format!("sqlite://{}", dir.join("patchd.db").display()), &OpenOptions::default())
-            .await
-            .unwrap();
+    let home = simulator_clients(&config, &server);
+    let store = dir.store().await;
     let events = Publisher::default();
     let shared =
         scopes::Shared { home: &home, store: &store, actor: "test", events: &events, host: "admin-1" };
     let scopes = scopes::connect(&config, &shared).await.expect("scopes connect");
     Fixture { server, config, scopes, dir }
-}
-
-fn never_stop() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    std::mem::forget(tx);
-    rx
 }
 
 /// Runs a window's occurrence now in every scope it reaches, as the scheduler does; returns
@@ -197,7 +177,7 @@ async fn run_window(f: &Fixture, window: &str) -> Vec<(String, String, RunEnd)> 
     let w = f.config.window(window).unwrap();
     let plan = RunPlan::for_window(w, Utc::now());
     let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() };
+    let poll = quick_poll();
     let progress = |_: &TaskProgress<'_>| {};
     let mut ran = Vec::new();
     for ctx in &f.scopes {
@@ -327,9 +307,9 @@ async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
     let mut config = f.config.clone();
     config.windows.retain(|w| w.name == "hourly-east");
     let settings = Settings {
-        state_dir: f.dir.clone(),
+        state_dir: f.dir.to_path_buf(),
         sync_interval: Duration::from_secs(3600),
-        poll: PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() },
+        poll: quick_poll(),
         shutdown_grace: Duration::from_secs(10),
         release_refresh: chrono::Duration::days(1),
         heartbeat: Default::default(),

@@ -1,21 +1,19 @@
 //! Window occurrences against the fleet simulator, in-process on port 0: what a run sends,
 //! what the store holds afterwards, the cutoff, missed occurrences, and resumption.
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_sim::{Scenario, SimServer};
-use patchd_aws::{AwsClients, StaticEndpoint};
 use patchd_config::Config;
-use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::scheduler::{self, Control, Settings};
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
 use patchd_daemon::{Context, Scope};
-use patchd_store::{
-    CommandStatus, FindingQuery, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus,
-};
+use patchd_store::{CommandStatus, FindingQuery, WindowRunQuery, WindowRunRecord, WindowRunStatus};
+use support::{never_stop, quick_poll, simulator_clients, Scratch};
 use tokio::sync::{mpsc, watch};
 
 const GROUP_SIZE: usize = 8;
@@ -117,42 +115,21 @@ struct Fixture {
     server: SimServer,
     ctx: Context,
     config: Config,
-    dir: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    dir: Scratch,
 }
 
 async fn fixture(name: &str, time_scale: f64) -> Fixture {
     let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario(time_scale)).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("patchd-window-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = config_text(dir.to_str().unwrap());
-    let config = patchd_config::load_sources(vec![(dir.join("patchd.toml"), text)], Utc::now())
-        .unwrap_or_else(|e| panic!("test configuration is invalid: {e:?}"))
-        .config;
-    let url = server.endpoint_url();
-    let aws = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
-    let store =
-        Store::open(&format!("sqlite://{}", dir.join("patchd.db").display()), &OpenOptions::default())
-            .await
-            .unwrap();
+    let dir = Scratch::new("window", name);
+    let config = dir.config(&config_text(dir.to_str().unwrap()));
     let ctx = Context {
-        aws,
-        store,
+        aws: simulator_clients(&config, &server),
+        store: dir.store().await,
         scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
         actor: "test".into(),
         events: Default::default(),
     };
     Fixture { server, ctx, config, dir }
-}
-
-fn poll() -> PollPolicy {
-    PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() }
 }
 
 fn managed(f: &Fixture) -> usize {
@@ -161,7 +138,7 @@ fn managed(f: &Fixture) -> usize {
 
 async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
     let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = poll();
+    let poll = quick_poll();
     let progress = |_: &TaskProgress<'_>| {};
     let env = Env {
         ctx: &f.ctx,
@@ -177,12 +154,6 @@ async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> Ru
 
 async fn runs(f: &Fixture, window: &str) -> Vec<WindowRunRecord> {
     f.ctx.store.window_runs(&WindowRunQuery { window: Some(window), ..Default::default() }).await.unwrap()
-}
-
-fn never_stop() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    std::mem::forget(tx);
-    rx
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,9 +294,9 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
 
     let (tx, rx) = mpsc::channel(4);
     let settings = Settings {
-        state_dir: f.dir.clone(),
+        state_dir: f.dir.to_path_buf(),
         sync_interval: Duration::from_secs(3600),
-        poll: poll(),
+        poll: quick_poll(),
         shutdown_grace: Duration::from_secs(10),
         release_refresh: chrono::Duration::days(1),
         heartbeat: Default::default(),
