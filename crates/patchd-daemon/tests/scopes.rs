@@ -271,6 +271,12 @@ async fn two_accounts_fleets_stay_apart() {
     run_scopes.sort_unstable();
     assert_eq!(run_scopes, [(HOME, "eu-west-1"), (HOME, "us-east-1"), (PAYMENTS, "us-east-1")]);
 
+    // One AssumeRole served every call the payments scope made (its SSM, EC2 and STS clients
+    // share one cached session); STS answers in the caller's (home) partition.
+    let sts = f.server.stats_in(HOME, "us-east-1").unwrap();
+    assert_eq!(sts.calls.get("AssumeRole").copied(), Some(1), "{:?}", sts.calls);
+    assert_eq!(sts.calls.get("GetCallerIdentity").copied(), Some(1), "once, at start-up");
+
     // A group scoped to one account runs there only.
     let ran = run_window(&f, "scan-payments").await;
     assert_eq!(ran, [(PAYMENTS.to_string(), "us-east-1".to_string(), finished)]);
