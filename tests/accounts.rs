@@ -7,7 +7,7 @@ mod support;
 use std::process::Output;
 
 use fleet_sim::{Scenario, SimServer};
-use support::{patchd, Scratch};
+use support::{run, stderr, stdout, Scratch};
 
 const HOME: &str = "123456789012";
 const PAYMENTS: &str = "210987654321";
@@ -100,12 +100,12 @@ compliance_level = "HIGH"
 }
 
 fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (stdout(out), stderr(out))
 }
 
 /// Every (account, instance) the compliance report lists.
 fn reported(scratch: &Scratch) -> Vec<(String, String)> {
-    let out = patchd(scratch).args(["report", "compliance", "--format", "json"]).output().unwrap();
+    let out = run(scratch, &["report", "compliance", "--format", "json"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -146,7 +146,7 @@ fn a_scan_covers_every_account_and_the_reports_keep_them_apart() {
 
     let scratch = Scratch::new("accounts-scan");
     write_config(&scratch, &server.endpoint_url(), "");
-    let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
+    let out = run(&scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("== home ({HOME}) us-east-1")), "{stdout}");
@@ -170,7 +170,7 @@ fn a_scan_covers_every_account_and_the_reports_keep_them_apart() {
     write_config(&scratch, &server.endpoint_url(), "accounts = [\"payments\"]");
     let listed = reported(&scratch);
     assert!(!listed.is_empty() && listed.iter().all(|(a, _)| a == PAYMENTS), "{listed:?}");
-    let out = patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "100ms"]).output().unwrap();
+    let out = run(&scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stdout.contains("== "), "one scope, no headings: {stdout}");
@@ -187,7 +187,7 @@ fn plan_and_apply_cover_every_account() {
     let scratch = Scratch::new("accounts-apply");
     write_config(&scratch, &server.endpoint_url(), "");
 
-    let out = patchd(&scratch).args(["plan", "--format", "json"]).output().unwrap();
+    let out = run(&scratch, &["plan", "--format", "json"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -196,7 +196,7 @@ fn plan_and_apply_cover_every_account() {
         changes.iter().filter(|c| c["action"] == "create").map(|c| c["account"].as_str().unwrap()).collect();
     assert_eq!(creates, [HOME, PAYMENTS], "{changes:#?}");
 
-    let out = patchd(&scratch).args(["plan"]).output().unwrap();
+    let out = run(&scratch, &["plan"]);
     let (stdout, _) = text(&out);
     assert!(
         stdout.contains(&format!(
@@ -207,14 +207,14 @@ fn plan_and_apply_cover_every_account() {
     );
 
     // Before apply, SSM in each account has no registration for the patch group yet.
-    let out = patchd(&scratch).args(["check", "--resolve", "--deny-warnings"]).output().unwrap();
+    let out = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     for scope in [format!("home ({HOME}) us-east-1"), format!("payments ({PAYMENTS}) us-east-1")] {
         assert!(stderr.contains(&format!("warning: {scope}: group `web`")), "{scope}: {stderr}");
     }
 
-    let out = patchd(&scratch).args(["apply", "--yes"]).output().unwrap();
+    let out = run(&scratch, &["apply", "--yes"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("applied 4 change(s)"), "create and register, twice: {stdout}");
@@ -223,11 +223,11 @@ fn plan_and_apply_cover_every_account() {
         assert_eq!(calls.get("CreatePatchBaseline").copied(), Some(1), "{account}: {calls:?}");
         assert_eq!(calls.get("RegisterPatchBaselineForPatchGroup").copied(), Some(1), "{account}: {calls:?}");
     }
-    let out = patchd(&scratch).args(["apply", "--yes"]).output().unwrap();
+    let out = run(&scratch, &["apply", "--yes"]);
     assert!(text(&out).0.contains("no changes"), "{}", text(&out).0);
 
     // check --resolve judges each account's instances against that account's registrations.
-    let out = patchd(&scratch).args(["check", "--resolve", "--deny-warnings"]).output().unwrap();
+    let out = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 }

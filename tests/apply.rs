@@ -4,31 +4,20 @@
 //! shown and applied field by field, and `patchd plan` shows the same plan (golden file), in
 //! JSON too.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
 use fleet_sim::{Scenario, SimServer};
-
-struct Scratch(PathBuf);
+use support::{run, stdout, Scratch};
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("patchd-apply-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.0.join("patchd.toml")
-    }
-
-    fn write_config(&self, server: &SimServer, approve_after_days: u32) {
-        self.write_config_with(server, approve_after_days, "");
+    fn write_apply_config(&self, server: &SimServer, approve_after_days: u32) {
+        self.write_apply_config_with(server, approve_after_days, "");
     }
 
     /// The `patchd-al2` baseline, then `more` (further sections).
-    fn write_config_with(&self, server: &SimServer, approve_after_days: u32, more: &str) {
+    fn write_apply_config_with(&self, server: &SimServer, approve_after_days: u32, more: &str) {
         let text = format!(
             r#"
 [daemon]
@@ -55,41 +44,14 @@ compliance_level = "HIGH"
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn patchd(scratch: &Scratch, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-    cmd.arg("--config").arg(scratch.config()).args(args);
-    for var in
-        ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
-    {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PATCHD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn apply_creates_then_says_no_changes_then_updates() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), Scenario::minimal())).unwrap();
-    let scratch = Scratch::new("cycle");
-    scratch.write_config(&server, 7);
+    let scratch = Scratch::new("apply-cycle");
+    scratch.write_apply_config(&server, 7);
 
-    let dry = patchd(&scratch, &["apply", "--dry-run"]);
+    let dry = run(&scratch, &["apply", "--dry-run"]);
     assert!(dry.status.success(), "{dry:?}");
     let text = stdout(&dry);
     assert!(text.contains("+ create patchd-al2 (AMAZON_LINUX_2)"), "{text}");
@@ -98,26 +60,26 @@ fn apply_creates_then_says_no_changes_then_updates() {
     assert_eq!(server.stats().calls("CreatePatchBaseline"), 0);
 
     // No terminal to ask on and no --yes: refused, nothing changed.
-    let refused = patchd(&scratch, &["apply"]);
+    let refused = run(&scratch, &["apply"]);
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("pass --yes"));
     assert_eq!(server.stats().calls("CreatePatchBaseline"), 0);
 
-    let applied = patchd(&scratch, &["apply", "--yes"]);
+    let applied = run(&scratch, &["apply", "--yes"]);
     assert!(applied.status.success(), "{applied:?}");
     assert!(stdout(&applied).contains("applied 2 change(s)"), "{}", stdout(&applied));
     assert_eq!(server.stats().calls("CreatePatchBaseline"), 1);
     assert_eq!(server.stats().calls("RegisterPatchBaselineForPatchGroup"), 1);
 
-    let again = patchd(&scratch, &["apply", "--yes"]);
+    let again = run(&scratch, &["apply", "--yes"]);
     assert!(again.status.success(), "{again:?}");
     let text = stdout(&again);
     assert!(text.contains("= unchanged patchd-al2"), "{text}");
     assert!(text.trim_end().ends_with("no changes"), "{text}");
     assert_eq!(server.stats().calls("CreatePatchBaseline"), 1);
 
-    scratch.write_config(&server, 3);
-    let dry = patchd(&scratch, &["apply", "--dry-run"]);
+    scratch.write_apply_config(&server, 3);
+    let dry = run(&scratch, &["apply", "--dry-run"]);
     let text = stdout(&dry);
     assert!(text.contains("~ update patchd-al2"), "{text}");
     assert!(
@@ -126,10 +88,10 @@ fn apply_creates_then_says_no_changes_then_updates() {
         ),
         "{text}"
     );
-    let applied = patchd(&scratch, &["apply", "-y"]);
+    let applied = run(&scratch, &["apply", "-y"]);
     assert!(applied.status.success(), "{applied:?}");
     assert_eq!(server.stats().calls("UpdatePatchBaseline"), 1);
-    assert!(stdout(&patchd(&scratch, &["apply", "--dry-run"])).contains("no changes"));
+    assert!(stdout(&run(&scratch, &["apply", "--dry-run"])).contains("no changes"));
 }
 
 fn golden(name: &str, actual: &str) {
@@ -173,19 +135,19 @@ compliance_level = "CRITICAL"
 fn plan_shows_each_baseline_change_and_apply_carries_it_out() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), Scenario::minimal())).unwrap();
-    let scratch = Scratch::new("plan");
-    scratch.write_config_with(&server, 7, OLD_BASELINE);
-    let applied = patchd(&scratch, &["apply", "--yes"]);
+    let scratch = Scratch::new("apply-plan");
+    scratch.write_apply_config_with(&server, 7, OLD_BASELINE);
+    let applied = run(&scratch, &["apply", "--yes"]);
     assert!(applied.status.success(), "{applied:?}");
 
     // One rule changed, one baseline added, one dropped (kept: pruning is off).
-    scratch.write_config_with(&server, 3, NEW_BASELINE);
-    let plan = patchd(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z"]);
+    scratch.write_apply_config_with(&server, 3, NEW_BASELINE);
+    let plan = run(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z"]);
     assert!(plan.status.success(), "{plan:?}");
     let text = stdout(&plan).replace(&server.endpoint_url(), "ENDPOINT");
     golden("plan-baselines.stdout", &text);
 
-    let json = patchd(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z", "--format", "json"]);
+    let json = run(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z", "--format", "json"]);
     assert!(json.status.success(), "{json:?}");
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let baselines = &json["baselines"];
@@ -213,16 +175,16 @@ fn plan_shows_each_baseline_change_and_apply_carries_it_out() {
 
     // Offline: no SSM call, no baselines section.
     let calls = server.stats().calls("DescribePatchBaselines");
-    let offline = patchd(&scratch, &["plan", "--offline", "--format", "json"]);
+    let offline = run(&scratch, &["plan", "--offline", "--format", "json"]);
     assert!(offline.status.success(), "{offline:?}");
     let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert!(offline["baselines"].is_null());
     assert_eq!(server.stats().calls("DescribePatchBaselines"), calls);
 
     // What plan showed is what apply does; after it the plan is empty.
-    let applied = patchd(&scratch, &["apply", "--yes"]);
+    let applied = run(&scratch, &["apply", "--yes"]);
     assert!(stdout(&applied).contains("applied 3 change(s)"), "{}", stdout(&applied));
-    let text = stdout(&patchd(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z"]));
+    let text = stdout(&run(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z"]));
     assert!(
         text.contains("baselines: 0 to create, 0 to update, 2 unchanged, 0 to delete (1 more kept"),
         "{text}"
@@ -232,20 +194,20 @@ fn plan_shows_each_baseline_change_and_apply_carries_it_out() {
 
 #[test]
 fn plan_without_a_reachable_endpoint_prints_the_offline_part_then_fails() {
-    let scratch = Scratch::new("unreachable");
+    let scratch = Scratch::new("apply-unreachable");
     // Nothing listens on port 9 of loopback; one attempt keeps the test quick.
     let text = format!(
         "[daemon]\nstate_dir = \"{}\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1\n",
         scratch.0.display()
     );
     std::fs::write(scratch.config(), text).unwrap();
-    let out = patchd(&scratch, &["plan"]);
+    let out = run(&scratch, &["plan"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stdout(&out).contains("SLA feasibility"), "{}", stdout(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read the patch baselines in SSM"), "{stderr}");
     assert!(stderr.contains("--offline"), "{stderr}");
-    let out = patchd(&scratch, &["plan", "--offline"]);
+    let out = run(&scratch, &["plan", "--offline"]);
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -282,7 +244,7 @@ missing = 0.8
 
 /// Missing patches over every instance of `web` after its latest scan, from the history.
 fn missing_in_web(scratch: &Scratch) -> u64 {
-    let out = patchd(scratch, &["report", "compliance", "--format", "json"]);
+    let out = run(scratch, &["report", "compliance", "--format", "json"]);
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let group = report["groups"].as_array().unwrap().iter().find(|g| g["group"] == "web").unwrap();
@@ -299,22 +261,22 @@ fn missing_in_web(scratch: &Scratch) -> u64 {
 fn a_changed_rule_applied_shows_in_the_next_scan() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = tagged_fleet(&rt);
-    let scratch = Scratch::new("rescan");
+    let scratch = Scratch::new("apply-rescan");
     let group = "\n[[group]]\nname = \"web\"\n[group.tags]\nRole = \"web\"\n";
     // 360 days: hardly anything in the catalog is old enough to be approved yet.
-    scratch.write_config_with(&server, 360, group);
-    assert!(patchd(&scratch, &["apply", "--yes"]).status.success());
+    scratch.write_apply_config_with(&server, 360, group);
+    assert!(run(&scratch, &["apply", "--yes"]).status.success());
     let scan = |scratch: &Scratch| {
-        let out = patchd(scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
+        let out = run(scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
         assert!(out.status.success(), "{out:?}");
     };
     scan(&scratch);
     let strict = missing_in_web(&scratch);
 
-    scratch.write_config_with(&server, 0, group);
-    let plan = stdout(&patchd(&scratch, &["plan"]));
+    scratch.write_apply_config_with(&server, 0, group);
+    let plan = stdout(&run(&scratch, &["plan"]));
     assert!(plan.contains("after 360d HIGH -> CLASSIFICATION=Security after 0d HIGH"), "{plan}");
-    assert!(patchd(&scratch, &["apply", "--yes"]).status.success());
+    assert!(run(&scratch, &["apply", "--yes"]).status.success());
     scan(&scratch);
     let immediate = missing_in_web(&scratch);
     assert!(

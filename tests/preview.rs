@@ -6,14 +6,15 @@
 //! The expected totals come from SSM's catalog read by the test itself and the baseline's one
 //! rule applied by hand, not from patchd.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod support;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_sim::{PatchRelease, Platform, Scenario, SimServer};
 use patchd_aws::{AwsClients, PatchCatalog, StaticEndpoint};
 use patchd_config::{Aws, RetryMode};
+use support::{run, stdout, Scratch};
 
 const AT: &str = "2026-03-08T00:00:00Z";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -40,21 +41,8 @@ platforms = { amazon-linux-2 = 1 }
 tags = { "Patch Group" = "web" }
 "#;
 
-struct Scratch(PathBuf);
-
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("patchd-preview-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.0.join("patchd.toml")
-    }
-
-    fn write_config(&self, server: &SimServer, rejected: &str) {
+    fn write_preview_config(&self, server: &SimServer, rejected: &str) {
         let text = format!(
             r#"
 [daemon]
@@ -90,33 +78,6 @@ approve_after_days = 0
         );
         std::fs::write(self.config(), text).unwrap();
     }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn patchd(scratch: &Scratch, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-    cmd.arg("--config").arg(scratch.config()).args(args);
-    for var in
-        ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
-    {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PATCHD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn instant(text: &str) -> DateTime<Utc> {
@@ -188,15 +149,15 @@ fn preview_table_json_and_unknown_name() {
     server.advance(DAY);
     let rejected = server.release_patch(Platform::AmazonLinux2, &security("Critical"));
 
-    let scratch = Scratch::new("cli");
-    scratch.write_config(&server, &rejected);
+    let scratch = Scratch::new("preview-cli");
+    scratch.write_preview_config(&server, &rejected);
     let csv = scratch.0.join("advisories.csv");
     std::fs::write(
         &csv,
         format!("id,release_date\n{advisory_dated},{ADVISORY_DATE}\n{ADVISORY_ONLY},2026-03-01\n{OTHER_SYSTEM},2026-03-01\n"),
     )
     .unwrap();
-    let imported = patchd(&scratch, &["advisories", "import", csv.to_str().unwrap()]);
+    let imported = run(&scratch, &["advisories", "import", csv.to_str().unwrap()]);
     assert!(imported.status.success(), "{imported:?}");
 
     let aws = Aws {
@@ -215,7 +176,7 @@ fn preview_table_json_and_unknown_name() {
     assert!(want.approved > 0 && want.not_approved > 1, "the fixture exercises every status");
 
     // The table.
-    let table = patchd(&scratch, &["baseline", "preview", "patchd-al2", "--at", "2026-03-08"]);
+    let table = run(&scratch, &["baseline", "preview", "patchd-al2", "--at", "2026-03-08"]);
     assert!(table.status.success(), "{table:?}");
     let text = stdout(&table);
     assert_eq!(
@@ -303,7 +264,7 @@ fn preview_table_json_and_unknown_name() {
     );
 
     // The JSON contract.
-    let json = patchd(&scratch, &["baseline", "preview", "patchd-al2", "--at", AT, "--format", "json"]);
+    let json = run(&scratch, &["baseline", "preview", "patchd-al2", "--at", AT, "--format", "json"]);
     assert!(json.status.success(), "{json:?}");
     let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("valid JSON");
     assert_eq!(doc["baseline"], "patchd-al2");
@@ -341,7 +302,7 @@ fn preview_table_json_and_unknown_name() {
     );
 
     // An unknown name names the configured baselines.
-    let unknown = patchd(&scratch, &["baseline", "preview", "patchd-nope"]);
+    let unknown = run(&scratch, &["baseline", "preview", "patchd-nope"]);
     assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(stderr.contains("patchd-nope") && stderr.contains("patchd-al2, patchd-win"), "{stderr}");

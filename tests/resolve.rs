@@ -3,10 +3,12 @@
 //! have registered yet, are warned about per group and fail `--deny-warnings`; a fleet that is
 //! fully covered passes clean; an endpoint that does not answer fails the check.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::Output;
 
 use fleet_sim::{Scenario, SimServer};
+use support::{run, stderr, stdout, Scratch};
 
 /// Nine running Amazon Linux 2 and Ubuntu instances, all `Role = web`: `Tier = front` are the
 /// ones a patchd baseline serves (under either patch-group tag key); the rest are what
@@ -51,24 +53,11 @@ platforms = { "ubuntu-22.04" = 1 }
 tags = { Role = "web", Tier = "ubuntu", "Patch Group" = "web" }
 "#;
 
-struct Scratch(PathBuf);
-
 impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("patchd-resolve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.0.join("patchd.toml")
-    }
-
     /// One AL2 baseline for patch group `web`, the `groups` (name, `[group.tags]` body) and a
     /// daily install window for all of them: a configuration `check` finds nothing wrong with
     /// on its own, so every warning comes from --resolve.
-    fn write_config(&self, endpoint_url: &str, groups: &[(&str, &str)]) {
+    fn write_resolve_config(&self, endpoint_url: &str, groups: &[(&str, &str)]) {
         let mut text = format!(
             r#"
 [daemon]
@@ -110,37 +99,6 @@ groups = [{names}]
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn patchd(scratch: &Scratch, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-    cmd.arg("--config").arg(scratch.config()).args(args);
-    for var in
-        ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
-    {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PATCHD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn warnings(output: &Output) -> Vec<String> {
     stderr(output).lines().filter(|l| l.contains(": warning: ")).map(str::to_string).collect()
 }
@@ -172,8 +130,8 @@ const COVERED: &[(&str, &str)] = &[
 fn covered_groups_pass_once_their_baseline_is_registered() {
     let rt = runtime();
     let server = start(&rt);
-    let scratch = Scratch::new("covered");
-    scratch.write_config(&server.endpoint_url(), COVERED);
+    let scratch = Scratch::new("resolve-covered");
+    scratch.write_resolve_config(&server.endpoint_url(), COVERED);
     assert_eq!(tier(&server, "front").len(), 4);
     // The `front` group: the ones tagged with the `Patch Group` key.
     let front: Vec<String> = tier(&server, "front")
@@ -182,13 +140,13 @@ fn covered_groups_pass_once_their_baseline_is_registered() {
         .collect();
     assert_eq!(front.len(), 3);
 
-    let offline = patchd(&scratch, &["check", "--deny-warnings"]);
+    let offline = run(&scratch, &["check", "--deny-warnings"]);
     assert_eq!(offline.status.code(), Some(0), "the configuration alone is clean: {}", stderr(&offline));
     assert_eq!(server.stats().calls("DescribeInstances"), 0, "without --resolve nothing is asked");
     assert!(!stdout(&offline).contains("resolved"), "{}", stdout(&offline));
 
     // Configured but not applied: SSM has no baseline registered for patch group `web` yet.
-    let before = patchd(&scratch, &["check", "--resolve"]);
+    let before = run(&scratch, &["check", "--resolve"]);
     assert_eq!(before.status.code(), Some(0), "{}", stderr(&before));
     let found = warnings(&before);
     assert_eq!(found.len(), 2, "one line per group: {found:?}");
@@ -217,14 +175,14 @@ fn covered_groups_pass_once_their_baseline_is_registered() {
         "{}",
         stdout(&before)
     );
-    let denied = patchd(&scratch, &["check", "--resolve", "--deny-warnings"]);
+    let denied = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
     assert_eq!(warnings(&denied), found);
 
-    let applied = patchd(&scratch, &["apply", "--yes"]);
+    let applied = run(&scratch, &["apply", "--yes"]);
     assert!(applied.status.success(), "{}", stderr(&applied));
 
-    let after = patchd(&scratch, &["check", "--resolve", "--deny-warnings"]);
+    let after = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     assert_eq!(after.status.code(), Some(0), "{}", stderr(&after));
     assert_eq!(warnings(&after), Vec::<String>::new());
     assert!(
@@ -238,14 +196,14 @@ fn covered_groups_pass_once_their_baseline_is_registered() {
 fn instances_off_every_patchd_baseline_are_named_per_group() {
     let rt = runtime();
     let server = start(&rt);
-    let scratch = Scratch::new("gaps");
+    let scratch = Scratch::new("resolve-gaps");
     // `web` selects by role alone, as groups often do, so it reaches instances whatever their
     // patch-group tag; `front` selects by patch group and still reaches the Ubuntu instance.
-    scratch.write_config(
+    scratch.write_resolve_config(
         &server.endpoint_url(),
         &[("front", "Role = \"web\"\n\"Patch Group\" = \"web\""), ("web", "Role = \"web\"")],
     );
-    let applied = patchd(&scratch, &["apply", "--yes"]);
+    let applied = run(&scratch, &["apply", "--yes"]);
     assert!(applied.status.success(), "{}", stderr(&applied));
     let (legacy, untagged, ubuntu) = (tier(&server, "legacy"), tier(&server, "new"), tier(&server, "ubuntu"));
     assert_eq!((legacy.len(), untagged.len(), ubuntu.len()), (2, 2, 1));
@@ -254,7 +212,7 @@ fn instances_off_every_patchd_baseline_are_named_per_group() {
         ubuntu[0]
     );
 
-    let checked = patchd(&scratch, &["check", "--resolve"]);
+    let checked = run(&scratch, &["check", "--resolve"]);
     assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
     let found = warnings(&checked);
     assert_eq!(found.len(), 2, "one line per group: {found:?}");
@@ -293,7 +251,7 @@ fn instances_off_every_patchd_baseline_are_named_per_group() {
         stdout(&checked)
     );
 
-    let denied = patchd(&scratch, &["check", "--resolve", "--deny-warnings"]);
+    let denied = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
     assert_eq!(warnings(&denied), found);
     assert!(
@@ -309,10 +267,10 @@ fn an_endpoint_that_does_not_answer_fails_the_check() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
-    let scratch = Scratch::new("unreachable");
-    scratch.write_config(&url, COVERED);
+    let scratch = Scratch::new("resolve-unreachable");
+    scratch.write_resolve_config(&url, COVERED);
 
-    let checked = patchd(&scratch, &["check", "--resolve"]);
+    let checked = run(&scratch, &["check", "--resolve"]);
     assert_eq!(checked.status.code(), Some(1), "{}", stderr(&checked));
     let text = stderr(&checked);
     assert!(text.contains(&format!("patchd: error: check --resolve cannot ask {url}")), "{text}");
@@ -320,5 +278,5 @@ fn an_endpoint_that_does_not_answer_fails_the_check() {
     assert!(stdout(&checked).is_empty(), "no summary for a check that did not finish: {}", stdout(&checked));
 
     // Without --resolve the endpoint is never contacted, so the same configuration passes.
-    assert_eq!(patchd(&scratch, &["check"]).status.code(), Some(0));
+    assert_eq!(run(&scratch, &["check"]).status.code(), Some(0));
 }

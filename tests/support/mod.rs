@@ -139,6 +139,19 @@ pub fn patchd(scratch: &Scratch) -> Command {
     cmd
 }
 
+/// `patchd ARGS` run to its end with no stdin and warnings-only logs: a one-shot command.
+pub fn run(scratch: &Scratch, args: &[&str]) -> std::process::Output {
+    patchd(scratch).args(args).env("PATCHD_LOG", "warn").stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// `patchd run` with `env` added, logging JSON to log file `n`.
 pub fn start_daemon(scratch: &Scratch, n: usize, env: &[(&str, &str)]) -> Child {
     let mut cmd = patchd(scratch);
