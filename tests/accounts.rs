@@ -6,8 +6,8 @@ mod support;
 
 use std::process::Output;
 
-use fleet_sim::{Scenario, SimServer};
-use support::{run, stderr, stdout, Scratch};
+use fleet_sim::Scenario;
+use support::{run, stderr, stdout, Scratch, Sim};
 
 const HOME: &str = "123456789012";
 const PAYMENTS: &str = "210987654321";
@@ -130,8 +130,8 @@ fn reported(scratch: &Scratch) -> Vec<(String, String)> {
 
 #[test]
 fn a_scan_covers_every_account_and_the_reports_keep_them_apart() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())).unwrap();
+    let sim = Sim::with_scenario(scenario());
+    let server = &sim.server;
     let managed = |account: &str| -> Vec<String> {
         let mut ids: Vec<String> = server
             .instances_in(account, "us-east-1")
@@ -182,8 +182,8 @@ fn a_scan_covers_every_account_and_the_reports_keep_them_apart() {
 /// reconciliation would find, one set per scope.
 #[test]
 fn plan_and_apply_cover_every_account() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())).unwrap();
+    let sim = Sim::with_scenario(scenario());
+    let server = &sim.server;
     let scratch = Scratch::new("accounts-apply");
     write_config(&scratch, &server.endpoint_url(), "");
 

@@ -10,24 +10,17 @@ use std::process::{Child, Output};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fleet_sim::{Scenario, SimServer};
+use fleet_sim::Scenario;
 use patchd_store::{CommandStatus, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
-use support::{patchd, signal, stop_daemon, Scratch};
+use support::{patchd, signal, stop_daemon, Scratch, Sim};
 
 const GROUP_SIZE: usize = 8;
 
 /// A simulator with one group `web` (a quarter of it without an agent), running
 /// `time_scale` times real time, and the runtime that serves it.
-struct Sim {
-    server: SimServer,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Sim {
-    fn start(time_scale: f64) -> Sim {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let text = format!(
-            r#"
+fn sim(time_scale: f64) -> Sim {
+    let text = format!(
+        r#"
 name = "daemon-process"
 seed = 5
 time_scale = {time_scale:.1}
@@ -51,19 +44,8 @@ tags = {{ Role = "web", "Patch Group" = "web" }}
 unmanaged = 0.25
 missing = 0.6
 "#
-        );
-        let scenario = Scenario::from_toml_str(&text).unwrap();
-        let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap();
-        Sim { server, rt }
-    }
-
-    fn managed(&self) -> usize {
-        self.server.instances().iter().filter(|i| i.is_managed()).count()
-    }
-
-    fn sends(&self) -> u64 {
-        self.server.stats().calls("SendCommand")
-    }
+    );
+    Sim::with_scenario(Scenario::from_toml_str(&text).unwrap())
 }
 
 fn database(scratch: &Scratch) -> String {
@@ -168,7 +150,7 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
-    let sim = Sim::start(60.0);
+    let sim = sim(60.0);
     let managed = sim.managed();
     assert!(managed >= 3, "enough managed instances for several install batches");
     let scratch = Scratch::new("daemon-sigkill");
@@ -227,7 +209,7 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
 
 #[test]
 fn sighup_with_a_broken_file_keeps_the_old_schedule() {
-    let sim = Sim::start(60.0);
+    let sim = sim(60.0);
     let scratch = Scratch::new("daemon-sighup");
     let at = Utc::now() + chrono::Duration::seconds(6);
     write_config(&scratch, &sim, &window_at("kept", at));
@@ -272,7 +254,7 @@ approve_after_days = {approve_after_days}
 
 #[test]
 fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
-    let sim = Sim::start(1.0);
+    let sim = sim(1.0);
     let scratch = Scratch::new("daemon-baselines");
     write_config(&scratch, &sim, &baseline(7));
     let daemon = start_daemon(&scratch, 1);
@@ -327,7 +309,7 @@ fn the_daemon_applies_baselines_at_start_up_and_on_reload() {
 
 #[test]
 fn a_manual_scan_prints_its_summary_and_respects_the_group_lock() {
-    let sim = Sim::start(300.0);
+    let sim = sim(300.0);
     let managed = sim.managed();
     let scratch = Scratch::new("daemon-scan");
     write_config(&scratch, &sim, "");

@@ -20,7 +20,6 @@ impl Sim {
     /// One group `web` of 8 Amazon Linux 2 instances (a quarter without an agent), most of
     /// them missing patches.
     pub fn start(time_scale: f64) -> Sim {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let text = format!(
             r#"
 name = "http-process"
@@ -47,9 +46,24 @@ unmanaged = 0.25
 missing = 0.8
 "#
         );
-        let scenario = Scenario::from_toml_str(&text).unwrap();
+        Sim::with_scenario(Scenario::from_toml_str(&text).unwrap())
+    }
+
+    /// The simulator serving `scenario`, on a runtime of its own.
+    pub fn with_scenario(scenario: Scenario) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap();
         Sim { server, rt }
+    }
+
+    /// How many instances SSM manages (running, with an agent).
+    pub fn managed(&self) -> usize {
+        self.server.instances().iter().filter(|i| i.is_managed()).count()
+    }
+
+    /// SendCommand calls the simulator received.
+    pub fn sends(&self) -> u64 {
+        self.server.stats().calls("SendCommand")
     }
 }
 

@@ -15,7 +15,6 @@ use aws_config::BehaviorVersion;
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use aws_sdk_sts::types::Credentials as StsCredentials;
 use fleet_sim::{AgentState, Partition, Scenario, SimServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PRIMARY: &str = "123456789012";
 const SECOND: &str = "210987654321";
@@ -145,7 +144,7 @@ fn ids(views: &[fleet_sim::InstanceView]) -> BTreeSet<String> {
     views.iter().map(|v| v.id.clone()).collect()
 }
 
-/// A plain HTTP/1.1 exchange, for what the SDKs here do not send.
+/// Status and body of a plain HTTP/1.1 exchange.
 async fn raw(
     server: &SimServer,
     method: &str,
@@ -153,19 +152,8 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connects");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.addr());
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("reads");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
+    let (status, _, body) = common::http::raw(server, method, path, headers, body).await;
+    (status, body)
 }
 
 #[tokio::test]

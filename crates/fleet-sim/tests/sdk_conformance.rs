@@ -3,6 +3,8 @@
 //! Every test starts its own server on 127.0.0.1:0 with a frozen clock (time scale 0) and
 //! moves time with `SimServer::advance`, so nothing here depends on how fast the machine is.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use aws_sdk_ssm::types::{
     PatchFilter, PatchFilterGroup, PatchFilterKey, PatchOrchestratorFilter, PatchRule, PatchRuleGroup,
     PingStatus, ResourceTypeForTagging, Tag, Target,
 };
+use common::http::raw;
 use fleet_sim::{AgentState, Faults, InstanceView, Scenario, SimServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const START: &str = "2026-11-28T00:00:00Z";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -84,29 +86,6 @@ fn ec2_code<T, E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
         Ok(_) => "<no error>".to_string(),
         Err(error) => error.code().unwrap_or("<no code>").to_string(),
     }
-}
-
-/// A plain HTTP/1.1 exchange, for what SDKs cannot send (no signature) and the control API.
-async fn raw(
-    server: &SimServer,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connects");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.addr());
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("reads");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_string())
 }
 
 const SIGNED: (&str, &str) = (

@@ -438,7 +438,7 @@ async fn catch_up_window(
     active: &mut HashSet<RunKey>,
 ) -> Result<(), SchedulerError> {
     let now = Utc::now();
-    if scopes::plan_in_scope(config, Some(&w.name), &RunPlan::for_window(w, now), &ctx.scope).is_none() {
+    if !scopes::window_reaches(config, &w.name, &ctx.scope) {
         return Ok(());
     }
     let query = WindowRunQuery {

@@ -44,22 +44,33 @@ pub struct Shared<'a> {
 /// order. Learns the home account's id (GetCallerIdentity); nothing else is called until the
 /// contexts are used.
 pub async fn connect(config: &Config, shared: &Shared<'_>) -> Result<Vec<Context>, ScopeError> {
-    let contexts: Vec<Context> = clients(config, shared.home, shared.host)
-        .await?
+    let scoped = clients(config, shared.home, shared.host).await?;
+    Ok(attach(scoped, shared.store, shared.actor, shared.events))
+}
+
+/// Contexts from clients already built by [`clients`]: for a command that read AWS first and
+/// only then needs the store.
+pub fn attach(
+    scoped: Vec<(Scope, AwsClients)>,
+    store: &Store,
+    actor: &str,
+    events: &Publisher,
+) -> Vec<Context> {
+    let contexts: Vec<Context> = scoped
         .into_iter()
         .map(|(scope, aws)| Context {
             aws,
-            store: shared.store.clone(),
+            store: store.clone(),
             scope,
-            actor: shared.actor.to_string(),
-            events: shared.events.clone(),
+            actor: actor.to_string(),
+            events: events.clone(),
         })
         .collect();
     info!(
         scopes = %contexts.iter().map(|c| c.scope.to_string()).collect::<Vec<_>>().join(", "),
         "accounts and regions"
     );
-    Ok(contexts)
+    contexts
 }
 
 /// The clients of every configured (account, region), without a store: for commands that
@@ -156,6 +167,17 @@ pub fn plan_in_scope(
     }
     scoped.tasks.retain(|t| !t.groups.is_empty());
     (!scoped.tasks.is_empty()).then_some(scoped)
+}
+
+/// Whether the configured window `name` runs in `scope` at all: its own scope admits it, and
+/// so does the scope of at least one group its tasks target (what [`plan_in_scope`] would
+/// keep, without building the plan).
+pub fn window_reaches(config: &Config, name: &str, scope: &Scope) -> bool {
+    let Some(w) = config.window(name) else { return true };
+    scope.admitted_by(&w.scope)
+        && w.tasks.iter().flat_map(|t| &t.groups).any(|g| {
+            config.groups.iter().find(|c| c.name == g.value).is_none_or(|c| scope.admitted_by(&c.scope))
+        })
 }
 
 #[cfg(test)]

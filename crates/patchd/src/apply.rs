@@ -10,7 +10,7 @@ use patchd_daemon::baselines::{self, Change, Plan};
 use patchd_daemon::Scope;
 
 use crate::cli::{ApplyArgs, GlobalArgs};
-use crate::run::{contexts, log_warnings, scoped_clients};
+use crate::run::{log_warnings, open_state, scoped_clients, with_store};
 use crate::{load_config, Failure};
 
 pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
@@ -20,12 +20,13 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
     let prune = config.daemon.prune_baselines;
     // Every account and region has baselines of its own: one plan per scope, shown together
     // and confirmed once.
+    let scoped = scoped_clients(&config).await?;
     let mut plans: Vec<(Scope, Plan)> = Vec::new();
-    for (scope, aws) in scoped_clients(&config).await? {
-        let plan = baselines::plan(&aws, &config.baselines, prune)
+    for (scope, aws) in &scoped {
+        let plan = baselines::plan(aws, &config.baselines, prune)
             .await
             .map_err(|e| anyhow!("cannot read the patch baselines in SSM ({scope}): {e}"))?;
-        plans.push((scope, plan));
+        plans.push((scope.clone(), plan));
     }
     match plans.as_slice() {
         [(_, only)] => print!("{}", render(only)),
@@ -45,7 +46,9 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
-    let contexts = contexts(&config, format!("cli:{user}")).await?;
+    // The clients that read the plans make the changes: no second round of STS calls.
+    let store = open_state(&config).await?;
+    let contexts = with_store(&config, store, &format!("cli:{user}"), scoped).await?;
     let mut applied = 0;
     for (scope, plan) in plans.iter().filter(|(_, p)| p.has_work()) {
         let Some(ctx) = contexts.iter().find(|c| c.scope == *scope) else { continue };

@@ -11,6 +11,7 @@ use patchd_config::{Config, Severity};
 use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::scheduler::{self, Control, Heartbeat, Settings};
 use patchd_daemon::{scopes, Context, Scope};
+use patchd_store::Store;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -279,25 +280,34 @@ pub(crate) fn log_warnings(warnings: &[patchd_config::Diagnostic]) {
 /// first. Learns the home account's id from STS, and gives records an older patchd labelled
 /// `default` that id.
 pub(crate) async fn contexts(config: &Config, actor: String) -> Result<Vec<Context>, Failure> {
-    // Commands that run tasks keep their group locks under state_dir.
+    let store = open_state(config).await?;
+    let scoped = scoped_clients(config).await?;
+    with_store(config, store, &actor, scoped).await
+}
+
+/// The state directory (commands that run tasks keep their group locks there) and the store.
+pub(crate) async fn open_state(config: &Config) -> Result<Store, Failure> {
     crate::create_private_dir(&config.daemon.state_dir)?;
-    let store = open_store(config).await?;
-    // load_config already applied --endpoint-url to [aws] endpoint_url.
-    let aws = AwsClients::new(&config.aws, None).await;
-    if aws.region().is_none() {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "no AWS region: set [aws] region in the configuration, or AWS_REGION"
-        )));
-    }
-    // [events]: EventBridge through the home account's SDK configuration, and/or the webhook.
-    let events = patchd_daemon::Publisher::from_config(&config.events, &aws)
+    open_store(config).await
+}
+
+/// Contexts for the clients [`scoped_clients`] built, sharing `store` and the `[events]` sinks
+/// (EventBridge through the home account's clients, and/or the webhook). Records an older
+/// patchd labelled `default` get the home account's id and region.
+pub(crate) async fn with_store(
+    config: &Config,
+    store: Store,
+    actor: &str,
+    scoped: Vec<(Scope, AwsClients)>,
+) -> Result<Vec<Context>, Failure> {
+    let Some((home, home_clients)) = scoped.first() else {
+        return Err(Failure::Other(anyhow::anyhow!("no account and region is configured")));
+    };
+    let home = home.clone();
+    let events = patchd_daemon::Publisher::from_config(&config.events, home_clients)
         .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    let host = hostname();
-    let shared = scopes::Shared { home: &aws, store: &store, actor: &actor, events: &events, host: &host };
-    let contexts =
-        scopes::connect(config, &shared).await.map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    scopes::adopt_legacy_records(&store, &contexts[0].scope).await;
-    Ok(contexts)
+    scopes::adopt_legacy_records(&store, &home).await;
+    Ok(scopes::attach(scoped, &store, actor, &events))
 }
 
 /// The clients of every configured account and region, the home account's first, without the

@@ -1,1 +1,4 @@
+#![allow(dead_code)]
+
+pub mod http;
 pub mod moto;
