@@ -179,8 +179,25 @@ fn calls_in_source() -> BTreeMap<String, Vec<Call>> {
     by_action
 }
 
+/// Statements of the home policy that the role patchd assumes in another account does not
+/// need, each with the reason.
+const HOME_ONLY: &[(&str, &str)] = &[
+    (
+        "AssumeConfiguredAccountRoles",
+        "patchd assumes member roles from the home account and never chains roles",
+    ),
+    (
+        "PublishToPatchdEventBus",
+        "every account's events go to the home account's bus, published with home credentials",
+    ),
+];
+
 fn policy() -> Value {
-    let path = crate_dir().join("../../deploy/iam-policy.json");
+    deploy_json("iam-policy.json")
+}
+
+fn deploy_json(name: &str) -> Value {
+    let path = crate_dir().join("../../deploy").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
@@ -258,11 +275,55 @@ fn the_policy_grants_exactly_what_the_code_calls() {
 }
 
 #[test]
-fn the_policy_is_well_formed() {
-    let policy = policy();
+fn the_policies_are_well_formed() {
+    assert_well_formed(&policy());
+    assert_well_formed(&deploy_json("iam-member-policy.json"));
+}
+
+#[test]
+fn the_member_policy_is_the_home_policy_less_what_only_home_does() {
+    let home = policy();
+    let member = deploy_json("iam-member-policy.json");
+    let expected: Vec<&Value> = statements(&home)
+        .into_iter()
+        .filter(|s| !HOME_ONLY.iter().any(|(sid, _)| s["Sid"] == *sid))
+        .collect();
+    for (sid, _) in HOME_ONLY {
+        assert!(
+            statements(&home).iter().any(|s| s["Sid"] == *sid),
+            "HOME_ONLY names `{sid}`, which deploy/iam-policy.json no longer has"
+        );
+    }
+    assert_eq!(
+        statements(&member),
+        expected,
+        "deploy/iam-member-policy.json must be deploy/iam-policy.json without {:?}, statement for statement",
+        HOME_ONLY.iter().map(|(sid, _)| *sid).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_member_trust_policy_admits_only_the_home_role_with_the_external_id() {
+    let trust = deploy_json("iam-member-trust-policy.json");
+    assert_eq!(trust["Version"], "2012-10-17");
+    let statements = statements(&trust);
+    assert_eq!(statements.len(), 1, "one statement: {trust:#}");
+    let only = statements[0];
+    assert_eq!(only["Effect"], "Allow");
+    assert_eq!(strings(&only["Action"]), ["sts:AssumeRole"]);
+    let principal = strings(&only["Principal"]["AWS"]);
+    assert_eq!(principal, ["arn:aws:iam::${HOME_ACCOUNT_ID}:role/patchd"]);
+    assert_eq!(only["Condition"]["StringEquals"]["sts:ExternalId"], "${EXTERNAL_ID}");
+    // The home policy may assume that role name in any account, and no other role name.
+    let home = policy();
+    let assume = statement(&home, "AssumeConfiguredAccountRoles");
+    assert_eq!(strings(&assume["Resource"]), ["arn:aws:iam::*:role/patchd"]);
+}
+
+fn assert_well_formed(policy: &Value) {
     assert_eq!(policy["Version"], "2012-10-17");
     let mut sids = BTreeSet::new();
-    for statement in statements(&policy) {
+    for statement in statements(policy) {
         let sid = statement["Sid"].as_str().expect("every statement has a Sid");
         assert!(
             !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()),

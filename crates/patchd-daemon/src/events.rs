@@ -552,12 +552,31 @@ pub async fn announce_sla(
     published
 }
 
-/// Publishes `Coverage Gap Found` for the gaps not announced before.
-pub async fn announce_gaps(ctx: &Context, gaps: Vec<CoverageGap>, now: DateTime<Utc>) -> usize {
-    if !ctx.events.is_enabled() || gaps.is_empty() {
+/// Publishes `Coverage Gap Found` for the gaps not announced before. `examined` are all the
+/// instances the gaps were looked for on: the announcement of a gap one of them no longer has
+/// is forgotten, so that a gap that closes and opens again is announced again.
+pub async fn announce_gaps(
+    ctx: &Context,
+    examined: &[String],
+    gaps: Vec<CoverageGap>,
+    now: DateTime<Utc>,
+) -> usize {
+    if !ctx.events.is_enabled() {
         return 0;
     }
-    announce(ctx, GAP_KIND, gaps.into_iter().map(Event::CoverageGapFound).collect(), now).await
+    let events: Vec<Event> = gaps.into_iter().map(Event::CoverageGapFound).collect();
+    let open: Vec<String> = events.iter().map(|e| announcement_key(e).0).collect();
+    // The store compares every announcement with every prefix: a chunk at a time keeps that
+    // bounded on a large fleet.
+    for chunk in examined.chunks(crate::sync::SYNC_BATCH_INSTANCES) {
+        let prefixes: Vec<String> =
+            chunk.iter().map(|id| format!("{}/{}/{id}/", ctx.scope.account, ctx.scope.region)).collect();
+        if let Err(e) = ctx.store.retire_announcements(GAP_KIND, &prefixes, &open).await {
+            warn!(error = %e, "coverage gap events: announcements of closed gaps not retired");
+            break;
+        }
+    }
+    announce(ctx, GAP_KIND, events, now).await
 }
 
 /// Claims each event's announcement and publishes the claimed ones.

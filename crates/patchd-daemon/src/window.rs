@@ -937,7 +937,8 @@ async fn run_task(
             }
         })
         .collect();
-    events::announce_gaps(ctx, gap_events, now).await;
+    let examined: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
+    events::announce_gaps(ctx, &examined, gap_events, now).await;
 
     let task_id = ctx
         .store

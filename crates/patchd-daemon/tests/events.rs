@@ -419,3 +419,55 @@ async fn a_reopened_finding_is_announced_again() {
     events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
     assert_eq!(breaches(&f), 2, "reopened: announced again, once");
 }
+
+/// A coverage gap is announced once while it lasts; once the agent is back online the gap's
+/// announcement is forgotten, and the agent going offline again is a new gap, announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coverage_gap_that_closes_and_reopens_is_announced_again() {
+    let f = fixture("gap-reopen", "[events]\nbus_name = \"patchd-test\"").await;
+    let instance = f.server.instances().into_iter().find(|i| i.is_managed()).expect("a managed instance").id;
+    let window = f.config.window("scan-often").unwrap();
+    let start = Utc::now();
+    let mut occurrence = 0;
+    let mut run = || {
+        occurrence += 1;
+        RunPlan::for_window(window, start + chrono::Duration::hours(occurrence))
+    };
+    let offline_gaps = |f: &Fixture| {
+        of_type(&f.server.events(), "Coverage Gap Found")
+            .into_iter()
+            .filter(|e| e.detail["instance_id"] == instance.as_str())
+            .inspect(|e| {
+                assert_eq!(e.detail["gap"], "agent-offline", "{}", e.detail);
+                assert_eq!(e.detail["ping_status"], "ConnectionLost", "{}", e.detail);
+            })
+            .count()
+    };
+    let unmanaged_gaps = |f: &Fixture| {
+        of_type(&f.server.events(), "Coverage Gap Found")
+            .iter()
+            .filter(|e| e.detail["gap"] == "not-managed")
+            .count()
+    };
+
+    f.server.set_agent(&instance, fleet_sim::AgentState::ConnectionLost).unwrap();
+    execute(&f, &run()).await;
+    execute(&f, &run()).await;
+    assert_eq!(offline_gaps(&f), 1, "a lasting gap is announced once");
+    let unmanaged = unmanaged_gaps(&f);
+    assert!(unmanaged > 0, "the scenario has instances without an agent");
+
+    f.server.set_agent(&instance, fleet_sim::AgentState::Online).unwrap();
+    execute(&f, &run()).await;
+    assert_eq!(offline_gaps(&f), 1, "closed: nothing to announce");
+    let subjects: Vec<String> =
+        f.ctx.store.announcements("coverage-gap").await.unwrap().into_iter().map(|a| a.subject).collect();
+    assert!(!subjects.iter().any(|s| s.contains(&instance)), "the closed gap is forgotten: {subjects:?}");
+    assert_eq!(subjects.len(), unmanaged, "the gaps that stay open stay announced: {subjects:?}");
+
+    f.server.set_agent(&instance, fleet_sim::AgentState::ConnectionLost).unwrap();
+    execute(&f, &run()).await;
+    execute(&f, &run()).await;
+    assert_eq!(offline_gaps(&f), 2, "reopened: announced again, once");
+    assert_eq!(unmanaged_gaps(&f), unmanaged, "the lasting gaps are never announced twice");
+}

@@ -80,7 +80,6 @@ impl Store {
         })
     }
 
-    /// Every announcement of `kind`, by subject.
     /// Forgets the announcements of `kind` about the given instances (`subject_prefixes`, each
     /// `<account>/<region>/<instance>/`) whose subject is not in `keep`: a condition that ended
     /// (a finding remediated) is announced again if it comes back. Returns how many were
@@ -118,6 +117,7 @@ impl Store {
         })
     }
 
+    /// Every announcement of `kind`, by subject.
     pub async fn announcements(&self, kind: &str) -> Result<Vec<AnnouncementRecord>, StoreError> {
         self.counters.statement();
         with_pool!(self, |pool, _pg| {
