@@ -105,7 +105,14 @@ fn text(out: &Output) -> (String, String) {
 
 /// Every (account, instance) the compliance report lists.
 fn reported(scratch: &Scratch) -> Vec<(String, String)> {
-    let out = run(scratch, &["report", "compliance", "--format", "json"]);
+    reported_with(scratch, &[])
+}
+
+/// Every (account, instance) the compliance report lists with `narrowing` (`--account`...).
+fn reported_with(scratch: &Scratch, narrowing: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["report", "compliance", "--format", "json"];
+    args.extend_from_slice(narrowing);
+    let out = run(scratch, &args);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -230,4 +237,94 @@ fn plan_and_apply_cover_every_account() {
     let out = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
+/// `--account` and `--region` narrow every report to part of the fleet: PCI scope is often one
+/// account. Names resolve from the configuration (a member's role ARN) or, for the home
+/// account, from what patchd learned when it connected.
+#[test]
+fn reports_narrow_to_an_account_or_a_region() {
+    let sim = Sim::with_scenario(scenario());
+    let scratch = Scratch::new("accounts-narrow");
+    write_config(&scratch, &sim.server.endpoint_url(), "");
+
+    // Before patchd ever connected, the home account's id is unknown to the reports.
+    let out = run(&scratch, &["report", "compliance", "--account", "home"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("account `home`: the home account's id is not known yet"), "{stderr}");
+    assert!(stderr.contains("run `patchd scan` or the daemon once"), "{stderr}");
+
+    let out = run(&scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    let everything = reported(&scratch);
+    let payments = reported_with(&scratch, &["--account", "payments"]);
+    let home = reported_with(&scratch, &["--account", "home"]);
+    assert!(!payments.is_empty() && payments.iter().all(|(a, _)| a == PAYMENTS), "{payments:?}");
+    assert!(!home.is_empty() && home.iter().all(|(a, _)| a == HOME), "{home:?}");
+    assert_eq!(home.len() + payments.len(), everything.len(), "{everything:?}");
+    assert_eq!(reported_with(&scratch, &["--account", HOME]), home, "an id works like the name");
+    assert_eq!(reported_with(&scratch, &["--account", PAYMENTS]), payments);
+    assert_eq!(reported_with(&scratch, &["--region", "us-east-1"]), everything);
+
+    // The SLA report: each account's findings only, in the full listing and in the summary
+    // (a --limit reads per-patch counts from the store instead of every finding).
+    let sla = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["report", "sla", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = run(&scratch, &args);
+        assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+        serde_json::from_str(&support::stdout(&out)).unwrap()
+    };
+    let open = |report: &serde_json::Value| -> u64 {
+        report["totals"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum()
+    };
+    let all = sla(&[]);
+    let in_payments = sla(&["--account", "payments"]);
+    let in_home = sla(&["--account", "home"]);
+    let findings = in_payments["findings"].as_array().unwrap();
+    assert!(!findings.is_empty() && findings.iter().all(|f| f["account"] == PAYMENTS), "{in_payments:#}");
+    assert!(open(&in_payments) > 0);
+    assert_eq!(open(&in_payments) + open(&in_home), open(&all));
+    let summary = sla(&["--account", "payments", "--limit", "3"]);
+    assert_eq!(summary["totals"], in_payments["totals"], "the summary counts what the listing counts");
+    assert_eq!(summary["findings"].as_array().unwrap().len(), 3);
+    assert!(summary["findings"].as_array().unwrap().iter().all(|f| f["account"] == PAYMENTS));
+
+    // The evidence for one account says so, in its header and its machine-readable headline.
+    let page = scratch.0.join("evidence-payments.html");
+    let out = run(
+        &scratch,
+        &["report", "evidence", "--format", "html", "--account", "payments", "--out", page.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&format!("all configured groups, account {PAYMENTS} (payments)")), "{html}");
+    let data = html.split("id=\"patchd-evidence-data\">").nth(1).unwrap().split("</script>").next().unwrap();
+    let headline: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        (headline["account"].as_str(), headline["account_name"].as_str()),
+        (Some(PAYMENTS), Some("payments"))
+    );
+    assert_eq!(headline["totals"], in_payments["totals"], "the evidence counts what `report sla` counts");
+
+    // A name or region patchd does not know is an error that says what it knows.
+    let out = run(&scratch, &["report", "sla", "--account", "payment"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        support::stderr(&out).contains(
+            "account `payment`: no configured account has that name; configured accounts: home, payments"
+        ),
+        "{}",
+        support::stderr(&out)
+    );
+    let out = run(&scratch, &["report", "coverage", "--region", "us-east-9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        support::stderr(&out).contains("region `us-east-9`: no instance is recorded in it and no account is configured in it; known regions: us-east-1"),
+        "{}",
+        support::stderr(&out)
+    );
 }

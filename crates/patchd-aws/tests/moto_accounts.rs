@@ -65,8 +65,8 @@ async fn assumed_role_clients_reach_the_other_account() {
     let id = launched.instances()[0].instance_id().unwrap().to_string();
 
     // A command sent with the home clients is the home account's: the role's clients cannot
-    // find it. (moto's DescribeInstanceInformation fails on EC2 instances it launched, so
-    // group resolution is covered by the simulator only.)
+    // find it. (moto 5.2.5 does not implement DescribeInstanceInformation: it answers 500
+    // with a NotImplementedError, so group resolution is covered by the simulator only.)
     let ids = [id];
     let command = PatchCommand {
         operation: Operation::Scan,

@@ -123,6 +123,21 @@ pub async fn adopt_legacy_records(store: &Store, home: &Scope) {
     }
 }
 
+/// Records which account id each configured account name stands for, so that reports, which
+/// read only the database, can resolve `--account <name>`. Failures are logged: patching
+/// carries on without it.
+pub async fn remember_account_names<'s>(store: &Store, scopes: impl IntoIterator<Item = &'s Scope>) {
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for scope in scopes {
+        if !names.iter().any(|(name, _)| *name == scope.name) {
+            names.push((&scope.name, &scope.account));
+        }
+    }
+    if let Err(e) = store.remember_account_names(&names, chrono::Utc::now()).await {
+        warn!(error = %e, "account names not recorded; `report --account <name>` may not resolve them");
+    }
+}
+
 /// The same scopes publishing to the sinks `[events]` names now: what a reload does, so a
 /// changed bus, webhook or webhook key takes effect without a restart. The bus is reached with
 /// the home account's clients (the first scope's). Fails, changing nothing, when the webhook's

@@ -108,6 +108,7 @@
 //! (`findings_open`), remediated ones an index by installation time (`findings_remediated`), so
 //! listings are index range scans from their cursor.
 
+mod account_names;
 mod announcements;
 mod audit;
 mod dialect;
@@ -131,6 +132,7 @@ use chrono::{DateTime, Utc};
 use patchd_config::DatabaseUrl;
 use sqlx::{PgPool, SqlitePool};
 
+pub use account_names::AccountName;
 pub use announcements::{Announcement, AnnouncementRecord};
 pub use error::StoreError;
 pub use metrics::WindowRunCount;

@@ -28,6 +28,7 @@ on_both_backends!(
     window_runs_tasks_and_invocations,
     a_window_occurrence_is_one_run_per_account_and_region,
     upgrading_keeps_runs_and_relabels_the_legacy_account,
+    account_names_point_at_the_last_learned_id,
     exception_snapshots_are_evidence,
     listings_use_the_indexes,
     concurrent_writers_are_serialised,
@@ -754,6 +755,28 @@ async fn a_window_occurrence_is_one_run_per_account_and_region(db: TestDb) {
 
     let unscoped = NewWindowRun { account: "", ..home };
     assert!(matches!(store.record_window_run(&unscoped).await, Err(StoreError::InvalidInput(_))));
+}
+
+async fn account_names_point_at_the_last_learned_id(db: TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.account_named("home").await.unwrap(), None, "never connected");
+    store.remember_account_names(&[("home", ACCOUNT), ("payments", "444455556666")], t(0)).await.unwrap();
+    let home = store.account_named("home").await.unwrap().unwrap();
+    assert_eq!((home.account_id.as_str(), home.learned_at), (ACCOUNT, t(0)));
+    // Credentials for another account under the same name: the name follows them.
+    store.remember_account_names(&[("home", "777788889999")], t(1)).await.unwrap();
+    let home = store.account_named("home").await.unwrap().unwrap();
+    assert_eq!((home.account_id.as_str(), home.learned_at), ("777788889999", t(1)));
+    assert_eq!(store.account_named("payments").await.unwrap().unwrap().account_id, "444455556666");
+    for bad in [[("", ACCOUNT)], [("home", "default")], [("home", "12345678901x")]] {
+        let refused = store.remember_account_names(&bad, t(2)).await;
+        assert!(matches!(refused, Err(StoreError::InvalidInput(_))), "{bad:?}: {refused:?}");
+    }
+    assert_eq!(
+        store.account_named("home").await.unwrap().unwrap().learned_at,
+        t(1),
+        "refusals change nothing"
+    );
 }
 
 /// A database written before accounts were known (migration 0004, the home account labelled

@@ -320,6 +320,16 @@ pub struct ReportArgs {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
+    /// Only instances of this account: a configured account name (`[aws] name`, an
+    /// `[[aws.account]]` name) or a 12-digit account id. The home account's id is the one
+    /// patchd learned when it last connected.
+    #[arg(long, value_name = "NAME|ID")]
+    pub account: Option<String>,
+
+    /// Only instances in this region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
     /// Only findings of this risk rank (sla, history).
     #[arg(long, value_parser = ["critical", "high", "medium", "low"])]
     pub rank: Option<String>,

@@ -227,6 +227,8 @@ impl Demo<'_> {
             kind: ReportKind::Evidence,
             at: Some(self.server.now()),
             group: None,
+            account: None,
+            region: None,
             rank: None,
             since: None,
             until: None,

@@ -33,7 +33,18 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
     let kev = load_kev(config)?;
     let store = open_store(config).await?;
     let filters = Filters { group: args.group.clone(), rank: args.rank.as_deref().and_then(RiskRank::parse) };
-    let instances = instances(&store).await?;
+    let mut instances = instances(&store).await?;
+    let place =
+        Place::resolve(config, &store, &instances, args.account.as_deref(), args.region.as_deref()).await?;
+    instances.retain(|i| place.admits(&i.account, &i.region));
+    let findings = |query: FindingQuery<'static>| {
+        let (store, place) = (&store, &place);
+        async move {
+            let mut found = findings(store, &query).await?;
+            found.retain(|f| place.admits(&f.account, &f.region));
+            Ok::<_, Failure>(found)
+        }
+    };
     let judge = Judge { config, kev: &kev, at };
     // --fail-on judges the SLA report; the verdict waits until the report is written, so a
     // pipeline that fails still has the report to show.
@@ -42,8 +53,8 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
         ReportKind::Evidence => {
             let (since, until) = period(args, at)?;
             let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
-            let sla = report::sla(&judge, &instances, &findings(&store, &query).await?, &filters);
-            let remediated = findings(&store, &remediated_between(since, until)).await?;
+            let sla = report::sla(&judge, &instances, &findings(query).await?, &filters);
+            let remediated = findings(remediated_between(since, until)).await?;
             let history = report::history(&judge, &instances, &remediated, &filters, since, until);
             let coverage = report::coverage(config, at, &instances, &filters);
             let compliance = report::compliance(config, at, &instances, &filters);
@@ -53,6 +64,9 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
                 generated_at: Utc::now().trunc_subsecs(0),
                 version: env!("CARGO_PKG_VERSION"),
                 group: args.group.as_deref(),
+                account: place.account.as_deref(),
+                account_name: place.account_name.as_deref(),
+                region: place.region.as_deref(),
                 sla: &sla,
                 history: &history,
                 coverage: &coverage,
@@ -69,10 +83,12 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             let sla = match limit {
                 None => {
                     let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
-                    let findings = findings(&store, &query).await?;
+                    let findings = findings(query).await?;
                     report::sla(&judge, &instances, &findings, &filters)
                 }
-                Some(limit) => sla_summary(&store, &judge, &instances, &filters, limit).await?,
+                Some(limit) => {
+                    sla_summary(&store, &judge, &instances, &filters, !place.is_everywhere(), limit).await?
+                }
             };
             tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "judged");
             let out = match args.format {
@@ -86,7 +102,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
         }
         ReportKind::History => {
             let (since, until) = period(args, at)?;
-            let findings = findings(&store, &remediated_between(since, until)).await?;
+            let findings = findings(remediated_between(since, until)).await?;
             let history = report::history(&judge, &instances, &findings, &filters, since, until);
             match args.format {
                 ReportFormat::Table => render::history_table(&history),
@@ -120,6 +136,124 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
         None => print!("{output}"),
     }
     verdict
+}
+
+/// `--account` and `--region`: the part of the fleet a report covers. Applied to the
+/// instances and findings read from the store before anything is judged, so every report kind
+/// (and the evidence's headline figures) covers the same records.
+#[derive(Debug, Default)]
+pub(crate) struct Place {
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// That account's configured name, when known.
+    account_name: Option<String>,
+    region: Option<String>,
+}
+
+impl Place {
+    /// Resolves `--account` (a configured name or a 12-digit id) and checks `--region`
+    /// against the regions patchd knows of, so that a typo is an error, not an empty report.
+    pub(crate) async fn resolve(
+        config: &Config,
+        store: &Store,
+        instances: &[InstanceFacts],
+        account: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Place, PlaceError> {
+        let given_account = account;
+        let account = match given_account {
+            None => None,
+            Some(given) => Some(account_id(config, store, given).await?),
+        };
+        let account_name = account.as_ref().and_then(|id| {
+            let member =
+                config.aws.accounts.iter().find(|a| a.role_arn.split(':').nth(4) == Some(id.as_str()));
+            match (member, given_account) {
+                (Some(member), _) => Some(member.name.clone()),
+                (None, Some(given)) if given != id => Some(given.to_string()),
+                _ => None,
+            }
+        });
+        if let Some(region) = region {
+            let mut known: Vec<&str> = instances.iter().map(|i| i.region.as_str()).collect();
+            known.extend(config.aws.configured_home_regions().unwrap_or_default().iter().map(String::as_str));
+            known.extend(config.aws.accounts.iter().flat_map(|a| a.regions.iter().map(String::as_str)));
+            known.sort_unstable();
+            known.dedup();
+            if !known.contains(&region) {
+                return Err(PlaceError::Unknown(format!(
+                    "region `{region}`: no instance is recorded in it and no account is configured in it; \
+                     known regions: {}",
+                    if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+                )));
+            }
+        }
+        Ok(Place { account, account_name, region: region.map(str::to_string) })
+    }
+
+    fn admits(&self, account: &str, region: &str) -> bool {
+        self.account.as_deref().is_none_or(|a| a == account)
+            && self.region.as_deref().is_none_or(|r| r == region)
+    }
+
+    fn is_everywhere(&self) -> bool {
+        self.account.is_none() && self.region.is_none()
+    }
+}
+
+/// `--account`'s 12-digit id: given as such, from an `[[aws.account]]`'s role ARN, or, for the
+/// home account, as patchd learned it when it last connected (the configuration cannot say).
+async fn account_id(config: &Config, store: &Store, given: &str) -> Result<String, PlaceError> {
+    if given.len() == 12 && given.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(given.to_string());
+    }
+    if let Some(account) = config.aws.accounts.iter().find(|a| a.name == given) {
+        if let Some(id) = account.role_arn.split(':').nth(4).filter(|id| id.len() == 12) {
+            return Ok(id.to_string());
+        }
+    }
+    if given == config.aws.name {
+        let known = store
+            .account_named(given)
+            .await
+            .map_err(|e| PlaceError::Failed(anyhow::anyhow!("cannot read account names: {e}").into()))?;
+        return match known {
+            Some(known) => Ok(known.account_id),
+            None => Err(PlaceError::Unknown(format!(
+                "account `{given}`: the home account's id is not known yet (patchd learns it from \
+                 STS when it connects): run `patchd scan` or the daemon once, or pass the 12-digit id"
+            ))),
+        };
+    }
+    let mut names = vec![config.aws.name.as_str()];
+    names.extend(config.aws.accounts.iter().map(|a| a.name.as_str()));
+    Err(PlaceError::Unknown(format!(
+        "account `{given}`: no configured account has that name; configured accounts: {} (or pass a 12-digit account id)",
+        names.join(", ")
+    )))
+}
+
+/// Why a report could not be narrowed to an account or region.
+#[derive(Debug)]
+pub(crate) enum PlaceError {
+    /// The account or region names nothing patchd knows: the asker's mistake.
+    Unknown(String),
+    Failed(Failure),
+}
+
+impl From<Failure> for PlaceError {
+    fn from(failure: Failure) -> Self {
+        PlaceError::Failed(failure)
+    }
+}
+
+impl From<PlaceError> for Failure {
+    fn from(error: PlaceError) -> Self {
+        match error {
+            PlaceError::Unknown(why) => Failure::Other(anyhow::anyhow!(why)),
+            PlaceError::Failed(failure) => failure,
+        }
+    }
 }
 
 /// Refuses combinations that would silently produce something else than asked for.
@@ -189,25 +323,31 @@ const DEFAULT_TABLE_LIMIT: usize = 50;
 /// The SLA report without reading every open finding: per-patch counts give the totals, the
 /// findings of patches an exception names are judged one by one, and the listing reads tier by
 /// tier, most urgent first, until `limit` findings are found.
+///
+/// `instances_only`: count and list only the findings of `instances` (the caller kept part of
+/// the fleet); without it, and without a group filter, every open finding counts.
 async fn sla_summary(
     store: &Store,
     judge: &Judge<'_>,
     instances: &[InstanceFacts],
     filters: &Filters,
+    instances_only: bool,
     limit: usize,
 ) -> Result<report::SlaReport, Failure> {
     let failed = |e: patchd_store::StoreError| anyhow::anyhow!("cannot read findings: {e}");
-    let in_group: Option<Vec<InstanceKey>> = filters.group.as_ref().map(|group| {
+    let in_scope: Option<Vec<InstanceKey>> = (instances_only || filters.group.is_some()).then(|| {
         instances
             .iter()
             .filter(|i| {
-                report::groups_of(judge.config, &i.account, &i.region, &i.instance_id, &i.tags)
-                    .contains(&group.as_str())
+                filters.group.as_ref().is_none_or(|group| {
+                    report::groups_of(judge.config, &i.account, &i.region, &i.instance_id, &i.tags)
+                        .contains(&group.as_str())
+                })
             })
             .map(|i| InstanceKey { account: &i.account, region: &i.region, instance_id: &i.instance_id })
             .collect()
     });
-    let scope = OpenFindingFilter { patch_ids: None, instances: in_group.as_deref() };
+    let scope = OpenFindingFilter { patch_ids: None, instances: in_scope.as_deref() };
     let counts = store.open_finding_counts(&scope).await.map_err(failed)?;
     let patches: Vec<report::PatchOpen> = counts
         .iter()
@@ -361,7 +501,7 @@ pub(crate) async fn sla_snapshot(
     let kev = load_kev(config)?;
     let instances = instances(store).await?;
     let judge = Judge { config, kev: &kev, at };
-    sla_summary(store, &judge, &instances, &Filters { group: None, rank: None }, limit).await
+    sla_summary(store, &judge, &instances, &Filters { group: None, rank: None }, false, limit).await
 }
 
 /// The coverage gaps as of `at`, for `patchd demo`.
@@ -405,16 +545,23 @@ pub(crate) async fn sla_gauges(
 }
 
 /// `report sla --format json`'s open findings as of `at` under `filters`, every one of them,
-/// most urgent first: what the HTTP API's `/v1/findings` lists.
+/// most urgent first: what the HTTP API's `/v1/findings` lists. `account` and `region` as
+/// `--account` and `--region` take them.
 pub(crate) async fn sla_full(
     config: &Config,
     store: &Store,
     at: chrono::DateTime<Utc>,
     filters: &Filters,
-) -> Result<report::SlaReport, Failure> {
+    account: Option<&str>,
+    region: Option<&str>,
+) -> Result<report::SlaReport, PlaceError> {
     let kev = load_kev(config)?;
-    let instances = instances(store).await?;
+    let mut instances = instances(store).await?;
+    let place = Place::resolve(config, store, &instances, account, region).await?;
+    instances.retain(|i| place.admits(&i.account, &i.region));
     let judge = Judge { config, kev: &kev, at };
     let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
-    Ok(report::sla(&judge, &instances, &findings(store, &query).await?, filters))
+    let mut open = findings(store, &query).await?;
+    open.retain(|f| place.admits(&f.account, &f.region));
+    Ok(report::sla(&judge, &instances, &open, filters))
 }

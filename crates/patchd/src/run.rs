@@ -307,6 +307,7 @@ pub(crate) async fn with_store(
     let events = patchd_daemon::Publisher::from_config(&config.events, home_clients)
         .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     scopes::adopt_legacy_records(&store, &home).await;
+    scopes::remember_account_names(&store, scoped.iter().map(|(scope, _)| scope)).await;
     Ok(scopes::attach(scoped, &store, actor, &events))
 }
 

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::{query_pairs, HttpState, DB_CHECK_TIMEOUT, HEARTBEAT_STALE};
 use crate::report::Filters;
+use crate::report_cmd::PlaceError;
 
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let text = serde_json::to_string_pretty(body).unwrap_or_default() + "\n";
@@ -211,10 +212,12 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
     json_response(StatusCode::OK, &json!({ "count": runs.len(), "runs": runs }))
 }
 
-/// Open findings as `report sla --format json` lists them, filtered by status, rank, group.
+/// Open findings as `report sla --format json` lists them, filtered by status, rank, group,
+/// account (a configured name or a 12-digit id) and region.
 pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
     let pairs = query_pairs(query);
-    if let Some(bad) = unknown_parameters(&pairs, &["status", "rank", "group", "limit"]) {
+    if let Some(bad) = unknown_parameters(&pairs, &["status", "rank", "group", "account", "region", "limit"])
+    {
         return bad;
     }
     let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
@@ -260,10 +263,25 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
         },
     };
     let filters = Filters { group, rank };
-    let report = match crate::report_cmd::sla_full(&config, &state.inner.store, Utc::now(), &filters).await {
+    let (account, region) = (get("account"), get("region"));
+    let judged = crate::report_cmd::sla_full(
+        &config,
+        &state.inner.store,
+        Utc::now(),
+        &filters,
+        account.as_deref(),
+        region.as_deref(),
+    )
+    .await;
+    let report = match judged {
         Ok(report) => report,
-        Err(crate::Failure::Other(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot judge the findings"),
+        Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        Err(PlaceError::Failed(crate::Failure::Other(e))) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
+        }
+        Err(PlaceError::Failed(_)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot judge the findings")
+        }
     };
     let mut findings: Vec<_> =
         report.findings.into_iter().filter(|f| status.is_none_or(|s| f.status == s)).collect();

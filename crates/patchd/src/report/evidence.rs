@@ -24,6 +24,11 @@ pub struct Evidence<'a> {
     pub version: &'a str,
     /// `--group`, when the evidence covers one group only.
     pub group: Option<&'a str>,
+    /// `--account` (its 12-digit id, and its configured name when known) and `--region`, when
+    /// the evidence covers part of the fleet.
+    pub account: Option<&'a str>,
+    pub account_name: Option<&'a str>,
+    pub region: Option<&'a str>,
     pub sla: &'a SlaReport,
     pub history: &'a HistoryReport,
     pub coverage: &'a CoverageReport,
@@ -43,6 +48,9 @@ struct Headline<'a> {
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     group: Option<&'a str>,
+    account: Option<&'a str>,
+    account_name: Option<&'a str>,
+    region: Option<&'a str>,
     open_findings: usize,
     totals: &'a [Count],
     /// Rows of the table of open critical and high findings.
@@ -78,6 +86,9 @@ pub fn render(e: &Evidence) -> String {
         since: e.history.since,
         until: e.history.until,
         group: e.group,
+        account: e.account,
+        account_name: e.account_name,
+        region: e.region,
         open_findings: e.sla.findings.len(),
         totals: &e.sla.totals,
         critical_high_listed: listed.len(),
@@ -92,10 +103,19 @@ pub fn render(e: &Evidence) -> String {
     };
 
     let mut out = String::with_capacity(64 * 1024);
-    let scope = match e.group {
+    let mut scope = match e.group {
         Some(g) => format!("group {g}"),
         None => "all configured groups".to_string(),
     };
+    if let Some(account) = e.account {
+        let _ = write!(scope, ", account {account}");
+        if let Some(name) = e.account_name {
+            let _ = write!(scope, " ({name})");
+        }
+    }
+    if let Some(region) = e.region {
+        let _ = write!(scope, ", region {region}");
+    }
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
