@@ -145,6 +145,13 @@ fn health_metrics_and_api_agree_with_the_reports() {
     let elsewhere = get(addr, "/v1/runs?region=eu-west-1", None).unwrap().json();
     assert_eq!(elsewhere["count"], 0, "{elsewhere}");
     assert_eq!(get(addr, "/v1/runs?limit=0", None).unwrap().status, 400);
+    let by_name = get(addr, "/v1/runs?limit=5&account=home", None).unwrap().json();
+    assert_eq!(by_name["runs"], runs["runs"], "the home account by name: {by_name}");
+    let by_id =
+        get(addr, &format!("/v1/runs?limit=5&account={}", sim.server.account_id()), None).unwrap().json();
+    assert_eq!(by_id["runs"], runs["runs"]);
+    assert_eq!(get(addr, "/v1/runs?account=999999999999", None).unwrap().json()["count"], 0);
+    assert_eq!(get(addr, "/v1/runs?account=nope", None).unwrap().status, 400);
     assert_eq!(get(addr, "/nowhere", None).unwrap().status, 404);
 
     let exit = stop_daemon(daemon);

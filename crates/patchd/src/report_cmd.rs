@@ -203,7 +203,7 @@ impl Place {
 
 /// `--account`'s 12-digit id: given as such, from an `[[aws.account]]`'s role ARN, or, for the
 /// home account, as patchd learned it when it last connected (the configuration cannot say).
-async fn account_id(config: &Config, store: &Store, given: &str) -> Result<String, PlaceError> {
+pub(crate) async fn account_id(config: &Config, store: &Store, given: &str) -> Result<String, PlaceError> {
     if given.len() == 12 && given.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(given.to_string());
     }

@@ -175,9 +175,21 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let account = match get("account") {
+        None => None,
+        Some(given) => {
+            match crate::report_cmd::account_id(&state.config(), &state.inner.store, given).await {
+                Ok(id) => Some(id),
+                Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
+                Err(PlaceError::Failed(_)) => {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "cannot read the account names")
+                }
+            }
+        }
+    };
     let query = WindowRunQuery {
         window: get("window"),
-        account: get("account"),
+        account: account.as_deref(),
         region: get("region"),
         limit: Some(limit),
         ..Default::default()
