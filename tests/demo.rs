@@ -92,6 +92,15 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     let runs =
         patchd().args(["report", "history", "--format", "json", "--config"]).arg(&config).output().unwrap();
     assert!(runs.status.success(), "{runs:?}");
+    // The demo fleet is the home account: the reports know its id by name.
+    let home = patchd()
+        .args(["report", "sla", "--format", "json", "--account", "home", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(home.status.success(), "{home:?}");
+    let home: serde_json::Value = serde_json::from_slice(&home.stdout).unwrap();
+    assert_eq!(home["totals"], json["totals"], "every finding of the demo is the home account's");
 
     // A second demo into the same directory would mix two fleets' histories.
     let again = demo(&scratch.0, &[]);

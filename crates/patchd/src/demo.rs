@@ -72,6 +72,8 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         actor: "demo".to_string(),
         events: Default::default(),
     };
+    // So that the `patchd report --account home ...` a reader tries afterwards resolves.
+    patchd_daemon::scopes::remember_account_names(&ctx.store, [&ctx.scope]).await;
 
     println!("patchd demo: {instances} simulated EC2 instances at {url}, clock at {}x", args.speed);
     println!("  configuration  {} (config/demo.toml)", config_path.display());
