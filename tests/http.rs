@@ -1,6 +1,6 @@
 //! The HTTP endpoint of `patchd run`, over HTTP against a daemon process on the fleet
 //! simulator: liveness, readiness, metrics equal to `patchd report`, the JSON API, the bearer
-//! token off loopback, and a taken port failing start-up.
+//! token off loopback, TLS with certificate rotation, and a taken port failing start-up.
 
 mod support;
 
@@ -220,4 +220,83 @@ fn a_taken_port_fails_start_up_naming_the_address_and_the_key() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("cannot listen on {addr} ([daemon] listen)")), "{stderr}");
     drop(holder);
+}
+
+/// With `tls_cert_file` and `tls_key_file` the endpoint speaks HTTPS only; a SIGHUP reads the
+/// certificate again (rotation without a restart), and a reload that cannot read it keeps the
+/// certificate in use.
+#[test]
+fn tls_serves_the_endpoint_and_a_reload_rotates_the_certificate() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tls");
+    let (first_ca, second_ca) = (fixtures.join("first-ca.pem"), fixtures.join("second-ca.pem"));
+    let sim = Sim::start(60.0);
+    let scratch = Scratch::new("http-tls");
+    let (cert, key) = (scratch.0.join("cert.pem"), scratch.0.join("key.pem"));
+    let install = |which: &str| {
+        std::fs::copy(fixtures.join(format!("{which}-cert.pem")), &cert).unwrap();
+        std::fs::copy(fixtures.join(format!("{which}-key.pem")), &key).unwrap();
+    };
+    install("first");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    scratch.write_config(
+        &sim,
+        &format!(
+            "listen = \"{addr}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    );
+    let daemon = start_daemon(&scratch, 1, &[]);
+    let health = wait_for(
+        "/healthz over TLS",
+        Duration::from_secs(30),
+        || get_tls(addr, "/healthz", None, &first_ca).ok(),
+        || scratch.read_log(1),
+    );
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let status = get_tls(addr, "/v1/status", None, &first_ca).unwrap();
+    assert_eq!(status.status, 200, "{}", status.body);
+    assert!(get(addr, "/healthz", None).is_none(), "no plain HTTP on the TLS port");
+    let untrusted = get_tls(addr, "/healthz", None, &second_ca).unwrap_err();
+    assert!(untrusted.contains("invalid peer certificate"), "{untrusted}");
+    assert!(scratch.read_log(1).contains("\"tls\":true"), "{}", scratch.read_log(1));
+
+    // Rotation: new files, SIGHUP, and new connections get the new certificate.
+    install("second");
+    signal(&daemon, "HUP");
+    wait_for(
+        "the rotated certificate",
+        Duration::from_secs(20),
+        || get_tls(addr, "/healthz", None, &second_ca).ok(),
+        || scratch.read_log(1),
+    );
+    assert!(
+        get_tls(addr, "/healthz", None, &first_ca).is_err(),
+        "the old certificate is no longer presented"
+    );
+
+    // A reload that cannot read the certificate keeps the one in use.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    signal(&daemon, "HUP");
+    wait_for(
+        "the refused reload in the log",
+        Duration::from_secs(20),
+        || scratch.read_log(1).contains("TLS certificate not reloaded").then_some(()),
+        || scratch.read_log(1),
+    );
+    assert_eq!(get_tls(addr, "/healthz", None, &second_ca).unwrap().status, 200);
+    assert!(stop_daemon(daemon).success(), "{}", scratch.read_log(1));
+
+    // At start-up, a key that cannot be read stops patchd with the file and the key named.
+    install("second");
+    std::fs::remove_file(&key).unwrap();
+    let out = patchd(&scratch).arg("run").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read the private key {} ([daemon] tls_key_file)", key.display())),
+        "{stderr}"
+    );
 }

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -243,11 +242,58 @@ impl Answer {
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let raw = exchange(&mut stream, addr, path, token).ok()?;
+    parse_answer(raw)
+}
+
+/// GET `path` over HTTPS, trusting only the certificate authorities in `ca_file` (PEM). The
+/// error is the client's reason when the handshake or the exchange fails.
+pub fn get_tls(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    ca_file: &std::path::Path,
+) -> Result<Answer, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_file).map_err(|e| e.to_string())? {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::from(addr.ip());
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let raw = exchange(&mut stream, addr, path, token).map_err(|e| e.to_string())?;
+    parse_answer(raw).ok_or_else(|| "not an HTTP answer".to_string())
+}
+
+fn exchange(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        // A peer that closes without TLS's close_notify, after a whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_answer(raw: Vec<u8>) -> Option<Answer> {
     let text = String::from_utf8(raw).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.split("\r\n");

@@ -137,6 +137,7 @@ pub(crate) fn default_daemon() -> Daemon {
         sync_interval: DEFAULT_SYNC_INTERVAL,
         prune_baselines: false,
         api_token_file: None,
+        tls: None,
     }
 }
 
@@ -183,7 +184,53 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
             daemon.api_token_file = Some(resolve_path(base_dir, &token));
         }
     }
+    let mut tls_file = |key: &'static str, example: &'static str| {
+        let file = r.string(d, key, example)?;
+        if file.trim().is_empty() {
+            d.error(
+                &file.origin,
+                format!("`{key}` is empty"),
+                Some(format!("name a PEM file, e.g. `{example}`")),
+            );
+            return None;
+        }
+        let path = resolve_path(base_dir, &file);
+        Some((file.origin, path))
+    };
+    let cert = tls_file("tls_cert_file", "\"/etc/patchd/tls/cert.pem\"");
+    let key = tls_file("tls_key_file", "\"/etc/patchd/tls/key.pem\"");
+    match (cert, key) {
+        (Some((_, cert_file)), Some((_, key_file))) => daemon.tls = Some(TlsFiles { cert_file, key_file }),
+        (Some((origin, _)), None) => d.error(
+            &origin,
+            "`tls_cert_file` is set without `tls_key_file`",
+            Some(
+                "add `tls_key_file`, the certificate's private key (PEM), or drop both for plain HTTP".into(),
+            ),
+        ),
+        (None, Some((origin, _))) => d.error(
+            &origin,
+            "`tls_key_file` is set without `tls_cert_file`",
+            Some("add `tls_cert_file`, the certificate chain (PEM), or drop both for plain HTTP".into()),
+        ),
+        (None, None) => {}
+    }
     if let Some(listen) = &listen {
+        if !daemon.listen.ip().is_loopback() && daemon.api_token_file.is_some() && daemon.tls.is_none() {
+            d.warning(
+                &listen.origin,
+                format!(
+                    "`listen = \"{}\"` is not a loopback address and TLS is off: the bearer token and \
+                     the answers cross the network in clear",
+                    listen.value
+                ),
+                Some(
+                    "set `tls_cert_file` and `tls_key_file`, or terminate TLS in front of patchd \
+                     (a reverse proxy, a service mesh)"
+                        .into(),
+                ),
+            );
+        }
         if !daemon.listen.ip().is_loopback() && daemon.api_token_file.is_none() {
             d.error(
                 &listen.origin,

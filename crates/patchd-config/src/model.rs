@@ -101,6 +101,18 @@ pub struct Daemon {
     /// `/healthz`. Required when `listen` is not a loopback address; read by the daemon at
     /// start-up, never by the loader.
     pub api_token_file: Option<PathBuf>,
+    /// Serve the HTTP endpoint over TLS with this certificate chain and key (PEM); None:
+    /// plain HTTP. Read by the daemon at start-up and again at each reload, never by the
+    /// loader.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[daemon] tls_cert_file` and `tls_key_file`, which go together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9487";

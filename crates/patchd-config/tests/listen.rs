@@ -53,3 +53,40 @@ fn a_token_file_allows_any_address_and_is_relative_to_its_file() {
     assert!(config.daemon.listen.ip().is_loopback());
     assert_eq!(errors("api_token_file = \" \"").len(), 1, "an empty name is refused");
 }
+
+fn warnings(daemon: &str) -> Vec<String> {
+    load(daemon).unwrap().warnings.iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn tls_takes_a_certificate_and_its_key_together() {
+    let config =
+        load("tls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/secrets/key.pem\"").unwrap().config;
+    let tls = config.daemon.tls.expect("TLS on");
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/patchd/tls/cert.pem"), "relative to its file");
+    assert_eq!(tls.key_file, PathBuf::from("/secrets/key.pem"));
+    assert_eq!(load("").unwrap().config.daemon.tls, None, "plain HTTP by default");
+
+    let found = errors("tls_cert_file = \"cert.pem\"");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with(
+            "/etc/patchd/patchd.toml:3:17: error: `tls_cert_file` is set without `tls_key_file`"
+        ),
+        "{found:#?}"
+    );
+    let found = errors("tls_key_file = \"key.pem\"");
+    assert!(found[0].contains("`tls_key_file` is set without `tls_cert_file`"), "{found:#?}");
+    assert_eq!(errors("tls_cert_file = \"\"\ntls_key_file = \"key.pem\"").len(), 2, "empty, then alone");
+}
+
+#[test]
+fn a_token_off_loopback_without_tls_is_a_warning() {
+    let found = warnings("listen = \"0.0.0.0:9487\"\napi_token_file = \"api.token\"");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("is not a loopback address and TLS is off"), "{found:#?}");
+    let with_tls = "listen = \"0.0.0.0:9487\"\napi_token_file = \"api.token\"\n\
+                    tls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"";
+    assert!(warnings(with_tls).is_empty());
+    assert!(warnings("api_token_file = \"api.token\"").is_empty(), "loopback stays on the host");
+}

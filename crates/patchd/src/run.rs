@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::{GlobalArgs, RunArgs, RunnerArgs};
-use crate::http::{self, ApiToken};
+use crate::http::{self, ApiToken, Certificate};
 use crate::notify::{self, Notifier};
 use crate::{load_config, open_store, Failure};
 
@@ -32,6 +32,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     let notifier = Notifier::from_env().map(Arc::new);
     let token = match &config.daemon.api_token_file {
         Some(path) => Some(ApiToken::read(path).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?),
+        None => None,
+    };
+    let certificate = match &config.daemon.tls {
+        Some(files) => Some(Certificate::load(files).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?),
         None => None,
     };
     let scopes = contexts(&config, "daemon".to_string()).await?;
@@ -52,9 +56,11 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
             aws: ctx.aws.clone(),
             heartbeat: heartbeat.clone(),
             token,
+            tls: certificate.clone(),
         },
-    );
-    info!(listen = %server.addr, auth = config.daemon.api_token_file.is_some(), "HTTP endpoint listening");
+    )?;
+    info!(listen = %server.addr, auth = config.daemon.api_token_file.is_some(), tls = certificate.is_some(),
+        "HTTP endpoint listening");
     let settings = Settings {
         state_dir: config.daemon.state_dir.clone(),
         sync_interval: config.daemon.sync_interval,
@@ -69,7 +75,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
         global.clone_for_reload(),
         config.clone(),
         tx,
-        Reloaded { current, notifier: notifier.clone(), stopping: stopping.clone() },
+        Reloaded { current, notifier: notifier.clone(), stopping: stopping.clone(), certificate },
     ));
     let supervisor = notifier.clone().map(|n| {
         let status = format!(
@@ -125,6 +131,8 @@ struct Reloaded {
     current: Arc<RwLock<Arc<Config>>>,
     notifier: Option<Arc<Notifier>>,
     stopping: Arc<AtomicBool>,
+    /// The HTTP endpoint's certificate, read again at each reload (rotation without restart).
+    certificate: Option<Arc<Certificate>>,
 }
 
 impl Reloaded {
@@ -175,6 +183,13 @@ async fn forward_signals(
             }
             _ = hup.recv() => {
                 shared.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                if let Some(certificate) = &shared.certificate {
+                    let files = certificate.files();
+                    match certificate.reload() {
+                        Ok(()) => info!(cert = %files.cert_file.display(), "TLS certificate read again"),
+                        Err(e) => error!(error = %e, "TLS certificate not reloaded; the previous one is still presented"),
+                    }
+                }
                 if let Some(config) = reload(&global, &current) {
                     current = config.clone();
                     *shared.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config.clone());
@@ -236,6 +251,7 @@ fn reload(args: &ReloadArgs, current: &Config) -> Option<Config> {
                 || new.aws.profile != current.aws.profile
                 || new.daemon.listen != current.daemon.listen
                 || new.daemon.api_token_file != current.daemon.api_token_file
+                || new.daemon.tls != current.daemon.tls
             {
                 warn!("[daemon] and [aws] changes take effect at the next restart; the schedule and [events] are reloaded now");
             }

@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 pub(crate) mod metrics;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use crate::Failure;
 
 pub(crate) use auth::ApiToken;
+pub(crate) use tls::Certificate;
 
 /// How stale the scheduler's heartbeat may get before the daemon counts as stuck: three beats.
 pub(crate) const HEARTBEAT_STALE: Duration = Duration::from_secs(3 * HEARTBEAT_EVERY.as_secs());
@@ -67,6 +69,8 @@ pub(crate) struct Setup {
     pub aws: AwsClients,
     pub heartbeat: Heartbeat,
     pub token: Option<ApiToken>,
+    /// Serve HTTPS with this certificate; None: plain HTTP.
+    pub tls: Option<Arc<Certificate>>,
 }
 
 impl HttpState {
@@ -115,8 +119,8 @@ impl Server {
     }
 }
 
-/// Serves on `listener` until [`Server::stop`].
-pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Server {
+/// Serves on `listener` until [`Server::stop`], over TLS when `setup.tls` says so.
+pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failure> {
     let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let state = HttpState {
         inner: Arc::new(Inner {
@@ -134,15 +138,26 @@ pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Server {
     };
     let app = Router::new().fallback(handle).with_state(state);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(%error, "the HTTP endpoint stopped with an error");
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = match &setup.tls {
+        None => tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, "the HTTP endpoint stopped with an error");
+            }
+        }),
+        Some(certificate) => {
+            let listener = tls::TlsListener::new(listener, certificate)
+                .map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(%error, "the HTTP endpoint stopped with an error");
+                }
+            })
         }
-    });
-    Server { addr, stop, task }
+    };
+    Ok(Server { addr, stop, task })
 }
 
 async fn handle(State(state): State<HttpState>, request: Request) -> Response {
