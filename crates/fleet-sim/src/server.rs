@@ -639,11 +639,7 @@ async fn answer_ssm(world: &Mutex<World>, operation: &str, authenticated: bool, 
                 }
             }
         };
-        if let Err(error) = &result {
-            if error.status < 500 && error.code != "ThrottlingException" {
-                bump(&mut world.counters.client_errors, counted);
-            }
-        }
+        count_refusal(&mut world, counted, &result, "ThrottlingException");
         (result, request_id, latency)
     };
     if !latency.is_zero() {
@@ -697,11 +693,7 @@ async fn answer_events(
             Err(e) => Err(ApiError::new("SerializationException", format!("the body is not JSON: {e}"))),
         },
     };
-    if let Err(error) = &result {
-        if error.status < 500 && error.code != "ThrottlingException" {
-            bump(&mut lock(world).counters.client_errors, counted);
-        }
-    }
+    count_refusal(&mut lock(world), counted, &result, "ThrottlingException");
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -760,11 +752,7 @@ async fn answer_ec2(
                 world.ec2(action, params, &request_id)
             }
         };
-        if let Err(error) = &result {
-            if error.status < 500 && error.code != "RequestLimitExceeded" {
-                bump(&mut world.counters.client_errors, &counted);
-            }
-        }
+        count_refusal(&mut world, &counted, &result, "RequestLimitExceeded");
         (result, request_id, latency)
     };
     if !latency.is_zero() {
@@ -823,17 +811,23 @@ async fn answer_sts(
             shared.sts().answer(action, params, access_key, now, &request_id)
         }
     };
-    if let Err(error) = &result {
-        if error.status < 500 && error.code != "Throttling" {
-            bump(&mut lock(world).counters.client_errors, counted);
-        }
-    }
+    count_refusal(&mut lock(world), counted, &result, "Throttling");
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     match result {
         Ok(xml) => sts_response(200, xml, &request_id),
         Err(error) => sts_response(error.status, sts::error_xml(&error, &request_id), &request_id),
+    }
+}
+
+/// A refusal the caller caused counts as a client error of `operation`; throttling (the
+/// service's `throttling_code`) and server faults are the service's, not the caller's.
+fn count_refusal<T>(world: &mut World, operation: &str, result: &Result<T, ApiError>, throttling_code: &str) {
+    if let Err(error) = result {
+        if error.status < 500 && error.code != throttling_code {
+            bump(&mut world.counters.client_errors, operation);
+        }
     }
 }
 

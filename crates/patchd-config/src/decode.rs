@@ -512,8 +512,7 @@ fn is_role_arn(arn: &str) -> bool {
         && parts[0] == "arn"
         && parts[1].starts_with("aws")
         && parts[2] == "iam"
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && account_of_role(arn).is_some()
         && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty())
 }
 

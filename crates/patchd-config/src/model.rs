@@ -216,7 +216,7 @@ impl Aws {
     pub fn account_name_of(&self, account_id: &str) -> &str {
         self.accounts
             .iter()
-            .find(|a| a.role_arn.split(':').nth(4) == Some(account_id))
+            .find(|a| a.account_id() == Some(account_id))
             .map_or(self.name.as_str(), |a| a.name.as_str())
     }
 
@@ -253,6 +253,20 @@ pub struct Account {
     /// Empty: the home account's regions (see [`Aws::scope_accounts`]).
     pub regions: Vec<String>,
     pub origin: Origin,
+}
+
+impl Account {
+    /// The 12-digit id of the account the role lives in.
+    pub fn account_id(&self) -> Option<&str> {
+        account_of_role(&self.role_arn)
+    }
+}
+
+/// `arn:aws:iam::123456789012:role/patchd` → `123456789012`; None when the ARN names no
+/// 12-digit account.
+pub fn account_of_role(role_arn: &str) -> Option<&str> {
+    let account = role_arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
 }
 
 /// One account with everything needed to reach it, as [`Aws::scope_accounts`] resolves it.
@@ -647,6 +661,15 @@ pub struct Task {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn role_arns_name_their_account() {
+        use super::account_of_role;
+        assert_eq!(account_of_role("arn:aws:iam::210987654321:role/patchd"), Some("210987654321"));
+        assert_eq!(account_of_role("arn:aws-us-gov:iam::210987654321:role/x/y"), Some("210987654321"));
+        assert_eq!(account_of_role("arn:aws:iam::12345:role/patchd"), None);
+        assert_eq!(account_of_role("nonsense"), None);
+    }
+
     use super::*;
 
     fn selector(pairs: &[(&str, &[&str])]) -> TagSelector {

@@ -45,17 +45,23 @@ pub struct Shared<'a> {
 /// contexts are used.
 pub async fn connect(config: &Config, shared: &Shared<'_>) -> Result<Vec<Context>, ScopeError> {
     let scoped = clients(config, shared.home, shared.host).await?;
-    Ok(attach(scoped, shared.store, shared.actor, shared.events))
+    Ok(attach(scoped, shared.store, shared.actor, shared.events).await)
 }
 
-/// Contexts from clients already built by [`clients`]: for a command that read AWS first and
-/// only then needs the store.
-pub fn attach(
+/// Contexts from clients already built by [`clients`] (the home account's first): for a
+/// command that read AWS first and only then needs the store. What connecting teaches the
+/// store is recorded here, once per start: records an older patchd labelled `default` get the
+/// home account's id and region, and each account name its id.
+pub async fn attach(
     scoped: Vec<(Scope, AwsClients)>,
     store: &Store,
     actor: &str,
     events: &Publisher,
 ) -> Vec<Context> {
+    if let Some((home, _)) = scoped.first() {
+        adopt_legacy_records(store, home).await;
+    }
+    remember_account_names(store, scoped.iter().map(|(scope, _)| scope)).await;
     let contexts: Vec<Context> = scoped
         .into_iter()
         .map(|(scope, aws)| Context {
@@ -87,7 +93,9 @@ pub async fn clients(
     for account in config.aws.scope_accounts(&home_region) {
         let account_id = match &account.role_arn {
             None => home_id.clone(),
-            Some(arn) => account_of_role(arn).ok_or_else(|| ScopeError::RoleArn(arn.clone()))?,
+            Some(arn) => patchd_config::account_of_role(arn)
+                .map(str::to_string)
+                .ok_or_else(|| ScopeError::RoleArn(arn.clone()))?,
         };
         for region in &account.regions {
             let aws = match &account.role_arn {
@@ -112,7 +120,7 @@ pub async fn clients(
 
 /// Gives records from before patchd knew its account id (labelled `default`) the home
 /// account's id and region. Failures are logged: history stays readable either way.
-pub async fn adopt_legacy_records(store: &Store, home: &Scope) {
+async fn adopt_legacy_records(store: &Store, home: &Scope) {
     match store.relabel_legacy_scope(&home.account, &home.region).await {
         Ok(done) if done.is_empty() => {}
         Ok(Relabelled { instances, window_runs, announcements }) => info!(
@@ -126,7 +134,7 @@ pub async fn adopt_legacy_records(store: &Store, home: &Scope) {
 /// Records which account id each configured account name stands for, so that reports, which
 /// read only the database, can resolve `--account <name>`. Failures are logged: patching
 /// carries on without it.
-pub async fn remember_account_names<'s>(store: &Store, scopes: impl IntoIterator<Item = &'s Scope>) {
+async fn remember_account_names<'s>(store: &Store, scopes: impl IntoIterator<Item = &'s Scope>) {
     let mut names: Vec<(&str, &str)> = Vec::new();
     for scope in scopes {
         if !names.iter().any(|(name, _)| *name == scope.name) {
@@ -149,12 +157,6 @@ pub fn with_events(
     let Some(home) = scopes.first() else { return Ok(Vec::new()) };
     let publisher = Publisher::from_config(events, &home.aws)?;
     Ok(scopes.iter().map(|ctx| Context { events: publisher.clone(), ..ctx.clone() }).collect())
-}
-
-/// `arn:aws:iam::123456789012:role/patchd` → `123456789012`.
-pub fn account_of_role(role_arn: &str) -> Option<String> {
-    let account = role_arn.split(':').nth(4)?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_string())
 }
 
 /// The part of a plan that runs in `scope`: each task keeps the groups the scope admits, tasks
@@ -193,20 +195,4 @@ pub fn window_reaches(config: &Config, name: &str, scope: &Scope) -> bool {
         && w.tasks.iter().flat_map(|t| &t.groups).any(|g| {
             config.groups.iter().find(|c| c.name == g.value).is_none_or(|c| scope.admitted_by(&c.scope))
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn role_arns_name_their_account() {
-        assert_eq!(account_of_role("arn:aws:iam::210987654321:role/patchd").as_deref(), Some("210987654321"));
-        assert_eq!(
-            account_of_role("arn:aws-us-gov:iam::210987654321:role/x/y").as_deref(),
-            Some("210987654321")
-        );
-        assert_eq!(account_of_role("arn:aws:iam::12345:role/patchd"), None);
-        assert_eq!(account_of_role("nonsense"), None);
-    }
 }

@@ -13,11 +13,10 @@ use fleet_sim::{RecordedEvent, Scenario, SimServer};
 use patchd_aws::{AwsClients, EntryRetry, StaticEndpoint};
 use patchd_config::Config;
 use patchd_daemon::events::{self, CoverageGap, Event, Publisher, PublisherStats};
-use patchd_daemon::sync::ReleaseDates;
-use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
 use patchd_daemon::{Context, Scope};
 use patchd_store::WindowRunStatus;
-use support::{never_stop, quick_poll, simulator_clients, Scratch};
+use support::{never_stop, simulator_clients, Scratch};
 
 const GROUP_SIZE: usize = 6;
 
@@ -118,19 +117,7 @@ async fn fixture(name: &str, events: &str) -> Fixture {
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan) -> RunSummary {
-    let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = quick_poll();
-    let progress = |_: &TaskProgress<'_>| {};
-    let env = Env {
-        ctx: &f.ctx,
-        config: &f.config,
-        release_dates: &dates,
-        state_dir: &f.dir,
-        poll: &poll,
-        lock_wait: LockWait::Fail,
-        on_progress: &progress,
-    };
-    window::execute(&env, plan, never_stop()).await.expect("run executes")
+    support::execute(&f.ctx, &f.config, &f.dir, plan, never_stop()).await
 }
 
 fn of_type<'a>(events: &'a [RecordedEvent], detail_type: &str) -> Vec<&'a RecordedEvent> {

@@ -14,8 +14,7 @@ use fleet_sim::{Scenario, SimServer};
 use patchd_config::Config;
 use patchd_daemon::events::Publisher;
 use patchd_daemon::scheduler::{self, Control, Settings};
-use patchd_daemon::sync::ReleaseDates;
-use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, TaskProgress};
+use patchd_daemon::window::{RunEnd, RunPlan};
 use patchd_daemon::{scopes, Context};
 use patchd_store::{Store, WindowRunQuery, WindowRunStatus};
 use support::{never_stop, quick_poll, simulator_clients, Scratch};
@@ -176,24 +175,12 @@ async fn fixture(name: &str, external_id: &str) -> Fixture {
 async fn run_window(f: &Fixture, window: &str) -> Vec<(String, String, RunEnd)> {
     let w = f.config.window(window).unwrap();
     let plan = RunPlan::for_window(w, Utc::now());
-    let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = quick_poll();
-    let progress = |_: &TaskProgress<'_>| {};
     let mut ran = Vec::new();
     for ctx in &f.scopes {
         let Some(scoped) = scopes::plan_in_scope(&f.config, Some(window), &plan, &ctx.scope) else {
             continue;
         };
-        let env = Env {
-            ctx,
-            config: &f.config,
-            release_dates: &dates,
-            state_dir: &f.dir,
-            poll: &poll,
-            lock_wait: LockWait::Fail,
-            on_progress: &progress,
-        };
-        let summary = window::execute(&env, &scoped, never_stop()).await.expect("run executes");
+        let summary = support::execute(ctx, &f.config, &f.dir, &scoped, never_stop()).await;
         ran.push((ctx.scope.account.clone(), ctx.scope.region.clone(), summary.end));
     }
     ran

@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use fleet_sim::{Scenario, SimServer};
 use patchd_config::Config;
 use patchd_daemon::scheduler::{self, Control, Settings};
-use patchd_daemon::sync::ReleaseDates;
-use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
 use patchd_daemon::{Context, Scope};
 use patchd_store::{CommandStatus, FindingQuery, WindowRunQuery, WindowRunRecord, WindowRunStatus};
 use support::{never_stop, quick_poll, simulator_clients, Scratch};
@@ -137,19 +136,7 @@ fn managed(f: &Fixture) -> usize {
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
-    let dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = quick_poll();
-    let progress = |_: &TaskProgress<'_>| {};
-    let env = Env {
-        ctx: &f.ctx,
-        config: &f.config,
-        release_dates: &dates,
-        state_dir: &f.dir,
-        poll: &poll,
-        lock_wait: LockWait::Fail,
-        on_progress: &progress,
-    };
-    window::execute(&env, plan, stop).await.expect("run executes")
+    support::execute(&f.ctx, &f.config, &f.dir, plan, stop).await
 }
 
 async fn runs(f: &Fixture, window: &str) -> Vec<WindowRunRecord> {

@@ -61,19 +61,16 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
     let aws = AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&url));
     let account =
         aws.account_id().await.map_err(|e| anyhow!("the simulator did not say its account id: {e}"))?;
-    let ctx = Context {
-        scope: Scope {
-            name: config.aws.name.clone(),
-            account,
-            region: aws.region().unwrap_or("us-east-1").to_string(),
-        },
-        aws,
-        store,
-        actor: "demo".to_string(),
-        events: Default::default(),
+    let scope = Scope {
+        name: config.aws.name.clone(),
+        account,
+        region: aws.region().unwrap_or("us-east-1").to_string(),
     };
-    // So that the `patchd report --account home ...` a reader tries afterwards resolves.
-    patchd_daemon::scopes::remember_account_names(&ctx.store, [&ctx.scope]).await;
+    // Connected as the daemon connects, so that the account's name is recorded and the
+    // `patchd report --account home ...` a reader tries afterwards resolves.
+    let ctx = patchd_daemon::scopes::attach(vec![(scope, aws)], &store, "demo", &Default::default())
+        .await
+        .swap_remove(0);
 
     println!("patchd demo: {instances} simulated EC2 instances at {url}, clock at {}x", args.speed);
     println!("  configuration  {} (config/demo.toml)", config_path.display());

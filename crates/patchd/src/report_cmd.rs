@@ -166,8 +166,7 @@ impl Place {
             Some(given) => Some(account_id(config, store, given).await?),
         };
         let account_name = account.as_ref().and_then(|id| {
-            let member =
-                config.aws.accounts.iter().find(|a| a.role_arn.split(':').nth(4) == Some(id.as_str()));
+            let member = config.aws.accounts.iter().find(|a| a.account_id() == Some(id.as_str()));
             match (member, given_account) {
                 (Some(member), _) => Some(member.name.clone()),
                 (None, Some(given)) if given != id => Some(given.to_string()),
@@ -208,7 +207,7 @@ pub(crate) async fn account_id(config: &Config, store: &Store, given: &str) -> R
         return Ok(given.to_string());
     }
     if let Some(account) = config.aws.accounts.iter().find(|a| a.name == given) {
-        if let Some(id) = account.role_arn.split(':').nth(4).filter(|id| id.len() == 12) {
+        if let Some(id) = account.account_id() {
             return Ok(id.to_string());
         }
     }

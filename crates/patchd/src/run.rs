@@ -308,23 +308,20 @@ pub(crate) async fn open_state(config: &Config) -> Result<Store, Failure> {
 }
 
 /// Contexts for the clients [`scoped_clients`] built, sharing `store` and the `[events]` sinks
-/// (EventBridge through the home account's clients, and/or the webhook). Records an older
-/// patchd labelled `default` get the home account's id and region.
+/// (EventBridge through the home account's clients, and/or the webhook). See
+/// [`scopes::attach`] for what connecting records in the store.
 pub(crate) async fn with_store(
     config: &Config,
     store: Store,
     actor: &str,
     scoped: Vec<(Scope, AwsClients)>,
 ) -> Result<Vec<Context>, Failure> {
-    let Some((home, home_clients)) = scoped.first() else {
+    let Some((_, home_clients)) = scoped.first() else {
         return Err(Failure::Other(anyhow::anyhow!("no account and region is configured")));
     };
-    let home = home.clone();
     let events = patchd_daemon::Publisher::from_config(&config.events, home_clients)
         .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    scopes::adopt_legacy_records(&store, &home).await;
-    scopes::remember_account_names(&store, scoped.iter().map(|(scope, _)| scope)).await;
-    Ok(scopes::attach(scoped, &store, actor, &events))
+    Ok(scopes::attach(scoped, &store, actor, &events).await)
 }
 
 /// The clients of every configured account and region, the home account's first, without the

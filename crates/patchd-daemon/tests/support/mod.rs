@@ -12,6 +12,9 @@ use fleet_sim::SimServer;
 use patchd_aws::{AwsClients, StaticEndpoint};
 use patchd_config::Config;
 use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::sync::ReleaseDates;
+use patchd_daemon::window::{self, Env, LockWait, RunPlan, RunSummary, TaskProgress};
+use patchd_daemon::Context;
 use patchd_store::{OpenOptions, Store};
 use tokio::sync::watch;
 
@@ -74,4 +77,28 @@ pub fn never_stop() -> watch::Receiver<bool> {
 /// Polls every 100 ms: simulated commands finish in real milliseconds.
 pub fn quick_poll() -> PollPolicy {
     PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() }
+}
+
+/// Runs `plan` in `ctx` as the daemon would, with the test knobs: quick polling, a group lock
+/// that is taken or fails at once, release dates refreshed daily, no progress output.
+pub async fn execute(
+    ctx: &Context,
+    config: &Config,
+    state_dir: &Path,
+    plan: &RunPlan,
+    stop: watch::Receiver<bool>,
+) -> RunSummary {
+    let dates = ReleaseDates::new(chrono::Duration::days(1));
+    let poll = quick_poll();
+    let progress = |_: &TaskProgress<'_>| {};
+    let env = Env {
+        ctx,
+        config,
+        release_dates: &dates,
+        state_dir,
+        poll: &poll,
+        lock_wait: LockWait::Fail,
+        on_progress: &progress,
+    };
+    window::execute(&env, plan, stop).await.expect("run executes")
 }
