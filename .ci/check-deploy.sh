@@ -4,10 +4,22 @@
 # values), its `systemd-analyze security` exposure against a ceiling, and the sysusers file.
 #
 # Installs the `systemd` package when systemd-analyze is missing and this runs as root with
-# apt-get; otherwise it prints why it skips and exits 0. The IAM policy is checked by
+# apt-get; otherwise it prints why it skips and exits 0. With PATCHD_REQUIRE_SYSTEMD=1 (CI sets
+# it) every skip is a failure instead, the patchd binary's included: a check that silently
+# does not run proves nothing. The IAM policy is checked by
 # `cargo test -p patchd-aws --test iam_policy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+required=${PATCHD_REQUIRE_SYSTEMD:-}
+# Prints why a check does not run; fails the script when skips are not allowed.
+skip() {
+    if [ "$required" = 1 ]; then
+        echo "FAIL: PATCHD_REQUIRE_SYSTEMD=1 but $*"
+        exit 1
+    fi
+    echo "skip: $*"
+}
 
 UNIT=deploy/patchd.service
 SYSUSERS=deploy/patchd.sysusers.conf
@@ -22,7 +34,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     fi
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-    echo "skip: systemd-analyze is not available and cannot be installed here (needs root and apt-get); $UNIT not verified"
+    skip "systemd-analyze is not available and cannot be installed here (needs root and apt-get); $UNIT not verified"
     exit 0
 fi
 echo "$(systemd-analyze --version | head -n 1)"
@@ -36,7 +48,7 @@ for dir in /usr/lib/systemd/system /lib/systemd/system; do
     if [ -d "$dir" ]; then units=$dir; break; fi
 done
 if [ -z "$units" ]; then
-    echo "skip: no systemd unit directory on this machine; $UNIT not verified"
+    skip "no systemd unit directory on this machine; $UNIT not verified"
     exit 0
 fi
 mkdir -p "$root/usr/lib/systemd" "$root/etc/systemd/system" "$root/usr/local/bin"
@@ -68,7 +80,7 @@ if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
         exit 1
     fi
 else
-    echo "skip: this systemd-analyze has no --offline (systemd < 250); exposure not measured"
+    skip "this systemd-analyze has no --offline (systemd < 250); exposure not measured"
 fi
 
 echo "== systemd-sysusers $SYSUSERS"
@@ -82,7 +94,7 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
     rm -rf "$users"
     echo "ok: creates the patchd user the unit runs as"
 else
-    echo "skip: systemd-sysusers is not available"
+    skip "systemd-sysusers is not available; $SYSUSERS not checked"
 fi
 
 echo "== the configuration in deploy/sidecar.yaml"
@@ -98,5 +110,5 @@ if [ -x "$patchd" ]; then
     rm -rf "$conf"
     echo "ok: valid"
 else
-    echo "skip: no patchd binary at $patchd (build it first, or set PATCHD_BIN)"
+    skip "no patchd binary at $patchd (build it first, or set PATCHD_BIN); deploy/sidecar.yaml not checked"
 fi
