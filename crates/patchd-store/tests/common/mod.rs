@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -174,7 +175,8 @@ where
         Backend::Postgres => match TestDb::postgres(name).await {
             Some(db) => db,
             None => {
-                println!("skipping postgres: {POSTGRES_ENV} is unset");
+                // Straight to stderr: libtest captures println! and eprintln! of passing tests.
+                let _ = writeln!(std::io::stderr(), "{name}: skipping postgres: {POSTGRES_ENV} is unset");
                 return;
             }
         },
