@@ -167,6 +167,22 @@ impl Invocation {
     }
 }
 
+/// A command as the simulator's history shows it (`GET /_sim/commands`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CommandView {
+    pub command_id: String,
+    pub account: String,
+    pub region: String,
+    /// By the simulated clock.
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    pub comment: Option<String>,
+    pub document_name: String,
+    /// AWS-RunPatchBaseline's `Operation`: `Scan` or `Install`.
+    pub operation: String,
+    /// The instances it targeted, in invocation order.
+    pub instance_ids: Vec<String>,
+}
+
 /// What SendCommand asked for, validated.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {

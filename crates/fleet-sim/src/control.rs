@@ -41,7 +41,7 @@ fn parse_body(body: &[u8]) -> Result<Value, String> {
 /// One jump at most ten years, so a typo cannot keep the server busy processing ticks.
 const MAX_ADVANCE_SECONDS: f64 = 315_360_000.0;
 
-const ENDPOINTS: [&str; 13] = [
+const ENDPOINTS: [&str; 14] = [
     "GET  /_sim/stats",
     "GET  /_sim/clock",
     "POST /_sim/clock {\"time_scale\": X}",
@@ -53,6 +53,7 @@ const ENDPOINTS: [&str; 13] = [
     "GET  /_sim/instances/{id}",
     "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\"}",
     "POST /_sim/instances/{id}/state {\"state\": \"running\"|\"stopped\"}",
+    "GET  /_sim/commands",
     "GET  /_sim/events",
     "POST /_sim/events/fail {\"entries\": N}",
 ];
@@ -117,6 +118,11 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             };
         }
         (Method::GET, ["instances"]) if !query.is_empty() => return partition_instances(shared, query),
+        (Method::GET, ["commands"]) => {
+            let mut all = Vec::new();
+            shared.for_each_world(|world| all.extend(world.command_history()));
+            return json_response(StatusCode::OK, &json!({ "commands": all }));
+        }
         _ => {}
     }
     let mut world = shared.world();

@@ -45,6 +45,7 @@ pub mod sts;
 pub mod world;
 
 pub use catalog::PatchRelease;
+pub use commands::CommandView;
 pub use eventbridge::RecordedEvent;
 pub use faults::Faults;
 pub use fleet::AgentState;

@@ -395,6 +395,14 @@ impl SimServer {
         self.shared.world().release_patch(platform, release)
     }
 
+    /// Every command SendCommand created, in every partition (the primary's first), each
+    /// partition's in creation order.
+    pub fn commands(&self) -> Vec<crate::commands::CommandView> {
+        let mut all = Vec::new();
+        self.shared.for_each_world(|world| all.extend(world.command_history()));
+        all
+    }
+
     /// Every event EventBridge's PutEvents accepted, in arrival order.
     pub fn events(&self) -> Vec<RecordedEvent> {
         self.shared.bus().events.clone()

@@ -462,6 +462,29 @@ impl World {
 
     // ----- commands -----
 
+    /// Every command this partition ever created, in creation order: the simulator's own
+    /// history, which tests count duplicates and losses from.
+    pub fn command_history(&self) -> Vec<crate::commands::CommandView> {
+        self.commands
+            .iter()
+            .map(|c| crate::commands::CommandView {
+                command_id: c.id.clone(),
+                account: self.account_id.clone(),
+                region: self.region.clone(),
+                requested_at: crate::clock::to_datetime(c.requested_ms),
+                comment: c.request.comment.clone(),
+                document_name: c.request.document_name.clone(),
+                operation: c.request.operation.as_str().to_string(),
+                instance_ids: c
+                    .invocations
+                    .iter()
+                    .filter_map(|i| self.instances.get(i.instance as usize).map(|inst| inst.id.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+
     /// Creates a command for the given instances and schedules its dispatch.
     pub(crate) fn create_command(&mut self, request: CommandRequest, targets: Vec<u32>) -> usize {
         let number = self.commands.len() as u64;

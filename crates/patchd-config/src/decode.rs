@@ -138,6 +138,7 @@ pub(crate) fn default_daemon() -> Daemon {
         prune_baselines: false,
         api_token_file: None,
         tls: None,
+        lease: LeaseTiming::default(),
     }
 }
 
@@ -263,7 +264,48 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
     if let Some(prune) = r.bool(d, "prune_baselines") {
         daemon.prune_baselines = prune;
     }
+    decode_lease(r, d, &mut daemon.lease);
     daemon
+}
+
+/// `lease_ttl` and `lease_renew_interval`: the renewal must come at least twice per lease, so
+/// that one late renewal does not cost the leadership.
+fn decode_lease(r: &mut TableReader, d: &mut Diagnostics, lease: &mut LeaseTiming) {
+    let ttl = r.string(d, "lease_ttl", "\"15s\"");
+    if let Some(text) = &ttl {
+        match parse_interval(text).filter(|t| LEASE_TTL_RANGE.contains(t)) {
+            Some(t) => lease.ttl = t,
+            None => d.error(
+                &text.origin,
+                format!("`lease_ttl` must be a duration from 2s to 5m, found `{}`", text.value),
+                Some("write e.g. `lease_ttl = \"15s\"`; a standby takes over about this long after a leader dies".into()),
+            ),
+        }
+    }
+    let renew = r.string(d, "lease_renew_interval", "\"5s\"");
+    if let Some(text) = &renew {
+        match parse_interval(text).filter(|t| !t.is_zero()) {
+            Some(t) => lease.renew_every = t,
+            None => d.error(
+                &text.origin,
+                format!("`lease_renew_interval` must be a duration of at least 1s, found `{}`", text.value),
+                Some("write e.g. `lease_renew_interval = \"5s\"`".into()),
+            ),
+        }
+    }
+    if lease.renew_every.saturating_mul(2) > lease.ttl {
+        if let Some(at) = renew.as_ref().or(ttl.as_ref()) {
+            d.error(
+                &at.origin,
+                format!(
+                    "`lease_renew_interval` ({}s) must be at most half of `lease_ttl` ({}s)",
+                    lease.renew_every.as_secs_f64(),
+                    lease.ttl.as_secs_f64()
+                ),
+                Some("renew at least twice per lease, e.g. `lease_ttl = \"15s\"` with `lease_renew_interval = \"5s\"`".into()),
+            );
+        }
+    }
 }
 
 /// `90s`, `30m`, `6h`, `1d`, or a sum such as `1h30m`. None when malformed or overflowing.

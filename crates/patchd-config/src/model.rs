@@ -105,7 +105,30 @@ pub struct Daemon {
     /// plain HTTP. Read by the daemon at start-up and again at each reload, never by the
     /// loader.
     pub tls: Option<TlsFiles>,
+    /// `lease_ttl` and `lease_renew_interval`: leadership among daemons sharing a database.
+    pub lease: LeaseTiming,
 }
+
+/// How long a leader's lease lasts without renewal, and how often it is renewed (and how often
+/// a standby bids). A standby takes over at most `ttl + renew_every` after a leader died; a
+/// leader that cannot renew for `ttl` stops releasing batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    pub ttl: std::time::Duration,
+    pub renew_every: std::time::Duration,
+}
+
+impl Default for LeaseTiming {
+    /// 15 s, renewed every 5 s: two renewals may fail before the lease is lost.
+    fn default() -> LeaseTiming {
+        LeaseTiming { ttl: std::time::Duration::from_secs(15), renew_every: std::time::Duration::from_secs(5) }
+    }
+}
+
+/// The `lease_ttl` accepted: long enough for a database round trip under load, short enough
+/// that a failover does not outlast a window's grace.
+pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(2)..=std::time::Duration::from_secs(300);
 
 /// `[daemon] tls_cert_file` and `tls_key_file`, which go together.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,9 @@
 //! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
 //! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
 //! - [`scheduler`]: when windows fire, and what happens to firings missed while down;
+//! - [`leader`]: which of several daemons sharing a database fires windows (a lease with an
+//!   epoch, the fence of every run write);
+//! - [`locks`]: group locks, in the database on PostgreSQL and in files on SQLite;
 //! - [`scopes`]: the accounts and regions patchd works in, one [`Context`] each;
 //! - [`events`]: window runs, task failures, SLA transitions and coverage gaps, published to
 //!   EventBridge and/or a signed webhook.
@@ -16,6 +19,8 @@
 pub mod baselines;
 pub mod context;
 pub mod events;
+pub mod leader;
+pub mod locks;
 pub mod preview;
 pub mod rollout;
 pub mod scheduler;

@@ -183,12 +183,33 @@ pub enum RolloutError {
     #[error("task `{task}` cannot be sent: {problem}")]
     Invalid { task: String, problem: String },
 
+    /// This process's term of leadership ended (or cannot be proven current long enough for a
+    /// SendCommand to leave before it could end): nothing more is sent or written.
+    #[error("leadership ended before batch {batch} could be sent ({reason}); the new leader resumes the rollout")]
+    Deposed { batch: u32, reason: String },
+
     /// The store's plan for the task belongs to another run.
     #[error(
         "task {task_id} was planned for run {planned}, not {given}; resume it with the run it belongs to"
     )]
     PlanMismatch { task_id: WindowTaskId, planned: String, given: String },
 }
+
+impl RolloutError {
+    /// The rollout stopped because leadership moved on, not because anything failed.
+    pub fn is_deposed(&self) -> bool {
+        match self {
+            RolloutError::Deposed { .. } => true,
+            RolloutError::Store(e) => e.is_fenced(),
+            _ => false,
+        }
+    }
+}
+
+/// How long a term must surely last, after the batch's intent is stored, for its SendCommand to
+/// be sent: the call (the SDK's retries included) is cut off at the term's end minus this, so
+/// that no attempt leaves after a new leader may have looked the batch up.
+const SEND_MARGIN: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------------------------------------
 // Planning
@@ -799,8 +820,37 @@ async fn send_batch(
         let record = ctx.store.mark_batch_sending(rollout.task_id, number, Utc::now()).await?;
         state.batches[index].record = record;
         state.batches[index].unsent = true;
+        // Fenced by the store (the write above), but SSM cannot check an epoch: send only while
+        // this host can be sure the term lasts, and never let an attempt leave after that.
+        let budget = match ctx.store.fence() {
+            None => None,
+            Some(fence) => {
+                let left = fence.term.remaining();
+                if left <= SEND_MARGIN {
+                    return Err(RolloutError::Deposed {
+                        batch: number,
+                        reason: format!("{} ms of the term left", left.as_millis()),
+                    });
+                }
+                Some(left - SEND_MARGIN)
+            }
+        };
         counters.send_calls += 1;
-        let error = match ctx.aws.send_patch_command(&command).await {
+        let sending = ctx.aws.send_patch_command(&command);
+        let answer = match budget {
+            None => sending.await,
+            Some(budget) => match tokio::time::timeout(budget, sending).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(RolloutError::Deposed {
+                        batch: number,
+                        reason: "the term ended while SendCommand was unanswered; the batch is looked up by its comment"
+                            .into(),
+                    })
+                }
+            },
+        };
+        let error = match answer {
             Ok(sent) => {
                 let at = Utc::now();
                 let details = serde_json::json!({

@@ -36,7 +36,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use patchd_aws::Target;
 use patchd_config::{Config, Window};
-use patchd_store::{StoreError, WindowRunQuery};
+use patchd_store::{Fence, StoreError, WindowRunQuery};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
@@ -45,6 +45,7 @@ use uuid::Uuid;
 
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
+use crate::leader::{Leadership, Role, Status};
 use crate::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress, WindowError};
 use crate::Context;
 use crate::{baselines, scopes};
@@ -245,11 +246,28 @@ type RunKey = (String, DateTime<Utc>, String, String);
 
 type Finished = (RunKey, Result<RunSummary, WindowError>);
 
+/// [`run_under`] a leadership that is always this process's, with no lease and no fence: one
+/// daemon alone on its database (tests, tools).
+pub async fn run(
+    scopes: Vec<Context>,
+    config: Config,
+    settings: Settings,
+    control: mpsc::Receiver<Control>,
+) -> Result<(), SchedulerError> {
+    run_under(Leadership::sole(crate::leader::this_process()), scopes, config, settings, control).await
+}
+
 /// Runs the daemon until [`Control::Stop`] (or the control channel closes).
 ///
 /// `scopes` holds one context per account and region (see [`crate::scopes::connect`]), the
-/// home account's first; a window fires in each scope its groups reach.
-pub async fn run(
+/// home account's first; a window fires in each scope its groups reach. Windows fire only
+/// while `leadership` says this process leads (see [`crate::leader`]): each term of leadership
+/// starts with the start-up steps (baselines, resume, catch-up, arming) under the term's fence,
+/// and ends, when the lease is lost, by stopping every run of the term and disarming every
+/// firing. In between, and before the first term, the daemon stands by: it beats its heartbeat
+/// and takes reloads.
+pub async fn run_under(
+    leadership: Leadership,
     scopes: Vec<Context>,
     config: Config,
     settings: Settings,
@@ -259,174 +277,347 @@ pub async fn run(
     let mut jobs = JobScheduler::new().await?;
     jobs.start().await?;
     let timer = Timer { jobs: jobs.clone(), wake: wake_tx };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut shared = Shared {
+    let mut daemon = Daemon {
         scopes: Arc::new(scopes),
+        config: Arc::new(config),
         release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
         settings: Arc::new(settings),
-        stop: stop_rx,
         reconciling: Arc::default(),
     };
-    let mut config = Arc::new(config);
-
-    // 0. Baselines first: whatever scans next should judge by the configured ones.
-    reconcile_baselines(&shared, &config).await;
-    let mut runs: JoinSet<Finished> = JoinSet::new();
-    let mut active: HashSet<RunKey> = HashSet::new();
-    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
-
-    // 1. Resume what a previous process left in progress.
-    let now = Utc::now();
-    for ctx in shared.scopes.iter() {
-        for (record, plan) in window::interrupted_runs(ctx, &config, now - RESUME_LOOKBACK).await? {
-            match plan {
-                Some(plan) => {
-                    info!(window = %record.window, scheduled_start = %record.scheduled_start, scope = %ctx.scope,
-                        "resuming interrupted run");
-                    spawn_run(&mut runs, &mut active, &shared, &config, ctx, plan);
-                }
-                None => {
-                    window::abandon(ctx, &record, "no stored plan and no such window in the configuration")
-                        .await?
-                }
-            }
-        }
-    }
-    // 2. Missed and late occurrences, in each scope the window reaches.
-    for w in config.windows.iter().filter(|w| w.enabled) {
-        for ctx in shared.scopes.iter() {
-            catch_up_window(ctx, &shared, &config, w, &mut runs, &mut active).await?;
-        }
-    }
-    // 3. Arm.
-    let mut armed: HashMap<String, Armed> = HashMap::new();
-    arm_windows(&timer, &config, &mut armed, Utc::now()).await?;
-    let mut sync_job = arm_sync(&timer, &shared.settings).await?;
-    info!(
-        windows = config.windows.iter().filter(|w| w.enabled).count(),
-        armed = armed.len(),
-        sync_interval_seconds = shared.settings.sync_interval.as_secs(),
-        "daemon scheduling"
-    );
-
+    let mut status = leadership.status.clone();
+    let mut status_open = true;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
-    loop {
-        tokio::select! {
-            _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
-            wake = wake_rx.recv() => {
-                let Some(wake) = wake else { break };
-                match wake {
-                    Wake::Window { name, at } => {
-                        if armed.get(&name).is_some_and(|a| a.at == at) {
-                            armed.remove(&name);
-                        }
-                        let Some(w) = config.window(&name).filter(|w| w.enabled) else {
-                            debug!(window = %name, "firing of a window no longer configured; ignored");
-                            continue;
-                        };
-                        if next_firing(w, at - chrono::Duration::seconds(1)) != Some(at) {
-                            debug!(window = %name, at = %at, "stale firing; ignored");
-                            continue;
-                        }
-                        // Re-arm first: the next firing never depends on how this one goes.
-                        if !armed.contains_key(&name) {
-                            if let Some(next) = next_firing(w, at) {
-                                let job = timer.arm(next, Wake::Window { name: name.clone(), at: next }).await?;
-                                armed.insert(name.clone(), Armed { at: next, job });
-                                debug!(window = %name, next = %next, "next firing armed");
-                            }
-                        }
-                        info!(window = %name, scheduled_start = %at, "window firing");
-                        let plan = RunPlan::for_window(w, at);
-                        for ctx in shared.scopes.iter() {
-                            if let Some(scoped) = scopes::plan_in_scope(&config, Some(&name), &plan, &ctx.scope) {
-                                spawn_run(&mut runs, &mut active, &shared, &config, ctx, scoped);
-                            }
-                        }
-                    }
-                    Wake::Sync => {
-                        if syncing.as_ref().is_some_and(|h| !h.is_finished()) {
-                            warn!("periodic compliance sync still running; this one is skipped");
-                        } else {
-                            syncing = Some(tokio::spawn(periodic_sync(shared.clone(), config.clone())));
-                        }
-                        sync_job = arm_sync(&timer, &shared.settings).await?;
-                    }
-                }
+    'terms: loop {
+        // Standing by until this process leads.
+        let fence = loop {
+            let current = status.borrow_and_update().clone();
+            if let Role::Leader { .. } = current.role {
+                break current.fence;
             }
-            command = control.recv() => match command {
-                Some(Control::Reload(new)) => {
-                    // Runs in flight keep the sinks they started with; later ones use the new.
-                    match scopes::with_events(&shared.scopes, &new.events) {
-                        Ok(reloaded) => shared.scopes = Arc::new(reloaded),
-                        Err(e) => error!(error = %e, "[events] not reloaded; events go where they went before"),
-                    }
-                    config = Arc::new(*new);
-                    rearm(&timer, &config, &mut armed).await?;
-                    let (shared_now, config_now) = (shared.clone(), config.clone());
-                    tokio::spawn(async move { reconcile_baselines(&shared_now, &config_now).await });
-                    info!(windows = config.windows.iter().filter(|w| w.enabled).count(), armed = armed.len(),
-                        "configuration reloaded; schedule updated");
-                }
-                Some(Control::Stop) | None => break,
-            },
-            Some(finished) = runs.join_next(), if !runs.is_empty() => {
-                match finished {
-                    Ok((key, result)) => {
-                        if let Err(e) = result {
-                            error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
-                                error = %e, "window run failed");
-                        }
-                        active.remove(&key);
-                    }
-                    Err(e) => error!(error = %e, "window run task panicked or was aborted"),
-                }
-            }
-        }
-    }
-
-    // Stop: no new batch anywhere; runs persist and return.
-    info!(runs = runs.len(), "stopping: no new batches are released; commands in SSM keep running");
-    let _ = stop_tx.send(true);
-    timer.disarm(sync_job).await;
-    let grace = shared.settings.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        // A rollout stops releasing at the first change of the stop flag and stops polling at
-        // the next one; the nudges make sure it sees a second change.
-        let mut nudge = tokio::time::interval(STOP_NUDGE);
-        loop {
             tokio::select! {
-                finished = runs.join_next() => match finished {
-                    None => break,
-                    Some(Ok((key, Err(e)))) => {
-                        error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
-                            error = %e, "window run failed while stopping");
+                _ = heartbeat.tick() => daemon.settings.heartbeat.beat(Utc::now()),
+                changed = status.changed(), if status_open => status_open = changed.is_ok(),
+                command = control.recv() => match command {
+                    Some(Control::Reload(new)) => {
+                        daemon.reload(*new, None);
                     }
-                    Some(_) => {}
+                    Some(Control::Stop) | None => break 'terms,
                 },
-                _ = nudge.tick() => {
-                    stop_tx.send_replace(true);
-                }
+            }
+        };
+        // Firings armed in an earlier term woke nobody while standing by: catch-up covers them.
+        while wake_rx.try_recv().is_ok() {}
+        let term = Term { fence, timer: &timer };
+        match term.lead(&mut daemon, &mut wake_rx, &mut control, &mut status, &mut heartbeat).await? {
+            TermEnd::Stopped => break,
+            TermEnd::Deposed => {
+                status_open = status.has_changed().is_ok();
+                continue;
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            grace_seconds = grace.as_secs(),
-            remaining = runs.len(),
-            "runs did not stop within the grace period; they resume at the next start"
-        );
-        runs.abort_all();
-    }
-    if let Some(sync) = syncing {
-        sync.abort();
     }
     if let Err(e) = jobs.shutdown().await {
         debug!(error = %e, "job scheduler shutdown");
     }
     info!("daemon stopped");
     Ok(())
+}
+
+/// What outlives a term: contexts, configuration, settings.
+#[derive(Debug)]
+struct Daemon {
+    /// One per account and region, the home account's first (see [`crate::scopes`]); stores
+    /// unfenced.
+    scopes: Arc<Vec<Context>>,
+    config: Arc<Config>,
+    settings: Arc<Settings>,
+    release_dates: Arc<ReleaseDates>,
+    /// Two reconciliations at once (a quick second SIGHUP) could both create a baseline.
+    reconciling: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Daemon {
+    /// Takes a new configuration: `[events]` for runs started from now on, the schedule for the
+    /// next arming. Returns the term's contexts rebuilt with the new events, when in a term.
+    fn reload(&mut self, new: Config, fence: Option<&Fence>) -> Option<Arc<Vec<Context>>> {
+        // Runs in flight keep the sinks they started with; later ones use the new.
+        match scopes::with_events(&self.scopes, &new.events) {
+            Ok(reloaded) => self.scopes = Arc::new(reloaded),
+            Err(e) => error!(error = %e, "[events] not reloaded; events go where they went before"),
+        }
+        self.config = Arc::new(new);
+        fence.map(|f| Arc::new(fenced(&self.scopes, Some(f))))
+    }
+}
+
+/// The contexts of a term: every store carries the term's fence.
+fn fenced(scopes: &[Context], fence: Option<&Fence>) -> Vec<Context> {
+    scopes
+        .iter()
+        .map(|ctx| match fence {
+            Some(fence) => Context { store: ctx.store.fenced(fence.clone()), ..ctx.clone() },
+            None => ctx.clone(),
+        })
+        .collect()
+}
+
+/// How a term ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TermEnd {
+    /// [`Control::Stop`]: the daemon exits.
+    Stopped,
+    /// The lease was lost: stand by and bid again.
+    Deposed,
+}
+
+/// One term of leadership.
+struct Term<'a> {
+    /// None for a leadership without a database lease ([`Leadership::sole`]).
+    fence: Option<Fence>,
+    timer: &'a Timer,
+}
+
+impl Term<'_> {
+    async fn lead(
+        self,
+        daemon: &mut Daemon,
+        wake_rx: &mut mpsc::UnboundedReceiver<Wake>,
+        control: &mut mpsc::Receiver<Control>,
+        status: &mut watch::Receiver<Status>,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Result<TermEnd, SchedulerError> {
+        let timer = self.timer;
+        let epoch = self.fence.as_ref().map(|f| f.epoch);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut shared = Shared {
+            scopes: Arc::new(fenced(&daemon.scopes, self.fence.as_ref())),
+            release_dates: daemon.release_dates.clone(),
+            settings: daemon.settings.clone(),
+            stop: stop_rx,
+            reconciling: daemon.reconciling.clone(),
+        };
+        let mut runs: JoinSet<Finished> = JoinSet::new();
+        let mut active: HashSet<RunKey> = HashSet::new();
+        let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut armed: HashMap<String, Armed> = HashMap::new();
+        let mut sync_job: Option<Uuid> = None;
+        let mut status_open = true;
+        let started = self.start(daemon, &shared, &mut runs, &mut active, &mut armed, &mut sync_job).await;
+        let end = match started {
+            Err(e) if is_fenced(&e) => {
+                warn!(error = %e, "leadership ended while starting the term");
+                TermEnd::Deposed
+            }
+            Err(e) => {
+                self.wind_down(&stop_tx, runs, syncing, &armed, sync_job, &shared.settings).await;
+                return Err(e);
+            }
+            Ok(()) => loop {
+                tokio::select! {
+                    _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
+                    changed = status.changed(), if status_open => {
+                        status_open = changed.is_ok();
+                        let still = matches!(status.borrow_and_update().role, Role::Leader { epoch: e } if Some(e) == epoch);
+                        if status_open && !still {
+                            break TermEnd::Deposed;
+                        }
+                    }
+                    wake = wake_rx.recv() => {
+                        let Some(wake) = wake else { break TermEnd::Stopped };
+                        match wake {
+                            Wake::Window { name, at } => {
+                                if armed.get(&name).is_some_and(|a| a.at == at) {
+                                    armed.remove(&name);
+                                }
+                                let config = daemon.config.clone();
+                                let Some(w) = config.window(&name).filter(|w| w.enabled) else {
+                                    debug!(window = %name, "firing of a window no longer configured; ignored");
+                                    continue;
+                                };
+                                if next_firing(w, at - chrono::Duration::seconds(1)) != Some(at) {
+                                    debug!(window = %name, at = %at, "stale firing; ignored");
+                                    continue;
+                                }
+                                // Re-arm first: the next firing never depends on how this one goes.
+                                if !armed.contains_key(&name) {
+                                    if let Some(next) = next_firing(w, at) {
+                                        let job = timer.arm(next, Wake::Window { name: name.clone(), at: next }).await?;
+                                        armed.insert(name.clone(), Armed { at: next, job });
+                                        debug!(window = %name, next = %next, "next firing armed");
+                                    }
+                                }
+                                info!(window = %name, scheduled_start = %at, "window firing");
+                                let plan = RunPlan::for_window(w, at);
+                                for ctx in shared.scopes.iter() {
+                                    if let Some(scoped) = scopes::plan_in_scope(&config, Some(&name), &plan, &ctx.scope) {
+                                        spawn_run(&mut runs, &mut active, &shared, &config, ctx, scoped);
+                                    }
+                                }
+                            }
+                            Wake::Sync => {
+                                if syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+                                    warn!("periodic compliance sync still running; this one is skipped");
+                                } else {
+                                    syncing = Some(tokio::spawn(periodic_sync(shared.clone(), daemon.config.clone())));
+                                }
+                                sync_job = Some(arm_sync(timer, &shared.settings).await?);
+                            }
+                        }
+                    }
+                    command = control.recv() => match command {
+                        Some(Control::Reload(new)) => {
+                            if let Some(scopes) = daemon.reload(*new, self.fence.as_ref()) {
+                                shared.scopes = scopes;
+                            } else {
+                                shared.scopes = daemon.scopes.clone();
+                            }
+                            let config = daemon.config.clone();
+                            rearm(timer, &config, &mut armed).await?;
+                            let (shared_now, config_now) = (shared.clone(), config.clone());
+                            tokio::spawn(async move { reconcile_baselines(&shared_now, &config_now).await });
+                            info!(windows = config.windows.iter().filter(|w| w.enabled).count(), armed = armed.len(),
+                                "configuration reloaded; schedule updated");
+                        }
+                        Some(Control::Stop) | None => break TermEnd::Stopped,
+                    },
+                    Some(finished) = runs.join_next(), if !runs.is_empty() => {
+                        match finished {
+                            Ok((key, result)) => {
+                                match result {
+                                    Err(e) if is_window_fenced(&e) => warn!(window = %key.0, scheduled_start = %key.1,
+                                        error = %e, "window run handed over: this process no longer leads"),
+                                    Err(e) => error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
+                                        error = %e, "window run failed"),
+                                    Ok(_) => {}
+                                }
+                                active.remove(&key);
+                            }
+                            Err(e) => error!(error = %e, "window run task panicked or was aborted"),
+                        }
+                    }
+                }
+            },
+        };
+        match end {
+            TermEnd::Stopped => {
+                info!(runs = runs.len(), "stopping: no new batches are released; commands in SSM keep running")
+            }
+            TermEnd::Deposed => warn!(epoch, runs = runs.len(),
+                "no longer the leader: this process's runs stop releasing batches; the new leader resumes them"),
+        }
+        self.wind_down(&stop_tx, runs, syncing, &armed, sync_job, &shared.settings).await;
+        Ok(end)
+    }
+
+    /// The start-up steps of a term, in order: baselines, resume, catch-up, arming.
+    async fn start(
+        &self,
+        daemon: &Daemon,
+        shared: &Shared,
+        runs: &mut JoinSet<Finished>,
+        active: &mut HashSet<RunKey>,
+        armed: &mut HashMap<String, Armed>,
+        sync_job: &mut Option<Uuid>,
+    ) -> Result<(), SchedulerError> {
+        let config = &daemon.config;
+        // 0. Baselines first: whatever scans next should judge by the configured ones.
+        reconcile_baselines(shared, config).await;
+        // 1. Resume what a previous process (or a previous leader) left in progress.
+        let now = Utc::now();
+        for ctx in shared.scopes.iter() {
+            for (record, plan) in window::interrupted_runs(ctx, config, now - RESUME_LOOKBACK).await? {
+                match plan {
+                    Some(plan) => {
+                        info!(window = %record.window, scheduled_start = %record.scheduled_start, scope = %ctx.scope,
+                            "resuming interrupted run");
+                        spawn_run(runs, active, shared, config, ctx, plan);
+                    }
+                    None => {
+                        window::abandon(ctx, &record, "no stored plan and no such window in the configuration")
+                            .await?
+                    }
+                }
+            }
+        }
+        // 2. Missed and late occurrences, in each scope the window reaches.
+        for w in config.windows.iter().filter(|w| w.enabled) {
+            for ctx in shared.scopes.iter() {
+                catch_up_window(ctx, shared, config, w, runs, active).await?;
+            }
+        }
+        // 3. Arm.
+        arm_windows(self.timer, config, armed, Utc::now()).await?;
+        *sync_job = Some(arm_sync(self.timer, &shared.settings).await?);
+        info!(
+            epoch = self.fence.as_ref().map(|f| f.epoch),
+            windows = config.windows.iter().filter(|w| w.enabled).count(),
+            armed = armed.len(),
+            sync_interval_seconds = shared.settings.sync_interval.as_secs(),
+            "daemon scheduling"
+        );
+        Ok(())
+    }
+
+    /// Ends a term: no new batch anywhere, firings disarmed, runs persist and return within the
+    /// grace period.
+    async fn wind_down(
+        &self,
+        stop_tx: &watch::Sender<bool>,
+        mut runs: JoinSet<Finished>,
+        syncing: Option<tokio::task::JoinHandle<()>>,
+        armed: &HashMap<String, Armed>,
+        sync_job: Option<Uuid>,
+        settings: &Settings,
+    ) {
+        let _ = stop_tx.send(true);
+        if let Some(job) = sync_job {
+            self.timer.disarm(job).await;
+        }
+        for a in armed.values() {
+            self.timer.disarm(a.job).await;
+        }
+        let grace = settings.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            // A rollout stops releasing at the first change of the stop flag and stops polling at
+            // the next one; the nudges make sure it sees a second change.
+            let mut nudge = tokio::time::interval(STOP_NUDGE);
+            loop {
+                tokio::select! {
+                    finished = runs.join_next() => match finished {
+                        None => break,
+                        Some(Ok((key, Err(e)))) if !is_window_fenced(&e) => {
+                            error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
+                                error = %e, "window run failed while stopping");
+                        }
+                        Some(_) => {}
+                    },
+                    _ = nudge.tick() => {
+                        stop_tx.send_replace(true);
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                grace_seconds = grace.as_secs(),
+                remaining = runs.len(),
+                "runs did not stop within the grace period; they resume at the next start"
+            );
+            runs.abort_all();
+        }
+        if let Some(sync) = syncing {
+            sync.abort();
+        }
+    }
+}
+
+fn is_fenced(e: &SchedulerError) -> bool {
+    matches!(e, SchedulerError::Store(s) if s.is_fenced())
+}
+
+fn is_window_fenced(e: &WindowError) -> bool {
+    matches!(e, WindowError::Store(s) if s.is_fenced())
 }
 
 async fn catch_up_window(

@@ -29,9 +29,7 @@
 //! planned and sent from the store, so nothing is sent twice.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +47,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::events::{self, CoverageGap, Event, TaskFailed, WindowRunCompleted, WindowRunStarted};
+use crate::locks::{GroupLocks, LockError};
 use crate::rollout::{self, PollPolicy, Progress, Rollout, RolloutOutcome};
 use crate::sync::{self, ReleaseDates, SyncRequest};
 use crate::{Context, Scope};
@@ -389,72 +388,6 @@ pub enum WindowError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Group locks
-
-/// Exclusive locks on groups, one file per group under `<state_dir>/locks/`, held until
-/// dropped. `File::try_lock` is an advisory lock the OS drops when the process dies, so a
-/// crashed run never leaves a group locked.
-#[derive(Debug)]
-pub struct GroupLocks {
-    _files: Vec<File>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error(
-        "group `{group}` is being patched by another patchd run ({}; lock file {}); wait for it to finish, or stop it",
-        holder_text(*pid),
-        path.display()
-    )]
-    Held { group: String, pid: Option<u32>, path: PathBuf },
-    #[error("cannot use the lock file {}: {source}; check that [daemon] state_dir exists and is writable", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-}
-
-fn holder_text(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("pid {pid}"),
-        None => "pid unknown".to_string(),
-    }
-}
-
-impl GroupLocks {
-    /// Locks every group or none, without waiting. A group is locked per account and region:
-    /// its instances there are not the instances of the same group elsewhere.
-    pub fn try_acquire(state_dir: &Path, scope: &Scope, groups: &[&str]) -> Result<GroupLocks, LockError> {
-        let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir).map_err(|source| LockError::Io { path: dir.clone(), source })?;
-        let mut files = Vec::with_capacity(groups.len());
-        for group in groups {
-            // Group names are letters, digits, `-`, `_` and `.`, account ids digits and regions
-            // letters, digits and `-`; the prefix keeps `..` harmless.
-            let path = dir.join(format!("group-{}-{}-{group}.lock", scope.account, scope.region));
-            let io = |source| LockError::Io { path: path.clone(), source };
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    let pid = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
-                    return Err(LockError::Held { group: group.to_string(), pid, path });
-                }
-                Err(TryLockError::Error(source)) => return Err(io(source)),
-            }
-            file.set_len(0).map_err(io)?;
-            write!(file, "{}", std::process::id()).map_err(io)?;
-            file.flush().map_err(io)?;
-            files.push(file);
-        }
-        Ok(GroupLocks { _files: files })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Running
 
 /// The audit record of a run's start: its plan and identity.
@@ -514,21 +447,21 @@ pub async fn execute(
     // can start, and one that cannot start before the cutoff is recorded as missed.
     let groups = plan.groups();
     let _locks = loop {
-        match GroupLocks::try_acquire(env.state_dir, &ctx.scope, &groups) {
+        let purpose = format!("window run {name} at {}", plan.scheduled_start);
+        let ttl = env.config.daemon.lease.ttl;
+        match GroupLocks::try_acquire(&ctx.store, env.state_dir, &ctx.scope, &groups, &purpose, ttl).await {
             Ok(locks) => break locks,
-            Err(LockError::Held { group, pid, path }) if env.lock_wait == LockWait::UntilCutoff => {
+            Err(LockError::Held { group, holder, lock }) if env.lock_wait == LockWait::UntilCutoff => {
                 let now = Utc::now();
                 // A run already recorded must be resumed whatever the time: its commands'
                 // outcomes are still to be collected.
                 if recorded_before.is_none() && plan.stop_releasing_at.is_some_and(|at| now >= at) {
-                    let reason =
-                        format!("group `{group}` stayed locked by {} until the cutoff", holder_text(pid));
+                    let reason = format!("group `{group}` stayed locked by {holder} until the cutoff");
                     record_missed(ctx, name, plan.scheduled_start, now, &reason).await?;
                     summary.end = RunEnd::Missed;
                     return Ok(summary);
                 }
-                warn!(window = name, group, holder_pid = pid, lock = %path.display(),
-                    "group locked by another run; waiting");
+                warn!(window = name, group, holder, lock, "group locked by another run; waiting");
                 tokio::select! {
                     _ = tokio::time::sleep(LOCK_RETRY) => {}
                     _ = stop.wait_for(|s| *s) => {
@@ -981,6 +914,12 @@ async fn run_task(
     let outcome: Option<RolloutOutcome> = match outcome {
         None => None,
         Some(Ok(outcome)) => Some(outcome),
+        Some(Err(e)) if e.is_deposed() => {
+            // Nothing more may be written under this process's term: the new leader resumes
+            // the rollout from what the store holds.
+            warn!(window, task = %spec.name, error = %e, "rollout handed over: this process no longer leads");
+            return Ok((summary, true));
+        }
         Some(Err(e)) => {
             error!(window, task = %spec.name, error = %e, "rollout failed");
             summary.status = CommandStatus::Failed;
@@ -1316,25 +1255,5 @@ mod tests {
         assert_eq!(final_status(&[]), WindowRunStatus::Succeeded);
         let task = spec.to_task().unwrap();
         assert_eq!(TaskSpec::from_task(&task), spec);
-    }
-
-    #[test]
-    fn locks_exclude_and_name_the_holder() {
-        let dir = std::env::temp_dir().join(format!("patchd-locks-{}", std::process::id()));
-        let scope = Scope { name: "home".into(), account: "111122223333".into(), region: "eu-west-1".into() };
-        let elsewhere = Scope { region: "us-east-1".into(), ..scope.clone() };
-        let first = GroupLocks::try_acquire(&dir, &scope, &["web", "db"]).unwrap();
-        let _other_region =
-            GroupLocks::try_acquire(&dir, &elsewhere, &["db"]).expect("another region's db is free");
-        match GroupLocks::try_acquire(&dir, &scope, &["db"]) {
-            Err(LockError::Held { group, pid, .. }) => {
-                assert_eq!(group, "db");
-                assert_eq!(pid, Some(std::process::id()));
-            }
-            other => panic!("expected a held lock, got {other:?}"),
-        }
-        drop(first);
-        GroupLocks::try_acquire(&dir, &scope, &["db", ".."]).expect("free once dropped");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

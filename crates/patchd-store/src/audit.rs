@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::read::{bind_all, Arg, Built, Cols};
 use crate::types::{micros, AuditEntry, AuditId, AuditRecord};
-use crate::{with_pool, Store, StoreError};
+use crate::{fenced_write, with_pool, Store, StoreError};
 
 impl Store {
     /// Appends an entry and returns its id (ids grow in append order).
@@ -18,7 +18,7 @@ impl Store {
         }
         let details = entry.details.map(serde_json::Value::to_string);
         self.counters.statement();
-        let id: i64 = with_pool!(self, |pool, pg| {
+        let id: i64 = fenced_write!(self, false, |tx, pg| {
             let sql = format!(
                 "INSERT INTO audit_log (at, actor, action, target, command_id, request_id, details) \
                  VALUES ($1, $2, $3, $4, $5, $6, {}) RETURNING id",
@@ -32,9 +32,9 @@ impl Store {
                 .bind(entry.command_id)
                 .bind(entry.request_id)
                 .bind(details.as_deref())
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?
-        });
+        })?;
         Ok(AuditId(id))
     }
 

@@ -52,6 +52,21 @@ pub(crate) trait Dialect: Database + Sized {
         pool: &Pool<Self>,
         c: &Counters,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+    /// A transaction for one of a run's writes: serialised against other writers on SQLite,
+    /// but not behind the sync's write lock on PostgreSQL (row locks suffice there).
+    fn begin_fenced(
+        pool: &Pool<Self>,
+        c: &Counters,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, StoreError>> + Send;
+    /// Refuses the transaction's writes unless `fence` still holds the lease (and, with
+    /// `require_live`, unexpired). On PostgreSQL the lease row stays share-locked until the
+    /// transaction ends, so a takeover cannot commit in between.
+    fn check_fence(
+        tx: &mut Transaction<'static, Self>,
+        c: &Counters,
+        fence: &crate::lease::Fence,
+        require_live: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A transaction whose reads all see one snapshot.
     fn begin_read(
         pool: &Pool<Self>,
@@ -414,6 +429,7 @@ pub(crate) async fn record_invocations<DB: Dialect>(
     task_id: i64,
     observed_at: DateTime<Utc>,
     invocations: &[InvocationObservation<'_>],
+    fence: Option<&crate::lease::Fence>,
 ) -> Result<usize, StoreError> {
     if invocations.is_empty() {
         return Ok(0);
@@ -421,6 +437,9 @@ pub(crate) async fn record_invocations<DB: Dialect>(
     let unique = last_of_each(invocations, |o| o.instance);
 
     let mut tx = DB::begin_write(pool, c).await?;
+    if let Some(fence) = fence {
+        DB::check_fence(&mut tx, c, fence, false).await?;
+    }
     let keys: Vec<(InstanceKey<'_>, DateTime<Utc>)> =
         unique.iter().map(|o| (o.instance, observed_at)).collect();
     let refs = instance_refs::<DB>(&mut tx, c, &keys).await?;

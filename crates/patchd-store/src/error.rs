@@ -75,6 +75,14 @@ pub enum StoreError {
     )]
     Corrupt { column: &'static str, value: String },
 
+    /// A fenced store's write was refused: the process no longer holds the lease under the
+    /// epoch it acts for. Nothing was written; the current leader carries the work on.
+    #[error(
+        "this patchd no longer leads (it acted for epoch {epoch}; the lease is now held by {now_held_by}): \
+         nothing was written, the leader carries the run on"
+    )]
+    Fenced { epoch: i64, now_held_by: String },
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -109,6 +117,11 @@ fn is_busy(error: &sqlx::Error) -> bool {
 }
 
 impl StoreError {
+    /// The write was refused because leadership moved on (see [`StoreError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
+
     pub(crate) fn corrupt(column: &'static str, value: impl Into<String>) -> StoreError {
         StoreError::Corrupt { column, value: value.into() }
     }

@@ -114,6 +114,7 @@ mod audit;
 mod dialect;
 mod error;
 mod exceptions;
+mod lease;
 mod metrics;
 mod plan;
 mod postgres;
@@ -135,6 +136,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use account_names::AccountName;
 pub use announcements::{Announcement, AnnouncementRecord};
 pub use error::StoreError;
+pub use lease::{Bid, Candidate, Fence, GroupLockHolder, LeaseRecord, TermClock, SCHEDULER_LEASE};
 pub use metrics::WindowRunCount;
 pub use relabel::{Relabelled, LEGACY_ACCOUNT};
 pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord};
@@ -161,6 +163,28 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Runs `$body` in a transaction bound to `$tx` that first checks the store's fence, if it has
+/// one (see `lease.rs`): the form of every write a window run makes. `$live` also requires the
+/// lease to be unexpired. Commits when the body evaluates; a `?` or `return` inside rolls back.
+macro_rules! fenced_write {
+    ($store:expr, $live:expr, |$tx:ident, $pg:ident| $body:expr) => {
+        $crate::with_pool!($store, |pool, $pg| async {
+            let c = &*$store.counters;
+            let mut $tx = $crate::dialect::Dialect::begin_fenced(pool, c).await?;
+            if let Some(fence) = $store.fence.as_deref() {
+                $crate::dialect::Dialect::check_fence(&mut $tx, c, fence, $live).await?;
+            }
+            let out = $body;
+            c.statement();
+            $tx.commit().await?;
+            c.committed();
+            Ok::<_, $crate::StoreError>(out)
+        }
+        .await)
+    };
+}
+pub(crate) use fenced_write;
+
 /// patchd's patch history, over SQLite or PostgreSQL. Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct Store {
@@ -168,6 +192,8 @@ pub struct Store {
     counters: Arc<Counters>,
     /// Password redacted: the only form of the URL the store keeps.
     url: String,
+    /// Set by [`Store::fenced`]: the run writes of this clone are conditional on it.
+    fence: Option<Arc<Fence>>,
 }
 
 #[derive(Clone)]
@@ -215,7 +241,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl { url: redacted });
         };
-        let store = Store { pools, counters: Arc::default(), url: redacted };
+        let store = Store { pools, counters: Arc::default(), url: redacted, fence: None };
         if options.migrate {
             store.migrate().await?;
         } else {

@@ -52,6 +52,25 @@ impl Dialect for Postgres {
         Ok(tx)
     }
 
+    async fn begin_fenced(pool: &Pool<Self>, c: &Counters) -> Result<Transaction<'static, Self>, StoreError> {
+        c.statement();
+        Ok(pool.begin_with("BEGIN").await?)
+    }
+
+    async fn check_fence(
+        tx: &mut Transaction<'static, Self>,
+        c: &Counters,
+        fence: &crate::lease::Fence,
+        require_live: bool,
+    ) -> Result<(), StoreError> {
+        c.statement();
+        let row: Option<(String, i64, bool, String, i64)> = sqlx::query_as(&crate::lease::fence_sql(true))
+            .bind(&fence.lease)
+            .fetch_optional(&mut **tx)
+            .await?;
+        crate::lease::judge_fence(fence, row, require_live)
+    }
+
     async fn begin_read(pool: &Pool<Self>, c: &Counters) -> Result<Transaction<'static, Self>, StoreError> {
         c.statement();
         Ok(pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?)

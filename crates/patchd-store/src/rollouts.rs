@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use crate::dialect::{not_found, Dialect};
 use crate::read::{json, parsed, Cols};
 use crate::types::{micros, AuditEntry, WindowTaskId};
-use crate::{with_pool, Store, StoreError};
+use crate::{fenced_write, with_pool, Store, StoreError};
 
 /// How far a batch got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -208,8 +208,12 @@ impl Store {
         }
         let planned_at = micros(rollout.planned_at);
         let c = &*self.counters;
+        let fence = self.fence.as_deref();
         let written = with_pool!(self, |pool, pg| async {
             let mut tx = Dialect::begin_write(pool, c).await?;
+            if let Some(fence) = fence {
+                Dialect::check_fence(&mut tx, c, fence, false).await?;
+            }
             c.statement();
             let inserted = sqlx::query(
                 "INSERT INTO rollouts (task_id, run_key, snapshot_id, max_concurrency, max_errors, \
@@ -328,16 +332,18 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<BatchRecord, StoreError> {
         self.counters.statement();
-        let updated = with_pool!(self, |pool, _pg| sqlx::query(
+        // The one write that requires the lease unexpired: a process whose term may have ended
+        // by the database's clock must not release a batch, even before anyone takes over.
+        let updated = fenced_write!(self, true, |tx, _pg| sqlx::query(
             "UPDATE rollout_batches SET state = 'sending', sending_at = COALESCE(sending_at, $3) \
              WHERE task_id = $1 AND batch_no = $2 AND state IN ('planned', 'sending')",
         )
         .bind(task.0)
         .bind(i64::from(number))
         .bind(micros(at))
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected());
+        .rows_affected())?;
         let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
         if updated == 0 {
             return Err(StoreError::InvalidInput(format!(
@@ -372,8 +378,12 @@ impl Store {
         }
         let c = &*self.counters;
         let details = audit.and_then(|e| e.details).map(serde_json::Value::to_string);
+        let fence = self.fence.as_deref();
         with_pool!(self, |pool, pg| {
             let mut tx = Dialect::begin_write(pool, c).await?;
+            if let Some(fence) = fence {
+                Dialect::check_fence(&mut tx, c, fence, false).await?;
+            }
             c.statement();
             let row = sqlx::query(
                 "SELECT state, command_id FROM rollout_batches WHERE task_id = $1 AND batch_no = $2",
@@ -444,16 +454,16 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         self.counters.statement();
-        let updated = with_pool!(self, |pool, _pg| sqlx::query(
+        let updated = fenced_write!(self, false, |tx, _pg| sqlx::query(
             "UPDATE rollout_batches SET state = 'rejected', error = $3 \
              WHERE task_id = $1 AND batch_no = $2 AND state = 'sending'",
         )
         .bind(task.0)
         .bind(i64::from(number))
         .bind(error)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected());
+        .rows_affected())?;
         if updated == 0 {
             let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
             return Err(StoreError::InvalidInput(format!(

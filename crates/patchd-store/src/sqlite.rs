@@ -142,6 +142,25 @@ impl Dialect for Sqlite {
         Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    async fn begin_fenced(pool: &Pool<Self>, c: &Counters) -> Result<Transaction<'static, Self>, StoreError> {
+        c.statement();
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn check_fence(
+        tx: &mut Transaction<'static, Self>,
+        c: &Counters,
+        fence: &crate::lease::Fence,
+        require_live: bool,
+    ) -> Result<(), StoreError> {
+        c.statement();
+        let row: Option<(String, i64, bool, String, i64)> = sqlx::query_as(&crate::lease::fence_sql(false))
+            .bind(&fence.lease)
+            .fetch_optional(&mut **tx)
+            .await?;
+        crate::lease::judge_fence(fence, row, require_live)
+    }
+
     async fn begin_read(pool: &Pool<Self>, c: &Counters) -> Result<Transaction<'static, Self>, StoreError> {
         c.statement();
         Ok(pool.begin().await?)

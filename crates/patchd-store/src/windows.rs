@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::dialect::{self, not_found};
 use crate::read::{bind_all, parsed, Arg, Built, Cols};
 use crate::types::*;
-use crate::{validate_key, with_pool, Store, StoreError};
+use crate::{fenced_write, validate_key, with_pool, Store, StoreError};
 
 fn json_ids(ids: &[i64]) -> String {
     serde_json::Value::from(ids.to_vec()).to_string()
@@ -76,7 +76,7 @@ impl Store {
         }
         let scheduled = micros(run.scheduled_start);
         let c = &*self.counters;
-        let id: i64 = with_pool!(self, |pool, _pg| {
+        let id: i64 = fenced_write!(self, false, |tx, _pg| {
             c.statement();
             let inserted: Option<i64> = sqlx::query_scalar(INSERT_RUN)
                 .bind(run.window)
@@ -85,7 +85,7 @@ impl Store {
                 .bind(run.region)
                 .bind(run.started_at.map(micros))
                 .bind(run.status.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?;
             match inserted {
                 Some(id) => id,
@@ -99,11 +99,11 @@ impl Store {
                     .bind(scheduled)
                     .bind(run.account)
                     .bind(run.region)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?
                 }
             }
-        });
+        })?;
         Ok(WindowRunId(id))
     }
 
@@ -114,7 +114,7 @@ impl Store {
         update: &WindowRunUpdate,
     ) -> Result<(), StoreError> {
         self.counters.statement();
-        let affected = with_pool!(self, |pool, _pg| sqlx::query(
+        let affected = fenced_write!(self, false, |tx, _pg| sqlx::query(
             "UPDATE window_runs SET status = $1, started_at = COALESCE($2, started_at), \
              ended_at = COALESCE($3, ended_at) WHERE id = $4",
         )
@@ -122,9 +122,9 @@ impl Store {
         .bind(update.started_at.map(micros))
         .bind(update.ended_at.map(micros))
         .bind(id.0)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected());
+        .rows_affected())?;
         if affected == 0 {
             return Err(StoreError::NotFound { what: "window run", id: id.0 });
         }
@@ -142,7 +142,7 @@ impl Store {
             return Err(StoreError::InvalidInput("a window task needs a name".into()));
         }
         self.counters.statement();
-        let id: Result<i64, StoreError> = with_pool!(self, |pool, _pg| {
+        let id: Result<i64, StoreError> = fenced_write!(self, false, |tx, _pg| {
             sqlx::query_scalar(UPSERT_TASK)
                 .bind(run.0)
                 .bind(task.name)
@@ -151,9 +151,8 @@ impl Store {
                 .bind(task.status.as_str())
                 .bind(task.started_at.map(micros))
                 .bind(task.ended_at.map(micros))
-                .fetch_one(pool)
-                .await
-                .map_err(StoreError::from)
+                .fetch_one(&mut *tx)
+                .await?
         });
         Ok(WindowTaskId(id.map_err(|e| not_found(e, "window run", run.0))?))
     }
@@ -176,7 +175,8 @@ impl Store {
             &self.counters,
             task.0,
             observed_at,
-            invocations
+            invocations,
+            self.fence.as_deref(),
         )
         .await)
     }

@@ -9,9 +9,10 @@ use chrono::Utc;
 use patchd_aws::AwsClients;
 use patchd_config::{Config, Severity};
 use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::leader;
 use patchd_daemon::scheduler::{self, Control, Heartbeat, Settings};
 use patchd_daemon::{scopes, Context, Scope};
-use patchd_store::Store;
+use patchd_store::{BackendKind, Store};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -40,6 +41,13 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     };
     let scopes = contexts(&config, "daemon".to_string()).await?;
     let ctx = scopes[0].clone();
+    // Leadership before the HTTP port: on SQLite a second daemon is refused here, naming the
+    // first, rather than by a port conflict that would not say what holds the database.
+    let me = leader::this_process();
+    let single_host = ctx.store.backend() == BackendKind::Sqlite;
+    let (leadership, campaign) = leader::start(&ctx.store, me, config.daemon.lease, single_host)
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     // Bind before anything is scheduled: a taken port stops start-up, not a running daemon.
     let listener = http::bind(config.daemon.listen).await?;
     info!(config = %global.config.display(), database = %config.daemon.database_url,
@@ -55,6 +63,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
             store: ctx.store.clone(),
             aws: ctx.aws.clone(),
             heartbeat: heartbeat.clone(),
+            leadership: leadership.clone(),
             token,
             tls: certificate.clone(),
         },
@@ -85,7 +94,12 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
         );
         tokio::spawn(supervise(n, heartbeat.clone(), stopping.clone(), status))
     });
-    let result = scheduler::run(scopes, config, settings, rx).await;
+    let (campaign_stop, campaign_stopped) = tokio::sync::watch::channel(false);
+    let campaign = tokio::spawn(campaign.run(campaign_stopped));
+    let result = scheduler::run_under(leadership, scopes, config, settings, rx).await;
+    // Resign only once the runs have stopped, so that the next leader resumes them whole.
+    let _ = campaign_stop.send(true);
+    let _ = campaign.await;
     signals.abort();
     if let Some(n) = &notifier {
         if !stopping.swap(true, Ordering::SeqCst) {
@@ -343,12 +357,7 @@ pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, F
 
 /// This machine's name, for the role session name `patchd-<host>`.
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
+    patchd_daemon::leader::hostname()
 }
 
 pub(crate) fn poll_policy(args: &RunnerArgs) -> PollPolicy {

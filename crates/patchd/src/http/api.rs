@@ -70,19 +70,44 @@ pub(crate) async fn readyz(state: &HttpState) -> Response {
             json!({ "ok": true, "detail": format!("{} s ago", (now - at).num_seconds().max(0)), "last_heartbeat": rfc3339(at) })
         }
     };
+    // A standby is ready: standing by is its job. The role is shown, never a reason to fail.
+    let leadership = leadership_json(state);
     let checks = json!({ "config": config_check, "database": db_check, "scheduler": scheduler_check });
     let failed: Vec<&str> = ["config", "database", "scheduler"]
         .into_iter()
         .filter(|name| checks[name]["ok"] != Value::Bool(true))
         .collect();
     if failed.is_empty() {
-        json_response(StatusCode::OK, &json!({ "status": "ready", "checks": checks }))
+        json_response(StatusCode::OK, &json!({ "status": "ready", "checks": checks, "leadership": leadership }))
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "not ready", "failed": failed, "checks": checks }),
+            &json!({ "status": "not ready", "failed": failed, "checks": checks, "leadership": leadership }),
         )
     }
+}
+
+/// `{"role", "epoch", "holder": {host, pid, live, expires_in_ms}, "changes"}`: who leads, as this
+/// process last learned it from the database.
+pub(crate) fn leadership_json(state: &HttpState) -> Value {
+    let leadership = &state.inner.leadership;
+    let status = leadership.current();
+    let holder = status.lease.as_ref().map(|l| {
+        json!({
+            "host": l.host,
+            "pid": l.pid,
+            "epoch": l.epoch,
+            "this_process": l.holder == status.me.holder,
+            "acquired_at": rfc3339(l.acquired_at),
+            "expires_at": rfc3339(l.expires_at),
+        })
+    });
+    json!({
+        "role": status.role.name(),
+        "epoch": status.role.epoch(),
+        "holder": holder,
+        "changes": leadership.counters.changes(),
+    })
 }
 
 pub(crate) async fn status(state: &HttpState) -> Response {
@@ -123,6 +148,7 @@ pub(crate) async fn status(state: &HttpState) -> Response {
             "last_heartbeat": last.map(rfc3339),
             "healthy": state.heartbeat_recent(now),
         },
+        "leadership": leadership_json(state),
         "next_firings": next.iter().map(|(start, window, end)| json!({ "window": window, "start": start, "end": end })).collect::<Vec<_>>(),
     });
     json_response(StatusCode::OK, &body)

@@ -23,6 +23,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use patchd_aws::AwsClients;
 use patchd_config::Config;
+use patchd_daemon::leader::Leadership;
 use patchd_daemon::scheduler::{Heartbeat, HEARTBEAT_EVERY};
 use patchd_store::Store;
 use tokio::net::TcpListener;
@@ -53,6 +54,7 @@ struct Inner {
     store: Store,
     aws: AwsClients,
     heartbeat: Heartbeat,
+    leadership: Leadership,
     token: Option<ApiToken>,
     listen: SocketAddr,
     started: Instant,
@@ -68,6 +70,8 @@ pub(crate) struct Setup {
     pub store: Store,
     pub aws: AwsClients,
     pub heartbeat: Heartbeat,
+    /// Leader or standby, for `/readyz`, `/v1/status` and the metrics.
+    pub leadership: Leadership,
     pub token: Option<ApiToken>,
     /// Serve HTTPS with this certificate; None: plain HTTP.
     pub tls: Option<Arc<Certificate>>,
@@ -129,6 +133,7 @@ pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failu
             store: setup.store,
             aws: setup.aws,
             heartbeat: setup.heartbeat,
+            leadership: setup.leadership,
             token: setup.token,
             listen: addr,
             started: Instant::now(),
