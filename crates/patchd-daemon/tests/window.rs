@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use fleet_sim::{Scenario, SimServer};
 use patchd_config::Config;
 use patchd_daemon::scheduler::{self, Control, Settings};
@@ -261,13 +261,26 @@ async fn an_occurrence_past_its_cutoff_is_recorded_missed() {
     assert!(audit.iter().any(|e| e.action == "window-missed" && e.target.as_deref() == Some("nightly")));
 }
 
+/// An hourly scan whose latest occurrence is half an hour before `now`, whatever the time of
+/// day: the window's schedule and that occurrence.
+///
+/// `scheduler::run` reads the wall clock, so the test cannot hand it an instant; it hands it
+/// a schedule instead, one that puts `now` in the middle of an occurrence. With occurrences at
+/// the top of each hour, a test run in an hour's first minute would start within
+/// [`window::LATE_GRACE`], not late.
+fn hourly_half_an_hour_before(now: DateTime<Utc>) -> (String, DateTime<Utc>) {
+    let minute = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 60, 0).unwrap();
+    let occurrence = minute - chrono::Duration::minutes(30);
+    (format!("cron({} * * * ? *)", occurrence.minute()), occurrence)
+}
+
 /// After a downtime: occurrences that can no longer run are recorded missed, the open one
 /// starts late and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late() {
     let f = fixture("catch-up", 600.0).await;
     let now = Utc::now();
-    let hour = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 3600, 0).unwrap();
+    let (schedule, hour) = hourly_half_an_hour_before(now);
     // The hourly window last ran five hours ago.
     window::record_missed(
         &f.ctx,
@@ -289,7 +302,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
         heartbeat: Default::default(),
     };
     // Only the hourly window, so that the time of day the test runs at cannot open another.
-    let mut config = f.config.clone();
+    let mut config = f.dir.config(&config_text(f.dir.to_str().unwrap()).replace("rate(1 hour)", &schedule));
     config.windows.retain(|w| w.name == "hourly-scan");
     let daemon = tokio::spawn(scheduler::run(vec![f.ctx.clone()], config, settings, rx));
     let late_run = loop {
@@ -310,12 +323,21 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
         recorded.iter().filter(|r| r.status == WindowRunStatus::Missed).map(|r| r.scheduled_start).collect();
     let expected: Vec<DateTime<Utc>> = (1..=5).map(|h| hour - chrono::Duration::hours(h)).collect();
     assert_eq!(missed, expected, "most recent first: four missed while down, plus the seeded one");
-    assert!(late_run.started_at.unwrap() > hour + window::LATE_GRACE || now < hour + window::LATE_GRACE);
     let audit = f.ctx.store.audit_since(now - chrono::Duration::seconds(1), None).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.action == "window-missed").count(), 4 + 1);
-    if now - hour > window::LATE_GRACE {
-        assert!(audit.iter().any(|e| e.action == "window-late-start"), "a late start says so");
-    }
+    // The run's `late` status gives way to its final one; what stays is the audit entry its
+    // late start wrote, naming the run and how late it was.
+    let late_starts: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|e| e.action == "window-late-start" && e.target.as_deref() == Some("hourly-scan"))
+        .filter_map(|e| e.details.as_ref())
+        .collect();
+    assert_eq!(late_starts.len(), 1, "a late start says so: {audit:#?}");
+    assert_eq!(late_starts[0]["window_run_id"], late_run.id.get(), "{late_starts:?}");
+    let late_seconds = late_starts[0]["late_seconds"].as_i64().unwrap();
+    let started_late_by = late_run.started_at.unwrap() - hour;
+    assert!(started_late_by > window::LATE_GRACE, "{started_late_by}");
+    assert_eq!(late_seconds, started_late_by.num_seconds(), "{late_starts:?}");
 }
 
 /// A stop mid-rollout leaves the run in progress; executing the same plan again resumes it
