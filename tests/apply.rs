@@ -4,6 +4,8 @@
 //! shown and applied field by field, and `patchd plan` shows the same plan (golden file), in
 //! JSON too.
 
+#[path = "support/golden.rs"]
+mod golden;
 mod support;
 
 use std::path::PathBuf;
@@ -95,14 +97,7 @@ fn apply_creates_then_says_no_changes_then_updates() {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name);
-    if std::env::var_os("PATCHD_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing {}; run with PATCHD_BLESS=1", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (PATCHD_BLESS=1 to accept)", path.display());
+    golden::check(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name), actual);
 }
 
 const OLD_BASELINE: &str = r#"

@@ -1,5 +1,8 @@
 //! `patchd` as a user meets it: commands, exit codes, stdout and stderr.
 
+#[path = "support/golden.rs"]
+mod golden;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,15 +37,7 @@ fn stderr(o: &Output) -> String {
 
 /// Compares with a golden file under tests/golden; `PATCHD_BLESS=1` rewrites it.
 fn golden(name: &str, actual: &str) {
-    let path = root().join("tests/golden").join(name);
-    if std::env::var_os("PATCHD_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing {}; run with PATCHD_BLESS=1", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (PATCHD_BLESS=1 to accept)", path.display());
+    golden::check(&root().join("tests/golden").join(name), actual);
 }
 
 /// A scratch directory of configuration files, removed at the end of the test.

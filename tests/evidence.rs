@@ -6,6 +6,7 @@
 //! (CI installs it with `PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -603,7 +604,9 @@ fn chromium_available() -> bool {
     if std::env::var("PATCHD_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
         panic!("{CHROMIUM} is missing and PATCHD_REQUIRE_CHROMIUM=1: run PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh");
     }
-    eprintln!(
+    // Straight to stderr: libtest captures eprintln! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
         "skipping: {CHROMIUM} is missing (PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh installs it)"
     );
     false
