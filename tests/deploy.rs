@@ -76,6 +76,25 @@ fn locked_packages_for_this_platform() -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
+/// The oldest Rust that builds a package, and where that comes from: its `rust-version`, or,
+/// when it declares none, the first release of its edition (a lower bound, but the only one
+/// such a package states).
+fn minimum_rust(package: &serde_json::Value) -> (String, String) {
+    let name = &package["name"];
+    if let Some(declared) = package["rust_version"].as_str() {
+        return (declared.to_string(), "its rust-version".to_string());
+    }
+    let edition = package["edition"].as_str().unwrap_or_else(|| panic!("{name} has no edition"));
+    let first = match edition {
+        "2015" => "1.0",
+        "2018" => "1.31",
+        "2021" => "1.56",
+        "2024" => "1.85",
+        other => panic!("{name}: edition {other} is unknown to this test; add its first Rust release"),
+    };
+    (first.to_string(), format!("edition {edition}; it declares no rust-version"))
+}
+
 /// Every locked package, dev-dependencies included, builds with the toolchain the workspace
 /// declares, and the image builds with exactly that toolchain: a dependency update that needs a
 /// newer Rust fails here rather than in someone's `docker build`.
@@ -83,13 +102,13 @@ fn locked_packages_for_this_platform() -> serde_json::Value {
 fn the_declared_toolchain_builds_every_locked_dependency_and_the_image_uses_it() {
     let metadata = locked_packages_for_this_platform();
     let declared = workspace_rust_version();
-    let too_new: Vec<String> = metadata["packages"]
-        .as_array()
-        .unwrap()
+    let packages = metadata["packages"].as_array().unwrap();
+    assert!(packages.len() > 100, "cargo metadata lists the locked packages: {}", packages.len());
+    let too_new: Vec<String> = packages
         .iter()
-        .filter_map(|p| Some((p["name"].as_str()?, p["version"].as_str()?, p["rust_version"].as_str()?)))
-        .filter(|(_, _, needs)| version(needs) > version(&declared))
-        .map(|(name, v, needs)| format!("{name} {v} needs Rust {needs}"))
+        .map(|p| (p["name"].as_str().unwrap(), p["version"].as_str().unwrap(), minimum_rust(p)))
+        .filter(|(_, _, (needs, _))| version(needs) > version(&declared))
+        .map(|(name, v, (needs, why))| format!("{name} {v} needs Rust {needs} ({why})"))
         .collect();
     assert!(
         too_new.is_empty(),
