@@ -115,19 +115,24 @@ fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) 
     support::wait_for(what, timeout, check, String::new)
 }
 
+/// The recorded runs of `window`, or why they cannot be read: before the daemon has created
+/// and migrated its database, polls get an error and try again.
+fn try_window_runs(sim: &Sim, scratch: &Scratch, window: &str) -> Result<Vec<WindowRunRecord>, String> {
+    sim.rt.block_on(async {
+        let store =
+            Store::open(&database(scratch), &OpenOptions { migrate: false, ..OpenOptions::default() })
+                .await
+                .map_err(|e| e.to_string())?;
+        let runs = store.window_runs(&WindowRunQuery { window: Some(window), ..Default::default() }).await;
+        store.close().await;
+        runs.map_err(|e| e.to_string())
+    })
+}
+
+/// The recorded runs of `window`, for assertions: a database that cannot be read fails the
+/// test rather than passing for "no runs".
 fn window_runs(sim: &Sim, scratch: &Scratch, window: &str) -> Vec<WindowRunRecord> {
-    sim.rt
-        .block_on(async {
-            let store =
-                Store::open(&database(scratch), &OpenOptions { migrate: false, ..OpenOptions::default() })
-                    .await
-                    .ok()?;
-            let runs =
-                store.window_runs(&WindowRunQuery { window: Some(window), ..Default::default() }).await.ok();
-            store.close().await;
-            runs
-        })
-        .unwrap_or_default()
+    try_window_runs(sim, scratch, window).unwrap_or_else(|e| panic!("window runs of {window}: {e}"))
 }
 
 fn invocations(
@@ -161,7 +166,7 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
     // Kill the daemon once the install is under way (scan done, install sending).
     let mut daemon = daemon;
     wait_for("the install task to start", Duration::from_secs(40), || {
-        let runs = window_runs(&sim, &scratch, "soon");
+        let runs = try_window_runs(&sim, &scratch, "soon").ok()?;
         let run = runs.first()?;
         (run.tasks.len() == 2 && run.tasks[1].status == CommandStatus::InProgress && sim.sends() >= 2)
             .then_some(())
@@ -180,12 +185,12 @@ fn a_window_fires_patches_its_group_and_survives_sigkill_mid_rollout() {
         "the resumed run to finish",
         Duration::from_secs(45),
         || {
-            let runs = window_runs(&sim, &scratch, "soon");
+            let runs = try_window_runs(&sim, &scratch, "soon").ok()?;
             runs.into_iter()
                 .next()
                 .filter(|r| !matches!(r.status, WindowRunStatus::Running | WindowRunStatus::Late))
         },
-        || format!("{:#?}\n{}", window_runs(&sim, &scratch, "soon"), scratch.read_log(2)),
+        || format!("{:#?}\n{}", try_window_runs(&sim, &scratch, "soon"), scratch.read_log(2)),
     );
     let status = stop_daemon(daemon);
     let log = scratch.read_log(2);
@@ -229,7 +234,10 @@ fn sighup_with_a_broken_file_keeps_the_old_schedule() {
 
     // The old schedule still fires.
     let run = wait_for("the old window to run", Duration::from_secs(40), || {
-        window_runs(&sim, &scratch, "kept").into_iter().find(|r| r.status == WindowRunStatus::Succeeded)
+        try_window_runs(&sim, &scratch, "kept")
+            .ok()?
+            .into_iter()
+            .find(|r| r.status == WindowRunStatus::Succeeded)
     });
     assert_eq!(run.tasks.len(), 2);
     assert!(window_runs(&sim, &scratch, "broken").is_empty());
