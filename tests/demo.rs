@@ -108,32 +108,41 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo database"), "{again:?}");
 }
 
-/// Reads the child's stdout until a line contains `marker`; returns what was read.
-fn read_until(child: &mut Child, marker: &str, timeout: Duration) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+/// The child's stdout, line by line.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads to the end whether or not anyone still listens, so the child never blocks on a
+        // full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
             }
-        }
-    });
-    let deadline = Instant::now() + timeout;
-    let mut seen = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains(marker) {
-                    // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return seen;
+        });
+        Lines { rx, seen: String::new() }
+    }
+
+    /// Reads until a line contains `marker`; returns all that was read so far.
+    fn until(&mut self, marker: &str, timeout: Duration) -> &str {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(marker) {
+                        return &self.seen;
+                    }
                 }
+                Err(_) => panic!("no `{marker}` within {timeout:?}; output so far:\n{}", self.seen),
             }
-            Err(_) => panic!("no `{marker}` within {timeout:?}; output so far:\n{seen}"),
         }
     }
 }
@@ -164,11 +173,14 @@ fn ctrl_c_stops_the_demo_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    read_until(&mut child, "[2/6]", Duration::from_secs(60));
+    let mut lines = Lines::of(&mut child);
+    lines.until("[2/6]", Duration::from_secs(60));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let status = wait_exit(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "an interrupted demo exits 0: {status:?}");
+    // Exiting 0 alone would not tell a clean stop from a failure that a stop excused.
+    lines.until("stopped before the end", Duration::from_secs(5));
+    assert!(status.success(), "an interrupted demo exits 0: {status:?}\n{}", lines.seen);
     assert!(scratch.0.join("patchd.db").exists());
 }
 
@@ -194,7 +206,8 @@ fn keep_leaves_the_simulator_running_until_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let seen = read_until(&mut child, "Ctrl-C stops it.", Duration::from_secs(120));
+    let mut lines = Lines::of(&mut child);
+    let seen = lines.until("Ctrl-C stops it.", Duration::from_secs(120)).to_string();
     let line =
         seen.lines().find(|l| l.contains("keeps running at http://")).expect("the simulator's address");
     let address = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap();

@@ -78,18 +78,24 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopper = tokio::spawn(stop_on_signal_or_deadline(stop_tx, args.duration));
-    let demo = Demo { ctx: &ctx, config: &config, server: &server, stop: stop_rx.clone() };
+    let demo = Demo { ctx: &ctx, config: &config, server: &server, stop: stop_rx };
     let outcome = demo.story(&dir).await;
     stopper.abort();
 
-    let stopped = *stop_rx.borrow();
-    match &outcome {
-        Ok(()) => {}
-        Err(_) if stopped => println!("\nstopped before the end; what ran is in the database"),
-        Err(_) => {}
-    }
+    // A stop is a clean end only where the story noticed it (`Halt::Stopped`); an error stays
+    // an error even after a stop was asked for, so that a stop cannot pass a failure off as
+    // success.
+    let finished = outcome.is_ok();
+    let outcome = match outcome {
+        Ok(()) => Ok(()),
+        Err(Halt::Stopped) => {
+            println!("\nstopped before the end; what ran is in the database");
+            Ok(())
+        }
+        Err(Halt::Failed(failure)) => Err(failure),
+    };
     print_next_steps(&config_path, &database, &dir);
-    if args.keep && outcome.is_ok() {
+    if args.keep && finished {
         println!(
             "\nThe simulator keeps running at {url} (any AWS SDK or CLI can talk to it, with any keys):"
         );
@@ -102,9 +108,26 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         let _ = tokio::signal::ctrl_c().await;
     }
     server.shutdown().await;
-    match outcome {
-        Err(_) if stopped => Ok(()),
-        other => other,
+    outcome
+}
+
+/// Why the story ended before its end.
+enum Halt {
+    /// A signal or `--duration` asked it to stop, and it stopped between steps or inside a
+    /// window run, which then ended `Stopped`.
+    Stopped,
+    Failed(Failure),
+}
+
+impl From<Failure> for Halt {
+    fn from(failure: Failure) -> Self {
+        Halt::Failed(failure)
+    }
+}
+
+impl From<anyhow::Error> for Halt {
+    fn from(error: anyhow::Error) -> Self {
+        Halt::Failed(Failure::Other(error))
     }
 }
 
@@ -167,7 +190,7 @@ struct Demo<'a> {
 }
 
 impl Demo<'_> {
-    async fn story(&self, dir: &Path) -> Result<(), Failure> {
+    async fn story(&self, dir: &Path) -> Result<(), Halt> {
         phase(1, "baselines: the [[baseline]] sections go to SSM, as the daemon does at start-up");
         let changes =
             baselines::reconcile(self.ctx, &self.config.baselines, self.config.daemon.prune_baselines)
@@ -239,16 +262,16 @@ impl Demo<'_> {
         crate::report_cmd::run(&global, &args).await
     }
 
-    fn check_stop(&self) -> Result<(), Failure> {
+    fn check_stop(&self) -> Result<(), Halt> {
         if *self.stop.borrow() {
-            return Err(Failure::Other(anyhow!("stopped")));
+            return Err(Halt::Stopped);
         }
         Ok(())
     }
 
     /// Opens a window now, as the daemon does when its instant comes, and prints its progress
     /// and summary.
-    async fn open_window(&self, name: &str) -> Result<RunSummary, Failure> {
+    async fn open_window(&self, name: &str) -> Result<RunSummary, Halt> {
         self.check_stop()?;
         let w = self.config.window(name).ok_or_else(|| anyhow!("config/demo.toml has no window {name}"))?;
         let plan = RunPlan::for_window(w, Utc::now());
@@ -276,7 +299,7 @@ impl Demo<'_> {
             println!("  {line}");
         }
         if summary.end == RunEnd::Stopped {
-            return Err(Failure::Other(anyhow!("stopped")));
+            return Err(Halt::Stopped);
         }
         Ok(summary)
     }
