@@ -484,7 +484,6 @@ impl World {
             .collect()
     }
 
-
     /// Creates a command for the given instances and schedules its dispatch.
     pub(crate) fn create_command(&mut self, request: CommandRequest, targets: Vec<u32>) -> usize {
         let number = self.commands.len() as u64;

@@ -121,7 +121,10 @@ pub struct LeaseTiming {
 impl Default for LeaseTiming {
     /// 15 s, renewed every 5 s: two renewals may fail before the lease is lost.
     fn default() -> LeaseTiming {
-        LeaseTiming { ttl: std::time::Duration::from_secs(15), renew_every: std::time::Duration::from_secs(5) }
+        LeaseTiming {
+            ttl: std::time::Duration::from_secs(15),
+            renew_every: std::time::Duration::from_secs(5),
+        }
     }
 }
 

@@ -194,13 +194,21 @@ pub async fn start(
             }
         }
         if let Bid::Held(held) = &bid {
-            return Err(LeaderError::Held { holder: held.describe(), expires_in: held.expires_in_ms.max(0) / 1000 });
+            return Err(LeaderError::Held {
+                holder: held.describe(),
+                expires_in: held.expires_in_ms.max(0) / 1000,
+            });
         }
     }
     let (status, term) = match bid {
         Bid::Won(lease) => won(&me, lease, sent + timing.ttl),
         Bid::Held(lease) => (
-            Status { role: Role::Standby { leader: Some(lease.clone()) }, me: me.clone(), lease: Some(lease), fence: None },
+            Status {
+                role: Role::Standby { leader: Some(lease.clone()) },
+                me: me.clone(),
+                lease: Some(lease),
+                fence: None,
+            },
             None,
         ),
     };
@@ -217,10 +225,18 @@ pub async fn start(
 
 fn won(me: &Candidate, lease: LeaseRecord, surely_until: Instant) -> (Status, Option<TermClock>) {
     let term = TermClock::until(surely_until);
-    let fence =
-        Fence { lease: SCHEDULER_LEASE.to_string(), holder: me.holder.clone(), epoch: lease.epoch, term: term.clone() };
-    let status =
-        Status { role: Role::Leader { epoch: lease.epoch }, me: me.clone(), lease: Some(lease), fence: Some(fence) };
+    let fence = Fence {
+        lease: SCHEDULER_LEASE.to_string(),
+        holder: me.holder.clone(),
+        epoch: lease.epoch,
+        term: term.clone(),
+    };
+    let status = Status {
+        role: Role::Leader { epoch: lease.epoch },
+        me: me.clone(),
+        lease: Some(lease),
+        fence: Some(fence),
+    };
     (status, Some(term))
 }
 
@@ -302,7 +318,8 @@ impl Campaign {
                 Answer::Holding
             }
             Ok(Ok(Bid::Held(lease))) => {
-                let changed = self.tx.borrow().lease.as_ref().map(|l| (&l.holder, l.epoch)) != Some((&lease.holder, lease.epoch));
+                let changed = self.tx.borrow().lease.as_ref().map(|l| (&l.holder, l.epoch))
+                    != Some((&lease.holder, lease.epoch));
                 if changed {
                     info!(leader = %lease.describe(), live = lease.live, "standing by: another patchd leads");
                 }
@@ -351,9 +368,13 @@ impl Campaign {
         let Some(fence) = fence else { return };
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(call_timeout(&self.timing), self.store.resign_lease(&fence)).await {
-            Ok(Ok(true)) => info!(epoch = fence.epoch, "leadership resigned: a standby takes over at its next bid"),
+            Ok(Ok(true)) => {
+                info!(epoch = fence.epoch, "leadership resigned: a standby takes over at its next bid")
+            }
             Ok(Ok(false)) => info!(epoch = fence.epoch, "leadership had already passed on"),
-            Ok(Err(e)) => warn!(error = %e, "could not resign the lease; a standby takes over when it expires"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not resign the lease; a standby takes over when it expires")
+            }
             Err(_) => warn!("resigning the lease timed out; a standby takes over when it expires"),
         }
     }

@@ -31,7 +31,13 @@ pub struct GroupLocks {
 enum Held {
     /// Held open: closing a file drops its lock.
     Files { _open: Vec<File> },
-    Rows { store: Store, scope: Scope, groups: Vec<String>, holder: String, renewer: tokio::task::JoinHandle<()> },
+    Rows {
+        store: Store,
+        scope: Scope,
+        groups: Vec<String>,
+        holder: String,
+        renewer: tokio::task::JoinHandle<()>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +68,9 @@ impl GroupLocks {
         ttl: Duration,
     ) -> Result<GroupLocks, LockError> {
         match store.backend() {
-            BackendKind::Sqlite => Ok(GroupLocks { held: Held::Files { _open: lock_files(state_dir, scope, groups)? } }),
+            BackendKind::Sqlite => {
+                Ok(GroupLocks { held: Held::Files { _open: lock_files(state_dir, scope, groups)? } })
+            }
             BackendKind::Postgres => lock_rows(store, scope, groups, purpose, ttl).await,
         }
     }
@@ -72,12 +80,15 @@ impl Drop for GroupLocks {
     fn drop(&mut self) {
         if let Held::Rows { store, scope, groups, holder, renewer } = &self.held {
             renewer.abort();
-            let (store, scope, groups, holder) = (store.clone(), scope.clone(), groups.clone(), holder.clone());
+            let (store, scope, groups, holder) =
+                (store.clone(), scope.clone(), groups.clone(), holder.clone());
             // Released in the background; if the runtime is gone, expiry frees them.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     let names: Vec<&str> = groups.iter().map(String::as_str).collect();
-                    if let Err(e) = store.release_group_locks(&scope.account, &scope.region, &names, &holder).await {
+                    if let Err(e) =
+                        store.release_group_locks(&scope.account, &scope.region, &names, &holder).await
+                    {
                         debug!(error = %e, "group locks not released; they expire on their own");
                     }
                 });
@@ -130,7 +141,15 @@ async fn lock_rows(
             }
         })
     };
-    Ok(GroupLocks { held: Held::Rows { store: store.clone(), scope: scope.clone(), groups: owned, holder: me.holder, renewer } })
+    Ok(GroupLocks {
+        held: Held::Rows {
+            store: store.clone(),
+            scope: scope.clone(),
+            groups: owned,
+            holder: me.holder,
+            renewer,
+        },
+    })
 }
 
 /// The file locks. A group is locked per account and region: its instances there are not the
@@ -149,7 +168,8 @@ fn lock_files(state_dir: &Path, scope: &Scope, groups: &[&str]) -> Result<Vec<Fi
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
+                let pid: Option<u32> =
+                    std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok());
                 return Err(LockError::Held {
                     group: group.to_string(),
                     holder: pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}")),

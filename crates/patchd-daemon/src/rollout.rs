@@ -185,7 +185,9 @@ pub enum RolloutError {
 
     /// This process's term of leadership ended (or cannot be proven current long enough for a
     /// SendCommand to leave before it could end): nothing more is sent or written.
-    #[error("leadership ended before batch {batch} could be sent ({reason}); the new leader resumes the rollout")]
+    #[error(
+        "leadership ended before batch {batch} could be sent ({reason}); the new leader resumes the rollout"
+    )]
     Deposed { batch: u32, reason: String },
 
     /// The store's plan for the task belongs to another run.

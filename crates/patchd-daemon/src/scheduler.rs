@@ -43,9 +43,9 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::leader::{Leadership, Role, Status};
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
-use crate::leader::{Leadership, Role, Status};
 use crate::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress, WindowError};
 use crate::Context;
 use crate::{baselines, scopes};
@@ -533,8 +533,12 @@ impl Term<'_> {
                         spawn_run(runs, active, shared, config, ctx, plan);
                     }
                     None => {
-                        window::abandon(ctx, &record, "no stored plan and no such window in the configuration")
-                            .await?
+                        window::abandon(
+                            ctx,
+                            &record,
+                            "no stored plan and no such window in the configuration",
+                        )
+                        .await?
                     }
                 }
             }

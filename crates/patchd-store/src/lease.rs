@@ -290,9 +290,11 @@ impl Store {
                 later = later_sql(pg, 5),
                 columns = lease_columns(pg),
             );
-            let query = sqlx::query(&sql).bind(name).bind(&candidate.holder).bind(&candidate.host).bind(
-                i64::from(candidate.pid),
-            );
+            let query = sqlx::query(&sql)
+                .bind(name)
+                .bind(&candidate.holder)
+                .bind(&candidate.host)
+                .bind(i64::from(candidate.pid));
             let query = bind_ttl!(query, ttl);
             let row = query.bind(dead_holder.unwrap_or("")).fetch_optional(pool).await?;
             row.as_ref().map(lease_record).transpose()?
@@ -393,12 +395,8 @@ impl Store {
                          WHERE account = $1 AND region = $2 AND group_name = $3",
                         remaining = remaining_sql(pg, "expires_at")
                     );
-                    let row = sqlx::query(&sql)
-                        .bind(account)
-                        .bind(region)
-                        .bind(*group)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let row =
+                        sqlx::query(&sql).bind(account).bind(region).bind(*group).fetch_one(&mut *tx).await?;
                     let pid = row.int("pid")?;
                     let held = GroupLockHolder {
                         group: group.to_string(),
@@ -454,7 +452,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         for group in groups {
             self.counters.statement();
-            with_pool!(self, |pool, _pg| sqlx::query(
+            with_pool!(self, |pool, _pg| {
+                sqlx::query(
                 "DELETE FROM group_locks WHERE account = $1 AND region = $2 AND group_name = $3 AND holder = $4",
             )
             .bind(account)
@@ -463,7 +462,8 @@ impl Store {
             .bind(holder)
             .execute(pool)
             .await?
-            .rows_affected());
+            .rows_affected()
+            });
         }
         Ok(())
     }
@@ -475,8 +475,10 @@ mod tests {
 
     #[test]
     fn a_fence_holds_only_for_its_holder_and_epoch() {
-        let fence = Fence { lease: "scheduler".into(), holder: "a".into(), epoch: 3, term: TermClock::default() };
-        let row = |holder: &str, epoch, live| Some((holder.to_string(), epoch, live, "host-b".to_string(), 7));
+        let fence =
+            Fence { lease: "scheduler".into(), holder: "a".into(), epoch: 3, term: TermClock::default() };
+        let row =
+            |holder: &str, epoch, live| Some((holder.to_string(), epoch, live, "host-b".to_string(), 7));
         assert!(judge_fence(&fence, row("a", 3, true), true).is_ok());
         assert!(judge_fence(&fence, row("a", 3, false), false).is_ok(), "lapsed, nobody took over");
         let lapsed = judge_fence(&fence, row("a", 3, false), true).unwrap_err();

@@ -78,7 +78,10 @@ pub(crate) async fn readyz(state: &HttpState) -> Response {
         .filter(|name| checks[name]["ok"] != Value::Bool(true))
         .collect();
     if failed.is_empty() {
-        json_response(StatusCode::OK, &json!({ "status": "ready", "checks": checks, "leadership": leadership }))
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "checks": checks, "leadership": leadership }),
+        )
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -133,9 +133,19 @@ fn live(state: &HttpState, out: &mut String) {
         "1 while this process leads (fires windows, resumes runs, syncs), 0 while it stands by. Alert when the sum over all processes is not 1.",
     );
     sample(out, "patchd_leader", &[], f64::from(u8::from(leading)));
-    family(out, "patchd_leadership_changes_total", "counter", "Times this process gained or lost leadership.");
+    family(
+        out,
+        "patchd_leadership_changes_total",
+        "counter",
+        "Times this process gained or lost leadership.",
+    );
     sample(out, "patchd_leadership_changes_total", &[], leadership.counters.changes() as f64);
-    family(out, "patchd_lease_queries_total", "counter", "Lease statements sent: bids, renewals, resignations.");
+    family(
+        out,
+        "patchd_lease_queries_total",
+        "counter",
+        "Lease statements sent: bids, renewals, resignations.",
+    );
     sample(out, "patchd_lease_queries_total", &[], leadership.counters.queries() as f64);
 
     let calls = inner.aws.call_counts();
