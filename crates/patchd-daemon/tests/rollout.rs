@@ -679,3 +679,64 @@ async fn cancel_in_flight_cancels_unfinished_commands_and_a_second_stop_abandons
     assert!(outcome.stopped && outcome.abandoned);
     assert_eq!(outcome.progress.in_flight, 50);
 }
+
+/// Fencing, without timing luck: a leader that was deposed (its lease taken over in the
+/// database) or whose term ran out by its own clock sends no further batch, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_sends_nothing_and_writes_nothing() {
+    use patchd_store::{Bid, Candidate, Fence, TermClock, SCHEDULER_LEASE};
+    let f = fixture("deposed", scenario(12, 20.0, Faults::default()), 3).await;
+    let ttl = Duration::from_secs(30);
+    let old = Candidate { holder: "old".into(), host: "a".into(), pid: 1 };
+    let Bid::Won(lease) = f.ctx.store.bid_for_lease(SCHEDULER_LEASE, &old, ttl, None).await.unwrap() else {
+        panic!("the first bid wins")
+    };
+    let fence = |term: TermClock| Fence {
+        lease: SCHEDULER_LEASE.into(),
+        holder: "old".into(),
+        epoch: lease.epoch,
+        term,
+    };
+    let task = task(Limit::Count(4), Limit::Count(0));
+    let rollout = rollout(&f, &task);
+
+    // A term this host cannot vouch for (its clock says it ended): refused before SendCommand.
+    let lapsed = Context { store: f.ctx.store.fenced(fence(TermClock::default())), ..f.ctx.clone() };
+    let error = rollout::run(&lapsed, &rollout, no_stop(), &|_: &Progress| {}).await.unwrap_err();
+    assert!(error.is_deposed(), "{error}");
+    assert_eq!(commands_in_simulator(&f.server), 0, "nothing sent on a lapsed term");
+
+    // The lease taken over in the database: even with a term this host believes current, the
+    // batch intent is refused in the store, so nothing is sent.
+    let current = TermClock::until(std::time::Instant::now() + ttl);
+    let deposed = Context { store: f.ctx.store.fenced(fence(current)), ..f.ctx.clone() };
+    assert!(f.ctx.store.resign_lease(&fence(TermClock::default())).await.unwrap());
+    let new = Candidate { holder: "new".into(), host: "b".into(), pid: 2 };
+    let Bid::Won(taken) = f.ctx.store.bid_for_lease(SCHEDULER_LEASE, &new, ttl, None).await.unwrap() else {
+        panic!("a resigned lease is free")
+    };
+    assert_eq!(taken.epoch, lease.epoch + 1);
+    let error = rollout::run(&deposed, &rollout, no_stop(), &|_: &Progress| {}).await.unwrap_err();
+    assert!(error.is_deposed(), "{error}");
+    assert!(error.to_string().contains("b (pid 2), epoch"), "{error}");
+    assert_eq!(commands_in_simulator(&f.server), 0, "nothing sent by the deposed leader");
+    // The lapsed term recorded batch 1's intent (the database still vouched for it), then did
+    // not send; the deposed one recorded nothing. The new leader looks batch 1 up by comment.
+    let batches = f.ctx.store.rollout_batches(f.task_id).await.unwrap();
+    let states: Vec<BatchState> = batches.iter().map(|b| b.state).collect();
+    assert_eq!(states, [BatchState::Sending, BatchState::Planned, BatchState::Planned], "{batches:?}");
+
+    // The new leader's rollout of the same task sends every batch, once.
+    let leader = Context {
+        store: f.ctx.store.fenced(Fence {
+            lease: SCHEDULER_LEASE.into(),
+            holder: "new".into(),
+            epoch: taken.epoch,
+            term: TermClock::until(std::time::Instant::now() + ttl),
+        }),
+        ..f.ctx.clone()
+    };
+    let outcome = run(&leader, &rollout).await;
+    assert_eq!(outcome.progress.succeeded, f.targets.len());
+    check_one_command_per_batch(&f, &leader, &outcome).await;
+}

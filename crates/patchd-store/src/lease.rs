@@ -335,7 +335,8 @@ impl Store {
         self.counters.statement();
         let affected = with_pool!(self, |pool, pg| {
             let sql = format!(
-                "UPDATE leases SET expires_at = {now} WHERE name = $1 AND holder = $2 AND epoch = $3",
+                "UPDATE leases SET expires_at = {now} \
+                 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {now}",
                 now = now_sql(pg)
             );
             sqlx::query(&sql)
