@@ -189,6 +189,9 @@ lease_renew_interval = "{RENEW}"
 region = "us-east-1"
 endpoint_url = "{endpoint}"
 
+[events]
+bus_name = "patchd"
+
 [[group]]
 name = "web"
 [group.tags]
@@ -561,6 +564,37 @@ fn sigterm_of_the_leader_hands_over_at_the_standbys_next_bid() {
         || logs(&[&a, &b]),
     );
     assert_eq!(next.epoch, last_before.epoch + 1);
+    // Each change of term was announced, with its epoch and why.
+    let changes = wait_for(
+        "the leadership events",
+        Duration::from_secs(10),
+        || {
+            let changes: Vec<(String, i64, String)> = sim
+                .server
+                .events()
+                .iter()
+                .filter(|e| e.detail_type.starts_with("Leadership"))
+                .map(|e| {
+                    (
+                        e.detail_type.clone(),
+                        e.detail["epoch"].as_i64().unwrap_or(0),
+                        e.detail["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            (changes.len() >= 3).then_some(changes)
+        },
+        || format!("{:#?}", sim.server.events()),
+    );
+    let e = last_before.epoch;
+    assert_eq!(
+        changes,
+        [
+            ("Leadership Gained".to_string(), e, "gained".to_string()),
+            ("Leadership Lost".to_string(), e, "stopped".to_string()),
+            ("Leadership Gained".to_string(), e + 1, "gained".to_string()),
+        ]
+    );
     // Resigning, not expiry, handed it over: b took it before a's last renewal would have run out.
     // Resigning, not expiry, handed it over: b took it long before a's lease would have run out.
     assert!(

@@ -155,6 +155,23 @@ pub struct CoverageGap {
     pub groups: Vec<String>,
 }
 
+/// `Leadership Gained` and `Leadership Lost`: this daemon started or ended a term as the one
+/// that fires windows among those sharing its database (see `leader.rs`). Alert when gains and
+/// losses do not alternate, or when no gain follows a loss within a few lease lifetimes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeadershipChange {
+    /// The home account and region, as for every event.
+    pub account: String,
+    pub region: String,
+    pub host: String,
+    pub pid: u32,
+    /// The term's epoch: it grows by one at every takeover.
+    pub epoch: i64,
+    /// Why a term ended: `stopped` (SIGTERM; resigned), `taken-over`, `lease-expired`; `gained`
+    /// for a new term.
+    pub reason: String,
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -164,6 +181,8 @@ pub enum Event {
     SlaDueSoon(SlaFinding),
     SlaBreached(SlaFinding),
     CoverageGapFound(CoverageGap),
+    LeadershipGained(LeadershipChange),
+    LeadershipLost(LeadershipChange),
 }
 
 pub const WINDOW_RUN_STARTED: &str = "Window Run Started";
@@ -172,6 +191,8 @@ pub const TASK_FAILED: &str = "Task Failed";
 pub const SLA_DUE_SOON: &str = "SLA Due Soon";
 pub const SLA_BREACHED: &str = "SLA Breached";
 pub const COVERAGE_GAP_FOUND: &str = "Coverage Gap Found";
+pub const LEADERSHIP_GAINED: &str = "Leadership Gained";
+pub const LEADERSHIP_LOST: &str = "Leadership Lost";
 
 impl Event {
     /// EventBridge's `DetailType`.
@@ -183,6 +204,8 @@ impl Event {
             Event::SlaDueSoon(_) => SLA_DUE_SOON,
             Event::SlaBreached(_) => SLA_BREACHED,
             Event::CoverageGapFound(_) => COVERAGE_GAP_FOUND,
+            Event::LeadershipGained(_) => LEADERSHIP_GAINED,
+            Event::LeadershipLost(_) => LEADERSHIP_LOST,
         }
     }
 
@@ -194,6 +217,7 @@ impl Event {
             Event::TaskFailed(d) => serde_json::to_value(d),
             Event::SlaDueSoon(d) | Event::SlaBreached(d) => serde_json::to_value(d),
             Event::CoverageGapFound(d) => serde_json::to_value(d),
+            Event::LeadershipGained(d) | Event::LeadershipLost(d) => serde_json::to_value(d),
         };
         // Plain structs of strings, numbers and instants: serialising cannot fail.
         value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
@@ -206,6 +230,7 @@ impl Event {
             Event::TaskFailed(d) => (&d.account, &d.region),
             Event::SlaDueSoon(d) | Event::SlaBreached(d) => (&d.account, &d.region),
             Event::CoverageGapFound(d) => (&d.account, &d.region),
+            Event::LeadershipGained(d) | Event::LeadershipLost(d) => (&d.account, &d.region),
         }
     }
 

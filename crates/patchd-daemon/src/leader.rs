@@ -69,6 +69,8 @@ pub struct Status {
     pub lease: Option<LeaseRecord>,
     /// While leading: the fence every run write of this term carries.
     pub fence: Option<Fence>,
+    /// Why the latest term ended: `taken-over`, `lease-expired` or `stopped`.
+    pub ended: Option<&'static str>,
 }
 
 /// Counters for metrics and benchmarks. Shared by clones.
@@ -101,7 +103,7 @@ impl Leadership {
     /// A leadership that is always this process's, under no fence: for tests and tools that run
     /// the scheduler alone.
     pub fn sole(me: Candidate) -> Leadership {
-        let status = Status { role: Role::Leader { epoch: 0 }, me, lease: None, fence: None };
+        let status = Status { role: Role::Leader { epoch: 0 }, me, lease: None, fence: None, ended: None };
         let (_tx, rx) = watch::channel(status);
         // The sender is dropped: the status never changes, and `changed()` reports closed.
         Leadership { status: rx, counters: Counters::default() }
@@ -208,6 +210,7 @@ pub async fn start(
                 me: me.clone(),
                 lease: Some(lease),
                 fence: None,
+                ended: None,
             },
             None,
         ),
@@ -236,6 +239,7 @@ fn won(me: &Candidate, lease: LeaseRecord, surely_until: Instant) -> (Status, Op
         me: me.clone(),
         lease: Some(lease),
         fence: Some(fence),
+        ended: None,
     };
     (status, Some(term))
 }
@@ -344,16 +348,17 @@ impl Campaign {
         let Some(term) = self.term.take() else { return };
         term.end();
         let epoch = self.tx.borrow().role.epoch();
-        let reason = if last == Answer::NotHolding {
-            "another patchd took the lease over"
+        let (ended, reason) = if last == Answer::NotHolding {
+            ("taken-over", "another patchd took the lease over")
         } else {
-            "the lease could not be renewed before its term ended"
+            ("lease-expired", "the lease could not be renewed before its term ended")
         };
         error!(epoch, reason, "leadership lost: no further batch is released; standing by");
         self.counters.changes.fetch_add(1, Ordering::Relaxed);
         self.tx.send_modify(|s| {
             s.role = Role::Standby { leader: None };
             s.fence = None;
+            s.ended = Some(ended);
         });
     }
 
@@ -364,6 +369,7 @@ impl Campaign {
         self.tx.send_modify(|s| {
             s.role = Role::Standby { leader: None };
             s.fence = None;
+            s.ended = Some("stopped");
         });
         let Some(fence) = fence else { return };
         self.counters.queries.fetch_add(1, Ordering::Relaxed);

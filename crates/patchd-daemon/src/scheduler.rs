@@ -43,6 +43,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::events::{Event, LeadershipChange};
 use crate::leader::{Leadership, Role, Status};
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
@@ -402,6 +403,7 @@ impl Term<'_> {
         let mut armed: HashMap<String, Armed> = HashMap::new();
         let mut sync_job: Option<Uuid> = None;
         let mut status_open = true;
+        let mut announced = false;
         let started = self.start(daemon, &shared, &mut runs, &mut active, &mut armed, &mut sync_job).await;
         let end = match started {
             Err(e) if is_fenced(&e) => {
@@ -413,6 +415,10 @@ impl Term<'_> {
                 return Err(e);
             }
             Ok(()) => loop {
+                if let Some(fence) = self.fence.as_ref().filter(|_| !announced) {
+                    announce_leadership(&daemon.scopes, fence, Event::LeadershipGained, "gained");
+                    announced = true;
+                }
                 tokio::select! {
                     _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
                     changed = status.changed(), if status_open => {
@@ -498,6 +504,13 @@ impl Term<'_> {
                 }
             },
         };
+        if let Some(fence) = &self.fence {
+            let reason = match end {
+                TermEnd::Stopped => "stopped",
+                TermEnd::Deposed => status.borrow().ended.unwrap_or("lease-expired"),
+            };
+            announce_leadership(&daemon.scopes, fence, Event::LeadershipLost, reason);
+        }
         match end {
             TermEnd::Stopped => {
                 info!(runs = runs.len(), "stopping: no new batches are released; commands in SSM keep running")
@@ -614,6 +627,27 @@ impl Term<'_> {
             sync.abort();
         }
     }
+}
+
+/// Publishes a leadership event through the home account's sinks, in the background: a
+/// deposed leader may be cut off from AWS too, and must not wait on it.
+fn announce_leadership(
+    scopes: &[Context],
+    fence: &Fence,
+    event: fn(LeadershipChange) -> Event,
+    reason: &str,
+) {
+    let Some(home) = scopes.first() else { return };
+    let change = LeadershipChange {
+        account: home.scope.account.clone(),
+        region: home.scope.region.clone(),
+        host: crate::leader::hostname(),
+        pid: std::process::id(),
+        epoch: fence.epoch,
+        reason: reason.to_string(),
+    };
+    let publisher = home.events.clone();
+    tokio::spawn(async move { publisher.publish(&[event(change)]).await });
 }
 
 fn is_fenced(e: &SchedulerError) -> bool {
