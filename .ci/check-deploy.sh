@@ -97,18 +97,23 @@ else
     skip "systemd-sysusers is not available; $SYSUSERS not checked"
 fi
 
-echo "== the configuration in deploy/sidecar.yaml"
 patchd=${PATCHD_BIN:-target/debug/patchd}
-if [ -x "$patchd" ]; then
+for manifest in deploy/sidecar.yaml deploy/ha.yaml deploy/patchd-ha.toml; do
+    echo "== the configuration in $manifest"
+    if [ ! -x "$patchd" ]; then
+        skip "no patchd binary at $patchd (build it first, or set PATCHD_BIN); $manifest not checked"
+        continue
+    fi
     conf=$(mktemp -d)
-    # The ConfigMap's `patchd.toml: |` block, unindented; the token file it names, stood in for.
-    awk '/^  patchd.toml: \|$/ {on = 1; next} on && /^---/ {exit} on {sub(/^    /, ""); print}' \
-        deploy/sidecar.yaml | sed "s|/var/run/secrets/patchd/token|$conf/token|" >"$conf/patchd.toml"
+    case "$manifest" in
+        # A ConfigMap's `patchd.toml: |` block, unindented.
+        *.yaml) awk '/^  patchd.toml: \|$/ {on = 1; next} on && /^---/ {exit} on {sub(/^    /, ""); print}' "$manifest" ;;
+        *) cat "$manifest" ;;
+    esac | sed -e "s|/var/run/secrets/patchd/token|$conf/token|" -e "s|/etc/patchd/api.token|$conf/token|" >"$conf/patchd.toml"
+    # The token file it names, stood in for.
     echo stand-in >"$conf/token"
-    [ -s "$conf/patchd.toml" ] || { echo "FAIL: no patchd.toml block found in deploy/sidecar.yaml"; exit 1; }
-    "$patchd" check --config "$conf/patchd.toml" >/dev/null || { echo "FAIL: deploy/sidecar.yaml's configuration is invalid"; exit 1; }
+    [ -s "$conf/patchd.toml" ] || { echo "FAIL: no patchd.toml found in $manifest"; exit 1; }
+    "$patchd" check --config "$conf/patchd.toml" >/dev/null || { echo "FAIL: $manifest's configuration is invalid"; exit 1; }
     rm -rf "$conf"
     echo "ok: valid"
-else
-    skip "no patchd binary at $patchd (build it first, or set PATCHD_BIN); deploy/sidecar.yaml not checked"
-fi
+done
