@@ -269,6 +269,16 @@ Role = "web"
     fn read_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The HTTP endpoint this process logged (it listens on port 0).
+    fn listen(&self) -> Option<std::net::SocketAddr> {
+        let log = self.read_log();
+        let pid = self.pid()?;
+        let start = log.rfind(&format!("\"pid\":{pid}"))?;
+        let line = log[start..].lines().find(|l| l.contains("HTTP endpoint listening"))?;
+        let at = line.find("\"listen\":\"")? + 10;
+        line[at..].split('"').next()?.parse().ok()
+    }
 }
 
 impl Drop for Host {
@@ -409,6 +419,30 @@ fn two_daemons_one_window_every_instance_gets_exactly_one_command() {
     // must not matter: the command history above is what counts).
     let stood_by = [&a, &b].iter().filter(|h| h.read_log().contains("standing by")).count();
     assert!(stood_by >= 1, "{}", logs(&[&a, &b]));
+
+    // What an operator sees: both ready, one leader and one standby naming the same holder,
+    // and the metrics agree.
+    let lease = pg.lease().expect("a lease");
+    let mut roles = Vec::new();
+    let mut leaders = 0.0;
+    for host in [&a, &b] {
+        let addr =
+            wait_for("the HTTP endpoint", Duration::from_secs(10), || host.listen(), || host.read_log());
+        let ready = support::get(addr, "/readyz", None).expect("readyz answers");
+        assert_eq!(ready.status, 200, "a standby is ready too: {}", ready.body);
+        let leadership = ready.json()["leadership"].clone();
+        assert_eq!(leadership["holder"]["pid"], lease.pid, "{leadership}");
+        assert_eq!(leadership["holder"]["epoch"], lease.epoch, "{leadership}");
+        let status = support::get(addr, "/v1/status", None).expect("status answers").json();
+        assert_eq!(status["leadership"]["role"], leadership["role"]);
+        roles.push(leadership["role"].as_str().unwrap_or("").to_string());
+        let metrics = support::get(addr, "/metrics", None).expect("metrics answer").body;
+        leaders += support::metric(&metrics, "patchd_leader", "").expect("patchd_leader");
+        assert!(support::metric(&metrics, "patchd_lease_queries_total", "").unwrap_or(0.0) >= 1.0);
+    }
+    roles.sort();
+    assert_eq!(roles, ["leader", "standby"]);
+    assert_eq!(leaders, 1.0, "exactly one process reports patchd_leader 1");
     assert!(a.stop().success() && b.stop().success());
 }
 
