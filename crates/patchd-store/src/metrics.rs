@@ -16,7 +16,10 @@ impl Store {
     /// A round trip to the database that reads nothing: whether it answers at all.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.counters.statement();
-        let one: i64 = with_pool!(self, |pool, _pg| sqlx::query_scalar("SELECT 1").fetch_one(pool).await?);
+        // PostgreSQL types a bare `1` as INT4, which an i64 does not decode: ask for a BIGINT.
+        let one: i64 = with_pool!(self, |pool, _pg| sqlx::query_scalar("SELECT CAST(1 AS BIGINT)")
+            .fetch_one(pool)
+            .await?);
         debug_assert_eq!(one, 1);
         Ok(())
     }

@@ -12,6 +12,7 @@ use patchd_config::{Exception, ExceptionScope, Located, Operation, Origin};
 use patchd_store::*;
 
 on_both_backends!(
+    the_database_answers_a_ping,
     migrations_apply_on_an_empty_database_and_twice_is_a_no_op,
     a_newer_schema_is_refused_and_left_alone,
     a_sync_opens_findings_records_transitions_remediates_and_is_idempotent,
@@ -1092,4 +1093,12 @@ async fn concurrent_writers_are_serialised(db: TestDb) {
 
 async fn store_patch_first_seen(store: &Store) -> Option<DateTime<Utc>> {
     store.patches().await.unwrap().iter().filter_map(|p| p.first_seen_missing).min()
+}
+
+/// What `/readyz` asks of the database, on each backend.
+async fn the_database_answers_a_ping(db: TestDb) {
+    let store = db.open().await;
+    store.ping().await.expect("a reachable database answers");
+    store.close().await;
+    assert!(store.ping().await.is_err(), "a closed store does not");
 }
