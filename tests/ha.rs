@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use fleet_sim::{CommandView, Scenario};
 use patchd_store::{LeaseRecord, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
 use sqlx::{Connection, Executor};
-use support::{Scratch, Sim};
+use support::{wait_for, Scratch, Sim};
 
 const POSTGRES_ENV: &str = "PATCHD_TEST_POSTGRES_URL";
 /// Short leases so that takeovers happen within seconds: a standby takes over at most
@@ -321,22 +321,6 @@ max_errors = "100%"
     )
 }
 
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The simulator's commands, per (operation, instance), counted: what SSM was really asked.
 fn sent_per_instance(commands: &[CommandView]) -> BTreeMap<(String, String), usize> {
     let mut counts = BTreeMap::new();
@@ -400,6 +384,27 @@ fn installs_sent(sim: &Sim) -> usize {
     sim.server.commands().iter().filter(|c| c.operation == "Install").count()
 }
 
+/// Two daemons on one database with window `w` opening in 8 s, once `installs` Install
+/// commands reached the simulator: the hosts and which of them leads.
+fn two_hosts_mid_install(pg: &Pg, sim: &Sim, scratch: &Scratch, installs: usize) -> ([Host; 2], usize) {
+    let at = Utc::now() + chrono::Duration::seconds(8);
+    let mut hosts = [
+        Host::new(scratch, "a", &pg.url_for("ha-a"), sim, &window("w", at)),
+        Host::new(scratch, "b", &pg.url_for("ha-b"), sim, &window("w", at)),
+    ];
+    for h in hosts.iter_mut() {
+        h.start();
+    }
+    wait_for(
+        &format!("{installs} install(s) to be sent"),
+        Duration::from_secs(60),
+        || (installs_sent(sim) >= installs).then_some(()),
+        || logs(&[&hosts[0], &hosts[1]]),
+    );
+    let leader = leader_index(pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    (hosts, leader)
+}
+
 #[test]
 fn two_daemons_one_window_every_instance_gets_exactly_one_command() {
     let _serial = serial();
@@ -452,21 +457,7 @@ fn sigkill_of_the_leader_mid_rollout_the_standby_finishes_the_run() {
     let Some(pg) = Pg::new("kill") else { return };
     let sim = sim();
     let scratch = Scratch::new("ha-kill");
-    let at = Utc::now() + chrono::Duration::seconds(8);
-    let mut hosts = [
-        Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &window("w", at)),
-        Host::new(&scratch, "b", &pg.url_for("ha-b"), &sim, &window("w", at)),
-    ];
-    for h in hosts.iter_mut() {
-        h.start();
-    }
-    wait_for(
-        "two installs to be sent",
-        Duration::from_secs(60),
-        || (installs_sent(&sim) >= 2).then_some(()),
-        || logs(&[&hosts[0], &hosts[1]]),
-    );
-    let leader = leader_index(&pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    let (mut hosts, leader) = two_hosts_mid_install(&pg, &sim, &scratch, 2);
     let epoch = pg.lease().unwrap().epoch;
     hosts[leader].kill();
     let [a, b] = &hosts;
@@ -485,21 +476,7 @@ fn sigstop_past_the_ttl_then_sigcont_the_old_leader_steps_down_and_sends_nothing
     let Some(pg) = Pg::new("stop") else { return };
     let sim = sim();
     let scratch = Scratch::new("ha-stop");
-    let at = Utc::now() + chrono::Duration::seconds(8);
-    let mut hosts = [
-        Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &window("w", at)),
-        Host::new(&scratch, "b", &pg.url_for("ha-b"), &sim, &window("w", at)),
-    ];
-    for h in hosts.iter_mut() {
-        h.start();
-    }
-    wait_for(
-        "an install to be sent",
-        Duration::from_secs(60),
-        || (installs_sent(&sim) >= 1).then_some(()),
-        || logs(&[&hosts[0], &hosts[1]]),
-    );
-    let leader = leader_index(&pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    let (hosts, leader) = two_hosts_mid_install(&pg, &sim, &scratch, 1);
     let old_pid = hosts[leader].pid().unwrap();
     hosts[leader].signal("STOP");
     // The standby takes over once the ttl has passed, and carries on sending.
@@ -541,21 +518,7 @@ fn terminated_database_connections_cause_no_duplicate_and_leadership_recovers() 
     let Some(pg) = Pg::new("term_conns") else { return };
     let sim = sim();
     let scratch = Scratch::new("ha-conns");
-    let at = Utc::now() + chrono::Duration::seconds(8);
-    let mut hosts = [
-        Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &window("w", at)),
-        Host::new(&scratch, "b", &pg.url_for("ha-b"), &sim, &window("w", at)),
-    ];
-    for h in hosts.iter_mut() {
-        h.start();
-    }
-    wait_for(
-        "two installs to be sent",
-        Duration::from_secs(60),
-        || (installs_sent(&sim) >= 2).then_some(()),
-        || logs(&[&hosts[0], &hosts[1]]),
-    );
-    let leader = leader_index(&pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    let (hosts, leader) = two_hosts_mid_install(&pg, &sim, &scratch, 2);
     let application = if leader == 0 { "ha-a" } else { "ha-b" };
     // Twice, a second apart: a pool reconnects, and the second cut lands on new connections.
     assert!(pg.terminate(application) > 0, "the leader had connections");

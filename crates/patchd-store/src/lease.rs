@@ -235,6 +235,20 @@ pub(crate) fn judge_fence(
     }
 }
 
+/// The fence check of [`crate::dialect::Dialect::check_fence`], written once for both
+/// backends' transaction types.
+macro_rules! check_fence_in {
+    ($tx:expr, $c:expr, $fence:expr, $require_live:expr, $pg:expr) => {{
+        $c.statement();
+        let row: Option<(String, i64, bool, String, i64)> = sqlx::query_as(&$crate::lease::fence_sql($pg))
+            .bind(&$fence.lease)
+            .fetch_optional(&mut **$tx)
+            .await?;
+        $crate::lease::judge_fence($fence, row, $require_live)
+    }};
+}
+pub(crate) use check_fence_in;
+
 /// The statement a fenced write reads the lease with.
 pub(crate) fn fence_sql(pg: bool) -> String {
     format!(

@@ -63,12 +63,7 @@ impl Dialect for Postgres {
         fence: &crate::lease::Fence,
         require_live: bool,
     ) -> Result<(), StoreError> {
-        c.statement();
-        let row: Option<(String, i64, bool, String, i64)> = sqlx::query_as(&crate::lease::fence_sql(true))
-            .bind(&fence.lease)
-            .fetch_optional(&mut **tx)
-            .await?;
-        crate::lease::judge_fence(fence, row, require_live)
+        crate::lease::check_fence_in!(tx, c, fence, require_live, true)
     }
 
     async fn begin_read(pool: &Pool<Self>, c: &Counters) -> Result<Transaction<'static, Self>, StoreError> {

@@ -123,6 +123,34 @@ async fn run_in(store: &Store, window: &str) -> Result<WindowRunId, StoreError> 
         .await
 }
 
+const INSTANCE: &str = "i-0123456789abcdef0";
+
+/// A task of `run` with a one-batch rollout planned for [`INSTANCE`], written through `store`.
+async fn planned_task(store: &Store, run: WindowRunId, name: &str, operation: Operation) -> WindowTaskId {
+    let observation = WindowTaskObservation {
+        name,
+        operation,
+        command_id: None,
+        status: CommandStatus::InProgress,
+        started_at: None,
+        ended_at: None,
+    };
+    let task = store.record_window_task(run, &observation).await.unwrap();
+    let ids = vec![INSTANCE.to_string()];
+    let comment = format!("patchd:run:{name}:1");
+    let batches = [NewBatch { comment: &comment, instance_ids: &ids }];
+    let plan = NewRollout {
+        run_key: "run",
+        snapshot_id: "snap",
+        max_concurrency: 1,
+        max_errors: 0,
+        planned_at: Utc::now(),
+        batches: &batches,
+    };
+    store.plan_rollout(task, &plan).await.unwrap();
+    task
+}
+
 fn audit_entry() -> AuditEntry<'static> {
     AuditEntry {
         at: Utc::now(),
@@ -140,31 +168,7 @@ async fn fenced_writes_are_refused_once_the_lease_moved_on(db: TestDb) {
     let a = won(&store, &candidate("a"), TTL).await;
     let as_a = store.fenced(fence_of(&a));
     let run = run_in(&as_a, "w").await.expect("the leader records its run");
-    let task = as_a
-        .record_window_task(
-            run,
-            &WindowTaskObservation {
-                name: "install",
-                operation: Operation::Install,
-                command_id: None,
-                status: CommandStatus::InProgress,
-                started_at: None,
-                ended_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    let ids = vec!["i-0123456789abcdef0".to_string()];
-    let batches = [NewBatch { comment: "patchd:run:install:1", instance_ids: &ids }];
-    let plan = NewRollout {
-        run_key: "run",
-        snapshot_id: "snap",
-        max_concurrency: 1,
-        max_errors: 0,
-        planned_at: Utc::now(),
-        batches: &batches,
-    };
-    as_a.plan_rollout(task, &plan).await.unwrap();
+    let task = planned_task(&as_a, run, "install", Operation::Install).await;
     as_a.append_audit(&audit_entry()).await.unwrap();
 
     store.resign_lease(&fence_of(&a)).await.unwrap();
@@ -196,7 +200,7 @@ async fn fenced_writes_are_refused_once_the_lease_moved_on(db: TestDb) {
                     instance: InstanceKey {
                         account: "111122223333",
                         region: "eu-west-1",
-                        instance_id: &ids[0],
+                        instance_id: INSTANCE,
                     },
                     command_id: "c-1",
                     status: CommandStatus::InProgress,
@@ -233,31 +237,7 @@ async fn a_batch_intent_needs_an_unexpired_lease(db: TestDb) {
     let a = won(&store, &candidate("a"), Duration::from_millis(300)).await;
     let as_a = store.fenced(fence_of(&a));
     let run = run_in(&as_a, "w").await.unwrap();
-    let task = as_a
-        .record_window_task(
-            run,
-            &WindowTaskObservation {
-                name: "scan",
-                operation: Operation::Scan,
-                command_id: None,
-                status: CommandStatus::InProgress,
-                started_at: None,
-                ended_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    let ids = vec!["i-0123456789abcdef0".to_string()];
-    let batches = [NewBatch { comment: "patchd:run:scan:1", instance_ids: &ids }];
-    let plan = NewRollout {
-        run_key: "run",
-        snapshot_id: "snap",
-        max_concurrency: 1,
-        max_errors: 0,
-        planned_at: Utc::now(),
-        batches: &batches,
-    };
-    as_a.plan_rollout(task, &plan).await.unwrap();
+    let task = planned_task(&as_a, run, "scan", Operation::Scan).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Lapsed, nobody took over: observations are still a's to record, a new batch is not.
     let error = as_a.mark_batch_sending(task, 1, Utc::now()).await.unwrap_err();
