@@ -13,12 +13,20 @@ const HOME: &str = "123456789012";
 const PAYMENTS: &str = "210987654321";
 
 fn scenario() -> Scenario {
-    let group = r#"name = "web"
+    scenario_with("")
+}
+
+/// Both accounts' fleets, with `extra` keys in each group (`unmanaged = 0.4`...).
+fn scenario_with(extra: &str) -> Scenario {
+    let group = format!(
+        r#"name = "web"
 count = 5
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", "Patch Group" = "web" }
+platforms = {{ amazon-linux-2 = 1 }}
+tags = {{ Role = "web", "Patch Group" = "web" }}
 missing = 0.7
-scanned = 0.0"#;
+scanned = 0.0
+{extra}"#
+    );
     Scenario::from_toml_str(&format!(
         r#"
 name = "accounts-process"
@@ -52,10 +60,16 @@ external_id = "payments-secret"
 }
 
 fn write_config(scratch: &Scratch, url: &str, payments_group_scope: &str) {
+    write_config_with(scratch, url, payments_group_scope, "")
+}
+
+/// `daemon_extra`: more `[daemon]` keys (`listen = ...`).
+fn write_config_with(scratch: &Scratch, url: &str, payments_group_scope: &str, daemon_extra: &str) {
     let text = format!(
         r#"
 [daemon]
 state_dir = "{dir}"
+{daemon_extra}
 
 [aws]
 region = "us-east-1"
@@ -327,4 +341,63 @@ fn reports_narrow_to_an_account_or_a_region() {
         "{}",
         support::stderr(&out)
     );
+}
+
+/// Blind spots are counted per instance, and an instance is an (account, region, id): the two
+/// accounts' unmanaged instances share their ids and are still twice as many blind spots, in
+/// `report coverage` and in `/metrics` (which count through the one function the evidence
+/// report uses).
+#[test]
+fn blind_spots_of_two_accounts_are_counted_apart_even_when_their_ids_coincide() {
+    let sim = Sim::with_scenario(scenario_with("unmanaged = 0.4"));
+    let unmanaged = |account: &str| -> Vec<String> {
+        let mut ids: Vec<String> = sim
+            .server
+            .instances_in(account, "us-east-1")
+            .into_iter()
+            .filter(|i| !i.is_managed())
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(!unmanaged(HOME).is_empty(), "the scenario has unmanaged instances");
+    assert_eq!(unmanaged(HOME), unmanaged(PAYMENTS), "with the same ids in both accounts");
+    let scratch = Scratch::new("accounts-gaps");
+    let port = support::free_port();
+    write_config_with(&scratch, &sim.server.endpoint_url(), "", &format!("listen = \"127.0.0.1:{port}\""));
+    // The scan records every instance of both accounts, coverage gaps included.
+    let out = run(&scratch, &["scan", "--group", "web", "--poll-interval", "100ms"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = run(&scratch, &["report", "coverage", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut blind: Vec<(String, String)> = json["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["account"].as_str().unwrap().to_string(), g["instance_id"].as_str().unwrap().to_string()))
+        .collect();
+    blind.sort();
+    blind.dedup();
+    let expected = 2 * unmanaged(HOME).len();
+    assert_eq!(blind.len(), expected, "{blind:?}");
+    let table = stdout(&run(&scratch, &["report", "coverage"]));
+    assert!(table.contains(&format!(": {expected} of ")), "the table's headline: {table}");
+
+    let daemon = support::start_daemon(&scratch, 1, &[]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics = support::wait_for(
+        "/metrics",
+        std::time::Duration::from_secs(40),
+        || support::get(addr, "/metrics", None).filter(|a| a.status == 200),
+        || scratch.read_log(1),
+    );
+    assert_eq!(
+        support::metric(&metrics.body, "patchd_instances_with_coverage_gaps", ""),
+        Some(expected as f64),
+        "{}",
+        metrics.body
+    );
+    assert!(support::stop_daemon(daemon).success(), "{}", scratch.read_log(1));
 }

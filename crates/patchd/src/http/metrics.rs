@@ -310,9 +310,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         "gauge",
         "Distinct in-scope instances with at least one gap.",
     );
-    let distinct: std::collections::BTreeSet<&str> =
-        coverage.gaps.iter().map(|g| g.instance_id.as_str()).collect();
-    sample(&mut out, "patchd_instances_with_coverage_gaps", &[], distinct.len() as f64);
+    sample(&mut out, "patchd_instances_with_coverage_gaps", &[], coverage.instances_with_gaps() as f64);
     Ok(out)
 }
 

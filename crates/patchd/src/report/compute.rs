@@ -498,6 +498,19 @@ pub struct CoverageReport {
     pub gaps: Vec<CoverageGap>,
 }
 
+impl CoverageReport {
+    /// Distinct instances with at least one gap. An instance is an (account, region, id):
+    /// two accounts' instances that share an id are two blind spots, never one.
+    pub fn instances_with_gaps(&self) -> usize {
+        let instances: std::collections::BTreeSet<(&str, &str, &str)> = self
+            .gaps
+            .iter()
+            .map(|g| (g.account.as_str(), g.region.as_str(), g.instance_id.as_str()))
+            .collect();
+        instances.len()
+    }
+}
+
 /// In-scope instances (members of a configured group) that are blind spots.
 pub fn coverage(
     config: &Config,

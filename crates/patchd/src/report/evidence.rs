@@ -97,7 +97,7 @@ pub fn render(e: &Evidence) -> String {
         coverage: CoverageHeadline {
             in_scope: e.coverage.in_scope,
             gaps: e.coverage.gaps.len(),
-            instances_with_gaps: instances_with_gaps(e.coverage),
+            instances_with_gaps: e.coverage.instances_with_gaps(),
         },
         exceptions_in_force: in_force.len(),
     };
@@ -143,17 +143,6 @@ pub fn render(e: &Evidence) -> String {
 /// An exception holds through the whole of its `expires` day (UTC), as the SLA engine judges.
 fn in_force(exception: &patchd_config::Exception, at: DateTime<Utc>) -> bool {
     at.date_naive() <= exception.expires
-}
-
-fn instances_with_gaps(coverage: &CoverageReport) -> usize {
-    let mut ids: Vec<(&str, &str, &str)> = coverage
-        .gaps
-        .iter()
-        .map(|g| (g.account.as_str(), g.region.as_str(), g.instance_id.as_str()))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.len()
 }
 
 fn header(out: &mut String, e: &Evidence, scope: &str) {

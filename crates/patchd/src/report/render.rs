@@ -325,13 +325,11 @@ pub fn compliance_csv(report: &ComplianceReport) -> String {
 
 pub fn coverage_table(report: &CoverageReport) -> String {
     let mut out = String::new();
-    let instances: std::collections::BTreeSet<&str> =
-        report.gaps.iter().map(|g| g.instance_id.as_str()).collect();
     let _ = writeln!(
         out,
         "Coverage at {} UTC: {} of {} in-scope instances have blind spots",
         minute(report.at),
-        instances.len(),
+        report.instances_with_gaps(),
         report.in_scope
     );
     if report.gaps.is_empty() {
