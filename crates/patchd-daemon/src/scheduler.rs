@@ -300,7 +300,7 @@ pub async fn run_under(
                 changed = status.changed(), if status_open => status_open = changed.is_ok(),
                 command = control.recv() => match command {
                     Some(Control::Reload(new)) => {
-                        daemon.reload(*new, None);
+                        daemon.reload(*new);
                     }
                     Some(Control::Stop) | None => break 'terms,
                 },
@@ -339,15 +339,14 @@ struct Daemon {
 
 impl Daemon {
     /// Takes a new configuration: `[events]` for runs started from now on, the schedule for the
-    /// next arming. Returns the term's contexts rebuilt with the new events, when in a term.
-    fn reload(&mut self, new: Config, fence: Option<&Fence>) -> Option<Arc<Vec<Context>>> {
+    /// next arming.
+    fn reload(&mut self, new: Config) {
         // Runs in flight keep the sinks they started with; later ones use the new.
         match scopes::with_events(&self.scopes, &new.events) {
             Ok(reloaded) => self.scopes = Arc::new(reloaded),
             Err(e) => error!(error = %e, "[events] not reloaded; events go where they went before"),
         }
         self.config = Arc::new(new);
-        fence.map(|f| Arc::new(fenced(&self.scopes, Some(f))))
     }
 }
 
@@ -472,11 +471,8 @@ impl Term<'_> {
                     }
                     command = control.recv() => match command {
                         Some(Control::Reload(new)) => {
-                            if let Some(scopes) = daemon.reload(*new, self.fence.as_ref()) {
-                                shared.scopes = scopes;
-                            } else {
-                                shared.scopes = daemon.scopes.clone();
-                            }
+                            daemon.reload(*new);
+                            shared.scopes = Arc::new(fenced(&daemon.scopes, self.fence.as_ref()));
                             let config = daemon.config.clone();
                             rearm(timer, &config, &mut armed).await?;
                             let (shared_now, config_now) = (shared.clone(), config.clone());

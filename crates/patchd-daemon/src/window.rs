@@ -446,9 +446,9 @@ pub async fn execute(
     // Locks first: a run that waits for another run of its groups records nothing until it
     // can start, and one that cannot start before the cutoff is recorded as missed.
     let groups = plan.groups();
+    let purpose = format!("window run {name} at {}", plan.scheduled_start);
+    let ttl = env.config.daemon.lease.ttl;
     let _locks = loop {
-        let purpose = format!("window run {name} at {}", plan.scheduled_start);
-        let ttl = env.config.daemon.lease.ttl;
         match GroupLocks::try_acquire(&ctx.store, env.state_dir, &ctx.scope, &groups, &purpose, ttl).await {
             Ok(locks) => break locks,
             Err(LockError::Held { group, holder, lock }) if env.lock_wait == LockWait::UntilCutoff => {

@@ -167,8 +167,7 @@ fn remaining_sql(pg: bool, column: &str) -> String {
 fn lease_columns(pg: bool) -> String {
     format!(
         "name, holder, host, pid, epoch, acquired_at, renewed_at, expires_at, \
-         ({expires} > {now}) AS live, {remaining} AS expires_in_ms",
-        expires = "expires_at",
+         (expires_at > {now}) AS live, {remaining} AS expires_in_ms",
         now = now_sql(pg),
         remaining = remaining_sql(pg, "expires_at"),
     )

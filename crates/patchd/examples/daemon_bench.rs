@@ -11,13 +11,16 @@
 //! cargo run --release -p patchd --example daemon_bench [-- scan|idle]
 //! ```
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-type Error = Box<dyn std::error::Error>;
+use bench_support::{binary, root, Error};
 
 const OPERATIONS: [&str; 6] = [
     "DescribeInstances",
@@ -27,23 +30,6 @@ const OPERATIONS: [&str; 6] = [
     "DescribeInstancePatchStates",
     "DescribeInstancePatches",
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The binaries measured: release builds, unless `PATCHD_BENCH_PROFILE=debug` (to check the
-/// benchmark itself; its CPU and memory figures are then not the ones to quote).
-fn binary(name: &str) -> Result<PathBuf, Error> {
-    let profile = std::env::var("PATCHD_BENCH_PROFILE").unwrap_or_else(|_| "release".into());
-    let path = root().join("target").join(profile).join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!("{} is missing: run `cargo build --release -p patchd -p fleet-sim`", path.display())
-            .into())
-    }
-}
 
 /// The simulator on a free port; its first stdout line names the address.
 struct Simulator {

@@ -19,6 +19,9 @@
 //! `PATCHD_BENCH_TARGET_DIR` names another target directory; `PATCHD_BENCH_PROFILE=debug`
 //! checks the benchmark itself with debug binaries.
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -30,24 +33,7 @@ use chrono::{DateTime, Utc};
 use patchd_store::{LeaseRecord, OpenOptions, Store, SCHEDULER_LEASE};
 use sqlx::{Connection, Executor};
 
-type Error = Box<dyn std::error::Error>;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn binary(name: &str) -> Result<PathBuf, Error> {
-    let profile = std::env::var("PATCHD_BENCH_PROFILE").unwrap_or_else(|_| "release".into());
-    let target =
-        std::env::var("PATCHD_BENCH_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
-    let path = target.join(profile).join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!("{} is missing: run `cargo build --release -p patchd -p fleet-sim`", path.display())
-            .into())
-    }
-}
+use bench_support::{binary, root, Error};
 
 /// The simulator, in its own process.
 struct Simulator {

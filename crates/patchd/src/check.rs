@@ -134,7 +134,9 @@ fn resolve(config: &Config) -> Result<Resolution, Failure> {
                 "check --resolve cannot ask {endpoint}: {e}; or run `patchd check` without --resolve"
             ))
         };
-        let scoped = scopes::clients(config, &home, &crate::run::hostname()).await.map_err(|e| cannot(&e))?;
+        let scoped = scopes::clients(config, &home, &patchd_daemon::leader::hostname())
+            .await
+            .map_err(|e| cannot(&e))?;
         let several = scoped.len() > 1;
         let mut seen = BTreeSet::new();
         let mut off = BTreeSet::new();

@@ -347,17 +347,14 @@ pub(crate) async fn scoped_clients(config: &Config) -> Result<Vec<(Scope, AwsCli
             "no AWS region: set [aws] region in the configuration, or AWS_REGION"
         )));
     }
-    scopes::clients(config, &aws, &hostname()).await.map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))
+    scopes::clients(config, &aws, &leader::hostname())
+        .await
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))
 }
 
 /// The home account's context: for commands that work in one account and region.
 pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
     Ok(contexts(config, actor).await?.swap_remove(0))
-}
-
-/// This machine's name, for the role session name `patchd-<host>`.
-pub(crate) fn hostname() -> String {
-    patchd_daemon::leader::hostname()
 }
 
 pub(crate) fn poll_policy(args: &RunnerArgs) -> PollPolicy {
