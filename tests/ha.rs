@@ -4,7 +4,8 @@
 //! (`SimServer::commands`), never patchd's view of it.
 //!
 //! - two daemons, one window: every reachable instance gets exactly one command per task;
-//! - SIGKILL of the leader mid-rollout: the standby finishes the run;
+//! - SIGKILL of the leader mid-rollout: the standby finishes the run; again while SSM throttles
+//!   and fails calls (`POST /_sim/faults`);
 //! - SIGSTOP of the leader past its ttl, a takeover, SIGCONT: the old leader steps down and
 //!   sends nothing more;
 //! - the leader's database connections terminated (`pg_terminate_backend`);
@@ -468,6 +469,71 @@ fn sigkill_of_the_leader_mid_rollout_the_standby_finishes_the_run() {
     let survivor = &hosts[1 - leader];
     assert!(survivor.read_log().contains("resuming interrupted run"), "{}", survivor.read_log());
     assert_exactly_once(&sim, &logs(&[a, b]));
+}
+
+/// `POST /_sim/faults` with `body`, as any client of the simulator would set its faults.
+fn set_faults(sim: &Sim, body: &str) {
+    use std::io::Read;
+    let addr = sim.server.addr();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /_sim/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn sigkill_of_the_leader_while_ssm_throttles_and_fails_calls_still_sends_each_batch_once() {
+    let _serial = serial();
+    let Some(pg) = Pg::new("faults") else { return };
+    let sim = sim();
+    let scratch = Scratch::new("ha-faults");
+    let at = Utc::now() + chrono::Duration::seconds(8);
+    let mut hosts = [
+        Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &window("w", at)),
+        Host::new(&scratch, "b", &pg.url_for("ha-b"), &sim, &window("w", at)),
+    ];
+    for h in hosts.iter_mut() {
+        // A few more SDK attempts than the default 3: the faults below must be waited out,
+        // not turn a group's resolution into a failed task.
+        let text = std::fs::read_to_string(&h.config).unwrap().replacen(
+            "region = \"us-east-1\"",
+            "region = \"us-east-1\"\nmax_attempts = 6",
+            1,
+        );
+        std::fs::write(&h.config, text).unwrap();
+        h.start();
+    }
+    wait_for(
+        "a leader",
+        Duration::from_secs(30),
+        || leader_index(&pg, &[&hosts[0], &hosts[1]]),
+        || logs(&[&hosts[0], &hosts[1]]),
+    );
+    // From now on SSM throttles one call in ten and fails one in thirty with a server error:
+    // SendCommand included, whose lost answers patchd must look up rather than resend.
+    set_faults(&sim, r#"{"throttle_rate": 0.1, "error_rate": 0.033}"#);
+    wait_for(
+        "two installs to be sent",
+        Duration::from_secs(60),
+        || (installs_sent(&sim) >= 2).then_some(()),
+        || logs(&[&hosts[0], &hosts[1]]),
+    );
+    let leader = leader_index(&pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    hosts[leader].kill();
+    let [a, b] = &hosts;
+    let run = finished_run(&pg, "w", Duration::from_secs(120), || logs(&[a, b]));
+    set_faults(&sim, r#"{"throttle_rate": 0.0, "error_rate": 0.0}"#);
+    let stats = sim.server.stats();
+    let (throttled, failed): (u64, u64) = (stats.throttled.values().sum(), stats.failed.values().sum());
+    assert!(throttled > 0 && failed > 0, "the faults hit: {stats:#?}");
+    assert_ne!(run.status, WindowRunStatus::Running, "{run:?}");
+    assert_exactly_once(&sim, &format!("throttled {throttled}, failed {failed}\n{}", logs(&[a, b])));
 }
 
 #[test]
