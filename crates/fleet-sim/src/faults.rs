@@ -1,6 +1,7 @@
-//! Fault injection: throttling, server errors, latency, agents dropping off, failed installs.
+//! Fault injection: throttling, server errors, latency, agents dropping off, failed installs,
+//! instances whose patch lists cannot be read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,10 @@ pub struct Faults {
     /// Per-operation rate limits in real requests per second ("*" applies to every other
     /// operation). The burst equals the rate, at least 1.
     pub throttle: BTreeMap<String, f64>,
+    /// Instances whose patch lists stay unreadable: every DescribeInstancePatches call for one
+    /// of them answers InternalServerError (HTTP 500), whatever its filters and paging; every
+    /// other operation, and every other instance, behaves normally.
+    pub unreadable_instances: BTreeSet<String>,
 }
 
 impl Default for Faults {
@@ -44,6 +49,7 @@ impl Default for Faults {
             install_failure_rate: 0.0,
             execution_timeout_rate: 0.0,
             throttle: BTreeMap::new(),
+            unreadable_instances: BTreeSet::new(),
         }
     }
 }
@@ -76,7 +82,24 @@ impl Faults {
                 ));
             }
         }
+        for id in &self.unreadable_instances {
+            if !crate::request::is_instance_id(id) {
+                problems.push(format!(
+                    "faults.unreadable_instances holds {id:?}; use instance ids such as i-0123456789abcdef0"
+                ));
+            }
+        }
         problems
+    }
+
+    /// Whether DescribeInstancePatches with this request body must fail: it names an instance
+    /// of `unreadable_instances`.
+    pub fn patches_unreadable(&self, body: &serde_json::Value) -> bool {
+        !self.unreadable_instances.is_empty()
+            && body
+                .get("InstanceId")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|id| self.unreadable_instances.contains(id))
     }
 
     /// Applies the members present in a JSON object onto these settings (the control API's
@@ -177,5 +200,37 @@ mod tests {
             Faults { throttle: BTreeMap::from([("X".into(), 0.0)]), error_rate: -1.0, ..Faults::default() };
         assert_eq!(bad.problems().len(), 2);
         assert!(Faults::default().problems().is_empty());
+        let ids = Faults {
+            unreadable_instances: BTreeSet::from([
+                "i-0123456789abcdef0".into(),
+                "not-an-id".into(),
+                "i-1".into(),
+            ]),
+            ..Faults::default()
+        };
+        let problems = ids.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("\"not-an-id\"")), "{problems:?}");
+    }
+
+    #[test]
+    fn unreadable_instances_merge_and_match() {
+        let merged = Faults { error_rate: 0.1, ..Faults::default() }
+            .merged(&serde_json::json!({"unreadable_instances": ["i-0123456789abcdef0", "i-01234567"]}))
+            .expect("valid ids");
+        assert_eq!(merged.error_rate, 0.1, "other settings are kept");
+        assert_eq!(merged.unreadable_instances.len(), 2);
+        assert!(merged.patches_unreadable(&serde_json::json!({"InstanceId": "i-01234567"})));
+        assert!(merged.patches_unreadable(&serde_json::json!({
+            "InstanceId": "i-0123456789abcdef0",
+            "Filters": [{"Key": "State", "Values": ["Missing"]}],
+            "NextToken": "x"
+        })));
+        assert!(!merged.patches_unreadable(&serde_json::json!({"InstanceId": "i-0fffffffffffffff0"})));
+        assert!(!merged.patches_unreadable(&serde_json::json!({})));
+        let cleared = merged.merged(&serde_json::json!({"unreadable_instances": []})).expect("valid");
+        assert!(cleared.unreadable_instances.is_empty(), "a list replaces the previous one");
+        let bad = Faults::default().merged(&serde_json::json!({"unreadable_instances": ["x"]}));
+        assert!(bad.is_err());
     }
 }

@@ -640,6 +640,15 @@ async fn answer_ssm(world: &Mutex<World>, operation: &str, authenticated: bool, 
                 let parsed: Result<serde_json::Value, _> =
                     if body.is_empty() { Ok(serde_json::json!({})) } else { serde_json::from_slice(body) };
                 match parsed {
+                    Ok(value)
+                        if operation == "DescribeInstancePatches"
+                            && world.faults.patches_unreadable(&value) =>
+                    {
+                        // The `unreadable_instances` fault: this instance's patches stay unreadable.
+                        bump(&mut world.counters.failed, counted);
+                        Err(ApiError::new("InternalServerError", "An internal error occurred.")
+                            .with_status(500))
+                    }
                     Ok(value) => world.ssm(operation, &value),
                     Err(e) => {
                         Err(ApiError::new("SerializationException", format!("the body is not JSON: {e}")))
@@ -901,6 +910,64 @@ pub(crate) fn release_from_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `unreadable_instances` fault over the wire: DescribeInstancePatches for a listed
+    /// instance answers InternalServerError whatever its filters; other instances and other
+    /// operations on the same instance answer normally.
+    #[tokio::test]
+    async fn unreadable_instances_fail_only_their_patch_listings() {
+        use aws_sdk_ssm::types::PatchOrchestratorFilter;
+        let server = SimServer::start(
+            "127.0.0.1:0".parse().expect("address"),
+            Scenario::minimal().with_time_scale(0.0),
+        )
+        .await
+        .expect("server");
+        let ids: Vec<String> = server.instances().into_iter().map(|i| i.id).collect();
+        let (broken, healthy) = (ids[0].clone(), ids[1].clone());
+        server
+            .set_faults(Faults { unreadable_instances: [broken.clone()].into(), ..Faults::default() })
+            .expect("valid faults");
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url(server.endpoint_url())
+            .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled())
+            .build();
+        let ssm = aws_sdk_ssm::Client::from_conf(config);
+        let open = PatchOrchestratorFilter::builder().key("State").values("Missing").values("Failed").build();
+        for filters in [vec![], vec![open]] {
+            let error = ssm
+                .describe_instance_patches()
+                .instance_id(&broken)
+                .set_filters(Some(filters.clone()))
+                .send()
+                .await
+                .expect_err("unreadable");
+            let raw = error.raw_response().expect("an HTTP answer");
+            assert_eq!(raw.status().as_u16(), 500);
+            assert_eq!(aws_sdk_ssm::error::ProvideErrorMetadata::code(&error), Some("InternalServerError"));
+            ssm.describe_instance_patches()
+                .instance_id(&healthy)
+                .set_filters(Some(filters))
+                .send()
+                .await
+                .expect("other instances are readable");
+        }
+        let states = ssm
+            .describe_instance_patch_states()
+            .instance_ids(&broken)
+            .instance_ids(&healthy)
+            .send()
+            .await
+            .expect("patch states stay readable");
+        assert_eq!(states.instance_patch_states().len(), 2);
+        let stats = server.stats();
+        assert_eq!((stats.calls("DescribeInstancePatches"), stats.failed("DescribeInstancePatches")), (4, 2));
+        server.set_faults(Faults::default()).expect("valid faults");
+        ssm.describe_instance_patches().instance_id(&broken).send().await.expect("readable once cleared");
+    }
 
     #[test]
     fn credential_scope_names_the_service() {
