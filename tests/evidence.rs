@@ -235,6 +235,7 @@ async fn sync(store: &Store, at: &str, rows: &[Seen]) {
             snapshot_id: None,
             patch_group: Some("prod"),
             patches,
+            counts: None,
         })
         .collect();
     store.record_sync(&ComplianceSync { source: "test", started_at: t(at), scans: &scans }).await.unwrap();

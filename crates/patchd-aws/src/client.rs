@@ -13,6 +13,8 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use patchd_config::{Aws, RetryMode};
 
+use crate::pacing::Pacer;
+
 /// The SSM and EC2 clients patchd uses, sharing one configuration. Cheap to clone.
 ///
 /// Nothing here knows whether the endpoint is AWS or a stand-in such as the fleet simulator:
@@ -115,6 +117,11 @@ impl AwsClients {
         self.calls.snapshot()
     }
 
+    /// The adaptive per-operation pacing these clients (and their clones and siblings) share.
+    pub fn pacer(&self) -> &Pacer {
+        &self.calls.pacer
+    }
+
     /// The region calls are signed for (and routed to, without an endpoint URL).
     pub fn region(&self) -> Option<&str> {
         self.shared.region().map(Region::as_ref)
@@ -144,16 +151,20 @@ pub struct CallCount {
     pub throttled: u64,
 }
 
-/// An SDK interceptor on both clients: counts each attempt by operation once it completed.
+/// An SDK interceptor on every client: counts each attempt by operation once it completed,
+/// and tells the [`Pacer`] whether it was throttled.
 #[derive(Debug, Clone, Default)]
-struct CallCounter(Arc<Mutex<Counts>>);
+struct CallCounter {
+    counts: Arc<Mutex<Counts>>,
+    pacer: Pacer,
+}
 
 /// (service, operation) -> (attempts, throttled attempts).
 type Counts = BTreeMap<(String, String), (u64, u64)>;
 
 impl CallCounter {
     fn snapshot(&self) -> Vec<CallCount> {
-        let counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         counts
             .iter()
             .map(|((service, operation), &(calls, throttled))| CallCount {
@@ -166,7 +177,8 @@ impl CallCounter {
     }
 
     fn record(&self, service: &str, operation: &str, throttled: bool) {
-        let mut counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.pacer.observe(operation, throttled);
+        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = counts.entry((service.to_string(), operation.to_string())).or_default();
         entry.0 += 1;
         if throttled {

@@ -100,6 +100,38 @@ impl PatchState {
     }
 }
 
+/// Which of a node's patches [`AwsClients::instance_patches`] lists, as DescribeInstancePatches'
+/// `State` filter (values spelt as SSM's API reference spells the filter's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchListing {
+    /// Every patch the node's baseline tracks, whatever its state.
+    All,
+    /// Patches that are, or keep, a finding open: missing, failed, installed but waiting for a
+    /// reboot, installed though rejected, and Windows security updates the baseline does not
+    /// approve.
+    Open,
+    /// Installed patches (approved or not): where a finding that disappeared from the open
+    /// listing went, with its InstalledTime.
+    Installed,
+}
+
+impl PatchListing {
+    /// The `State` filter's values; None lists everything.
+    pub fn states(self) -> Option<&'static [&'static str]> {
+        match self {
+            PatchListing::All => None,
+            PatchListing::Open => Some(&[
+                "Missing",
+                "Failed",
+                "InstalledPendingReboot",
+                "InstalledRejected",
+                "AvailableSecurityUpdate",
+            ]),
+            PatchListing::Installed => Some(&["Installed", "InstalledOther"]),
+        }
+    }
+}
+
 /// One patch on one node (DescribeInstancePatches). SSM gives no release date here; that
 /// comes from [`AwsClients::available_patches`] or the vendor's advisory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,15 +227,18 @@ impl AwsClients {
         const OPERATION: &str = "DescribeInstancePatchStates";
         let mut states = Vec::with_capacity(instance_ids.len());
         for chunk in instance_ids.chunks(PATCH_STATE_IDS) {
-            let mut pages = self
-                .ssm
-                .describe_instance_patch_states()
-                .set_instance_ids(Some(chunk.to_vec()))
-                .into_paginator()
-                .page_size(PATCH_STATE_IDS as i32)
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+            let mut next_token: Option<String> = None;
+            loop {
+                self.pacer().admit(OPERATION).await;
+                let page = self
+                    .ssm
+                    .describe_instance_patch_states()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .max_results(PATCH_STATE_IDS as i32)
+                    .set_next_token(next_token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
                 for state in page.instance_patch_states() {
                     states.push(PatchStateSummary {
                         instance_id: state.instance_id().to_string(),
@@ -247,25 +282,44 @@ impl AwsClients {
                         },
                     });
                 }
+                match page.next_token().filter(|t| !t.is_empty()) {
+                    Some(token) => next_token = Some(token.to_string()),
+                    None => break,
+                }
             }
         }
         Ok(states)
     }
 
-    /// Every patch SSM tracks on one node, all pages of 100.
+    /// The patches SSM tracks on one node in the states `listing` selects, all pages of 100.
+    /// Each page waits for the operation's [`Pacer`](crate::Pacer) slot.
     #[instrument(skip(self), err(Display))]
-    pub async fn instance_patches(&self, instance_id: &str) -> Result<Vec<InstancePatch>, AwsError> {
+    pub async fn instance_patches(
+        &self,
+        instance_id: &str,
+        listing: PatchListing,
+    ) -> Result<Vec<InstancePatch>, AwsError> {
         const OPERATION: &str = "DescribeInstancePatches";
-        let mut pages = self
-            .ssm
-            .describe_instance_patches()
-            .instance_id(instance_id)
-            .into_paginator()
-            .page_size(PATCH_PAGE)
-            .send();
+        let filters: Option<Vec<PatchOrchestratorFilter>> = listing.states().map(|states| {
+            vec![PatchOrchestratorFilter::builder()
+                .key("State")
+                .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+                .build()]
+        });
         let mut patches = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pacer().admit(OPERATION).await;
+            let page = self
+                .ssm
+                .describe_instance_patches()
+                .instance_id(instance_id)
+                .set_filters(filters.clone())
+                .max_results(PATCH_PAGE)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
             patches.extend(page.patches().iter().map(|p| InstancePatch {
                 title: p.title().to_string(),
                 kb_id: p.kb_id().to_string(),
@@ -275,6 +329,10 @@ impl AwsClients {
                 installed_at: utc_unless_epoch(p.installed_time()),
                 cve_ids: p.cve_ids().map(split_cve_ids).unwrap_or_default(),
             }));
+            match page.next_token().filter(|t| !t.is_empty()) {
+                Some(token) => next_token = Some(token.to_string()),
+                None => break,
+            }
         }
         tracing::debug!(patches = patches.len(), "instance patches listed");
         Ok(patches)

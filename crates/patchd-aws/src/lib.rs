@@ -18,7 +18,9 @@
 //!   built from the same SDK configuration.
 //!
 //! Retries belong to the SDK and are configured once, when the clients are built; no call
-//! here loops on errors. The one exception is PutEvents' partial failure: a call the SDK
+//! here loops on errors. Patch Manager's reads are paced per operation by a [`Pacer`] that
+//! learns from throttling; the compliance sync, which must not lose a read, retries beyond
+//! the SDK's attempts itself. The one exception is PutEvents' partial failure: a call the SDK
 //! counts as a success may refuse some entries, and only those are resent, a bounded number
 //! of times ([`EntryRetry`]). An error that reaches the caller has outlasted them, is typed for
 //! what to do next ([`AwsError`]) and names the operation and AWS's request id. Every call is
@@ -33,6 +35,7 @@ mod commands;
 mod compliance;
 mod error;
 mod events;
+mod pacing;
 mod targets;
 mod time;
 
@@ -47,8 +50,9 @@ pub use commands::{
     PatchCommand, SentCommand, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
 };
 pub use compliance::{
-    AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchState, PatchStateSummary,
+    AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchListing, PatchState, PatchStateSummary,
 };
 pub use error::{AwsError, InvalidRequest, TransportKind};
 pub use events::{EntryRetry, EventEntry, FailedEntry, PutEventsOutcome, EVENT_SOURCE, MAX_ENTRIES_PER_PUT};
+pub use pacing::{PaceState, Pacer};
 pub use targets::{Agent, Coverage, PingStatus, Target};

@@ -135,6 +135,7 @@ pub(crate) fn default_daemon() -> Daemon {
         listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
         state_dir,
         sync_interval: DEFAULT_SYNC_INTERVAL,
+        sync_retry_interval: DEFAULT_SYNC_RETRY_INTERVAL,
         prune_baselines: false,
         api_token_file: None,
         tls: None,
@@ -258,6 +259,16 @@ fn decode_daemon(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> D
                     "write a number and a unit (s, m, h, d), e.g. `sync_interval = \"6h\"` or `\"1h30m\"`"
                         .into(),
                 ),
+            ),
+        }
+    }
+    if let Some(interval) = r.string(d, "sync_retry_interval", "\"2m\"") {
+        match parse_interval(&interval).filter(|i| SYNC_RETRY_INTERVAL_RANGE.contains(i)) {
+            Some(i) => daemon.sync_retry_interval = i,
+            None => d.error(
+                &interval.origin,
+                format!("`sync_retry_interval` must be a duration from 5s to 1h, found `{}`", interval.value),
+                Some("write a number and a unit (s, m, h), e.g. `sync_retry_interval = \"2m\"`".into()),
             ),
         }
     }
@@ -1406,6 +1417,14 @@ mod tests {
         };
         assert_eq!(load("[daemon]\n"), Ok(Duration::from_secs(6 * 3600)));
         assert_eq!(load("[daemon]\nsync_interval = \"90m\"\n"), Ok(Duration::from_secs(5400)));
+        let retry = |text: &str| {
+            crate::load_sources(vec![("p.toml".into(), text.to_string())], chrono::Utc::now())
+                .map(|l| l.config.daemon.sync_retry_interval)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(retry("[daemon]\n"), Ok(Duration::from_secs(120)));
+        assert_eq!(retry("[daemon]\nsync_retry_interval = \"30s\"\n"), Ok(Duration::from_secs(30)));
+        assert!(retry("[daemon]\nsync_retry_interval = \"2s\"\n").is_err());
         for bad in ["\"30s\"", "\"8d\"", "\"6\"", "6"] {
             let err = load(&format!("[daemon]\nsync_interval = {bad}\n")).unwrap_err();
             assert!(err.starts_with("p.toml:2:17: error: `sync_interval`"), "{bad}: {err}");

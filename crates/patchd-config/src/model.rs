@@ -94,6 +94,8 @@ pub struct Daemon {
     /// How often the daemon syncs the compliance of every managed instance of the configured
     /// groups, besides the sync after each Scan and Install task.
     pub sync_interval: std::time::Duration,
+    /// How soon the daemon syncs again the instances a sync could not read (the sync backlog).
+    pub sync_retry_interval: std::time::Duration,
     /// Whether `patchd apply` deletes baselines patchd manages in SSM that the configuration
     /// no longer has. Off by default: they are only reported.
     pub prune_baselines: bool,
@@ -143,6 +145,12 @@ pub struct TlsFiles {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9487";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchd";
+/// `[daemon] sync_retry_interval` when not written: what throttling kept a sync from reading is
+/// read again within minutes, not at the next `sync_interval`.
+pub const DEFAULT_SYNC_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
+/// The shortest and longest `sync_retry_interval` accepted.
+pub const SYNC_RETRY_INTERVAL_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(5)..=std::time::Duration::from_secs(3600);
 /// `[daemon] sync_interval` when not written: four syncs a day.
 pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// The shortest and longest `sync_interval` accepted: SSM's compliance calls are paged per

@@ -85,6 +85,24 @@ pub struct WindowRunCompleted {
     pub budget_exceeded: bool,
 }
 
+/// `Sync Incomplete`: a compliance sync could not read some instances' results after every
+/// retry. They stay in the sync backlog, and the daemon reads them again within minutes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncIncomplete {
+    pub account: String,
+    pub region: String,
+    /// What asked for the sync: `window:<window>`, `compliance-poll`, `backlog`, `cli`.
+    pub source: String,
+    /// Instances the sync was asked to read.
+    pub instances: usize,
+    /// Instances it could not read.
+    pub unread: usize,
+    /// The first unread instances (at most 20), for a look at one of them.
+    pub sample: Vec<String>,
+    /// The last error of the first unread instance.
+    pub error: String,
+}
+
 /// `Task Failed`: a task of a run ended `Failed` or `TimedOut`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskFailed {
@@ -183,6 +201,7 @@ pub enum Event {
     CoverageGapFound(CoverageGap),
     LeadershipGained(LeadershipChange),
     LeadershipLost(LeadershipChange),
+    SyncIncomplete(SyncIncomplete),
 }
 
 pub const WINDOW_RUN_STARTED: &str = "Window Run Started";
@@ -193,6 +212,7 @@ pub const SLA_BREACHED: &str = "SLA Breached";
 pub const COVERAGE_GAP_FOUND: &str = "Coverage Gap Found";
 pub const LEADERSHIP_GAINED: &str = "Leadership Gained";
 pub const LEADERSHIP_LOST: &str = "Leadership Lost";
+pub const SYNC_INCOMPLETE: &str = "Sync Incomplete";
 
 impl Event {
     /// EventBridge's `DetailType`.
@@ -206,6 +226,7 @@ impl Event {
             Event::CoverageGapFound(_) => COVERAGE_GAP_FOUND,
             Event::LeadershipGained(_) => LEADERSHIP_GAINED,
             Event::LeadershipLost(_) => LEADERSHIP_LOST,
+            Event::SyncIncomplete(_) => SYNC_INCOMPLETE,
         }
     }
 
@@ -218,6 +239,7 @@ impl Event {
             Event::SlaDueSoon(d) | Event::SlaBreached(d) => serde_json::to_value(d),
             Event::CoverageGapFound(d) => serde_json::to_value(d),
             Event::LeadershipGained(d) | Event::LeadershipLost(d) => serde_json::to_value(d),
+            Event::SyncIncomplete(d) => serde_json::to_value(d),
         };
         // Plain structs of strings, numbers and instants: serialising cannot fail.
         value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
@@ -231,6 +253,7 @@ impl Event {
             Event::SlaDueSoon(d) | Event::SlaBreached(d) => (&d.account, &d.region),
             Event::CoverageGapFound(d) => (&d.account, &d.region),
             Event::LeadershipGained(d) | Event::LeadershipLost(d) => (&d.account, &d.region),
+            Event::SyncIncomplete(d) => (&d.account, &d.region),
         }
     }
 

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patchd_aws::Target;
 use patchd_config::{Config, Window};
 use patchd_store::{Fence, StoreError, WindowRunQuery};
 use tokio::sync::{mpsc, watch};
@@ -68,6 +67,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// `[daemon] sync_interval`.
     pub sync_interval: Duration,
+    /// `[daemon] sync_retry_interval`: how often the sync backlog is read again.
+    pub sync_retry_interval: Duration,
     pub poll: PollPolicy,
     /// How long a stop waits for runs to persist their state before giving up on them.
     pub shutdown_grace: Duration,
@@ -399,6 +400,10 @@ impl Term<'_> {
         let mut runs: JoinSet<Finished> = JoinSet::new();
         let mut active: HashSet<RunKey> = HashSet::new();
         let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
+        // The backlog's own slot: a periodic sync is never skipped because a backlog one runs.
+        let mut backlog_syncing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut backlog_tick = tokio::time::interval(shared.settings.sync_retry_interval);
+        backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut armed: HashMap<String, Armed> = HashMap::new();
         let mut sync_job: Option<Uuid> = None;
         let mut status_open = true;
@@ -420,6 +425,11 @@ impl Term<'_> {
                 }
                 tokio::select! {
                     _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
+                    _ = backlog_tick.tick() => {
+                        if !backlog_syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+                            backlog_syncing = Some(tokio::spawn(backlog_sync(shared.clone(), daemon.config.clone())));
+                        }
+                    }
                     changed = status.changed(), if status_open => {
                         status_open = changed.is_ok();
                         let still = matches!(status.borrow_and_update().role, Role::Leader { epoch: e } if Some(e) == epoch);
@@ -513,6 +523,10 @@ impl Term<'_> {
             }
             TermEnd::Deposed => warn!(epoch, runs = runs.len(),
                 "no longer the leader: this process's runs stop releasing batches; the new leader resumes them"),
+        }
+        if let Some(handle) = backlog_syncing {
+            // Whatever it committed stays; the rest is still in the backlog for the next term.
+            handle.abort();
         }
         self.wind_down(&stop_tx, runs, syncing, &armed, sync_job, &shared.settings).await;
         Ok(end)
@@ -804,38 +818,47 @@ async fn periodic_sync(shared: Shared, config: Arc<Config>) {
 
 async fn sync_scope(ctx: &Context, shared: &Shared, config: &Config) {
     let started = std::time::Instant::now();
-    let now = Utc::now();
-    let mut managed: Vec<String> = Vec::new();
-    let mut targets: Vec<Target> = Vec::new();
-    for group in config.groups.iter().filter(|g| ctx.scope.admitted_by(&g.scope)) {
-        match ctx.aws.resolve_group(group).await {
-            Ok(found) => targets.extend(found),
-            Err(e) => {
-                warn!(group = %group.name, scope = %ctx.scope, error = %e, "periodic sync: group not resolved")
-            }
+    let groups: Vec<&patchd_config::Group> = config.groups.iter().collect();
+    match sync::sync_groups(ctx, &groups, &shared.release_dates, "compliance-poll").await {
+        Ok(done) => {
+            info!(
+                scope = %ctx.scope,
+                instances = done.outcome.instances,
+                unread = done.outcome.unread.len(),
+                gaps = done.gaps,
+                duration_seconds = started.elapsed().as_secs_f64(),
+                "periodic compliance sync done"
+            );
+            crate::events::announce_sla(ctx, config, &done.instance_ids, Utc::now()).await;
         }
-    }
-    targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    targets.dedup_by(|a, b| a.instance_id == b.instance_id);
-    if let Err(e) = sync::record_inventory(ctx, &targets, now).await {
-        warn!(error = %e, "periodic sync: inventory not recorded");
-    }
-    managed.extend(targets.iter().filter(|t| t.can_take_commands()).map(|t| t.instance_id.clone()));
-    if let Err(e) = shared.release_dates.refresh_if_stale(ctx, now).await {
-        warn!(error = %e, "periodic sync: release dates not refreshed");
-    }
-    let request = SyncRequest { source: "compliance-poll", instance_ids: &managed };
-    match sync::sync_compliance(ctx, &request, &shared.release_dates).await {
-        Ok(_) => info!(
-            scope = %ctx.scope,
-            instances = managed.len(),
-            gaps = targets.len() - managed.len(),
-            duration_seconds = started.elapsed().as_secs_f64(),
-            "periodic compliance sync done"
-        ),
         Err(e) => error!(scope = %ctx.scope, error = %e, "periodic compliance sync failed"),
     }
-    crate::events::announce_sla(ctx, config, &managed, Utc::now()).await;
+}
+
+/// Syncs again, in every account and region, the instances earlier syncs could not read.
+async fn backlog_sync(shared: Shared, config: Arc<Config>) {
+    for ctx in shared.scopes.iter() {
+        let backlog = match ctx.store.sync_backlog(Some((&ctx.scope.account, &ctx.scope.region))).await {
+            Ok(backlog) => backlog,
+            Err(e) => {
+                warn!(scope = %ctx.scope, error = %e, "sync backlog not read");
+                continue;
+            }
+        };
+        if backlog.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = backlog.into_iter().map(|entry| entry.instance_id).collect();
+        let request = SyncRequest { source: "backlog", instance_ids: &ids };
+        match sync::sync_compliance(ctx, &request, &shared.release_dates).await {
+            Ok(outcome) => {
+                info!(scope = %ctx.scope, instances = ids.len(), still_unread = outcome.unread.len(),
+                "sync backlog read again")
+            }
+            Err(e) => error!(scope = %ctx.scope, error = %e, "sync of the backlog failed"),
+        }
+        crate::events::announce_sla(ctx, &config, &ids, Utc::now()).await;
+    }
 }
 
 #[cfg(test)]

@@ -5,21 +5,43 @@
 //! transitions and installed-at times (the rules are `patchd_store`'s, see its crate
 //! documentation).
 //!
-//! # What a sync costs
+//! # What a sync costs: calls in proportion to what changed
 //!
-//! 1. `DescribeInstancePatchStates` for every requested instance, 50 ids a call:
-//!    `ceil(n / 50)` calls.
-//! 2. `DescribeInstancePatches` (pages of 100) only for instances whose `OperationEndTime` is
-//!    newer than the one the store holds: an unchanged end time means an unchanged patch
-//!    list. A sync of an unchanged fleet therefore costs the `ceil(n / 50)` calls of step 1
-//!    and nothing more, and writes nothing.
+//! Instances are read and recorded in batches of [`SYNC_BATCH_INSTANCES`]. For each batch:
+//!
+//! 1. `DescribeInstancePatchStates`, 50 ids a call: `ceil(n / 50)` calls. An instance whose
+//!    `OperationEndTime` is no newer than the recorded one is unchanged and costs nothing more.
+//! 2. For a changed instance, what the store holds open and SSM's counts decide the listing:
+//!    - no open finding recorded and no open state in SSM's counts: no listing at all, only its
+//!      summary is recorded;
+//!    - open states in SSM's counts: `DescribeInstancePatches` filtered to the open states
+//!      (missing, failed, pending reboot, installed-rejected, unapproved security update);
+//!    - and, only when a recorded open finding is not among them (or SSM counts none open
+//!      while findings are recorded open), a listing filtered to the installed states, whose
+//!      InstalledTime dates the remediation.
+//!
+//!    A patch not listed leaves its finding as it was, as a not-applicable one always did.
+//!    Installed patches that never were findings are never read.
+//!
+//! A sync of an unchanged fleet therefore costs `ceil(n / 50)` calls and writes nothing but
+//! the backlog's bookkeeping; a scanned fleet of clean instances costs the same plus nothing.
+//!
+//! # Throttling and errors: nothing lost
+//!
+//! Every read goes through patchd-aws's per-operation [`Pacer`](patchd_aws::Pacer), which slows
+//! an operation that AWS throttles and speeds it up again. A read that still fails after the
+//! SDK's attempts is tried again in [`ReadRetry`] rounds with a doubling, jittered backoff,
+//! without holding up the other instances' reads. An instance still unread after that is
+//! counted in [`SyncOutcome::unread`] and written to the store's sync backlog; the daemon
+//! syncs the backlog again within minutes, and any later sync that reads the instance takes it
+//! out. A run whose sync left instances unread is recorded `incomplete`, never `succeeded`.
 //!
 //! # Batches and crashes
 //!
-//! Changed instances are fetched and recorded in batches of [`SYNC_BATCH_INSTANCES`], each
-//! one [`Store::record_sync`](patchd_store::Store::record_sync) and so one transaction: other
-//! writers (the audit log, window runs) wait for one batch, not for the whole fleet. A crash or
-//! a cancelled sync keeps every committed batch; the instances of the lost batch still have an
+//! Each batch is one [`Store::record_sync`](patchd_store::Store::record_sync) and so one
+//! transaction: other writers (the audit log, window runs) wait for one batch, not for the
+//! whole fleet, and memory holds one batch's patch lists, not the fleet's. A crash or a
+//! cancelled sync keeps every committed batch; the instances of the lost batch still have an
 //! older end time in the store than in SSM, so the next sync reads exactly those.
 //!
 //! # Release dates
@@ -36,25 +58,26 @@ use std::fmt;
 use std::time::Instant;
 
 use chrono::{DateTime, Timelike, Utc};
-use patchd_aws::{AwsClients, AwsError, Coverage, InstancePatch, PatchCatalog, PatchStateSummary, Target};
+use patchd_aws::{
+    AwsClients, AwsError, Coverage, InstancePatch, PatchCatalog, PatchCounts, PatchListing,
+    PatchStateSummary, Target,
+};
 use patchd_store::{
-    ComplianceSync, InstanceObservation, InstanceRecord, InstanceScan, PatchObservation, PatchState,
-    PingStatus, ReleaseSource, StoreError,
+    ComplianceSync, InstanceObservation, InstanceScan, PatchObservation, PatchState, PingStatus,
+    ReleaseSource, StateCounts, StoreError,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tracing::{instrument, Instrument};
 
-use crate::context::{Context, Scope};
+use crate::context::Context;
 
-/// Instances recorded per [`Store::record_sync`](patchd_store::Store::record_sync) call (one
-/// transaction each). The batch's patch lists are held in memory until it is written: 250
-/// instances kept the peak of a 10,000-instance scan and sync at 368 MB against 476 MB for
-/// 1,000 (debug build), for 40 short transactions instead of 10 longer ones.
+/// Instances read and recorded per batch (one [`Store::record_sync`](patchd_store::Store::record_sync)
+/// transaction each). The batch's states and patch lists are all a sync holds in memory.
 pub const SYNC_BATCH_INSTANCES: usize = 250;
-/// `DescribeInstancePatches` calls in flight at once. SSM's per-operation quotas are not
-/// published; a few in flight keep a large fleet's sync short without provoking throttling
-/// that the SDK would then have to absorb.
+/// Instances whose patches are being listed at once. SSM's per-operation quotas are not
+/// published; a few in flight keep a large fleet's sync short, and the pacer holds them to
+/// whatever rate AWS accepts.
 pub const PATCH_FETCH_CONCURRENCY: usize = 4;
 /// DescribeInstancePatchStates takes 50 ids a call.
 const PATCH_STATE_IDS: usize = 50;
@@ -73,8 +96,68 @@ pub struct SyncRequest<'a> {
     pub instance_ids: &'a [String],
 }
 
-/// What a sync did. `instances = changed + unchanged + unreported + gone`, plus the instances
-/// a failed sync did not get to.
+/// What [`sync_groups`] did: the sync, and what it could not even ask for.
+#[derive(Debug, Clone, Default)]
+pub struct GroupsSync {
+    pub outcome: SyncOutcome,
+    /// Instances the groups selected that SSM cannot reach (coverage gaps): not synced.
+    pub gaps: usize,
+    /// Instances of the backlog added to the groups' instances.
+    pub from_backlog: usize,
+    /// Groups whose instances could not be listed, with why.
+    pub unresolved: Vec<(String, String)>,
+    /// The instances the sync was asked to read.
+    pub instance_ids: Vec<String>,
+}
+
+/// The inventory and compliance of every managed instance of `groups` in `ctx`'s account and
+/// region, plus the instances the sync backlog holds there: what the daemon's periodic sync
+/// and `patchd sync` do. A group that cannot be resolved is reported, not fatal.
+pub async fn sync_groups(
+    ctx: &Context,
+    groups: &[&patchd_config::Group],
+    release_dates: &ReleaseDates,
+    source: &str,
+) -> Result<GroupsSync, SyncError> {
+    let now = Utc::now();
+    let mut done = GroupsSync::default();
+    let mut targets: Vec<Target> = Vec::new();
+    for group in groups.iter().filter(|g| ctx.scope.admitted_by(&g.scope)) {
+        match ctx.aws.resolve_group(group).await {
+            Ok(found) => targets.extend(found),
+            Err(e) => {
+                tracing::warn!(group = %group.name, scope = %ctx.scope, error = %e, "group not resolved; its instances are not synced");
+                done.unresolved.push((group.name.clone(), e.to_string()));
+            }
+        }
+    }
+    targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    targets.dedup_by(|a, b| a.instance_id == b.instance_id);
+    record_inventory(ctx, &targets, now).await?;
+    let mut ids: Vec<String> =
+        targets.iter().filter(|t| t.can_take_commands()).map(|t| t.instance_id.clone()).collect();
+    done.gaps = targets.len() - ids.len();
+    let known: HashSet<String> = ids.iter().cloned().collect();
+    let backlog = ctx
+        .store
+        .sync_backlog(Some((&ctx.scope.account, &ctx.scope.region)))
+        .await
+        .map_err(SyncError::ReadStore)?;
+    for entry in backlog {
+        if !known.contains(&entry.instance_id) {
+            done.from_backlog += 1;
+            ids.push(entry.instance_id);
+        }
+    }
+    drop(targets);
+    let request = SyncRequest { source, instance_ids: &ids };
+    done.outcome = sync_compliance(ctx, &request, release_dates).await?;
+    done.instance_ids = ids;
+    Ok(done)
+}
+
+/// What a sync did. `instances = changed + unchanged + unreported + gone + unread.len()`, plus
+/// the instances a sync that failed on the store did not get to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncOutcome {
     /// Distinct instances requested.
@@ -88,6 +171,9 @@ pub struct SyncOutcome {
     /// Instances SSM no longer knew when their patch list was asked for (terminated or
     /// deregistered between the two calls).
     pub gone: usize,
+    /// Instances whose state or patches could not be read after every retry: in the store's
+    /// sync backlog until a later sync reads them.
+    pub unread: Vec<UnreadInstance>,
     /// Findings opened (patches seen missing on an instance for the first time).
     pub opened: usize,
     /// Open findings that became installed.
@@ -98,29 +184,76 @@ pub struct SyncOutcome {
     pub transitions: usize,
     /// `record_sync` transactions committed.
     pub batches: usize,
-    /// `DescribeInstancePatchStates` requests (one per 50 ids; SDK retries not counted).
+    /// `DescribeInstancePatchStates` requests (one per 50 ids, and one per retry round; the
+    /// SDK's own retries not counted).
     pub state_calls: usize,
-    /// `DescribeInstancePatches` pages read (one per 100 patches, at least one per instance;
-    /// SDK retries not counted).
+    /// `DescribeInstancePatches` pages requested (one per 100 patches, at least one per
+    /// listing, and one per retry round; the SDK's own retries not counted).
     pub patch_calls: usize,
+    /// Changed instances recorded from their counts alone: no open finding before, none now.
+    pub listings_skipped: usize,
+    /// Listings of installed patches, made where a recorded open finding disappeared.
+    pub installed_listings: usize,
+    /// Reads tried again after the SDK had given up.
+    pub read_retries: usize,
     /// Release dates the store took from SSM's catalogs during this sync (0 unless a catalog
     /// was due for its refresh).
     pub release_dates: usize,
     pub elapsed: std::time::Duration,
 }
 
+/// An instance a sync could not read, and the last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadInstance {
+    pub instance_id: String,
+    pub error: String,
+}
+
+impl SyncOutcome {
+    /// Whether every requested instance was read (or SSM had nothing to give).
+    pub fn is_complete(&self) -> bool {
+        self.unread.is_empty()
+    }
+}
+
 /// How a sync paces itself. [`sync_compliance`] uses the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncOptions {
-    /// Instances per `record_sync` transaction.
+    /// Instances per batch (one `record_sync` transaction).
     pub batch_instances: usize,
-    /// `DescribeInstancePatches` calls in flight at once.
+    /// Instances whose patches are listed at once.
     pub fetch_concurrency: usize,
+    pub retry: ReadRetry,
 }
 
 impl Default for SyncOptions {
     fn default() -> SyncOptions {
-        SyncOptions { batch_instances: SYNC_BATCH_INSTANCES, fetch_concurrency: PATCH_FETCH_CONCURRENCY }
+        SyncOptions {
+            batch_instances: SYNC_BATCH_INSTANCES,
+            fetch_concurrency: PATCH_FETCH_CONCURRENCY,
+            retry: ReadRetry::default(),
+        }
+    }
+}
+
+/// Retries of a read beyond the SDK's own attempts: `rounds` more tries after the first, the
+/// n-th after a random wait between half and all of `initial * 2^n`, capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRetry {
+    pub rounds: u32,
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for ReadRetry {
+    /// Five rounds, 1 s doubling to 16 s: a read given up is one that failed for about half a
+    /// minute (times the SDK's attempts), far beyond a burst of throttling.
+    fn default() -> ReadRetry {
+        ReadRetry {
+            rounds: 5,
+            initial: std::time::Duration::from_secs(1),
+            max: std::time::Duration::from_secs(16),
+        }
     }
 }
 
@@ -129,25 +262,6 @@ impl Default for SyncOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    #[error("cannot read the patch states of {instances} instances: {source}")]
-    PatchStates {
-        instances: usize,
-        #[source]
-        source: AwsError,
-    },
-
-    #[error(
-        "cannot read the patch list of {instance_id} ({recorded} instances were recorded first; \
-         the next sync reads the rest): {source}"
-    )]
-    InstancePatches {
-        instance_id: String,
-        /// Instances committed by this sync before it stopped.
-        recorded: usize,
-        #[source]
-        source: AwsError,
-    },
-
     #[error("cannot read ssm's {catalog} patch catalog: {source}")]
     AvailablePatches {
         catalog: &'static str,
@@ -184,9 +298,7 @@ impl SyncError {
     /// or unreachable database), as opposed to needing an operator (permissions, bad input).
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::PatchStates { source, .. }
-            | SyncError::InstancePatches { source, .. }
-            | SyncError::AvailablePatches { source, .. } => source.is_transient(),
+            SyncError::AvailablePatches { source, .. } => source.is_transient(),
             SyncError::ReadStore(source)
             | SyncError::RecordSync { source, .. }
             | SyncError::RecordInventory { source, .. }
@@ -207,7 +319,11 @@ pub async fn sync_compliance(
     sync_compliance_with(ctx, request, release_dates, &SyncOptions::default()).await
 }
 
-/// [`sync_compliance`] with explicit batching and concurrency.
+/// [`sync_compliance`] with explicit batching, concurrency and retries.
+///
+/// AWS errors do not end the sync: an instance whose state or patches could not be read after
+/// every retry is counted in [`SyncOutcome::unread`] and written to the store's backlog, and
+/// the other instances are read and recorded. Only the store's errors end it.
 #[instrument(
     skip_all,
     fields(source = request.source, instances = request.instance_ids.len()),
@@ -224,51 +340,11 @@ pub async fn sync_compliance_with(
     let ids = distinct(request.instance_ids);
     let mut outcome = SyncOutcome { instances: ids.len(), ..SyncOutcome::default() };
 
-    let known = ctx.store.instances().await.map_err(SyncError::ReadStore)?;
-    let known: Vec<&InstanceRecord> = known.iter().filter(|r| in_scope(r, &ctx.scope)).collect();
-    let recorded_end: HashMap<&str, DateTime<Utc>> =
-        known.iter().filter_map(|r| Some((r.instance.instance_id.as_str(), recorded_end_of(r)?))).collect();
-
-    let states = ctx
-        .aws
-        .patch_states(&ids)
-        .await
-        .map_err(|source| SyncError::PatchStates { instances: ids.len(), source })?;
-    outcome.state_calls = ids.len().div_ceil(PATCH_STATE_IDS);
-    let states: HashMap<&str, &PatchStateSummary> =
-        states.iter().map(|s| (s.instance_id.as_str(), s)).collect();
-
-    let mut changed: Vec<(&PatchStateSummary, DateTime<Utc>)> = Vec::new();
-    for id in &ids {
-        let Some(state) = states.get(id.as_str()) else {
-            outcome.unreported += 1;
-            continue;
-        };
-        match classify(state.operation_ended_at, recorded_end.get(id.as_str()).copied()) {
-            Change::Unreported => outcome.unreported += 1,
-            Change::Unchanged => outcome.unchanged += 1,
-            Change::Changed(ended_at) => changed.push((state, ended_at)),
-        }
+    for batch in ids.chunks(options.batch_instances.max(1)) {
+        sync_batch(ctx, request.source, started_at, batch, options, &mut outcome).await?;
     }
 
-    for batch in changed.chunks(options.batch_instances.max(1)) {
-        if let Err(error) =
-            sync_batch(ctx, request.source, started_at, batch, options.fetch_concurrency, &mut outcome).await
-        {
-            outcome.elapsed = clock.elapsed();
-            tracing::warn!(
-                recorded = outcome.changed,
-                newer = changed.len(),
-                state_calls = outcome.state_calls,
-                patch_calls = outcome.patch_calls,
-                "compliance sync stopped early; the next sync reads the instances it did not record"
-            );
-            return Err(error);
-        }
-    }
-
-    let catalogs = catalogs_of(known.iter().copied());
-    match release_dates.refresh_catalogs(ctx, &catalogs, Utc::now()).await {
+    match release_dates.refresh_if_stale(ctx, Utc::now()).await {
         Ok(n) => outcome.release_dates = n,
         // Findings are recorded either way; their clock stays estimated (or advisory-based)
         // until a refresh succeeds.
@@ -283,6 +359,7 @@ pub async fn sync_compliance_with(
         unchanged = outcome.unchanged,
         unreported = outcome.unreported,
         gone = outcome.gone,
+        unread = outcome.unread.len(),
         opened = outcome.opened,
         remediated = outcome.remediated,
         reopened = outcome.reopened,
@@ -290,52 +367,150 @@ pub async fn sync_compliance_with(
         batches = outcome.batches,
         state_calls = outcome.state_calls,
         patch_calls = outcome.patch_calls,
+        listings_skipped = outcome.listings_skipped,
+        installed_listings = outcome.installed_listings,
+        read_retries = outcome.read_retries,
         release_dates = outcome.release_dates,
         elapsed_ms = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
         "compliance synced"
     );
+    if !outcome.unread.is_empty() {
+        let incomplete = crate::events::SyncIncomplete {
+            account: ctx.scope.account.clone(),
+            region: ctx.scope.region.clone(),
+            source: request.source.to_string(),
+            instances: outcome.instances,
+            unread: outcome.unread.len(),
+            sample: outcome.unread.iter().take(20).map(|u| u.instance_id.clone()).collect(),
+            error: outcome.unread[0].error.clone(),
+        };
+        ctx.events.publish(&[crate::events::Event::SyncIncomplete(incomplete)]).await;
+        tracing::warn!(
+            source = request.source,
+            unread = outcome.unread.len(),
+            first = %outcome.unread[0].instance_id,
+            error = %outcome.unread[0].error,
+            "sync incomplete: some instances' results could not be read; they stay in the backlog \
+             and are read again by the next sync"
+        );
+    }
     Ok(outcome)
 }
 
-/// Fetches the patch lists of one batch and records them as one sync. An instance whose list
-/// could not be read is left out; if that was anything but "no such instance", the rest of
-/// the batch is still recorded and the error returned.
+/// What the sync reads of one changed instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// No open finding recorded and none in SSM's counts: nothing to list.
+    Nothing,
+    /// The open patches; and the installed ones if a recorded open finding is not among them.
+    Open,
+    /// SSM counts no open patch, but findings are recorded open: only the installed patches,
+    /// to close them with their InstalledTime.
+    InstalledOnly,
+}
+
+/// Open states in SSM's counts, as [`PatchListing::Open`] lists them.
+fn open_in_counts(counts: &PatchCounts) -> u32 {
+    counts.missing
+        + counts.failed
+        + counts.installed_pending_reboot
+        + counts.installed_rejected
+        + counts.available_security_update
+}
+
+fn listing_for(counts: &PatchCounts, recorded_open: usize) -> Listing {
+    match (open_in_counts(counts), recorded_open) {
+        (0, 0) => Listing::Nothing,
+        (0, _) => Listing::InstalledOnly,
+        _ => Listing::Open,
+    }
+}
+
+/// Reads and records one batch of instances: their states, the patch lists of those that
+/// changed, one `record_sync`, and the backlog.
 async fn sync_batch(
     ctx: &Context,
     source: &str,
     started_at: DateTime<Utc>,
-    batch: &[(&PatchStateSummary, DateTime<Utc>)],
-    concurrency: usize,
+    ids: &[String],
+    options: &SyncOptions,
     outcome: &mut SyncOutcome,
 ) -> Result<(), SyncError> {
-    let ids: Vec<String> = batch.iter().map(|(state, _)| state.instance_id.clone()).collect();
-    let fetched = fetch_patch_lists(&ctx.aws, &ids, concurrency).await;
-
-    let mut lists: Vec<(&PatchStateSummary, DateTime<Utc>, Vec<InstancePatch>)> =
-        Vec::with_capacity(batch.len());
-    let mut failure: Option<(String, AwsError)> = None;
-    for (&(state, ended_at), result) in batch.iter().zip(fetched) {
-        match result {
-            None => {}
-            Some(Ok(patches)) => {
-                outcome.patch_calls += patches.len().div_ceil(PATCH_PAGE).max(1);
-                lists.push((state, ended_at, patches));
-            }
-            Some(Err(error @ AwsError::NotFound { .. })) => {
-                outcome.patch_calls += 1;
-                outcome.gone += 1;
-                tracing::warn!(
-                    instance = %state.instance_id,
-                    error = %error,
-                    "instance gone before its patch list was read"
+    let mut unread: Vec<UnreadInstance> = Vec::new();
+    let mut states: Vec<PatchStateSummary> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(PATCH_STATE_IDS) {
+        let read =
+            with_retries(&options.retry, "DescribeInstancePatchStates", || ctx.aws.patch_states(chunk)).await;
+        outcome.state_calls += read.attempts;
+        outcome.read_retries += read.attempts - 1;
+        match read.result {
+            Ok(found) => states.extend(found),
+            Err(error) => {
+                let error = error.to_string();
+                unread.extend(
+                    chunk.iter().map(|id| UnreadInstance { instance_id: id.clone(), error: error.clone() }),
                 );
             }
-            Some(Err(error)) => {
-                outcome.patch_calls += 1;
-                if failure.is_none() {
-                    failure = Some((state.instance_id.clone(), error));
-                }
+        }
+    }
+    let unreadable_states: HashSet<&str> = unread.iter().map(|u| u.instance_id.as_str()).collect();
+    let readable: Vec<String> =
+        ids.iter().filter(|id| !unreadable_states.contains(id.as_str())).cloned().collect();
+    let recorded = ctx
+        .store
+        .recorded_compliance(&ctx.scope.account, &ctx.scope.region, &readable)
+        .await
+        .map_err(SyncError::ReadStore)?;
+    let states: HashMap<&str, &PatchStateSummary> =
+        states.iter().map(|s| (s.instance_id.as_str(), s)).collect();
+
+    let mut changed: Vec<(&PatchStateSummary, DateTime<Utc>, Listing)> = Vec::new();
+    for id in &readable {
+        let Some(state) = states.get(id.as_str()) else {
+            outcome.unreported += 1;
+            continue;
+        };
+        let record = recorded.get(id.as_str());
+        match classify(state.operation_ended_at, record.and_then(|r| r.operation_end)) {
+            Change::Unreported => outcome.unreported += 1,
+            Change::Unchanged => outcome.unchanged += 1,
+            Change::Changed(ended_at) => {
+                let open = record.map_or(0, |r| r.open_patches.len());
+                changed.push((state, ended_at, listing_for(&state.counts, open)));
             }
+        }
+    }
+
+    let requests: Vec<ListRequest> = changed
+        .iter()
+        .map(|(state, _, listing)| ListRequest {
+            instance_id: state.instance_id.clone(),
+            listing: *listing,
+            recorded_open: recorded
+                .get(state.instance_id.as_str())
+                .map(|r| r.open_patches.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let fetched = fetch_patch_lists(&ctx.aws, requests, options).await;
+
+    let mut lists: Vec<(&PatchStateSummary, DateTime<Utc>, Vec<InstancePatch>)> =
+        Vec::with_capacity(changed.len());
+    for (&(state, ended_at, listing), fetch) in changed.iter().zip(fetched) {
+        outcome.patch_calls += fetch.calls;
+        outcome.read_retries += fetch.retries;
+        outcome.installed_listings += usize::from(fetch.listed_installed);
+        if listing == Listing::Nothing {
+            outcome.listings_skipped += 1;
+        }
+        match fetch.result {
+            Ok(patches) => lists.push((state, ended_at, patches)),
+            Err(error @ AwsError::NotFound { .. }) => {
+                outcome.gone += 1;
+                tracing::warn!(instance = %state.instance_id, error = %error, "instance gone before its patch list was read");
+            }
+            Err(error) => unread
+                .push(UnreadInstance { instance_id: state.instance_id.clone(), error: error.to_string() }),
         }
     }
 
@@ -355,6 +530,7 @@ async fn sync_batch(
             snapshot_id: state.snapshot_id.as_deref(),
             patch_group: state.patch_group.as_deref(),
             patches,
+            counts: Some(state_counts(&state.counts)),
         })
         .collect();
     if !scans.is_empty() {
@@ -373,46 +549,172 @@ async fn sync_batch(
         outcome.reopened += report.reopened;
         outcome.transitions += report.transitions;
     }
-    match failure {
-        Some((instance_id, source)) => {
-            Err(SyncError::InstancePatches { instance_id, recorded: outcome.changed, source })
-        }
-        None => Ok(()),
+
+    // Only once the batch is committed: an instance leaves the backlog when its results are in
+    // the store (or SSM has none to give).
+    let unread_ids: HashSet<&str> = unread.iter().map(|u| u.instance_id.as_str()).collect();
+    let read: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !unread_ids.contains(id)).collect();
+    let failed: Vec<(&str, &str)> =
+        unread.iter().map(|u| (u.instance_id.as_str(), u.error.as_str())).collect();
+    ctx.store
+        .update_sync_backlog(&ctx.scope.account, &ctx.scope.region, &failed, &read, Utc::now())
+        .await
+        .map_err(|source| SyncError::RecordSync { recorded: outcome.changed, source })?;
+    outcome.unread.extend(unread);
+    Ok(())
+}
+
+fn state_counts(counts: &PatchCounts) -> StateCounts {
+    StateCounts {
+        installed: counts.installed,
+        installed_other: counts.installed_other,
+        installed_pending_reboot: counts.installed_pending_reboot,
+        installed_rejected: counts.installed_rejected,
+        missing: counts.missing,
+        failed: counts.failed,
+        not_applicable: counts.not_applicable,
+        available_security_update: counts.available_security_update,
     }
 }
 
-/// The patch lists of `ids`, in order, at most `concurrency` calls in flight. After the first
-/// error other than "no such instance" no new call starts (those left out are None); calls
-/// already in flight finish and are kept.
+/// One read that was retried: its last result and how many calls it took.
+struct Retried<T> {
+    result: Result<T, AwsError>,
+    attempts: usize,
+}
+
+/// Runs `read` until it succeeds, fails for good, or `retry.rounds` more tries have failed
+/// transiently, sleeping a jittered, doubling backoff between tries. Each try is itself the
+/// SDK's `max_attempts` attempts.
+async fn with_retries<T, F, Fut>(retry: &ReadRetry, operation: &'static str, mut read: F) -> Retried<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    let mut attempts = 0;
+    let mut backoff = retry.initial;
+    loop {
+        attempts += 1;
+        match read().await {
+            Err(error) if error.is_transient() && attempts <= retry.rounds as usize => {
+                let wait = backoff.mul_f64(0.5 + jitter() / 2.0);
+                tracing::debug!(operation, attempts, wait_ms = wait.as_millis() as u64, error = %error, "read failed; retrying");
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(retry.max);
+            }
+            result => return Retried { result, attempts },
+        }
+    }
+}
+
+/// A number in [0, 1), different for every caller: concurrent retries must not wake together.
+fn jitter() -> f64 {
+    // A v4 uuid is 122 random bits from the OS's generator; the low 64 are plenty.
+    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One changed instance's listing to make.
+struct ListRequest {
+    instance_id: String,
+    listing: Listing,
+    /// Patch ids of its findings the store holds open.
+    recorded_open: Vec<String>,
+}
+
+/// What reading one instance's patches took and gave.
+struct Fetched {
+    result: Result<Vec<InstancePatch>, AwsError>,
+    /// DescribeInstancePatches pages requested, retries included (not the SDK's own).
+    calls: usize,
+    retries: usize,
+    listed_installed: bool,
+}
+
+/// Reads one instance's patches as its [`Listing`] says: the open ones, then the installed ones
+/// only if a recorded open finding is not among the open ones.
+async fn fetch_one(aws: &AwsClients, request: &ListRequest, retry: &ReadRetry) -> Fetched {
+    let mut fetched = Fetched { result: Ok(Vec::new()), calls: 0, retries: 0, listed_installed: false };
+    let list = |listing: PatchListing| {
+        with_retries(retry, "DescribeInstancePatches", move || {
+            aws.instance_patches(&request.instance_id, listing)
+        })
+    };
+    let mut patches = match request.listing {
+        Listing::Nothing => return fetched,
+        Listing::InstalledOnly => Vec::new(),
+        Listing::Open => {
+            let read = list(PatchListing::Open).await;
+            fetched.retries += read.attempts - 1;
+            match read.result {
+                Ok(open) => {
+                    fetched.calls += read.attempts - 1 + pages(open.len());
+                    open
+                }
+                Err(error) => {
+                    fetched.calls += read.attempts;
+                    fetched.result = Err(error);
+                    return fetched;
+                }
+            }
+        }
+    };
+    let still_open: HashSet<&str> = patches.iter().map(|p| p.kb_id.trim()).collect();
+    if request.recorded_open.iter().any(|id| !still_open.contains(id.as_str())) {
+        fetched.listed_installed = true;
+        let read = list(PatchListing::Installed).await;
+        fetched.retries += read.attempts - 1;
+        match read.result {
+            Ok(installed) => {
+                fetched.calls += read.attempts - 1 + pages(installed.len());
+                patches.extend(installed);
+            }
+            Err(error) => {
+                fetched.calls += read.attempts;
+                fetched.result = Err(error);
+                return fetched;
+            }
+        }
+    }
+    fetched.result = Ok(patches);
+    fetched
+}
+
+/// Pages of 100 a listing of `n` patches took (an empty listing is one page).
+fn pages(n: usize) -> usize {
+    n.div_ceil(PATCH_PAGE).max(1)
+}
+
+/// The patch lists of `requests`, in order, at most `options.fetch_concurrency` instances read
+/// at once. A failed read does not stop the others.
 async fn fetch_patch_lists(
     aws: &AwsClients,
-    ids: &[String],
-    concurrency: usize,
-) -> Vec<Option<Result<Vec<InstancePatch>, AwsError>>> {
-    let mut results: Vec<Option<Result<Vec<InstancePatch>, AwsError>>> = ids.iter().map(|_| None).collect();
+    requests: Vec<ListRequest>,
+    options: &SyncOptions,
+) -> Vec<Fetched> {
+    let concurrency = options.fetch_concurrency.max(1);
+    let mut results: Vec<Option<Fetched>> = requests.iter().map(|_| None).collect();
     let mut tasks = JoinSet::new();
-    let mut next = 0;
-    let mut stopped = false;
+    let mut pending = requests.into_iter().enumerate();
     loop {
-        while !stopped && next < ids.len() && tasks.len() < concurrency.max(1) {
-            let (aws, id, index) = (aws.clone(), ids[next].clone(), next);
-            tasks.spawn(async move { (index, aws.instance_patches(&id).await) }.in_current_span());
-            next += 1;
+        while tasks.len() < concurrency {
+            let Some((index, request)) = pending.next() else { break };
+            let (aws, retry) = (aws.clone(), options.retry);
+            tasks.spawn(async move { (index, fetch_one(&aws, &request, &retry).await) }.in_current_span());
         }
         let Some(joined) = tasks.join_next().await else { break };
         match joined {
-            Ok((index, result)) => {
-                if matches!(&result, Err(error) if !matches!(error, AwsError::NotFound { .. })) {
-                    stopped = true;
-                }
-                results[index] = Some(result);
-            }
+            Ok((index, fetched)) => results[index] = Some(fetched),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             // Cancelled: only when this future is dropped, and then nobody reads the results.
             Err(_) => {}
         }
     }
     results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(Fetched { result: Ok(Vec::new()), calls: 0, retries: 0, listed_installed: false })
+        })
+        .collect()
 }
 
 /// SSM's patch list as the store takes it. Entries the store cannot hold (an empty id, a state
@@ -475,17 +777,6 @@ fn classify(ssm_end: Option<DateTime<Utc>>, recorded_end: Option<DateTime<Utc>>)
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     let nanos = t.nanosecond();
     t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
-}
-
-/// The end of the instance's latest recorded operation (its scan time when the store has no
-/// end time); None before its first recorded scan.
-fn recorded_end_of(record: &InstanceRecord) -> Option<DateTime<Utc>> {
-    let summary = record.compliance.as_ref()?;
-    Some(summary.operation_end.unwrap_or(summary.scanned_at))
-}
-
-fn in_scope(record: &InstanceRecord, scope: &Scope) -> bool {
-    record.instance.account == scope.account && record.instance.region == scope.region
 }
 
 fn distinct(ids: &[String]) -> Vec<String> {
@@ -599,13 +890,11 @@ fn catalog_name(catalog: PatchCatalog) -> &'static str {
 const ALL_CATALOGS: [PatchCatalog; 3] =
     [PatchCatalog::Windows, PatchCatalog::AmazonLinux, PatchCatalog::AmazonLinux2];
 
-/// The catalogs the managed instances among `records` need, in a fixed order.
-fn catalogs_of<'r>(records: impl IntoIterator<Item = &'r InstanceRecord>) -> Vec<PatchCatalog> {
+/// The catalogs managed instances of these operating systems need, in a fixed order.
+fn catalogs_of<'p>(platforms: impl IntoIterator<Item = &'p str>) -> Vec<PatchCatalog> {
     let mut wanted = [false; ALL_CATALOGS.len()];
-    for record in records.into_iter().filter(|r| r.ssm_managed) {
-        if let Some(catalog) = record.instance.platform.as_deref().and_then(catalog_for_platform) {
-            wanted[catalog_index(catalog)] = true;
-        }
+    for catalog in platforms.into_iter().filter_map(catalog_for_platform) {
+        wanted[catalog_index(catalog)] = true;
     }
     ALL_CATALOGS.into_iter().filter(|c| wanted[catalog_index(*c)]).collect()
 }
@@ -661,14 +950,24 @@ impl ReleaseDates {
     /// [`catalog_for_platform`]; [`record_inventory`] records their platforms) and that are
     /// due at `now`, and writes their dates to the store with the `ssm` source. Returns the
     /// number of patches whose date the store set or changed. While the catalogs are fresh
-    /// this costs one store read and no AWS call.
+    /// this costs neither a store read nor an AWS call.
     ///
     /// A catalog that cannot be read is reported (the first such error) after the others
     /// have been read and written.
     #[instrument(skip_all, err(Display))]
     pub async fn refresh_if_stale(&self, ctx: &Context, now: DateTime<Utc>) -> Result<usize, SyncError> {
-        let known = ctx.store.instances().await.map_err(SyncError::ReadStore)?;
-        let catalogs = catalogs_of(known.iter().filter(|r| in_scope(r, &ctx.scope)));
+        {
+            let cache = self.catalogs.lock().await;
+            if !cache.iter().any(|c| c.is_due(now, self.refresh)) {
+                return Ok(0);
+            }
+        }
+        let platforms = ctx
+            .store
+            .managed_platforms(&ctx.scope.account, &ctx.scope.region)
+            .await
+            .map_err(SyncError::ReadStore)?;
+        let catalogs = catalogs_of(platforms.iter().map(String::as_str));
         self.refresh_catalogs(ctx, &catalogs, now).await
     }
 

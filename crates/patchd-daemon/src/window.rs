@@ -310,6 +310,9 @@ pub struct TaskSummary {
     pub send_calls: u64,
     pub poll_calls: u64,
     pub sync_calls: u64,
+    /// Instances whose results the compliance sync after the task could not read (they are in
+    /// the sync backlog). Non-zero makes a run that would have succeeded `incomplete`.
+    pub sync_unread: usize,
 }
 
 impl TaskSummary {
@@ -329,6 +332,7 @@ impl TaskSummary {
             send_calls: 0,
             poll_calls: 0,
             sync_calls: 0,
+            sync_unread: 0,
         }
     }
 }
@@ -369,6 +373,10 @@ impl RunSummary {
     }
     pub fn budget_exceeded(&self) -> bool {
         self.tasks.iter().any(|t| t.budget_exceeded)
+    }
+    /// Instances whose results the run's compliance syncs could not read.
+    pub fn sync_unread(&self) -> usize {
+        self.sum(|t| t.sync_unread)
     }
     /// SendCommand, polling and compliance-sync calls the run made (group resolution not
     /// included).
@@ -629,14 +637,23 @@ pub async fn execute(
         info!(window = name, run_id = %run_id, "window run stopped; it resumes at the next start");
     } else {
         let status = final_status(&summary.tasks);
+        let sync_unread = u32::try_from(summary.sync_unread()).unwrap_or(u32::MAX);
         ctx.store
-            .update_window_run(run, &WindowRunUpdate { status, started_at: None, ended_at: Some(ended) })
+            .update_window_run(
+                run,
+                &WindowRunUpdate {
+                    status,
+                    started_at: None,
+                    ended_at: Some(ended),
+                    sync_unread: Some(sync_unread),
+                },
+            )
             .await?;
         summary.end = RunEnd::Finished(status);
         let details = serde_json::json!({
             "window_run_id": run.get(), "run_id": run_id, "status": status.as_str(),
             "targeted": summary.targeted(), "succeeded": summary.succeeded(), "failed": summary.failed(),
-            "skipped": summary.skipped(), "api_calls": summary.api_calls(),
+            "skipped": summary.skipped(), "api_calls": summary.api_calls(), "sync_unread": summary.sync_unread(),
         });
         audit(ctx, ended, "window-run-end", name, &details).await?;
         ctx.events.publish(&end_events(ctx, &summary, &run_id, status, ended)).await;
@@ -724,6 +741,9 @@ fn final_status(tasks: &[TaskSummary]) -> WindowRunStatus {
         WindowRunStatus::Failed
     } else if tasks.iter().any(|t| t.status == CommandStatus::Cancelled) {
         WindowRunStatus::Cancelled
+    } else if tasks.iter().any(|t| t.sync_unread > 0) {
+        // The commands succeeded, but their results are not all recorded: not a success yet.
+        WindowRunStatus::Incomplete
     } else {
         WindowRunStatus::Succeeded
     }
@@ -756,6 +776,7 @@ fn log_summary(s: &RunSummary) {
         send_command_calls = sends,
         poll_calls = polls,
         sync_calls = syncs,
+        sync_unread = s.sync_unread(),
         "window run summary"
     );
 }
@@ -950,8 +971,16 @@ async fn run_task(
             warn!(window, task = %spec.name, error = %e, "release dates not refreshed");
         }
         match sync::sync_compliance(ctx, &request, env.release_dates).await {
-            Ok(outcome) => summary.sync_calls = (outcome.state_calls + outcome.patch_calls) as u64,
-            Err(e) => error!(window, task = %spec.name, error = %e, "compliance sync after the task failed"),
+            Ok(outcome) => {
+                summary.sync_calls = (outcome.state_calls + outcome.patch_calls) as u64;
+                summary.sync_unread = outcome.unread.len();
+            }
+            Err(e) => {
+                // The store failed under the sync: what it did not commit is unread, and the
+                // next sync (whose end times still differ from SSM's) reads it.
+                error!(window, task = %spec.name, error = %e, "compliance sync after the task failed");
+                summary.sync_unread = managed.len();
+            }
         }
         events::announce_sla(ctx, env.config, &managed, Utc::now()).await;
     }
@@ -1186,7 +1215,12 @@ pub async fn abandon(ctx: &Context, run: &WindowRunRecord, reason: &str) -> Resu
     ctx.store
         .update_window_run(
             run.id,
-            &WindowRunUpdate { status: WindowRunStatus::Failed, started_at: None, ended_at: Some(now) },
+            &WindowRunUpdate {
+                status: WindowRunStatus::Failed,
+                started_at: None,
+                ended_at: Some(now),
+                sync_unread: None,
+            },
         )
         .await?;
     error!(window = %run.window, scheduled_start = %run.scheduled_start, reason, "interrupted run cannot be resumed");
@@ -1253,6 +1287,13 @@ mod tests {
             WindowRunStatus::Failed
         );
         assert_eq!(final_status(&[]), WindowRunStatus::Succeeded);
+        let unread = TaskSummary { sync_unread: 3, ..with(CommandStatus::Success) };
+        assert_eq!(
+            final_status(&[with(CommandStatus::Success), unread.clone()]),
+            WindowRunStatus::Incomplete
+        );
+        let failed_and_unread = TaskSummary { status: CommandStatus::Failed, ..unread };
+        assert_eq!(final_status(&[failed_and_unread]), WindowRunStatus::Failed, "a failure says more");
         let task = spec.to_task().unwrap();
         assert_eq!(TaskSpec::from_task(&task), spec);
     }

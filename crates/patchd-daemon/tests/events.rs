@@ -381,6 +381,7 @@ async fn a_reopened_finding_is_announced_again() {
                 snapshot_id: None,
                 patch_group: None,
                 patches: &patches,
+                counts: None,
             }];
             store
                 .record_sync(&ComplianceSync { source: "test", started_at: at, scans: &scans })

@@ -190,7 +190,11 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
             "the rules select some patches, not all"
         );
 
-        let listed = ctx.aws.instance_patches(&state.instance_id).await.expect("instance patches");
+        let listed = ctx
+            .aws
+            .instance_patches(&state.instance_id, patchd_aws::PatchListing::All)
+            .await
+            .expect("instance patches");
         let reported: BTreeSet<&str> =
             listed.iter().filter(|p| approved_state(&p.state)).map(|p| p.kb_id.as_str()).collect();
         assert_eq!(reported, approved, "{}: approved by the scan vs by the preview", state.instance_id);

@@ -302,6 +302,7 @@ async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
     let settings = Settings {
         state_dir: f.dir.to_path_buf(),
         sync_interval: Duration::from_secs(3600),
+        sync_retry_interval: Duration::from_secs(120),
         poll: quick_poll(),
         shutdown_grace: Duration::from_secs(10),
         release_refresh: chrono::Duration::days(1),

@@ -296,6 +296,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
     let settings = Settings {
         state_dir: f.dir.to_path_buf(),
         sync_interval: Duration::from_secs(3600),
+        sync_retry_interval: Duration::from_secs(120),
         poll: quick_poll(),
         shutdown_grace: Duration::from_secs(10),
         release_refresh: chrono::Duration::days(1),

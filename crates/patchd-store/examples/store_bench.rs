@@ -238,6 +238,7 @@ impl Fleet {
                 snapshot_id: None,
                 patch_group: Some("web"),
                 patches: observations,
+                counts: None,
             })
             .collect()
     }

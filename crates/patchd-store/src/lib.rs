@@ -122,6 +122,7 @@ mod read;
 mod relabel;
 mod rollouts;
 mod sqlite;
+mod sync_backlog;
 mod types;
 mod windows;
 
@@ -140,6 +141,7 @@ pub use lease::{Bid, Candidate, Fence, GroupLockHolder, LeaseRecord, TermClock, 
 pub use metrics::WindowRunCount;
 pub use relabel::{Relabelled, LEGACY_ACCOUNT};
 pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord};
+pub use sync_backlog::{RecordedCompliance, SyncBacklogEntry};
 pub use types::*;
 
 /// Runs `$body` with `$pool` bound to the store's pool, once per backend: the same code

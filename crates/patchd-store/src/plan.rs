@@ -181,6 +181,7 @@ pub(crate) fn plan<'a>(
             }
             plan.findings.push(row);
         }
+        let counts = scan.counts.unwrap_or(counts);
         plan.summaries.push(SummaryWrite { instance_ref, scan, scanned_at: observed_at, counts });
     }
     let mut patches: Vec<PatchWrite<'a>> = patches.into_values().collect();
@@ -270,6 +271,7 @@ mod tests {
             snapshot_id: None,
             patch_group: None,
             patches,
+            counts: None,
         }
     }
 

@@ -201,6 +201,10 @@ text_enum! {
         /// Started later than scheduled (after a restart, for example); the tasks carry the
         /// outcome. Lateness is also visible as `started_at - scheduled_start`.
         Late = "late",
+        /// Every command finished and none failed, but the compliance sync after them could not
+        /// read some instances' results (`sync_unread` of them): not a success until a later
+        /// sync reads them. The daemon retries them within minutes.
+        Incomplete = "incomplete",
     }
 }
 
@@ -270,8 +274,13 @@ pub struct InstanceScan<'a> {
     pub baseline_id: Option<&'a str>,
     pub snapshot_id: Option<&'a str>,
     pub patch_group: Option<&'a str>,
-    /// Every patch SSM lists for the instance, whatever its state.
+    /// The patches SSM lists for the instance: every one, or (what patchd's sync reads) the
+    /// open ones plus, where a recorded open finding is no longer among them, the installed
+    /// ones. A recorded finding whose patch is not listed is left as it was.
     pub patches: &'a [PatchObservation<'a>],
+    /// SSM's counts by state for this scan (DescribeInstancePatchStates), recorded as the
+    /// instance's summary. None counts `patches`, which is right only when they are all listed.
+    pub counts: Option<StateCounts>,
 }
 
 /// One `PatchComplianceData` entry.
@@ -342,6 +351,8 @@ pub struct WindowRunUpdate {
     pub status: WindowRunStatus,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Instances the run's compliance sync could not read; None keeps the recorded count.
+    pub sync_unread: Option<u32>,
 }
 
 /// A task of a window run: one SSM command. Recorded again as it progresses; values left
@@ -679,6 +690,8 @@ pub struct WindowRunRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub status: WindowRunStatus,
+    /// Instances whose results the run's compliance sync could not read.
+    pub sync_unread: u32,
     pub tasks: Vec<WindowTaskRecord>,
 }
 

@@ -116,11 +116,12 @@ impl Store {
         self.counters.statement();
         let affected = fenced_write!(self, false, |tx, _pg| sqlx::query(
             "UPDATE window_runs SET status = $1, started_at = COALESCE($2, started_at), \
-             ended_at = COALESCE($3, ended_at) WHERE id = $4",
+             ended_at = COALESCE($3, ended_at), sync_unread = COALESCE($4, sync_unread) WHERE id = $5",
         )
         .bind(update.status.as_str())
         .bind(update.started_at.map(micros))
         .bind(update.ended_at.map(micros))
+        .bind(update.sync_unread.map(i64::from))
         .bind(id.0)
         .execute(&mut *tx)
         .await?
@@ -200,8 +201,8 @@ impl Store {
         if let Some(until) = query.until {
             conditions.push(format!("scheduled_start < {}", b.arg(Arg::Time(micros(until)))));
         }
-        b.text = "SELECT id, window_name, scheduled_start, account, region, started_at, ended_at, status \
-             FROM window_runs"
+        b.text = "SELECT id, window_name, scheduled_start, account, region, started_at, ended_at, status, \
+             sync_unread FROM window_runs"
             .into();
         if !conditions.is_empty() {
             b.text.push_str(" WHERE ");
@@ -228,6 +229,7 @@ impl Store {
                         started_at: r.opt_time("started_at")?,
                         ended_at: r.opt_time("ended_at")?,
                         status: parsed(r, "status", WindowRunStatus::parse)?,
+                        sync_unread: u32::try_from(r.int("sync_unread")?).unwrap_or(u32::MAX),
                         tasks: Vec::new(),
                     })
                 })

@@ -78,6 +78,7 @@ fn scan<'a>(
         snapshot_id: None,
         patch_group: Some("web"),
         patches,
+        counts: None,
     }
 }
 

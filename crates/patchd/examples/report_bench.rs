@@ -94,6 +94,7 @@ async fn seed(url: &str) -> Result<(), Box<dyn std::error::Error>> {
                 snapshot_id: None,
                 patch_group: Some("prod"),
                 patches,
+                counts: None,
             })
             .collect();
         store.record_sync(&ComplianceSync { source: "bench", started_at: at, scans: &scans }).await?;

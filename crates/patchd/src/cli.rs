@@ -113,13 +113,22 @@ pub enum Command {
     /// Scan groups now, in the foreground (AWS-RunPatchBaseline Operation=Scan).
     ///
     /// Recorded as `manual:scan:GROUP`; the compliance of the scanned instances is synced into
-    /// the history afterwards. Exit status 4 when the error budget was exceeded.
+    /// the history afterwards. Exit status 4 when the error budget was exceeded, 5 when the
+    /// sync could not read every scanned instance (the run is then `incomplete`).
     Scan(ScanArgs),
     /// Install approved patches on groups now, in the foreground (Operation=Install).
     ///
     /// Recorded as `manual:install:GROUP`; compliance is synced afterwards. Exit status 4 when
-    /// the error budget was exceeded.
+    /// the error budget was exceeded, 5 when the sync could not read every instance.
     Install(InstallArgs),
+    /// Read SSM's compliance of the groups' instances into the history now, without a Scan.
+    ///
+    /// Reads every managed instance of the groups (all configured groups unless --group is
+    /// given) whose latest Scan or Install is newer than the one recorded, plus every instance
+    /// the sync backlog holds: those an earlier sync could not read because AWS throttled or
+    /// failed. Exit status 5 when some instances still could not be read; they stay in the
+    /// backlog, and `patchd run` reads them again within `sync_retry_interval`.
+    Sync(SyncArgs),
     /// Answer "are we compliant, what is overdue, where are the blind spots" from the history.
     ///
     /// sla: every open finding with its rank, SLA clock (~ when the release date is unknown),
@@ -216,6 +225,13 @@ pub struct RunNowArgs {
     pub window: String,
     #[command(flatten)]
     pub runner: RunnerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// A configured group; repeat for several. Default: every configured group.
+    #[arg(long = "group", short = 'g', value_name = "GROUP")]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,11 @@ const EXIT_POLICY_VIOLATION: u8 = 3;
 /// rollout stopped releasing batches.
 const EXIT_BUDGET_EXCEEDED: u8 = 4;
 
+/// `run-now`, `scan`, `install` or `sync`: the compliance sync could not read some instances'
+/// results (AWS throttled or failed past every retry). The commands may all have succeeded;
+/// the history is not complete until a later sync reads what is in the backlog.
+const EXIT_SYNC_INCOMPLETE: u8 = 5;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo tells its story on stdout (blind spots included); log lines would drown it.
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Command::RunNow(args) => runtime().and_then(|rt| rt.block_on(manual::run_now(&cli.global, args))),
         Command::Scan(args) => runtime().and_then(|rt| rt.block_on(manual::scan(&cli.global, args))),
         Command::Install(args) => runtime().and_then(|rt| rt.block_on(manual::install(&cli.global, args))),
+        Command::Sync(args) => runtime().and_then(|rt| rt.block_on(manual::sync(&cli.global, args))),
         Command::Apply(args) => runtime().and_then(|rt| rt.block_on(apply::run(&cli.global, args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit_cmd::run(&cli.global, args))),
@@ -100,6 +106,8 @@ enum Failure {
     PolicyViolation(String),
     /// A manual run exceeded its error budget; its summary was printed.
     BudgetExceeded(String),
+    /// A sync could not read every instance; its summary was printed.
+    SyncIncomplete(String),
     Other(anyhow::Error),
 }
 
@@ -126,6 +134,10 @@ impl Failure {
             Failure::BudgetExceeded(why) => {
                 eprintln!("patchd: {why}");
                 ExitCode::from(EXIT_BUDGET_EXCEEDED)
+            }
+            Failure::SyncIncomplete(why) => {
+                eprintln!("patchd: {why}");
+                ExitCode::from(EXIT_SYNC_INCOMPLETE)
             }
             Failure::Other(error) => {
                 eprintln!("patchd: error: {error:#}");

@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::cli::{AdhocArgs, GlobalArgs, InstallArgs, Reboot, RunNowArgs, RunnerArgs, ScanArgs};
+use crate::cli::{AdhocArgs, GlobalArgs, InstallArgs, Reboot, RunNowArgs, RunnerArgs, ScanArgs, SyncArgs};
 use crate::run::{contexts, log_warnings, poll_policy};
 use crate::{load_config, Failure};
 
@@ -182,8 +182,96 @@ async fn execute_in(
         _ if summary.budget_exceeded() => Err(Failure::BudgetExceeded(
             "the error budget (max errors) was exceeded; the rollout stopped releasing batches".to_string(),
         )),
+        _ if summary.sync_unread() > 0 => Err(Failure::SyncIncomplete(sync_incomplete(summary.sync_unread()))),
         _ => Ok(()),
     }
+}
+
+fn sync_incomplete(unread: usize) -> String {
+    format!(
+        "sync incomplete: the results of {unread} instances could not be read (AWS throttled or failed \
+         past every retry); they are in the sync backlog: `patchd run` reads them again within \
+         `sync_retry_interval`, or run `patchd sync`"
+    )
+}
+
+/// `patchd sync`: the groups' compliance and the backlog, in every account and region.
+pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<(), Failure> {
+    let loaded = load_config(global, Utc::now())?;
+    log_warnings(&loaded.warnings);
+    let config = loaded.config;
+    let unknown: Vec<&str> =
+        args.groups.iter().filter(|g| config.group(g).is_none()).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        return Err(Failure::Other(anyhow!(
+            "unknown group(s) {}; configured groups: {}",
+            unknown.join(", "),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )));
+    }
+    let groups: Vec<&patchd_config::Group> = if args.groups.is_empty() {
+        config.groups.iter().collect()
+    } else {
+        config.groups.iter().filter(|g| args.groups.contains(&g.name)).collect()
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
+    let source = format!("cli:{user}");
+    let release_dates = ReleaseDates::new(chrono::Duration::days(1));
+    let mut unread = 0;
+    for ctx in &contexts(&config, source.clone()).await? {
+        let started = Instant::now();
+        let done = patchd_daemon::sync::sync_groups(ctx, &groups, &release_dates, &source)
+            .await
+            .map_err(|e| Failure::Other(anyhow!("{}: {e}", ctx.scope)))?;
+        print!("{}", render_sync(&ctx.scope.to_string(), &done, started.elapsed()));
+        unread += done.outcome.unread.len();
+    }
+    if unread > 0 {
+        return Err(Failure::SyncIncomplete(sync_incomplete(unread)));
+    }
+    Ok(())
+}
+
+fn render_sync(scope: &str, done: &patchd_daemon::sync::GroupsSync, elapsed: std::time::Duration) -> String {
+    let o = &done.outcome;
+    let mut out = format!("sync      {scope}\n");
+    out.push_str(&format!(
+        "instances {} ({} from the backlog; {} coverage gaps not synced)\n",
+        o.instances, done.from_backlog, done.gaps
+    ));
+    out.push_str(&format!(
+        "read      {} changed, {} unchanged, {} never scanned, {} gone\n",
+        o.changed, o.unchanged, o.unreported, o.gone
+    ));
+    out.push_str(&format!(
+        "findings  {} opened, {} remediated, {} reopened\n",
+        o.opened, o.remediated, o.reopened
+    ));
+    out.push_str(&format!(
+        "api calls {} ({} patch states, {} patch listings; {} retried)\n",
+        o.state_calls + o.patch_calls,
+        o.state_calls,
+        o.patch_calls,
+        o.read_retries
+    ));
+    out.push_str(&format!("duration  {:.1}s\n", elapsed.as_secs_f64()));
+    for (group, why) in &done.unresolved {
+        out.push_str(&format!("group     {group} not resolved: {why}\n"));
+    }
+    if !o.unread.is_empty() {
+        out.push_str(&format!("status    incomplete: {} instances not read\n", o.unread.len()));
+        for u in o.unread.iter().take(10) {
+            out.push_str(&format!("  {}  {}\n", u.instance_id, u.error));
+        }
+        if o.unread.len() > 10 {
+            out.push_str(&format!("  ... and {} more\n", o.unread.len() - 10));
+        }
+    } else {
+        out.push_str("status    complete\n");
+    }
+    out.push('\n');
+    out
 }
 
 /// Where progress goes when standard output is not a terminal.
@@ -284,7 +372,11 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
     }
     out.push_str(&format!("status    {status}\n"));
     out.push_str(&format!("duration  {:.1}s\n", s.duration.as_secs_f64()));
-    out.push_str(&format!("api calls {}\n\n", s.api_calls()));
+    out.push_str(&format!("api calls {}\n", s.api_calls()));
+    if s.sync_unread() > 0 {
+        out.push_str(&format!("sync      incomplete: {} instances not read\n", s.sync_unread()));
+    }
+    out.push('\n');
     let header =
         ["TASK", "OPERATION", "STATUS", "TARGETED", "SUCCEEDED", "FAILED", "UNDELIVERABLE", "SKIPPED"];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];

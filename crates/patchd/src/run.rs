@@ -73,6 +73,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
     let settings = Settings {
         state_dir: config.daemon.state_dir.clone(),
         sync_interval: config.daemon.sync_interval,
+        sync_retry_interval: config.daemon.sync_retry_interval,
         poll: poll_policy(&args.runner),
         shutdown_grace: SHUTDOWN_GRACE,
         release_refresh: chrono::Duration::days(1),

@@ -239,6 +239,7 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
                 "started_at": r.started_at.map(rfc3339),
                 "ended_at": r.ended_at.map(rfc3339),
                 "status": r.status.as_str(),
+                "sync_unread": r.sync_unread,
                 "tasks": r.tasks.iter().map(|t| json!({
                     "name": t.name,
                     "operation": t.operation.as_ssm(),

@@ -239,6 +239,42 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         );
     }
 
+    let backlog = store.sync_backlog(None).await.map_err(|e| format!("cannot read the sync backlog: {e}"))?;
+    family(
+        &mut out,
+        "patchd_sync_unread_instances",
+        "gauge",
+        "Instances whose latest Scan or Install a compliance sync could not read (throttled or failed past every retry), by account and region: the sync backlog, read again every sync_retry_interval. Alert when it stays above 0.",
+    );
+    let mut unread: std::collections::BTreeMap<(&str, &str), usize> = std::collections::BTreeMap::new();
+    for entry in &backlog {
+        *unread.entry((&entry.account, &entry.region)).or_default() += 1;
+    }
+    if unread.is_empty() {
+        sample(&mut out, "patchd_sync_unread_instances", &[], 0.0);
+    }
+    for ((account, region), n) in &unread {
+        sample(
+            &mut out,
+            "patchd_sync_unread_instances",
+            &[("account", account), ("region", region)],
+            *n as f64,
+        );
+    }
+    family(
+        &mut out,
+        "patchd_sync_unread_oldest_seconds",
+        "gauge",
+        "How long the oldest instance of the sync backlog has been unread (0 when the backlog is empty).",
+    );
+    let oldest = backlog.iter().map(|e| e.first_failed_at).min();
+    sample(
+        &mut out,
+        "patchd_sync_unread_oldest_seconds",
+        &[],
+        oldest.map_or(0.0, |at| (now - at).num_seconds().max(0) as f64),
+    );
+
     let invocations =
         store.invocation_counts().await.map_err(|e| format!("cannot count invocations: {e}"))?;
     family(
