@@ -471,22 +471,6 @@ fn sigkill_of_the_leader_mid_rollout_the_standby_finishes_the_run() {
     assert_exactly_once(&sim, &logs(&[a, b]));
 }
 
-/// `POST /_sim/faults` with `body`, as any client of the simulator would set its faults.
-fn set_faults(sim: &Sim, body: &str) {
-    use std::io::Read;
-    let addr = sim.server.addr();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /_sim/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-}
-
 #[test]
 fn sigkill_of_the_leader_while_ssm_throttles_and_fails_calls_still_sends_each_batch_once() {
     let _serial = serial();
@@ -517,7 +501,7 @@ fn sigkill_of_the_leader_while_ssm_throttles_and_fails_calls_still_sends_each_ba
     );
     // From now on SSM throttles one call in ten and fails one in thirty with a server error:
     // SendCommand included, whose lost answers patchd must look up rather than resend.
-    set_faults(&sim, r#"{"throttle_rate": 0.1, "error_rate": 0.033}"#);
+    support::post_faults(&sim, r#"{"throttle_rate": 0.1, "error_rate": 0.033}"#);
     wait_for(
         "two installs to be sent",
         Duration::from_secs(60),
@@ -528,7 +512,7 @@ fn sigkill_of_the_leader_while_ssm_throttles_and_fails_calls_still_sends_each_ba
     hosts[leader].kill();
     let [a, b] = &hosts;
     let run = finished_run(&pg, "w", Duration::from_secs(120), || logs(&[a, b]));
-    set_faults(&sim, r#"{"throttle_rate": 0.0, "error_rate": 0.0}"#);
+    support::post_faults(&sim, r#"{"throttle_rate": 0.0, "error_rate": 0.0}"#);
     let stats = sim.server.stats();
     let (throttled, failed): (u64, u64) = (stats.throttled.values().sum(), stats.failed.values().sum());
     assert!(throttled > 0 && failed > 0, "the faults hit: {stats:#?}");

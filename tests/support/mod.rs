@@ -215,6 +215,22 @@ pub fn wait_for<T>(
     }
 }
 
+/// `POST /_sim/faults` with `body`, as any client of the simulator would set its faults.
+pub fn post_faults(sim: &Sim, body: &str) {
+    use std::io::{Read, Write};
+    let addr = sim.server.addr();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /_sim/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -41,6 +41,12 @@ impl Target {
     pub fn can_take_commands(&self) -> bool {
         matches!(self.coverage, Coverage::Managed { .. })
     }
+
+    /// Whether SSM manages it at all (its agent online or not): SSM may then hold compliance
+    /// for it, from the last Scan or Install it reported before its agent went quiet.
+    pub fn has_agent(&self) -> bool {
+        matches!(self.coverage, Coverage::Managed { .. } | Coverage::ConnectionLost { .. })
+    }
 }
 
 /// Whether SSM can patch an instance.

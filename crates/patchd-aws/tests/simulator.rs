@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleet_sim::{Faults, InstanceView, Scenario, SimServer};
 use patchd_aws::{
     AwsClients, AwsError, Backoff, Coverage, InvalidRequest, Invocation, InvocationOutcome, InvocationStatus,
-    PatchCatalog, PatchCommand, PatchState, StaticEndpoint, Target, TransportKind,
+    PatchCatalog, PatchCommand, PatchListing, PatchState, StaticEndpoint, Target, TransportKind,
 };
 use patchd_config::{
     Aws, Group, Limit, Operation, Origin, PatchFilter, RebootOption, RetryMode, TagSelector,
@@ -312,7 +312,7 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     let ids: Vec<String> = candidates.iter().take(3).map(|i| i.id.clone()).collect();
     assert_eq!(ids.len(), 3);
 
-    let before_patches = client.instance_patches(&ids[0]).await.expect("patches");
+    let before_patches = client.instance_patches(&ids[0], PatchListing::All).await.expect("patches");
     let missing: Vec<_> = before_patches.iter().filter(|p| p.state == PatchState::Missing).collect();
     assert!(!missing.is_empty());
     assert!(missing.iter().any(|p| !p.cve_ids.is_empty()), "missing security patches carry CVE ids");
@@ -357,7 +357,7 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     }
 
     let calls = server.stats().calls("DescribeInstancePatches");
-    let after = client.instance_patches(&ids[0]).await.expect("patches");
+    let after = client.instance_patches(&ids[0], PatchListing::All).await.expect("patches");
     let pages = server.stats().calls("DescribeInstancePatches") - calls;
     assert_eq!(pages, (after.len() as u64).div_ceil(100).max(1), "pages of 100");
     let state = states.iter().find(|s| s.instance_id == ids[0]).expect("state");
@@ -367,6 +367,43 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     assert_eq!(of(PatchState::NotApplicable), state.counts.not_applicable);
     assert_eq!(of(PatchState::Missing), 0);
     assert!(after.iter().filter(|p| p.state == PatchState::Installed).all(|p| p.installed_at.is_some()));
+
+    // The State filter, as SSM applies it: each listing is exactly its states' share of the
+    // whole one, in one call per page.
+    let is_open = |state: &PatchState| {
+        matches!(
+            state,
+            PatchState::Missing
+                | PatchState::Failed
+                | PatchState::InstalledPendingReboot
+                | PatchState::InstalledRejected
+                | PatchState::AvailableSecurityUpdate
+        )
+    };
+    let kb = |patches: &[patchd_aws::InstancePatch]| -> BTreeSet<String> {
+        patches.iter().map(|p| p.kb_id.clone()).collect()
+    };
+    for (listing, wanted) in [
+        (PatchListing::Open, &is_open as &dyn Fn(&PatchState) -> bool),
+        (PatchListing::Installed, &|s: &PatchState| {
+            matches!(s, PatchState::Installed | PatchState::InstalledOther)
+        }),
+    ] {
+        let calls = server.stats().calls("DescribeInstancePatches");
+        let listed = client.instance_patches(&ids[0], listing).await.expect("filtered patches");
+        let expected: Vec<_> = after.iter().filter(|p| wanted(&p.state)).cloned().collect();
+        assert_eq!(kb(&listed), kb(&expected), "{listing:?}");
+        assert_eq!(
+            server.stats().calls("DescribeInstancePatches") - calls,
+            (listed.len() as u64).div_ceil(100).max(1)
+        );
+    }
+    let open = client.instance_patches(&ids[0], PatchListing::Open).await.expect("open");
+    assert_eq!(
+        open.len() as u32,
+        state.counts.installed_pending_reboot,
+        "after the install only reboots are open"
+    );
 }
 
 #[tokio::test]

@@ -100,7 +100,7 @@ pub struct SyncRequest<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct GroupsSync {
     pub outcome: SyncOutcome,
-    /// Instances the groups selected that SSM cannot reach (coverage gaps): not synced.
+    /// Instances the groups selected that SSM does not manage (no agent): nothing to sync.
     pub gaps: usize,
     /// Instances of the backlog added to the groups' instances.
     pub from_backlog: usize,
@@ -134,8 +134,7 @@ pub async fn sync_groups(
     targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     targets.dedup_by(|a, b| a.instance_id == b.instance_id);
     record_inventory(ctx, &targets, now).await?;
-    let mut ids: Vec<String> =
-        targets.iter().filter(|t| t.can_take_commands()).map(|t| t.instance_id.clone()).collect();
+    let mut ids: Vec<String> = targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
     done.gaps = targets.len() - ids.len();
     let known: HashSet<String> = ids.iter().cloned().collect();
     let backlog = ctx

@@ -966,7 +966,12 @@ async fn run_task(
     let finished = summary.succeeded + summary.failed;
     if finished > 0 {
         let source = format!("window:{window}");
-        let request = SyncRequest { source: &source, instance_ids: &managed };
+        // Every instance of the groups SSM manages, not only those sent the command: an agent
+        // that lost its connection still has its last results in SSM, and reading an
+        // unchanged one costs a 50th of a call.
+        let with_agent: Vec<String> =
+            targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
+        let request = SyncRequest { source: &source, instance_ids: &with_agent };
         if let Err(e) = env.release_dates.refresh_if_stale(ctx, Utc::now()).await {
             warn!(window, task = %spec.name, error = %e, "release dates not refreshed");
         }
@@ -979,7 +984,7 @@ async fn run_task(
                 // The store failed under the sync: what it did not commit is unread, and the
                 // next sync (whose end times still differ from SSM's) reads it.
                 error!(window, task = %spec.name, error = %e, "compliance sync after the task failed");
-                summary.sync_unread = managed.len();
+                summary.sync_unread = with_agent.len();
             }
         }
         events::announce_sla(ctx, env.config, &managed, Utc::now()).await;

@@ -237,7 +237,7 @@ fn render_sync(scope: &str, done: &patchd_daemon::sync::GroupsSync, elapsed: std
     let o = &done.outcome;
     let mut out = format!("sync      {scope}\n");
     out.push_str(&format!(
-        "instances {} ({} from the backlog; {} coverage gaps not synced)\n",
+        "instances {} ({} from the backlog; {} without an SSM agent)\n",
         o.instances, done.from_backlog, done.gaps
     ));
     out.push_str(&format!(
