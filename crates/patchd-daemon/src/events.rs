@@ -71,7 +71,7 @@ pub struct WindowRunCompleted {
     pub scheduled_start: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
-    /// `succeeded`, `failed` or `cancelled`.
+    /// `succeeded`, `failed`, `cancelled` or `incomplete` (the sync could not read everything).
     pub status: String,
     /// Instances the tasks' groups selected, coverage gaps included.
     pub targeted: usize,
