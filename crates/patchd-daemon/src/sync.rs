@@ -134,7 +134,8 @@ pub async fn sync_groups(
     targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     targets.dedup_by(|a, b| a.instance_id == b.instance_id);
     record_inventory(ctx, &targets, now).await?;
-    let mut ids: Vec<String> = targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
+    let mut ids: Vec<String> =
+        targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
     done.gaps = targets.len() - ids.len();
     let known: HashSet<String> = ids.iter().cloned().collect();
     let backlog = ctx

@@ -184,6 +184,7 @@ async fn fenced_writes_are_refused_once_the_lease_moved_on(db: TestDb) {
                     status: WindowRunStatus::Failed,
                     started_at: None,
                     ended_at: Some(Utc::now()),
+                    sync_unread: None,
                 },
             )
             .await

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,6 +33,7 @@ on_both_backends!(
     exception_snapshots_are_evidence,
     listings_use_the_indexes,
     concurrent_writers_are_serialised,
+    what_a_sync_reads_first_and_what_it_could_not_read,
 );
 
 const ACCOUNT: &str = "111122223333";
@@ -926,7 +927,12 @@ async fn window_runs_tasks_and_invocations(db: TestDb) {
     store
         .update_window_run(
             id,
-            &WindowRunUpdate { status: WindowRunStatus::Failed, started_at: None, ended_at: Some(t(3)) },
+            &WindowRunUpdate {
+                status: WindowRunStatus::Failed,
+                started_at: None,
+                ended_at: Some(t(3)),
+                sync_unread: None,
+            },
         )
         .await
         .unwrap();
@@ -964,7 +970,12 @@ async fn window_runs_tasks_and_invocations(db: TestDb) {
 
     // Ids from outside (an HTTP API URL, say) that name nothing.
     let nowhere = WindowRunId::from(999_999);
-    let update = WindowRunUpdate { status: WindowRunStatus::Succeeded, started_at: None, ended_at: None };
+    let update = WindowRunUpdate {
+        status: WindowRunStatus::Succeeded,
+        started_at: None,
+        ended_at: None,
+        sync_unread: None,
+    };
     assert!(matches!(
         store.update_window_run(nowhere, &update).await,
         Err(StoreError::NotFound { what: "window run", .. })
@@ -1102,4 +1113,102 @@ async fn the_database_answers_a_ping(db: TestDb) {
     store.ping().await.expect("a reachable database answers");
     store.close().await;
     assert!(store.ping().await.is_err(), "a closed store does not");
+}
+
+/// The store's side of a sync that lists only what may have changed: the recorded end times and
+/// open findings it decides from, SSM's counts as the summary, runs recorded `incomplete`, and
+/// the backlog of instances it could not read.
+async fn what_a_sync_reads_first_and_what_it_could_not_read(db: TestDb) {
+    use PatchState::*;
+    let store = db.open().await;
+    let a = [p("KB1", Missing), installed("KB2", Installed, t(-1))];
+    let b = [p("KB3", Failed)];
+    sync(&store, &[scan("i-a", t(0), &a), scan("i-b", t(1), &b)]).await;
+
+    let ids: Vec<String> = ["i-a", "i-b", "i-new"].iter().map(|s| s.to_string()).collect();
+    let recorded = store.recorded_compliance(ACCOUNT, REGION, &ids).await.unwrap();
+    assert_eq!(recorded.len(), 2, "an instance never scanned is absent: {recorded:?}");
+    assert_eq!(recorded["i-a"].operation_end, Some(t(0)));
+    assert_eq!(recorded["i-a"].open_patches, vec!["KB1".to_string()], "KB2 was never a finding");
+    assert_eq!(
+        (recorded["i-b"].operation_end, &recorded["i-b"].open_patches[..]),
+        (Some(t(1)), &["KB3".to_string()][..])
+    );
+    assert!(
+        store.recorded_compliance("999999999999", REGION, &ids).await.unwrap().is_empty(),
+        "another account's"
+    );
+
+    // A partial listing with SSM's counts: the summary keeps the counts, the unlisted finding
+    // stays as it was.
+    let counts = StateCounts { installed: 40, missing: 1, not_applicable: 7, ..StateCounts::default() };
+    let partial = [p("KB9", Missing)];
+    let later = InstanceScan { counts: Some(counts), ..scan("i-b", t(2), &partial) };
+    sync(&store, &[later]).await;
+    let records = store.instances().await.unwrap();
+    let b_summary =
+        records.iter().find(|r| r.instance.instance_id == "i-b").and_then(|r| r.compliance.clone()).unwrap();
+    assert_eq!(b_summary.counts, counts);
+    let open: BTreeSet<String> = store
+        .recorded_compliance(ACCOUNT, REGION, &ids)
+        .await
+        .unwrap()
+        .remove("i-b")
+        .unwrap()
+        .open_patches
+        .into_iter()
+        .collect();
+    assert_eq!(open, BTreeSet::from(["KB3".to_string(), "KB9".to_string()]), "KB3 was not listed: left open");
+
+    // The backlog: failures join it or count an attempt more; reads take instances out.
+    assert!(store.sync_backlog(None).await.unwrap().is_empty());
+    store
+        .update_sync_backlog(ACCOUNT, REGION, &[("i-a", "throttled"), ("i-b", "500")], &[], t(3))
+        .await
+        .unwrap();
+    store.update_sync_backlog(ACCOUNT, REGION, &[("i-a", "throttled again")], &["i-b"], t(4)).await.unwrap();
+    store.update_sync_backlog("999999999999", REGION, &[("i-a", "elsewhere")], &[], t(5)).await.unwrap();
+    let backlog = store.sync_backlog(Some((ACCOUNT, REGION))).await.unwrap();
+    assert_eq!(backlog.len(), 1, "{backlog:?}");
+    let entry = &backlog[0];
+    assert_eq!(
+        (
+            entry.instance_id.as_str(),
+            entry.first_failed_at,
+            entry.last_failed_at,
+            entry.attempts,
+            entry.last_error.as_str()
+        ),
+        ("i-a", t(3), t(4), 2, "throttled again")
+    );
+    assert_eq!(store.sync_backlog(None).await.unwrap().len(), 2, "both accounts");
+    store.update_sync_backlog(ACCOUNT, REGION, &[], &["i-a"], t(6)).await.unwrap();
+    assert!(store.sync_backlog(Some((ACCOUNT, REGION))).await.unwrap().is_empty());
+    assert_eq!(
+        store.managed_platforms(ACCOUNT, REGION).await.unwrap(),
+        Vec::<String>::new(),
+        "no inventory yet"
+    );
+
+    // A run whose sync left instances unread is `incomplete`, with the count.
+    let run = store
+        .record_window_run(&NewWindowRun {
+            window: "w",
+            scheduled_start: t(0),
+            account: ACCOUNT,
+            region: REGION,
+            status: WindowRunStatus::Running,
+            started_at: Some(t(0)),
+        })
+        .await
+        .unwrap();
+    let update = WindowRunUpdate {
+        status: WindowRunStatus::Incomplete,
+        started_at: None,
+        ended_at: Some(t(1)),
+        sync_unread: Some(3),
+    };
+    store.update_window_run(run, &update).await.unwrap();
+    let runs = store.window_runs(&WindowRunQuery::default()).await.unwrap();
+    assert_eq!((runs[0].status, runs[0].sync_unread), (WindowRunStatus::Incomplete, 3));
 }

@@ -15,8 +15,9 @@
 //! cargo run --release -p patchd --example daemon_bench -- sync [--instances 10000,100000] [--fleet scale|clean|both]
 //! ```
 //!
-//! The `sync` baseline is what a boto3 script that knows SSM would call for the same scanned
-//! instances: `DescribeInstancePatchStates` for 50 ids a call, `ceil(n / 50)`, then for each
+//! The `sync` baseline is what a boto3 script that knows SSM would call to read the same
+//! instances patchd reads (the scanned ones, plus the running ones whose agent lost its
+//! connection: SSM still holds their last report, and "every result SSM holds is recorded"): `DescribeInstancePatchStates` for 50 ids a call, `ceil(n / 50)`, then for each
 //! instance with a compliance report (an `Operation`) `DescribeInstancePatches` filtered to the
 //! open states (MISSING, FAILED, INSTALLED_PENDING_REBOOT, INSTALLED_REJECTED,
 //! AVAILABLE_SECURITY_UPDATE) in pages of 100: `max(1, ceil(open / 100))`, with `open` the sum
@@ -310,7 +311,8 @@ impl Baseline {
     }
 }
 
-/// The instances patchd's Scan commands targeted, from the simulator's command history.
+/// The instances patchd's Scan commands targeted, from the simulator's command history, and
+/// the running instances whose agent lost its connection (not scanned, but read).
 fn scanned_instances(sim: &Simulator) -> Result<Vec<String>, Error> {
     let history = sim.get("/_sim/commands")?;
     let mut ids = BTreeSet::new();
@@ -319,6 +321,11 @@ fn scanned_instances(sim: &Simulator) -> Result<Vec<String>, Error> {
             for id in command["instance_ids"].as_array().ok_or("no instance_ids")? {
                 ids.insert(id.as_str().ok_or("bad id")?.to_string());
             }
+        }
+    }
+    for instance in sim.get("/_sim/instances")?.as_array().ok_or("no instances")? {
+        if instance["state"] == "running" && instance["agent"] == "ConnectionLost" {
+            ids.insert(instance["id"].as_str().ok_or("bad id")?.to_string());
         }
     }
     Ok(ids.into_iter().collect())
@@ -457,7 +464,7 @@ fn sync_case(fleet: &'static str, scenario: &str, instances: usize) -> Result<Sy
         println!("    {op:<30} {n:>9}{minimum}");
     }
     println!(
-        "  scanned {} instances; {} with a compliance report, {} of them with {} open patches",
+        "  read {} instances (scanned, or with an agent that lost its connection); {} with a compliance report, {} of them with {} open patches",
         base.scanned, base.reported, base.with_open, base.open_patches
     );
     println!("  patchd total calls (scan + sync): {total}; of them sync calls: {sync_calls}");

@@ -56,16 +56,7 @@ async fn adhoc(
     let loaded = load_config(global, Utc::now())?;
     log_warnings(&loaded.warnings);
     let config = loaded.config;
-    let unknown: Vec<&str> =
-        args.groups.iter().filter(|g| config.group(g).is_none()).map(String::as_str).collect();
-    if !unknown.is_empty() {
-        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(Failure::Other(anyhow!(
-            "unknown group(s) {}; configured groups: {}",
-            unknown.join(", "),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        )));
-    }
+    known_groups(&config, &args.groups)?;
     let limit = |name: &str, text: &str, min: u32| -> Result<Limit, Failure> {
         let parsed = match text.trim().strip_suffix('%') {
             Some(p) => p.parse::<u8>().ok().filter(|p| u32::from(*p) >= min && *p <= 100).map(Limit::Percent),
@@ -187,6 +178,21 @@ async fn execute_in(
     }
 }
 
+/// Refuses group names the configuration does not have, listing those it has.
+fn known_groups(config: &Config, groups: &[String]) -> Result<(), Failure> {
+    let unknown: Vec<&str> =
+        groups.iter().filter(|g| config.group(g).is_none()).map(String::as_str).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+    Err(Failure::Other(anyhow!(
+        "unknown group(s) {}; configured groups: {}",
+        unknown.join(", "),
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+    )))
+}
+
 fn sync_incomplete(unread: usize) -> String {
     format!(
         "sync incomplete: the results of {unread} instances could not be read (AWS throttled or failed \
@@ -200,16 +206,7 @@ pub async fn sync(global: &GlobalArgs, args: &SyncArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
     log_warnings(&loaded.warnings);
     let config = loaded.config;
-    let unknown: Vec<&str> =
-        args.groups.iter().filter(|g| config.group(g).is_none()).map(String::as_str).collect();
-    if !unknown.is_empty() {
-        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(Failure::Other(anyhow!(
-            "unknown group(s) {}; configured groups: {}",
-            unknown.join(", "),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        )));
-    }
+    known_groups(&config, &args.groups)?;
     let groups: Vec<&patchd_config::Group> = if args.groups.is_empty() {
         config.groups.iter().collect()
     } else {
