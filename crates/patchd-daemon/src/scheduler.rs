@@ -426,7 +426,7 @@ impl Term<'_> {
                 tokio::select! {
                     _ = heartbeat.tick() => shared.settings.heartbeat.beat(Utc::now()),
                     _ = backlog_tick.tick() => {
-                        if !backlog_syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+                        if backlog_syncing.as_ref().is_none_or(|h| h.is_finished()) {
                             backlog_syncing = Some(tokio::spawn(backlog_sync(shared.clone(), daemon.config.clone())));
                         }
                     }

@@ -79,6 +79,8 @@ pub const SYNC_BATCH_INSTANCES: usize = 250;
 /// published; a few in flight keep a large fleet's sync short, and the pacer holds them to
 /// whatever rate AWS accepts.
 pub const PATCH_FETCH_CONCURRENCY: usize = 4;
+/// Instances recorded per inventory transaction.
+const INVENTORY_BATCH_INSTANCES: usize = 1_000;
 /// DescribeInstancePatchStates takes 50 ids a call.
 const PATCH_STATE_IDS: usize = 50;
 /// DescribeInstancePatches answers pages of 100 (patchd-aws asks for the largest).
@@ -796,29 +798,33 @@ fn non_empty(text: &str) -> Option<&str> {
 /// not) are recorded too, with their EC2 platform, so reports can show them.
 #[instrument(skip_all, fields(instances = targets.len()), err(Display))]
 pub async fn record_inventory(ctx: &Context, targets: &[Target], at: DateTime<Utc>) -> Result<(), SyncError> {
-    let platforms: Vec<Option<String>> = targets.iter().map(platform_of).collect();
-    let observations: Vec<InstanceObservation<'_>> = targets
-        .iter()
-        .zip(&platforms)
-        .map(|(target, platform)| {
-            let agent = match &target.coverage {
-                Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
-                Coverage::Unmanaged => None,
-            };
-            InstanceObservation {
-                instance: ctx.scope.key(&target.instance_id),
-                name: target.name.as_deref(),
-                platform: platform.as_deref(),
-                tags: &target.tags,
-                ssm_managed: agent.is_some(),
-                ping_status: agent.and_then(|a| ping_status(&a.ping)),
-            }
-        })
-        .collect();
-    ctx.store
-        .record_instances(at, &observations)
-        .await
-        .map_err(|source| SyncError::RecordInventory { instances: targets.len(), source })?;
+    // A transaction per batch, like the sync: a 100,000-instance fleet's inventory is never
+    // held as one statement's binds, and other writers wait for a batch, not the fleet.
+    for chunk in targets.chunks(INVENTORY_BATCH_INSTANCES) {
+        let platforms: Vec<Option<String>> = chunk.iter().map(platform_of).collect();
+        let observations: Vec<InstanceObservation<'_>> = chunk
+            .iter()
+            .zip(&platforms)
+            .map(|(target, platform)| {
+                let agent = match &target.coverage {
+                    Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
+                    Coverage::Unmanaged => None,
+                };
+                InstanceObservation {
+                    instance: ctx.scope.key(&target.instance_id),
+                    name: target.name.as_deref(),
+                    platform: platform.as_deref(),
+                    tags: &target.tags,
+                    ssm_managed: agent.is_some(),
+                    ping_status: agent.and_then(|a| ping_status(&a.ping)),
+                }
+            })
+            .collect();
+        ctx.store
+            .record_instances(at, &observations)
+            .await
+            .map_err(|source| SyncError::RecordInventory { instances: targets.len(), source })?;
+    }
     tracing::debug!(instances = targets.len(), "inventory recorded");
     Ok(())
 }
