@@ -32,6 +32,7 @@ name = "dev"
 Environment = "dev"
 "#;
 
+/// The configuration: every demo group, and events to the simulator's EventBridge.
 fn write_config(scratch: &Scratch, sim: &Sim, aws_extra: &str, daemon_extra: &str) {
     let text = format!(
         r#"
@@ -44,6 +45,9 @@ sync_interval = "1h"
 region = "us-east-1"
 endpoint_url = "{url}"
 {aws_extra}
+
+[events]
+bus_name = "patchd"
 {GROUPS}"#,
         dir = scratch.0.display(),
         url = sim.server.endpoint_url(),
@@ -160,6 +164,10 @@ fn a_scan_while_ssm_throttles_and_fails_records_every_result() {
     for line in text.lines().filter(|l| l.starts_with("status")) {
         assert_eq!(line, "status    succeeded", "{text}");
     }
+    assert!(
+        !sim.server.events().iter().any(|e| e.detail_type == "Sync Incomplete"),
+        "nothing was left unread"
+    );
 
     post_faults(&sim, r#"{"throttle_rate": 0.0, "error_rate": 0.0}"#);
     assert_matches_ssm(&sim, &scratch);
@@ -194,6 +202,20 @@ fn reads_that_stay_impossible_end_incomplete_and_the_daemon_reads_them_within_it
     assert_eq!(out.status.code(), Some(5), "{text}\n{errors}");
     assert!(text.contains("sync      incomplete: 3 instances not read"), "{text}");
     assert!(errors.contains("sync incomplete: the results of 3 instances could not be read"), "{errors}");
+    let incomplete: Vec<serde_json::Value> = sim
+        .server
+        .events()
+        .into_iter()
+        .filter(|e| e.detail_type == "Sync Incomplete")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(incomplete.len(), 1, "one Sync Incomplete event: {incomplete:?}");
+    assert_eq!(incomplete[0]["unread"], 3);
+    assert_eq!(incomplete[0]["source"], "window:manual:scan:dev+prod+staging", "{:?}", incomplete[0]);
+    let mut sample: Vec<String> =
+        incomplete[0]["sample"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    sample.sort();
+    assert_eq!(sample, unreadable);
     let db = store(&sim, &scratch);
     let (runs, backlog) = sim.rt.block_on(async {
         let runs = db.window_runs(&WindowRunQuery::default()).await.unwrap();

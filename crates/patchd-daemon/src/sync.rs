@@ -135,7 +135,10 @@ pub async fn sync_groups(
     }
     targets.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     targets.dedup_by(|a, b| a.instance_id == b.instance_id);
-    record_inventory(ctx, &targets, now).await?;
+    if let Err(e) = record_inventory(ctx, &targets, now).await {
+        // The compliance is worth reading even when the inventory could not be written.
+        tracing::warn!(scope = %ctx.scope, error = %e, "inventory not recorded");
+    }
     let mut ids: Vec<String> =
         targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
     done.gaps = targets.len() - ids.len();
