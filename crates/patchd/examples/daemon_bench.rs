@@ -199,6 +199,18 @@ fn time_field<'a>(report: &'a str, label: &str) -> Option<&'a str> {
     report.lines().find_map(|l| l.trim().strip_prefix(label)).map(str::trim)
 }
 
+/// `patchd scan` of the whole fleet under GNU time (`-v`: peak RSS and CPU on stderr).
+fn timed_scan(config: &Path) -> Result<std::process::Output, Error> {
+    Ok(Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(binary("patchd")?)
+        .args(patchd(config)?.get_args())
+        .args(["scan", "--group", "fleet", "--max-concurrency", "100%", "--max-errors", "100%"])
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .output()?)
+}
+
 fn scan_and_sync() -> Result<(), Error> {
     // 600 simulated seconds per second: a 30 s scan takes 50 ms of real time.
     let sim = Simulator::start("600")?;
@@ -206,14 +218,7 @@ fn scan_and_sync() -> Result<(), Error> {
     let config = write_config(&dir, &sim.url, 1)?;
     let before = sim.calls()?;
     let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(binary("patchd")?)
-        .args(patchd(&config)?.get_args())
-        .args(["scan", "--group", "fleet", "--max-concurrency", "100%", "--max-errors", "100%"])
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .output()?;
+    let out = timed_scan(&config)?;
     let wall = started.elapsed();
     let after = sim.calls()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -407,14 +412,7 @@ fn sync_case(fleet: &'static str, scenario: &str, instances: usize) -> Result<Sy
     let config = write_config(&dir, &sim.url, 1)?;
     let before = sim.stats()?;
     let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(binary("patchd")?)
-        .args(patchd(&config)?.get_args())
-        .args(["scan", "--group", "fleet", "--max-concurrency", "100%", "--max-errors", "100%"])
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .output()?;
+    let out = timed_scan(&config)?;
     let wall = started.elapsed().as_secs_f64();
     let after = sim.stats()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
