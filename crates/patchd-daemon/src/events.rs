@@ -29,7 +29,7 @@ use patchd_config::{Config, Events};
 use patchd_sla::{ClockSource, FindingState, KevCatalog, SlaStatus};
 use patchd_store::{Announcement, FindingRecord, InstanceKey, OpenFindingFilter};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tracing::{info, warn};
 
 use crate::Context;
@@ -518,23 +518,14 @@ impl Webhook {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`, from the `hmac` crate (RustCrypto).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner);
-    outer.finalize().into()
+    use hmac::Mac as _;
+    // HMAC takes a key of any length (a longer one is hashed first): `new_from_slice` cannot
+    // fail for it.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of every length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Lowercase hex.
