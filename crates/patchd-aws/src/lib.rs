@@ -54,5 +54,5 @@ pub use compliance::{
 };
 pub use error::{AwsError, InvalidRequest, TransportKind};
 pub use events::{EntryRetry, EventEntry, FailedEntry, PutEventsOutcome, EVENT_SOURCE, MAX_ENTRIES_PER_PUT};
-pub use pacing::{PaceState, Pacer};
+pub use pacing::Pacer;
 pub use targets::{Agent, Coverage, PingStatus, Target};

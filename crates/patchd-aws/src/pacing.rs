@@ -48,9 +48,10 @@ const HOLD: Duration = Duration::from_secs(30);
 const GROWTH: f64 = 1.1;
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// What one operation's pacing looks like now, for logs, metrics and tests.
+/// What one operation's pacing looks like now.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PaceState {
+struct PaceState {
     /// Requests a second the operation is held to; None while unpaced.
     pub rate: Option<f64>,
     /// Throttled attempts seen since start.
@@ -179,8 +180,8 @@ impl Pacer {
         self.with_rate(operation, |rate| rate.observe(throttled, now));
     }
 
-    /// The pacing of `operation` now.
-    pub fn state(&self, operation: &str) -> PaceState {
+    #[cfg(test)]
+    fn state(&self, operation: &str) -> PaceState {
         self.with_rate(operation, |rate| PaceState { rate: rate.limit, throttled: rate.throttled })
     }
 }

@@ -647,41 +647,30 @@ async fn fetch_one(aws: &AwsClients, request: &ListRequest, retry: &ReadRetry) -
     let mut patches = match request.listing {
         Listing::Nothing => return fetched,
         Listing::InstalledOnly => Vec::new(),
-        Listing::Open => {
-            let read = list(PatchListing::Open).await;
-            fetched.retries += read.attempts - 1;
-            match read.result {
-                Ok(open) => {
-                    fetched.calls += read.attempts - 1 + pages(open.len());
-                    open
-                }
-                Err(error) => {
-                    fetched.calls += read.attempts;
-                    fetched.result = Err(error);
-                    return fetched;
-                }
-            }
-        }
+        Listing::Open => match fetched.count(list(PatchListing::Open).await) {
+            Ok(open) => open,
+            Err(error) => return Fetched { result: Err(error), ..fetched },
+        },
     };
     let still_open: HashSet<&str> = patches.iter().map(|p| p.kb_id.trim()).collect();
     if request.recorded_open.iter().any(|id| !still_open.contains(id.as_str())) {
         fetched.listed_installed = true;
-        let read = list(PatchListing::Installed).await;
-        fetched.retries += read.attempts - 1;
-        match read.result {
-            Ok(installed) => {
-                fetched.calls += read.attempts - 1 + pages(installed.len());
-                patches.extend(installed);
-            }
-            Err(error) => {
-                fetched.calls += read.attempts;
-                fetched.result = Err(error);
-                return fetched;
-            }
+        match fetched.count(list(PatchListing::Installed).await) {
+            Ok(installed) => patches.extend(installed),
+            Err(error) => return Fetched { result: Err(error), ..fetched },
         }
     }
-    fetched.result = Ok(patches);
-    fetched
+    Fetched { result: Ok(patches), ..fetched }
+}
+
+impl Fetched {
+    /// Adds one retried listing's pages and retries to the counts and hands its result on.
+    fn count(&mut self, read: Retried<Vec<InstancePatch>>) -> Result<Vec<InstancePatch>, AwsError> {
+        let failed_tries = read.attempts - 1;
+        self.retries += failed_tries;
+        self.calls += failed_tries + read.result.as_ref().map_or(1, |patches| pages(patches.len()));
+        read.result
+    }
 }
 
 /// Pages of 100 a listing of `n` patches took (an empty listing is one page).

@@ -972,9 +972,6 @@ async fn run_task(
         let with_agent: Vec<String> =
             targets.iter().filter(|t| t.has_agent()).map(|t| t.instance_id.clone()).collect();
         let request = SyncRequest { source: &source, instance_ids: &with_agent };
-        if let Err(e) = env.release_dates.refresh_if_stale(ctx, Utc::now()).await {
-            warn!(window, task = %spec.name, error = %e, "release dates not refreshed");
-        }
         match sync::sync_compliance(ctx, &request, env.release_dates).await {
             Ok(outcome) => {
                 summary.sync_calls = (outcome.state_calls + outcome.patch_calls) as u64;

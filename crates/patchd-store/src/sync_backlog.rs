@@ -71,18 +71,24 @@ impl Store {
         with_pool!(self, |pool, pg| {
             let mut recorded: HashMap<String, RecordedCompliance> =
                 HashMap::with_capacity(instance_ids.len());
+            // Both statements read `instances i` with their joins, for these ids only.
+            let of_these = |select: &str, joins: &str| {
+                format!(
+                    "SELECT {select} FROM instances i {joins} WHERE i.account = $1 AND i.region = $2 AND {}",
+                    in_text_array(pg, "i.instance_id", 3)
+                )
+            };
+            let ends_sql = of_these(
+                "i.instance_id, s.operation_end, s.scanned_at",
+                "JOIN compliance_summaries s ON s.instance_ref = i.id",
+            );
+            let open_sql = of_these(
+                "i.instance_id, p.patch_id",
+                "JOIN findings f ON f.instance_ref = i.id AND f.installed_at IS NULL \
+                 JOIN patches p ON p.id = f.patch_ref",
+            );
             c.statement();
-            let ends = sqlx::query(&format!(
-                "SELECT i.instance_id, s.operation_end, s.scanned_at FROM instances i \
-                 JOIN compliance_summaries s ON s.instance_ref = i.id \
-                 WHERE i.account = $1 AND i.region = $2 AND {}",
-                in_text_array(pg, "i.instance_id", 3)
-            ))
-            .bind(account)
-            .bind(region)
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
+            let ends = sqlx::query(&ends_sql).bind(account).bind(region).bind(&ids).fetch_all(pool).await?;
             for row in &ends {
                 let end = match row.opt_time("operation_end")? {
                     Some(end) => end,
@@ -91,18 +97,7 @@ impl Store {
                 recorded.entry(row.text("instance_id")?).or_default().operation_end = Some(end);
             }
             c.statement();
-            let open = sqlx::query(&format!(
-                "SELECT i.instance_id, p.patch_id FROM instances i \
-                 JOIN findings f ON f.instance_ref = i.id AND f.installed_at IS NULL \
-                 JOIN patches p ON p.id = f.patch_ref \
-                 WHERE i.account = $1 AND i.region = $2 AND {}",
-                in_text_array(pg, "i.instance_id", 3)
-            ))
-            .bind(account)
-            .bind(region)
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
+            let open = sqlx::query(&open_sql).bind(account).bind(region).bind(&ids).fetch_all(pool).await?;
             for row in &open {
                 recorded
                     .entry(row.text("instance_id")?)
