@@ -1,0 +1,1 @@
+//! Vendor advisories: parsing and matching (skeleton; filled in by issue 16).
