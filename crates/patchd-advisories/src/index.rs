@@ -50,6 +50,8 @@ pub struct AdvisoryIndex {
     /// [`package_key`] to the advisories shipping that package version: the earliest one for
     /// each architecture.
     by_package: HashMap<Box<str>, Vec<PackageFix>>,
+    /// The architectures fixes name, each stored once: a feed has a handful for 100,000 fixes.
+    arches: Vec<Box<str>>,
 }
 
 #[derive(Clone)]
@@ -63,8 +65,8 @@ struct Record {
 
 #[derive(Clone)]
 struct PackageFix {
-    /// None: the fix applies to every architecture.
-    arch: Option<Box<str>>,
+    /// An index into `arches`; None: the fix applies to every architecture.
+    arch: Option<usize>,
     record: usize,
 }
 
@@ -83,7 +85,10 @@ impl AdvisoryIndex {
                 self.sources.len() - 1
             }
         };
+        // Growing the maps as they fill would rehash every key string several times over.
         self.records.reserve(advisories.len());
+        self.by_id.reserve(advisories.len());
+        self.by_package.reserve(advisories.iter().map(|a| a.packages.len()).sum());
         for advisory in advisories {
             let record = self.records.len();
             let mut is_earliest = true;
@@ -110,9 +115,14 @@ impl AdvisoryIndex {
 
             for package in &advisory.packages {
                 let (epoch, version) = split_epoch(package.epoch.as_deref(), &package.version);
-                let arch = package.arch.as_deref().filter(|arch| !fixes_every_arch(arch)).map(Box::from);
-                let fixes =
-                    self.by_package.entry(package_key(&package.name, epoch, version).into()).or_default();
+                let arch = package.arch.as_deref().filter(|arch| !fixes_every_arch(arch)).map(|arch| {
+                    self.arches.iter().position(|known| **known == *arch).unwrap_or_else(|| {
+                        self.arches.push(arch.into());
+                        self.arches.len() - 1
+                    })
+                });
+                let key = package_key(&package.name, epoch, version).into_boxed_str();
+                let fixes = self.by_package.entry(key).or_default();
                 match fixes.iter_mut().find(|fix| fix.arch == arch) {
                     Some(fix) => {
                         if advisory.released < self.records[fix.record].released {
@@ -170,8 +180,8 @@ impl AdvisoryIndex {
             self.by_package.get(package_key(identity.name, identity.epoch, identity.version).as_str())?;
         fixes
             .iter()
-            .filter(|fix| match (fix.arch.as_deref(), identity.arch) {
-                (Some(fixed), Some(reported)) => fixed == reported,
+            .filter(|fix| match (fix.arch, identity.arch) {
+                (Some(fixed), Some(reported)) => *self.arches[fixed] == *reported,
                 _ => true,
             })
             .map(|fix| fix.record)
@@ -246,8 +256,15 @@ fn split_epoch<'a>(epoch: Option<&'a str>, version: &'a str) -> (&'a str, &'a st
 }
 
 /// NUL cannot occur in package names or versions, so the key is unambiguous.
+/// Sized exactly, so that boxing it does not reallocate.
 fn package_key(name: &str, epoch: &str, version: &str) -> String {
-    format!("{name}\0{epoch}\0{version}")
+    let mut key = String::with_capacity(name.len() + epoch.len() + version.len() + 2);
+    key.push_str(name);
+    key.push('\0');
+    key.push_str(epoch);
+    key.push('\0');
+    key.push_str(version);
+    key
 }
 
 /// Architecture suffixes rpm and dpkg use. Only these are split off a name, because package

@@ -41,7 +41,8 @@ struct RawPackage {
 }
 
 enum Document {
-    Database(Vec<(String, TopLevelValue)>),
+    /// The notices, or the first problem with one.
+    Database(Result<Vec<Advisory>, FeedError>),
     Single(RawNotice),
 }
 
@@ -61,7 +62,7 @@ pub(crate) fn parse(origin: &str, text: &str) -> Result<Vec<Advisory>, FeedError
     // The notice being read, to name it when the JSON under it is malformed.
     let reading = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let document = DocumentSeed { reading: &reading }
+    let document = DocumentSeed { origin, reading: &reading }
         .deserialize(&mut deserializer)
         .and_then(|document| deserializer.end().map(|()| document))
         .map_err(|e| {
@@ -82,16 +83,7 @@ pub(crate) fn parse(origin: &str, text: &str) -> Result<Vec<Advisory>, FeedError
             };
             Ok(vec![read_notice(origin, &id, notice)?])
         }
-        Document::Database(values) => values
-            .into_iter()
-            .map(|(key, value)| match value {
-                TopLevelValue::Notice(notice) => read_notice(origin, &key, notice),
-                TopLevelValue::NotAnObject(found) => Err(FeedError::new(
-                    format!("{origin}, USN {}", notice_number(&key)),
-                    format!("expected a notice object, found {found}"),
-                )),
-            })
-            .collect(),
+        Document::Database(notices) => notices,
     }
 }
 
@@ -151,6 +143,7 @@ fn read_notice(origin: &str, key: &str, notice: RawNotice) -> Result<Advisory, F
 }
 
 struct DocumentSeed<'a> {
+    origin: &'a str,
     reading: &'a RefCell<Option<String>>,
 }
 
@@ -169,10 +162,15 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
         f.write_str("a USN database (an object keyed by notice number)")
     }
 
-    /// Notice numbers are never a notice's field names, so the first `id` or `releases` key
-    /// says the object is one notice rather than a database.
+    /// Notice numbers are never a notice's field names, so an `id` or `releases` key says the
+    /// object is one notice rather than a database.
+    ///
+    /// Each notice is turned into an advisory as soon as it is read, so that the raw form of
+    /// only one is held at a time. A problem with one is kept rather than returned: whether
+    /// it matters is known only at the end, since a single notice's other fields may come
+    /// before its `id`.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
-        let mut values = Vec::new();
+        let mut notices = Ok(Vec::new());
         let mut single = RawNotice::default();
         let mut is_single = false;
         while let Some(key) = map.next_key::<String>()? {
@@ -189,12 +187,30 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
                 "cves" => single.cves = map.next_value()?,
                 _ => {
                     self.reading.replace(Some(key.clone()));
-                    values.push((key, map.next_value::<TopLevelValue>()?));
+                    let value = map.next_value::<TopLevelValue>()?;
                     self.reading.replace(None);
+                    if notices.is_err() {
+                        continue;
+                    }
+                    let read = match value {
+                        TopLevelValue::Notice(notice) => read_notice(self.origin, &key, notice),
+                        TopLevelValue::NotAnObject(found) => Err(FeedError::new(
+                            format!("{}, USN {}", self.origin, notice_number(&key)),
+                            format!("expected a notice object, found {found}"),
+                        )),
+                    };
+                    match read {
+                        Ok(advisory) => {
+                            if let Ok(list) = &mut notices {
+                                list.push(advisory);
+                            }
+                        }
+                        Err(problem) => notices = Err(problem),
+                    }
                 }
             }
         }
-        Ok(if is_single { Document::Single(single) } else { Document::Database(values) })
+        Ok(if is_single { Document::Single(single) } else { Document::Database(notices) })
     }
 }
 
@@ -309,7 +325,7 @@ mod tests {
 
     #[test]
     fn reads_a_single_notice() {
-        let single = r#"{"action": "update", "cves": ["CVE-2026-3000"], "description": "...", "id": "USN-7003-2",
+        let single = r#"{"a_field_patchd_does_not_know": {"jammy": ["curl"]}, "action": "update", "cves": ["CVE-2026-3000"], "description": "...", "id": "USN-7003-2",
                          "isummary": "...", "references": [], "releases": {"jammy": {"binaries": {"curl": {"version": "7.81.0-1ubuntu1.20"}}}},
                          "summary": "curl", "timestamp": "2026-09-13T00:00:00Z", "title": "curl vulnerability"}"#;
         let notices = parse(single).unwrap();
