@@ -64,8 +64,8 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     let out = demo(&scratch.0, &["--speed", "600"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}\n{stdout}");
-    for phase in 1..=6 {
-        assert!(stdout.contains(&format!("[{phase}/6]")), "phase {phase} missing:\n{stdout}");
+    for phase in 1..=7 {
+        assert!(stdout.contains(&format!("[{phase}/7]")), "phase {phase} missing:\n{stdout}");
     }
     assert!(stdout.contains("create patchd-prod-al2"), "{stdout}");
     assert!(stdout.contains("register patch group web-prod (AMAZON_LINUX_2) -> patchd-prod-al2"), "{stdout}");
@@ -89,6 +89,27 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
         open > 0 && open <= before,
         "report sla counts {open} open findings; the demo ended with {after}"
     );
+    // Every platform has a dated source (SSM's or a feed's): no clock is an estimate, and each
+    // names where it comes from.
+    let clocks = json["clocks"].as_array().expect("clocks per platform");
+    let platforms: Vec<&str> = clocks.iter().map(|c| c["platform"].as_str().unwrap()).collect();
+    for platform in ["Amazon Linux 2023", "Red Hat Enterprise Linux 9.4", "Ubuntu 22.04"] {
+        let c = clocks
+            .iter()
+            .find(|c| c["platform"] == platform)
+            .unwrap_or_else(|| panic!("{platform} not among {platforms:?}"));
+        assert!(c["open"].as_u64().unwrap() > 0, "{c}");
+        assert_eq!(c["estimated"], 0, "{platform}: {c}");
+    }
+    let origins = serde_json::to_string(clocks).unwrap();
+    for feed in ["advisory: amazon-linux-2023", "advisory: redhat", "advisory: ubuntu", "ssm"] {
+        assert!(origins.contains(feed), "{feed} not in {origins}");
+    }
+    let status = patchd().args(["advisories", "status", "--config"]).arg(&config).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    for feed in ["amazon-linux-2023", "redhat", "ubuntu", "kev"] {
+        assert!(status.lines().any(|l| l.starts_with(feed) && !l.contains("never")), "{feed}:\n{status}");
+    }
     let runs =
         patchd().args(["report", "history", "--format", "json", "--config"]).arg(&config).output().unwrap();
     assert!(runs.status.success(), "{runs:?}");

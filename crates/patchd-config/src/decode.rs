@@ -20,6 +20,7 @@ pub(crate) struct FilePart {
     pub(crate) aws: Option<(AwsPart, Origin)>,
     pub(crate) sla: Option<(SlaPolicy, Origin)>,
     pub(crate) events: Option<(Events, Origin)>,
+    pub(crate) advisory_sources: Vec<AdvisorySource>,
     pub(crate) exceptions: Vec<Exception>,
     pub(crate) baselines: Vec<Baseline>,
     pub(crate) groups: Vec<Group>,
@@ -97,6 +98,13 @@ pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> Option<FilePart>
         part.events = Some((decode_events(&mut t, d, &base_dir), origin));
         t.finish(d);
     }
+    if let Some(mut t) = r.table(d, "advisories", "[advisories]") {
+        for mut source in t.tables(d, "source", "[[advisories.source]]") {
+            part.advisory_sources.extend(decode_advisory_source(&mut source, d, &base_dir, &mut part.refs));
+            source.finish(d);
+        }
+        t.finish(d);
+    }
     for mut t in r.tables(d, "exception", "[[exception]]") {
         part.exceptions.extend(decode_exception(&mut t, d, &mut part.refs));
         t.finish(d);
@@ -117,6 +125,151 @@ pub(crate) fn decode_file(src: &Source, d: &mut Diagnostics) -> Option<FilePart>
     }
     r.finish(d);
     Some(part)
+}
+
+const FEED_URL_HINT: &str = "write an https:// URL, an http:// URL to a loopback address (a local mirror), or a file path (file:///srv/mirror/feed.json or a plain path)";
+
+/// How often a feed may be fetched: more often than every 5 minutes only loads the vendor;
+/// less often than weekly leaves clocks stale.
+const FEED_REFRESH_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(300)..=std::time::Duration::from_secs(7 * 86_400);
+
+/// A feed's URL or path. Plain `http://` is accepted only to a loopback address: release dates
+/// are compliance evidence, and anything on the way could rewrite them.
+fn feed_location(base_dir: &Path, written: &str) -> Result<FeedLocation, String> {
+    let written = written.trim();
+    if let Some(path) = written.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!("`{written}` is not an absolute file URL"));
+        }
+        return Ok(FeedLocation::File(PathBuf::from(path)));
+    }
+    if let Some(rest) = written.strip_prefix("https://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("`{written}` has no host"));
+        }
+        return Ok(FeedLocation::Http(written.to_string()));
+    }
+    if let Some(rest) = written.strip_prefix("http://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        return if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            Ok(FeedLocation::Http(written.to_string()))
+        } else {
+            Err(format!("`{written}` is plain http to another host; release dates fetched that way could be altered in transit"))
+        };
+    }
+    if written.contains("://") {
+        return Err(format!("`{written}` uses a scheme patchd cannot fetch"));
+    }
+    if written.is_empty() {
+        return Err("the location is empty".into());
+    }
+    Ok(FeedLocation::File(resolve_path(base_dir, written)))
+}
+
+fn decode_advisory_source(
+    r: &mut TableReader,
+    d: &mut Diagnostics,
+    base_dir: &Path,
+    refs: &mut Refs,
+) -> Option<AdvisorySource> {
+    let name = r.required_string(d, "name", "\"amazon-linux-2023\"");
+    if let Some(name) = &name {
+        refs.names.push(("advisory source", name.clone()));
+        if name.value == KEV_SOURCE {
+            d.error(
+                &name.origin,
+                format!("`{KEV_SOURCE}` names the KEV catalog's feed"),
+                Some("choose another name".into()),
+            );
+        }
+    }
+    let kinds: Vec<&'static str> = patchd_advisories::FeedKind::ALL.iter().map(|k| k.name()).collect();
+    let kind = r.choice(d, "kind", &kinds).and_then(|k| patchd_advisories::FeedKind::from_name(k.value));
+    if r.get("kind").is_none() {
+        d.error(
+            &r.origin,
+            "[[advisories.source]] is missing the required key `kind`",
+            Some(format!("add `kind = \"amazon-linux\"`; kinds: {}", kinds.join(", "))),
+        );
+    }
+    let url = r.required_string(
+        d,
+        "url",
+        "\"https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/repodata/updateinfo.xml.gz\"",
+    );
+    let location = url.and_then(|url| match feed_location(base_dir, &url.value) {
+        Ok(location) => Some(location),
+        Err(message) => {
+            d.error(&url.origin, format!("`url`: {message}"), Some(FEED_URL_HINT.into()));
+            None
+        }
+    });
+    let platforms = r.string_list(d, "platforms", "[\"AMAZON_LINUX_2023\"]");
+    let mut platforms_ok = Vec::new();
+    match platforms {
+        None => d.error(
+            &r.origin,
+            "[[advisories.source]] is missing the required key `platforms`",
+            Some("add the SSM operating systems it dates, e.g. `platforms = [\"AMAZON_LINUX_2023\"]`".into()),
+        ),
+        Some(list) => {
+            for platform in list {
+                if OPERATING_SYSTEMS.contains(&platform.value.as_str()) {
+                    platforms_ok.push(platform.value);
+                } else {
+                    let hint = did_you_mean(&platform.value, OPERATING_SYSTEMS.iter().copied())
+                        .unwrap_or_else(|| {
+                            format!("SSM's operating systems: {}", OPERATING_SYSTEMS.join(", "))
+                        });
+                    d.error(
+                        &platform.origin,
+                        format!("unknown operating system `{}`", platform.value),
+                        Some(hint),
+                    );
+                }
+            }
+        }
+    }
+    let mut refresh = DEFAULT_FEED_REFRESH;
+    if let Some(written) = r.string(d, "refresh", "\"6h\"") {
+        match parse_interval(&written).filter(|i| FEED_REFRESH_RANGE.contains(i)) {
+            Some(i) => refresh = i,
+            None => d.error(
+                &written.origin,
+                format!("`refresh` must be a duration from 5m to 7d, found `{}`", written.value),
+                Some("write a number and a unit (m, h, d), e.g. `refresh = \"6h\"`".into()),
+            ),
+        }
+    }
+    let mut timeout = DEFAULT_FEED_TIMEOUT;
+    if let Some(written) = r.string(d, "timeout", "\"5m\"") {
+        match parse_interval(&written).filter(|i| {
+            (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(i)
+        }) {
+            Some(i) => timeout = i,
+            None => d.error(
+                &written.origin,
+                format!("`timeout` must be a duration from 1s to 1h, found `{}`", written.value),
+                Some("write a number and a unit (s, m, h), e.g. `timeout = \"5m\"`".into()),
+            ),
+        }
+    }
+    let mut max_bytes = DEFAULT_FEED_MAX_BYTES;
+    if let Some(mib) = r.integer(d, "max_size_mib", 1..=16_384, "512") {
+        max_bytes = mib.value as u64 * 1024 * 1024;
+    }
+    Some(AdvisorySource {
+        name: name?.value,
+        kind: kind?,
+        location: location?,
+        platforms: platforms_ok,
+        refresh,
+        timeout,
+        max_bytes,
+        origin: r.origin.clone(),
+    })
 }
 
 fn resolve_path(base_dir: &Path, written: &str) -> PathBuf {
@@ -687,9 +840,25 @@ fn decode_sla(r: &mut TableReader, d: &mut Diagnostics, base_dir: &Path) -> SlaP
     if let Some(rank) = r.choice(d, "default_rank", &ranks) {
         sla.default_rank = RiskRank::parse(&rank).unwrap_or(RiskRank::Medium);
     }
-    if let Some(path) = r.string(d, "kev_catalog", "\"/var/lib/patchd/known_exploited_vulnerabilities.json\"")
+    if let Some(written) =
+        r.string(d, "kev_catalog", "\"/var/lib/patchd/known_exploited_vulnerabilities.json\"")
     {
-        sla.kev_catalog = Some(resolve_path(base_dir, &path));
+        match feed_location(base_dir, &written.value) {
+            Ok(location) => sla.kev_catalog = Some(location),
+            Err(message) => {
+                d.error(&written.origin, format!("`kev_catalog`: {message}"), Some(FEED_URL_HINT.into()))
+            }
+        }
+    }
+    if let Some(refresh) = r.string(d, "kev_refresh", "\"24h\"") {
+        match parse_interval(&refresh).filter(|i| FEED_REFRESH_RANGE.contains(i)) {
+            Some(i) => sla.kev_refresh = i,
+            None => d.error(
+                &refresh.origin,
+                format!("`kev_refresh` must be a duration from 5m to 7d, found `{}`", refresh.value),
+                Some("write a number and a unit (m, h, d), e.g. `kev_refresh = \"24h\"`".into()),
+            ),
+        }
     }
     for mut t in r.tables(d, "rule", "[[sla.rule]]") {
         let cves = t.string_list(d, "cves", "[\"CVE-2024-3094\"]");

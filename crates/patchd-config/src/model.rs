@@ -23,6 +23,9 @@ pub struct Config {
     pub windows: Vec<Window>,
     /// `[events]`: where patchd publishes its events; nothing when not written.
     pub events: Events,
+    /// `[[advisories.source]]`: vendor advisory feeds that date the patches SSM gives no
+    /// release date for.
+    pub advisory_sources: Vec<AdvisorySource>,
     /// The files the configuration was read from, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -38,6 +41,25 @@ impl Config {
 
     pub fn window(&self, name: &str) -> Option<&Window> {
         self.windows.iter().find(|w| w.name == name)
+    }
+
+    pub fn advisory_source(&self, name: &str) -> Option<&AdvisorySource> {
+        self.advisory_sources.iter().find(|s| s.name == name)
+    }
+
+    /// The KEV catalog file every surface reads: the configured file, or for a URL the last
+    /// good copy the daemon (or `patchd advisories sync`) keeps in `state_dir`.
+    pub fn kev_file(&self) -> Option<PathBuf> {
+        match self.sla.kev_catalog.as_ref()? {
+            FeedLocation::File(path) => Some(path.clone()),
+            FeedLocation::Http(_) => Some(self.feed_cache_dir().join(format!("{KEV_SOURCE}.body"))),
+        }
+    }
+
+    /// Where the last good copy of every fetched feed is kept, so that a failed fetch or a
+    /// restart keeps the data of the last success.
+    pub fn feed_cache_dir(&self) -> PathBuf {
+        self.daemon.state_dir.join("feeds")
     }
 
     /// Baselines whose patch groups a group's `Patch Group`/`PatchGroup` tag selector reaches.
@@ -401,8 +423,11 @@ pub struct SlaPolicy {
     /// Rank for a patch whose vendor severity is unknown or unrecognised.
     pub default_rank: RiskRank,
     pub rules: Vec<RankRule>,
-    /// A CISA Known Exploited Vulnerabilities catalog (JSON); any CVE in it ranks its patch critical.
-    pub kev_catalog: Option<PathBuf>,
+    /// A CISA Known Exploited Vulnerabilities catalog (JSON), a file or a URL; any CVE in it
+    /// ranks its patch critical.
+    pub kev_catalog: Option<FeedLocation>,
+    /// How often a KEV catalog given as a URL is fetched again.
+    pub kev_refresh: std::time::Duration,
 }
 
 impl SlaPolicy {
@@ -428,6 +453,7 @@ impl Default for SlaPolicy {
             default_rank: RiskRank::Medium,
             rules: Vec::new(),
             kev_catalog: None,
+            kev_refresh: DEFAULT_KEV_REFRESH,
         }
     }
 }
@@ -458,6 +484,52 @@ pub struct Exception {
 pub enum ExceptionScope {
     Instances(Vec<String>),
     Group(Located<String>),
+}
+
+/// The name the KEV catalog goes by among the fetched feeds (status, metrics, cache file).
+pub const KEV_SOURCE: &str = "kev";
+/// CISA updates the KEV catalog on working days.
+pub const DEFAULT_KEV_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// `refresh` of an advisory source when not written: vendors publish several times a day.
+pub const DEFAULT_FEED_REFRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// How long one fetch of a feed (all its pages) may take when `timeout` is not written.
+pub const DEFAULT_FEED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The largest feed accepted when `max_size` is not written, after decompression: Red Hat's
+/// full index or Ubuntu's USN database are a few hundred MB at most.
+pub const DEFAULT_FEED_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Where a feed is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedLocation {
+    /// `https://...`, or `http://` to a loopback address (a mirror on the same host).
+    Http(String),
+    /// `file:///...` or a plain path: an air-gapped mirror kept current by other means.
+    File(PathBuf),
+}
+
+impl fmt::Display for FeedLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedLocation::Http(url) => f.write_str(url),
+            FeedLocation::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One `[[advisories.source]]`: a vendor feed and the operating systems it dates.
+#[derive(Debug, Clone)]
+pub struct AdvisorySource {
+    /// Names the source in reports (`advisory: amazon-linux-2023`), metrics and status.
+    pub name: String,
+    pub kind: patchd_advisories::FeedKind,
+    pub location: FeedLocation,
+    /// SSM operating systems (`AMAZON_LINUX_2023`, `UBUNTU`, ...) whose patches it dates.
+    pub platforms: Vec<String>,
+    pub refresh: std::time::Duration,
+    pub timeout: std::time::Duration,
+    /// Refused beyond this many bytes, compressed or not.
+    pub max_bytes: u64,
+    pub origin: Origin,
 }
 
 /// SSM's `OperatingSystem` enum.

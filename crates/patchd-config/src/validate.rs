@@ -60,6 +60,7 @@ pub(crate) fn merge_and_check(
         groups: Vec::new(),
         windows: Vec::new(),
         events: Events::default(),
+        advisory_sources: Vec::new(),
         sources,
     };
     let mut unanchored_rates = Vec::new();
@@ -72,6 +73,7 @@ pub(crate) fn merge_and_check(
         awss.extend(part.aws);
         slas.extend(part.sla);
         eventss.extend(part.events);
+        config.advisory_sources.extend(part.advisory_sources);
         config.exceptions.extend(part.exceptions);
         config.baselines.extend(part.baselines);
         config.groups.extend(part.groups);
@@ -95,7 +97,7 @@ pub(crate) fn merge_and_check(
         config.events = events;
     }
 
-    for kind in ["baseline", "group", "window", "exception"] {
+    for kind in ["baseline", "group", "window", "exception", "advisory source"] {
         let names = refs.names.iter().filter(|(k, _)| *k == kind).map(|(_, n)| (n.value.as_str(), &n.origin));
         unique_names(d, kind, names);
     }
@@ -106,6 +108,7 @@ pub(crate) fn merge_and_check(
     warn_disjoint_scopes(&config, &accounts, d);
     check_patch_groups(&config, d);
     warn_time_dependent(&config, now, &unanchored_rates, d);
+    warn_undated_platforms(&config, d);
     if !d.has_errors() {
         feasibility::warn(&config, &feasibility::analyse(&config, now), d);
     }
@@ -385,6 +388,34 @@ fn check_patch_groups(config: &Config, d: &mut Diagnostics) {
                 );
             }
         }
+    }
+}
+
+/// The operating systems SSM's own catalogs give release dates for (DescribeAvailablePatches).
+pub const SSM_DATED_OPERATING_SYSTEMS: &[&str] = &["WINDOWS", "AMAZON_LINUX", "AMAZON_LINUX_2"];
+
+/// The configured operating systems whose patches nothing dates: their SLA clocks would start
+/// at first sighting, which understates the age of every patch released before it.
+pub fn undated_operating_system(config: &Config, operating_system: &str) -> bool {
+    !SSM_DATED_OPERATING_SYSTEMS.contains(&operating_system)
+        && !config.advisory_sources.iter().any(|s| s.platforms.iter().any(|p| p == operating_system))
+}
+
+fn warn_undated_platforms(config: &Config, d: &mut Diagnostics) {
+    for baseline in config.baselines.iter().filter(|b| undated_operating_system(config, b.operating_system)) {
+        d.warning(
+            &baseline.origin,
+            format!(
+                "baseline `{}` patches {}, for which SSM gives no release dates and no [[advisories.source]] \
+                 lists it: SLA clocks of its patches start when they are first seen missing, which \
+                 understates their age",
+                baseline.name, baseline.operating_system
+            ),
+            Some(format!(
+                "add an [[advisories.source]] with `platforms = [\"{}\"]` (docs/configuration.md)",
+                baseline.operating_system
+            )),
+        );
     }
 }
 

@@ -662,17 +662,11 @@ fn finding_subject(f: &SlaFinding) -> String {
 }
 
 fn load_kev(config: &Config) -> KevCatalog {
-    let Some(path) = &config.sla.kev_catalog else { return KevCatalog::default() };
-    match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| KevCatalog::from_json(&text).map_err(|e| e.to_string()))
-    {
-        Ok(kev) => kev,
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "SLA events: KEV catalog not read; ranking without it");
-            KevCatalog::default()
-        }
+    let loaded = patchd_sla::load_kev(config);
+    if let Some(problem) = &loaded.problem {
+        warn!(error = %problem, "SLA events: ranking without the KEV catalog");
     }
+    loaded.catalog
 }
 
 /// An open finding judged at `now` as `patchd report sla` judges it (the same

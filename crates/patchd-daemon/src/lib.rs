@@ -10,6 +10,8 @@
 //!   epoch, the fence of every run write);
 //! - [`locks`]: group locks, in the database on PostgreSQL and in files on SQLite;
 //! - [`scopes`]: the accounts and regions patchd works in, one [`Context`] each;
+//! - [`feeds`]: vendor advisory feeds and the KEV catalog, fetched on their intervals, kept
+//!   whole, and matched to SSM's patches for their release dates;
 //! - [`events`]: window runs, task failures, SLA transitions and coverage gaps, published to
 //!   EventBridge and/or a signed webhook.
 //!
@@ -19,6 +21,7 @@
 pub mod baselines;
 pub mod context;
 pub mod events;
+pub mod feeds;
 pub mod leader;
 pub mod locks;
 pub mod preview;

@@ -43,6 +43,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::events::{Event, LeadershipChange};
+use crate::feeds::{FeedBook, Selection};
 use crate::leader::{Leadership, Role, Status};
 use crate::rollout::PollPolicy;
 use crate::sync::{self, ReleaseDates, SyncRequest};
@@ -227,6 +228,7 @@ struct Shared {
     scopes: Arc<Vec<Context>>,
     settings: Arc<Settings>,
     release_dates: Arc<ReleaseDates>,
+    feeds: Arc<FeedBook>,
     stop: watch::Receiver<bool>,
     /// Two reconciliations at once (a quick second SIGHUP) could both create a baseline.
     reconciling: Arc<tokio::sync::Mutex<()>>,
@@ -279,8 +281,10 @@ pub async fn run_under(
     let mut jobs = JobScheduler::new().await?;
     jobs.start().await?;
     let timer = Timer { jobs: jobs.clone(), wake: wake_tx };
+    let feeds = Arc::new(FeedBook::new(&config));
     let mut daemon = Daemon {
         scopes: Arc::new(scopes),
+        feeds,
         config: Arc::new(config),
         release_dates: Arc::new(ReleaseDates::new(settings.release_refresh)),
         settings: Arc::new(settings),
@@ -334,6 +338,7 @@ struct Daemon {
     config: Arc<Config>,
     settings: Arc<Settings>,
     release_dates: Arc<ReleaseDates>,
+    feeds: Arc<FeedBook>,
     /// Two reconciliations at once (a quick second SIGHUP) could both create a baseline.
     reconciling: Arc<tokio::sync::Mutex<()>>,
 }
@@ -393,6 +398,7 @@ impl Term<'_> {
         let mut shared = Shared {
             scopes: Arc::new(fenced(&daemon.scopes, self.fence.as_ref())),
             release_dates: daemon.release_dates.clone(),
+            feeds: daemon.feeds.clone(),
             settings: daemon.settings.clone(),
             stop: stop_rx,
             reconciling: daemon.reconciling.clone(),
@@ -404,6 +410,11 @@ impl Term<'_> {
         let mut backlog_syncing: Option<tokio::task::JoinHandle<()>> = None;
         let mut backlog_tick = tokio::time::interval(shared.settings.sync_retry_interval);
         backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Feeds are fetched by the leader only: one host loads the vendors, and its imports
+        // are in the shared database for all.
+        let mut refreshing_feeds: Option<tokio::task::JoinHandle<()>> = None;
+        let mut feeds_tick = tokio::time::interval(FEEDS_TICK);
+        feeds_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut armed: HashMap<String, Armed> = HashMap::new();
         let mut sync_job: Option<Uuid> = None;
         let mut status_open = true;
@@ -428,6 +439,11 @@ impl Term<'_> {
                     _ = backlog_tick.tick() => {
                         if backlog_syncing.as_ref().is_none_or(|h| h.is_finished()) {
                             backlog_syncing = Some(tokio::spawn(backlog_sync(shared.clone(), daemon.config.clone())));
+                        }
+                    }
+                    _ = feeds_tick.tick() => {
+                        if refreshing_feeds.as_ref().is_none_or(|h| h.is_finished()) {
+                            refreshing_feeds = Some(tokio::spawn(refresh_feeds(shared.clone(), daemon.config.clone())));
                         }
                     }
                     changed = status.changed(), if status_open => {
@@ -526,6 +542,10 @@ impl Term<'_> {
         }
         if let Some(handle) = backlog_syncing {
             // Whatever it committed stays; the rest is still in the backlog for the next term.
+            handle.abort();
+        }
+        if let Some(handle) = refreshing_feeds {
+            // A feed is imported in one transaction: an abort leaves the last good data.
             handle.abort();
         }
         self.wind_down(&stop_tx, runs, syncing, &armed, sync_job, &shared.settings).await;
@@ -833,6 +853,28 @@ async fn sync_scope(ctx: &Context, shared: &Shared, config: &Config) {
         }
         Err(e) => error!(scope = %ctx.scope, error = %e, "periodic compliance sync failed"),
     }
+}
+
+/// How often the leader looks for feeds whose interval has passed.
+const FEEDS_TICK: Duration = Duration::from_secs(30);
+
+/// Fetches the feeds that are due and hands the advisories in use to the syncs.
+async fn refresh_feeds(shared: Shared, config: Arc<Config>) {
+    let Some(ctx) = shared.scopes.first() else { return };
+    match shared.feeds.refresh(&config, &ctx.store, Selection::Due, &|_, _, _| {}).await {
+        Ok(outcome) => {
+            if !outcome.feeds.is_empty() {
+                info!(
+                    feeds = outcome.feeds.len(),
+                    failed = outcome.failed().count(),
+                    dated = outcome.dated,
+                    "advisory feeds refreshed"
+                );
+            }
+        }
+        Err(e) => error!(error = %e, "advisory feeds not recorded"),
+    }
+    shared.release_dates.use_advisories(shared.feeds.index().await);
 }
 
 /// Syncs again, in every account and region, the instances earlier syncs could not read.

@@ -55,6 +55,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Timelike, Utc};
@@ -354,6 +355,16 @@ pub async fn sync_compliance_with(
         // Findings are recorded either way; their clock stays estimated (or advisory-based)
         // until a refresh succeeds.
         Err(error) => tracing::warn!(error = %error, "ssm release dates not refreshed"),
+    }
+    // Advisory ids were written as placeholders when their feed was imported; only patches
+    // known by package identity need matching, and only new findings can bring new ones.
+    if outcome.opened + outcome.reopened > 0 {
+        if let Some(index) = release_dates.advisories() {
+            match crate::feeds::date_by_package(&ctx.store, &index).await {
+                Ok(n) => outcome.release_dates += n,
+                Err(error) => tracing::warn!(error = %error, "advisory dates of new patches not written"),
+            }
+        }
     }
 
     outcome.elapsed = clock.elapsed();
@@ -911,6 +922,9 @@ fn catalog_index(catalog: PatchCatalog) -> usize {
 pub struct ReleaseDates {
     refresh: chrono::Duration,
     catalogs: Mutex<[CatalogDates; ALL_CATALOGS.len()]>,
+    /// The vendor advisories in use (see [`crate::feeds`]): what dates, by package, the
+    /// patches a sync finds that no advisory id names.
+    advisories: std::sync::Mutex<Option<Arc<patchd_advisories::AdvisoryIndex>>>,
 }
 
 #[derive(Debug, Default)]
@@ -941,7 +955,16 @@ impl fmt::Debug for ReleaseDates {
 impl ReleaseDates {
     /// An empty cache whose catalogs are read again after `refresh` (a day in the daemon).
     pub fn new(refresh: chrono::Duration) -> ReleaseDates {
-        ReleaseDates { refresh, catalogs: Mutex::new(Default::default()) }
+        ReleaseDates { refresh, catalogs: Mutex::new(Default::default()), advisories: Default::default() }
+    }
+
+    /// Dates the patches later syncs find by these advisories too.
+    pub fn use_advisories(&self, index: Option<Arc<patchd_advisories::AdvisoryIndex>>) {
+        *self.advisories.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+    }
+
+    fn advisories(&self) -> Option<Arc<patchd_advisories::AdvisoryIndex>> {
+        self.advisories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Reads the catalogs that the managed instances recorded for `ctx.scope` need (see

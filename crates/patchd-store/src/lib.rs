@@ -109,6 +109,7 @@
 //! listings are index range scans from their cursor.
 
 mod account_names;
+mod advisory_feeds;
 mod announcements;
 mod audit;
 mod dialect;
@@ -135,6 +136,7 @@ use patchd_config::DatabaseUrl;
 use sqlx::{PgPool, SqlitePool};
 
 pub use account_names::AccountName;
+pub use advisory_feeds::{FeedFetch, FeedStatus};
 pub use announcements::{Announcement, AnnouncementRecord};
 pub use error::StoreError;
 pub use lease::{Bid, Candidate, Fence, GroupLockHolder, LeaseRecord, TermClock, SCHEDULER_LEASE};

@@ -169,7 +169,7 @@ fn instance_info(row: &impl Cols) -> Result<InstanceInfo, StoreError> {
 fn patch_columns(pg: bool) -> String {
     format!(
         "p.id, p.patch_id, p.title, p.classification, p.severity, {}, p.ssm_released_at, \
-         p.advisory_released_at, p.first_seen_missing",
+         p.advisory_released_at, p.advisory_source, p.first_seen_missing",
         json_col(pg, "p.cve_ids")
     )
 }
@@ -183,6 +183,7 @@ fn patch_record(row: &impl Cols) -> Result<PatchRecord, StoreError> {
         cve_ids: json(row, "cve_ids")?,
         ssm_release: row.opt_time("ssm_released_at")?,
         advisory_release: row.opt_time("advisory_released_at")?,
+        advisory_source: row.opt_text("advisory_source")?,
         first_seen_missing: row.opt_time("first_seen_missing")?,
     })
 }
@@ -337,7 +338,49 @@ fn open_list_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>, limit: Option<u32
     b
 }
 
+/// Open findings counted by the operating system of their instance and where their patch's
+/// release date comes from: the figures behind "how many clocks are still estimated".
+fn open_clock_counts_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>) -> Built<'a> {
+    let mut b = Built::default();
+    let conditions = open_conditions(&mut b, pg, filter);
+    b.text = format!(
+        "SELECT i.platform, p.advisory_source, \
+         CASE WHEN p.advisory_released_at IS NOT NULL THEN 'advisory' \
+              WHEN p.ssm_released_at IS NOT NULL THEN 'ssm' ELSE 'first-seen' END AS clock, \
+         COUNT(*) AS open_findings \
+         FROM findings f JOIN instances i ON i.id = f.instance_ref JOIN patches p ON p.id = f.patch_ref \
+         WHERE {conditions} GROUP BY 1, 2, 3 ORDER BY 1, 3, 2"
+    );
+    b
+}
+
 impl Store {
+    /// Open findings per (instance platform, clock source, advisory feed); see
+    /// [`ClockCount`].
+    pub async fn open_clock_counts(
+        &self,
+        filter: &OpenFindingFilter<'_>,
+    ) -> Result<Vec<ClockCount>, StoreError> {
+        self.counters.statement();
+        with_pool!(self, |pool, pg| {
+            let b = open_clock_counts_sql(pg, filter);
+            let rows = bind_all!(sqlx::query(&b.text), &b.args).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    let clock = row.text("clock")?;
+                    let open = row.int("open_findings")?;
+                    Ok(ClockCount {
+                        platform: row.opt_text("platform")?,
+                        source: ReleaseOrigin::parse(&clock, row.opt_text("advisory_source")?)
+                            .ok_or_else(|| StoreError::corrupt("clock", clock.clone()))?,
+                        open: u64::try_from(open)
+                            .map_err(|_| StoreError::corrupt("open_findings", open.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Findings with their instance and patch; see [`FindingQuery`]. Each page is read in
     /// one snapshot, and `next` continues after its last finding.
     pub async fn findings(&self, query: &FindingQuery<'_>) -> Result<FindingPage, StoreError> {

@@ -522,6 +522,9 @@ pub struct PatchRecord {
     pub cve_ids: Vec<String>,
     pub ssm_release: Option<DateTime<Utc>>,
     pub advisory_release: Option<DateTime<Utc>>,
+    /// The feed or import whose advisory gave `advisory_release` (`amazon-linux-2023`,
+    /// `import:dates.csv`); None for dates written before feeds were recorded.
+    pub advisory_source: Option<String>,
     /// The earliest time any instance was seen missing it; None for a patch known only from
     /// an advisory import.
     pub first_seen_missing: Option<DateTime<Utc>>,
@@ -537,6 +540,50 @@ impl PatchRecord {
             (None, None) => None,
         }
     }
+}
+
+/// Where a patch's SLA clock starts, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReleaseOrigin {
+    /// A vendor advisory; the feed or import that gave it, when recorded.
+    Advisory(Option<String>),
+    Ssm,
+    /// No release date known: the first time the patch was seen missing (an estimate).
+    FirstSeen,
+}
+
+impl ReleaseOrigin {
+    pub(crate) fn parse(clock: &str, advisory_source: Option<String>) -> Option<ReleaseOrigin> {
+        match clock {
+            "advisory" => Some(ReleaseOrigin::Advisory(advisory_source)),
+            "ssm" => Some(ReleaseOrigin::Ssm),
+            "first-seen" => Some(ReleaseOrigin::FirstSeen),
+            _ => None,
+        }
+    }
+
+    /// `advisory: amazon-linux-2023`, `advisory`, `ssm` or `first-seen`.
+    pub fn label(&self) -> String {
+        match self {
+            ReleaseOrigin::Advisory(Some(source)) => format!("advisory: {source}"),
+            ReleaseOrigin::Advisory(None) => "advisory".into(),
+            ReleaseOrigin::Ssm => "ssm".into(),
+            ReleaseOrigin::FirstSeen => "first-seen".into(),
+        }
+    }
+
+    pub fn estimated(&self) -> bool {
+        *self == ReleaseOrigin::FirstSeen
+    }
+}
+
+/// Open findings of one platform whose clocks come from one origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockCount {
+    /// The instance's operating system as recorded (`Ubuntu 22.04`); None when unknown.
+    pub platform: Option<String>,
+    pub source: ReleaseOrigin,
+    pub open: u64,
 }
 
 /// Open (still exposed) or remediated (installed).

@@ -277,13 +277,31 @@ pub struct AdhocArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdvisoriesCommand {
-    /// Import release dates from yum updateinfo.xml files or `id,release_date` CSV files.
+    /// Fetch the configured advisory feeds and the KEV catalog now, as the daemon does on
+    /// their intervals.
+    ///
+    /// Each `[[advisories.source]]` is fetched with a conditional request (unchanged feeds cost
+    /// one round trip), parsed whole, and its release dates imported in one transaction,
+    /// labelled with the source's name. A feed that fails or is malformed keeps the data of its
+    /// last success. Prints a line per feed and a summary; exits 1 if any feed failed.
+    Sync {
+        /// Only this source (`kev` for the KEV catalog).
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+    },
+    /// Show every feed: last success and its age, advisories in use, failures, last error.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Import release dates from files: yum updateinfo.xml, a Red Hat security-data index
+    /// page, an Ubuntu USN database, or `id,release_date` CSV.
     ///
     /// Imported dates start the SLA clock of their patches (instead of the first time a patch
-    /// was seen missing) and are recorded with their source. A malformed file imports nothing
-    /// and names the line at fault.
+    /// was seen missing) and are recorded with their source (`import:<file name>`). A malformed
+    /// file imports nothing and names the line at fault.
     Import {
-        /// updateinfo.xml or CSV files.
+        /// updateinfo.xml, JSON or CSV files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },

@@ -1,9 +1,7 @@
-//! `patchd db migrate|status` and `patchd advisories import`.
-
-use std::path::PathBuf;
+//! `patchd db migrate|status`.
 
 use chrono::Utc;
-use patchd_store::{OpenOptions, ReleaseSource, Store, StoreError};
+use patchd_store::{OpenOptions, Store, StoreError};
 
 use crate::cli::{DbCommand, GlobalArgs};
 use crate::{load_config, open_store, Failure};
@@ -37,23 +35,5 @@ pub async fn run(global: &GlobalArgs, command: &DbCommand) -> Result<(), Failure
             println!("{url}: migrated from {} to schema version {supported}", describe(current));
         }
     }
-    Ok(())
-}
-
-pub async fn import_advisories(global: &GlobalArgs, files: &[PathBuf]) -> Result<(), Failure> {
-    let loaded = load_config(global, Utc::now())?;
-    // Every file is parsed before anything is written: one bad line imports nothing.
-    let mut dates = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-        let advisories =
-            crate::advisories::parse(file, &text).map_err(|e| anyhow::anyhow!("{e}; nothing imported"))?;
-        println!("{}: {} advisories", file.display(), advisories.len());
-        dates.extend(advisories.into_iter().map(|a| (a.id, a.released, ReleaseSource::Advisory)));
-    }
-    let store = open_store(&loaded.config).await?;
-    let changed = store.set_release_dates(&dates).await.map_err(|e| anyhow::anyhow!("import failed: {e}"))?;
-    println!("imported {} release dates ({changed} new or changed)", dates.len());
     Ok(())
 }

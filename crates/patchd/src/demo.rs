@@ -14,8 +14,9 @@ use anyhow::{anyhow, Context as _};
 use chrono::Utc;
 use fleet_sim::{Scenario, SimServer};
 use patchd_aws::{AwsClients, StaticEndpoint};
-use patchd_config::{Config, RiskRank};
+use patchd_config::{Config, FeedLocation, RiskRank};
 use patchd_daemon::baselines;
+use patchd_daemon::feeds::{FeedBook, RefreshOutcome, Selection};
 use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
@@ -34,7 +35,7 @@ const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 const CONFIG_FILE: &str = "patchd.toml";
 const SCAN_WINDOW: &str = "nightly-scan";
 const INSTALL_WINDOW: &str = "prod-install";
-const PHASES: usize = 6;
+const PHASES: usize = 7;
 
 pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
     let dir = demo_dir(args.dir.as_deref())?;
@@ -54,6 +55,8 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         Err(e) => return Err(Failure::Other(anyhow!("the shipped demo configuration does not load: {e}"))),
     };
     config.aws.endpoint_url = Some(url.clone());
+    // The feeds the shipped file names live on the simulator too.
+    aim_feeds_at(&mut config, &url);
     let store = open_store(&config).await?;
     let database = dir.join("patchd.db");
     // The simulator accepts any signature; static keys spare a machine without AWS
@@ -78,7 +81,8 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopper = tokio::spawn(stop_on_signal_or_deadline(stop_tx, args.duration));
-    let demo = Demo { ctx: &ctx, config: &config, server: &server, stop: stop_rx };
+    let demo =
+        Demo { ctx: &ctx, config: &config, server: &server, feeds: FeedBook::new(&config), stop: stop_rx };
     let outcome = demo.story(&dir).await;
     stopper.abort();
 
@@ -186,6 +190,7 @@ struct Demo<'a> {
     ctx: &'a Context,
     config: &'a Config,
     server: &'a SimServer,
+    feeds: FeedBook,
     stop: watch::Receiver<bool>,
 }
 
@@ -202,10 +207,18 @@ impl Demo<'_> {
         println!("  {} change(s), each in the audit log", changes.len());
         self.check_stop()?;
 
-        phase(2, &format!("window {SCAN_WINDOW} opens: every group is scanned"));
+        phase(2, "advisory feeds: vendor release dates for the platforms SSM does not date");
+        let feeds = self.refresh_feeds().await?;
+        for feed in &feeds.feeds {
+            println!("  {:<20} {} entries", feed.name, feed.entries);
+        }
+        println!("  {} patch release date(s) from advisories (`patchd advisories status`)", feeds.dated);
+        self.check_stop()?;
+
+        phase(3, &format!("window {SCAN_WINDOW} opens: every group is scanned"));
         self.open_window(SCAN_WINDOW).await?;
 
-        phase(3, "the SLA picture after the scan");
+        phase(4, "the SLA picture after the scan");
         let before = self.sla_picture().await?;
         print!("{}", render_picture(&before, None));
         let gaps =
@@ -219,15 +232,15 @@ impl Demo<'_> {
         self.check_stop()?;
 
         phase(
-            4,
+            5,
             &format!("window {INSTALL_WINDOW} opens: production installs in batches, web before databases"),
         );
         self.open_window(INSTALL_WINDOW).await?;
 
-        phase(5, &format!("window {SCAN_WINDOW} again: the re-scan confirms what was installed"));
+        phase(6, &format!("window {SCAN_WINDOW} again: the re-scan confirms what was installed"));
         self.open_window(SCAN_WINDOW).await?;
 
-        phase(6, "the SLA picture after the install (before -> after)");
+        phase(7, "the SLA picture after the install (before -> after)");
         let after = self.sla_picture().await?;
         print!("{}", render_picture(&after, Some(&before)));
 
@@ -279,6 +292,7 @@ impl Demo<'_> {
         let printer = progress.clone();
         let on_progress = move |p: &TaskProgress<'_>| printer.show(p);
         let release_dates = ReleaseDates::new(chrono::Duration::days(1));
+        release_dates.use_advisories(self.feeds.index().await);
         let poll = PollPolicy {
             interval: std::time::Duration::from_millis(250),
             max_interval: std::time::Duration::from_secs(2),
@@ -304,9 +318,42 @@ impl Demo<'_> {
         Ok(summary)
     }
 
-    /// Judged at the simulator's clock, which runs ahead of the wall clock.
+    /// Judged at the simulator's clock, which runs ahead of the wall clock. The feeds are
+    /// fetched again first, as the daemon would have by then: a patch released during the demo
+    /// is dated by its vendor's advisory, not estimated.
     async fn sla_picture(&self) -> Result<SlaReport, Failure> {
+        self.refresh_feeds().await?;
         crate::report_cmd::sla_snapshot(self.config, &self.ctx.store, self.server.now(), 0).await
+    }
+
+    async fn refresh_feeds(&self) -> Result<RefreshOutcome, Failure> {
+        let outcome = self
+            .feeds
+            .refresh(self.config, &self.ctx.store, Selection::All, &|_, _, _| {})
+            .await
+            .map_err(|e| anyhow!("advisory feeds not recorded: {e}"))?;
+        if let Some(failed) = outcome.failed().next() {
+            return Err(anyhow!("the simulator's feed {} failed: {:?}", failed.name, failed.outcome).into());
+        }
+        Ok(outcome)
+    }
+}
+
+/// Every feed URL written for the simulator's placeholder address, aimed at the one it runs on.
+fn aim_feeds_at(config: &mut Config, url: &str) {
+    const PLACEHOLDER: &str = "http://127.0.0.1:4566";
+    let aim = |location: &mut FeedLocation| {
+        if let FeedLocation::Http(feed) = location {
+            if let Some(path) = feed.strip_prefix(PLACEHOLDER) {
+                *feed = format!("{}{path}", url.trim_end_matches('/'));
+            }
+        }
+    };
+    for source in &mut config.advisory_sources {
+        aim(&mut source.location);
+    }
+    if let Some(kev) = &mut config.sla.kev_catalog {
+        aim(kev);
     }
 }
 

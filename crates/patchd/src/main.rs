@@ -48,8 +48,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Report(args) => runtime().and_then(|rt| rt.block_on(report_cmd::run(&cli.global, args))),
-        Command::Advisories(cli::AdvisoriesCommand::Import { files }) => {
-            runtime().and_then(|rt| rt.block_on(db::import_advisories(&cli.global, files)))
+        Command::Advisories(command) => {
+            runtime().and_then(|rt| rt.block_on(advisories::run(&cli.global, command)))
         }
         Command::Db(command) => runtime().and_then(|rt| rt.block_on(db::run(&cli.global, command))),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&cli.global, args))),

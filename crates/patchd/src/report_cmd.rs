@@ -404,7 +404,9 @@ async fn sla_summary(
         surely_listed += rows.iter().filter(|r| !named.contains(&r.patch.patch_id)).count();
         listed.extend(rows.iter().map(finding_facts));
     }
-    Ok(report::sla_summary(judge, instances, &patches, &candidates, &listed, limit, filters))
+    let mut report = report::sla_summary(judge, instances, &patches, &candidates, &listed, limit, filters);
+    report.clocks = report::platform_clocks(&store.open_clock_counts(&scope).await.map_err(failed)?);
+    Ok(report)
 }
 
 fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Failure> {
@@ -421,12 +423,14 @@ fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Fai
     }
 }
 
+/// The SLA engine's one KEV policy (see [`patchd_sla::load_kev`]); the CLI says what it could
+/// not read on stderr.
 fn load_kev(config: &Config) -> Result<KevCatalog, Failure> {
-    let Some(path) = &config.sla.kev_catalog else { return Ok(KevCatalog::default()) };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("cannot read the KEV catalog {} ([sla] kev_catalog): {e}", path.display())
-    })?;
-    KevCatalog::from_json(&text).map_err(|e| Failure::Other(anyhow::anyhow!("{}: {e}", path.display())))
+    let loaded = patchd_sla::load_kev(config);
+    if let Some(problem) = &loaded.problem {
+        eprintln!("patchd: warning: {problem}; ranking without the KEV catalog");
+    }
+    Ok(loaded.catalog)
 }
 
 async fn instances(store: &Store) -> Result<Vec<InstanceFacts>, Failure> {
@@ -484,6 +488,7 @@ fn finding_facts(record: &FindingRecord) -> FindingFacts {
         cves: record.patch.cve_ids.clone(),
         ssm_release: record.patch.ssm_release,
         advisory_release: record.patch.advisory_release,
+        advisory_source: record.patch.advisory_source.clone(),
         fleet_first_seen: record.fleet_first_seen_missing,
         state: record.state.as_str().to_string(),
         installed_at: record.installed_at,

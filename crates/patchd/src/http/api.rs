@@ -72,6 +72,9 @@ pub(crate) async fn readyz(state: &HttpState) -> Response {
     };
     // A standby is ready: standing by is its job. The role is shown, never a reason to fail.
     let leadership = leadership_json(state);
+    // Feeds are detail, never readiness: a vendor's outage must not take the daemon out of a
+    // load balancer, and the last good data stays in use meanwhile.
+    let feeds = feeds_json(state, &config).await;
     let checks = json!({ "config": config_check, "database": db_check, "scheduler": scheduler_check });
     let failed: Vec<&str> = ["config", "database", "scheduler"]
         .into_iter()
@@ -80,14 +83,49 @@ pub(crate) async fn readyz(state: &HttpState) -> Response {
     if failed.is_empty() {
         json_response(
             StatusCode::OK,
-            &json!({ "status": "ready", "checks": checks, "leadership": leadership }),
+            &json!({ "status": "ready", "checks": checks, "leadership": leadership, "feeds": feeds }),
         )
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "not ready", "failed": failed, "checks": checks, "leadership": leadership }),
+            &json!({ "status": "not ready", "failed": failed, "checks": checks, "leadership": leadership, "feeds": feeds }),
         )
     }
+}
+
+/// Every configured feed: `ok` while its latest fetch left good data in place, with the age of
+/// its last success and the latest error.
+async fn feeds_json(state: &HttpState, config: &patchd_config::Config) -> Value {
+    let specs = patchd_daemon::feeds::feed_specs(config);
+    if specs.is_empty() {
+        return json!({});
+    }
+    let recorded = match state.inner.store.feed_status().await {
+        Ok(recorded) => recorded,
+        Err(e) => return json!({ "error": format!("cannot read feed status: {e}") }),
+    };
+    let now = Utc::now();
+    let mut feeds = serde_json::Map::new();
+    for spec in specs {
+        let status = recorded.iter().find(|s| s.name == spec.name);
+        let entry = match status {
+            None => json!({ "ok": false, "detail": "not fetched yet" }),
+            Some(s) => json!({
+                "ok": s.failures == 0 && s.last_success_at.is_some(),
+                "detail": match (&s.last_error, s.last_success_at) {
+                    (Some(error), Some(at)) => format!("{} failed fetch(es), last: {error}; using data of {} s ago", s.failures, (now - at).num_seconds().max(0)),
+                    (Some(error), None) => format!("never fetched successfully: {error}"),
+                    (None, Some(at)) => format!("{} entries, last success {} s ago", s.advisories, (now - at).num_seconds().max(0)),
+                    (None, None) => "not fetched yet".to_string(),
+                },
+                "last_success_at": s.last_success_at.map(rfc3339),
+                "failures": s.failures,
+                "advisories": s.advisories,
+            }),
+        };
+        feeds.insert(spec.name, entry);
+    }
+    Value::Object(feeds)
 }
 
 /// `{"role", "epoch", "holder": {host, pid, live, expires_in_ms}, "changes"}`: who leads, as this

@@ -275,6 +275,8 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         oldest.map_or(0.0, |at| (now - at).num_seconds().max(0) as f64),
     );
 
+    feed_metrics(&mut out, &config, store, now).await?;
+
     let invocations =
         store.invocation_counts().await.map_err(|e| format!("cannot count invocations: {e}"))?;
     family(
@@ -359,6 +361,101 @@ pub(crate) struct LastSync {
 }
 
 static LAST_SYNC: Mutex<Option<LastSync>> = Mutex::new(None);
+
+/// Each feed's health, and where the open findings' clocks come from per platform.
+async fn feed_metrics(
+    out: &mut String,
+    config: &patchd_config::Config,
+    store: &patchd_store::Store,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let specs = patchd_daemon::feeds::feed_specs(config);
+    let recorded = store.feed_status().await.map_err(|e| format!("cannot read feed status: {e}"))?;
+    let status = |name: &str| recorded.iter().find(|s| s.name == name);
+    family(
+        out,
+        "patchd_feed_up",
+        "gauge",
+        "1 while a feed's latest fetch left good data in place (imported or not modified), 0 after a failed fetch (its last good data stays in use) or before the first success.",
+    );
+    for spec in &specs {
+        let up = status(&spec.name).is_some_and(|s| s.failures == 0 && s.last_success_at.is_some());
+        sample(out, "patchd_feed_up", &[("feed", &spec.name)], if up { 1.0 } else { 0.0 });
+    }
+    family(out, "patchd_feed_failures", "gauge", "Failed fetches of a feed since its last success.");
+    for spec in &specs {
+        sample(
+            out,
+            "patchd_feed_failures",
+            &[("feed", &spec.name)],
+            status(&spec.name).map_or(0, |s| s.failures) as f64,
+        );
+    }
+    family(
+        out,
+        "patchd_feed_last_success_age_seconds",
+        "gauge",
+        "Seconds since a feed's last successful fetch (absent before the first). Alert when it exceeds a few refresh intervals.",
+    );
+    for spec in &specs {
+        if let Some(at) = status(&spec.name).and_then(|s| s.last_success_at) {
+            sample(
+                out,
+                "patchd_feed_last_success_age_seconds",
+                &[("feed", &spec.name)],
+                (now - at).num_seconds().max(0) as f64,
+            );
+        }
+    }
+    family(
+        out,
+        "patchd_feed_advisories",
+        "gauge",
+        "Advisories (KEV: vulnerabilities) in a feed's data in use.",
+    );
+    for spec in &specs {
+        sample(
+            out,
+            "patchd_feed_advisories",
+            &[("feed", &spec.name)],
+            status(&spec.name).map_or(0, |s| s.advisories) as f64,
+        );
+    }
+    let counts = store
+        .open_clock_counts(&patchd_store::OpenFindingFilter::default())
+        .await
+        .map_err(|e| format!("cannot count clocks: {e}"))?;
+    family(
+        out,
+        "patchd_open_findings_by_clock",
+        "gauge",
+        "Open findings by instance platform and where their SLA clock starts: `advisory: <feed>`, `ssm`, or `first-seen` (an estimate that understates age).",
+    );
+    for c in &counts {
+        let platform = c.platform.as_deref().unwrap_or("unknown");
+        sample(
+            out,
+            "patchd_open_findings_by_clock",
+            &[("platform", platform), ("clock", &c.source.label())],
+            c.open as f64,
+        );
+    }
+    family(
+        out,
+        "patchd_open_findings_estimated_ratio",
+        "gauge",
+        "Share of a platform's open findings whose SLA clock is estimated (no release date known). 0 on a platform every feed dates.",
+    );
+    for p in crate::report::platform_clocks(&counts) {
+        sample(
+            out,
+            "patchd_open_findings_estimated_ratio",
+            &[("platform", &p.platform)],
+            p.estimated_share(),
+        );
+    }
+    Ok(())
+}
 
 fn last_sync() -> Option<LastSync> {
     LAST_SYNC.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()

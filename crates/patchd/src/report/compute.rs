@@ -53,6 +53,8 @@ pub struct FindingFacts {
     pub cves: Vec<String>,
     pub ssm_release: Option<DateTime<Utc>>,
     pub advisory_release: Option<DateTime<Utc>>,
+    /// The feed or import that gave `advisory_release`.
+    pub advisory_source: Option<String>,
     /// The first time this patch was seen missing anywhere in the fleet.
     pub fleet_first_seen: DateTime<Utc>,
     /// SSM's current state: MISSING, FAILED, INSTALLED_PENDING_REBOOT, INSTALLED, ...
@@ -98,6 +100,8 @@ pub struct JudgedFinding {
     pub region: String,
     pub instance_id: String,
     pub instance_name: Option<String>,
+    /// The instance's operating system as recorded (`Ubuntu 22.04`).
+    pub platform: Option<String>,
     pub groups: Vec<String>,
     pub patch_id: String,
     pub title: Option<String>,
@@ -107,6 +111,8 @@ pub struct JudgedFinding {
     pub rank_reason: String,
     pub clock: SlaClock,
     pub estimated: bool,
+    /// Where the clock's start comes from: `advisory: amazon-linux-2023`, `ssm`, `first-seen`.
+    pub clock_origin: String,
     pub due: DateTime<Utc>,
     /// Days from the report instant to the due date; negative when overdue.
     pub days_left: f64,
@@ -136,6 +142,7 @@ fn judge_one(
         region: f.region.clone(),
         instance_id: f.instance_id.clone(),
         instance_name: instance.and_then(|i| i.name.clone()),
+        platform: instance.and_then(|i| i.platform.clone()),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         patch_id: f.patch_id.clone(),
         title: f.title.clone(),
@@ -144,6 +151,7 @@ fn judge_one(
         rank,
         rank_reason,
         estimated: clock.estimated(),
+        clock_origin: clock_origin(clock.source, f.advisory_source.as_deref()),
         clock,
         due,
         days_left: days(due - judge.at),
@@ -153,6 +161,77 @@ fn judge_one(
         status,
         exception: exception.map(|e| e.name.clone()),
     }
+}
+
+/// The label reports give a clock's source; the same words as the store's
+/// [`patchd_store::ReleaseOrigin::label`].
+pub fn clock_origin(source: patchd_sla::ClockSource, advisory_source: Option<&str>) -> String {
+    match (source, advisory_source) {
+        (patchd_sla::ClockSource::Advisory, Some(feed)) => format!("advisory: {feed}"),
+        (patchd_sla::ClockSource::Advisory, None) => "advisory".into(),
+        (patchd_sla::ClockSource::Ssm, _) => "ssm".into(),
+        (patchd_sla::ClockSource::FirstSeen, _) => "first-seen".into(),
+    }
+}
+
+/// Open findings of one platform by where their clocks come from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlatformClocks {
+    /// The instances' operating system as recorded (`Ubuntu 22.04`), or `unknown`.
+    pub platform: String,
+    pub open: u64,
+    /// Open findings whose clock is an estimate (no release date known).
+    pub estimated: u64,
+    /// (origin label, open findings), most findings first.
+    pub origins: Vec<(String, u64)>,
+}
+
+impl PlatformClocks {
+    pub fn estimated_share(&self) -> f64 {
+        if self.open == 0 {
+            0.0
+        } else {
+            self.estimated as f64 / self.open as f64
+        }
+    }
+}
+
+/// The store's per-platform clock counts, one entry per platform.
+pub fn platform_clocks(counts: &[patchd_store::ClockCount]) -> Vec<PlatformClocks> {
+    clocks_by_platform(
+        counts.iter().map(|c| (c.platform.as_deref(), c.source.label(), c.source.estimated(), c.open)),
+    )
+}
+
+/// The same figures from judged findings, one each.
+pub fn platform_clocks_of(findings: &[JudgedFinding]) -> Vec<PlatformClocks> {
+    clocks_by_platform(findings.iter().map(|f| (f.platform.as_deref(), f.clock_origin.clone(), f.estimated, 1)))
+}
+
+fn clocks_by_platform<'a>(counts: impl Iterator<Item = (Option<&'a str>, String, bool, u64)>) -> Vec<PlatformClocks> {
+    let mut by_platform: BTreeMap<String, PlatformClocks> = BTreeMap::new();
+    for (platform, label, estimated, open) in counts {
+        let platform = platform.unwrap_or("unknown").to_string();
+        let entry = by_platform.entry(platform.clone()).or_insert_with(|| PlatformClocks {
+            platform,
+            open: 0,
+            estimated: 0,
+            origins: Vec::new(),
+        });
+        entry.open += open;
+        if estimated {
+            entry.estimated += open;
+        }
+        match entry.origins.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += open,
+            None => entry.origins.push((label, open)),
+        }
+    }
+    let mut platforms: Vec<PlatformClocks> = by_platform.into_values().collect();
+    for p in &mut platforms {
+        p.origins.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+    platforms
 }
 
 /// Every finding judged, with its instance's groups, filtered by rank and group.
@@ -207,6 +286,8 @@ pub struct SlaReport {
     /// Open findings counted in `totals` but not listed (the listing was limited).
     pub omitted: u64,
     pub totals: Vec<Count>,
+    /// Where the open findings' clocks come from, per platform (empty when not computed).
+    pub clocks: Vec<PlatformClocks>,
 }
 
 impl SlaReport {
@@ -231,7 +312,8 @@ pub fn sla(
     for j in &open {
         totals.add(j.rank, j.status, 1);
     }
-    SlaReport { at: judge.at, findings: open, omitted: 0, totals: totals.into_counts() }
+    let clocks = platform_clocks_of(&open);
+    SlaReport { at: judge.at, findings: open, omitted: 0, totals: totals.into_counts(), clocks }
 }
 
 /// The SLA report's order: most urgent status, then highest rank, then earliest due date;
@@ -306,6 +388,7 @@ pub fn sla_summary(
         omitted: (open_total - findings.len().min(open_total)) as u64,
         findings,
         totals: totals.into_counts(),
+        clocks: Vec::new(),
     }
 }
 
@@ -675,6 +758,7 @@ groups = ["db"]
             cves: vec![],
             ssm_release: released.map(t),
             advisory_release: None,
+            advisory_source: None,
             fleet_first_seen: t("2026-11-20T00:00:00Z"),
             state: state.into(),
             installed_at: None,

@@ -285,7 +285,7 @@ fn policy(out: &mut String, config: &Config) {
         );
     }
     let kev = match &sla.kev_catalog {
-        Some(path) => format!("any CVE in the CISA KEV catalog {} ranks its patch critical", path.display()),
+        Some(path) => format!("any CVE in the CISA KEV catalog {} ranks its patch critical", path),
         None => "no CISA KEV catalog configured".to_string(),
     };
     let _ = writeln!(
@@ -496,7 +496,7 @@ fn open_findings(out: &mut String, e: &Evidence, listed: &[&JudgedFinding]) {
             let released = if f.estimated {
                 format!("{}<div class=\"sub\">estimated: first seen missing</div>", date(f.clock.start))
             } else {
-                format!("{}<div class=\"sub\">{}</div>", date(f.clock.start), clock_source(f))
+                format!("{}<div class=\"sub\">{}</div>", date(f.clock.start), esc(&clock_source(f)))
             };
             let overdue = if f.days_left < 0.0 {
                 format!("<strong>{}</strong>", (-f.days_left).ceil() as i64)
@@ -542,11 +542,11 @@ fn open_findings(out: &mut String, e: &Evidence, listed: &[&JudgedFinding]) {
     out.push_str("</section>\n");
 }
 
-fn clock_source(f: &JudgedFinding) -> &'static str {
+fn clock_source(f: &JudgedFinding) -> String {
     match f.clock.source {
-        patchd_sla::ClockSource::Ssm => "release date from SSM",
-        patchd_sla::ClockSource::Advisory => "release date from advisory",
-        patchd_sla::ClockSource::FirstSeen => "estimated: first seen missing",
+        patchd_sla::ClockSource::Ssm => "release date from SSM".into(),
+        patchd_sla::ClockSource::Advisory => format!("release date from {}", f.clock_origin),
+        patchd_sla::ClockSource::FirstSeen => "estimated: first seen missing".into(),
     }
 }
 

@@ -127,6 +127,20 @@ pub fn sla_table(report: &SlaReport) -> String {
         let _ =
             writeln!(out, "~ release date unknown: the clock starts when the patch was first seen missing");
     }
+    if !report.clocks.is_empty() {
+        out.push('\n');
+        let mut clocks = Table::new(&["PLATFORM", "OPEN", "ESTIMATED", "CLOCKS FROM"]);
+        for p in &report.clocks {
+            let origins: Vec<String> = p.origins.iter().map(|(label, n)| format!("{label} ({n})")).collect();
+            clocks.row(vec![
+                p.platform.clone(),
+                p.open.to_string(),
+                format!("{} ({:.0}%)", p.estimated, p.estimated_share() * 100.0),
+                origins.join(", "),
+            ]);
+        }
+        clocks.render(&mut out);
+    }
     out.push('\n');
     let mut totals = Table::new(&["RANK", "BREACHED", "DUE-SOON", "OK", "EXCEPTED"]);
     for rank in patchd_config::RiskRank::ALL {
@@ -166,6 +180,7 @@ const FINDING_COLUMNS: &[&str] = &[
     "days_to_remediate",
     "status",
     "exception",
+    "clock_origin",
 ];
 
 fn finding_fields(f: &JudgedFinding) -> Vec<String> {
@@ -194,6 +209,7 @@ fn finding_fields(f: &JudgedFinding) -> Vec<String> {
         opt(&f.days_to_remediate),
         f.status.to_string(),
         opt(&f.exception),
+        f.clock_origin.clone(),
     ]
 }
 
