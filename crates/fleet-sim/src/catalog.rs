@@ -231,7 +231,7 @@ impl Catalog {
             None if is_security_classification(&draft.classification) => draw_cves(rng, year),
             None => Vec::new(),
         };
-        let mut patch = build_patch(platform, draft, number, now_ms, cves, rng);
+        let mut patch = build_patch(platform, draft, number, whole_second(now_ms), cves, rng);
         if let Some(title) = &request.title {
             patch.title = title.clone();
         }
@@ -481,7 +481,20 @@ fn build_patch(
 /// Days relative to the start at which every catalog gets a critical security patch, so a
 /// fresh fleet shows breached (45 days > 30), due soon (25), fine (10), not yet approved by a
 /// 7-day rule (3), and one still to come (+2, a critical patch appears during a demo).
-const CRITICAL_ANCHOR_DAYS: [i64; 5] = [-45, -25, -10, -3, 2];
+pub(crate) const CRITICAL_ANCHOR_DAYS: [i64; 5] = [-45, -25, -10, -3, 2];
+
+/// When the critical anchor `days` from the start is released. Anchor releases sit
+/// mid-morning so they are not exactly on a day boundary.
+pub(crate) fn critical_anchor_ms(start_ms: i64, days: i64) -> i64 {
+    whole_second(start_ms + days * DAY_MS - 5 * 3_600_000)
+}
+
+/// Release instants are whole seconds because vendor feeds date advisories to the second
+/// (updateinfo's `issued`, CSAF's `released_on`): SSM's ReleaseDate and a feed's date are then
+/// the same instant, not a sub-second apart.
+fn whole_second(ms: i64) -> i64 {
+    ms - ms.rem_euclid(1000)
+}
 
 fn generate_platform(
     platform: Platform,
@@ -494,12 +507,13 @@ fn generate_platform(
     let mut drafts: Vec<(i64, bool)> = Vec::with_capacity(shape.patches);
     for index in 0..shape.patches {
         if let Some(days) = CRITICAL_ANCHOR_DAYS.get(index) {
-            // Anchor releases sit mid-morning so they are not exactly on a day boundary.
-            drafts.push((start_ms + days * DAY_MS - 5 * 3_600_000, true));
+            drafts.push((critical_anchor_ms(start_ms, *days), true));
         } else if crate::fleet::chance(rng, shape.future_share) {
-            drafts.push((start_ms + rng.random_range(60_000..future_ms.max(60_001)), false));
+            let released = start_ms + rng.random_range(60_000..future_ms.max(60_001));
+            drafts.push((whole_second(released), false));
         } else {
-            drafts.push((start_ms - rng.random_range(3_600_000..history_ms.max(3_600_001)), false));
+            let released = start_ms - rng.random_range(3_600_000..history_ms.max(3_600_001));
+            drafts.push((whole_second(released), false));
         }
     }
     drafts.sort_by_key(|(released, _)| *released);
@@ -610,6 +624,21 @@ mod tests {
         ] {
             assert_eq!(glob_match(pattern, text), expected, "{pattern} vs {text}");
         }
+    }
+
+    #[test]
+    fn release_instants_are_whole_seconds() {
+        let ragged_start = START + 123;
+        let mut catalog = Catalog::generate([shape(80); 5], ragged_start, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        catalog.release(Platform::Rhel9, &PatchRelease::default(), ragged_start + 5_432, &mut rng);
+        for platform in Platform::ALL {
+            for patch in catalog.patches(platform) {
+                assert_eq!(patch.released_ms % 1000, 0, "{platform} {}", patch.id);
+            }
+        }
+        let released = catalog.patches(Platform::Rhel9).last().expect("the release");
+        assert_eq!(released.released_ms, START + 5_000, "floored, so already released at the instant asked");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Faults {
     /// of them answers InternalServerError (HTTP 500), whatever its filters and paging; every
     /// other operation, and every other instance, behaves normally.
     pub unreadable_instances: BTreeSet<String>,
+    /// Advisory feeds (`/feeds/...`, see [`crate::feeds`]) that answer HTTP 500: feed names
+    /// (`amazon-linux-2`, `amazon-linux-2023`, `redhat`, `ubuntu`, `kev`) or `*` for all.
+    pub feed_errors: BTreeSet<String>,
 }
 
 impl Default for Faults {
@@ -50,6 +53,7 @@ impl Default for Faults {
             execution_timeout_rate: 0.0,
             throttle: BTreeMap::new(),
             unreadable_instances: BTreeSet::new(),
+            feed_errors: BTreeSet::new(),
         }
     }
 }
@@ -89,7 +93,20 @@ impl Faults {
                 ));
             }
         }
+        for name in &self.feed_errors {
+            if name != "*" && !crate::feeds::FEED_NAMES.contains(&name.as_str()) {
+                problems.push(format!(
+                    "faults.feed_errors holds {name:?}; use feed names ({}) or \"*\"",
+                    crate::feeds::FEED_NAMES.join(", ")
+                ));
+            }
+        }
         problems
+    }
+
+    /// Whether the advisory feed `name` must answer HTTP 500.
+    pub fn feed_fails(&self, name: &str) -> bool {
+        self.feed_errors.contains(name) || self.feed_errors.contains("*")
     }
 
     /// Whether DescribeInstancePatches with this request body must fail: it names an instance
@@ -211,6 +228,22 @@ mod tests {
         let problems = ids.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("\"not-an-id\"")), "{problems:?}");
+    }
+
+    #[test]
+    fn feed_errors_merge_and_validate() {
+        let merged = Faults::default()
+            .merged(&serde_json::json!({"feed_errors": ["redhat", "kev"]}))
+            .expect("known feeds");
+        assert!(merged.feed_fails("redhat") && merged.feed_fails("kev"));
+        assert!(!merged.feed_fails("ubuntu"));
+        let everything = merged.merged(&serde_json::json!({"feed_errors": ["*"]})).expect("wildcard");
+        assert!(crate::feeds::FEED_NAMES.iter().all(|name| everything.feed_fails(name)));
+        let problems = Faults::default()
+            .merged(&serde_json::json!({"feed_errors": ["windows", "redhat"]}))
+            .expect_err("windows has no feed");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("\"windows\""), "{problems:?}");
     }
 
     #[test]

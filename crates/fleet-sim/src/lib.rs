@@ -21,6 +21,9 @@
 //! # }
 //! ```
 //!
+//! The same port serves vendor advisory feeds generated from the simulated catalog under
+//! `/feeds/` (see [`feeds`]), so every platform's release dates can be read without a network.
+//!
 //! Faithfulness notes (where AWS behaviour is inferred rather than documented) are in the
 //! crate's README; the status mapping of invocations is documented in [`commands`].
 
@@ -33,6 +36,7 @@ pub mod ec2;
 pub mod error;
 pub mod eventbridge;
 pub mod faults;
+pub mod feeds;
 pub mod fleet;
 pub mod paging;
 pub mod platform;

@@ -1,5 +1,6 @@
 //! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query) and
-//! STS (Query), plus the `/_sim/` control API, over one locked [`World`] per partition.
+//! STS (Query), plus the `/_sim/` control API and the `/feeds/` advisory feeds, over one locked
+//! [`World`] per partition.
 //!
 //! A request's partition is (account, region) from its SigV4 credential scope: the region as
 //! signed, the account of the key (an AssumeRole session's account, else the primary one).
@@ -27,6 +28,7 @@ use crate::ec2;
 use crate::error::ApiError;
 use crate::eventbridge::{self, EventBus, RecordedEvent};
 use crate::faults::Faults;
+use crate::feeds::{self, FeedCache, FeedRequest};
 use crate::fleet::AgentState;
 use crate::platform::Platform;
 use crate::scenario::Scenario;
@@ -55,6 +57,8 @@ pub(crate) struct Shared {
     sts: Mutex<Sts>,
     /// EventBridge's side of the endpoint: what PutEvents recorded.
     bus: Mutex<EventBus>,
+    /// The advisory feeds last generated from the primary partition's catalog.
+    pub(crate) feeds: FeedCache,
 }
 
 /// A panic while holding a lock would be a simulator bug; keep serving rather than turn every
@@ -88,6 +92,7 @@ impl Shared {
             start_ms,
             sts: Mutex::new(Sts::new(scenario)),
             bus: Mutex::default(),
+            feeds: FeedCache::default(),
         }
     }
 
@@ -526,6 +531,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let path = parts.uri.path();
     if path == "/_sim" || path.starts_with("/_sim/") {
         return control::handle(&shared, &parts.method, path, parts.uri.query().unwrap_or(""), &bytes);
+    }
+    if feeds::is_feed_path(path) {
+        let request = FeedRequest {
+            method: parts.method.clone(),
+            path: path.to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts.headers.clone(),
+        };
+        let shared = shared.clone();
+        return tokio::task::spawn_blocking(move || feeds::answer(&shared, &request))
+            .await
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "the feed could not be generated"));
     }
     if parts.method != Method::POST && parts.method != Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");

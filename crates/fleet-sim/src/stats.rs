@@ -24,6 +24,12 @@ pub struct Stats {
     /// `Online`, `ConnectionLost`, `NotManaged` (no agent) and `Stopped`.
     pub instances_by_agent: BTreeMap<String, u64>,
     pub instances: u64,
+    /// Requests for a known advisory feed (`/feeds/...`), whatever the answer.
+    pub feed_requests: u64,
+    /// Feed requests answered 304 Not Modified (a matching If-None-Match or If-Modified-Since).
+    pub feed_not_modified: u64,
+    /// Feed requests answered with the injected HTTP 500 of the `feed_errors` fault.
+    pub feed_errors: u64,
 }
 
 impl Stats {
@@ -52,6 +58,9 @@ pub(crate) struct CallCounters {
     pub throttled: BTreeMap<String, u64>,
     pub failed: BTreeMap<String, u64>,
     pub client_errors: BTreeMap<String, u64>,
+    pub feed_requests: u64,
+    pub feed_not_modified: u64,
+    pub feed_errors: u64,
 }
 
 pub(crate) fn bump(map: &mut BTreeMap<String, u64>, key: &str) {

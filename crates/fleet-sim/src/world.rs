@@ -780,6 +780,9 @@ impl World {
             failed: self.counters.failed.clone(),
             client_errors: self.counters.client_errors.clone(),
             instances: self.instances.len() as u64,
+            feed_requests: self.counters.feed_requests,
+            feed_not_modified: self.counters.feed_not_modified,
+            feed_errors: self.counters.feed_errors,
             ..Stats::default()
         };
         for command in &self.commands {
