@@ -483,6 +483,7 @@ fn evidence_is_self_contained_escaped_and_complete() {
         "<h3>Age of open findings against the SLA</h3>",
         "<h3>SLA status per group</h3>",
         "<h3>Remediation per week</h3>",
+        "<h3>Where the SLA clocks come from</h3>",
     ] {
         assert!(html.contains(heading), "missing {heading}");
     }

@@ -90,7 +90,17 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     write_config(&scratch, &sim, port);
     let scan = run(
         &scratch,
-        &["scan", "--group", "all", "--max-concurrency", "100%", "--max-errors", "100%", "--poll-interval", "200ms"],
+        &[
+            "scan",
+            "--group",
+            "all",
+            "--max-concurrency",
+            "100%",
+            "--max-errors",
+            "100%",
+            "--poll-interval",
+            "200ms",
+        ],
     );
     assert!(scan.status.success(), "{}\n{}", stdout(&scan), stderr(&scan));
 
@@ -111,7 +121,10 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
 
     let daemon = support::start_daemon(&scratch, 1, &[]);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = |feed: &str| get(addr, "/metrics", None).and_then(|a| metric(&a.body, "patchd_feed_up", &format!("feed=\"{feed}\"")));
+    let up = |feed: &str| {
+        get(addr, "/metrics", None)
+            .and_then(|a| metric(&a.body, "patchd_feed_up", &format!("feed=\"{feed}\"")))
+    };
     support::wait_for(
         "every feed imported",
         Duration::from_secs(60),
@@ -123,14 +136,21 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     // dated by its vendor's advisory.
     let after = sla(&scratch);
     for (platform, feed) in PLATFORM_FEEDS {
-        let row = after["clocks"].as_array().unwrap().iter().find(|c| c["platform"] == platform).unwrap().clone();
+        let row =
+            after["clocks"].as_array().unwrap().iter().find(|c| c["platform"] == platform).unwrap().clone();
         assert_eq!(row["estimated"], 0, "{platform}: {row}");
         assert!(row.to_string().contains(&format!("advisory: {feed}")), "{platform}: {row}");
     }
-    let origins: std::collections::BTreeSet<&str> =
-        findings(&after).iter().filter(|f| f["rank"] == "critical").map(|f| f["clock_origin"].as_str().unwrap()).collect();
+    let origins: std::collections::BTreeSet<&str> = findings(&after)
+        .iter()
+        .filter(|f| f["rank"] == "critical")
+        .map(|f| f["clock_origin"].as_str().unwrap())
+        .collect();
     for (_, feed) in PLATFORM_FEEDS {
-        assert!(origins.contains(format!("advisory: {feed}").as_str()), "critical findings dated by {feed}: {origins:?}");
+        assert!(
+            origins.contains(format!("advisory: {feed}").as_str()),
+            "critical findings dated by {feed}: {origins:?}"
+        );
     }
 
     // A critical patch released long ago but first seen today: "ok" on its estimated clock,
@@ -144,8 +164,13 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     assert!(!old_and_breached.is_empty(), "no critical finding released more than 60 days ago");
     for f in &old_and_breached {
         assert_eq!(f["status"], "breached", "{f}");
-        let earlier = findings(&before).iter().find(|b| key(b) == key(f)).expect("the same finding before the feeds");
-        assert_eq!((&earlier["status"], &earlier["clock_origin"]), (&serde_json::json!("ok"), &serde_json::json!("first-seen")), "{earlier}");
+        let earlier =
+            findings(&before).iter().find(|b| key(b) == key(f)).expect("the same finding before the feeds");
+        assert_eq!(
+            (&earlier["status"], &earlier["clock_origin"]),
+            (&serde_json::json!("ok"), &serde_json::json!("first-seen")),
+            "{earlier}"
+        );
         assert!(now - clock_start(earlier) < chrono::Duration::days(1), "first seen today: {earlier}");
     }
 
@@ -164,7 +189,11 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
     assert!(stdout(&failing).contains("redhat               FAILED: "), "{}", stdout(&failing));
     assert!(stdout(&failing).contains("500"), "{}", stdout(&failing));
-    assert!(stderr(&failing).contains("1 feed(s) not refreshed; their last good data stays in use"), "{}", stderr(&failing));
+    assert!(
+        stderr(&failing).contains("1 feed(s) not refreshed; their last good data stays in use"),
+        "{}",
+        stderr(&failing)
+    );
     // Store-derived metrics are cached for a few seconds.
     let metrics = support::wait_for(
         "the failure in /metrics",
@@ -191,7 +220,13 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     let line = stdout(&status).lines().find(|l| l.starts_with("redhat")).unwrap().to_string();
     assert!(line.contains(" 1  ") && line.contains("500"), "{line}");
     let still = sla(&scratch);
-    let rhel = still["clocks"].as_array().unwrap().iter().find(|c| c["platform"] == "Red Hat Enterprise Linux 9.4").unwrap().clone();
+    let rhel = still["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["platform"] == "Red Hat Enterprise Linux 9.4")
+        .unwrap()
+        .clone();
     assert_eq!(rhel["estimated"], 0, "the last good data still dates RHEL: {rhel}");
 
     let status = support::stop_daemon(daemon);

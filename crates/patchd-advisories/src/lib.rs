@@ -4,7 +4,7 @@
 //! Pure: no network and no file I/O. The caller fetches or reads bytes, [`decompress`]es
 //! them, turns them into text ([`as_text`], [`into_text`]) and hands the text to
 //! [`parse_document`] (a feed it knows the kind of) or [`parse_file`] (a file an operator
-//! imports, recognised by its content). The formats are those of `spec/feeds.md`:
+//! imports, recognised by its content). The formats are described in `docs/advisories.md`:
 //!
 //! | kind                   | document                                   | date read from        |
 //! |------------------------|--------------------------------------------|-----------------------|

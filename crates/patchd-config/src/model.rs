@@ -47,6 +47,14 @@ impl Config {
         self.advisory_sources.iter().find(|s| s.name == name)
     }
 
+    /// Whether anything gives the patches of `operating_system` (SSM's enum) their vendor
+    /// release dates: SSM's own catalogs, or an `[[advisories.source]]`. Without one their SLA
+    /// clocks start at first sighting, which understates the age of every older patch.
+    pub fn dates_releases_of(&self, operating_system: &str) -> bool {
+        SSM_DATED_OPERATING_SYSTEMS.contains(&operating_system)
+            || self.advisory_sources.iter().any(|s| s.platforms.iter().any(|p| p == operating_system))
+    }
+
     /// The KEV catalog file every surface reads: the configured file, or for a URL the last
     /// good copy the daemon (or `patchd advisories sync`) keeps in `state_dir`.
     pub fn kev_file(&self) -> Option<PathBuf> {
@@ -531,6 +539,9 @@ pub struct AdvisorySource {
     pub max_bytes: u64,
     pub origin: Origin,
 }
+
+/// The operating systems SSM's own catalogs give release dates for (DescribeAvailablePatches).
+pub const SSM_DATED_OPERATING_SYSTEMS: &[&str] = &["WINDOWS", "AMAZON_LINUX", "AMAZON_LINUX_2"];
 
 /// SSM's `OperatingSystem` enum.
 pub const OPERATING_SYSTEMS: &[&str] = &[

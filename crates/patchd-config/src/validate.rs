@@ -391,18 +391,8 @@ fn check_patch_groups(config: &Config, d: &mut Diagnostics) {
     }
 }
 
-/// The operating systems SSM's own catalogs give release dates for (DescribeAvailablePatches).
-pub const SSM_DATED_OPERATING_SYSTEMS: &[&str] = &["WINDOWS", "AMAZON_LINUX", "AMAZON_LINUX_2"];
-
-/// The configured operating systems whose patches nothing dates: their SLA clocks would start
-/// at first sighting, which understates the age of every patch released before it.
-pub fn undated_operating_system(config: &Config, operating_system: &str) -> bool {
-    !SSM_DATED_OPERATING_SYSTEMS.contains(&operating_system)
-        && !config.advisory_sources.iter().any(|s| s.platforms.iter().any(|p| p == operating_system))
-}
-
 fn warn_undated_platforms(config: &Config, d: &mut Diagnostics) {
-    for baseline in config.baselines.iter().filter(|b| undated_operating_system(config, b.operating_system)) {
+    for baseline in config.baselines.iter().filter(|b| !config.dates_releases_of(b.operating_system)) {
         d.warning(
             &baseline.origin,
             format!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, TimeZone, Utc};
-use patchd_config::{load_sources, Diagnostic, LoadError, Loaded, Severity};
+use patchd_config::{load_sources, Diagnostic, FeedLocation, LoadError, Loaded, Severity};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap()
@@ -248,7 +248,10 @@ fn group_reached_by_two_baselines_for_one_os() {
     );
     // Different operating systems may share a group: each instance runs one OS.
     let ubuntu = "[[baseline]]\nname = \"prod-ubuntu\"\noperating_system = \"UBUNTU\"\npatch_groups = [\"prod\"]\n[[baseline.rule]]\npriority = [\"Required\"]\n";
-    check_warnings(&with_base(ubuntu), &[]);
+    check_warnings(
+        &with_base(ubuntu),
+        &["baseline `prod-ubuntu` patches UBUNTU, for which SSM gives no release dates"],
+    );
 }
 
 #[test]
@@ -343,7 +346,110 @@ fn relative_paths_resolve_against_the_file() {
     .unwrap();
     assert_eq!(loaded.config.daemon.state_dir, PathBuf::from("/etc/patchd/state"));
     assert_eq!(loaded.config.daemon.database_url.expose(), "sqlite:///etc/patchd/state/patchd.db");
-    assert_eq!(loaded.config.sla.kev_catalog, Some(PathBuf::from("/etc/patchd/kev.json")));
+    assert_eq!(
+        loaded.config.sla.kev_catalog,
+        Some(FeedLocation::File(PathBuf::from("/etc/patchd/kev.json")))
+    );
+    assert_eq!(loaded.config.kev_file(), Some(PathBuf::from("/etc/patchd/kev.json")));
+}
+
+const UBUNTU_BASELINE: &str = r#"
+[[baseline]]
+name = "prod-ubuntu"
+operating_system = "UBUNTU"
+patch_groups = ["prod"]
+[[baseline.rule]]
+priority = ["Required"]
+"#;
+
+const UBUNTU_SOURCE: &str = r#"
+[[advisories.source]]
+name = "ubuntu"
+kind = "ubuntu"
+url = "https://mirror.example.internal/usn/database.json.gz"
+platforms = ["UBUNTU"]
+refresh = "12h"
+"#;
+
+#[test]
+fn advisory_sources() {
+    let loaded = load_files(&[("/etc/patchd/c.toml", &with_base(UBUNTU_SOURCE))]).unwrap();
+    let source = &loaded.config.advisory_sources[0];
+    assert_eq!(source.name, "ubuntu");
+    assert_eq!(source.kind, patchd_advisories::FeedKind::Ubuntu);
+    assert_eq!(
+        source.location,
+        FeedLocation::Http("https://mirror.example.internal/usn/database.json.gz".into())
+    );
+    assert_eq!((source.refresh.as_secs(), source.max_bytes), (12 * 3600, 512 * 1024 * 1024));
+    // A plain path is a file, relative to the configuration.
+    let loaded = load_files(&[(
+        "/etc/patchd/c.toml",
+        &with_base(
+            &UBUNTU_SOURCE.replace("https://mirror.example.internal/usn/database.json.gz", "mirror/usn.json"),
+        ),
+    )])
+    .unwrap();
+    assert_eq!(
+        loaded.config.advisory_sources[0].location,
+        FeedLocation::File(PathBuf::from("/etc/patchd/mirror/usn.json"))
+    );
+    // A KEV URL is read from the last good copy in state_dir.
+    let loaded = load_files(&[(
+        "/etc/patchd/c.toml",
+        "[daemon]\nstate_dir = \"/var/lib/p\"\n[sla]\nkev_catalog = \"https://www.cisa.gov/kev.json\"\nkev_refresh = \"12h\"\n",
+    )])
+    .unwrap();
+    assert_eq!(loaded.config.kev_file(), Some(PathBuf::from("/var/lib/p/feeds/kev.body")));
+    assert_eq!(loaded.config.sla.kev_refresh.as_secs(), 12 * 3600);
+}
+
+#[test]
+fn advisory_source_errors() {
+    let base_lines = BASE.lines().count();
+    let at = |line: usize, col: usize| format!("{}:{col}: ", base_lines + line);
+    check_errors(
+        &with_base(
+            &UBUNTU_SOURCE.replace("https://mirror.example.internal", "http://mirror.example.internal"),
+        ),
+        &[&format!(
+            "{}`url`: `http://mirror.example.internal/usn/database.json.gz` is plain http to another host",
+            at(5, 7)
+        )],
+    );
+    check_errors(
+        &with_base(
+            &UBUNTU_SOURCE
+                .replace("[\"UBUNTU\"]", "[\"UBUNTOO\"]")
+                .replace("\"ubuntu\"\nurl", "\"ubunt\"\nurl"),
+        ),
+        &[
+            &format!("{}`kind` in [[advisories.source]] has an unknown value `ubunt`", at(4, 8)),
+            &format!("{}unknown operating system `UBUNTOO`", at(6, 14)),
+        ],
+    );
+    check_errors(
+        &with_base(&UBUNTU_SOURCE.replace("12h", "1m")),
+        &[&format!("{}`refresh` must be a duration from 5m to 7d, found `1m`", at(7, 11))],
+    );
+    check_errors(
+        &with_base(&format!("{UBUNTU_SOURCE}{UBUNTU_SOURCE}")),
+        &[&format!("{}advisory source `ubuntu` is defined twice", at(10, 8))],
+    );
+    check_errors(
+        &with_base("[sla]\nkev_catalog = \"ftp://x/kev.json\"\n"),
+        &[&format!("{}`kev_catalog`: `ftp://x/kev.json` uses a scheme patchd cannot fetch", at(2, 15))],
+    );
+}
+
+#[test]
+fn a_system_nothing_dates_is_warned_about() {
+    // SSM dates Amazon Linux 2; Ubuntu needs a source.
+    check_warnings(
+        &format!("{BASE}{UBUNTU_BASELINE}"),
+        &["baseline `prod-ubuntu` patches UBUNTU, for which SSM gives no release dates"],
+    );
+    check_warnings(&format!("{BASE}{UBUNTU_BASELINE}{UBUNTU_SOURCE}"), &[]);
 }
 
 #[test]

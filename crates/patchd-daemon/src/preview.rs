@@ -788,6 +788,7 @@ compliance_level = "CRITICAL"
             cve_ids: vec![],
             ssm_release: None,
             advisory_release: advisory.map(instant),
+            advisory_source: advisory.map(|_| "import:dates.csv".to_string()),
             first_seen_missing: None,
         }
     }

@@ -156,7 +156,9 @@ fn resolve(config: &Config) -> Result<Resolution, Failure> {
                         off.insert(key);
                     }
                 }
-                diagnostics.extend(group_diagnostics(group, &placements).into_iter().map(|mut d| {
+                let mut found = group_diagnostics(group, &placements);
+                found.extend(undated_systems(config, group, &targets));
+                diagnostics.extend(found.into_iter().map(|mut d| {
                     if several {
                         d.message = format!("{scope}: {}", d.message);
                     }
@@ -166,6 +168,28 @@ fn resolve(config: &Config) -> Result<Resolution, Failure> {
         }
         Ok(Resolution { instances: seen.len(), off_baseline: off.len(), diagnostics })
     })
+}
+
+/// The operating systems a group's instances run that nothing dates: their findings' SLA
+/// clocks would be estimates (first sighting), which understate age.
+fn undated_systems(config: &Config, group: &Group, targets: &[Target]) -> Vec<Diagnostic> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for os in targets.iter().filter_map(operating_system).filter(|os| !config.dates_releases_of(os)) {
+        *counts.entry(os).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(os, n)| Diagnostic {
+            severity: Severity::Warning,
+            origin: group.origin.clone(),
+            message: format!(
+                "group `{}`: {n} instance(s) run {os}, whose patches neither SSM nor any [[advisories.source]] \
+                 dates: their SLA clocks start when a scan first sees a patch missing, which understates its age",
+                group.name
+            ),
+            hint: Some(format!("add an [[advisories.source]] with `platforms = [\"{os}\"]` (docs/advisories.md)")),
+        })
+        .collect()
 }
 
 /// Which baseline SSM would judge one instance by, as far as patchd is concerned.

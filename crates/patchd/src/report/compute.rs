@@ -205,10 +205,14 @@ pub fn platform_clocks(counts: &[patchd_store::ClockCount]) -> Vec<PlatformClock
 
 /// The same figures from judged findings, one each.
 pub fn platform_clocks_of(findings: &[JudgedFinding]) -> Vec<PlatformClocks> {
-    clocks_by_platform(findings.iter().map(|f| (f.platform.as_deref(), f.clock_origin.clone(), f.estimated, 1)))
+    clocks_by_platform(
+        findings.iter().map(|f| (f.platform.as_deref(), f.clock_origin.clone(), f.estimated, 1)),
+    )
 }
 
-fn clocks_by_platform<'a>(counts: impl Iterator<Item = (Option<&'a str>, String, bool, u64)>) -> Vec<PlatformClocks> {
+fn clocks_by_platform<'a>(
+    counts: impl Iterator<Item = (Option<&'a str>, String, bool, u64)>,
+) -> Vec<PlatformClocks> {
     let mut by_platform: BTreeMap<String, PlatformClocks> = BTreeMap::new();
     for (platform, label, estimated, open) in counts {
         let platform = platform.unwrap_or("unknown").to_string();

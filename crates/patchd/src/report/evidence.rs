@@ -530,6 +530,7 @@ fn open_findings(out: &mut String, e: &Evidence, listed: &[&JudgedFinding]) {
         }
         out.push_str("</tbody>\n</table>\n");
     }
+    clock_origins(out, sla);
     let rest = sla.findings.len() - listed.len();
     if rest > 0 {
         let _ = writeln!(
@@ -540,6 +541,35 @@ fn open_findings(out: &mut String, e: &Evidence, listed: &[&JudgedFinding]) {
         );
     }
     out.push_str("</section>\n");
+}
+
+/// Where the open findings' clocks come from, per platform: an assessor's first question about
+/// any age shown ("released when, says who?").
+fn clock_origins(out: &mut String, sla: &SlaReport) {
+    if sla.clocks.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h3>Where the SLA clocks come from</h3>\n<table class=\"clocks\">\n<thead><tr><th>Platform</th>\
+         <th class=\"num\">Open</th><th class=\"num\">Estimated</th><th>Release dates from</th></tr></thead>\n<tbody>\n",
+    );
+    for p in &sla.clocks {
+        let origins: Vec<String> =
+            p.origins.iter().map(|(label, n)| format!("{} ({n})", esc(label))).collect();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{} ({:.0}%)</td><td>{}</td></tr>",
+            esc(&p.platform),
+            p.open,
+            p.estimated,
+            p.estimated_share() * 100.0,
+            origins.join(", ")
+        );
+    }
+    out.push_str(
+        "</tbody>\n</table>\n<p class=\"note\">An estimated clock starts when the patch was first seen missing, \
+         which understates its age; a vendor advisory feed (<code>[[advisories.source]]</code>) dates it.</p>\n",
+    );
 }
 
 fn clock_source(f: &JudgedFinding) -> String {
