@@ -335,10 +335,15 @@ fn imported_advisories_start_the_clock() {
             "patchd: error: tests/fixtures/advisories/broken.csv:4: cannot read release date `next week` of ALAS2-2026-0005; write YYYY-MM-DD or RFC 3339; nothing imported\n"
         );
         let out = run_ok(url, &["advisories", "import", "tests/fixtures/advisories/updateinfo.xml"]);
-        assert_eq!(out, "tests/fixtures/advisories/updateinfo.xml: 2 advisories\nimported 2 release dates (2 new or changed)\n");
+        assert_eq!(
+            out,
+            "tests/fixtures/advisories/updateinfo.xml: 2 advisories (amazon-linux)\nimported 2 release dates (2 patches new or changed)\n"
+        );
         let after = run_ok(url, &["report", "sla", "--at", AT, "--format", "csv"]);
         let dated = after.lines().find(|l| l.contains("ALAS2-2026-0005")).unwrap();
         assert!(dated.contains(",2026-10-05T00:00:00Z,advisory,false,2027-01-03T00:00:00Z,"), "{dated}");
+        // Reports name the import the date came from.
+        assert!(dated.ends_with(",advisory: import:updateinfo.xml"), "{dated}");
     }
 }
 

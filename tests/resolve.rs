@@ -214,8 +214,17 @@ fn instances_off_every_patchd_baseline_are_named_per_group() {
 
     let checked = run(&scratch, &["check", "--resolve"]);
     assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
-    let found = warnings(&checked);
+    let (found, undated): (Vec<String>, Vec<String>) =
+        warnings(&checked).into_iter().partition(|w| w.contains("would be patched against"));
     assert_eq!(found.len(), 2, "one line per group: {found:?}");
+    // The fleet's Ubuntu instance: no [[advisories.source]] dates its patches, in either group.
+    assert_eq!(undated.len(), 2, "{undated:?}");
+    for (group, line) in ["front", "web"].iter().zip(&undated) {
+        assert!(
+            line.contains(&format!("group `{group}`: 1 instance(s) run UBUNTU, whose patches neither SSM nor any [[advisories.source]] dates")),
+            "{line}"
+        );
+    }
     assert!(
         found[0].contains(&format!(
             "group `front`: 1 of 4 instances would be patched against an AWS default baseline, not a patchd \
@@ -253,9 +262,9 @@ fn instances_off_every_patchd_baseline_are_named_per_group() {
 
     let denied = run(&scratch, &["check", "--resolve", "--deny-warnings"]);
     assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
-    assert_eq!(warnings(&denied), found);
+    assert_eq!(warnings(&denied), warnings(&checked));
     assert!(
-        stderr(&denied).contains("the configuration is invalid: 0 error(s), 2 warning(s)"),
+        stderr(&denied).contains("the configuration is invalid: 0 error(s), 4 warning(s)"),
         "{}",
         stderr(&denied)
     );
