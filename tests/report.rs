@@ -347,6 +347,45 @@ fn imported_advisories_start_the_clock() {
     }
 }
 
+/// An unreadable KEV catalog is one decision everywhere: rank without it, say so, never fail.
+/// (Reports used to fail on it while the daemon's events ranked without it.)
+#[test]
+fn an_unreadable_kev_catalog_ranks_without_it_and_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDb::sqlite("kev-unreadable");
+    rt.block_on(seed(&db.url));
+    let dir = std::env::temp_dir().join(format!("patchd-kev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = std::fs::read_to_string(root().join(CONFIG)).unwrap();
+    let without = run_ok(&db.url, &["report", "sla", "--at", AT, "--format", "json"]);
+    for (name, kev) in [("missing", None), ("malformed", Some("{\"vulnerabilities\": 7}"))] {
+        let kev_path = dir.join(format!("{name}.json"));
+        if let Some(text) = kev {
+            std::fs::write(&kev_path, text).unwrap();
+        }
+        let config = dir.join(format!("{name}.toml"));
+        let written = base.replace("[sla]\n", &format!("[sla]\nkev_catalog = \"{}\"\n", kev_path.display()));
+        std::fs::write(&config, written).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_patchd"))
+            .current_dir(root())
+            .args(["--config"])
+            .arg(&config)
+            .args(["--database", &db.url, "report", "sla", "--at", AT, "--format", "json"])
+            .env_remove("PATCHD_CONFIG")
+            .env_remove("PATCHD_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("; ranking without the KEV catalog"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), without, "{name}: the same ranks as without a catalog");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn db_migrate_and_status() {
     let db = TestDb::sqlite("migrate");

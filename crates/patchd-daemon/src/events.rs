@@ -583,7 +583,7 @@ pub async fn announce_sla(
         }
         let judged: Vec<Event> = findings
             .iter()
-            .filter_map(|f| judge(config, &kev, f, now))
+            .filter_map(|f| judge(config, &kev.catalog, f, now))
             .filter(|e| matches!(e, Event::SlaBreached(_)) || ctx.events.wants_due_soon())
             .collect();
         published += announce(ctx, SLA_KIND, judged, now).await;
@@ -661,12 +661,12 @@ fn finding_subject(f: &SlaFinding) -> String {
     format!("{}/{}/{}/{}", f.account, f.region, f.instance_id, f.patch_id)
 }
 
-fn load_kev(config: &Config) -> KevCatalog {
-    let loaded = patchd_sla::load_kev(config);
+fn load_kev(config: &Config) -> Arc<crate::feeds::LoadedKev> {
+    let loaded = crate::feeds::kev_catalog(config);
     if let Some(problem) = &loaded.problem {
         warn!(error = %problem, "SLA events: ranking without the KEV catalog");
     }
-    loaded.catalog
+    loaded
 }
 
 /// An open finding judged at `now` as `patchd report sla` judges it (the same

@@ -351,6 +351,73 @@ pub async fn date_by_package(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The KEV catalog in use
+
+/// The KEV catalog a configuration names, with why it could not be read when it could not.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedKev {
+    pub catalog: KevCatalog,
+    /// Set when a catalog is configured but unreadable (missing, not fetched yet, malformed).
+    pub problem: Option<String>,
+}
+
+/// The configured KEV catalog (the file, or for a URL the last good copy the feeds keep), read
+/// again only when the configuration names another file or the file changes (a feed refresh, an
+/// operator's copy): reports, the API, metrics and events all rank with this one copy.
+///
+/// One policy for every surface, so that a finding never gets two ranks: a catalog that cannot
+/// be read ranks nothing critical by KEV, and the caller says so (a warning, a log line); it
+/// never fails a report, since every other rank still holds.
+pub fn kev_catalog(config: &Config) -> Arc<LoadedKev> {
+    static IN_USE: std::sync::Mutex<Option<(KevFile, Arc<LoadedKev>)>> = std::sync::Mutex::new(None);
+    let Some(path) = config.kev_file() else { return Arc::default() };
+    let file = KevFile::of(&path);
+    let mut in_use = IN_USE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((seen, loaded)) = in_use.as_ref() {
+        // A missing file stays missing until a stat says otherwise.
+        if *seen == file {
+            return loaded.clone();
+        }
+    }
+    let loaded = Arc::new(read_kev(config, &path));
+    *in_use = Some((file, loaded.clone()));
+    loaded
+}
+
+/// What tells one version of a file from the next without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KevFile {
+    path: PathBuf,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl KevFile {
+    fn of(path: &Path) -> KevFile {
+        let meta = std::fs::metadata(path).ok();
+        KevFile {
+            path: path.to_path_buf(),
+            modified: meta.as_ref().and_then(|m| m.modified().ok()),
+            len: meta.map_or(0, |m| m.len()),
+        }
+    }
+}
+
+fn read_kev(config: &Config, path: &Path) -> LoadedKev {
+    let read = std::fs::read_to_string(path).map_err(|e| match &config.sla.kev_catalog {
+        Some(FeedLocation::Http(url)) => format!(
+            "no copy of the KEV catalog {url} yet ({}: {e}); `patchd advisories sync --source kev` fetches it",
+            path.display()
+        ),
+        _ => format!("cannot read the KEV catalog {} ([sla] kev_catalog): {e}", path.display()),
+    });
+    match read.and_then(|text| KevCatalog::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))) {
+        Ok(catalog) => LoadedKev { catalog, problem: None },
+        Err(problem) => LoadedKev { catalog: KevCatalog::default(), problem: Some(problem) },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fetching
 
 /// Why a feed was not refreshed: said in logs, `feed_status.last_error` and the CLI.
@@ -656,6 +723,37 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), FeedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config_with_kev(path: &Path) -> Config {
+        let text = format!("[sla]\nkev_catalog = \"{}\"\n", path.display());
+        patchd_config::load_sources(vec![(PathBuf::from("/etc/patchd/c.toml"), text)], Utc::now())
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn the_kev_catalog_is_read_once_per_version_and_one_decision_when_unreadable() {
+        let dir = std::env::temp_dir().join(format!("patchd-kev-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kev.json");
+        let config = config_with_kev(&path);
+        let missing = kev_catalog(&config);
+        assert!(
+            missing.catalog.is_empty()
+                && missing.problem.as_deref().unwrap().contains("cannot read the KEV catalog")
+        );
+        std::fs::write(&path, r#"{"vulnerabilities": [{"cveID": "CVE-2026-1000"}]}"#).unwrap();
+        let first = kev_catalog(&config);
+        assert!(first.catalog.contains("CVE-2026-1000") && first.problem.is_none());
+        assert!(Arc::ptr_eq(&first, &kev_catalog(&config)), "unchanged: not read again");
+        std::fs::write(&path, "{\"vulnerabilities\": 7}").unwrap();
+        let broken = kev_catalog(&config);
+        assert!(
+            broken.catalog.is_empty()
+                && broken.problem.as_deref().unwrap().contains("not valid CISA KEV JSON")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn redirects_keep_the_host_for_paths() {

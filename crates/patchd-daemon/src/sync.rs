@@ -368,6 +368,7 @@ pub async fn sync_compliance_with(
     }
 
     outcome.elapsed = clock.elapsed();
+    LATEST_SYNC.record(request.source, outcome.elapsed, Utc::now());
     tracing::info!(
         source = request.source,
         instances = outcome.instances,
@@ -865,6 +866,37 @@ fn operating_system(name: &str, version: Option<&str>) -> String {
         _ => name.to_string(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The latest sync, for metrics
+
+/// The latest compliance sync of this process: what it was (`source`), how long it took, when
+/// it ended. Every sync records itself here as it ends, whoever started it, so the metrics
+/// read a value rather than anything's wording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestSync {
+    pub source: String,
+    pub duration: std::time::Duration,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// The process's [`LatestSync`]: a process has one set of metrics, and syncs start from the
+/// scheduler, window runs and the manual commands alike.
+#[derive(Debug, Default)]
+pub struct LatestSyncCell(std::sync::Mutex<Option<LatestSync>>);
+
+impl LatestSyncCell {
+    fn record(&self, source: &str, duration: std::time::Duration, ended_at: DateTime<Utc>) {
+        let latest = LatestSync { source: source.to_string(), duration, ended_at };
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(latest);
+    }
+
+    pub fn get(&self) -> Option<LatestSync> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+pub static LATEST_SYNC: LatestSyncCell = LatestSyncCell(std::sync::Mutex::new(None));
 
 // ---------------------------------------------------------------------------------------------
 // Release dates

@@ -52,31 +52,3 @@ impl KevCatalog {
         self.cves.is_empty()
     }
 }
-
-/// The KEV catalog a configuration names, with why it could not be read when it could not.
-#[derive(Debug, Clone, Default)]
-pub struct LoadedKev {
-    pub catalog: KevCatalog,
-    /// Set when a catalog is configured but unreadable (missing, not fetched yet, malformed).
-    pub problem: Option<String>,
-}
-
-/// Reads the configured KEV catalog: the file, or for a URL the last good copy the feeds keep.
-///
-/// One policy for every surface (reports, API, metrics, events), so that a finding never gets
-/// two ranks: a catalog that cannot be read ranks nothing critical by KEV, and the caller says
-/// so (a warning, a log line); it never fails a report, since the other ranks still hold.
-pub fn load_kev(config: &patchd_config::Config) -> LoadedKev {
-    let Some(path) = config.kev_file() else { return LoadedKev::default() };
-    let read = std::fs::read_to_string(&path).map_err(|e| match &config.sla.kev_catalog {
-        Some(patchd_config::FeedLocation::Http(url)) => format!(
-            "no copy of the KEV catalog {url} yet ({}: {e}); `patchd advisories sync --source kev` fetches it",
-            path.display()
-        ),
-        _ => format!("cannot read the KEV catalog {} ([sla] kev_catalog): {e}", path.display()),
-    });
-    match read.and_then(|text| KevCatalog::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))) {
-        Ok(catalog) => LoadedKev { catalog, problem: None },
-        Err(problem) => LoadedKev { catalog: KevCatalog::default(), problem: Some(problem) },
-    }
-}

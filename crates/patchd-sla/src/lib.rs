@@ -23,7 +23,7 @@ mod rank;
 mod status;
 
 pub use judge::{describe, groups_of, Judge, PatchFacts, PatchVerdict};
-pub use kev::{load_kev, KevCatalog, KevError, LoadedKev};
+pub use kev::{KevCatalog, KevError};
 pub use rank::{rank, RankReason, Ranked};
 pub use status::{
     clock, covering_exception, due_date, status, ClockSource, FindingState, SlaClock, SlaStatus,

@@ -90,12 +90,7 @@ fn init_tracing(format: LogFormat, default_level: &str) {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
-    // The sync observer sees patchd-daemon's sync events whatever PATCHD_LOG says, so the
-    // metrics do not depend on the log level.
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(http::metrics::SyncObserver.with_filter(http::metrics::sync_observer_filter()))
-        .init();
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).init();
 }
 
 /// Why a command failed: a configuration with errors (printed as diagnostics), or anything else.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use patchd_config::{Config, RiskRank};
-use patchd_sla::{KevCatalog, SlaStatus};
+use patchd_sla::SlaStatus;
 use patchd_store::{
     FindingQuery, FindingRecord, FindingStatus, InstanceKey, InstanceRecord, OpenFindingFilter, Store,
 };
@@ -31,6 +31,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
         }
     }
     let kev = load_kev(config)?;
+    warn_about_kev(&kev);
     let store = open_store(config).await?;
     let filters = Filters { group: args.group.clone(), rank: args.rank.as_deref().and_then(RiskRank::parse) };
     let mut instances = instances(&store).await?;
@@ -45,7 +46,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             Ok::<_, Failure>(found)
         }
     };
-    let judge = Judge { config, kev: &kev, at };
+    let judge = Judge { config, kev: &kev.catalog, at };
     // --fail-on judges the SLA report; the verdict waits until the report is written, so a
     // pipeline that fails still has the report to show.
     let mut verdict = Ok(());
@@ -423,14 +424,18 @@ fn fail_on(threshold: Option<FailOn>, sla: &report::SlaReport) -> Result<(), Fai
     }
 }
 
-/// The SLA engine's one KEV policy (see [`patchd_sla::load_kev`]); the CLI says what it could
+/// The one KEV policy (see [`patchd_daemon::feeds::kev_catalog`]); the CLI says what it could
 /// not read on stderr.
-fn load_kev(config: &Config) -> Result<KevCatalog, Failure> {
-    let loaded = patchd_sla::load_kev(config);
-    if let Some(problem) = &loaded.problem {
+fn load_kev(config: &Config) -> Result<std::sync::Arc<patchd_daemon::feeds::LoadedKev>, Failure> {
+    Ok(patchd_daemon::feeds::kev_catalog(config))
+}
+
+/// A report someone reads says when it ranked without the KEV catalog; the daemon's surfaces
+/// say it through the feed's status and metrics instead of a line per scrape.
+fn warn_about_kev(kev: &patchd_daemon::feeds::LoadedKev) {
+    if let Some(problem) = &kev.problem {
         eprintln!("patchd: warning: {problem}; ranking without the KEV catalog");
     }
-    Ok(loaded.catalog)
 }
 
 async fn instances(store: &Store) -> Result<Vec<InstanceFacts>, Failure> {
@@ -504,7 +509,7 @@ pub(crate) async fn sla_snapshot(
 ) -> Result<report::SlaReport, Failure> {
     let kev = load_kev(config)?;
     let instances = instances(store).await?;
-    let judge = Judge { config, kev: &kev, at };
+    let judge = Judge { config, kev: &kev.catalog, at };
     sla_summary(store, &judge, &instances, &Filters { group: None, rank: None }, false, limit).await
 }
 
@@ -528,7 +533,7 @@ pub(crate) async fn sla_gauges(
 ) -> Result<(report::SlaReport, Vec<(RiskRank, chrono::DateTime<Utc>)>), Failure> {
     let totals = sla_snapshot(config, store, at, 0).await?;
     let kev = load_kev(config)?;
-    let judge = Judge { config, kev: &kev, at };
+    let judge = Judge { config, kev: &kev.catalog, at };
     let scope = OpenFindingFilter { patch_ids: None, instances: None };
     let counts =
         store.open_finding_counts(&scope).await.map_err(|e| anyhow::anyhow!("cannot read findings: {e}"))?;
@@ -563,7 +568,7 @@ pub(crate) async fn sla_full(
     let mut instances = instances(store).await?;
     let place = Place::resolve(config, store, &instances, account, region).await?;
     instances.retain(|i| place.admits(&i.account, &i.region));
-    let judge = Judge { config, kev: &kev, at };
+    let judge = Judge { config, kev: &kev.catalog, at };
     let query = FindingQuery { status: Some(FindingStatus::Open), ..Default::default() };
     let mut open = findings(store, &query).await?;
     open.retain(|f| place.admits(&f.account, &f.region));

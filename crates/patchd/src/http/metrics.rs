@@ -4,7 +4,6 @@
 //! at most once per [`CACHE_FOR`]; process gauges and AWS call counters are read live.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -173,7 +172,7 @@ fn live(state: &HttpState, out: &mut String) {
         );
     }
 
-    let last = last_sync();
+    let last = patchd_daemon::sync::LATEST_SYNC.get();
     family(out, "patchd_last_sync_duration_seconds", "gauge", "How long the latest compliance sync took.");
     family(
         out,
@@ -352,16 +351,6 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     Ok(out)
 }
 
-/// The latest compliance sync the daemon logged.
-#[derive(Debug, Clone)]
-pub(crate) struct LastSync {
-    pub source: String,
-    pub duration: Duration,
-    pub ended_at: DateTime<Utc>,
-}
-
-static LAST_SYNC: Mutex<Option<LastSync>> = Mutex::new(None);
-
 /// Each feed's health, and where the open findings' clocks come from per platform.
 async fn feed_metrics(
     out: &mut String,
@@ -455,74 +444,6 @@ async fn feed_metrics(
         );
     }
     Ok(())
-}
-
-fn last_sync() -> Option<LastSync> {
-    LAST_SYNC.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-}
-
-/// A tracing layer that keeps the figures of patchd-daemon's `compliance synced` event (its
-/// `source` and `elapsed_ms`), so the metrics report the latest sync without the engine
-/// knowing about them.
-#[derive(Debug, Default)]
-pub(crate) struct SyncObserver;
-
-/// The event's message, as patchd-daemon's sync writes it.
-const SYNC_EVENT: &str = "compliance synced";
-
-#[derive(Default)]
-struct SyncFields {
-    message: bool,
-    source: Option<String>,
-    elapsed_ms: Option<u64>,
-}
-
-impl tracing::field::Visit for SyncFields {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            "message" => self.message = value == SYNC_EVENT,
-            "source" => self.source = Some(value.to_string()),
-            _ => {}
-        }
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if field.name() == "elapsed_ms" {
-            self.elapsed_ms = Some(value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        if field.name() == "elapsed_ms" {
-            self.elapsed_ms = u64::try_from(value).ok();
-        }
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}") == SYNC_EVENT;
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncObserver {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let mut fields = SyncFields::default();
-        event.record(&mut fields);
-        if let (true, Some(ms)) = (fields.message, fields.elapsed_ms) {
-            let last = LastSync {
-                source: fields.source.unwrap_or_else(|| "unknown".into()),
-                duration: Duration::from_millis(ms),
-                ended_at: Utc::now(),
-            };
-            *LAST_SYNC.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(last);
-        }
-    }
-}
-
-/// Only patchd-daemon's info events reach the observer; nothing else is even built for it.
-pub(crate) fn sync_observer_filter() -> tracing_subscriber::filter::Targets {
-    tracing_subscriber::filter::Targets::new().with_target("patchd_daemon::sync", tracing::Level::INFO)
 }
 
 #[cfg(test)]
