@@ -119,7 +119,8 @@ pub enum InvocationStatus {
 }
 
 impl InvocationStatus {
-    fn parse(value: &str) -> InvocationStatus {
+    /// SSM's spelling (as the store also keeps it); unknown values are kept as `Other`.
+    pub fn parse(value: &str) -> InvocationStatus {
         match value {
             "Pending" => InvocationStatus::Pending,
             "InProgress" => InvocationStatus::InProgress,
@@ -230,22 +231,76 @@ pub struct Invocation {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// Where one invocation stands, for counting. The one classification behind a rollout's error
+/// budget and progress and a window run's summary, so they never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    InFlight,
+    /// Waiting for an agent that is not connected.
+    Delayed,
+    Succeeded,
+    /// Counts against MaxErrors (failed, or timed out while executing).
+    Failed,
+    /// Never ran: the node stopped, lost its agent, refused the platform or the permission.
+    Undeliverable,
+    Cancelled,
+}
+
 impl Invocation {
     /// Over, by the typed status or, failing that, by the details.
     pub fn is_terminal(&self) -> bool {
-        self.status.is_terminal() || self.outcome.is_terminal()
+        is_terminal(&self.status, &self.outcome)
     }
 
     /// As [`InvocationOutcome::counts_against_max_errors`]; details patchd does not know
     /// count when the status says Failed or TimedOut, since over-counting only stops a
     /// rollout early while under-counting lets it run past its error budget.
     pub fn counts_against_max_errors(&self) -> bool {
-        match &self.outcome {
-            InvocationOutcome::Other(_) => {
-                matches!(self.status, InvocationStatus::Failed | InvocationStatus::TimedOut)
-            }
-            known => known.counts_against_max_errors(),
+        counts_against_max_errors(&self.status, &self.outcome)
+    }
+
+    /// See [`Standing`].
+    pub fn standing(&self) -> Standing {
+        Standing::of(&self.status, &self.outcome)
+    }
+}
+
+impl Standing {
+    /// An invocation's standing from its status and details, as SSM reports them or as the
+    /// store recorded them.
+    pub fn of(status: &InvocationStatus, outcome: &InvocationOutcome) -> Standing {
+        use InvocationOutcome as O;
+        if counts_against_max_errors(status, outcome) {
+            return Standing::Failed;
         }
+        if !is_terminal(status, outcome) {
+            let delayed = *status == InvocationStatus::Delayed || *outcome == O::Delayed;
+            return if delayed { Standing::Delayed } else { Standing::InFlight };
+        }
+        match (outcome, status) {
+            (O::Success, _) => Standing::Succeeded,
+            (O::Undeliverable | O::DeliveryTimedOut | O::InvalidPlatform | O::AccessDenied, _) => {
+                Standing::Undeliverable
+            }
+            (O::Cancelled | O::Terminated, _) => Standing::Cancelled,
+            (_, InvocationStatus::Success) => Standing::Succeeded,
+            (_, InvocationStatus::Cancelled) => Standing::Cancelled,
+            // Over, but in a way patchd does not know: not a success, and nothing SSM counts.
+            _ => Standing::Undeliverable,
+        }
+    }
+}
+
+fn is_terminal(status: &InvocationStatus, outcome: &InvocationOutcome) -> bool {
+    status.is_terminal() || outcome.is_terminal()
+}
+
+fn counts_against_max_errors(status: &InvocationStatus, outcome: &InvocationOutcome) -> bool {
+    match outcome {
+        InvocationOutcome::Other(_) => {
+            matches!(status, InvocationStatus::Failed | InvocationStatus::TimedOut)
+        }
+        known => known.counts_against_max_errors(),
     }
 }
 

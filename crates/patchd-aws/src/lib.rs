@@ -47,7 +47,7 @@ pub use baselines::{
 pub use client::{AwsClients, Backoff, CallCount, StaticEndpoint};
 pub use commands::{
     CancelRequested, CommandStatus, CommandSummary, Invocation, InvocationOutcome, InvocationStatus,
-    PatchCommand, SentCommand, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
+    PatchCommand, SentCommand, Standing, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
 };
 pub use compliance::{
     AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchListing, PatchState, PatchStateSummary,

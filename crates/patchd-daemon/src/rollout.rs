@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use patchd_aws::{
-    AwsError, CommandSummary, Invocation, InvocationOutcome, InvocationStatus, PatchCommand,
+    AwsError, CommandSummary, Invocation, InvocationOutcome, InvocationStatus, PatchCommand, Standing,
     MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND,
 };
 use patchd_config::{Limit, Task};
@@ -347,40 +347,6 @@ fn patch_command<'a>(
 // ---------------------------------------------------------------------------------------------
 // The state of a rollout, and the decisions taken on it (pure, unit-tested)
 
-/// Where one sent instance stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    InFlight,
-    Delayed,
-    Succeeded,
-    Failed,
-    Undeliverable,
-    Cancelled,
-}
-
-fn standing(invocation: &Invocation) -> Standing {
-    use InvocationOutcome as O;
-    if invocation.counts_against_max_errors() {
-        return Standing::Failed;
-    }
-    if !invocation.is_terminal() {
-        let delayed = invocation.status == InvocationStatus::Delayed
-            || invocation.outcome == InvocationOutcome::Delayed;
-        return if delayed { Standing::Delayed } else { Standing::InFlight };
-    }
-    match (&invocation.outcome, &invocation.status) {
-        (O::Success, _) => Standing::Succeeded,
-        (O::Undeliverable | O::DeliveryTimedOut | O::InvalidPlatform | O::AccessDenied, _) => {
-            Standing::Undeliverable
-        }
-        (O::Cancelled | O::Terminated, _) => Standing::Cancelled,
-        (_, InvocationStatus::Success) => Standing::Succeeded,
-        (_, InvocationStatus::Cancelled) => Standing::Cancelled,
-        // Over, but in a way patchd does not know: not a success, and nothing SSM counts.
-        _ => Standing::Undeliverable,
-    }
-}
-
 /// Why no further batch is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Halt {
@@ -469,7 +435,7 @@ impl State {
 
     fn standing_of(&self, instance: &str) -> Standing {
         match self.seen.get(instance) {
-            Some(invocation) => standing(invocation),
+            Some(invocation) => invocation.standing(),
             None if self.lost.contains(instance) => Standing::Undeliverable,
             // Sent, not listed yet: SSM is still creating or dispatching it.
             None => Standing::InFlight,
@@ -1326,7 +1292,7 @@ mod tests {
             (S::Success, "Something New", Standing::Succeeded),
             (S::Other("Weird".into()), "Weird", Standing::InFlight),
         ] {
-            assert_eq!(standing(&invocation(status.clone(), details)), expected, "{status:?} / {details}");
+            assert_eq!(invocation(status.clone(), details).standing(), expected, "{status:?} / {details}");
         }
     }
 
@@ -1350,7 +1316,7 @@ mod tests {
                 let detailed =
                     from_record(&InvocationRecord { status_details: Some(details.into()), ..record.clone() });
                 let listed = invocation(detailed.status.clone(), details);
-                assert_eq!(standing(&detailed), standing(&listed), "{status} / {details}");
+                assert_eq!(detailed.standing(), listed.standing(), "{status} / {details}");
             }
         }
         let odd = invocation(InvocationStatus::Other("New".into()), "DeliveryTimedOut");

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patchd_aws::{Coverage, Target};
+use patchd_aws::{Coverage, InvocationOutcome, InvocationStatus, Standing, Target};
 use patchd_config::{Config, CutoffBehavior, Limit, Located, Operation, Origin, RebootOption, Task, Window};
 use patchd_store::{
     AuditEntry, CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord,
@@ -1081,16 +1081,17 @@ async fn count_recorded(
     summary: &mut TaskSummary,
 ) -> Result<(), WindowError> {
     for invocation in ctx.store.invocations(task).await? {
-        let undeliverable = invocation.status_details.as_deref().is_some_and(|d| {
-            let d = d.to_ascii_lowercase().replace(' ', "");
-            d == "undeliverable" || d == "deliverytimedout"
-        });
-        match invocation.status {
-            _ if undeliverable => summary.undeliverable += 1,
-            CommandStatus::Success => summary.succeeded += 1,
-            CommandStatus::Failed | CommandStatus::TimedOut => summary.failed += 1,
-            CommandStatus::Cancelled => summary.cancelled += 1,
-            _ => {}
+        // Classified as the rollout classifies it, from what the store recorded.
+        let standing = Standing::of(
+            &InvocationStatus::parse(invocation.status.as_str()),
+            &InvocationOutcome::parse(invocation.status_details.as_deref().unwrap_or("")),
+        );
+        match standing {
+            Standing::Succeeded => summary.succeeded += 1,
+            Standing::Failed => summary.failed += 1,
+            Standing::Undeliverable => summary.undeliverable += 1,
+            Standing::Cancelled => summary.cancelled += 1,
+            Standing::InFlight | Standing::Delayed => {}
         }
         summary.targeted += 1;
     }
