@@ -635,3 +635,63 @@ impl Row {
         self.get(column)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<[Arg<'static>; 4]> {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        vec![
+            [1_i64.into(), "a".into(), Arg::json("[]"), at.into()],
+            [2_i64.into(), None::<&str>.into(), Arg::opt_json(None::<&str>), None::<DateTime<Utc>>.into()],
+        ]
+    }
+
+    #[test]
+    fn rows_are_values_on_sqlite_and_one_array_per_column_on_postgres() {
+        let rows = rows();
+        let sql = "INSERT INTO t (a, b, c, d) {rows} ON CONFLICT DO NOTHING";
+
+        let sqlite = rows_query(Dialect::Sqlite, sql, &rows).unwrap();
+        assert_eq!(
+            sqlite.sql,
+            "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(sqlite.args.len(), 8, "one bind per value");
+        assert!(!sqlite.persistent, "its text changes with the number of rows");
+
+        let postgres = rows_query(Dialect::Postgres, sql, &rows).unwrap();
+        assert_eq!(
+            postgres.sql,
+            "INSERT INTO t (a, b, c, d) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], \
+             $4::timestamptz[]) AS u(column1, column2, column3, column4) ON CONFLICT DO NOTHING"
+        );
+        assert!(postgres.persistent, "the same text for every chunk");
+        match &postgres.args[..] {
+            [Arg::Column(Column::Ints(ids)), Arg::Column(Column::Texts(texts)), Arg::Column(Column::Jsons(json)), Arg::Column(Column::Times(times))] =>
+            {
+                assert_eq!(ids, &[Some(1), Some(2)]);
+                assert_eq!(texts, &[Some("a"), None]);
+                assert_eq!(json, &[Some("[]"), None]);
+                assert_eq!(times.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sqlite_chunks_stay_under_its_bind_limit() {
+        assert_eq!(rows_per_statement(Dialect::Sqlite, 6), 5_461);
+        assert_eq!(rows_per_statement(Dialect::Sqlite, 1), SQLITE_MAX_BINDS);
+        assert_eq!(rows_per_statement(Dialect::Sqlite, 40_000), 1);
+        assert_eq!(rows_per_statement(Dialect::Postgres, 18), POSTGRES_ROWS_PER_STATEMENT);
+    }
+
+    #[test]
+    fn a_column_of_mixed_types_is_refused_on_postgres() {
+        let rows: Vec<[Arg<'static>; 1]> = vec![[1_i64.into()], ["one".into()]];
+        let err = rows_query(Dialect::Postgres, "SELECT * FROM ({rows}) AS v", &rows).unwrap_err();
+        assert!(err.to_string().contains("column 1"), "{err}");
+    }
+}
