@@ -76,8 +76,8 @@
 //! sync or none of it, and a crash (or a dropped future) mid-sync rolls it back entirely.
 //! Writes are batched: multi-row `INSERT ... ON CONFLICT` chunked under SQLite's 32,766
 //! bind-parameter limit, `UNNEST` of arrays on PostgreSQL. A sync of 10,000 instances x 100
-//! patches (a million findings) is one transaction of about 415 statements on SQLite and 52 on
-//! PostgreSQL; 2,000 x 20 takes 28 and 13. [`Store::stats`] counts transactions and statements.
+//! patches (a million findings) is one transaction of about 416 statements on SQLite and 53 on
+//! PostgreSQL; 2,000 x 20 takes 30 and 15. [`Store::stats`] counts transactions and statements.
 //!
 //! Writers are serialised (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory
 //! lock), so two patchd processes sharing a database cannot interleave the read-then-write of
