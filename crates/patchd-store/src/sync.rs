@@ -103,7 +103,7 @@ pub(crate) fn last_of_each<T, K: std::hash::Hash + Eq>(items: &[T], key: impl Fn
     keep.into_iter().map(|i| &items[i]).collect()
 }
 
-pub(crate) fn json_error(error: serde_json::Error) -> StoreError {
+fn json_error(error: serde_json::Error) -> StoreError {
     StoreError::InvalidInput(format!("cannot encode as JSON: {error}"))
 }
 
