@@ -4,10 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::Dialect;
-use crate::read::Cols;
+use crate::db::{Query, TxKind};
 use crate::types::micros;
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// A name's account id, as last learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,36 +39,25 @@ impl Store {
             return Ok(());
         }
         let at = micros(at);
-        let c = &*self.counters;
-        with_pool!(self, |pool, _pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            for (name, id) in names {
-                c.statement();
-                sqlx::query(REMEMBER).bind(*name).bind(*id).bind(at).execute(&mut *tx).await?;
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(())
-        })
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        for (name, id) in names {
+            tx.execute(Query::new(REMEMBER).bind(*name).bind(*id).bind(at)).await?;
+        }
+        tx.commit().await
     }
 
     /// The account id `name` stood for when patchd last connected to it, if it ever did.
     pub async fn account_named(&self, name: &str) -> Result<Option<AccountName>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let row = sqlx::query("SELECT name, account_id, learned_at FROM account_names WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
-                .await?;
-            row.map(|r| {
-                Ok(AccountName {
-                    name: r.text("name")?,
-                    account_id: r.text("account_id")?,
-                    learned_at: r.time("learned_at")?,
-                })
+        let query =
+            Query::new("SELECT name, account_id, learned_at FROM account_names WHERE name = $1").bind(name);
+        let row = self.db.fetch_optional(query).await?;
+        row.map(|r| {
+            Ok(AccountName {
+                name: r.text("name")?,
+                account_id: r.text("account_id")?,
+                learned_at: r.time("learned_at")?,
             })
-            .transpose()
         })
+        .transpose()
     }
 }

@@ -11,10 +11,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::Dialect;
-use crate::read::Cols;
+use crate::db::{Query, TxKind};
 use crate::types::micros;
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// What one fetch of a feed came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,53 +79,40 @@ impl Store {
             return Ok(0);
         }
         changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let c = &*self.counters;
-        with_pool!(self, |pool, _pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            for (id, at, source) in &changes {
-                c.statement();
-                sqlx::query(UPSERT_ADVISORY_DATE).bind(*id).bind(*at).bind(*source).execute(&mut *tx).await?;
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(changes.len())
-        })
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        for (id, at, source) in &changes {
+            tx.execute(Query::new(UPSERT_ADVISORY_DATE).bind(*id).bind(*at).bind(*source)).await?;
+        }
+        tx.commit().await?;
+        Ok(changes.len())
     }
 
     /// Patch id -> (advisory date, source) of every patch an advisory dates.
     async fn advisory_dates(&self) -> Result<HashMap<String, (DateTime<Utc>, Option<String>)>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
+        let rows = self
+            .db
+            .fetch_all(Query::new(
                 "SELECT patch_id, advisory_released_at, advisory_source FROM patches \
                  WHERE advisory_released_at IS NOT NULL",
-            )
-            .fetch_all(pool)
+            ))
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.text("patch_id")?,
-                        (r.time("advisory_released_at")?, r.opt_text("advisory_source")?),
-                    ))
-                })
-                .collect()
-        })
+        rows.iter()
+            .map(|r| {
+                Ok((r.text("patch_id")?, (r.time("advisory_released_at")?, r.opt_text("advisory_source")?)))
+            })
+            .collect()
     }
 
     /// (patch id, title) of every patch no advisory dates yet: what matching by package can
     /// still date.
     pub async fn undated_patches(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
+        let rows = self
+            .db
+            .fetch_all(Query::new(
                 "SELECT patch_id, title FROM patches WHERE advisory_released_at IS NULL ORDER BY patch_id",
-            )
-            .fetch_all(pool)
+            ))
             .await?;
-            rows.iter().map(|r| Ok((r.text("patch_id")?, r.opt_text("title")?))).collect()
-        })
+        rows.iter().map(|r| Ok((r.text("patch_id")?, r.opt_text("title")?))).collect()
     }
 
     /// Records one fetch of a feed at `at`.
@@ -139,7 +125,6 @@ impl Store {
         fetch: &FeedFetch,
     ) -> Result<(), StoreError> {
         let at = micros(at);
-        let c = &*self.counters;
         let (advisories, error) = match fetch {
             FeedFetch::Imported { advisories } => {
                 (Some(i64::try_from(*advisories).unwrap_or(i64::MAX)), None)
@@ -149,64 +134,55 @@ impl Store {
         };
         let succeeded = error.is_none();
         let changed = matches!(fetch, FeedFetch::Imported { .. });
-        with_pool!(self, |pool, _pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            c.statement();
-            sqlx::query(
-                "INSERT INTO feed_status AS f (name, kind, location, last_attempt_at, last_success_at, \
-                 last_changed_at, advisories, failures, last_error) \
-                 VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN $4 END, CASE WHEN $6 THEN $4 END, \
-                 coalesce($7, 0), CASE WHEN $5 THEN 0 ELSE 1 END, $8) \
-                 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, location = excluded.location, \
-                 last_attempt_at = excluded.last_attempt_at, \
-                 last_success_at = coalesce(excluded.last_success_at, f.last_success_at), \
-                 last_changed_at = coalesce(excluded.last_changed_at, f.last_changed_at), \
-                 advisories = coalesce($7, f.advisories), \
-                 failures = CASE WHEN $5 THEN 0 ELSE f.failures + 1 END, \
-                 last_error = excluded.last_error",
-            )
-            .bind(name)
-            .bind(kind)
-            .bind(location)
-            .bind(at)
-            .bind(succeeded)
-            .bind(changed)
-            .bind(advisories)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(())
-        })
+        let query = Query::new(
+            "INSERT INTO feed_status AS f (name, kind, location, last_attempt_at, last_success_at, \
+             last_changed_at, advisories, failures, last_error) \
+             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN $4 END, CASE WHEN $6 THEN $4 END, \
+             coalesce($7, 0), CASE WHEN $5 THEN 0 ELSE 1 END, $8) \
+             ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, location = excluded.location, \
+             last_attempt_at = excluded.last_attempt_at, \
+             last_success_at = coalesce(excluded.last_success_at, f.last_success_at), \
+             last_changed_at = coalesce(excluded.last_changed_at, f.last_changed_at), \
+             advisories = coalesce($7, f.advisories), \
+             failures = CASE WHEN $5 THEN 0 ELSE f.failures + 1 END, \
+             last_error = excluded.last_error",
+        )
+        .bind(name)
+        .bind(kind)
+        .bind(location)
+        .bind(at)
+        .bind(succeeded)
+        .bind(changed)
+        .bind(advisories)
+        .bind(error);
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        tx.execute(query).await?;
+        tx.commit().await
     }
 
     /// Every feed the store has a record of, by name.
     pub async fn feed_status(&self) -> Result<Vec<FeedStatus>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
+        let rows = self
+            .db
+            .fetch_all(Query::new(
                 "SELECT name, kind, location, last_attempt_at, last_success_at, last_changed_at, \
                  advisories, failures, last_error FROM feed_status ORDER BY name",
-            )
-            .fetch_all(pool)
+            ))
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(FeedStatus {
-                        name: r.text("name")?,
-                        kind: r.text("kind")?,
-                        location: r.text("location")?,
-                        last_attempt_at: r.opt_time("last_attempt_at")?,
-                        last_success_at: r.opt_time("last_success_at")?,
-                        last_changed_at: r.opt_time("last_changed_at")?,
-                        advisories: u64::try_from(r.int("advisories")?).unwrap_or(0),
-                        failures: u32::try_from(r.int("failures")?).unwrap_or(u32::MAX),
-                        last_error: r.opt_text("last_error")?,
-                    })
+        rows.iter()
+            .map(|r| {
+                Ok(FeedStatus {
+                    name: r.text("name")?,
+                    kind: r.text("kind")?,
+                    location: r.text("location")?,
+                    last_attempt_at: r.opt_time("last_attempt_at")?,
+                    last_success_at: r.opt_time("last_success_at")?,
+                    last_changed_at: r.opt_time("last_changed_at")?,
+                    advisories: u64::try_from(r.int("advisories")?).unwrap_or(0),
+                    failures: u32::try_from(r.int("failures")?).unwrap_or(u32::MAX),
+                    last_error: r.opt_text("last_error")?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }

@@ -5,10 +5,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::Dialect;
-use crate::read::Cols;
+use crate::db::{Query, TxKind};
 use crate::types::micros;
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// An announcement to claim: `subject` of `kind` reached `level` (in state `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,27 +56,19 @@ impl Store {
             )));
         }
         let at = micros(at);
-        let c = &*self.counters;
-        with_pool!(self, |pool, _pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            let mut claimed = Vec::with_capacity(items.len());
-            for item in items {
-                c.statement();
-                let done = sqlx::query(CLAIM)
-                    .bind(item.kind)
-                    .bind(item.subject)
-                    .bind(i64::from(item.level))
-                    .bind(item.state)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                claimed.push(done.rows_affected() > 0);
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(claimed)
-        })
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        let mut claimed = Vec::with_capacity(items.len());
+        for item in items {
+            let query = Query::new(CLAIM)
+                .bind(item.kind)
+                .bind(item.subject)
+                .bind(i64::from(item.level))
+                .bind(item.state)
+                .bind(at);
+            claimed.push(tx.execute(query).await? > 0);
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Forgets the announcements of `kind` about the given instances (`subject_prefixes`, each
@@ -95,50 +86,36 @@ impl Store {
         }
         let prefixes = serde_json::Value::from(subject_prefixes.to_vec()).to_string();
         let keep = serde_json::Value::from(keep.to_vec()).to_string();
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let elements = |n: u8| {
-                if pg {
-                    format!("SELECT jsonb_array_elements_text(${n}::jsonb) AS value")
-                } else {
-                    format!("SELECT value FROM json_each(${n})")
-                }
-            };
-            // A prefix compared with substr, not LIKE: `_` in an id is not a wildcard.
-            let sql = format!(
-                "DELETE FROM event_announcements WHERE kind = $1 \
-                 AND EXISTS (SELECT 1 FROM ({}) p WHERE substr(subject, 1, length(p.value)) = p.value) \
-                 AND subject NOT IN ({})",
-                elements(2),
-                elements(3)
-            );
-            let done = sqlx::query(&sql).bind(kind).bind(&prefixes).bind(&keep).execute(pool).await?;
-            Ok(done.rows_affected())
-        })
+        let d = self.db.dialect();
+        // A prefix compared with substr, not LIKE: `_` in an id is not a wildcard.
+        let sql = format!(
+            "DELETE FROM event_announcements WHERE kind = $1 \
+             AND EXISTS (SELECT 1 FROM ({}) p WHERE substr(subject, 1, length(p.value)) = p.value) \
+             AND subject NOT IN ({})",
+            d.json_texts("$2"),
+            d.json_texts("$3")
+        );
+        self.db.execute(Query::new(sql).bind(kind).bind(prefixes).bind(keep)).await
     }
 
     /// Every announcement of `kind`, by subject.
     pub async fn announcements(&self, kind: &str) -> Result<Vec<AnnouncementRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
-                "SELECT kind, subject, level, state, announced_at FROM event_announcements \
-                 WHERE kind = $1 ORDER BY subject",
-            )
-            .bind(kind)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(AnnouncementRecord {
-                        kind: r.text("kind")?,
-                        subject: r.text("subject")?,
-                        level: u32::try_from(r.int("level")?).unwrap_or(0),
-                        state: r.text("state")?,
-                        announced_at: r.time("announced_at")?,
-                    })
+        let query = Query::new(
+            "SELECT kind, subject, level, state, announced_at FROM event_announcements \
+             WHERE kind = $1 ORDER BY subject",
+        )
+        .bind(kind);
+        let rows = self.db.fetch_all(query).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AnnouncementRecord {
+                    kind: r.text("kind")?,
+                    subject: r.text("subject")?,
+                    level: u32::try_from(r.int("level")?).unwrap_or(0),
+                    state: r.text("state")?,
+                    announced_at: r.time("announced_at")?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }

@@ -126,3 +126,15 @@ impl StoreError {
         StoreError::Corrupt { column, value: value.into() }
     }
 }
+
+/// A foreign-key violation on an id the caller passed means the id does not exist.
+pub(crate) fn not_found(error: StoreError, what: &'static str, id: i64) -> StoreError {
+    match &error {
+        StoreError::Database(sqlx::Error::Database(db))
+            if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+        {
+            StoreError::NotFound { what, id }
+        }
+        _ => error,
+    }
+}

@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use patchd_config::{Exception, ExceptionScope};
 
+use crate::db::{Arg, Query, Row, TxKind};
 use crate::dialect::Dialect;
-use crate::read::{json, Cols};
+use crate::read::json;
 use crate::types::{micros, ExceptionRecord, ExceptionSnapshot, ExceptionSnapshotId, RecordedScope};
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// An exception as stored, without its snapshot: what two snapshots are compared on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,7 @@ impl Entry {
         }
     }
 
-    fn from_row(r: &impl Cols) -> Result<Entry, StoreError> {
+    fn from_row(r: &Row) -> Result<Entry, StoreError> {
         let scope = match (r.opt_text("instances")?, r.opt_text("group_name")?) {
             (Some(ids), None) => RecordedScope::Instances(
                 serde_json::from_str(&ids).map_err(|_| StoreError::corrupt("exceptions.instances", ids))?,
@@ -60,19 +61,11 @@ impl Entry {
     }
 }
 
-fn json_text(pg: bool, column: &str) -> String {
-    if pg {
-        format!("{column}::text AS {column}")
-    } else {
-        column.to_string()
-    }
-}
-
-fn entry_columns(pg: bool) -> String {
+fn entry_columns(d: Dialect) -> String {
     format!(
         "name, {}, {}, group_name, reason, owner, expires, origin",
-        json_text(pg, "patches"),
-        json_text(pg, "instances")
+        d.json_column("patches"),
+        d.json_column("instances")
     )
 }
 
@@ -88,104 +81,89 @@ impl Store {
         let mut entries: Vec<Entry> = exceptions.iter().map(Entry::from_config).collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let taken_at = micros(taken_at);
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            c.statement();
-            let latest = sqlx::query(
+        let d = self.db.dialect();
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        let latest = tx
+            .fetch_optional(Query::new(
                 "SELECT id, taken_at FROM exception_snapshots ORDER BY taken_at DESC, id DESC LIMIT 1",
-            )
-            .fetch_optional(&mut *tx)
+            ))
             .await?;
-            if let Some(latest) = latest {
-                let id = latest.int("id")?;
-                let sql = format!(
-                    "SELECT {} FROM exceptions WHERE snapshot_id = $1 ORDER BY name",
-                    entry_columns(pg)
-                );
-                c.statement();
-                let rows = sqlx::query(&sql).bind(id).fetch_all(&mut *tx).await?;
-                let recorded = rows.iter().map(Entry::from_row).collect::<Result<Vec<_>, _>>()?;
-                if recorded == entries {
-                    c.statement();
-                    tx.commit().await?;
-                    return Ok(ExceptionSnapshot {
-                        id: ExceptionSnapshotId(id),
-                        taken_at: latest.time("taken_at")?,
-                        created: false,
-                    });
+        if let Some(latest) = latest {
+            let id = latest.int("id")?;
+            let sql =
+                format!("SELECT {} FROM exceptions WHERE snapshot_id = $1 ORDER BY name", entry_columns(d));
+            let rows = tx.fetch_all(Query::new(sql).bind(id)).await?;
+            let recorded = rows.iter().map(Entry::from_row).collect::<Result<Vec<_>, _>>()?;
+            if recorded == entries {
+                // Nothing to write: the latest snapshot stands.
+                tx.rollback().await?;
+                return Ok(ExceptionSnapshot {
+                    id: ExceptionSnapshotId(id),
+                    taken_at: latest.time("taken_at")?,
+                    created: false,
+                });
+            }
+        }
+        let snapshot =
+            Query::new("INSERT INTO exception_snapshots (taken_at) VALUES ($1) RETURNING id").bind(taken_at);
+        let id = tx.fetch_one(snapshot).await?.int("id")?;
+        let sql = format!(
+            "INSERT INTO exceptions (snapshot_id, name, patches, instances, group_name, reason, \
+             owner, expires, origin) VALUES ($1, $2, {}, {}, $5, $6, $7, $8, $9)",
+            d.json_param(3),
+            d.json_param(4)
+        );
+        for e in &entries {
+            let (instances, group) = match &e.scope {
+                RecordedScope::Instances(ids) => {
+                    (Some(serde_json::Value::from(ids.clone()).to_string()), None)
                 }
-            }
-            c.statement();
-            let id: i64 =
-                sqlx::query_scalar("INSERT INTO exception_snapshots (taken_at) VALUES ($1) RETURNING id")
-                    .bind(taken_at)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let cast = if pg { "::jsonb" } else { "" };
-            let sql = format!(
-                "INSERT INTO exceptions (snapshot_id, name, patches, instances, group_name, reason, \
-                 owner, expires, origin) VALUES ($1, $2, $3{cast}, $4{cast}, $5, $6, $7, $8, $9)"
-            );
-            for e in &entries {
-                let (instances, group) = match &e.scope {
-                    RecordedScope::Instances(ids) => {
-                        (Some(serde_json::Value::from(ids.clone()).to_string()), None)
-                    }
-                    RecordedScope::Group(group) => (None, Some(group.as_str())),
-                };
-                c.statement();
-                sqlx::query(&sql)
-                    .bind(id)
-                    .bind(e.name.as_str())
-                    .bind(serde_json::Value::from(e.patches.clone()).to_string())
-                    .bind(instances)
-                    .bind(group)
-                    .bind(e.reason.as_str())
-                    .bind(e.owner.as_str())
-                    .bind(e.expires)
-                    .bind(e.origin.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(ExceptionSnapshot { id: ExceptionSnapshotId(id), taken_at, created: true })
-        })
+                RecordedScope::Group(group) => (None, Some(group.as_str())),
+            };
+            let query = Query::new(sql.as_str())
+                .bind(id)
+                .bind(e.name.as_str())
+                .bind(Arg::json(serde_json::Value::from(e.patches.clone()).to_string()))
+                .bind(Arg::opt_json(instances))
+                .bind(group)
+                .bind(e.reason.as_str())
+                .bind(e.owner.as_str())
+                .bind(e.expires)
+                .bind(e.origin.as_str());
+            tx.execute(query).await?;
+        }
+        tx.commit().await?;
+        Ok(ExceptionSnapshot { id: ExceptionSnapshotId(id), taken_at, created: true })
     }
 
     /// The exceptions in force at `at`: those of the latest snapshot taken at or before `at`
     /// that have not expired (an exception holds through its whole `expires` day, UTC).
     pub async fn exceptions_in_force(&self, at: DateTime<Utc>) -> Result<Vec<ExceptionRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!(
-                "SELECT s.id AS snapshot_id, s.taken_at, {} FROM exceptions e \
-                 JOIN exception_snapshots s ON s.id = e.snapshot_id \
-                 WHERE s.id = (SELECT id FROM exception_snapshots WHERE taken_at <= $1 \
-                               ORDER BY taken_at DESC, id DESC LIMIT 1) \
-                   AND e.expires >= $2 \
-                 ORDER BY e.name",
-                entry_columns(pg)
-            );
-            let rows = sqlx::query(&sql).bind(micros(at)).bind(at.date_naive()).fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| {
-                    let e = Entry::from_row(r)?;
-                    Ok(ExceptionRecord {
-                        name: e.name,
-                        patches: e.patches,
-                        scope: e.scope,
-                        reason: e.reason,
-                        owner: e.owner,
-                        expires: e.expires,
-                        origin: e.origin,
-                        snapshot: ExceptionSnapshotId(r.int("snapshot_id")?),
-                        snapshot_taken_at: r.time("taken_at")?,
-                    })
+        let sql = format!(
+            "SELECT s.id AS snapshot_id, s.taken_at, {} FROM exceptions e \
+             JOIN exception_snapshots s ON s.id = e.snapshot_id \
+             WHERE s.id = (SELECT id FROM exception_snapshots WHERE taken_at <= $1 \
+                           ORDER BY taken_at DESC, id DESC LIMIT 1) \
+               AND e.expires >= $2 \
+             ORDER BY e.name",
+            entry_columns(self.db.dialect())
+        );
+        let rows = self.db.fetch_all(Query::new(sql).bind(micros(at)).bind(at.date_naive())).await?;
+        rows.iter()
+            .map(|r| {
+                let e = Entry::from_row(r)?;
+                Ok(ExceptionRecord {
+                    name: e.name,
+                    patches: e.patches,
+                    scope: e.scope,
+                    reason: e.reason,
+                    owner: e.owner,
+                    expires: e.expires,
+                    origin: e.origin,
+                    snapshot: ExceptionSnapshotId(r.int("snapshot_id")?),
+                    snapshot_taken_at: r.time("taken_at")?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }

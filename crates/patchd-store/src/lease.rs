@@ -36,9 +36,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::db::{Query, Row, Tx, TxKind};
 use crate::dialect::Dialect;
-use crate::read::Cols;
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// The lease of the daemon that fires windows, resumes runs, syncs and publishes events.
 pub const SCHEDULER_LEASE: &str = "scheduler";
@@ -137,43 +137,16 @@ pub struct GroupLockHolder {
     pub expires_in_ms: i64,
 }
 
-/// `now` and `now + ttl` in each dialect, from the database's clock. SQLite's time text is RFC
-/// 3339 in UTC to the millisecond, which compares in time order.
-fn now_sql(pg: bool) -> &'static str {
-    if pg {
-        "clock_timestamp()"
-    } else {
-        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-    }
-}
-
-/// `now + ttl`, the ttl bound as parameter `$n`: milliseconds on PostgreSQL, a modifier on SQLite.
-fn later_sql(pg: bool, n: usize) -> String {
-    if pg {
-        format!("(clock_timestamp() + ${n}::float8 * interval '1 millisecond')")
-    } else {
-        format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ${n})")
-    }
-}
-
-fn remaining_sql(pg: bool, column: &str) -> String {
-    if pg {
-        format!("(extract(epoch from ({column} - clock_timestamp())) * 1000)::bigint")
-    } else {
-        format!("CAST(round((julianday({column}) - julianday('now')) * 86400000.0) AS INTEGER)")
-    }
-}
-
-fn lease_columns(pg: bool) -> String {
+fn lease_columns(d: Dialect) -> String {
     format!(
         "name, holder, host, pid, epoch, acquired_at, renewed_at, expires_at, \
          (expires_at > {now}) AS live, {remaining} AS expires_in_ms",
-        now = now_sql(pg),
-        remaining = remaining_sql(pg, "expires_at"),
+        now = d.now(),
+        remaining = d.millis_until("expires_at"),
     )
 }
 
-fn lease_record(r: &impl Cols) -> Result<LeaseRecord, StoreError> {
+fn lease_record(r: &Row) -> Result<LeaseRecord, StoreError> {
     let pid = r.int("pid")?;
     Ok(LeaseRecord {
         name: r.text("name")?,
@@ -189,32 +162,8 @@ fn lease_record(r: &impl Cols) -> Result<LeaseRecord, StoreError> {
     })
 }
 
-/// The ttl as each dialect's SQL takes it.
-enum Ttl {
-    Millis(f64),
-    Modifier(String),
-}
-
-fn ttl_arg(pg: bool, ttl: Duration) -> Ttl {
-    let millis = ttl.as_secs_f64() * 1000.0;
-    if pg {
-        Ttl::Millis(millis)
-    } else {
-        Ttl::Modifier(format!("+{:.3} seconds", millis / 1000.0))
-    }
-}
-
-macro_rules! bind_ttl {
-    ($query:expr, $ttl:expr) => {
-        match &$ttl {
-            Ttl::Millis(ms) => $query.bind(*ms),
-            Ttl::Modifier(text) => $query.bind(text.clone()),
-        }
-    };
-}
-
 /// Whether a fence still holds, given the lease row read in the writer's transaction.
-pub(crate) fn judge_fence(
+fn judge_fence(
     fence: &Fence,
     row: Option<(String, i64, bool, String, i64)>,
     require_live: bool,
@@ -234,27 +183,24 @@ pub(crate) fn judge_fence(
     }
 }
 
-/// The fence check of [`crate::dialect::Dialect::check_fence`], written once for both
-/// backends' transaction types.
-macro_rules! check_fence_in {
-    ($tx:expr, $c:expr, $fence:expr, $require_live:expr, $pg:expr) => {{
-        $c.statement();
-        let row: Option<(String, i64, bool, String, i64)> = sqlx::query_as(&$crate::lease::fence_sql($pg))
-            .bind(&$fence.lease)
-            .fetch_optional(&mut **$tx)
-            .await?;
-        $crate::lease::judge_fence($fence, row, $require_live)
-    }};
-}
-pub(crate) use check_fence_in;
-
-/// The statement a fenced write reads the lease with.
-pub(crate) fn fence_sql(pg: bool) -> String {
-    format!(
+/// Refuses the transaction's writes unless `fence` still holds the lease (and, with
+/// `require_live`, unexpired). On PostgreSQL the lease row stays share-locked until the
+/// transaction ends, so a takeover cannot commit in between.
+async fn check_fence(tx: &mut Tx<'_>, fence: &Fence, require_live: bool) -> Result<(), StoreError> {
+    let d = tx.dialect();
+    let sql = format!(
         "SELECT holder, epoch, (expires_at > {now}) AS live, host, pid FROM leases WHERE name = $1{lock}",
-        now = now_sql(pg),
-        lock = if pg { " FOR SHARE" } else { "" }
-    )
+        now = d.now(),
+        lock = d.for_share()
+    );
+    let row = tx.fetch_optional(Query::new(sql).bind(fence.lease.as_str())).await?;
+    let row = match row {
+        None => None,
+        Some(r) => {
+            Some((r.text("holder")?, r.int("epoch")?, r.flag("live")?, r.text("host")?, r.int("pid")?))
+        }
+    };
+    judge_fence(fence, row, require_live)
 }
 
 impl Store {
@@ -268,14 +214,21 @@ impl Store {
         self.fence.as_deref()
     }
 
+    /// A transaction for one of a run's writes: refused unless this store's fence, if it has
+    /// one, still holds (`require_live`: and the lease is unexpired).
+    pub(crate) async fn begin_fenced(&self, kind: TxKind, require_live: bool) -> Result<Tx<'_>, StoreError> {
+        let mut tx = self.db.begin(kind).await?;
+        if let Some(fence) = self.fence.as_deref() {
+            check_fence(&mut tx, fence, require_live).await?;
+        }
+        Ok(tx)
+    }
+
     /// The lease `name`, if anybody ever held it.
     pub async fn lease(&self, name: &str) -> Result<Option<LeaseRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!("SELECT {} FROM leases WHERE name = $1", lease_columns(pg));
-            let row = sqlx::query(&sql).bind(name).fetch_optional(pool).await?;
-            row.as_ref().map(lease_record).transpose()
-        })
+        let sql = format!("SELECT {} FROM leases WHERE name = $1", lease_columns(self.db.dialect()));
+        let row = self.db.fetch_optional(Query::new(sql).bind(name)).await?;
+        row.as_ref().map(lease_record).transpose()
     }
 
     /// Takes the lease when it is free or expired (epoch + 1), else reports who holds it.
@@ -288,32 +241,28 @@ impl Store {
         ttl: Duration,
         dead_holder: Option<&str>,
     ) -> Result<Bid, StoreError> {
-        self.counters.statement();
-        let won: Option<LeaseRecord> = with_pool!(self, |pool, pg| {
-            let ttl = ttl_arg(pg, ttl);
-            let sql = format!(
-                "INSERT INTO leases AS l (name, holder, host, pid, epoch, acquired_at, renewed_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, 1, {now}, {now}, {later}) \
-                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, \
-                   pid = excluded.pid, epoch = l.epoch + 1, acquired_at = excluded.acquired_at, \
-                   renewed_at = excluded.renewed_at, expires_at = excluded.expires_at \
-                 WHERE l.expires_at <= {now} OR l.holder = $6 \
-                 RETURNING {columns}",
-                now = now_sql(pg),
-                later = later_sql(pg, 5),
-                columns = lease_columns(pg),
-            );
-            let query = sqlx::query(&sql)
-                .bind(name)
-                .bind(&candidate.holder)
-                .bind(&candidate.host)
-                .bind(i64::from(candidate.pid));
-            let query = bind_ttl!(query, ttl);
-            let row = query.bind(dead_holder.unwrap_or("")).fetch_optional(pool).await?;
-            row.as_ref().map(lease_record).transpose()?
-        });
-        if let Some(record) = won {
-            return Ok(Bid::Won(record));
+        let d = self.db.dialect();
+        let sql = format!(
+            "INSERT INTO leases AS l (name, holder, host, pid, epoch, acquired_at, renewed_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 1, {now}, {now}, {later}) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, \
+               pid = excluded.pid, epoch = l.epoch + 1, acquired_at = excluded.acquired_at, \
+               renewed_at = excluded.renewed_at, expires_at = excluded.expires_at \
+             WHERE l.expires_at <= {now} OR l.holder = $6 \
+             RETURNING {columns}",
+            now = d.now(),
+            later = d.now_plus("$5"),
+            columns = lease_columns(d),
+        );
+        let query = Query::new(sql)
+            .bind(name)
+            .bind(&candidate.holder)
+            .bind(&candidate.host)
+            .bind(i64::from(candidate.pid))
+            .bind(d.duration(ttl))
+            .bind(dead_holder.unwrap_or(""));
+        if let Some(row) = self.db.fetch_optional(query).await? {
+            return Ok(Bid::Won(lease_record(&row)?));
         }
         match self.lease(name).await? {
             Some(record) => Ok(Bid::Held(record)),
@@ -326,41 +275,33 @@ impl Store {
     /// when it does not (taken over, or deleted). An expired lease nobody took over is renewed:
     /// nobody else acted under it.
     pub async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<Option<LeaseRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let ttl = ttl_arg(pg, ttl);
-            let sql = format!(
-                "UPDATE leases SET renewed_at = {now}, expires_at = {later} \
-                 WHERE name = $1 AND holder = $2 AND epoch = $3 RETURNING {columns}",
-                now = now_sql(pg),
-                later = later_sql(pg, 4),
-                columns = lease_columns(pg),
-            );
-            let query = sqlx::query(&sql).bind(&fence.lease).bind(&fence.holder).bind(fence.epoch);
-            let row = bind_ttl!(query, ttl).fetch_optional(pool).await?;
-            row.as_ref().map(lease_record).transpose()
-        })
+        let d = self.db.dialect();
+        let sql = format!(
+            "UPDATE leases SET renewed_at = {now}, expires_at = {later} \
+             WHERE name = $1 AND holder = $2 AND epoch = $3 RETURNING {columns}",
+            now = d.now(),
+            later = d.now_plus("$4"),
+            columns = lease_columns(d),
+        );
+        let query = Query::new(sql)
+            .bind(fence.lease.as_str())
+            .bind(&fence.holder)
+            .bind(fence.epoch)
+            .bind(d.duration(ttl));
+        let row = self.db.fetch_optional(query).await?;
+        row.as_ref().map(lease_record).transpose()
     }
 
     /// Ends `fence`'s term now, so that a standby's next bid wins. False when it had already
     /// ended.
     pub async fn resign_lease(&self, fence: &Fence) -> Result<bool, StoreError> {
-        self.counters.statement();
-        let affected = with_pool!(self, |pool, pg| {
-            let sql = format!(
-                "UPDATE leases SET expires_at = {now} \
-                 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {now}",
-                now = now_sql(pg)
-            );
-            sqlx::query(&sql)
-                .bind(&fence.lease)
-                .bind(&fence.holder)
-                .bind(fence.epoch)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(affected > 0)
+        let sql = format!(
+            "UPDATE leases SET expires_at = {now} \
+             WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {now}",
+            now = self.db.dialect().now()
+        );
+        let query = Query::new(sql).bind(fence.lease.as_str()).bind(&fence.holder).bind(fence.epoch);
+        Ok(self.db.execute(query).await? > 0)
     }
 
     /// Locks every group of `groups` in (account, region) for `holder`, or none: the first
@@ -375,59 +316,52 @@ impl Store {
         purpose: &str,
         ttl: Duration,
     ) -> Result<Result<(), GroupLockHolder>, StoreError> {
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            let mut tx = Dialect::begin_fenced(pool, c).await?;
-            let ttl = ttl_arg(pg, ttl);
-            let sql = format!(
-                "INSERT INTO group_locks AS g (account, region, group_name, holder, host, pid, purpose, \
-                   acquired_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {later}) \
-                 ON CONFLICT (account, region, group_name) DO UPDATE SET holder = excluded.holder, \
-                   host = excluded.host, pid = excluded.pid, purpose = excluded.purpose, \
-                   acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
-                 WHERE g.expires_at <= {now} \
-                 RETURNING holder",
-                now = now_sql(pg),
-                later = later_sql(pg, 8),
-            );
-            for group in groups {
-                c.statement();
-                let query = sqlx::query(&sql)
-                    .bind(account)
-                    .bind(region)
-                    .bind(*group)
-                    .bind(&holder.holder)
-                    .bind(&holder.host)
-                    .bind(i64::from(holder.pid))
-                    .bind(purpose);
-                let taken = bind_ttl!(query, ttl).fetch_optional(&mut *tx).await?;
-                if taken.is_none() {
-                    c.statement();
-                    let sql = format!(
-                        "SELECT host, pid, purpose, {remaining} AS expires_in_ms FROM group_locks \
-                         WHERE account = $1 AND region = $2 AND group_name = $3",
-                        remaining = remaining_sql(pg, "expires_at")
-                    );
-                    let row =
-                        sqlx::query(&sql).bind(account).bind(region).bind(*group).fetch_one(&mut *tx).await?;
-                    let pid = row.int("pid")?;
-                    let held = GroupLockHolder {
-                        group: group.to_string(),
-                        host: row.text("host")?,
-                        pid: u32::try_from(pid).unwrap_or(0),
-                        purpose: row.text("purpose")?,
-                        expires_in_ms: row.int("expires_in_ms")?,
-                    };
-                    tx.rollback().await?;
-                    return Ok(Err(held));
-                }
+        let d = self.db.dialect();
+        let lock = format!(
+            "INSERT INTO group_locks AS g (account, region, group_name, holder, host, pid, purpose, \
+               acquired_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {later}) \
+             ON CONFLICT (account, region, group_name) DO UPDATE SET holder = excluded.holder, \
+               host = excluded.host, pid = excluded.pid, purpose = excluded.purpose, \
+               acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+             WHERE g.expires_at <= {now} \
+             RETURNING holder",
+            now = d.now(),
+            later = d.now_plus("$8"),
+        );
+        let held_by = format!(
+            "SELECT host, pid, purpose, {remaining} AS expires_in_ms FROM group_locks \
+             WHERE account = $1 AND region = $2 AND group_name = $3",
+            remaining = d.millis_until("expires_at")
+        );
+        let mut tx = self.db.begin(TxKind::Write).await?;
+        for group in groups {
+            let query = Query::new(lock.as_str())
+                .bind(account)
+                .bind(region)
+                .bind(*group)
+                .bind(&holder.holder)
+                .bind(&holder.host)
+                .bind(i64::from(holder.pid))
+                .bind(purpose)
+                .bind(d.duration(ttl));
+            if tx.fetch_optional(query).await?.is_none() {
+                let row = tx
+                    .fetch_one(Query::new(held_by.as_str()).bind(account).bind(region).bind(*group))
+                    .await?;
+                let held = GroupLockHolder {
+                    group: group.to_string(),
+                    host: row.text("host")?,
+                    pid: u32::try_from(row.int("pid")?).unwrap_or(0),
+                    purpose: row.text("purpose")?,
+                    expires_in_ms: row.int("expires_in_ms")?,
+                };
+                tx.rollback().await?;
+                return Ok(Err(held));
             }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(Ok(()))
-        })
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     /// Extends `holder`'s locks on `groups` for `ttl`; returns how many it still held.
@@ -439,19 +373,21 @@ impl Store {
         holder: &str,
         ttl: Duration,
     ) -> Result<usize, StoreError> {
+        let d = self.db.dialect();
+        let sql = format!(
+            "UPDATE group_locks SET expires_at = {later} \
+             WHERE account = $1 AND region = $2 AND group_name = $3 AND holder = $4",
+            later = d.now_plus("$5")
+        );
         let mut held = 0;
         for group in groups {
-            self.counters.statement();
-            held += with_pool!(self, |pool, pg| {
-                let ttl = ttl_arg(pg, ttl);
-                let sql = format!(
-                    "UPDATE group_locks SET expires_at = {later} \
-                     WHERE account = $1 AND region = $2 AND group_name = $3 AND holder = $4",
-                    later = later_sql(pg, 5)
-                );
-                let query = sqlx::query(&sql).bind(account).bind(region).bind(*group).bind(holder);
-                bind_ttl!(query, ttl).execute(pool).await?.rows_affected()
-            }) as usize;
+            let query = Query::new(sql.as_str())
+                .bind(account)
+                .bind(region)
+                .bind(*group)
+                .bind(holder)
+                .bind(d.duration(ttl));
+            held += self.db.execute(query).await? as usize;
         }
         Ok(held)
     }
@@ -465,19 +401,14 @@ impl Store {
         holder: &str,
     ) -> Result<(), StoreError> {
         for group in groups {
-            self.counters.statement();
-            with_pool!(self, |pool, _pg| {
-                sqlx::query(
+            let query = Query::new(
                 "DELETE FROM group_locks WHERE account = $1 AND region = $2 AND group_name = $3 AND holder = $4",
             )
             .bind(account)
             .bind(region)
             .bind(*group)
-            .bind(holder)
-            .execute(pool)
-            .await?
-            .rows_affected()
-            });
+            .bind(holder);
+            self.db.execute(query).await?;
         }
         Ok(())
     }

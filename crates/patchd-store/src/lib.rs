@@ -76,8 +76,8 @@
 //! sync or none of it, and a crash (or a dropped future) mid-sync rolls it back entirely.
 //! Writes are batched: multi-row `INSERT ... ON CONFLICT` chunked under SQLite's 32,766
 //! bind-parameter limit, `UNNEST` of arrays on PostgreSQL. A sync of 10,000 instances x 100
-//! patches (a million findings) is one transaction of about 415 statements on SQLite and 52 on
-//! PostgreSQL; 2,000 x 20 takes 28 and 13. [`Store::stats`] counts transactions and statements.
+//! patches (a million findings) is one transaction of about 416 statements on SQLite and 53 on
+//! PostgreSQL; 2,000 x 20 takes 30 and 15. [`Store::stats`] counts transactions and statements.
 //!
 //! Writers are serialised (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory
 //! lock), so two patchd processes sharing a database cannot interleave the read-then-write of
@@ -112,6 +112,7 @@ mod account_names;
 mod advisory_feeds;
 mod announcements;
 mod audit;
+mod db;
 mod dialect;
 mod error;
 mod exceptions;
@@ -122,18 +123,20 @@ mod postgres;
 mod read;
 mod relabel;
 mod rollouts;
+mod schema;
 mod sqlite;
+mod sync;
 mod sync_backlog;
 mod types;
 mod windows;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use patchd_config::DatabaseUrl;
-use sqlx::{PgPool, SqlitePool};
+
+use crate::db::{Db, Pool};
 
 pub use account_names::AccountName;
 pub use advisory_feeds::{FeedFetch, FeedStatus};
@@ -146,64 +149,14 @@ pub use rollouts::{BatchRecord, BatchState, NewBatch, NewRollout, RolloutRecord}
 pub use sync_backlog::{RecordedCompliance, SyncBacklogEntry};
 pub use types::*;
 
-/// Runs `$body` with `$pool` bound to the store's pool, once per backend: the same code
-/// compiles against each driver's concrete types. `$pg` tells the body which SQL dialect to
-/// speak where the two differ.
-macro_rules! with_pool {
-    ($store:expr, |$pool:ident, $pg:ident| $body:expr) => {
-        match &$store.pools {
-            $crate::Pools::Sqlite($pool) => {
-                #[allow(unused_variables)]
-                let $pg = false;
-                $body
-            }
-            $crate::Pools::Postgres($pool) => {
-                #[allow(unused_variables)]
-                let $pg = true;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_pool;
-
-/// Runs `$body` in a transaction bound to `$tx` that first checks the store's fence, if it has
-/// one (see `lease.rs`): the form of every write a window run makes. `$live` also requires the
-/// lease to be unexpired. Commits when the body evaluates; a `?` or `return` inside rolls back.
-macro_rules! fenced_write {
-    ($store:expr, $live:expr, |$tx:ident, $pg:ident| $body:expr) => {
-        $crate::with_pool!($store, |pool, $pg| async {
-            let c = &*$store.counters;
-            let mut $tx = $crate::dialect::Dialect::begin_fenced(pool, c).await?;
-            if let Some(fence) = $store.fence.as_deref() {
-                $crate::dialect::Dialect::check_fence(&mut $tx, c, fence, $live).await?;
-            }
-            let out = $body;
-            c.statement();
-            $tx.commit().await?;
-            c.committed();
-            Ok::<_, $crate::StoreError>(out)
-        }
-        .await)
-    };
-}
-pub(crate) use fenced_write;
-
 /// patchd's patch history, over SQLite or PostgreSQL. Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct Store {
-    pools: Pools,
-    counters: Arc<Counters>,
+    db: Db,
     /// Password redacted: the only form of the URL the store keeps.
     url: String,
     /// Set by [`Store::fenced`]: the run writes of this clone are conditional on it.
     fence: Option<Arc<Fence>>,
-}
-
-#[derive(Clone)]
-pub(crate) enum Pools {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
 }
 
 impl fmt::Debug for Store {
@@ -216,36 +169,20 @@ impl fmt::Debug for Store {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    transactions: AtomicU64,
-    statements: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn statement(&self) {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn committed(&self) {
-        self.transactions.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 impl Store {
     /// Connects to the database `url` names (see the crate documentation for the forms),
     /// then migrates it (`options.migrate`) or checks that it needs no migration.
     pub async fn open(url: &str, options: &OpenOptions) -> Result<Store, StoreError> {
         let redacted = DatabaseUrl::new(url).redacted();
         let connect_error = |source| StoreError::Connect { url: redacted.clone(), source };
-        let pools = if url.starts_with("sqlite:") {
-            Pools::Sqlite(sqlite::connect(url, options).await.map_err(connect_error)?)
+        let pool = if url.starts_with("sqlite:") {
+            Pool::Sqlite(sqlite::connect(url, options).await.map_err(connect_error)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Pools::Postgres(postgres::connect(url, options).await.map_err(connect_error)?)
+            Pool::Postgres(postgres::connect(url, options).await.map_err(connect_error)?)
         } else {
             return Err(StoreError::UnsupportedUrl { url: redacted });
         };
-        let store = Store { pools, counters: Arc::default(), url: redacted, fence: None };
+        let store = Store { db: Db::new(pool), url: redacted, fence: None };
         if options.migrate {
             store.migrate().await?;
         } else {
@@ -256,29 +193,23 @@ impl Store {
     }
 
     pub fn backend(&self) -> BackendKind {
-        match self.pools {
-            Pools::Sqlite(_) => BackendKind::Sqlite,
-            Pools::Postgres(_) => BackendKind::Postgres,
-        }
+        self.db.backend()
     }
 
     /// Work done through this store (and its clones) since it was opened.
     pub fn stats(&self) -> StoreStats {
-        StoreStats {
-            transactions: self.counters.transactions.load(Ordering::Relaxed),
-            statements: self.counters.statements.load(Ordering::Relaxed),
-        }
+        self.db.stats()
     }
 
     /// Closes every connection; pending operations finish first. Further calls fail with
     /// `Unavailable`.
     pub async fn close(&self) {
-        with_pool!(self, |pool, _pg| pool.close().await)
+        self.db.close().await
     }
 
     /// Applies pending migrations. Refuses a database migrated by a newer patchd.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let report = with_pool!(self, |pool, _pg| dialect::migrate(pool, &self.counters).await)?;
+        let report = schema::migrate(&self.db).await?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, version = report.version, "database migrated");
         }
@@ -287,11 +218,11 @@ impl Store {
 
     /// The database's schema version and the one this build supports.
     pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
-        with_pool!(self, |pool, _pg| dialect::schema_version(pool, &self.counters).await)
+        schema::schema_version(&self.db).await
     }
 
     async fn require_current_schema(&self) -> Result<(), StoreError> {
-        with_pool!(self, |pool, _pg| dialect::require_current_schema(pool, &self.counters).await)
+        schema::require_current_schema(&self.db).await
     }
 
     /// Records an inventory observation of instances: inserts new ones, updates the
@@ -306,14 +237,13 @@ impl Store {
             validate_key(&o.instance)?;
         }
         let observed_at = micros(observed_at);
-        with_pool!(self, |pool, _pg| dialect::record_instances(pool, &self.counters, observed_at, instances)
-            .await)
+        sync::record_instances(&self.db, observed_at, instances).await
     }
 
     /// Records a compliance sync atomically; see the crate documentation for the rules.
     pub async fn record_sync(&self, sync: &ComplianceSync<'_>) -> Result<SyncReport, StoreError> {
         validate_sync(sync)?;
-        let report = with_pool!(self, |pool, _pg| dialect::record_sync(pool, &self.counters, sync).await)?;
+        let report = sync::record_sync(&self.db, sync).await?;
         tracing::info!(
             sync = %report.sync_id,
             source = sync.source,
@@ -352,7 +282,7 @@ impl Store {
         let mut rows: Vec<(&str, DateTime<Utc>, ReleaseSource)> =
             latest.into_iter().map(|((source, id), at)| (id, at, source)).collect();
         rows.sort_unstable_by(|a, b| (a.2, a.0).cmp(&(b.2, b.0)));
-        with_pool!(self, |pool, _pg| dialect::set_release_dates(pool, &self.counters, &rows).await)
+        sync::set_release_dates(&self.db, &rows).await
     }
 }
 

@@ -1,66 +1,18 @@
-//! The queries reports need. The SQL is shared by both backends wherever they agree; where
-//! they do not (JSON columns, arrays of ids) the two spellings sit side by side.
+//! The queries reports need, and the decoders of the columns other modules read too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use chrono::{DateTime, Utc};
 
+use crate::db::{Query, Row, TxKind};
 use crate::dialect::Dialect;
 use crate::types::*;
-use crate::{with_pool, Store, StoreError};
-
-/// Typed column access, the same for both drivers' rows, so decoders are written once.
-pub(crate) trait Cols {
-    fn text(&self, column: &str) -> Result<String, StoreError>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, column: &str) -> Result<i64, StoreError>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
-    fn flag(&self, column: &str) -> Result<bool, StoreError>;
-    fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError>;
-    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
-    fn date(&self, column: &str) -> Result<NaiveDate, StoreError>;
-}
-
-macro_rules! impl_cols {
-    ($row:ty) => {
-        impl Cols for $row {
-            fn text(&self, column: &str) -> Result<String, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn int(&self, column: &str) -> Result<i64, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn flag(&self, column: &str) -> Result<bool, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-            fn date(&self, column: &str) -> Result<NaiveDate, StoreError> {
-                Ok(self.try_get(column)?)
-            }
-        }
-    };
-}
-impl_cols!(SqliteRow);
-impl_cols!(PgRow);
+use crate::{Store, StoreError};
 
 /// A text column holding one of a closed set of values.
 pub(crate) fn parsed<T>(
-    row: &impl Cols,
+    row: &Row,
     column: &'static str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<T, StoreError> {
@@ -69,7 +21,7 @@ pub(crate) fn parsed<T>(
 }
 
 pub(crate) fn opt_parsed<T>(
-    row: &impl Cols,
+    row: &Row,
     column: &'static str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Option<T>, StoreError> {
@@ -79,83 +31,27 @@ pub(crate) fn opt_parsed<T>(
     }
 }
 
-pub(crate) fn json<T: serde::de::DeserializeOwned>(
-    row: &impl Cols,
-    column: &'static str,
-) -> Result<T, StoreError> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(row: &Row, column: &'static str) -> Result<T, StoreError> {
     let text = row.text(column)?;
     serde_json::from_str(&text).map_err(|_| StoreError::corrupt(column, text))
 }
 
-fn count(row: &impl Cols, column: &'static str) -> Result<u32, StoreError> {
+/// The `open_findings` column of the aggregates.
+fn open_count(row: &Row) -> Result<u64, StoreError> {
+    let open = row.int("open_findings")?;
+    u64::try_from(open).map_err(|_| StoreError::corrupt("open_findings", open.to_string()))
+}
+
+fn count(row: &Row, column: &'static str) -> Result<u32, StoreError> {
     let n = row.int(column)?;
     u32::try_from(n).map_err(|_| StoreError::corrupt(column, n.to_string()))
 }
 
-/// A bind parameter of a query built at run time.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg<'a> {
-    Int(i64),
-    Text(&'a str),
-    Owned(String),
-    Time(DateTime<Utc>),
+fn instance_columns(d: Dialect) -> String {
+    format!("i.id, i.account, i.region, i.instance_id, i.name, i.platform, {}", d.json_column("i.tags"))
 }
 
-/// SQL text with `$n` placeholders (both SQLite and PostgreSQL read them) and its arguments.
-#[derive(Debug, Default)]
-pub(crate) struct Built<'a> {
-    pub text: String,
-    pub args: Vec<Arg<'a>>,
-}
-
-impl<'a> Built<'a> {
-    pub(crate) fn arg(&mut self, arg: Arg<'a>) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-}
-
-/// Binds a `Built`'s arguments; a macro because the query type differs per backend.
-macro_rules! bind_all {
-    ($query:expr, $args:expr) => {{
-        let mut query = $query;
-        for arg in $args {
-            query = match *arg {
-                $crate::read::Arg::Int(v) => query.bind(v),
-                $crate::read::Arg::Text(v) => query.bind(v),
-                $crate::read::Arg::Owned(ref v) => query.bind(v.clone()),
-                $crate::read::Arg::Time(v) => query.bind(v),
-            };
-        }
-        query
-    }};
-}
-pub(crate) use bind_all;
-
-/// `column IN <a set given as one JSON array>`: one statement and one bind whatever the number
-/// of ids, so the statement is prepared once.
-fn in_json(pg: bool, column: &str) -> String {
-    if pg {
-        format!("{column} IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint)")
-    } else {
-        format!("{column} IN (SELECT value FROM json_each($1))")
-    }
-}
-
-/// How a JSON column is selected as text.
-fn json_col(pg: bool, column: &str) -> String {
-    if pg {
-        format!("{column}::text AS {}", column.rsplit('.').next().unwrap_or(column))
-    } else {
-        column.to_string()
-    }
-}
-
-fn instance_columns(pg: bool) -> String {
-    format!("i.id, i.account, i.region, i.instance_id, i.name, i.platform, {}", json_col(pg, "i.tags"))
-}
-
-fn instance_info(row: &impl Cols) -> Result<InstanceInfo, StoreError> {
+fn instance_info(row: &Row) -> Result<InstanceInfo, StoreError> {
     Ok(InstanceInfo {
         account: row.text("account")?,
         region: row.text("region")?,
@@ -166,15 +62,15 @@ fn instance_info(row: &impl Cols) -> Result<InstanceInfo, StoreError> {
     })
 }
 
-fn patch_columns(pg: bool) -> String {
+fn patch_columns(d: Dialect) -> String {
     format!(
         "p.id, p.patch_id, p.title, p.classification, p.severity, {}, p.ssm_released_at, \
          p.advisory_released_at, p.advisory_source, p.first_seen_missing",
-        json_col(pg, "p.cve_ids")
+        d.json_column("p.cve_ids")
     )
 }
 
-fn patch_record(row: &impl Cols) -> Result<PatchRecord, StoreError> {
+fn patch_record(row: &Row) -> Result<PatchRecord, StoreError> {
     Ok(PatchRecord {
         patch_id: row.text("patch_id")?,
         title: row.opt_text("title")?,
@@ -198,7 +94,7 @@ struct RawFinding {
     installed_at: Option<DateTime<Utc>>,
 }
 
-fn raw_finding(row: &impl Cols) -> Result<RawFinding, StoreError> {
+fn raw_finding(row: &Row) -> Result<RawFinding, StoreError> {
     Ok(RawFinding {
         instance_ref: row.int("instance_ref")?,
         patch_ref: row.int("patch_ref")?,
@@ -215,8 +111,8 @@ const FINDING_COLUMNS: &str = "SELECT f.instance_ref, f.patch_ref, f.state, f.fi
 /// The finding listing's SQL. Its ORDER BY is always an index order (the primary key, or
 /// `findings_remediated` for remediated findings), so a page is an index range scan from the
 /// cursor, however deep into the listing it starts.
-fn findings_sql<'a>(query: &FindingQuery<'a>) -> Built<'a> {
-    let mut b = Built::default();
+fn findings_sql<'a>(query: &FindingQuery<'a>) -> Query<'a> {
+    let mut b = Query::default();
     let mut conditions: Vec<String> = Vec::new();
     let remediated = query.remediated_order();
     if query.status == Some(FindingStatus::Open) {
@@ -226,52 +122,49 @@ fn findings_sql<'a>(query: &FindingQuery<'a>) -> Built<'a> {
         conditions.push("f.installed_at IS NOT NULL".into());
     }
     if let Some(since) = query.remediated_since {
-        conditions.push(format!("f.installed_at >= {}", b.arg(Arg::Time(micros(since)))));
+        conditions.push(format!("f.installed_at >= {}", b.arg(micros(since))));
     }
     if let Some(until) = query.remediated_until {
-        conditions.push(format!("f.installed_at < {}", b.arg(Arg::Time(micros(until)))));
+        conditions.push(format!("f.installed_at < {}", b.arg(micros(until))));
     }
     if let Some(key) = query.instance {
-        let (a, r, i) =
-            (b.arg(Arg::Text(key.account)), b.arg(Arg::Text(key.region)), b.arg(Arg::Text(key.instance_id)));
+        let (a, r, i) = (b.arg(key.account), b.arg(key.region), b.arg(key.instance_id));
         conditions.push(format!(
             "f.instance_ref = (SELECT id FROM instances WHERE account = {a} AND region = {r} AND \
              instance_id = {i})"
         ));
     }
     if let Some(patch_id) = query.patch_id {
-        conditions.push(format!(
-            "f.patch_ref = (SELECT id FROM patches WHERE patch_id = {})",
-            b.arg(Arg::Text(patch_id))
-        ));
+        conditions
+            .push(format!("f.patch_ref = (SELECT id FROM patches WHERE patch_id = {})", b.arg(patch_id)));
     }
     if let Some(after) = query.after {
         let (i, p) = (after.instance_ref, after.patch_ref);
         match after.installed_at {
             Some(at) if remediated => {
-                let (at, i, p) = (b.arg(Arg::Time(at)), b.arg(Arg::Int(i)), b.arg(Arg::Int(p)));
+                let (at, i, p) = (b.arg(at), b.arg(i), b.arg(p));
                 conditions.push(format!("(f.installed_at, f.instance_ref, f.patch_ref) > ({at}, {i}, {p})"));
             }
             _ => {
-                let (i, p) = (b.arg(Arg::Int(i)), b.arg(Arg::Int(p)));
+                let (i, p) = (b.arg(i), b.arg(p));
                 conditions.push(format!("(f.instance_ref, f.patch_ref) > ({i}, {p})"));
             }
         }
     }
-    b.text = FINDING_COLUMNS.to_string();
+    b.sql = FINDING_COLUMNS.into();
     if !conditions.is_empty() {
-        b.text.push_str(" WHERE ");
-        b.text.push_str(&conditions.join(" AND "));
+        b.sql.to_mut().push_str(" WHERE ");
+        b.sql.to_mut().push_str(&conditions.join(" AND "));
     }
-    b.text.push_str(if remediated {
+    b.sql.to_mut().push_str(if remediated {
         " ORDER BY f.installed_at, f.instance_ref, f.patch_ref"
     } else {
         " ORDER BY f.instance_ref, f.patch_ref"
     });
     if let Some(limit) = query.limit {
         // One more than asked: its presence says whether there is a next page.
-        let n = b.arg(Arg::Int(i64::from(limit) + 1));
-        b.text.push_str(&format!(" LIMIT {n}"));
+        let n = b.arg(i64::from(limit) + 1);
+        b.sql.to_mut().push_str(&format!(" LIMIT {n}"));
     }
     b
 }
@@ -284,73 +177,71 @@ fn id_chunks(ids: &[i64]) -> Vec<String> {
 /// The WHERE clause of an open-finding filter. Instances are matched by one text key per
 /// instance, `account/region/id` (none of the three contains a slash), so a set of any size is
 /// one bind.
-fn open_conditions<'a>(b: &mut Built<'a>, pg: bool, filter: &OpenFindingFilter<'a>) -> String {
+fn open_conditions<'a>(b: &mut Query<'a>, d: Dialect, filter: &OpenFindingFilter<'a>) -> String {
     let mut conditions = vec!["f.installed_at IS NULL".to_string()];
-    let json_values = |n: &str| {
-        if pg {
-            format!("SELECT jsonb_array_elements_text({n}::jsonb)")
-        } else {
-            format!("SELECT value FROM json_each({n})")
-        }
-    };
     if let Some(patch_ids) = filter.patch_ids {
-        let n = b.arg(Arg::Owned(serde_json::Value::from(patch_ids.to_vec()).to_string()));
-        conditions
-            .push(format!("f.patch_ref IN (SELECT id FROM patches WHERE patch_id IN ({}))", json_values(&n)));
+        let n = b.arg(serde_json::Value::from(patch_ids.to_vec()).to_string());
+        conditions.push(format!(
+            "f.patch_ref IN (SELECT id FROM patches WHERE patch_id IN ({}))",
+            d.json_texts(&n)
+        ));
     }
     if let Some(instances) = filter.instances {
         let keys: Vec<String> =
             instances.iter().map(|k| format!("{}/{}/{}", k.account, k.region, k.instance_id)).collect();
-        let n = b.arg(Arg::Owned(serde_json::Value::from(keys).to_string()));
+        let n = b.arg(serde_json::Value::from(keys).to_string());
         conditions.push(format!(
             "f.instance_ref IN (SELECT id FROM instances WHERE account || '/' || region || '/' || instance_id \
              IN ({}))",
-            json_values(&n)
+            d.json_texts(&n)
         ));
     }
     conditions.join(" AND ")
 }
 
-fn open_counts_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>) -> Built<'a> {
-    let mut b = Built::default();
-    let conditions = open_conditions(&mut b, pg, filter);
-    b.text = format!(
+fn open_counts_sql<'a>(d: Dialect, filter: &OpenFindingFilter<'a>) -> Query<'a> {
+    let mut b = Query::default();
+    let conditions = open_conditions(&mut b, d, filter);
+    b.sql = format!(
         "SELECT {}, c.open_findings FROM (SELECT f.patch_ref, COUNT(*) AS open_findings \
          FROM findings f WHERE {conditions} GROUP BY f.patch_ref) c \
          JOIN patches p ON p.id = c.patch_ref ORDER BY p.patch_id",
-        patch_columns(pg)
-    );
+        patch_columns(d)
+    )
+    .into();
     b
 }
 
-fn open_list_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>, limit: Option<u32>) -> Built<'a> {
-    let mut b = Built::default();
-    let conditions = open_conditions(&mut b, pg, filter);
-    b.text = format!(
+fn open_list_sql<'a>(d: Dialect, filter: &OpenFindingFilter<'a>, limit: Option<u32>) -> Query<'a> {
+    let mut b = Query::default();
+    let conditions = open_conditions(&mut b, d, filter);
+    b.sql = format!(
         "SELECT f.instance_ref, f.patch_ref, f.state, f.first_seen_missing, f.last_seen, f.installed_at \
          FROM findings f JOIN instances i ON i.id = f.instance_ref JOIN patches p ON p.id = f.patch_ref \
          WHERE {conditions} ORDER BY i.account, i.region, i.instance_id, p.patch_id"
-    );
+    )
+    .into();
     if let Some(limit) = limit {
-        let n = b.arg(Arg::Int(i64::from(limit)));
-        b.text.push_str(&format!(" LIMIT {n}"));
+        let n = b.arg(i64::from(limit));
+        b.sql.to_mut().push_str(&format!(" LIMIT {n}"));
     }
     b
 }
 
 /// Open findings counted by the operating system of their instance and where their patch's
 /// release date comes from: the figures behind "how many clocks are still estimated".
-fn open_clock_counts_sql<'a>(pg: bool, filter: &OpenFindingFilter<'a>) -> Built<'a> {
-    let mut b = Built::default();
-    let conditions = open_conditions(&mut b, pg, filter);
-    b.text = format!(
+fn open_clock_counts_sql<'a>(d: Dialect, filter: &OpenFindingFilter<'a>) -> Query<'a> {
+    let mut b = Query::default();
+    let conditions = open_conditions(&mut b, d, filter);
+    b.sql = format!(
         "SELECT i.platform, p.advisory_source, \
          CASE WHEN p.advisory_released_at IS NOT NULL THEN 'advisory' \
               WHEN p.ssm_released_at IS NOT NULL THEN 'ssm' ELSE 'first-seen' END AS clock, \
          COUNT(*) AS open_findings \
          FROM findings f JOIN instances i ON i.id = f.instance_ref JOIN patches p ON p.id = f.patch_ref \
          WHERE {conditions} GROUP BY 1, 2, 3 ORDER BY 1, 3, 2"
-    );
+    )
+    .into();
     b
 }
 
@@ -361,24 +252,18 @@ impl Store {
         &self,
         filter: &OpenFindingFilter<'_>,
     ) -> Result<Vec<ClockCount>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let b = open_clock_counts_sql(pg, filter);
-            let rows = bind_all!(sqlx::query(&b.text), &b.args).fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| {
-                    let clock = row.text("clock")?;
-                    let open = row.int("open_findings")?;
-                    Ok(ClockCount {
-                        platform: row.opt_text("platform")?,
-                        source: ReleaseOrigin::parse(&clock, row.opt_text("advisory_source")?)
-                            .ok_or_else(|| StoreError::corrupt("clock", clock.clone()))?,
-                        open: u64::try_from(open)
-                            .map_err(|_| StoreError::corrupt("open_findings", open.to_string()))?,
-                    })
+        let rows = self.db.fetch_all(open_clock_counts_sql(self.db.dialect(), filter)).await?;
+        rows.iter()
+            .map(|row| {
+                let clock = row.text("clock")?;
+                Ok(ClockCount {
+                    platform: row.opt_text("platform")?,
+                    source: ReleaseOrigin::parse(&clock, row.opt_text("advisory_source")?)
+                        .ok_or_else(|| StoreError::corrupt("clock", clock.clone()))?,
+                    open: open_count(row)?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 
     /// Findings with their instance and patch; see [`FindingQuery`]. Each page is read in
@@ -386,7 +271,7 @@ impl Store {
     pub async fn findings(&self, query: &FindingQuery<'_>) -> Result<FindingPage, StoreError> {
         // A page of nothing could not say whether more follow.
         let query = &FindingQuery { limit: query.limit.map(|n| n.max(1)), ..*query };
-        let mut findings = self.finding_records(&findings_sql(query)).await?;
+        let mut findings = self.finding_records(findings_sql(query)).await?;
         let more = query.limit.is_some_and(|limit| findings.len() > limit as usize);
         if let Some(limit) = query.limit {
             findings.truncate(limit as usize);
@@ -401,21 +286,10 @@ impl Store {
         &self,
         filter: &OpenFindingFilter<'_>,
     ) -> Result<Vec<PatchOpenCount>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let b = open_counts_sql(pg, filter);
-            let rows = bind_all!(sqlx::query(&b.text), &b.args).fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| {
-                    let open = row.int("open_findings")?;
-                    Ok(PatchOpenCount {
-                        patch: Arc::new(patch_record(row)?),
-                        open: u64::try_from(open)
-                            .map_err(|_| StoreError::corrupt("open_findings", open.to_string()))?,
-                    })
-                })
-                .collect()
-        })
+        let rows = self.db.fetch_all(open_counts_sql(self.db.dialect(), filter)).await?;
+        rows.iter()
+            .map(|row| Ok(PatchOpenCount { patch: Arc::new(patch_record(row)?), open: open_count(row)? }))
+            .collect()
     }
 
     /// Open findings the filter selects, ordered by instance (account, region, id) then patch
@@ -426,8 +300,7 @@ impl Store {
         filter: &OpenFindingFilter<'_>,
         limit: Option<u32>,
     ) -> Result<Vec<FindingRecord>, StoreError> {
-        let pg = self.backend() == BackendKind::Postgres;
-        self.finding_records(&open_list_sql(pg, filter, limit)).await
+        self.finding_records(open_list_sql(self.db.dialect(), filter, limit)).await
     }
 
     /// The database's plans for [`Store::open_finding_counts`] and [`Store::open_findings`],
@@ -437,61 +310,51 @@ impl Store {
         filter: &OpenFindingFilter<'_>,
         limit: Option<u32>,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let pg = self.backend() == BackendKind::Postgres;
-        let counts = self.explain(&open_counts_sql(pg, filter)).await?;
-        let listing = self.explain(&open_list_sql(pg, filter, limit)).await?;
+        let d = self.db.dialect();
+        let counts = self.explain(open_counts_sql(d, filter)).await?;
+        let listing = self.explain(open_list_sql(d, filter, limit)).await?;
         Ok((counts, listing))
     }
 
-    async fn explain(&self, built: &Built<'_>) -> Result<Vec<String>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let explain = format!("{} {}", if pg { "EXPLAIN" } else { "EXPLAIN QUERY PLAN" }, built.text);
-            let rows = bind_all!(sqlx::query(&explain), &built.args).fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| Ok(if pg { r.try_get::<String, _>(0)? } else { r.try_get::<String, _>(3)? }))
-                .collect()
-        })
+    async fn explain(&self, mut query: Query<'_>) -> Result<Vec<String>, StoreError> {
+        let (explain, step) = self.db.dialect().explain();
+        query.sql = format!("{explain} {}", query.sql).into();
+        let rows = self.db.fetch_all(query).await?;
+        rows.iter().map(|r| r.text(step)).collect()
     }
 
     /// Runs a query selecting finding columns and attaches each finding's instance and
     /// patch, all in one read snapshot.
-    async fn finding_records(&self, built: &Built<'_>) -> Result<Vec<FindingRecord>, StoreError> {
-        let c = &*self.counters;
-        let (raw, instances, patches) = with_pool!(self, |pool, pg| {
-            let mut tx = Dialect::begin_read(pool, c).await?;
-            c.statement();
-            let rows = bind_all!(sqlx::query(&built.text), &built.args).fetch_all(&mut *tx).await?;
-            let raw = rows.iter().map(raw_finding).collect::<Result<Vec<_>, _>>()?;
+    async fn finding_records(&self, query: Query<'_>) -> Result<Vec<FindingRecord>, StoreError> {
+        let d = self.db.dialect();
+        let mut tx = self.db.begin(TxKind::Snapshot).await?;
+        let rows = tx.fetch_all(query).await?;
+        let raw = rows.iter().map(raw_finding).collect::<Result<Vec<_>, _>>()?;
+        drop(rows);
 
-            let mut instance_ids: Vec<i64> = raw.iter().map(|f| f.instance_ref).collect();
-            instance_ids.sort_unstable();
-            instance_ids.dedup();
-            let mut patch_ids: Vec<i64> = raw.iter().map(|f| f.patch_ref).collect();
-            patch_ids.sort_unstable();
-            patch_ids.dedup();
+        let mut instance_ids: Vec<i64> = raw.iter().map(|f| f.instance_ref).collect();
+        instance_ids.sort_unstable();
+        instance_ids.dedup();
+        let mut patch_ids: Vec<i64> = raw.iter().map(|f| f.patch_ref).collect();
+        patch_ids.sort_unstable();
+        patch_ids.dedup();
 
-            let mut instances: HashMap<i64, Arc<InstanceInfo>> = HashMap::with_capacity(instance_ids.len());
-            let sql =
-                format!("SELECT {} FROM instances i WHERE {}", instance_columns(pg), in_json(pg, "i.id"));
-            for ids in id_chunks(&instance_ids) {
-                c.statement();
-                for row in sqlx::query(&sql).bind(ids).fetch_all(&mut *tx).await? {
-                    instances.insert(row.int("id")?, Arc::new(instance_info(&row)?));
-                }
+        let mut instances: HashMap<i64, Arc<InstanceInfo>> = HashMap::with_capacity(instance_ids.len());
+        let sql =
+            format!("SELECT {} FROM instances i WHERE i.id IN ({})", instance_columns(d), d.json_ints("$1"));
+        for ids in id_chunks(&instance_ids) {
+            for row in tx.fetch_all(Query::new(sql.as_str()).bind(ids)).await? {
+                instances.insert(row.int("id")?, Arc::new(instance_info(&row)?));
             }
-            let mut patches: HashMap<i64, Arc<PatchRecord>> = HashMap::with_capacity(patch_ids.len());
-            let sql = format!("SELECT {} FROM patches p WHERE {}", patch_columns(pg), in_json(pg, "p.id"));
-            for ids in id_chunks(&patch_ids) {
-                c.statement();
-                for row in sqlx::query(&sql).bind(ids).fetch_all(&mut *tx).await? {
-                    patches.insert(row.int("id")?, Arc::new(patch_record(&row)?));
-                }
+        }
+        let mut patches: HashMap<i64, Arc<PatchRecord>> = HashMap::with_capacity(patch_ids.len());
+        let sql = format!("SELECT {} FROM patches p WHERE p.id IN ({})", patch_columns(d), d.json_ints("$1"));
+        for ids in id_chunks(&patch_ids) {
+            for row in tx.fetch_all(Query::new(sql.as_str()).bind(ids)).await? {
+                patches.insert(row.int("id")?, Arc::new(patch_record(&row)?));
             }
-            c.statement();
-            tx.commit().await?;
-            (raw, instances, patches)
-        });
+        }
+        tx.commit().await?;
         raw.into_iter()
             .map(|f| {
                 let instance = instances.get(&f.instance_ref).cloned().ok_or_else(|| {
@@ -522,45 +385,36 @@ impl Store {
     /// The database's plan for a finding listing (SQLite's EXPLAIN QUERY PLAN, PostgreSQL's
     /// EXPLAIN), one line per step: to check that listings use the indexes.
     pub async fn explain_findings(&self, query: &FindingQuery<'_>) -> Result<Vec<String>, StoreError> {
-        self.explain(&findings_sql(query)).await
+        self.explain(findings_sql(query)).await
     }
 
     /// Every instance with its latest compliance summary, ordered by account, region and id.
     pub async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!(
-                "SELECT {}, i.ssm_managed, i.ping_status, i.first_seen, i.last_seen, \
-                   s.sync_id, s.scanned_at, s.command_id, s.operation, s.operation_start, s.operation_end, \
-                   s.baseline_id, s.snapshot_id, s.patch_group, s.installed, s.installed_other, \
-                   s.installed_pending_reboot, s.installed_rejected, s.missing, s.failed, s.not_applicable, \
-                   s.available_security_update \
-                 FROM instances i LEFT JOIN compliance_summaries s ON s.instance_ref = i.id \
-                 ORDER BY i.account, i.region, i.instance_id",
-                instance_columns(pg)
-            );
-            let rows = sqlx::query(&sql).fetch_all(pool).await?;
-            rows.iter().map(instance_record).collect()
-        })
+        let sql = format!(
+            "SELECT {}, i.ssm_managed, i.ping_status, i.first_seen, i.last_seen, \
+               s.sync_id, s.scanned_at, s.command_id, s.operation, s.operation_start, s.operation_end, \
+               s.baseline_id, s.snapshot_id, s.patch_group, s.installed, s.installed_other, \
+               s.installed_pending_reboot, s.installed_rejected, s.missing, s.failed, s.not_applicable, \
+               s.available_security_update \
+             FROM instances i LEFT JOIN compliance_summaries s ON s.instance_ref = i.id \
+             ORDER BY i.account, i.region, i.instance_id",
+            instance_columns(self.db.dialect())
+        );
+        let rows = self.db.fetch_all(Query::new(sql)).await?;
+        rows.iter().map(instance_record).collect()
     }
 
     /// Every known patch, ordered by id.
     pub async fn patches(&self) -> Result<Vec<PatchRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!("SELECT {} FROM patches p ORDER BY p.patch_id", patch_columns(pg));
-            let rows = sqlx::query(&sql).fetch_all(pool).await?;
-            rows.iter().map(patch_record).collect()
-        })
+        let sql = format!("SELECT {} FROM patches p ORDER BY p.patch_id", patch_columns(self.db.dialect()));
+        let rows = self.db.fetch_all(Query::new(sql)).await?;
+        rows.iter().map(patch_record).collect()
     }
 
     pub async fn patch(&self, patch_id: &str) -> Result<Option<PatchRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!("SELECT {} FROM patches p WHERE p.patch_id = $1", patch_columns(pg));
-            let row = sqlx::query(&sql).bind(patch_id).fetch_optional(pool).await?;
-            row.as_ref().map(patch_record).transpose()
-        })
+        let sql = format!("SELECT {} FROM patches p WHERE p.patch_id = $1", patch_columns(self.db.dialect()));
+        let row = self.db.fetch_optional(Query::new(sql).bind(patch_id)).await?;
+        row.as_ref().map(patch_record).transpose()
     }
 
     /// Every state change of one finding, oldest first; empty when there is no such finding.
@@ -569,36 +423,32 @@ impl Store {
         instance: InstanceKey<'_>,
         patch_id: &str,
     ) -> Result<Vec<TransitionRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
-                "SELECT t.from_state, t.to_state, t.at, t.sync_id, t.command_id FROM finding_transitions t \
-                 JOIN instances i ON i.id = t.instance_ref JOIN patches p ON p.id = t.patch_ref \
-                 WHERE i.account = $1 AND i.region = $2 AND i.instance_id = $3 AND p.patch_id = $4 \
-                 ORDER BY t.at, t.id",
-            )
-            .bind(instance.account)
-            .bind(instance.region)
-            .bind(instance.instance_id)
-            .bind(patch_id)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(TransitionRecord {
-                        from: opt_parsed(r, "from_state", PatchState::parse)?,
-                        to: parsed(r, "to_state", PatchState::parse)?,
-                        at: r.time("at")?,
-                        sync_id: SyncId(r.int("sync_id")?),
-                        command_id: r.opt_text("command_id")?,
-                    })
+        let query = Query::new(
+            "SELECT t.from_state, t.to_state, t.at, t.sync_id, t.command_id FROM finding_transitions t \
+             JOIN instances i ON i.id = t.instance_ref JOIN patches p ON p.id = t.patch_ref \
+             WHERE i.account = $1 AND i.region = $2 AND i.instance_id = $3 AND p.patch_id = $4 \
+             ORDER BY t.at, t.id",
+        )
+        .bind(instance.account)
+        .bind(instance.region)
+        .bind(instance.instance_id)
+        .bind(patch_id);
+        let rows = self.db.fetch_all(query).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TransitionRecord {
+                    from: opt_parsed(r, "from_state", PatchState::parse)?,
+                    to: parsed(r, "to_state", PatchState::parse)?,
+                    at: r.time("at")?,
+                    sync_id: SyncId(r.int("sync_id")?),
+                    command_id: r.opt_text("command_id")?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }
 
-fn instance_record(row: &impl Cols) -> Result<InstanceRecord, StoreError> {
+fn instance_record(row: &Row) -> Result<InstanceRecord, StoreError> {
     let compliance = match row.opt_int("sync_id")? {
         None => None,
         Some(sync_id) => Some(ComplianceSummary {

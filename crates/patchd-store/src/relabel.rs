@@ -6,8 +6,8 @@
 //! 12-digit id and region, and relabels those records, so that history continues under the
 //! real account instead of splitting into a `default` fleet that never reports again.
 
-use crate::dialect::Dialect;
-use crate::{with_pool, Store, StoreError};
+use crate::db::{Query, TxKind};
+use crate::{Store, StoreError};
 
 /// The label pre-multi-account patchd gave the home account.
 pub const LEGACY_ACCOUNT: &str = "default";
@@ -57,24 +57,12 @@ impl Store {
                 "relabelling needs a real account id and region (got `{account_id}`, `{home_region}`)"
             )));
         }
-        let c = &*self.counters;
-        with_pool!(self, |pool, _pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            let mut done = Relabelled::default();
-            c.statement();
-            done.instances = sqlx::query(INSTANCES).bind(account_id).execute(&mut *tx).await?.rows_affected();
-            c.statement();
-            sqlx::query(RUN_REGIONS).bind(home_region).execute(&mut *tx).await?;
-            c.statement();
-            done.window_runs =
-                sqlx::query(RUN_ACCOUNTS).bind(account_id).execute(&mut *tx).await?.rows_affected();
-            c.statement();
-            done.announcements =
-                sqlx::query(ANNOUNCEMENTS).bind(account_id).execute(&mut *tx).await?.rows_affected();
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(done)
-        })
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        let instances = tx.execute(Query::new(INSTANCES).bind(account_id)).await?;
+        tx.execute(Query::new(RUN_REGIONS).bind(home_region)).await?;
+        let window_runs = tx.execute(Query::new(RUN_ACCOUNTS).bind(account_id)).await?;
+        let announcements = tx.execute(Query::new(ANNOUNCEMENTS).bind(account_id)).await?;
+        tx.commit().await?;
+        Ok(Relabelled { instances, window_runs, announcements })
     }
 }

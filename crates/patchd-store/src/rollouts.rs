@@ -17,10 +17,13 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::{not_found, Dialect};
-use crate::read::{json, parsed, Cols};
+use crate::audit::{insert_audit, validate_audit};
+use crate::db::{Arg, Query, Row, TxKind};
+use crate::dialect::Dialect;
+use crate::error::not_found;
+use crate::read::{json, parsed};
 use crate::types::{micros, AuditEntry, WindowTaskId};
-use crate::{fenced_write, with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// How far a batch got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,20 +128,19 @@ pub struct BatchRecord {
 
 const ROLLOUT_COLUMNS: &str = "task_id, run_key, snapshot_id, max_concurrency, max_errors, planned_at";
 
-fn batch_columns(pg: bool) -> &'static str {
-    if pg {
-        "batch_no, comment, instance_ids::text AS instance_ids, state, command_id, sending_at, sent_at, error"
-    } else {
-        "batch_no, comment, instance_ids, state, command_id, sending_at, sent_at, error"
-    }
+fn batch_columns(d: Dialect) -> String {
+    format!(
+        "batch_no, comment, {}, state, command_id, sending_at, sent_at, error",
+        d.json_column("instance_ids")
+    )
 }
 
-fn count(r: &impl Cols, column: &'static str) -> Result<u32, StoreError> {
+fn count(r: &Row, column: &'static str) -> Result<u32, StoreError> {
     let n = r.int(column)?;
     u32::try_from(n).map_err(|_| StoreError::corrupt(column, n.to_string()))
 }
 
-fn batch_record(r: &impl Cols) -> Result<BatchRecord, StoreError> {
+fn batch_record(r: &Row) -> Result<BatchRecord, StoreError> {
     Ok(BatchRecord {
         number: count(r, "batch_no")?,
         comment: r.text("comment")?,
@@ -151,7 +153,7 @@ fn batch_record(r: &impl Cols) -> Result<BatchRecord, StoreError> {
     })
 }
 
-fn rollout_record(r: &impl Cols, batches: Vec<BatchRecord>) -> Result<RolloutRecord, StoreError> {
+fn rollout_record(r: &Row, batches: Vec<BatchRecord>) -> Result<RolloutRecord, StoreError> {
     Ok(RolloutRecord {
         task_id: WindowTaskId(r.int("task_id")?),
         run_key: r.text("run_key")?,
@@ -189,6 +191,20 @@ fn validate_plan(rollout: &NewRollout<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The task's batches, or the one numbered `number`, in number order.
+fn batches_query(d: Dialect, task: WindowTaskId, number: Option<u32>) -> Query<'static> {
+    let mut query = Query::default();
+    let task = query.arg(task.0);
+    let mut sql = format!("SELECT {} FROM rollout_batches WHERE task_id = {task}", batch_columns(d));
+    if let Some(number) = number {
+        let number = query.arg(i64::from(number));
+        sql.push_str(&format!(" AND batch_no = {number}"));
+    }
+    sql.push_str(" ORDER BY batch_no");
+    query.sql = sql.into();
+    query
+}
+
 fn no_batch(task: WindowTaskId, number: u32) -> StoreError {
     StoreError::InvalidInput(format!("task {task} has no rollout batch {number}; plan the rollout first"))
 }
@@ -207,15 +223,9 @@ impl Store {
             return Ok(existing);
         }
         let planned_at = micros(rollout.planned_at);
-        let c = &*self.counters;
-        let fence = self.fence.as_deref();
-        let written = with_pool!(self, |pool, pg| async {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            if let Some(fence) = fence {
-                Dialect::check_fence(&mut tx, c, fence, false).await?;
-            }
-            c.statement();
-            let inserted = sqlx::query(
+        let written = async {
+            let mut tx = self.begin_fenced(TxKind::Exclusive, false).await?;
+            let rollout_row = Query::new(
                 "INSERT INTO rollouts (task_id, run_key, snapshot_id, max_concurrency, max_errors, \
                  planned_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
             )
@@ -224,37 +234,29 @@ impl Store {
             .bind(rollout.snapshot_id)
             .bind(i64::from(rollout.max_concurrency))
             .bind(i64::from(rollout.max_errors))
-            .bind(planned_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
+            .bind(planned_at);
+            if tx.execute(rollout_row).await? == 0 {
                 // Planned by someone else since the check above: theirs stands.
-                c.statement();
                 tx.rollback().await?;
                 return Ok(false);
             }
             let sql = format!(
                 "INSERT INTO rollout_batches (task_id, batch_no, comment, instance_ids, state) \
-                 VALUES ($1, $2, $3, $4{}, 'planned')",
-                if pg { "::jsonb" } else { "" }
+                 VALUES ($1, $2, $3, {}, 'planned')",
+                tx.dialect().json_param(4)
             );
             for (i, batch) in rollout.batches.iter().enumerate() {
-                c.statement();
-                sqlx::query(&sql)
+                let batch_row = Query::new(sql.as_str())
                     .bind(task.0)
                     .bind(i as i64 + 1)
                     .bind(batch.comment)
-                    .bind(serde_json::Value::from(batch.instance_ids.to_vec()).to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(Arg::json(serde_json::Value::from(batch.instance_ids.to_vec()).to_string()));
+                tx.execute(batch_row).await?;
             }
-            c.statement();
             tx.commit().await?;
-            c.committed();
             Ok::<bool, StoreError>(true)
         }
-        .await);
+        .await;
         let created = written.map_err(|e| not_found(e, "window task", task.0))?;
         let record = self.rollout(task).await?.ok_or(StoreError::NotFound { what: "rollout", id: task.0 })?;
         if created {
@@ -266,43 +268,23 @@ impl Store {
     /// The task's rollout plan with every batch's state, if one was planned. Read in one
     /// snapshot.
     pub async fn rollout(&self, task: WindowTaskId) -> Result<Option<RolloutRecord>, StoreError> {
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            let mut tx = Dialect::begin_read(pool, c).await?;
-            c.statement();
-            let head = sqlx::query(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE task_id = $1"))
-                .bind(task.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(head) = head else {
-                c.statement();
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let sql = format!(
-                "SELECT {} FROM rollout_batches WHERE task_id = $1 ORDER BY batch_no",
-                batch_columns(pg)
-            );
-            c.statement();
-            let rows = sqlx::query(&sql).bind(task.0).fetch_all(&mut *tx).await?;
-            c.statement();
+        let mut tx = self.db.begin(TxKind::Snapshot).await?;
+        let head =
+            Query::new(format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE task_id = $1")).bind(task.0);
+        let Some(head) = tx.fetch_optional(head).await? else {
             tx.commit().await?;
-            let batches = rows.iter().map(batch_record).collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(rollout_record(&head, batches)?))
-        })
+            return Ok(None);
+        };
+        let rows = tx.fetch_all(batches_query(tx.dialect(), task, None)).await?;
+        tx.commit().await?;
+        let batches = rows.iter().map(batch_record).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(rollout_record(&head, batches)?))
     }
 
     /// The task's batches in number order; empty when no rollout was planned.
     pub async fn rollout_batches(&self, task: WindowTaskId) -> Result<Vec<BatchRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!(
-                "SELECT {} FROM rollout_batches WHERE task_id = $1 ORDER BY batch_no",
-                batch_columns(pg)
-            );
-            let rows = sqlx::query(&sql).bind(task.0).fetch_all(pool).await?;
-            rows.iter().map(batch_record).collect()
-        })
+        let rows = self.db.fetch_all(batches_query(self.db.dialect(), task, None)).await?;
+        rows.iter().map(batch_record).collect()
     }
 
     /// One batch, if it exists.
@@ -311,15 +293,8 @@ impl Store {
         task: WindowTaskId,
         number: u32,
     ) -> Result<Option<BatchRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let sql = format!(
-                "SELECT {} FROM rollout_batches WHERE task_id = $1 AND batch_no = $2",
-                batch_columns(pg)
-            );
-            let row = sqlx::query(&sql).bind(task.0).bind(i64::from(number)).fetch_optional(pool).await?;
-            row.as_ref().map(batch_record).transpose()
-        })
+        let row = self.db.fetch_optional(batches_query(self.db.dialect(), task, Some(number))).await?;
+        row.as_ref().map(batch_record).transpose()
     }
 
     /// Records the intent to send a batch; call it before SendCommand, every attempt. The
@@ -331,19 +306,18 @@ impl Store {
         number: u32,
         at: DateTime<Utc>,
     ) -> Result<BatchRecord, StoreError> {
-        self.counters.statement();
         // The one write that requires the lease unexpired: a process whose term may have ended
         // by the database's clock must not release a batch, even before anyone takes over.
-        let updated = fenced_write!(self, true, |tx, _pg| sqlx::query(
+        let mut tx = self.begin_fenced(TxKind::Write, true).await?;
+        let query = Query::new(
             "UPDATE rollout_batches SET state = 'sending', sending_at = COALESCE(sending_at, $3) \
              WHERE task_id = $1 AND batch_no = $2 AND state IN ('planned', 'sending')",
         )
         .bind(task.0)
         .bind(i64::from(number))
-        .bind(micros(at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected())?;
+        .bind(micros(at));
+        let updated = tx.execute(query).await?;
+        tx.commit().await?;
         let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
         if updated == 0 {
             return Err(StoreError::InvalidInput(format!(
@@ -370,80 +344,46 @@ impl Store {
         if command_id.is_empty() {
             return Err(StoreError::InvalidInput("a sent batch needs its command id".into()));
         }
-        if let Some(entry) = audit.filter(|e| e.actor.is_empty() || e.action.is_empty()) {
-            return Err(StoreError::InvalidInput(format!(
-                "an audit entry needs an actor and an action (got {:?} and {:?})",
-                entry.actor, entry.action
-            )));
+        if let Some(entry) = audit {
+            validate_audit(entry)?;
         }
-        let c = &*self.counters;
-        let details = audit.and_then(|e| e.details).map(serde_json::Value::to_string);
-        let fence = self.fence.as_deref();
-        with_pool!(self, |pool, pg| {
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            if let Some(fence) = fence {
-                Dialect::check_fence(&mut tx, c, fence, false).await?;
+        let mut tx = self.begin_fenced(TxKind::Exclusive, false).await?;
+        let batch =
+            Query::new("SELECT state, command_id FROM rollout_batches WHERE task_id = $1 AND batch_no = $2")
+                .bind(task.0)
+                .bind(i64::from(number));
+        let Some(row) = tx.fetch_optional(batch).await? else { return Err(no_batch(task, number)) };
+        let state = parsed(&row, "state", BatchState::parse)?;
+        let recorded = row.opt_text("command_id")?;
+        match state {
+            BatchState::Sent if recorded.as_deref() == Some(command_id) => {
+                // Nothing to write: the command was recorded before.
+                tx.rollback().await?;
+                return Ok(false);
             }
-            c.statement();
-            let row = sqlx::query(
-                "SELECT state, command_id FROM rollout_batches WHERE task_id = $1 AND batch_no = $2",
-            )
-            .bind(task.0)
-            .bind(i64::from(number))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Err(no_batch(task, number)) };
-            let state = parsed(&row, "state", BatchState::parse)?;
-            let recorded = row.opt_text("command_id")?;
-            match state {
-                BatchState::Sent if recorded.as_deref() == Some(command_id) => {
-                    c.statement();
-                    tx.commit().await?;
-                    return Ok(false);
-                }
-                BatchState::Sending => {}
-                other => {
-                    return Err(StoreError::InvalidInput(format!(
-                        "batch {number} of task {task} is {other}{}, it cannot become command {command_id}; \
-                         record the intent to send before sending",
-                        recorded.map(|id| format!(" as command {id}")).unwrap_or_default()
-                    )))
-                }
+            BatchState::Sending => {}
+            other => {
+                return Err(StoreError::InvalidInput(format!(
+                    "batch {number} of task {task} is {other}{}, it cannot become command {command_id}; \
+                     record the intent to send before sending",
+                    recorded.map(|id| format!(" as command {id}")).unwrap_or_default()
+                )))
             }
-            c.statement();
-            sqlx::query(
-                "UPDATE rollout_batches SET state = 'sent', command_id = $3, sent_at = $4, error = NULL \
-                 WHERE task_id = $1 AND batch_no = $2",
-            )
-            .bind(task.0)
-            .bind(i64::from(number))
-            .bind(command_id)
-            .bind(micros(sent_at))
-            .execute(&mut *tx)
-            .await?;
-            if let Some(entry) = audit {
-                let sql = format!(
-                    "INSERT INTO audit_log (at, actor, action, target, command_id, request_id, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6, {})",
-                    if pg { "$7::jsonb" } else { "$7" }
-                );
-                c.statement();
-                sqlx::query(&sql)
-                    .bind(micros(entry.at))
-                    .bind(entry.actor)
-                    .bind(entry.action)
-                    .bind(entry.target)
-                    .bind(entry.command_id)
-                    .bind(entry.request_id)
-                    .bind(details.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(true)
-        })
+        }
+        let sent = Query::new(
+            "UPDATE rollout_batches SET state = 'sent', command_id = $3, sent_at = $4, error = NULL \
+             WHERE task_id = $1 AND batch_no = $2",
+        )
+        .bind(task.0)
+        .bind(i64::from(number))
+        .bind(command_id)
+        .bind(micros(sent_at));
+        tx.execute(sent).await?;
+        if let Some(entry) = audit {
+            insert_audit(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records that SSM refused a batch in `sending` (nothing was created), with why.
@@ -453,17 +393,16 @@ impl Store {
         number: u32,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.counters.statement();
-        let updated = fenced_write!(self, false, |tx, _pg| sqlx::query(
+        let mut tx = self.begin_fenced(TxKind::Write, false).await?;
+        let query = Query::new(
             "UPDATE rollout_batches SET state = 'rejected', error = $3 \
              WHERE task_id = $1 AND batch_no = $2 AND state = 'sending'",
         )
         .bind(task.0)
         .bind(i64::from(number))
-        .bind(error)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected())?;
+        .bind(error);
+        let updated = tx.execute(query).await?;
+        tx.commit().await?;
         if updated == 0 {
             let batch = self.rollout_batch(task, number).await?.ok_or_else(|| no_batch(task, number))?;
             return Err(StoreError::InvalidInput(format!(

@@ -11,10 +11,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::Dialect;
-use crate::read::Cols;
+use crate::db::{Query, TxKind};
 use crate::types::micros;
-use crate::{with_pool, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// An instance as the store last recorded its compliance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,15 +44,6 @@ const UPSERT_BACKLOG: &str = "INSERT INTO sync_backlog \
     ON CONFLICT (account, region, instance_id) DO UPDATE SET last_failed_at = excluded.last_failed_at, \
     attempts = sync_backlog.attempts + 1, last_error = excluded.last_error";
 
-/// `column IN` the elements of the JSON array of text bound as `$n`.
-fn in_text_array(pg: bool, column: &str, n: u8) -> String {
-    if pg {
-        format!("{column} IN (SELECT jsonb_array_elements_text(${n}::jsonb))")
-    } else {
-        format!("{column} IN (SELECT value FROM json_each(${n}))")
-    }
-}
-
 impl Store {
     /// The recorded compliance of `instance_ids` in one account and region: two statements
     /// whatever their number. Instances the store has never recorded a scan of are absent.
@@ -67,64 +57,54 @@ impl Store {
             return Ok(HashMap::new());
         }
         let ids = serde_json::Value::from(instance_ids.to_vec()).to_string();
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            let mut recorded: HashMap<String, RecordedCompliance> =
-                HashMap::with_capacity(instance_ids.len());
-            // Both statements read `instances i` with their joins, for these ids only.
-            let of_these = |select: &str, joins: &str| {
-                format!(
-                    "SELECT {select} FROM instances i {joins} WHERE i.account = $1 AND i.region = $2 AND {}",
-                    in_text_array(pg, "i.instance_id", 3)
-                )
+        let d = self.db.dialect();
+        // Both statements read `instances i` with their joins, for these ids only.
+        let of_these = |select: &str, joins: &str| {
+            format!(
+                "SELECT {select} FROM instances i {joins} \
+                 WHERE i.account = $1 AND i.region = $2 AND i.instance_id IN ({})",
+                d.json_texts("$3")
+            )
+        };
+        let ends_sql = of_these(
+            "i.instance_id, s.operation_end, s.scanned_at",
+            "JOIN compliance_summaries s ON s.instance_ref = i.id",
+        );
+        let open_sql = of_these(
+            "i.instance_id, p.patch_id",
+            "JOIN findings f ON f.instance_ref = i.id AND f.installed_at IS NULL \
+             JOIN patches p ON p.id = f.patch_ref",
+        );
+        let mut recorded: HashMap<String, RecordedCompliance> = HashMap::with_capacity(instance_ids.len());
+        let ends =
+            self.db.fetch_all(Query::new(ends_sql).bind(account).bind(region).bind(ids.as_str())).await?;
+        for row in &ends {
+            let end = match row.opt_time("operation_end")? {
+                Some(end) => end,
+                None => row.time("scanned_at")?,
             };
-            let ends_sql = of_these(
-                "i.instance_id, s.operation_end, s.scanned_at",
-                "JOIN compliance_summaries s ON s.instance_ref = i.id",
-            );
-            let open_sql = of_these(
-                "i.instance_id, p.patch_id",
-                "JOIN findings f ON f.instance_ref = i.id AND f.installed_at IS NULL \
-                 JOIN patches p ON p.id = f.patch_ref",
-            );
-            c.statement();
-            let ends = sqlx::query(&ends_sql).bind(account).bind(region).bind(&ids).fetch_all(pool).await?;
-            for row in &ends {
-                let end = match row.opt_time("operation_end")? {
-                    Some(end) => end,
-                    None => row.time("scanned_at")?,
-                };
-                recorded.entry(row.text("instance_id")?).or_default().operation_end = Some(end);
-            }
-            c.statement();
-            let open = sqlx::query(&open_sql).bind(account).bind(region).bind(&ids).fetch_all(pool).await?;
-            for row in &open {
-                recorded
-                    .entry(row.text("instance_id")?)
-                    .or_default()
-                    .open_patches
-                    .push(row.text("patch_id")?);
-            }
-            Ok(recorded)
-        })
+            recorded.entry(row.text("instance_id")?).or_default().operation_end = Some(end);
+        }
+        let open =
+            self.db.fetch_all(Query::new(open_sql).bind(account).bind(region).bind(ids.as_str())).await?;
+        for row in &open {
+            recorded.entry(row.text("instance_id")?).or_default().open_patches.push(row.text("patch_id")?);
+        }
+        Ok(recorded)
     }
 
     /// The distinct operating systems of the SSM-managed instances recorded in one account and
     /// region (what decides which of SSM's patch catalogs to read), without reading the fleet.
     pub async fn managed_platforms(&self, account: &str, region: &str) -> Result<Vec<String>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, pg| {
-            let managed = if pg { "ssm_managed" } else { "ssm_managed = 1" };
-            let rows = sqlx::query(&format!(
-                "SELECT DISTINCT platform FROM instances \
-                 WHERE account = $1 AND region = $2 AND {managed} AND platform IS NOT NULL ORDER BY platform"
-            ))
-            .bind(account)
-            .bind(region)
-            .fetch_all(pool)
-            .await?;
-            rows.iter().map(|r| r.text("platform")).collect()
-        })
+        let query = Query::new(
+            "SELECT DISTINCT platform FROM instances \
+             WHERE account = $1 AND region = $2 AND ssm_managed = TRUE AND platform IS NOT NULL \
+             ORDER BY platform",
+        )
+        .bind(account)
+        .bind(region);
+        let rows = self.db.fetch_all(query).await?;
+        rows.iter().map(|r| r.text("platform")).collect()
     }
 
     /// After a sync of one account and region: `unread` (instance id, why) join the backlog
@@ -142,50 +122,34 @@ impl Store {
         }
         let at = micros(at);
         let read = serde_json::Value::from(read.to_vec()).to_string();
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            if unread.is_empty() {
-                // The common case, a sync that read everything while the backlog is empty,
-                // must write nothing: one read decides.
-                c.statement();
-                let any: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM sync_backlog WHERE account = $1 AND region = $2)",
-                )
+        if unread.is_empty() {
+            // The common case, a sync that read everything while the backlog is empty,
+            // must write nothing: one read decides.
+            let any = Query::new(
+                "SELECT EXISTS (SELECT 1 FROM sync_backlog WHERE account = $1 AND region = $2) AS found",
+            )
+            .bind(account)
+            .bind(region);
+            if !self.db.fetch_one(any).await?.flag("found")? {
+                return Ok(());
+            }
+        }
+        let mut tx = self.db.begin(TxKind::Exclusive).await?;
+        let sql = format!(
+            "DELETE FROM sync_backlog WHERE account = $1 AND region = $2 AND instance_id IN ({})",
+            tx.dialect().json_texts("$3")
+        );
+        tx.execute(Query::new(sql).bind(account).bind(region).bind(read)).await?;
+        for (instance_id, error) in unread {
+            let query = Query::new(UPSERT_BACKLOG)
                 .bind(account)
                 .bind(region)
-                .fetch_one(pool)
-                .await?;
-                if !any {
-                    return Ok(());
-                }
-            }
-            let mut tx = Dialect::begin_write(pool, c).await?;
-            c.statement();
-            sqlx::query(&format!(
-                "DELETE FROM sync_backlog WHERE account = $1 AND region = $2 AND {}",
-                in_text_array(pg, "instance_id", 3)
-            ))
-            .bind(account)
-            .bind(region)
-            .bind(&read)
-            .execute(&mut *tx)
-            .await?;
-            for (instance_id, error) in unread {
-                c.statement();
-                sqlx::query(UPSERT_BACKLOG)
-                    .bind(account)
-                    .bind(region)
-                    .bind(*instance_id)
-                    .bind(at)
-                    .bind(*error)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            c.statement();
-            tx.commit().await?;
-            c.committed();
-            Ok(())
-        })
+                .bind(*instance_id)
+                .bind(at)
+                .bind(*error);
+            tx.execute(query).await?;
+        }
+        tx.commit().await
     }
 
     /// The backlog, oldest failure first; `scope` narrows it to one (account, region).
@@ -193,31 +157,27 @@ impl Store {
         &self,
         scope: Option<(&str, &str)>,
     ) -> Result<Vec<SyncBacklogEntry>, StoreError> {
-        self.counters.statement();
         let (account, region) = scope.unwrap_or(("", ""));
-        with_pool!(self, |pool, _pg| {
-            let rows = sqlx::query(
-                "SELECT account, region, instance_id, first_failed_at, last_failed_at, attempts, last_error \
-                 FROM sync_backlog WHERE ($1 = '' OR (account = $1 AND region = $2)) \
-                 ORDER BY first_failed_at, account, region, instance_id",
-            )
-            .bind(account)
-            .bind(region)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(SyncBacklogEntry {
-                        account: r.text("account")?,
-                        region: r.text("region")?,
-                        instance_id: r.text("instance_id")?,
-                        first_failed_at: r.time("first_failed_at")?,
-                        last_failed_at: r.time("last_failed_at")?,
-                        attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
-                        last_error: r.text("last_error")?,
-                    })
+        let query = Query::new(
+            "SELECT account, region, instance_id, first_failed_at, last_failed_at, attempts, last_error \
+             FROM sync_backlog WHERE ($1 = '' OR (account = $1 AND region = $2)) \
+             ORDER BY first_failed_at, account, region, instance_id",
+        )
+        .bind(account)
+        .bind(region);
+        let rows = self.db.fetch_all(query).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncBacklogEntry {
+                    account: r.text("account")?,
+                    region: r.text("region")?,
+                    instance_id: r.text("instance_id")?,
+                    first_failed_at: r.time("first_failed_at")?,
+                    last_failed_at: r.time("last_failed_at")?,
+                    attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
+                    last_error: r.text("last_error")?,
                 })
-                .collect()
-        })
+            })
+            .collect()
     }
 }

@@ -5,16 +5,18 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::dialect::{self, not_found};
-use crate::read::{bind_all, parsed, Arg, Built, Cols};
+use crate::db::{Query, Row, TxKind};
+use crate::error::not_found;
+use crate::read::parsed;
+use crate::sync::{instance_refs, last_of_each};
 use crate::types::*;
-use crate::{fenced_write, validate_key, with_pool, Store, StoreError};
+use crate::{validate_key, Store, StoreError};
 
 fn json_ids(ids: &[i64]) -> String {
     serde_json::Value::from(ids.to_vec()).to_string()
 }
 
-fn task_record(r: &impl Cols) -> Result<WindowTaskRecord, StoreError> {
+fn task_record(r: &Row) -> Result<WindowTaskRecord, StoreError> {
     Ok(WindowTaskRecord {
         id: WindowTaskId(r.int("id")?),
         name: r.text("task_name")?,
@@ -26,7 +28,7 @@ fn task_record(r: &impl Cols) -> Result<WindowTaskRecord, StoreError> {
     })
 }
 
-fn invocation_record(r: &impl Cols) -> Result<InvocationRecord, StoreError> {
+fn invocation_record(r: &Row) -> Result<InvocationRecord, StoreError> {
     Ok(InvocationRecord {
         account: r.text("account")?,
         region: r.text("region")?,
@@ -56,6 +58,16 @@ const UPSERT_TASK: &str = "INSERT INTO window_tasks AS t \
       ended_at = COALESCE(excluded.ended_at, t.ended_at) \
     RETURNING id";
 
+/// Progress reports may omit what an earlier one said (the details, the times).
+const UPSERT_INVOCATIONS: &str = "INSERT INTO invocations AS v (task_id, instance_ref, command_id, status, \
+       status_details, requested_at, started_at, ended_at) {rows} \
+     ON CONFLICT (task_id, instance_ref) DO UPDATE SET command_id = excluded.command_id, \
+       status = excluded.status, \
+       status_details = coalesce(excluded.status_details, v.status_details), \
+       requested_at = coalesce(excluded.requested_at, v.requested_at), \
+       started_at = coalesce(excluded.started_at, v.started_at), \
+       ended_at = coalesce(excluded.ended_at, v.ended_at)";
+
 const INVOCATION_COLUMNS: &str =
     "i.account, i.region, i.instance_id, v.command_id, v.status, v.status_details, \
      v.requested_at, v.started_at, v.ended_at";
@@ -75,35 +87,30 @@ impl Store {
             )));
         }
         let scheduled = micros(run.scheduled_start);
-        let c = &*self.counters;
-        let id: i64 = fenced_write!(self, false, |tx, _pg| {
-            c.statement();
-            let inserted: Option<i64> = sqlx::query_scalar(INSERT_RUN)
+        let mut tx = self.begin_fenced(TxKind::Write, false).await?;
+        let insert = Query::new(INSERT_RUN)
+            .bind(run.window)
+            .bind(scheduled)
+            .bind(run.account)
+            .bind(run.region)
+            .bind(run.started_at.map(micros))
+            .bind(run.status.as_str());
+        let row = match tx.fetch_optional(insert).await? {
+            Some(row) => row,
+            None => {
+                let recorded = Query::new(
+                    "SELECT id FROM window_runs WHERE window_name = $1 AND scheduled_start = $2 \
+                     AND account = $3 AND region = $4",
+                )
                 .bind(run.window)
                 .bind(scheduled)
                 .bind(run.account)
-                .bind(run.region)
-                .bind(run.started_at.map(micros))
-                .bind(run.status.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            match inserted {
-                Some(id) => id,
-                None => {
-                    c.statement();
-                    sqlx::query_scalar(
-                        "SELECT id FROM window_runs WHERE window_name = $1 AND scheduled_start = $2 \
-                         AND account = $3 AND region = $4",
-                    )
-                    .bind(run.window)
-                    .bind(scheduled)
-                    .bind(run.account)
-                    .bind(run.region)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
+                .bind(run.region);
+                tx.fetch_one(recorded).await?
             }
-        })?;
+        };
+        let id = row.int("id")?;
+        tx.commit().await?;
         Ok(WindowRunId(id))
     }
 
@@ -113,8 +120,8 @@ impl Store {
         id: WindowRunId,
         update: &WindowRunUpdate,
     ) -> Result<(), StoreError> {
-        self.counters.statement();
-        let affected = fenced_write!(self, false, |tx, _pg| sqlx::query(
+        let mut tx = self.begin_fenced(TxKind::Write, false).await?;
+        let query = Query::new(
             "UPDATE window_runs SET status = $1, started_at = COALESCE($2, started_at), \
              ended_at = COALESCE($3, ended_at), sync_unread = COALESCE($4, sync_unread) WHERE id = $5",
         )
@@ -122,10 +129,9 @@ impl Store {
         .bind(update.started_at.map(micros))
         .bind(update.ended_at.map(micros))
         .bind(update.sync_unread.map(i64::from))
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected())?;
+        .bind(id.0);
+        let affected = tx.execute(query).await?;
+        tx.commit().await?;
         if affected == 0 {
             return Err(StoreError::NotFound { what: "window run", id: id.0 });
         }
@@ -142,20 +148,18 @@ impl Store {
         if task.name.is_empty() {
             return Err(StoreError::InvalidInput("a window task needs a name".into()));
         }
-        self.counters.statement();
-        let id: Result<i64, StoreError> = fenced_write!(self, false, |tx, _pg| {
-            sqlx::query_scalar(UPSERT_TASK)
-                .bind(run.0)
-                .bind(task.name)
-                .bind(task.operation.as_ssm())
-                .bind(task.command_id)
-                .bind(task.status.as_str())
-                .bind(task.started_at.map(micros))
-                .bind(task.ended_at.map(micros))
-                .fetch_one(&mut *tx)
-                .await?
-        });
-        Ok(WindowTaskId(id.map_err(|e| not_found(e, "window run", run.0))?))
+        let mut tx = self.begin_fenced(TxKind::Write, false).await?;
+        let query = Query::new(UPSERT_TASK)
+            .bind(run.0)
+            .bind(task.name)
+            .bind(task.operation.as_ssm())
+            .bind(task.command_id)
+            .bind(task.status.as_str())
+            .bind(task.started_at.map(micros))
+            .bind(task.ended_at.map(micros));
+        let id = tx.fetch_one(query).await.map_err(|e| not_found(e, "window run", run.0))?.int("id")?;
+        tx.commit().await?;
+        Ok(WindowTaskId(id))
     }
 
     /// Records (or updates) the invocations of a task's command, in one transaction. Instances
@@ -170,118 +174,123 @@ impl Store {
         for o in invocations {
             validate_key(&o.instance)?;
         }
+        if invocations.is_empty() {
+            return Ok(0);
+        }
         let observed_at = micros(observed_at);
-        with_pool!(self, |pool, _pg| dialect::record_invocations(
-            pool,
-            &self.counters,
-            task.0,
-            observed_at,
-            invocations,
-            self.fence.as_deref(),
-        )
-        .await)
+        let unique = last_of_each(invocations, |o| o.instance);
+        let mut tx = self.begin_fenced(TxKind::Exclusive, false).await?;
+        let keys: Vec<(InstanceKey<'_>, DateTime<Utc>)> =
+            unique.iter().map(|o| (o.instance, observed_at)).collect();
+        let refs = instance_refs(&mut tx, &keys).await?;
+        let rows: Vec<(i64, &InvocationObservation<'_>)> = refs.into_iter().zip(unique).collect();
+        let n = tx
+            .execute_rows(UPSERT_INVOCATIONS, &rows, |(instance_ref, o)| {
+                [
+                    task.0.into(),
+                    (*instance_ref).into(),
+                    o.command_id.into(),
+                    o.status.as_str().into(),
+                    o.status_details.into(),
+                    o.requested_at.map(micros).into(),
+                    o.started_at.map(micros).into(),
+                    o.ended_at.map(micros).into(),
+                ]
+            })
+            .await
+            .map_err(|e| not_found(e, "window task", task.0))?;
+        tx.commit().await?;
+        Ok(n as usize)
     }
 
     /// Window runs with their tasks, most recent scheduled start first.
     pub async fn window_runs(&self, query: &WindowRunQuery<'_>) -> Result<Vec<WindowRunRecord>, StoreError> {
-        let mut b = Built::default();
+        let mut b = Query::default();
         let mut conditions = Vec::new();
         if let Some(window) = query.window {
-            conditions.push(format!("window_name = {}", b.arg(Arg::Text(window))));
+            conditions.push(format!("window_name = {}", b.arg(window)));
         }
         if let Some(account) = query.account {
-            conditions.push(format!("account = {}", b.arg(Arg::Text(account))));
+            conditions.push(format!("account = {}", b.arg(account)));
         }
         if let Some(region) = query.region {
-            conditions.push(format!("region = {}", b.arg(Arg::Text(region))));
+            conditions.push(format!("region = {}", b.arg(region)));
         }
         if let Some(since) = query.since {
-            conditions.push(format!("scheduled_start >= {}", b.arg(Arg::Time(micros(since)))));
+            conditions.push(format!("scheduled_start >= {}", b.arg(micros(since))));
         }
         if let Some(until) = query.until {
-            conditions.push(format!("scheduled_start < {}", b.arg(Arg::Time(micros(until)))));
+            conditions.push(format!("scheduled_start < {}", b.arg(micros(until))));
         }
-        b.text = "SELECT id, window_name, scheduled_start, account, region, started_at, ended_at, status, \
+        let mut sql =
+            "SELECT id, window_name, scheduled_start, account, region, started_at, ended_at, status, \
              sync_unread FROM window_runs"
-            .into();
+                .to_string();
         if !conditions.is_empty() {
-            b.text.push_str(" WHERE ");
-            b.text.push_str(&conditions.join(" AND "));
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
         }
-        b.text.push_str(" ORDER BY scheduled_start DESC, id DESC");
+        sql.push_str(" ORDER BY scheduled_start DESC, id DESC");
         if let Some(limit) = query.limit {
-            let n = b.arg(Arg::Int(i64::from(limit)));
-            b.text.push_str(&format!(" LIMIT {n}"));
+            let n = b.arg(i64::from(limit));
+            sql.push_str(&format!(" LIMIT {n}"));
         }
-        let c = &*self.counters;
-        with_pool!(self, |pool, pg| {
-            c.statement();
-            let rows = bind_all!(sqlx::query(&b.text), &b.args).fetch_all(pool).await?;
-            let mut runs = rows
-                .iter()
-                .map(|r| {
-                    Ok(WindowRunRecord {
-                        id: WindowRunId(r.int("id")?),
-                        window: r.text("window_name")?,
-                        scheduled_start: r.time("scheduled_start")?,
-                        account: r.text("account")?,
-                        region: r.text("region")?,
-                        started_at: r.opt_time("started_at")?,
-                        ended_at: r.opt_time("ended_at")?,
-                        status: parsed(r, "status", WindowRunStatus::parse)?,
-                        sync_unread: u32::try_from(r.int("sync_unread")?).unwrap_or(u32::MAX),
-                        tasks: Vec::new(),
-                    })
+        b.sql = sql.into();
+        let d = self.db.dialect();
+        let rows = self.db.fetch_all(b).await?;
+        let mut runs = rows
+            .iter()
+            .map(|r| {
+                Ok(WindowRunRecord {
+                    id: WindowRunId(r.int("id")?),
+                    window: r.text("window_name")?,
+                    scheduled_start: r.time("scheduled_start")?,
+                    account: r.text("account")?,
+                    region: r.text("region")?,
+                    started_at: r.opt_time("started_at")?,
+                    ended_at: r.opt_time("ended_at")?,
+                    status: parsed(r, "status", WindowRunStatus::parse)?,
+                    sync_unread: u32::try_from(r.int("sync_unread")?).unwrap_or(u32::MAX),
+                    tasks: Vec::new(),
                 })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            if !runs.is_empty() {
-                let ids: Vec<i64> = runs.iter().map(|r| r.id.0).collect();
-                let sql = format!(
-                    "SELECT id, run_id, task_name, operation, command_id, status, started_at, ended_at \
-                     FROM window_tasks WHERE run_id IN ({}) ORDER BY run_id, id",
-                    if pg {
-                        "SELECT jsonb_array_elements_text($1::jsonb)::bigint"
-                    } else {
-                        "SELECT value FROM json_each($1)"
-                    }
-                );
-                c.statement();
-                let tasks = sqlx::query(&sql).bind(json_ids(&ids)).fetch_all(pool).await?;
-                for t in &tasks {
-                    let run_id = t.int("run_id")?;
-                    if let Some(run) = runs.iter_mut().find(|r| r.id.0 == run_id) {
-                        run.tasks.push(task_record(t)?);
-                    }
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if !runs.is_empty() {
+            let ids: Vec<i64> = runs.iter().map(|r| r.id.0).collect();
+            let sql = format!(
+                "SELECT id, run_id, task_name, operation, command_id, status, started_at, ended_at \
+                 FROM window_tasks WHERE run_id IN ({}) ORDER BY run_id, id",
+                d.json_ints("$1")
+            );
+            let tasks = self.db.fetch_all(Query::new(sql).bind(json_ids(&ids))).await?;
+            for t in &tasks {
+                let run_id = t.int("run_id")?;
+                if let Some(run) = runs.iter_mut().find(|r| r.id.0 == run_id) {
+                    run.tasks.push(task_record(t)?);
                 }
             }
-            Ok(runs)
-        })
+        }
+        Ok(runs)
     }
 
     /// The invocations of a task, by instance.
     pub async fn invocations(&self, task: WindowTaskId) -> Result<Vec<InvocationRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let sql = format!(
-                "SELECT {INVOCATION_COLUMNS} FROM invocations v JOIN instances i ON i.id = v.instance_ref \
-                 WHERE v.task_id = $1 ORDER BY i.account, i.region, i.instance_id"
-            );
-            let rows = sqlx::query(&sql).bind(task.0).fetch_all(pool).await?;
-            rows.iter().map(invocation_record).collect()
-        })
+        let sql = format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations v JOIN instances i ON i.id = v.instance_ref \
+             WHERE v.task_id = $1 ORDER BY i.account, i.region, i.instance_id"
+        );
+        let rows = self.db.fetch_all(Query::new(sql).bind(task.0)).await?;
+        rows.iter().map(invocation_record).collect()
     }
 
     /// The invocations of an SSM command, by instance: how a restarted daemon finds what a
     /// command it sent did.
     pub async fn command_invocations(&self, command_id: &str) -> Result<Vec<InvocationRecord>, StoreError> {
-        self.counters.statement();
-        with_pool!(self, |pool, _pg| {
-            let sql = format!(
-                "SELECT {INVOCATION_COLUMNS} FROM invocations v JOIN instances i ON i.id = v.instance_ref \
-                 WHERE v.command_id = $1 ORDER BY i.account, i.region, i.instance_id"
-            );
-            let rows = sqlx::query(&sql).bind(command_id).fetch_all(pool).await?;
-            rows.iter().map(invocation_record).collect()
-        })
+        let sql = format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations v JOIN instances i ON i.id = v.instance_ref \
+             WHERE v.command_id = $1 ORDER BY i.account, i.region, i.instance_id"
+        );
+        let rows = self.db.fetch_all(Query::new(sql).bind(command_id)).await?;
+        rows.iter().map(invocation_record).collect()
     }
 }
