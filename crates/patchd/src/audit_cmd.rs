@@ -5,8 +5,9 @@ use patchd_store::AuditRecord;
 use serde_json::json;
 
 use crate::cli::{AuditArgs, Format, GlobalArgs};
+use crate::failure::{print_diagnostics, Failure};
 use crate::report::render::Table;
-use crate::{load_config, open_store, print_diagnostics, Failure};
+use crate::setup::{load_config, open_store};
 
 /// Characters of the details column in the table; JSON has them whole.
 const DETAILS_WIDTH: usize = 60;

@@ -9,9 +9,10 @@ use patchd_daemon::preview::{self, ApprovedBy, Preview, Row, Status, Verdict};
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PreviewArgs};
+use crate::connect::context;
+use crate::failure::Failure;
 use crate::report::render::Table;
-use crate::run::{context, log_warnings};
-use crate::{load_config, Failure};
+use crate::setup::{load_config, log_warnings};
 
 pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Result<(), Failure> {
     let now = Utc::now();

@@ -26,9 +26,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::cli::{DemoArgs, GlobalArgs, LogFormat, ReportArgs, ReportFormat, ReportKind};
+use crate::failure::Failure;
 use crate::manual::{render_summary, ProgressPrinter, Untermed};
 use crate::report::SlaReport;
-use crate::{open_store, Failure};
+use crate::setup::open_store;
 
 /// Shipped with the binary, so the demo runs from any directory.
 const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");

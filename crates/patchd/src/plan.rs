@@ -11,7 +11,8 @@ use patchd_daemon::Scope;
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PlanArgs};
-use crate::{load_config, print_diagnostics, runtime, Failure};
+use crate::failure::{print_diagnostics, Failure};
+use crate::setup::{load_config, runtime};
 
 /// `patchd plan --format json`: a stable contract, documented in docs/configuration.md.
 #[derive(Debug, Serialize)]
@@ -210,7 +211,7 @@ fn plan_baselines(config: &Config) -> Result<Vec<(Scope, baselines::Plan)>, Fail
         ))
     };
     runtime()?.block_on(async {
-        let scoped = crate::run::scoped_clients(config).await.map_err(|e| match e {
+        let scoped = crate::connect::scoped_clients(config).await.map_err(|e| match e {
             Failure::Other(e) => unreadable(&e),
             other => other,
         })?;

@@ -11,8 +11,9 @@ use patchd_store::{
 };
 
 use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
+use crate::failure::{print_diagnostics, Failure};
 use crate::report::{self, evidence, render, Filters, FindingFacts, InstanceFacts, Judge, StateCounts};
-use crate::{load_config, open_store, print_diagnostics, Failure};
+use crate::setup::{load_config, open_store};
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> {
     check_arguments(args)?;

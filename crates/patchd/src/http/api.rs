@@ -356,7 +356,7 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
     let report = match judged {
         Ok(report) => report,
         Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
-        Err(PlaceError::Failed(crate::Failure::Other(e))) => {
+        Err(PlaceError::Failed(crate::failure::Failure::Other(e))) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
         }
         Err(PlaceError::Failed(_)) => {

@@ -291,7 +291,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     }
 
     let (sla, oldest) = crate::report_cmd::sla_gauges(&config, store, now).await.map_err(|e| match e {
-        crate::Failure::Other(e) => format!("{e:#}"),
+        crate::failure::Failure::Other(e) => format!("{e:#}"),
         _ => "cannot judge the findings".to_string(),
     })?;
     family(
@@ -327,7 +327,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     );
 
     let coverage = crate::report_cmd::coverage_snapshot(&config, store, now).await.map_err(|e| match e {
-        crate::Failure::Other(e) => format!("{e:#}"),
+        crate::failure::Failure::Other(e) => format!("{e:#}"),
         _ => "cannot compute coverage".to_string(),
     })?;
     family(&mut out, "patchd_instances_in_scope", "gauge", "Instances that belong to a configured group.");

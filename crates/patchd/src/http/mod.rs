@@ -28,8 +28,6 @@ use patchd_daemon::scheduler::{Heartbeat, HEARTBEAT_EVERY};
 use patchd_store::Store;
 use tokio::net::TcpListener;
 
-use crate::Failure;
-
 pub(crate) use auth::ApiToken;
 pub(crate) use tls::Certificate;
 
@@ -93,17 +91,17 @@ pub(crate) fn heartbeat_recent(heartbeat: &Heartbeat, now: DateTime<Utc>) -> boo
 }
 
 /// Binds `addr`; a taken port fails start-up naming the address and the key that set it.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::AddrInUse => "the address is already in use (another patchd?)".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
             _ => e.to_string(),
         };
-        Failure::Other(anyhow::anyhow!(
+        anyhow::anyhow!(
             "cannot listen on {addr} ([daemon] listen): {why}; stop what holds it or set another \
              address in [daemon] listen"
-        ))
+        )
     })
 }
 
@@ -124,7 +122,7 @@ impl Server {
 }
 
 /// Serves on `listener` until [`Server::stop`], over TLS when `setup.tls` says so.
-pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failure> {
+pub(crate) fn serve(listener: TcpListener, setup: Setup) -> anyhow::Result<Server> {
     let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let state = HttpState {
         inner: Arc::new(Inner {
@@ -153,8 +151,7 @@ pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failu
             }
         }),
         Some(certificate) => {
-            let listener = tls::TlsListener::new(listener, certificate)
-                .map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
+            let listener = tls::TlsListener::new(listener, certificate).map_err(|e| anyhow::anyhow!(e))?;
             tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                     tracing::error!(%error, "the HTTP endpoint stopped with an error");
