@@ -39,6 +39,12 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl From<patchd_report::ReportError> for Failure {
+    fn from(error: patchd_report::ReportError) -> Self {
+        Failure::Other(error.into())
+    }
+}
+
 impl Failure {
     /// Says why on stderr and gives the exit status.
     pub(crate) fn report(self) -> ExitCode {

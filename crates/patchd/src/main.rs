@@ -14,7 +14,6 @@ mod http;
 mod manual;
 mod notify;
 mod plan;
-mod report;
 mod report_cmd;
 mod run;
 mod setup;

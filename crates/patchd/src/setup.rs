@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use patchd_config::{Config, LoadError, Loaded};
+use patchd_sla::KevCatalog;
 use patchd_store::Store;
 use tracing::warn;
 
@@ -38,6 +39,16 @@ pub(crate) fn log_warnings(warnings: &[patchd_config::Diagnostic]) {
     for w in warnings {
         warn!(location = %w.origin, message = %w.message, "configuration warning");
     }
+}
+
+/// The SLA engine's one KEV policy (see [`patchd_sla::load_kev`]); what it could not read is
+/// said on stderr, and judging goes on without the catalog.
+pub(crate) fn load_kev(config: &Config) -> KevCatalog {
+    let loaded = patchd_sla::load_kev(config);
+    if let Some(problem) = &loaded.problem {
+        eprintln!("patchd: warning: {problem}; ranking without the KEV catalog");
+    }
+    loaded.catalog
 }
 
 /// Opens (and migrates) the configured database, printing nothing: commands report what they

@@ -3,15 +3,16 @@
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use patchd_config::RiskRank;
+use patchd_report::render::rfc3339;
+use patchd_report::{windows, Filters, Judge, ReportError, Reports};
 use patchd_sla::SlaStatus;
 use patchd_store::WindowRunQuery;
 use serde_json::{json, Value};
 
 use super::{query_pairs, HttpState, DB_CHECK_TIMEOUT, HEARTBEAT_STALE};
-use crate::report::Filters;
-use crate::report_cmd::PlaceError;
+use crate::setup::load_kev;
 
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let text = serde_json::to_string_pretty(body).unwrap_or_default() + "\n";
@@ -30,8 +31,14 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn rfc3339(t: chrono::DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// A report the API could not make: the asker's mistake is a 400, a store that does not
+/// answer a 503.
+fn report_error(e: &ReportError) -> Response {
+    let status = match e {
+        ReportError::UnknownPlace(_) => StatusCode::BAD_REQUEST,
+        ReportError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string())
 }
 
 /// Whether the database answers a trivial query within [`DB_CHECK_TIMEOUT`].
@@ -155,9 +162,7 @@ pub(crate) async fn status(state: &HttpState) -> Response {
     let now = Utc::now();
     let inner = &state.inner;
     let config = state.config();
-    let plan = crate::plan::build(&config, now, 1);
-    let mut next: Vec<(String, String, String)> = plan
-        .windows
+    let mut next: Vec<(String, String, String)> = windows::upcoming(&config, now, 1)
         .iter()
         .filter(|w| w.enabled)
         .filter_map(|w| w.next.first().map(|f| (f.start.clone(), w.name.clone(), f.end.clone())))
@@ -227,8 +232,8 @@ pub(crate) fn windows(state: &HttpState, query: &str) -> Response {
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     let now = Utc::now();
-    let plan = crate::plan::build(&state.config(), now, count as usize);
-    json_response(StatusCode::OK, &json!({ "from": plan.from, "windows": plan.windows }))
+    let windows = windows::upcoming(&state.config(), now, count as usize);
+    json_response(StatusCode::OK, &json!({ "from": rfc3339(now), "windows": windows }))
 }
 
 /// The most recent window runs with their tasks.
@@ -244,15 +249,10 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
     let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let account = match get("account") {
         None => None,
-        Some(given) => {
-            match crate::report_cmd::account_id(&state.config(), &state.inner.store, given).await {
-                Ok(id) => Some(id),
-                Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
-                Err(PlaceError::Failed(_)) => {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "cannot read the account names")
-                }
-            }
-        }
+        Some(given) => match patchd_report::account_id(&state.config(), &state.inner.store, given).await {
+            Ok(id) => Some(id),
+            Err(e) => return report_error(&e),
+        },
     };
     let query = WindowRunQuery {
         window: get("window"),
@@ -344,24 +344,15 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
     };
     let filters = Filters { group, rank };
     let (account, region) = (get("account"), get("region"));
-    let judged = crate::report_cmd::sla_full(
-        &config,
-        &state.inner.store,
-        Utc::now(),
-        &filters,
-        account.as_deref(),
-        region.as_deref(),
-    )
-    .await;
-    let report = match judged {
+    let kev = load_kev(&config);
+    let judge = Judge { config: &config, kev: &kev, at: Utc::now() };
+    let judged = async {
+        let reports = Reports::read(&state.inner.store, judge, account.as_deref(), region.as_deref()).await?;
+        reports.sla(&filters).await
+    };
+    let report = match judged.await {
         Ok(report) => report,
-        Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
-        Err(PlaceError::Failed(crate::failure::Failure::Other(e))) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
-        }
-        Err(PlaceError::Failed(_)) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot judge the findings")
-        }
+        Err(e) => return report_error(&e),
     };
     let mut findings: Vec<_> =
         report.findings.into_iter().filter(|f| status.is_none_or(|s| f.status == s)).collect();

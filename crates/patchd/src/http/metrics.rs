@@ -12,11 +12,12 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use patchd_config::RiskRank;
+use patchd_report::{Filters, Gap, Judge, Reports};
 use patchd_sla::SlaStatus;
 use patchd_store::{CommandStatus, WindowRunStatus};
 
 use super::{api, HttpState};
-use crate::report::Gap;
+use crate::setup::load_kev;
 
 /// How long the store-derived part of a scrape is reused.
 pub(crate) const CACHE_FOR: Duration = Duration::from_secs(5);
@@ -290,10 +291,13 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         sample(&mut out, "patchd_command_invocations", &[("status", status.as_str())], n as f64);
     }
 
-    let (sla, oldest) = crate::report_cmd::sla_gauges(&config, store, now).await.map_err(|e| match e {
-        crate::failure::Failure::Other(e) => format!("{e:#}"),
-        _ => "cannot judge the findings".to_string(),
-    })?;
+    let kev = load_kev(&config);
+    let judge = Judge { config: &config, kev: &kev, at: now };
+    let reports = Reports::read(store, judge, None, None).await.map_err(|e| e.to_string())?;
+    let everything = Filters::default();
+    // report sla's totals, computed the same way, from per-patch counts, listing nothing.
+    let sla = reports.sla_summary(&everything, 0).await.map_err(|e| e.to_string())?;
+    let oldest = reports.oldest_open_per_rank().await.map_err(|e| e.to_string())?;
     family(
         &mut out,
         "patchd_open_findings",
@@ -302,13 +306,11 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     );
     for rank in [RiskRank::Critical, RiskRank::High, RiskRank::Medium, RiskRank::Low] {
         for status in [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted] {
-            let n: usize =
-                sla.totals.iter().filter(|c| c.rank == rank && c.status == status).map(|c| c.count).sum();
             sample(
                 &mut out,
                 "patchd_open_findings",
                 &[("rank", rank.as_str()), ("status", status.as_str())],
-                n as f64,
+                sla.count_of(rank, status) as f64,
             );
         }
     }
@@ -326,10 +328,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         critical.map_or(0.0, |start| (now - start).num_seconds().max(0) as f64),
     );
 
-    let coverage = crate::report_cmd::coverage_snapshot(&config, store, now).await.map_err(|e| match e {
-        crate::failure::Failure::Other(e) => format!("{e:#}"),
-        _ => "cannot compute coverage".to_string(),
-    })?;
+    let coverage = reports.coverage(&everything);
     family(&mut out, "patchd_instances_in_scope", "gauge", "Instances that belong to a configured group.");
     sample(&mut out, "patchd_instances_in_scope", &[], coverage.in_scope as f64);
     family(
@@ -446,7 +445,7 @@ async fn feed_metrics(
         "gauge",
         "Share of a platform's open findings whose SLA clock is estimated (no release date known). 0 on a platform every feed dates.",
     );
-    for p in crate::report::platform_clocks(&counts) {
+    for p in patchd_report::platform_clocks(&counts) {
         sample(
             out,
             "patchd_open_findings_estimated_ratio",
