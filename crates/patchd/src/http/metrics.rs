@@ -16,17 +16,14 @@ use patchd_report::{Filters, Gap, Judge, Reports};
 use patchd_sla::SlaStatus;
 use patchd_store::{CommandStatus, WindowRunStatus};
 
-use super::{api, HttpState};
+use super::api;
+use super::state::HttpState;
 use crate::setup::load_kev;
 
 /// How long the store-derived part of a scrape is reused.
 pub(crate) const CACHE_FOR: Duration = Duration::from_secs(5);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The store-derived text of the latest scrape, and when it was computed.
-#[derive(Debug, Default)]
-pub(crate) struct Cache(tokio::sync::Mutex<Option<(Instant, String)>>);
 
 pub(crate) async fn handle(state: &HttpState) -> Response {
     let mut out = String::new();
@@ -121,11 +118,11 @@ fn live(state: &HttpState, out: &mut String) {
         out,
         "patchd_scheduler_heartbeat_timestamp_seconds",
         &[],
-        inner.heartbeat.last().map_or(0.0, seconds),
+        inner.setup.heartbeat.last().map_or(0.0, seconds),
     );
     family(out, "patchd_scheduler_healthy", "gauge", "1 when the scheduler's heartbeat is recent, else 0.");
     sample(out, "patchd_scheduler_healthy", &[], f64::from(u8::from(state.heartbeat_recent(Utc::now()))));
-    let leadership = &inner.leadership;
+    let leadership = &inner.setup.leadership;
     let leading = matches!(leadership.current().role, patchd_daemon::leader::Role::Leader { .. });
     family(
         out,
@@ -149,7 +146,7 @@ fn live(state: &HttpState, out: &mut String) {
     );
     sample(out, "patchd_lease_queries_total", &[], leadership.counters.queries() as f64);
 
-    let calls = inner.aws.call_counts();
+    let calls = inner.setup.aws.call_counts();
     family(out, "patchd_aws_api_calls_total", "counter", "AWS API attempts since start, retries included.");
     for c in &calls {
         sample(
@@ -194,7 +191,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     let config = state.config();
     let now = Utc::now();
     let mut out = String::new();
-    let store = &inner.store;
+    let store = &inner.setup.store;
 
     let runs = store.window_run_counts().await.map_err(|e| format!("cannot count window runs: {e}"))?;
     let mut windows: Vec<&str> = config.windows.iter().map(|w| w.name.as_str()).collect();
