@@ -195,7 +195,7 @@ fn ctrl_c_stops_the_demo_cleanly() {
         .spawn()
         .unwrap();
     let mut lines = Lines::of(&mut child);
-    lines.until("[2/6]", Duration::from_secs(60));
+    lines.until("[2/7]", Duration::from_secs(60));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let status = wait_exit(&mut child, Duration::from_secs(30));
