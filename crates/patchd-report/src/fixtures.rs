@@ -39,6 +39,7 @@ Role = "db"
 [[window]]
 name = "w"
 schedule = "cron(0 2 ? * SUN *)"
+timezone = "Europe/Berlin"
 duration_hours = 2
 [[window.task]]
 operation = "install"

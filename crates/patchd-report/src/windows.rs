@@ -61,40 +61,21 @@ pub fn upcoming(config: &Config, from: DateTime<Utc>, count: usize) -> Vec<Windo
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
+    use crate::fixtures::{config, t};
 
     #[test]
     fn firings_in_utc_and_in_the_window_s_own_offset() {
-        let toml = r#"
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-
-[[window]]
-name = "sunday"
-schedule = "cron(0 2 ? * SUN *)"
-timezone = "Europe/Berlin"
-duration_hours = 3
-[[window.task]]
-operation = "scan"
-groups = ["web"]
-"#;
-        let from = DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z").unwrap().with_timezone(&Utc);
-        let config =
-            patchd_config::load_sources(vec![(PathBuf::from("w.toml"), toml.into())], from).unwrap().config;
-        let windows = upcoming(&config, from, 2);
+        let windows = upcoming(&config(), t("2026-11-28T00:00:00Z"), 2);
         let w = &windows[0];
-        assert_eq!((w.name.as_str(), w.timezone.as_str(), w.duration_hours), ("sunday", "Europe/Berlin", 3));
+        assert_eq!((w.name.as_str(), w.timezone.as_str(), w.duration_hours), ("w", "Europe/Berlin", 2));
         let firings: Vec<(&str, &str, &str)> =
             w.next.iter().map(|f| (f.start.as_str(), f.end.as_str(), f.local_start.as_str())).collect();
         assert_eq!(
             firings,
             vec![
-                ("2026-11-29T01:00:00Z", "2026-11-29T04:00:00Z", "2026-11-29T02:00:00+01:00"),
-                ("2026-12-06T01:00:00Z", "2026-12-06T04:00:00Z", "2026-12-06T02:00:00+01:00"),
+                ("2026-11-29T01:00:00Z", "2026-11-29T03:00:00Z", "2026-11-29T02:00:00+01:00"),
+                ("2026-12-06T01:00:00Z", "2026-12-06T03:00:00Z", "2026-12-06T02:00:00+01:00"),
             ]
         );
     }
