@@ -9,7 +9,8 @@ use patchd_daemon::feeds::{self, FeedBook, FeedReport, Selection};
 use patchd_store::{FeedFetch, FeedStatus};
 
 use crate::cli::{AdvisoriesCommand, Format, GlobalArgs};
-use crate::{load_config, open_store, Failure};
+use crate::failure::Failure;
+use crate::setup::{load_config, open_store};
 
 pub async fn run(global: &GlobalArgs, command: &AdvisoriesCommand) -> Result<(), Failure> {
     match command {

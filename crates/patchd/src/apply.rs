@@ -10,8 +10,9 @@ use patchd_daemon::baselines::{self, Change, Plan};
 use patchd_daemon::Scope;
 
 use crate::cli::{ApplyArgs, GlobalArgs};
-use crate::run::{log_warnings, open_state, scoped_clients, with_store};
-use crate::{load_config, Failure};
+use crate::connect::{scoped_clients, with_store};
+use crate::failure::Failure;
+use crate::setup::{load_config, log_warnings, open_state};
 
 pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;

@@ -1,12 +1,13 @@
 //! `patchd audit`: the audit log, oldest first.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use patchd_report::render::{rfc3339, shorten, Table};
 use patchd_store::AuditRecord;
 use serde_json::json;
 
 use crate::cli::{AuditArgs, Format, GlobalArgs};
-use crate::report::render::Table;
-use crate::{load_config, open_store, print_diagnostics, Failure};
+use crate::failure::{print_diagnostics, Failure};
+use crate::setup::{load_config, open_store};
 
 /// Characters of the details column in the table; JSON has them whole.
 const DETAILS_WIDTH: usize = 60;
@@ -29,20 +30,6 @@ pub async fn run(global: &GlobalArgs, args: &AuditArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn abbreviate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut cut: String = s.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
-    }
-}
-
 fn table(entries: &[AuditRecord]) -> String {
     let mut out = String::new();
     if entries.is_empty() {
@@ -53,13 +40,13 @@ fn table(entries: &[AuditRecord]) -> String {
     let dash = || "-".to_string();
     for e in entries {
         t.row(vec![
-            time(e.at),
+            rfc3339(e.at),
             e.actor.clone(),
             e.action.clone(),
-            e.target.as_deref().map_or_else(dash, |s| abbreviate(s, 40)),
+            e.target.as_deref().map_or_else(dash, |s| shorten(s, 40)),
             e.command_id.clone().unwrap_or_else(dash),
             e.request_id.clone().unwrap_or_else(dash),
-            e.details.as_ref().map_or_else(dash, |d| abbreviate(&d.to_string(), DETAILS_WIDTH)),
+            e.details.as_ref().map_or_else(dash, |d| shorten(&d.to_string(), DETAILS_WIDTH)),
         ]);
     }
     t.render(&mut out);
@@ -73,7 +60,7 @@ fn json_lines(entries: &[AuditRecord]) -> String {
         .map(|e| {
             json!({
                 "id": e.id.get(),
-                "at": time(e.at),
+                "at": rfc3339(e.at),
                 "actor": e.actor,
                 "action": e.action,
                 "target": e.target,

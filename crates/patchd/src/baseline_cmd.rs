@@ -3,15 +3,16 @@
 use std::fmt::Write as _;
 
 use anyhow::anyhow;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use patchd_config::{Baseline, RejectedPatchesAction};
 use patchd_daemon::preview::{self, ApprovedBy, Preview, Row, Status, Verdict};
+use patchd_report::render::{rfc3339, Table};
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PreviewArgs};
-use crate::report::render::Table;
-use crate::run::{context, log_warnings};
-use crate::{load_config, Failure};
+use crate::connect::context;
+use crate::failure::Failure;
+use crate::setup::{load_config, log_warnings};
 
 pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Result<(), Failure> {
     let now = Utc::now();
@@ -82,7 +83,7 @@ pub(crate) fn render_table(baseline: &Baseline, preview: &Preview) -> String {
         "baseline {} ({}) at {}",
         baseline.name,
         baseline.operating_system,
-        preview.at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        rfc3339(preview.at)
     );
     let mut table =
         Table::new(&["PATCH", "CLASSIFICATION", "SEVERITY", "RELEASED", "APPROVED", "RULE", "COMPLIANCE"]);

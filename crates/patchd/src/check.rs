@@ -11,7 +11,8 @@ use patchd_config::{Baseline, Config, Diagnostic, Group, Severity, PATCH_GROUP_T
 use patchd_daemon::scopes;
 
 use crate::cli::{CheckArgs, GlobalArgs};
-use crate::{load_config, print_diagnostics, Failure};
+use crate::failure::{print_diagnostics, Failure};
+use crate::setup::load_config;
 
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<(), Failure> {
     let now = args.from.unwrap_or_else(Utc::now);
@@ -121,7 +122,7 @@ struct Resolution {
 /// `[[baseline]]` sections and SSM's registrations. Any call that fails fails the check: a
 /// partial answer would read as "these groups are fine".
 fn resolve(config: &Config) -> Result<Resolution, Failure> {
-    crate::runtime()?.block_on(async {
+    crate::setup::runtime()?.block_on(async {
         let home = AwsClients::new(&config.aws, None).await;
         let endpoint = match (home.endpoint_url(), home.region()) {
             (Some(url), Some(region)) => format!("{url} (region {region})"),

@@ -212,6 +212,16 @@ pub struct RunnerArgs {
     pub poll_interval: Option<std::time::Duration>,
 }
 
+impl RunnerArgs {
+    pub fn poll_policy(&self) -> patchd_daemon::rollout::PollPolicy {
+        let mut poll = patchd_daemon::rollout::PollPolicy::default();
+        if let Some(interval) = self.poll_interval {
+            poll.interval = interval;
+        }
+        poll
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]

@@ -4,7 +4,8 @@ use chrono::Utc;
 use patchd_store::{OpenOptions, Store, StoreError};
 
 use crate::cli::{DbCommand, GlobalArgs};
-use crate::{load_config, open_store, Failure};
+use crate::failure::Failure;
+use crate::setup::{load_config, open_store};
 
 pub async fn run(global: &GlobalArgs, command: &DbCommand) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;

@@ -21,14 +21,15 @@ use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunEnd, RunPlan, RunSummary, TaskProgress};
 use patchd_daemon::{Context, Scope};
+use patchd_report::{CoverageReport, Filters, Judge, Reports, SlaReport};
 use patchd_sla::SlaStatus;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::cli::{DemoArgs, GlobalArgs, LogFormat, ReportArgs, ReportFormat, ReportKind};
+use crate::failure::Failure;
 use crate::manual::{render_summary, ProgressPrinter, Untermed};
-use crate::report::SlaReport;
-use crate::{open_store, Failure};
+use crate::setup::{load_kev, open_store};
 
 /// Shipped with the binary, so the demo runs from any directory.
 const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
@@ -219,10 +220,8 @@ impl Demo<'_> {
         self.open_window(SCAN_WINDOW).await?;
 
         phase(4, "the SLA picture after the scan");
-        let before = self.sla_picture().await?;
+        let (before, gaps) = self.picture().await?;
         print!("{}", render_picture(&before, None));
-        let gaps =
-            crate::report_cmd::coverage_snapshot(self.config, &self.ctx.store, self.server.now()).await?;
         let unmanaged = gaps.gaps.iter().filter(|g| g.gap.as_str() == "unmanaged").count();
         let lost = gaps.gaps.iter().filter(|g| g.gap.as_str() == "agent-connection-lost").count();
         println!(
@@ -241,7 +240,7 @@ impl Demo<'_> {
         self.open_window(SCAN_WINDOW).await?;
 
         phase(7, "the SLA picture after the install (before -> after)");
-        let after = self.sla_picture().await?;
+        let (after, _) = self.picture().await?;
         print!("{}", render_picture(&after, Some(&before)));
 
         let evidence = dir.join("evidence.html");
@@ -318,12 +317,17 @@ impl Demo<'_> {
         Ok(summary)
     }
 
-    /// Judged at the simulator's clock, which runs ahead of the wall clock. The feeds are
+    /// The SLA totals and the coverage gaps, judged at the simulator's clock, which runs ahead
+    /// of the wall clock. The feeds are
     /// fetched again first, as the daemon would have by then: a patch released during the demo
     /// is dated by its vendor's advisory, not estimated.
-    async fn sla_picture(&self) -> Result<SlaReport, Failure> {
+    async fn picture(&self) -> Result<(SlaReport, CoverageReport), Failure> {
         self.refresh_feeds().await?;
-        crate::report_cmd::sla_snapshot(self.config, &self.ctx.store, self.server.now(), 0).await
+        let kev = load_kev(self.config);
+        let judge = Judge { config: self.config, kev: &kev.catalog, at: self.server.now() };
+        let reports = Reports::read(&self.ctx.store, judge, None, None).await?;
+        let everything = Filters::default();
+        Ok((reports.sla_summary(&everything, 0).await?, reports.coverage(&everything)))
     }
 
     async fn refresh_feeds(&self) -> Result<RefreshOutcome, Failure> {
@@ -364,10 +368,6 @@ fn phase(n: usize, what: &str) {
 const PICTURE_STATUSES: [SlaStatus; 4] =
     [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted];
 
-fn count(report: &SlaReport, rank: RiskRank, status: SlaStatus) -> usize {
-    report.totals.iter().filter(|c| c.rank == rank && c.status == status).map(|c| c.count).sum()
-}
-
 /// Open findings per rank and SLA status; with `before`, each cell reads `before -> now`.
 fn render_picture(now: &SlaReport, before: Option<&SlaReport>) -> String {
     let mut rows: Vec<Vec<String>> = vec![["RANK", "BREACHED", "DUE SOON", "OK", "EXCEPTED", "TOTAL"]
@@ -381,7 +381,7 @@ fn render_picture(now: &SlaReport, before: Option<&SlaReport>) -> String {
                 .filter(|r| rank.is_none_or(|want| want == **r))
                 .flat_map(|r| PICTURE_STATUSES.iter().map(move |s| (*r, *s)))
                 .filter(|(_, s)| status.is_none_or(|want| want == *s))
-                .map(|(r, s)| count(report, r, s))
+                .map(|(r, s)| report.count_of(r, s))
                 .sum()
         };
         match before {

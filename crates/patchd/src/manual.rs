@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::{AdhocArgs, GlobalArgs, InstallArgs, Reboot, RunNowArgs, RunnerArgs, ScanArgs, SyncArgs};
-use crate::run::{contexts, log_warnings, poll_policy};
-use crate::{load_config, Failure};
+use crate::connect::contexts;
+use crate::failure::Failure;
+use crate::setup::{load_config, log_warnings};
 
 pub async fn run_now(global: &GlobalArgs, args: &RunNowArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
@@ -150,7 +151,7 @@ async fn execute_in(
     let progress = ProgressPrinter::new(Untermed::Log);
     let on_progress = |p: &TaskProgress<'_>| progress.show(p);
     let release_dates = ReleaseDates::new(chrono::Duration::days(1));
-    let poll = poll_policy(runner);
+    let poll = runner.poll_policy();
     let env = Env {
         ctx,
         config,

@@ -3,15 +3,18 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use patchd_config::feasibility::{self, Row};
 use patchd_config::Config;
 use patchd_daemon::baselines::{self, Change, Conflict};
 use patchd_daemon::Scope;
+use patchd_report::render::rfc3339;
+use patchd_report::windows::{self, WindowPlan};
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PlanArgs};
-use crate::{load_config, print_diagnostics, runtime, Failure};
+use crate::failure::{print_diagnostics, Failure};
+use crate::setup::{load_config, runtime};
 
 /// `patchd plan --format json`: a stable contract, documented in docs/configuration.md.
 #[derive(Debug, Serialize)]
@@ -146,58 +149,13 @@ impl BaselineChange {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct WindowPlan {
-    pub name: String,
-    pub schedule: String,
-    pub timezone: String,
-    pub offset_days: u8,
-    pub duration_hours: i64,
-    pub cutoff_hours: i64,
-    pub enabled: bool,
-    pub next: Vec<Firing>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Firing {
-    /// RFC 3339 in UTC with a `Z` suffix.
-    pub start: String,
-    pub end: String,
-    /// RFC 3339 with the window's own UTC offset at that instant.
-    pub local_start: String,
-}
-
-fn utc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 pub fn build(config: &Config, from: DateTime<Utc>, count: usize) -> Plan {
-    let windows = config
-        .windows
-        .iter()
-        .map(|w| {
-            let tz = w.schedule.timezone();
-            WindowPlan {
-                name: w.name.clone(),
-                schedule: w.schedule.expression().to_string(),
-                timezone: tz.name().to_string(),
-                offset_days: w.schedule.offset_days(),
-                duration_hours: w.duration.num_hours(),
-                cutoff_hours: w.cutoff.num_hours(),
-                enabled: w.enabled,
-                next: w
-                    .occurrences_after(from)
-                    .take(count)
-                    .map(|(start, end)| Firing {
-                        start: utc(start),
-                        end: utc(end),
-                        local_start: start.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    Plan { from: utc(from), windows, sla_feasibility: feasibility::analyse(config, from), baselines: None }
+    Plan {
+        from: rfc3339(from),
+        windows: windows::upcoming(config, from, count),
+        sla_feasibility: feasibility::analyse(config, from),
+        baselines: None,
+    }
 }
 
 /// Reads the baselines and patch groups in SSM and diffs them against the configuration, in
@@ -210,7 +168,7 @@ fn plan_baselines(config: &Config) -> Result<Vec<(Scope, baselines::Plan)>, Fail
         ))
     };
     runtime()?.block_on(async {
-        let scoped = crate::run::scoped_clients(config).await.map_err(|e| match e {
+        let scoped = crate::connect::scoped_clients(config).await.map_err(|e| match e {
             Failure::Other(e) => unreadable(&e),
             other => other,
         })?;

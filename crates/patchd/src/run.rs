@@ -6,21 +6,20 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use patchd_aws::AwsClients;
 use patchd_config::{Config, Severity};
 use patchd_daemon::leader;
-use patchd_daemon::rollout::PollPolicy;
 use patchd_daemon::scheduler::{self, Control, Heartbeat, Settings};
-use patchd_daemon::{scopes, Context, Scope};
-use patchd_store::{BackendKind, Store};
+use patchd_store::BackendKind;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::cli::{GlobalArgs, RunArgs, RunnerArgs};
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::connect::contexts;
+use crate::failure::Failure;
 use crate::http::{self, ApiToken, Certificate};
 use crate::notify::{self, Notifier};
-use crate::{load_config, open_store, Failure};
+use crate::setup::{load_config, log_warnings};
 
 /// How long a stop waits for runs to persist before exiting: under the 30 s promised, with
 /// room for the store to close.
@@ -74,7 +73,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
         state_dir: config.daemon.state_dir.clone(),
         sync_interval: config.daemon.sync_interval,
         sync_retry_interval: config.daemon.sync_retry_interval,
-        poll: poll_policy(&args.runner),
+        poll: args.runner.poll_policy(),
         shutdown_grace: SHUTDOWN_GRACE,
         release_refresh: chrono::Duration::days(1),
         heartbeat: heartbeat.clone(),
@@ -299,69 +298,4 @@ fn reload(args: &ReloadArgs, current: &Config) -> Option<Config> {
             None
         }
     }
-}
-
-pub(crate) fn log_warnings(warnings: &[patchd_config::Diagnostic]) {
-    for w in warnings {
-        warn!(location = %w.origin, message = %w.message, "configuration warning");
-    }
-}
-
-/// Clients, store and scope for every configured account and region, the home account's
-/// first. Learns the home account's id from STS, and gives records an older patchd labelled
-/// `default` that id.
-pub(crate) async fn contexts(config: &Config, actor: String) -> Result<Vec<Context>, Failure> {
-    let store = open_state(config).await?;
-    let scoped = scoped_clients(config).await?;
-    with_store(config, store, &actor, scoped).await
-}
-
-/// The state directory (commands that run tasks keep their group locks there) and the store.
-pub(crate) async fn open_state(config: &Config) -> Result<Store, Failure> {
-    crate::create_private_dir(&config.daemon.state_dir)?;
-    open_store(config).await
-}
-
-/// Contexts for the clients [`scoped_clients`] built, sharing `store` and the `[events]` sinks
-/// (EventBridge through the home account's clients, and/or the webhook). See
-/// [`scopes::attach`] for what connecting records in the store.
-pub(crate) async fn with_store(
-    config: &Config,
-    store: Store,
-    actor: &str,
-    scoped: Vec<(Scope, AwsClients)>,
-) -> Result<Vec<Context>, Failure> {
-    let Some((_, home_clients)) = scoped.first() else {
-        return Err(Failure::Other(anyhow::anyhow!("no account and region is configured")));
-    };
-    let events = patchd_daemon::Publisher::from_config(&config.events, home_clients)
-        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
-    Ok(scopes::attach(scoped, &store, actor, &events).await)
-}
-
-/// The clients of every configured account and region, the home account's first, without the
-/// database: for commands that only read AWS.
-pub(crate) async fn scoped_clients(config: &Config) -> Result<Vec<(Scope, AwsClients)>, Failure> {
-    let aws = AwsClients::new(&config.aws, None).await;
-    if aws.region().is_none() {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "no AWS region: set [aws] region in the configuration, or AWS_REGION"
-        )));
-    }
-    scopes::clients(config, &aws, &leader::hostname())
-        .await
-        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))
-}
-
-/// The home account's context: for commands that work in one account and region.
-pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
-    Ok(contexts(config, actor).await?.swap_remove(0))
-}
-
-pub(crate) fn poll_policy(args: &RunnerArgs) -> PollPolicy {
-    let mut poll = PollPolicy::default();
-    if let Some(interval) = args.poll_interval {
-        poll.interval = interval;
-    }
-    poll
 }

@@ -3,15 +3,24 @@
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use patchd_config::RiskRank;
+use patchd_report::render::rfc3339;
+use patchd_report::{windows, Filters, Judge, ReportError, Reports};
 use patchd_sla::SlaStatus;
 use patchd_store::WindowRunQuery;
 use serde_json::{json, Value};
 
-use super::{query_pairs, HttpState, DB_CHECK_TIMEOUT, HEARTBEAT_STALE};
-use crate::report::Filters;
-use crate::report_cmd::PlaceError;
+use super::state::{HttpState, HEARTBEAT_STALE};
+use crate::setup::load_kev;
+
+/// How long a database check may take before readiness fails it.
+const DB_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `a=1&b=2` into pairs, percent-decoded.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
 
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let text = serde_json::to_string_pretty(body).unwrap_or_default() + "\n";
@@ -30,13 +39,19 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn rfc3339(t: chrono::DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// A report the API could not make: the asker's mistake is a 400, a store that does not
+/// answer a 503.
+fn report_error(e: &ReportError) -> Response {
+    let status = match e {
+        ReportError::UnknownPlace(_) => StatusCode::BAD_REQUEST,
+        ReportError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string())
 }
 
 /// Whether the database answers a trivial query within [`DB_CHECK_TIMEOUT`].
 pub(crate) async fn database_check(state: &HttpState) -> Result<(), String> {
-    match tokio::time::timeout(DB_CHECK_TIMEOUT, state.inner.store.ping()).await {
+    match tokio::time::timeout(DB_CHECK_TIMEOUT, state.inner.setup.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("the database does not answer: {e}")),
         Err(_) => Err(format!("the database did not answer within {} s", DB_CHECK_TIMEOUT.as_secs())),
@@ -54,10 +69,10 @@ pub(crate) async fn readyz(state: &HttpState) -> Response {
         json!({ "ok": true, "detail": format!("{} file(s)", config.sources.len()) })
     };
     let db_check = match database_check(state).await {
-        Ok(()) => json!({ "ok": true, "detail": state.inner.store.backend().to_string() }),
+        Ok(()) => json!({ "ok": true, "detail": state.inner.setup.store.backend().to_string() }),
         Err(why) => json!({ "ok": false, "detail": why }),
     };
-    let last = state.inner.heartbeat.last();
+    let last = state.inner.setup.heartbeat.last();
     let scheduler_check = match last {
         None => json!({ "ok": false, "detail": "the scheduler has not started yet" }),
         Some(at) if !state.heartbeat_recent(now) => json!({
@@ -100,7 +115,7 @@ async fn feeds_json(state: &HttpState, config: &patchd_config::Config) -> Value 
     if specs.is_empty() {
         return json!({});
     }
-    let recorded = match state.inner.store.feed_status().await {
+    let recorded = match state.inner.setup.store.feed_status().await {
         Ok(recorded) => recorded,
         Err(e) => return json!({ "error": format!("cannot read feed status: {e}") }),
     };
@@ -131,7 +146,7 @@ async fn feeds_json(state: &HttpState, config: &patchd_config::Config) -> Value 
 /// `{"role", "epoch", "holder": {host, pid, live, expires_in_ms}, "changes"}`: who leads, as this
 /// process last learned it from the database.
 pub(crate) fn leadership_json(state: &HttpState) -> Value {
-    let leadership = &state.inner.leadership;
+    let leadership = &state.inner.setup.leadership;
     let status = leadership.current();
     let holder = status.lease.as_ref().map(|l| {
         json!({
@@ -155,34 +170,32 @@ pub(crate) async fn status(state: &HttpState) -> Response {
     let now = Utc::now();
     let inner = &state.inner;
     let config = state.config();
-    let plan = crate::plan::build(&config, now, 1);
-    let mut next: Vec<(String, String, String)> = plan
-        .windows
+    let mut next: Vec<(String, String, String)> = windows::upcoming(&config, now, 1)
         .iter()
         .filter(|w| w.enabled)
         .filter_map(|w| w.next.first().map(|f| (f.start.clone(), w.name.clone(), f.end.clone())))
         .collect();
     next.sort();
-    let last = inner.heartbeat.last();
+    let last = inner.setup.heartbeat.last();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "started_at": rfc3339(inner.started_at),
         "uptime_seconds": inner.started.elapsed().as_secs(),
         "config": {
-            "path": inner.config_path.display().to_string(),
+            "path": inner.setup.config_path.display().to_string(),
             "files": config.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "windows": config.windows.len(),
             "groups": config.groups.len(),
         },
         "database": {
             "url": config.daemon.database_url.redacted(),
-            "backend": inner.store.backend().to_string(),
+            "backend": inner.setup.store.backend().to_string(),
             "reachable": database_check(state).await.is_ok(),
         },
         "endpoint": {
-            "aws": inner.aws.endpoint_url().unwrap_or("aws"),
-            "region": inner.aws.region(),
+            "aws": inner.setup.aws.endpoint_url().unwrap_or("aws"),
+            "region": inner.setup.aws.region(),
         },
         "listen": inner.listen.to_string(),
         "scheduler": {
@@ -227,8 +240,8 @@ pub(crate) fn windows(state: &HttpState, query: &str) -> Response {
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     let now = Utc::now();
-    let plan = crate::plan::build(&state.config(), now, count as usize);
-    json_response(StatusCode::OK, &json!({ "from": plan.from, "windows": plan.windows }))
+    let windows = windows::upcoming(&state.config(), now, count as usize);
+    json_response(StatusCode::OK, &json!({ "from": rfc3339(now), "windows": windows }))
 }
 
 /// The most recent window runs with their tasks.
@@ -245,12 +258,9 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
     let account = match get("account") {
         None => None,
         Some(given) => {
-            match crate::report_cmd::account_id(&state.config(), &state.inner.store, given).await {
+            match patchd_report::account_id(&state.config(), &state.inner.setup.store, given).await {
                 Ok(id) => Some(id),
-                Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
-                Err(PlaceError::Failed(_)) => {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "cannot read the account names")
-                }
+                Err(e) => return report_error(&e),
             }
         }
     };
@@ -261,7 +271,7 @@ pub(crate) async fn runs(state: &HttpState, query: &str) -> Response {
         limit: Some(limit),
         ..Default::default()
     };
-    let runs = match state.inner.store.window_runs(&query).await {
+    let runs = match state.inner.setup.store.window_runs(&query).await {
         Ok(runs) => runs,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read window runs: {e}")),
     };
@@ -344,24 +354,16 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
     };
     let filters = Filters { group, rank };
     let (account, region) = (get("account"), get("region"));
-    let judged = crate::report_cmd::sla_full(
-        &config,
-        &state.inner.store,
-        Utc::now(),
-        &filters,
-        account.as_deref(),
-        region.as_deref(),
-    )
-    .await;
-    let report = match judged {
+    let kev = load_kev(&config);
+    let judge = Judge { config: &config, kev: &kev.catalog, at: Utc::now() };
+    let judged = async {
+        let reports =
+            Reports::read(&state.inner.setup.store, judge, account.as_deref(), region.as_deref()).await?;
+        reports.sla(&filters).await
+    };
+    let report = match judged.await {
         Ok(report) => report,
-        Err(PlaceError::Unknown(why)) => return error(StatusCode::BAD_REQUEST, &why),
-        Err(PlaceError::Failed(crate::Failure::Other(e))) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
-        }
-        Err(PlaceError::Failed(_)) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot judge the findings")
-        }
+        Err(e) => return report_error(&e),
     };
     let mut findings: Vec<_> =
         report.findings.into_iter().filter(|f| status.is_none_or(|s| f.status == s)).collect();
@@ -373,4 +375,21 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
         StatusCode::OK,
         &json!({ "at": report.at, "total": total, "count": findings.len(), "findings": findings }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(
+            query_pairs("status=due-soon&group=web%20tier&limit=5"),
+            vec![
+                ("status".to_string(), "due-soon".to_string()),
+                ("group".to_string(), "web tier".to_string()),
+                ("limit".to_string(), "5".to_string())
+            ]
+        );
+    }
 }

@@ -11,20 +11,18 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use patchd_config::RiskRank;
+use patchd_report::{Filters, Gap, Judge, Reports};
 use patchd_sla::SlaStatus;
 use patchd_store::{CommandStatus, WindowRunStatus};
 
-use super::{api, HttpState};
-use crate::report::Gap;
+use super::api;
+use super::state::HttpState;
+use crate::setup::load_kev;
 
 /// How long the store-derived part of a scrape is reused.
 pub(crate) const CACHE_FOR: Duration = Duration::from_secs(5);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The store-derived text of the latest scrape, and when it was computed.
-#[derive(Debug, Default)]
-pub(crate) struct Cache(tokio::sync::Mutex<Option<(Instant, String)>>);
 
 pub(crate) async fn handle(state: &HttpState) -> Response {
     let mut out = String::new();
@@ -119,11 +117,11 @@ fn live(state: &HttpState, out: &mut String) {
         out,
         "patchd_scheduler_heartbeat_timestamp_seconds",
         &[],
-        inner.heartbeat.last().map_or(0.0, seconds),
+        inner.setup.heartbeat.last().map_or(0.0, seconds),
     );
     family(out, "patchd_scheduler_healthy", "gauge", "1 when the scheduler's heartbeat is recent, else 0.");
     sample(out, "patchd_scheduler_healthy", &[], f64::from(u8::from(state.heartbeat_recent(Utc::now()))));
-    let leadership = &inner.leadership;
+    let leadership = &inner.setup.leadership;
     let leading = matches!(leadership.current().role, patchd_daemon::leader::Role::Leader { .. });
     family(
         out,
@@ -147,7 +145,7 @@ fn live(state: &HttpState, out: &mut String) {
     );
     sample(out, "patchd_lease_queries_total", &[], leadership.counters.queries() as f64);
 
-    let calls = inner.aws.call_counts();
+    let calls = inner.setup.aws.call_counts();
     family(out, "patchd_aws_api_calls_total", "counter", "AWS API attempts since start, retries included.");
     for c in &calls {
         sample(
@@ -192,7 +190,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     let config = state.config();
     let now = Utc::now();
     let mut out = String::new();
-    let store = &inner.store;
+    let store = &inner.setup.store;
 
     let runs = store.window_run_counts().await.map_err(|e| format!("cannot count window runs: {e}"))?;
     let mut windows: Vec<&str> = config.windows.iter().map(|w| w.name.as_str()).collect();
@@ -289,10 +287,13 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         sample(&mut out, "patchd_command_invocations", &[("status", status.as_str())], n as f64);
     }
 
-    let (sla, oldest) = crate::report_cmd::sla_gauges(&config, store, now).await.map_err(|e| match e {
-        crate::Failure::Other(e) => format!("{e:#}"),
-        _ => "cannot judge the findings".to_string(),
-    })?;
+    let kev = load_kev(&config);
+    let judge = Judge { config: &config, kev: &kev.catalog, at: now };
+    let reports = Reports::read(store, judge, None, None).await.map_err(|e| e.to_string())?;
+    let everything = Filters::default();
+    // report sla's totals, computed the same way, from per-patch counts, listing nothing.
+    let sla = reports.sla_summary(&everything, 0).await.map_err(|e| e.to_string())?;
+    let oldest = reports.oldest_open_per_rank().await.map_err(|e| e.to_string())?;
     family(
         &mut out,
         "patchd_open_findings",
@@ -301,13 +302,11 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
     );
     for rank in [RiskRank::Critical, RiskRank::High, RiskRank::Medium, RiskRank::Low] {
         for status in [SlaStatus::Breached, SlaStatus::DueSoon, SlaStatus::Ok, SlaStatus::Excepted] {
-            let n: usize =
-                sla.totals.iter().filter(|c| c.rank == rank && c.status == status).map(|c| c.count).sum();
             sample(
                 &mut out,
                 "patchd_open_findings",
                 &[("rank", rank.as_str()), ("status", status.as_str())],
-                n as f64,
+                sla.count_of(rank, status) as f64,
             );
         }
     }
@@ -325,10 +324,7 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         critical.map_or(0.0, |start| (now - start).num_seconds().max(0) as f64),
     );
 
-    let coverage = crate::report_cmd::coverage_snapshot(&config, store, now).await.map_err(|e| match e {
-        crate::Failure::Other(e) => format!("{e:#}"),
-        _ => "cannot compute coverage".to_string(),
-    })?;
+    let coverage = reports.coverage(&everything);
     family(&mut out, "patchd_instances_in_scope", "gauge", "Instances that belong to a configured group.");
     sample(&mut out, "patchd_instances_in_scope", &[], coverage.in_scope as f64);
     family(
@@ -435,7 +431,7 @@ async fn feed_metrics(
         "gauge",
         "Share of a platform's open findings whose SLA clock is estimated (no release date known). 0 on a platform every feed dates.",
     );
-    for p in crate::report::platform_clocks(&counts) {
+    for p in patchd_report::platform_clocks(&counts) {
         sample(
             out,
             "patchd_open_findings_estimated_ratio",

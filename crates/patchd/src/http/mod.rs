@@ -9,10 +9,11 @@
 mod api;
 mod auth;
 pub(crate) mod metrics;
+mod state;
 mod tls;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -20,90 +21,27 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
-use chrono::{DateTime, Utc};
-use patchd_aws::AwsClients;
-use patchd_config::Config;
-use patchd_daemon::leader::Leadership;
-use patchd_daemon::scheduler::{Heartbeat, HEARTBEAT_EVERY};
-use patchd_store::Store;
+use chrono::Utc;
 use tokio::net::TcpListener;
 
-use crate::Failure;
-
 pub(crate) use auth::ApiToken;
+pub(crate) use state::heartbeat_recent;
+pub(crate) use state::Setup;
+use state::{HttpState, Inner};
 pub(crate) use tls::Certificate;
 
-/// How stale the scheduler's heartbeat may get before the daemon counts as stuck: three beats.
-pub(crate) const HEARTBEAT_STALE: Duration = Duration::from_secs(3 * HEARTBEAT_EVERY.as_secs());
-
-/// How long a database check may take before readiness fails it.
-const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What every request can see. Cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpState {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    /// The configuration in force; `patchd run` swaps it on a successful SIGHUP reload.
-    config: Arc<RwLock<Arc<Config>>>,
-    /// `--config` as given.
-    config_path: std::path::PathBuf,
-    store: Store,
-    aws: AwsClients,
-    heartbeat: Heartbeat,
-    leadership: Leadership,
-    token: Option<ApiToken>,
-    listen: SocketAddr,
-    started: Instant,
-    started_at: DateTime<Utc>,
-    metrics: metrics::Cache,
-}
-
-/// What the server is built from.
-#[derive(Debug)]
-pub(crate) struct Setup {
-    pub config: Arc<RwLock<Arc<Config>>>,
-    pub config_path: std::path::PathBuf,
-    pub store: Store,
-    pub aws: AwsClients,
-    pub heartbeat: Heartbeat,
-    /// Leader or standby, for `/readyz`, `/v1/status` and the metrics.
-    pub leadership: Leadership,
-    pub token: Option<ApiToken>,
-    /// Serve HTTPS with this certificate; None: plain HTTP.
-    pub tls: Option<Arc<Certificate>>,
-}
-
-impl HttpState {
-    fn config(&self) -> Arc<Config> {
-        self.inner.config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    /// Whether the scheduler loop turned within [`HEARTBEAT_STALE`] of `now`.
-    fn heartbeat_recent(&self, now: DateTime<Utc>) -> bool {
-        heartbeat_recent(&self.inner.heartbeat, now)
-    }
-}
-
-pub(crate) fn heartbeat_recent(heartbeat: &Heartbeat, now: DateTime<Utc>) -> bool {
-    heartbeat.last().is_some_and(|last| (now - last).num_seconds() <= HEARTBEAT_STALE.as_secs() as i64)
-}
-
 /// Binds `addr`; a taken port fails start-up naming the address and the key that set it.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::AddrInUse => "the address is already in use (another patchd?)".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
             _ => e.to_string(),
         };
-        Failure::Other(anyhow::anyhow!(
+        anyhow::anyhow!(
             "cannot listen on {addr} ([daemon] listen): {why}; stop what holds it or set another \
              address in [daemon] listen"
-        ))
+        )
     })
 }
 
@@ -124,21 +62,16 @@ impl Server {
 }
 
 /// Serves on `listener` until [`Server::stop`], over TLS when `setup.tls` says so.
-pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failure> {
+pub(crate) fn serve(listener: TcpListener, setup: Setup) -> anyhow::Result<Server> {
     let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let tls = setup.tls.clone();
     let state = HttpState {
         inner: Arc::new(Inner {
-            config: setup.config,
-            config_path: setup.config_path,
-            store: setup.store,
-            aws: setup.aws,
-            heartbeat: setup.heartbeat,
-            leadership: setup.leadership,
-            token: setup.token,
+            setup,
             listen: addr,
             started: Instant::now(),
             started_at: Utc::now(),
-            metrics: metrics::Cache::default(),
+            metrics: Default::default(),
         }),
     };
     let app = Router::new().fallback(handle).with_state(state);
@@ -146,15 +79,14 @@ pub(crate) fn serve(listener: TcpListener, setup: Setup) -> Result<Server, Failu
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = match &setup.tls {
+    let task = match &tls {
         None => tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(%error, "the HTTP endpoint stopped with an error");
             }
         }),
         Some(certificate) => {
-            let listener = tls::TlsListener::new(listener, certificate)
-                .map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
+            let listener = tls::TlsListener::new(listener, certificate).map_err(|e| anyhow::anyhow!(e))?;
             tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                     tracing::error!(%error, "the HTTP endpoint stopped with an error");
@@ -179,7 +111,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
     if path == "/healthz" {
         return text(StatusCode::OK, "ok\n").unwrap_or_else(plain_500);
     }
-    if let Some(token) = &state.inner.token {
+    if let Some(token) = &state.inner.setup.token {
         let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !token.accepts(presented) {
             return auth::unauthorized();
@@ -213,39 +145,4 @@ fn plain_500() -> Response {
     let mut r = Response::new(Body::from("internal error\n"));
     *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     r
-}
-
-/// `a=1&b=2` into pairs, percent-decoded.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_heartbeat_is_recent_for_three_beats() {
-        let now = Utc::now();
-        let heartbeat = Heartbeat::default();
-        assert!(!heartbeat_recent(&heartbeat, now), "no beat yet: not started");
-        heartbeat.beat(now - chrono::Duration::seconds(15));
-        assert!(heartbeat_recent(&heartbeat, now));
-        heartbeat.beat(now - chrono::Duration::seconds(16));
-        assert!(!heartbeat_recent(&heartbeat, now), "a stuck loop");
-        heartbeat.beat(now);
-        assert!(heartbeat_recent(&heartbeat, now));
-    }
-
-    #[test]
-    fn query_parameters_are_decoded() {
-        assert_eq!(
-            query_pairs("status=due-soon&group=web%20tier&limit=5"),
-            vec![
-                ("status".to_string(), "due-soon".to_string()),
-                ("group".to_string(), "web tier".to_string()),
-                ("limit".to_string(), "5".to_string())
-            ]
-        );
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! The page is meant to be opened, printed and filed by an assessor, possibly years later and
 //! offline, so it references nothing outside itself: inline CSS, charts as inline SVG, no
-//! script to run. Every figure comes from the reports `compute` already produces (the same
+//! script to run. Every figure comes from the reports the computation already produces (the same
 //! code path as `report sla|history|coverage|compliance --format json`); this module only
 //! lays them out. The headline figures are embedded once more as JSON so that a machine can
 //! check the page against the JSON reports.
@@ -15,9 +15,15 @@ use patchd_config::{Approval, Config, ExceptionScope, RiskRank};
 use patchd_sla::SlaStatus;
 use serde::Serialize;
 
-use super::compute::*;
+use crate::compliance::ComplianceReport;
+use crate::coverage::CoverageReport;
+use crate::history::{HistoryReport, RankHistory};
+use crate::judged::JudgedFinding;
+use crate::render::{date, shorten};
+use crate::sla::{Count, SlaReport};
 
 /// The reports the page is laid out from, all judged as of `sla.at`.
+#[derive(Debug)]
 pub struct Evidence<'a> {
     pub config: &'a Config,
     pub generated_at: DateTime<Utc>,
@@ -1247,16 +1253,6 @@ fn sub(text: Option<&str>) -> String {
     }
 }
 
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut cut: String = s.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
-    }
-}
-
 fn status_label(status: SlaStatus) -> &'static str {
     match status {
         SlaStatus::Breached => "breached",
@@ -1275,10 +1271,6 @@ fn status_badge(status: SlaStatus) -> String {
 
 fn rank_label(rank: RiskRank) -> String {
     format!("<span class=\"rank {0}\">{0}</span>", rank.as_str())
-}
-
-fn date(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
 }
 
 fn minute(t: DateTime<Utc>) -> String {

@@ -6,9 +6,14 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::compute::*;
+use crate::compliance::ComplianceReport;
+use crate::coverage::CoverageReport;
+use crate::history::HistoryReport;
+use crate::judged::JudgedFinding;
+use crate::sla::SlaReport;
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
+#[derive(Debug)]
 pub struct Table {
     rows: Vec<Vec<String>>,
 }
@@ -41,7 +46,7 @@ impl Table {
     }
 }
 
-fn date(t: DateTime<Utc>) -> String {
+pub(crate) fn date(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
@@ -49,8 +54,8 @@ fn minute(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M").to_string()
 }
 
-/// Cuts a cell to `max` characters, marking the cut, so one long id cannot widen a table.
-fn fit(s: &str, max: usize) -> String {
+/// Cuts text to `max` characters, marking the cut, so one long id cannot widen a table.
+pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -82,7 +87,8 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+/// An instant as patchd writes it in JSON and CSV: RFC 3339 in UTC to the second, `Z` suffix.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -107,7 +113,7 @@ pub fn sla_table(report: &SlaReport) -> String {
         let due = if f.estimated { format!("~{}", date(f.due)) } else { date(f.due) };
         table.row(vec![
             f.instance_id.clone(),
-            fit(&f.patch_id, 18),
+            shorten(&f.patch_id, 18),
             f.rank.to_string(),
             due,
             format!("{}", f.days_left.floor() as i64),
@@ -144,14 +150,7 @@ pub fn sla_table(report: &SlaReport) -> String {
     out.push('\n');
     let mut totals = Table::new(&["RANK", "BREACHED", "DUE-SOON", "OK", "EXCEPTED"]);
     for rank in patchd_config::RiskRank::ALL {
-        let n = |status| {
-            report
-                .totals
-                .iter()
-                .find(|c| c.rank == rank && c.status == status)
-                .map_or(0, |c| c.count)
-                .to_string()
-        };
+        let n = |status| report.count_of(rank, status).to_string();
         totals.row(vec![rank.to_string(), n(Breached), n(DueSoon), n(Ok), n(Excepted)]);
     }
     totals.render(&mut out);
@@ -246,7 +245,7 @@ pub fn history_table(report: &HistoryReport) -> String {
     for f in &report.remediated {
         table.row(vec![
             f.instance_id.clone(),
-            fit(&f.patch_id, 18),
+            shorten(&f.patch_id, 18),
             f.rank.to_string(),
             f.installed_at.map(date).unwrap_or_default(),
             f.days_to_remediate.map_or("-".into(), |d| format!("{d:.1}")),
@@ -354,7 +353,7 @@ pub fn coverage_table(report: &CoverageReport) -> String {
     out.push('\n');
     let mut table = Table::new(&["INSTANCE", "GAP", "DETAIL"]);
     for g in &report.gaps {
-        table.row(vec![g.instance_id.clone(), g.gap.as_str().to_string(), fit(&g.detail, 36)]);
+        table.row(vec![g.instance_id.clone(), g.gap.as_str().to_string(), shorten(&g.detail, 36)]);
     }
     table.render(&mut out);
     out
