@@ -101,6 +101,10 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
     };
     print_next_steps(&config_path, &database, &dir);
     if args.keep && finished {
+        // Listening before saying "Ctrl-C stops it": an interrupt sent as soon as the line
+        // appears must not fall between the two.
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| anyhow!("cannot listen for Ctrl-C: {e}"))?;
         println!(
             "\nThe simulator keeps running at {url} (any AWS SDK or CLI can talk to it, with any keys):"
         );
@@ -110,7 +114,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         );
         println!("  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo aws --region us-east-1 --endpoint-url {url} ssm describe-instance-information");
         println!("Ctrl-C stops it.");
-        let _ = tokio::signal::ctrl_c().await;
+        interrupt.recv().await;
     }
     server.shutdown().await;
     outcome
