@@ -227,8 +227,7 @@ impl Tx<'_> {
         let dialect = self.dialect();
         let mut affected = 0;
         for chunk in rows.chunks(rows_per_statement(dialect, N)) {
-            let cells: Vec<[Arg<'r>; N]> = chunk.iter().map(&cells).collect();
-            affected += self.execute(rows_query(dialect, sql, &cells)?).await?;
+            affected += self.execute(rows_query(dialect, sql, N, values(chunk, &cells))?).await?;
         }
         Ok(affected)
     }
@@ -244,13 +243,21 @@ impl Tx<'_> {
     ) -> Result<(), StoreError> {
         let dialect = self.dialect();
         for chunk in rows.chunks(rows_per_statement(dialect, N)) {
-            let cells: Vec<[Arg<'r>; N]> = chunk.iter().map(&cells).collect();
-            for row in self.fetch_all(rows_query(dialect, sql, &cells)?).await? {
+            for row in self.fetch_all(rows_query(dialect, sql, N, values(chunk, &cells))?).await? {
                 each(&row)?;
             }
         }
         Ok(())
     }
+}
+
+/// The values of `rows`, row after row.
+fn values<'r, R, const N: usize>(rows: &'r [R], cells: impl Fn(&'r R) -> [Arg<'r>; N]) -> Vec<Arg<'r>> {
+    let mut values = Vec::with_capacity(rows.len() * N);
+    for row in rows {
+        values.extend(cells(row));
+    }
+    values
 }
 
 /// Where a statement runs, with the counters it is counted in.
@@ -370,7 +377,10 @@ impl Driver for Postgres {
         match arg {
             Arg::Column(Column::Ints(v)) => query.bind(v.as_slice()),
             Arg::Column(Column::Bools(v)) => query.bind(v.as_slice()),
-            Arg::Column(Column::Texts(v) | Column::Jsons(v)) => query.bind(v.as_slice()),
+            // Encoded as it is bound, so the borrowed texts need not outlive this call.
+            Arg::Column(Column::Texts(v) | Column::Jsons(v)) => {
+                query.bind(v.iter().map(|text| text.as_deref()).collect::<Vec<_>>())
+            }
             Arg::Column(Column::Times(v)) => query.bind(v.as_slice()),
             value => bind_value(query, value),
         }
@@ -449,41 +459,34 @@ impl<'a> Arg<'a> {
 pub(crate) enum Column<'a> {
     Ints(Vec<Option<i64>>),
     Bools(Vec<Option<bool>>),
-    Texts(Vec<Option<&'a str>>),
-    Jsons(Vec<Option<&'a str>>),
+    Texts(Vec<Option<Cow<'a, str>>>),
+    Jsons(Vec<Option<Cow<'a, str>>>),
     Times(Vec<Option<DateTime<Utc>>>),
 }
 
 impl<'a> Column<'a> {
-    /// Column `j` of `rows`, typed after its first value.
-    fn of<const N: usize>(rows: &'a [[Arg<'_>; N]], j: usize) -> Result<Column<'a>, StoreError> {
-        let cells = || rows.iter().map(move |row| &row[j]);
-        let column = match rows.first().map(|row| &row[j]) {
-            Some(Arg::Int(_)) => cells()
-                .map(|c| if let Arg::Int(v) = c { Some(*v) } else { None })
-                .collect::<Option<_>>()
-                .map(Column::Ints),
-            Some(Arg::Bool(_)) => cells()
-                .map(|c| if let Arg::Bool(v) = c { Some(*v) } else { None })
-                .collect::<Option<_>>()
-                .map(Column::Bools),
-            Some(Arg::Text(_)) => cells()
-                .map(|c| if let Arg::Text(v) = c { Some(v.as_deref()) } else { None })
-                .collect::<Option<_>>()
-                .map(Column::Texts),
-            Some(Arg::Json(_)) => cells()
-                .map(|c| if let Arg::Json(v) = c { Some(v.as_deref()) } else { None })
-                .collect::<Option<_>>()
-                .map(Column::Jsons),
-            Some(Arg::Time(_)) => cells()
-                .map(|c| if let Arg::Time(v) = c { Some(*v) } else { None })
-                .collect::<Option<_>>()
-                .map(Column::Times),
-            _ => None,
-        };
-        column.ok_or_else(|| {
-            StoreError::InvalidInput(format!("column {} of a bulk statement has no array type", j + 1))
+    /// An empty column of `value`'s type.
+    fn like(value: &Arg<'_>, capacity: usize) -> Option<Column<'a>> {
+        Some(match value {
+            Arg::Int(_) => Column::Ints(Vec::with_capacity(capacity)),
+            Arg::Bool(_) => Column::Bools(Vec::with_capacity(capacity)),
+            Arg::Text(_) => Column::Texts(Vec::with_capacity(capacity)),
+            Arg::Json(_) => Column::Jsons(Vec::with_capacity(capacity)),
+            Arg::Time(_) => Column::Times(Vec::with_capacity(capacity)),
+            Arg::Float(_) | Arg::Date(_) | Arg::Column(_) => return None,
         })
+    }
+
+    /// Appends `value`, which must be of the column's type.
+    fn push(&mut self, value: Arg<'a>) -> Option<()> {
+        match (self, value) {
+            (Column::Ints(column), Arg::Int(v)) => column.push(v),
+            (Column::Bools(column), Arg::Bool(v)) => column.push(v),
+            (Column::Texts(column), Arg::Text(v)) | (Column::Jsons(column), Arg::Json(v)) => column.push(v),
+            (Column::Times(column), Arg::Time(v)) => column.push(v),
+            _ => return None,
+        }
+        Some(())
     }
 
     fn sql_type(&self) -> &'static str {
@@ -495,6 +498,23 @@ impl<'a> Column<'a> {
             Column::Times(_) => "timestamptz[]",
         }
     }
+}
+
+/// `values`, `n` to a row, as one column each, typed after the first row.
+fn columns(values: Vec<Arg<'_>>, n: usize) -> Result<Vec<Column<'_>>, StoreError> {
+    let mixed =
+        |j: usize| StoreError::InvalidInput(format!("column {} of a bulk statement mixes types", j + 1));
+    let rows = values.len() / n;
+    let mut columns = values
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(j, v)| Column::like(v, rows).ok_or_else(|| mixed(j)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, value) in values.into_iter().enumerate() {
+        columns[i % n].push(value).ok_or_else(|| mixed(i % n))?;
+    }
+    Ok(columns)
 }
 
 /// SQLite's limit on bind parameters per statement (the default since 3.32, and the bundled
@@ -520,30 +540,31 @@ fn rows_per_statement(dialect: Dialect, columns: usize) -> usize {
 ///
 /// PostgreSQL: `SELECT * FROM UNNEST($1::bigint[], ...) AS u(column1, ...)`, one array per
 /// column, so the text is the same for every chunk and prepared once.
-fn rows_query<'c, const N: usize>(
+fn rows_query<'r>(
     dialect: Dialect,
     sql: &str,
-    rows: &'c [[Arg<'_>; N]],
-) -> Result<Query<'c>, StoreError> {
+    n: usize,
+    values: Vec<Arg<'r>>,
+) -> Result<Query<'r>, StoreError> {
     match dialect {
         Dialect::Sqlite => {
-            let tuple = format!("({})", vec!["?"; N].join(", "));
-            let mut values = String::with_capacity(7 + (tuple.len() + 2) * rows.len());
-            values.push_str("VALUES ");
-            for i in 0..rows.len() {
+            let tuple = format!("({})", vec!["?"; n].join(", "));
+            let rows = values.len() / n;
+            let mut table = String::with_capacity(7 + (tuple.len() + 2) * rows);
+            table.push_str("VALUES ");
+            for i in 0..rows {
                 if i > 0 {
-                    values.push_str(", ");
+                    table.push_str(", ");
                 }
-                values.push_str(&tuple);
+                table.push_str(&tuple);
             }
-            let args = rows.iter().flatten().cloned().collect();
-            Ok(Query { sql: Cow::Owned(sql.replacen("{rows}", &values, 1)), args, persistent: false })
+            Ok(Query { sql: Cow::Owned(sql.replacen("{rows}", &table, 1)), args: values, persistent: false })
         }
         Dialect::Postgres => {
-            let columns = (0..N).map(|j| Column::of(rows, j)).collect::<Result<Vec<_>, _>>()?;
+            let columns = columns(values, n)?;
             let arrays: Vec<String> =
                 columns.iter().enumerate().map(|(j, c)| format!("${}::{}", j + 1, c.sql_type())).collect();
-            let names: Vec<String> = (1..=N).map(|j| format!("column{j}")).collect();
+            let names: Vec<String> = (1..=n).map(|j| format!("column{j}")).collect();
             let table = format!("SELECT * FROM UNNEST({}) AS u({})", arrays.join(", "), names.join(", "));
             let args = columns.into_iter().map(Arg::Column).collect();
             Ok(Query { sql: Cow::Owned(sql.replacen("{rows}", &table, 1)), args, persistent: true })
@@ -653,7 +674,8 @@ mod tests {
         let rows = rows();
         let sql = "INSERT INTO t (a, b, c, d) {rows} ON CONFLICT DO NOTHING";
 
-        let sqlite = rows_query(Dialect::Sqlite, sql, &rows).unwrap();
+        let values = || rows.iter().flatten().cloned().collect::<Vec<_>>();
+        let sqlite = rows_query(Dialect::Sqlite, sql, 4, values()).unwrap();
         assert_eq!(
             sqlite.sql,
             "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -661,7 +683,7 @@ mod tests {
         assert_eq!(sqlite.args.len(), 8, "one bind per value");
         assert!(!sqlite.persistent, "its text changes with the number of rows");
 
-        let postgres = rows_query(Dialect::Postgres, sql, &rows).unwrap();
+        let postgres = rows_query(Dialect::Postgres, sql, 4, values()).unwrap();
         assert_eq!(
             postgres.sql,
             "INSERT INTO t (a, b, c, d) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], \
@@ -672,8 +694,8 @@ mod tests {
             [Arg::Column(Column::Ints(ids)), Arg::Column(Column::Texts(texts)), Arg::Column(Column::Jsons(json)), Arg::Column(Column::Times(times))] =>
             {
                 assert_eq!(ids, &[Some(1), Some(2)]);
-                assert_eq!(texts, &[Some("a"), None]);
-                assert_eq!(json, &[Some("[]"), None]);
+                assert_eq!(texts, &[Some("a".into()), None]);
+                assert_eq!(json, &[Some("[]".into()), None]);
                 assert_eq!(times.len(), 2);
             }
             other => panic!("{other:?}"),
@@ -690,8 +712,8 @@ mod tests {
 
     #[test]
     fn a_column_of_mixed_types_is_refused_on_postgres() {
-        let rows: Vec<[Arg<'static>; 1]> = vec![[1_i64.into()], ["one".into()]];
-        let err = rows_query(Dialect::Postgres, "SELECT * FROM ({rows}) AS v", &rows).unwrap_err();
+        let values: Vec<Arg<'static>> = vec![1_i64.into(), "one".into()];
+        let err = rows_query(Dialect::Postgres, "SELECT * FROM ({rows}) AS v", 1, values).unwrap_err();
         assert!(err.to_string().contains("column 1"), "{err}");
     }
 }
