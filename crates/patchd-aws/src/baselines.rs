@@ -6,9 +6,10 @@
 //! This module reads and writes them; deciding what to change is the caller's business.
 
 use aws_sdk_ssm::types::{
-    OperatingSystem, PatchAction, PatchComplianceLevel, PatchFilter, PatchFilterGroup, PatchFilterKey,
-    PatchOrchestratorFilter, PatchRule, PatchRuleGroup, Tag,
+    OperatingSystem as SdkOperatingSystem, PatchAction, PatchComplianceLevel, PatchFilter, PatchFilterGroup,
+    PatchFilterKey, PatchOrchestratorFilter, PatchRule, PatchRuleGroup, Tag,
 };
+use patchd_model::{OperatingSystem, Reported};
 use tracing::instrument;
 
 use crate::client::AwsClients;
@@ -45,7 +46,7 @@ pub struct BaselineRule {
 pub struct BaselineDocument {
     pub name: String,
     pub description: Option<String>,
-    pub operating_system: String,
+    pub operating_system: Reported<OperatingSystem>,
     pub global_filters: Vec<BaselineFilter>,
     pub rules: Vec<BaselineRule>,
     pub approved_patches: Vec<String>,
@@ -60,7 +61,7 @@ pub struct BaselineDocument {
 pub struct BaselineIdentity {
     pub id: String,
     pub name: String,
-    pub operating_system: String,
+    pub operating_system: Reported<OperatingSystem>,
 }
 
 /// A baseline read in full, with the patch groups it is registered for and whether it
@@ -175,7 +176,7 @@ impl AwsClients {
                 Some(BaselineIdentity {
                     id: b.baseline_id()?.to_string(),
                     name: b.baseline_name().unwrap_or_default().to_string(),
-                    operating_system: b.operating_system().map_or("", |o| o.as_str()).to_string(),
+                    operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
                 })
             }));
         }
@@ -212,7 +213,7 @@ impl AwsClients {
         let document = BaselineDocument {
             name: b.name().unwrap_or_default().to_string(),
             description: b.description().filter(|d| !d.is_empty()).map(str::to_string),
-            operating_system: b.operating_system().map_or("", |o| o.as_str()).to_string(),
+            operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
             global_filters: read_filters(b.global_filters()),
             rules: read_rules(b.approval_rules()),
             approved_patches: b.approved_patches().to_vec(),
@@ -261,7 +262,7 @@ impl AwsClients {
             .create_patch_baseline()
             .name(&document.name)
             .set_description(document.description.clone())
-            .operating_system(OperatingSystem::from(document.operating_system.as_str()))
+            .operating_system(SdkOperatingSystem::from(document.operating_system.as_str()))
             .global_filters(sdk_filter_group(OPERATION, &document.global_filters)?)
             .approval_rules(sdk_rules(OPERATION, &document.rules)?)
             .set_approved_patches(Some(document.approved_patches.clone()))
@@ -341,7 +342,7 @@ impl AwsClients {
                     baseline: BaselineIdentity {
                         id: b.baseline_id()?.to_string(),
                         name: b.baseline_name().unwrap_or_default().to_string(),
-                        operating_system: b.operating_system().map_or("", |o| o.as_str()).to_string(),
+                        operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
                     },
                 })
             }));
@@ -356,14 +357,14 @@ impl AwsClients {
     pub async fn baseline_for_patch_group(
         &self,
         patch_group: &str,
-        operating_system: &str,
+        operating_system: OperatingSystem,
     ) -> Result<Option<String>, AwsError> {
         const OPERATION: &str = "GetPatchBaselineForPatchGroup";
         let answer = self
             .ssm
             .get_patch_baseline_for_patch_group()
             .patch_group(patch_group)
-            .operating_system(OperatingSystem::from(operating_system))
+            .operating_system(SdkOperatingSystem::from(operating_system.as_str()))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OPERATION, e))?;

@@ -6,6 +6,7 @@ use aws_sdk_ssm::operation::RequestId;
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use patchd_config::{Limit, Operation, RebootOption};
+use patchd_model::{CommandStatus, Reported};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -102,50 +103,6 @@ pub struct SentCommand {
     pub target_count: u32,
 }
 
-/// SSM's `CommandInvocationStatus`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum InvocationStatus {
-    Pending,
-    InProgress,
-    /// Waiting for an agent that is not connected.
-    Delayed,
-    Success,
-    Cancelled,
-    TimedOut,
-    Failed,
-    Cancelling,
-    /// A value this version of patchd does not know.
-    Other(String),
-}
-
-impl InvocationStatus {
-    /// SSM's spelling (as the store also keeps it); unknown values are kept as `Other`.
-    pub fn parse(value: &str) -> InvocationStatus {
-        match value {
-            "Pending" => InvocationStatus::Pending,
-            "InProgress" => InvocationStatus::InProgress,
-            "Delayed" => InvocationStatus::Delayed,
-            "Success" => InvocationStatus::Success,
-            "Cancelled" => InvocationStatus::Cancelled,
-            "TimedOut" => InvocationStatus::TimedOut,
-            "Failed" => InvocationStatus::Failed,
-            "Cancelling" => InvocationStatus::Cancelling,
-            other => InvocationStatus::Other(other.to_string()),
-        }
-    }
-
-    /// Whether the status can no longer change.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            InvocationStatus::Success
-                | InvocationStatus::Cancelled
-                | InvocationStatus::TimedOut
-                | InvocationStatus::Failed
-        )
-    }
-}
-
 /// The finer outcome SSM puts only in the free-text `StatusDetails`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum InvocationOutcome {
@@ -220,7 +177,7 @@ pub struct Invocation {
     pub command_id: String,
     pub instance_id: String,
     pub instance_name: Option<String>,
-    pub status: InvocationStatus,
+    pub status: Reported<CommandStatus>,
     /// `StatusDetails` as SSM sent it.
     pub status_details: String,
     pub outcome: InvocationOutcome,
@@ -268,13 +225,13 @@ impl Invocation {
 impl Standing {
     /// An invocation's standing from its status and details, as SSM reports them or as the
     /// store recorded them.
-    pub fn of(status: &InvocationStatus, outcome: &InvocationOutcome) -> Standing {
+    pub fn of(status: &Reported<CommandStatus>, outcome: &InvocationOutcome) -> Standing {
         use InvocationOutcome as O;
         if counts_against_max_errors(status, outcome) {
             return Standing::Failed;
         }
         if !is_terminal(status, outcome) {
-            let delayed = *status == InvocationStatus::Delayed || *outcome == O::Delayed;
+            let delayed = *status == CommandStatus::Delayed || *outcome == O::Delayed;
             return if delayed { Standing::Delayed } else { Standing::InFlight };
         }
         match (outcome, status) {
@@ -283,62 +240,24 @@ impl Standing {
                 Standing::Undeliverable
             }
             (O::Cancelled | O::Terminated, _) => Standing::Cancelled,
-            (_, InvocationStatus::Success) => Standing::Succeeded,
-            (_, InvocationStatus::Cancelled) => Standing::Cancelled,
+            (_, Reported::Known(CommandStatus::Success)) => Standing::Succeeded,
+            (_, Reported::Known(CommandStatus::Cancelled)) => Standing::Cancelled,
             // Over, but in a way patchd does not know: not a success, and nothing SSM counts.
             _ => Standing::Undeliverable,
         }
     }
 }
 
-fn is_terminal(status: &InvocationStatus, outcome: &InvocationOutcome) -> bool {
-    status.is_terminal() || outcome.is_terminal()
+fn is_terminal(status: &Reported<CommandStatus>, outcome: &InvocationOutcome) -> bool {
+    status.known().is_some_and(CommandStatus::is_terminal) || outcome.is_terminal()
 }
 
-fn counts_against_max_errors(status: &InvocationStatus, outcome: &InvocationOutcome) -> bool {
+fn counts_against_max_errors(status: &Reported<CommandStatus>, outcome: &InvocationOutcome) -> bool {
     match outcome {
         InvocationOutcome::Other(_) => {
-            matches!(status, InvocationStatus::Failed | InvocationStatus::TimedOut)
+            matches!(status.known(), Some(CommandStatus::Failed | CommandStatus::TimedOut))
         }
         known => known.counts_against_max_errors(),
-    }
-}
-
-/// SSM's `CommandStatus`, the roll-up of a command's invocations.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CommandStatus {
-    Pending,
-    InProgress,
-    Success,
-    Cancelled,
-    Failed,
-    TimedOut,
-    Cancelling,
-    Other(String),
-}
-
-impl CommandStatus {
-    fn parse(value: &str) -> CommandStatus {
-        match value {
-            "Pending" => CommandStatus::Pending,
-            "InProgress" => CommandStatus::InProgress,
-            "Success" => CommandStatus::Success,
-            "Cancelled" => CommandStatus::Cancelled,
-            "Failed" => CommandStatus::Failed,
-            "TimedOut" => CommandStatus::TimedOut,
-            "Cancelling" => CommandStatus::Cancelling,
-            other => CommandStatus::Other(other.to_string()),
-        }
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            CommandStatus::Success
-                | CommandStatus::Cancelled
-                | CommandStatus::Failed
-                | CommandStatus::TimedOut
-        )
     }
 }
 
@@ -352,7 +271,7 @@ pub struct CommandSummary {
     pub operation: Option<Operation>,
     pub instance_ids: Vec<String>,
     pub requested_at: Option<DateTime<Utc>>,
-    pub status: CommandStatus,
+    pub status: Reported<CommandStatus>,
     pub status_details: String,
     pub max_concurrency: Option<String>,
     pub max_errors: Option<String>,
@@ -444,10 +363,12 @@ impl AwsClients {
             for row in page.command_invocations() {
                 let Some(instance_id) = row.instance_id() else { continue };
                 let status_details = row.status_details().unwrap_or_default().to_string();
-                let status =
-                    row.status().map_or(InvocationStatus::Pending, |s| InvocationStatus::parse(s.as_str()));
+                let status = row
+                    .status()
+                    .map_or(Reported::Known(CommandStatus::Pending), |s| Reported::parse(s.as_str()));
+                // When SSM leaves StatusDetails empty the status is the best detail there is.
                 let outcome = if status_details.trim().is_empty() {
-                    InvocationOutcome::parse(&status_as_details(&status))
+                    InvocationOutcome::parse(status.as_str())
                 } else {
                     InvocationOutcome::parse(&status_details)
                 };
@@ -563,21 +484,6 @@ impl AwsClients {
     }
 }
 
-/// When SSM leaves StatusDetails empty the status is the best detail there is.
-fn status_as_details(status: &InvocationStatus) -> String {
-    match status {
-        InvocationStatus::Pending => "Pending".into(),
-        InvocationStatus::InProgress => "InProgress".into(),
-        InvocationStatus::Delayed => "Delayed".into(),
-        InvocationStatus::Success => "Success".into(),
-        InvocationStatus::Cancelled => "Cancelled".into(),
-        InvocationStatus::TimedOut => "TimedOut".into(),
-        InvocationStatus::Failed => "Failed".into(),
-        InvocationStatus::Cancelling => "Cancelling".into(),
-        InvocationStatus::Other(other) => other.clone(),
-    }
-}
-
 fn summary(command: &aws_sdk_ssm::types::Command) -> CommandSummary {
     let operation =
         command.parameters().and_then(|p| p.get("Operation")).and_then(|v| v.first()).and_then(|v| {
@@ -594,7 +500,9 @@ fn summary(command: &aws_sdk_ssm::types::Command) -> CommandSummary {
         operation,
         instance_ids: command.instance_ids().to_vec(),
         requested_at: command.requested_date_time().and_then(utc),
-        status: command.status().map_or(CommandStatus::Pending, |s| CommandStatus::parse(s.as_str())),
+        status: command
+            .status()
+            .map_or(Reported::Known(CommandStatus::Pending), |s| Reported::parse(s.as_str())),
         status_details: command.status_details().unwrap_or_default().to_string(),
         max_concurrency: command.max_concurrency().map(str::to_string),
         max_errors: command.max_errors().map(str::to_string),
@@ -641,12 +549,12 @@ mod tests {
         }
     }
 
-    fn invocation(status: InvocationStatus, details: &str) -> Invocation {
+    fn invocation(status: CommandStatus, details: &str) -> Invocation {
         Invocation {
             command_id: "c".into(),
             instance_id: "i-1".into(),
             instance_name: None,
-            status,
+            status: Reported::Known(status),
             status_details: details.into(),
             outcome: InvocationOutcome::parse(details),
             requested_at: None,
@@ -657,12 +565,12 @@ mod tests {
 
     #[test]
     fn unknown_details_fall_back_to_the_status() {
-        let failed = invocation(InvocationStatus::Failed, "Something New");
+        let failed = invocation(CommandStatus::Failed, "Something New");
         assert!(failed.is_terminal());
         assert!(failed.counts_against_max_errors(), "unknown failures count, to be safe");
-        let delivery = invocation(InvocationStatus::TimedOut, "DeliveryTimedOut");
+        let delivery = invocation(CommandStatus::TimedOut, "DeliveryTimedOut");
         assert!(!delivery.counts_against_max_errors());
-        let running = invocation(InvocationStatus::InProgress, "Something New");
+        let running = invocation(CommandStatus::InProgress, "Something New");
         assert!(!running.is_terminal());
         assert!(!running.counts_against_max_errors());
     }

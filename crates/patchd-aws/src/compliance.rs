@@ -4,6 +4,7 @@
 use aws_sdk_ssm::types::PatchOrchestratorFilter;
 use chrono::{DateTime, Utc};
 use patchd_config::{Operation, PatchFilter, RebootOption};
+use patchd_model::{OperatingSystem, PatchState, Reported, StateCounts};
 use tracing::instrument;
 
 use crate::client::AwsClients;
@@ -37,67 +38,11 @@ pub struct PatchStateSummary {
 /// The counts of a [`PatchStateSummary`]. Counts SSM leaves out are 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PatchCounts {
-    pub installed: u32,
-    pub installed_other: u32,
-    pub installed_pending_reboot: u32,
-    pub installed_rejected: u32,
-    pub missing: u32,
-    pub failed: u32,
-    pub not_applicable: u32,
+    pub by_state: StateCounts,
     pub unreported_not_applicable: u32,
-    pub available_security_update: u32,
     pub critical_non_compliant: u32,
     pub security_non_compliant: u32,
     pub other_non_compliant: u32,
-}
-
-/// SSM's `PatchComplianceDataState`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PatchState {
-    Installed,
-    /// Installed but not approved by the baseline.
-    InstalledOther,
-    /// Installed with NoReboot; non-compliant until a reboot and a new scan.
-    InstalledPendingReboot,
-    InstalledRejected,
-    Missing,
-    /// Approved, but the package is not on the node.
-    NotApplicable,
-    Failed,
-    /// A Windows security update the baseline does not approve.
-    AvailableSecurityUpdate,
-    Other(String),
-}
-
-impl PatchState {
-    fn parse(value: &str) -> PatchState {
-        match value {
-            "INSTALLED" => PatchState::Installed,
-            "INSTALLED_OTHER" => PatchState::InstalledOther,
-            "INSTALLED_PENDING_REBOOT" => PatchState::InstalledPendingReboot,
-            "INSTALLED_REJECTED" => PatchState::InstalledRejected,
-            "MISSING" => PatchState::Missing,
-            "NOT_APPLICABLE" => PatchState::NotApplicable,
-            "FAILED" => PatchState::Failed,
-            "AVAILABLE_SECURITY_UPDATE" => PatchState::AvailableSecurityUpdate,
-            other => PatchState::Other(other.to_string()),
-        }
-    }
-
-    /// SSM's spelling.
-    pub fn as_ssm(&self) -> &str {
-        match self {
-            PatchState::Installed => "INSTALLED",
-            PatchState::InstalledOther => "INSTALLED_OTHER",
-            PatchState::InstalledPendingReboot => "INSTALLED_PENDING_REBOOT",
-            PatchState::InstalledRejected => "INSTALLED_REJECTED",
-            PatchState::Missing => "MISSING",
-            PatchState::NotApplicable => "NOT_APPLICABLE",
-            PatchState::Failed => "FAILED",
-            PatchState::AvailableSecurityUpdate => "AVAILABLE_SECURITY_UPDATE",
-            PatchState::Other(other) => other,
-        }
-    }
 }
 
 /// Which of a node's patches [`AwsClients::instance_patches`] lists, as DescribeInstancePatches'
@@ -141,7 +86,7 @@ pub struct InstancePatch {
     pub kb_id: String,
     pub classification: String,
     pub severity: String,
-    pub state: PatchState,
+    pub state: Reported<PatchState>,
     /// None when not installed.
     pub installed_at: Option<DateTime<Utc>>,
     /// SSM fills these for missing and failed patches only.
@@ -159,11 +104,11 @@ pub enum PatchCatalog {
 
 impl PatchCatalog {
     /// The catalog for an SSM `OperatingSystem` value, if DescribeAvailablePatches has one.
-    pub fn for_operating_system(operating_system: &str) -> Option<PatchCatalog> {
+    pub fn for_operating_system(operating_system: OperatingSystem) -> Option<PatchCatalog> {
         match operating_system {
-            "WINDOWS" => Some(PatchCatalog::Windows),
-            "AMAZON_LINUX" => Some(PatchCatalog::AmazonLinux),
-            "AMAZON_LINUX_2" => Some(PatchCatalog::AmazonLinux2),
+            OperatingSystem::Windows => Some(PatchCatalog::Windows),
+            OperatingSystem::AmazonLinux => Some(PatchCatalog::AmazonLinux),
+            OperatingSystem::AmazonLinux2 => Some(PatchCatalog::AmazonLinux2),
             _ => None,
         }
     }
@@ -261,20 +206,22 @@ impl AwsClients {
                             .last_no_reboot_install_operation_time()
                             .and_then(utc),
                         counts: PatchCounts {
-                            installed: count(state.installed_count()),
-                            installed_other: count(state.installed_other_count()),
-                            installed_pending_reboot: count(
-                                state.installed_pending_reboot_count().unwrap_or(0),
-                            ),
-                            installed_rejected: count(state.installed_rejected_count().unwrap_or(0)),
-                            missing: count(state.missing_count()),
-                            failed: count(state.failed_count()),
-                            not_applicable: count(state.not_applicable_count()),
+                            by_state: StateCounts {
+                                installed: count(state.installed_count()),
+                                installed_other: count(state.installed_other_count()),
+                                installed_pending_reboot: count(
+                                    state.installed_pending_reboot_count().unwrap_or(0),
+                                ),
+                                installed_rejected: count(state.installed_rejected_count().unwrap_or(0)),
+                                missing: count(state.missing_count()),
+                                failed: count(state.failed_count()),
+                                not_applicable: count(state.not_applicable_count()),
+                                available_security_update: count(
+                                    state.available_security_update_count().unwrap_or(0),
+                                ),
+                            },
                             unreported_not_applicable: count(
                                 state.unreported_not_applicable_count().unwrap_or(0),
-                            ),
-                            available_security_update: count(
-                                state.available_security_update_count().unwrap_or(0),
                             ),
                             critical_non_compliant: count(state.critical_non_compliant_count().unwrap_or(0)),
                             security_non_compliant: count(state.security_non_compliant_count().unwrap_or(0)),
@@ -325,7 +272,7 @@ impl AwsClients {
                 kb_id: p.kb_id().to_string(),
                 classification: p.classification().to_string(),
                 severity: p.severity().to_string(),
-                state: PatchState::parse(p.state().as_str()),
+                state: Reported::parse(p.state().as_str()),
                 installed_at: utc_unless_epoch(p.installed_time()),
                 cve_ids: p.cve_ids().map(split_cve_ids).unwrap_or_default(),
             }));
@@ -405,29 +352,13 @@ mod tests {
     }
 
     #[test]
-    fn patch_states_round_trip_ssm_spelling() {
-        for spelling in [
-            "INSTALLED",
-            "INSTALLED_OTHER",
-            "INSTALLED_PENDING_REBOOT",
-            "INSTALLED_REJECTED",
-            "MISSING",
-            "NOT_APPLICABLE",
-            "FAILED",
-            "AVAILABLE_SECURITY_UPDATE",
-            "SOMETHING_NEW",
-        ] {
-            assert_eq!(PatchState::parse(spelling).as_ssm(), spelling);
-        }
-        assert_eq!(PatchState::parse("NOT_APPLICABLE"), PatchState::NotApplicable);
-        assert_eq!(PatchState::parse("AVAILABLE_SECURITY_UPDATE"), PatchState::AvailableSecurityUpdate);
-    }
-
-    #[test]
     fn only_three_systems_have_a_catalog() {
-        assert_eq!(PatchCatalog::for_operating_system("WINDOWS"), Some(PatchCatalog::Windows));
-        assert_eq!(PatchCatalog::for_operating_system("AMAZON_LINUX_2"), Some(PatchCatalog::AmazonLinux2));
-        assert_eq!(PatchCatalog::for_operating_system("AMAZON_LINUX_2023"), None);
-        assert_eq!(PatchCatalog::for_operating_system("UBUNTU"), None);
+        assert_eq!(PatchCatalog::for_operating_system(OperatingSystem::Windows), Some(PatchCatalog::Windows));
+        assert_eq!(
+            PatchCatalog::for_operating_system(OperatingSystem::AmazonLinux2),
+            Some(PatchCatalog::AmazonLinux2)
+        );
+        assert_eq!(PatchCatalog::for_operating_system(OperatingSystem::AmazonLinux2023), None);
+        assert_eq!(PatchCatalog::for_operating_system(OperatingSystem::Ubuntu), None);
     }
 }

@@ -46,13 +46,16 @@ pub use baselines::{
 };
 pub use client::{AwsClients, Backoff, CallCount, StaticEndpoint};
 pub use commands::{
-    CancelRequested, CommandStatus, CommandSummary, Invocation, InvocationOutcome, InvocationStatus,
-    PatchCommand, SentCommand, Standing, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
+    CancelRequested, CommandSummary, Invocation, InvocationOutcome, PatchCommand, SentCommand, Standing,
+    MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
 };
 pub use compliance::{
-    AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchListing, PatchState, PatchStateSummary,
+    AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchListing, PatchStateSummary,
 };
 pub use error::{AwsError, InvalidRequest, TransportKind};
 pub use events::{EntryRetry, EventEntry, FailedEntry, PutEventsOutcome, EVENT_SOURCE, MAX_ENTRIES_PER_PUT};
 pub use pacing::Pacer;
-pub use targets::{Agent, Coverage, PingStatus, Target};
+/// SSM's enums, in the one form every crate shares; re-exported because every caller of the
+/// adapter meets them.
+pub use patchd_model::{CommandStatus, OperatingSystem, PatchState, PingStatus, Reported};
+pub use targets::{Agent, Coverage, Target};

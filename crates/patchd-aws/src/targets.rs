@@ -10,6 +10,7 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
 use chrono::{DateTime, Utc};
 use patchd_config::Group;
+use patchd_model::{OperatingSystem, PingStatus, Reported};
 use tracing::instrument;
 
 use crate::client::AwsClients;
@@ -47,6 +48,26 @@ impl Target {
     pub fn has_agent(&self) -> bool {
         matches!(self.coverage, Coverage::Managed { .. } | Coverage::ConnectionLost { .. })
     }
+
+    /// SSM's `OperatingSystem` of the instance: from what its agent reports, else from EC2's
+    /// billing product. None when neither tells, as for most Linux AMIs, which EC2 calls
+    /// `Linux/UNIX`.
+    pub fn operating_system(&self) -> Option<OperatingSystem> {
+        let agent = match &self.coverage {
+            Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
+            Coverage::Unmanaged => None,
+        };
+        agent
+            .and_then(|a| {
+                let name = a.platform_name.as_deref()?;
+                OperatingSystem::of_agent(
+                    a.platform_type.as_deref(),
+                    name,
+                    a.platform_version.as_deref().unwrap_or(""),
+                )
+            })
+            .or_else(|| OperatingSystem::of_ec2_platform_details(self.platform_details.as_deref()?))
+    }
 }
 
 /// Whether SSM can patch an instance.
@@ -71,7 +92,7 @@ impl Coverage {
 /// What SSM knows about an instance's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
-    pub ping: PingStatus,
+    pub ping: Reported<PingStatus>,
     pub last_ping: Option<DateTime<Utc>>,
     /// `Linux`, `Windows` or `MacOS`.
     pub platform_type: Option<String>,
@@ -79,27 +100,6 @@ pub struct Agent {
     pub platform_name: Option<String>,
     pub platform_version: Option<String>,
     pub agent_version: Option<String>,
-}
-
-/// SSM's `PingStatus`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PingStatus {
-    Online,
-    ConnectionLost,
-    Inactive,
-    /// A value this version of patchd does not know.
-    Other(String),
-}
-
-impl PingStatus {
-    fn parse(value: &str) -> PingStatus {
-        match value {
-            "Online" => PingStatus::Online,
-            "ConnectionLost" => PingStatus::ConnectionLost,
-            "Inactive" => PingStatus::Inactive,
-            other => PingStatus::Other(other.to_string()),
-        }
-    }
 }
 
 /// An instance as EC2 describes it, before the SSM join.
@@ -235,7 +235,7 @@ impl AwsClients {
                     let agent = Agent {
                         ping: info
                             .ping_status()
-                            .map_or(PingStatus::Inactive, |p| PingStatus::parse(p.as_str())),
+                            .map_or(Reported::Known(PingStatus::Inactive), |p| Reported::parse(p.as_str())),
                         last_ping: info.last_ping_date_time().and_then(utc),
                         platform_type: info.platform_type().map(|p| p.as_str().to_string()),
                         platform_name: info.platform_name().map(str::to_string),

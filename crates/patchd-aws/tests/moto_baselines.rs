@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::PatchOrchestratorFilter;
 use patchd_aws::{
-    AwsClients, AwsError, Backoff, BaselineDocument, BaselineFilter, BaselineRule, StaticEndpoint,
-    MANAGED_TAG_KEY, MANAGED_TAG_VALUE,
+    AwsClients, AwsError, Backoff, BaselineDocument, BaselineFilter, BaselineRule, OperatingSystem,
+    StaticEndpoint, MANAGED_TAG_KEY, MANAGED_TAG_VALUE,
 };
 use patchd_config::{Aws, RetryMode};
 
-const OS: &str = "AMAZON_LINUX_2";
+const OS: OperatingSystem = OperatingSystem::AmazonLinux2;
 
 /// Our clients for moto. One attempt: moto answers an action it lacks with HTTP 500, which the
 /// SDK would otherwise retry as a server error.
@@ -139,7 +139,7 @@ async fn a_baseline_round_trips_through_moto() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(
         (listed[0].id.as_str(), listed[0].name.as_str(), listed[0].operating_system.as_str()),
-        (id.as_str(), name.as_str(), OS)
+        (id.as_str(), name.as_str(), OS.as_str())
     );
     assert_eq!(described(moto, &name).await, written.description);
 
@@ -175,8 +175,10 @@ async fn a_baseline_round_trips_through_moto() {
     let serving = aws.baseline_for_patch_group(&group, OS).await.expect("GetPatchBaselineForPatchGroup");
     assert_eq!(serving.as_deref(), Some(id.as_str()), "patch group {group} on {OS}");
     // A registration is per operating system: the group's Windows nodes keep their default.
-    let windows =
-        aws.baseline_for_patch_group(&group, "WINDOWS").await.expect("GetPatchBaselineForPatchGroup");
+    let windows = aws
+        .baseline_for_patch_group(&group, OperatingSystem::Windows)
+        .await
+        .expect("GetPatchBaselineForPatchGroup");
     assert!(windows.as_deref().is_some_and(|w| w != id), "{windows:?}");
 
     match aws.patch_group_mappings().await {
@@ -189,7 +191,7 @@ async fn a_baseline_round_trips_through_moto() {
                     mine[0].baseline.name.as_str(),
                     mine[0].baseline.operating_system.as_str()
                 ),
-                (id.as_str(), name.as_str(), OS)
+                (id.as_str(), name.as_str(), OS.as_str())
             );
         }
         Err(e) if is_moto_unimplemented(&e) => {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use fleet_sim::{Faults, InstanceView, Scenario, SimServer};
 use patchd_aws::{
-    AwsClients, AwsError, Backoff, Coverage, InvalidRequest, Invocation, InvocationOutcome, InvocationStatus,
-    PatchCatalog, PatchCommand, PatchListing, PatchState, StaticEndpoint, Target, TransportKind,
+    AwsClients, AwsError, Backoff, CommandStatus, Coverage, InvalidRequest, Invocation, InvocationOutcome,
+    PatchCatalog, PatchCommand, PatchListing, PatchState, Reported, StaticEndpoint, Target, TransportKind,
 };
 use patchd_config::{
     Aws, Group, Limit, Operation, Origin, PatchFilter, RebootOption, RetryMode, TagSelector,
@@ -254,7 +254,7 @@ async fn a_scan_runs_to_completion_and_polling_costs_one_call_per_poll() {
     let (invocations, polls) = poll_until_done(&server, &client, &sent.command_id, 50, MINUTE).await;
     assert_eq!(server.stats().calls("ListCommandInvocations") - before, polls, "50 rows fit one page");
     for invocation in &invocations {
-        assert_eq!(invocation.status, InvocationStatus::Success, "{invocation:?}");
+        assert_eq!(invocation.status, CommandStatus::Success, "{invocation:?}");
         assert_eq!(invocation.outcome, InvocationOutcome::Success);
         assert!(!invocation.counts_against_max_errors());
         let (requested, started, ended) =
@@ -286,13 +286,13 @@ async fn offline_agents_wait_delayed_then_time_out_without_counting_as_errors() 
     let waiting = invocations.iter().find(|i| i.instance_id == offline.instance_id).expect("offline row");
     assert_eq!(
         (&waiting.status, &waiting.outcome),
-        (&InvocationStatus::Delayed, &InvocationOutcome::Delayed)
+        (&Reported::Known(CommandStatus::Delayed), &InvocationOutcome::Delayed)
     );
     assert!(!waiting.is_terminal());
 
     let (invocations, _) = poll_until_done(&server, &client, &sent.command_id, 2, 5 * MINUTE).await;
     let timed_out = invocations.iter().find(|i| i.instance_id == offline.instance_id).expect("offline row");
-    assert_eq!(timed_out.status, InvocationStatus::TimedOut);
+    assert_eq!(timed_out.status, CommandStatus::TimedOut);
     assert_eq!(timed_out.outcome, InvocationOutcome::DeliveryTimedOut);
     assert!(!timed_out.counts_against_max_errors(), "delivery timeouts do not count against MaxErrors");
     let done = invocations.iter().find(|i| i.instance_id == online.instance_id).expect("online row");
@@ -346,11 +346,12 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
         assert_eq!(state.snapshot_id, Some(snapshot.to_string()));
         assert!(state.last_no_reboot_install_at.is_some());
         assert!(state.operation_ended_at > before.operation_ended_at);
-        assert_eq!(state.counts.missing, 0, "{state:?}");
-        assert!(before.counts.missing > 0, "{before:?}");
+        assert_eq!(state.counts.by_state.missing, 0, "{state:?}");
+        assert!(before.counts.by_state.missing > 0, "{before:?}");
         // Only patches that need a reboot stay INSTALLED_PENDING_REBOOT; the rest are INSTALLED.
         assert!(
-            state.counts.installed + state.counts.installed_pending_reboot > before.counts.installed,
+            state.counts.by_state.installed + state.counts.by_state.installed_pending_reboot
+                > before.counts.by_state.installed,
             "{before:?} -> {state:?}"
         );
         assert!(!state.baseline_id.is_empty());
@@ -362,9 +363,9 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     assert_eq!(pages, (after.len() as u64).div_ceil(100).max(1), "pages of 100");
     let state = states.iter().find(|s| s.instance_id == ids[0]).expect("state");
     let of = |wanted: PatchState| after.iter().filter(|p| p.state == wanted).count() as u32;
-    assert_eq!(of(PatchState::InstalledPendingReboot), state.counts.installed_pending_reboot);
-    assert_eq!(of(PatchState::Installed), state.counts.installed);
-    assert_eq!(of(PatchState::NotApplicable), state.counts.not_applicable);
+    assert_eq!(of(PatchState::InstalledPendingReboot), state.counts.by_state.installed_pending_reboot);
+    assert_eq!(of(PatchState::Installed), state.counts.by_state.installed);
+    assert_eq!(of(PatchState::NotApplicable), state.counts.by_state.not_applicable);
     assert_eq!(of(PatchState::Missing), 0);
     assert!(after.iter().filter(|p| p.state == PatchState::Installed).all(|p| p.installed_at.is_some()));
 
@@ -391,7 +392,8 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     ] {
         let calls = server.stats().calls("DescribeInstancePatches");
         let listed = client.instance_patches(&ids[0], listing).await.expect("filtered patches");
-        let expected: Vec<_> = after.iter().filter(|p| wanted(&p.state)).cloned().collect();
+        let expected: Vec<_> =
+            after.iter().filter(|p| p.state.known().is_some_and(|s| wanted(&s))).cloned().collect();
         assert_eq!(kb(&listed), kb(&expected), "{listing:?}");
         assert_eq!(
             server.stats().calls("DescribeInstancePatches") - calls,
@@ -401,7 +403,7 @@ async fn an_install_shows_in_patch_states_and_instance_patches() {
     let open = client.instance_patches(&ids[0], PatchListing::Open).await.expect("open");
     assert_eq!(
         open.len() as u32,
-        state.counts.installed_pending_reboot,
+        state.counts.by_state.installed_pending_reboot,
         "after the install only reboots are open"
     );
 }
@@ -501,7 +503,7 @@ async fn cancelling_stops_what_has_not_finished() {
     assert!(stopped >= 4, "with one at a time, at least four never ran: {invocations:?}");
     assert!(invocations.iter().all(|i| !i.counts_against_max_errors()));
     let command = client.command(&sent.command_id).await.expect("known");
-    assert!(command.status.is_terminal(), "{command:?}");
+    assert!(command.status.known().is_some_and(CommandStatus::is_terminal), "{command:?}");
 
     let error =
         client.cancel_command("c0ffee00-0000-4000-8000-000000000000", None).await.expect_err("unknown");

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use patchd_model::OperatingSystem;
 use patchd_schedule::{Expression, Schedule, ScheduleSpec, Tz};
 use toml::de::DeValue;
 use toml::value::Datetime;
@@ -216,12 +217,12 @@ fn decode_advisory_source(
         ),
         Some(list) => {
             for platform in list {
-                if OPERATING_SYSTEMS.contains(&platform.value.as_str()) {
-                    platforms_ok.push(platform.value);
+                if let Some(os) = OperatingSystem::parse(&platform.value) {
+                    platforms_ok.push(os);
                 } else {
-                    let hint = did_you_mean(&platform.value, OPERATING_SYSTEMS.iter().copied())
+                    let hint = did_you_mean(&platform.value, OperatingSystem::NAMES.iter().copied())
                         .unwrap_or_else(|| {
-                            format!("SSM's operating systems: {}", OPERATING_SYSTEMS.join(", "))
+                            format!("SSM's operating systems: {}", OperatingSystem::NAMES.join(", "))
                         });
                     d.error(
                         &platform.origin,
@@ -1043,20 +1044,20 @@ const FILTER_KEYS: &[(&str, &str)] = &[
 ];
 
 /// Which filter keys SSM accepts for an operating system.
-fn filter_keys_for(os: &str) -> &'static [&'static str] {
+fn filter_keys_for(os: OperatingSystem) -> &'static [&'static str] {
     match os {
-        "WINDOWS" => &["PRODUCT", "PRODUCT_FAMILY", "CLASSIFICATION", "MSRC_SEVERITY", "PATCH_SET"],
-        "UBUNTU" | "DEBIAN" | "RASPBIAN" => &["PRODUCT", "PRIORITY", "SECTION"],
-        "MACOS" => &["PRODUCT", "CLASSIFICATION"],
+        OperatingSystem::Windows => {
+            &["PRODUCT", "PRODUCT_FAMILY", "CLASSIFICATION", "MSRC_SEVERITY", "PATCH_SET"]
+        }
+        OperatingSystem::Ubuntu | OperatingSystem::Debian | OperatingSystem::Raspbian => {
+            &["PRODUCT", "PRIORITY", "SECTION"]
+        }
+        OperatingSystem::Macos => &["PRODUCT", "CLASSIFICATION"],
         _ => &["PRODUCT", "CLASSIFICATION", "SEVERITY"],
     }
 }
 
-fn is_debian_family(os: &str) -> bool {
-    matches!(os, "UBUNTU" | "DEBIAN" | "RASPBIAN")
-}
-
-fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Vec<PatchFilter> {
+fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<OperatingSystem>) -> Vec<PatchFilter> {
     let mut filters = Vec::new();
     for (toml_key, ssm_key) in FILTER_KEYS {
         let Some(values) = r.string_list(d, toml_key, "[\"Security\"]") else { continue };
@@ -1096,7 +1097,7 @@ fn decode_filters(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) ->
 fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) -> Option<Baseline> {
     let name = r.required_string(d, "name", "\"prod-amazon-linux-2\"");
     let description = r.string(d, "description", "\"...\"").map(|s| s.value);
-    let os = r.choice(d, "operating_system", OPERATING_SYSTEMS);
+    let os = r.spelled::<OperatingSystem>(d, "operating_system");
     if os.is_none() && r.get("operating_system").is_none() {
         d.error(
             &r.origin,
@@ -1188,21 +1189,25 @@ fn decode_baseline(r: &mut TableReader, d: &mut Diagnostics, refs: &mut Refs) ->
     })
 }
 
-fn decode_rule(r: &mut TableReader, d: &mut Diagnostics, os: Option<&str>) -> Option<ApprovalRule> {
+fn decode_rule(
+    r: &mut TableReader,
+    d: &mut Diagnostics,
+    os: Option<OperatingSystem>,
+) -> Option<ApprovalRule> {
     let filters = decode_filters(r, d, os);
     let after = r.integer(d, "approve_after_days", 0..=360, "7");
     let until = r.datetime(d, "approve_until", "2027-01-31");
     let compliance_level =
         r.choice(d, "compliance_level", COMPLIANCE_LEVELS).map_or("UNSPECIFIED", |l| l.value);
     let enable_non_security = r.bool(d, "enable_non_security").unwrap_or(false);
-    let debian = os.is_some_and(is_debian_family);
+    let debian = os.is_some_and(OperatingSystem::approves_on_release);
     let given_after = r.get("approve_after_days").is_some();
     let given_until = r.get("approve_until").is_some();
     let approval = match (after, until) {
         _ if debian && (given_after || given_until) => {
             d.error(
                 &r.origin,
-                format!("SSM has no approval delay for {}: `approve_after_days` and `approve_until` do not apply", os.unwrap_or_default()),
+                format!("SSM has no approval delay for {}: `approve_after_days` and `approve_until` do not apply", os.map_or("", OperatingSystem::as_str)),
                 Some("remove them: Debian and Ubuntu patches are approved as soon as the repositories publish them".into()),
             );
             None

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use patchd_model::OperatingSystem;
 use patchd_schedule::Schedule;
 
 use crate::diagnostic::{Located, Origin};
@@ -50,9 +51,9 @@ impl Config {
     /// Whether anything gives the patches of `operating_system` (SSM's enum) their vendor
     /// release dates: SSM's own catalogs, or an `[[advisories.source]]`. Without one their SLA
     /// clocks start at first sighting, which understates the age of every older patch.
-    pub fn dates_releases_of(&self, operating_system: &str) -> bool {
-        SSM_DATED_OPERATING_SYSTEMS.contains(&operating_system)
-            || self.advisory_sources.iter().any(|s| s.platforms.iter().any(|p| p == operating_system))
+    pub fn dates_releases_of(&self, operating_system: OperatingSystem) -> bool {
+        operating_system.dated_by_ssm()
+            || self.advisory_sources.iter().any(|s| s.platforms.contains(&operating_system))
     }
 
     /// The KEV catalog file every surface reads: the configured file, or for a URL the last
@@ -532,35 +533,13 @@ pub struct AdvisorySource {
     pub kind: patchd_advisories::FeedKind,
     pub location: FeedLocation,
     /// SSM operating systems (`AMAZON_LINUX_2023`, `UBUNTU`, ...) whose patches it dates.
-    pub platforms: Vec<String>,
+    pub platforms: Vec<OperatingSystem>,
     pub refresh: std::time::Duration,
     pub timeout: std::time::Duration,
     /// Refused beyond this many bytes, compressed or not.
     pub max_bytes: u64,
     pub origin: Origin,
 }
-
-/// The operating systems SSM's own catalogs give release dates for (DescribeAvailablePatches).
-pub const SSM_DATED_OPERATING_SYSTEMS: &[&str] = &["WINDOWS", "AMAZON_LINUX", "AMAZON_LINUX_2"];
-
-/// SSM's `OperatingSystem` enum.
-pub const OPERATING_SYSTEMS: &[&str] = &[
-    "WINDOWS",
-    "AMAZON_LINUX",
-    "AMAZON_LINUX_2",
-    "AMAZON_LINUX_2022",
-    "AMAZON_LINUX_2023",
-    "UBUNTU",
-    "REDHAT_ENTERPRISE_LINUX",
-    "SUSE",
-    "CENTOS",
-    "ORACLE_LINUX",
-    "DEBIAN",
-    "MACOS",
-    "RASPBIAN",
-    "ROCKY_LINUX",
-    "ALMA_LINUX",
-];
 
 pub const COMPLIANCE_LEVELS: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNSPECIFIED"];
 
@@ -569,7 +548,7 @@ pub const COMPLIANCE_LEVELS: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "I
 pub struct Baseline {
     pub name: String,
     pub description: Option<String>,
-    pub operating_system: &'static str,
+    pub operating_system: OperatingSystem,
     pub global_filters: Vec<PatchFilter>,
     pub rules: Vec<ApprovalRule>,
     pub approved_patches: Vec<String>,

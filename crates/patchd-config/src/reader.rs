@@ -232,6 +232,17 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
+    /// A value of one of SSM's enums, matched as [`TableReader::choice`] matches.
+    pub(crate) fn spelled<T: patchd_model::Spelled>(
+        &mut self,
+        d: &mut Diagnostics,
+        key: &'static str,
+    ) -> Option<Located<T>> {
+        let found = self.choice(d, key, T::NAMES)?;
+        let value = T::parse(found.value).expect("choice returns one of the enum's own spellings");
+        Some(Located { value, origin: found.origin })
+    }
+
     /// One of a fixed set of words. Matching ignores case so that `install` and `Install` both
     /// work, but the canonical spelling is what the caller gets back.
     pub(crate) fn choice(

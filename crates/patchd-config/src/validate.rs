@@ -345,14 +345,14 @@ fn check_patch_groups(config: &Config, d: &mut Diagnostics) {
     let mut owners: BTreeMap<(&str, &str), &Baseline> = BTreeMap::new();
     for baseline in &config.baselines {
         for pg in &baseline.patch_groups {
-            match owners.get(&(baseline.operating_system, pg.as_str())) {
+            match owners.get(&(baseline.operating_system.as_str(), pg.as_str())) {
                 Some(first) if first.name != baseline.name => d.error(
                     &baseline.origin,
                     format!("patch group `{pg}` is served by two {} baselines: `{}` and `{}`", baseline.operating_system, first.name, baseline.name),
                     Some(format!("SSM registers one baseline per operating system per patch group; remove `{pg}` from one of them (the other is at {})", first.origin)),
                 ),
                 _ => {
-                    owners.insert((baseline.operating_system, pg), baseline);
+                    owners.insert((baseline.operating_system.as_str(), pg), baseline);
                 }
             }
         }
@@ -360,7 +360,7 @@ fn check_patch_groups(config: &Config, d: &mut Diagnostics) {
     for group in &config.groups {
         let mut by_os: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for baseline in config.baselines_for_group(group) {
-            by_os.entry(baseline.operating_system).or_default().push(&baseline.name);
+            by_os.entry(baseline.operating_system.as_str()).or_default().push(&baseline.name);
         }
         for (os, names) in by_os {
             if names.len() > 1 {

@@ -160,7 +160,7 @@ pub fn desired(baseline: &Baseline) -> BaselineDocument {
     BaselineDocument {
         name: baseline.name.clone(),
         description: baseline.description.clone().filter(|d| !d.is_empty()),
-        operating_system: baseline.operating_system.to_string(),
+        operating_system: baseline.operating_system.into(),
         global_filters: filters(&baseline.global_filters),
         rules: baseline
             .rules
@@ -288,8 +288,8 @@ pub fn diff(configured: &[Baseline], actual: &Actual, prune: bool) -> Plan {
                 changes.push(Change::Conflict(Conflict::OperatingSystem {
                     name: baseline.name.clone(),
                     id: remote.id.clone(),
-                    from: remote.document.operating_system.clone(),
-                    to: document.operating_system.clone(),
+                    from: remote.document.operating_system.to_string(),
+                    to: document.operating_system.to_string(),
                 }));
                 continue;
             }
@@ -314,7 +314,7 @@ pub fn diff(configured: &[Baseline], actual: &Actual, prune: bool) -> Plan {
         }
         let own_id = managed(&baseline.name).map(|b| b.id.as_str());
         for group in &baseline.patch_groups {
-            wanted.insert((group.as_str(), baseline.operating_system));
+            wanted.insert((group.as_str(), baseline.operating_system.as_str()));
             let current = actual.mappings.iter().find(|m| {
                 m.patch_group == *group && m.baseline.operating_system == baseline.operating_system
             });
@@ -566,7 +566,7 @@ mod tests {
         BaselineDocument {
             name: name.into(),
             description: None,
-            operating_system: "AMAZON_LINUX_2".into(),
+            operating_system: patchd_aws::OperatingSystem::AmazonLinux2.into(),
             global_filters: vec![],
             rules: vec![BaselineRule {
                 filters: vec![BaselineFilter {
@@ -596,7 +596,7 @@ mod tests {
             baseline: BaselineIdentity {
                 id: id.into(),
                 name: name.into(),
-                operating_system: "AMAZON_LINUX_2".into(),
+                operating_system: patchd_aws::OperatingSystem::AmazonLinux2.into(),
             },
         }
     }

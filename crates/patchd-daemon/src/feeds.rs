@@ -117,7 +117,9 @@ impl RefreshOutcome {
 pub struct FeedBook {
     cache_dir: PathBuf,
     fetcher: Fetcher,
-    state: Mutex<BookState>,
+    /// Held for a whole refresh.
+    refreshing: Mutex<()>,
+    state: std::sync::Mutex<BookState>,
 }
 
 #[derive(Default)]
@@ -154,12 +156,17 @@ pub enum Selection<'a> {
 
 impl FeedBook {
     pub fn new(config: &Config) -> FeedBook {
-        FeedBook { cache_dir: config.feed_cache_dir(), fetcher: Fetcher::new(), state: Mutex::default() }
+        FeedBook {
+            cache_dir: config.feed_cache_dir(),
+            fetcher: Fetcher::new(),
+            refreshing: Mutex::default(),
+            state: std::sync::Mutex::default(),
+        }
     }
 
     /// The index of the advisories in use, for dating the patches a sync finds.
     pub async fn index(&self) -> Option<Arc<AdvisoryIndex>> {
-        self.state.lock().await.index.clone()
+        self.with_state(|state| state.index.clone())
     }
 
     /// Fetches the selected feeds of `config`, imports what changed, and records every fetch
@@ -171,36 +178,43 @@ impl FeedBook {
         selection: Selection<'_>,
         progress: &(dyn Fn(&str, u32, u64) + Sync),
     ) -> Result<RefreshOutcome, patchd_store::StoreError> {
+        // One refresh at a time; the state itself is locked only between awaits, so a sync
+        // asking for the index never waits for a feed download.
+        let _one_refresh = self.refreshing.lock().await;
         let specs = feed_specs(config);
-        let mut state = self.state.lock().await;
         // Sources taken out of the configuration stop dating anything.
         let configured: Vec<&str> =
             specs.iter().filter(|s| s.kind.is_some()).map(|s| s.name.as_str()).collect();
-        let before = state.advisories.len();
-        state.advisories.retain(|name, _| configured.contains(&name.as_str()));
-        let mut changed = state.advisories.len() != before || state.index.is_none();
+        let mut changed = self.with_state(|state| {
+            let before = state.advisories.len();
+            state.advisories.retain(|name, _| configured.contains(&name.as_str()));
+            state.advisories.len() != before || state.index.is_none()
+        });
         let mut outcome = RefreshOutcome::default();
         for spec in &specs {
             // The last good copy, once per process: a restart keeps dating with it even when
             // the first fetch fails.
-            if spec.kind.is_some() && !state.advisories.contains_key(&spec.name) {
+            if spec.kind.is_some() && !self.with_state(|state| state.advisories.contains_key(&spec.name)) {
                 if let Some(advisories) = self.load_cached(spec) {
-                    state.advisories.insert(spec.name.clone(), Arc::new(advisories));
+                    self.with_state(|state| state.advisories.insert(spec.name.clone(), Arc::new(advisories)));
                     changed = true;
                 }
             }
-            if spec.kind.is_none() && state.kev_entries == 0 {
-                state.kev_entries = Cache::new(&self.cache_dir, &spec.name)
+            if spec.kind.is_none() && self.with_state(|state| state.kev_entries == 0) {
+                let entries = Cache::new(&self.cache_dir, &spec.name)
                     .read(&spec.location)
                     .and_then(|cached| KevCatalog::from_json(&cached.body).ok())
                     .map_or(0, |kev| kev.len());
+                self.with_state(|state| state.kev_entries = entries);
             }
             let due = match selection {
                 Selection::All => true,
                 Selection::Named(name) => name == spec.name,
-                Selection::Due => state.tried.get(&spec.name).is_none_or(|t| {
-                    let wait = if t.failed { spec.refresh.min(FAILED_FEED_RETRY) } else { spec.refresh };
-                    t.at.elapsed() >= wait
+                Selection::Due => self.with_state(|state| {
+                    state.tried.get(&spec.name).is_none_or(|t| {
+                        let wait = if t.failed { spec.refresh.min(FAILED_FEED_RETRY) } else { spec.refresh };
+                        t.at.elapsed() >= wait
+                    })
                 }),
             };
             if !due {
@@ -217,13 +231,13 @@ impl FeedBook {
                 Ok(Fresh::Advisories { advisories, bytes }) => {
                     let count = advisories.len() as u64;
                     info!(feed = %spec.name, advisories = count, bytes, "advisory feed imported");
-                    state.advisories.insert(spec.name.clone(), Arc::new(advisories));
+                    self.with_state(|state| state.advisories.insert(spec.name.clone(), Arc::new(advisories)));
                     changed = true;
                     (FeedFetch::Imported { advisories: count }, bytes)
                 }
                 Ok(Fresh::Kev { entries, bytes }) => {
                     info!(feed = %spec.name, entries, bytes, "KEV catalog imported");
-                    state.kev_entries = entries;
+                    self.with_state(|state| state.kev_entries = entries);
                     (FeedFetch::Imported { advisories: entries as u64 }, bytes)
                 }
                 Err(e) => {
@@ -232,17 +246,17 @@ impl FeedBook {
                     (FeedFetch::Failed { error: e.to_string() }, 0)
                 }
             };
-            state.tried.insert(
-                spec.name.clone(),
-                Tried { at: Instant::now(), failed: matches!(fetch, FeedFetch::Failed { .. }) },
-            );
+            let failed = matches!(fetch, FeedFetch::Failed { .. });
+            let entries = self.with_state(|state| {
+                state.tried.insert(spec.name.clone(), Tried { at: Instant::now(), failed });
+                match spec.kind {
+                    Some(_) => state.advisories.get(&spec.name).map_or(0, |a| a.len()),
+                    None => state.kev_entries,
+                }
+            });
             store
                 .record_feed_fetch(&spec.name, spec.kind_name(), &spec.location.to_string(), now, &fetch)
                 .await?;
-            let entries = match spec.kind {
-                Some(_) => state.advisories.get(&spec.name).map_or(0, |a| a.len()),
-                None => state.kev_entries,
-            };
             outcome.feeds.push(FeedReport {
                 name: spec.name.clone(),
                 outcome: fetch,
@@ -252,16 +266,20 @@ impl FeedBook {
             });
         }
         if changed {
+            let sources = self.with_state(|state| state.advisories.clone());
             let mut index = AdvisoryIndex::new();
-            for (name, advisories) in &state.advisories {
+            for (name, advisories) in &sources {
                 index.add(name, advisories);
             }
             let index = Arc::new(index);
-            state.index = Some(index.clone());
-            drop(state);
+            self.with_state(|state| state.index = Some(index.clone()));
             outcome.dated = apply_dates(store, &index).await?;
         }
         Ok(outcome)
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut BookState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     fn load_cached(&self, spec: &FeedSpec) -> Option<Vec<Advisory>> {
@@ -580,7 +598,7 @@ impl Fetcher {
                     response.headers().get(http::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(
                         || FeedError::new(format!("answered HTTP {status} without a Location")),
                     )?;
-                url = redirect_target(&url, location);
+                url = redirect_target(&url, location)?;
                 continue;
             }
             if !status.is_success() {
@@ -631,18 +649,27 @@ fn decode(origin: &str, bytes: &[u8], max_bytes: u64) -> Result<String, FeedErro
     patchd_advisories::into_text(origin, plain).map_err(|e| FeedError::new(e.to_string()))
 }
 
-fn redirect_target(from: &str, location: &str) -> String {
-    if location.contains("://") {
-        return location.to_string();
+fn redirect_target(from: &str, location: &str) -> Result<String, FeedError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        FeedError::new(format!("redirected to `{location}`, which is not a URL: {e}"))
+    };
+    if let Ok(target) = location.parse::<http::Uri>() {
+        if target.scheme().is_some() {
+            return Ok(target.to_string());
+        }
     }
-    // A path on the same host.
-    let scheme_end = from.find("://").map_or(0, |i| i + 3);
-    let host_end = from[scheme_end..].find('/').map_or(from.len(), |i| scheme_end + i);
-    format!(
-        "{}{}",
-        &from[..host_end],
-        if location.starts_with('/') { location.to_string() } else { format!("/{location}") }
-    )
+    // A reference on the same host: an absolute path replaces the base's path, a relative one
+    // is resolved against its directory (RFC 3986, 5.2).
+    let base: http::Uri = from.parse().map_err(|e| bad(&e))?;
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let directory = &base.path()[..=base.path().rfind('/').unwrap_or(0)];
+        format!("{}{location}", if directory.is_empty() { "/" } else { directory })
+    };
+    let mut parts = base.into_parts();
+    parts.path_and_query = Some(path.parse().map_err(|e| bad(&e))?);
+    http::Uri::from_parts(parts).map(|uri| uri.to_string()).map_err(|e| bad(&e))
 }
 
 /// A mirror on disk: "not modified" when its mtime is the one the last good copy had.
@@ -757,9 +784,12 @@ mod tests {
 
     #[test]
     fn redirects_keep_the_host_for_paths() {
-        assert_eq!(redirect_target("https://a.example/x/y?z", "/q"), "https://a.example/q");
-        assert_eq!(redirect_target("https://a.example", "q"), "https://a.example/q");
-        assert_eq!(redirect_target("https://a.example/x", "https://b.example/r"), "https://b.example/r");
+        let to = |from: &str, location: &str| redirect_target(from, location).expect("a URL");
+        assert_eq!(to("https://a.example/x/y?z", "/q"), "https://a.example/q");
+        assert_eq!(to("https://a.example/x/y?z", "q?page=2"), "https://a.example/x/q?page=2");
+        assert_eq!(to("https://a.example", "q"), "https://a.example/q");
+        assert_eq!(to("https://a.example/x", "https://b.example/r"), "https://b.example/r");
+        assert!(redirect_target("https://a.example/x", "two words").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
-use patchd_aws::{AvailablePatch, AwsError, PatchCatalog};
+use patchd_aws::{AvailablePatch, AwsError, OperatingSystem, PatchCatalog};
 use patchd_config::{Approval, Baseline, PatchFilter, RejectedPatchesAction, COMPLIANCE_LEVELS};
 use patchd_store::{PatchRecord, ReleaseSource, StoreError};
 
@@ -146,11 +146,6 @@ impl Verdict {
     }
 }
 
-/// Systems whose rules approve on release: SSM ignores approval delays there.
-fn approves_on_release(operating_system: &str) -> bool {
-    matches!(operating_system, "UBUNTU" | "DEBIAN" | "RASPBIAN")
-}
-
 /// The baseline's verdict on one patch.
 pub fn evaluate(baseline: &Baseline, patch: &Candidate) -> Verdict {
     if listed(&baseline.rejected_patches, patch) {
@@ -173,7 +168,7 @@ pub fn evaluate(baseline: &Baseline, patch: &Candidate) -> Verdict {
         if !rule.filters.iter().all(|f| selects(f, patch, os)) {
             continue;
         }
-        let from = match (approves_on_release(os), &rule.approval, patch.released) {
+        let from = match (os.approves_on_release(), &rule.approval, patch.released) {
             (true, _, released) | (false, Approval::Immediate, released) => released,
             (false, Approval::AfterDays(days), Some(released)) => {
                 Some(released + Duration::days(i64::from(*days)))
@@ -227,8 +222,8 @@ const PRODUCT_ALIASES: &[(&str, &str)] = &[("AmazonLinux2", "AmazonLinux2.0")];
 /// (SEVERITY on Windows, MSRC_SEVERITY elsewhere) never matches. A property SSM would know but
 /// patchd does not (an advisory known only by its id) matches only a value that matches
 /// anything, such as `*`: SSM might not select it, but nothing says it would not.
-fn selects(filter: &PatchFilter, patch: &Candidate, os: &str) -> bool {
-    let windows = os == "WINDOWS";
+fn selects(filter: &PatchFilter, patch: &Candidate, os: OperatingSystem) -> bool {
+    let windows = os == OperatingSystem::Windows;
     let one = |value: &Option<String>| -> Option<Vec<String>> { value.clone().map(|v| vec![v]) };
     let values: Option<Vec<String>> = match filter.key {
         "PRODUCT" => patch.product.as_ref().map(|product| {
@@ -358,29 +353,6 @@ pub enum PreviewError {
     Store(#[source] StoreError),
 }
 
-/// Advisory id prefixes by operating system. The store keeps patches of every system in one
-/// list, and an imported advisory carries nothing but its id and date, so the id's vendor
-/// namespace is what tells which baseline it concerns.
-fn advisory_prefixes(operating_system: &str) -> &'static [&'static str] {
-    match operating_system {
-        "WINDOWS" => &["KB"],
-        "AMAZON_LINUX" => &["ALAS-"],
-        "AMAZON_LINUX_2" => &["ALAS2-"],
-        "AMAZON_LINUX_2022" => &["ALAS2022-"],
-        "AMAZON_LINUX_2023" => &["ALAS2023-"],
-        "REDHAT_ENTERPRISE_LINUX" => &["RHSA-", "RHBA-", "RHEA-"],
-        // CentOS republishes Red Hat's errata under its own prefixes, and yum also shows Red Hat's.
-        "CENTOS" => &["CESA-", "CEBA-", "CEEA-", "RHSA-", "RHBA-", "RHEA-"],
-        "ORACLE_LINUX" => &["ELSA-", "ELBA-", "ELEA-"],
-        "ROCKY_LINUX" => &["RLSA-", "RLBA-", "RLEA-"],
-        "ALMA_LINUX" => &["ALSA-", "ALBA-", "ALEA-"],
-        "SUSE" => &["SUSE-"],
-        "UBUNTU" => &["USN-"],
-        "DEBIAN" | "RASPBIAN" => &["DSA-", "DLA-"],
-        _ => &[],
-    }
-}
-
 fn from_catalog(patch: AvailablePatch) -> Candidate {
     Candidate {
         released: patch.release_date,
@@ -421,7 +393,7 @@ fn from_store(record: PatchRecord, windows: bool) -> Candidate {
 /// advisory namespace and either an advisory dates it or the system has no SSM catalog at all
 /// (then the store's patches, recorded by syncs and imports, are all there is).
 pub fn merge(
-    operating_system: &str,
+    operating_system: OperatingSystem,
     catalog: Option<Vec<AvailablePatch>>,
     store: Vec<PatchRecord>,
 ) -> Vec<Candidate> {
@@ -429,8 +401,8 @@ pub fn merge(
     let mut candidates: Vec<Candidate> = catalog.unwrap_or_default().into_iter().map(from_catalog).collect();
     let position: HashMap<String, usize> =
         candidates.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
-    let prefixes = advisory_prefixes(operating_system);
-    let windows = operating_system == "WINDOWS";
+    let prefixes = operating_system.advisory_prefixes();
+    let windows = operating_system == OperatingSystem::Windows;
     for record in store {
         match (position.get(&record.patch_id), record.advisory_release) {
             (Some(&index), Some(advisory)) => {
@@ -451,7 +423,10 @@ pub fn merge(
 
 /// Every patch the baseline's operating system may see: SSM's catalog where it has one, and
 /// the store's imported advisories and synced patches.
-pub async fn candidates(ctx: &Context, operating_system: &str) -> Result<Vec<Candidate>, PreviewError> {
+pub async fn candidates(
+    ctx: &Context,
+    operating_system: OperatingSystem,
+) -> Result<Vec<Candidate>, PreviewError> {
     let catalog = match PatchCatalog::for_operating_system(operating_system) {
         Some(catalog) => Some(ctx.aws.available_patches(catalog, &[]).await.map_err(PreviewError::Catalog)?),
         None => None,
@@ -822,7 +797,7 @@ compliance_level = "CRITICAL"
             record("ALAS2023-5", Some("2026-05-22T00:00:00Z"), None),
             record("RHSA-2026:6", Some("2026-05-23T00:00:00Z"), None),
         ];
-        let merged = merge("AMAZON_LINUX_2", Some(catalog), store.clone());
+        let merged = merge(OperatingSystem::AmazonLinux2, Some(catalog), store.clone());
         let summary: Vec<_> = merged.iter().map(|c| (c.id.as_str(), c.released, c.release_source)).collect();
         assert_eq!(
             summary,
@@ -836,9 +811,9 @@ compliance_level = "CRITICAL"
         assert_eq!(merged[1].severity.as_deref(), Some("Critical"), "the catalog's properties are kept");
 
         // Without an SSM catalog the store is all there is, dated or not.
-        let rhel = merge("REDHAT_ENTERPRISE_LINUX", None, store.clone());
+        let rhel = merge(OperatingSystem::RedhatEnterpriseLinux, None, store.clone());
         assert_eq!(rhel.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["RHSA-2026:6"]);
-        let al2023 = merge("AMAZON_LINUX_2023", None, store);
+        let al2023 = merge(OperatingSystem::AmazonLinux2023, None, store);
         assert_eq!(al2023.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["ALAS2023-5"]);
     }
 

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use patchd_aws::{
-    AwsError, CommandSummary, Invocation, InvocationOutcome, InvocationStatus, PatchCommand, Standing,
+    AwsError, CommandSummary, Invocation, InvocationOutcome, PatchCommand, Reported, Standing,
     MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND,
 };
 use patchd_config::{Limit, Task};
@@ -532,24 +532,14 @@ impl State {
 }
 
 /// An invocation as stored, in the adapter's type, so one classification serves both.
-fn from_record(record: &InvocationRecord) -> Invocation {
-    let status = match record.status {
-        CommandStatus::Pending => InvocationStatus::Pending,
-        CommandStatus::InProgress => InvocationStatus::InProgress,
-        CommandStatus::Delayed => InvocationStatus::Delayed,
-        CommandStatus::Success => InvocationStatus::Success,
-        CommandStatus::Cancelled => InvocationStatus::Cancelled,
-        CommandStatus::TimedOut => InvocationStatus::TimedOut,
-        CommandStatus::Failed => InvocationStatus::Failed,
-        CommandStatus::Cancelling => InvocationStatus::Cancelling,
-    };
+pub(crate) fn from_record(record: &InvocationRecord) -> Invocation {
     let details = record.status_details.clone().unwrap_or_else(|| record.status.as_str().to_string());
     Invocation {
         command_id: record.command_id.clone(),
         instance_id: record.instance_id.clone(),
         instance_name: None,
         outcome: InvocationOutcome::parse(&details),
-        status,
+        status: Reported::Known(record.status),
         status_details: details,
         requested_at: record.requested_at,
         started_at: record.started_at,
@@ -561,15 +551,8 @@ fn from_record(record: &InvocationRecord) -> Invocation {
 /// details say.
 fn store_status(invocation: &Invocation) -> CommandStatus {
     match &invocation.status {
-        InvocationStatus::Pending => CommandStatus::Pending,
-        InvocationStatus::InProgress => CommandStatus::InProgress,
-        InvocationStatus::Delayed => CommandStatus::Delayed,
-        InvocationStatus::Success => CommandStatus::Success,
-        InvocationStatus::Cancelled => CommandStatus::Cancelled,
-        InvocationStatus::TimedOut => CommandStatus::TimedOut,
-        InvocationStatus::Failed => CommandStatus::Failed,
-        InvocationStatus::Cancelling => CommandStatus::Cancelling,
-        InvocationStatus::Other(_) => match &invocation.outcome {
+        Reported::Known(status) => *status,
+        Reported::Unknown(_) => match &invocation.outcome {
             InvocationOutcome::Success => CommandStatus::Success,
             InvocationOutcome::Delayed => CommandStatus::Delayed,
             InvocationOutcome::Pending => CommandStatus::Pending,
@@ -1059,7 +1042,7 @@ async fn poll(
             // the command is over, they never will be.
             counters.poll_calls += 1;
             match ctx.aws.command(&command_id).await {
-                Ok(summary) if summary.status.is_terminal() => {
+                Ok(summary) if summary.status.known().is_some_and(CommandStatus::is_terminal) => {
                     warn!(command_id, missing = missing.len(), "instances missing from a finished command");
                     state.lost.extend(missing);
                 }
@@ -1257,12 +1240,12 @@ mod tests {
         assert_eq!(odd.next(Duration::from_secs(5), false), Duration::from_secs(5), "max below initial");
     }
 
-    fn invocation(status: InvocationStatus, details: &str) -> Invocation {
+    fn invocation(status: impl Into<Reported<CommandStatus>>, details: &str) -> Invocation {
         Invocation {
             command_id: "c".into(),
             instance_id: "i".into(),
             instance_name: None,
-            status,
+            status: status.into(),
             status_details: details.into(),
             outcome: InvocationOutcome::parse(details),
             requested_at: None,
@@ -1273,24 +1256,25 @@ mod tests {
 
     #[test]
     fn invocations_stand_as_ssm_counts_them() {
-        use InvocationStatus as S;
+        use CommandStatus as S;
+        let known = Reported::Known;
         for (status, details, expected) in [
-            (S::Pending, "Pending", Standing::InFlight),
-            (S::InProgress, "InProgress", Standing::InFlight),
-            (S::Cancelling, "Cancelling", Standing::InFlight),
-            (S::Delayed, "Delayed", Standing::Delayed),
-            (S::Success, "Success", Standing::Succeeded),
-            (S::Failed, "Failed", Standing::Failed),
-            (S::TimedOut, "ExecutionTimedOut", Standing::Failed),
-            (S::TimedOut, "Execution Timed Out", Standing::Failed),
-            (S::Failed, "Undeliverable", Standing::Undeliverable),
-            (S::TimedOut, "DeliveryTimedOut", Standing::Undeliverable),
-            (S::Failed, "InvalidPlatform", Standing::Undeliverable),
-            (S::Cancelled, "Cancelled", Standing::Cancelled),
-            (S::Cancelled, "Terminated", Standing::Cancelled),
-            (S::Failed, "Something New", Standing::Failed),
-            (S::Success, "Something New", Standing::Succeeded),
-            (S::Other("Weird".into()), "Weird", Standing::InFlight),
+            (known(S::Pending), "Pending", Standing::InFlight),
+            (known(S::InProgress), "InProgress", Standing::InFlight),
+            (known(S::Cancelling), "Cancelling", Standing::InFlight),
+            (known(S::Delayed), "Delayed", Standing::Delayed),
+            (known(S::Success), "Success", Standing::Succeeded),
+            (known(S::Failed), "Failed", Standing::Failed),
+            (known(S::TimedOut), "ExecutionTimedOut", Standing::Failed),
+            (known(S::TimedOut), "Execution Timed Out", Standing::Failed),
+            (known(S::Failed), "Undeliverable", Standing::Undeliverable),
+            (known(S::TimedOut), "DeliveryTimedOut", Standing::Undeliverable),
+            (known(S::Failed), "InvalidPlatform", Standing::Undeliverable),
+            (known(S::Cancelled), "Cancelled", Standing::Cancelled),
+            (known(S::Cancelled), "Terminated", Standing::Cancelled),
+            (known(S::Failed), "Something New", Standing::Failed),
+            (known(S::Success), "Something New", Standing::Succeeded),
+            (Reported::Unknown("Weird".into()), "Weird", Standing::InFlight),
         ] {
             assert_eq!(invocation(status.clone(), details).standing(), expected, "{status:?} / {details}");
         }
@@ -1319,7 +1303,7 @@ mod tests {
                 assert_eq!(detailed.standing(), listed.standing(), "{status} / {details}");
             }
         }
-        let odd = invocation(InvocationStatus::Other("New".into()), "DeliveryTimedOut");
+        let odd = invocation(Reported::Unknown("New".into()), "DeliveryTimedOut");
         assert_eq!(store_status(&odd), CommandStatus::TimedOut);
     }
 
@@ -1363,21 +1347,21 @@ mod tests {
         assert_eq!(state.release(false, at(1), None), Release::Wait);
         assert_eq!(state.active(), [0]);
 
-        let mut seen = |id: &str, status: InvocationStatus, details: &str| {
+        let mut seen = |id: &str, status: CommandStatus, details: &str| {
             let mut i = invocation(status, details);
             i.instance_id = id.into();
             state.seen.insert(id.into(), i);
         };
-        seen("i-0", InvocationStatus::Success, "Success");
-        seen("i-1", InvocationStatus::Delayed, "Delayed");
-        seen("i-2", InvocationStatus::Failed, "Undeliverable");
+        seen("i-0", CommandStatus::Success, "Success");
+        seen("i-1", CommandStatus::Delayed, "Delayed");
+        seen("i-2", CommandStatus::Failed, "Undeliverable");
         let p = state.progress();
         assert_eq!((p.in_flight, p.delayed, p.succeeded, p.undeliverable, p.done), (0, 1, 1, 1, 2));
         assert_eq!(state.release(false, at(2), None), Release::Send(1), "a delayed invocation holds no slot");
         assert_eq!(state.active(), [0], "but its command is still polled");
 
         state.mark_sent(1, "c-2", at(3));
-        let mut i = invocation(InvocationStatus::Failed, "Failed");
+        let mut i = invocation(CommandStatus::Failed, "Failed");
         i.instance_id = "i-3".into();
         state.seen.insert("i-3".into(), i);
         assert_eq!(state.errors_left(), 0);

@@ -60,12 +60,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Timelike, Utc};
 use patchd_aws::{
-    AwsClients, AwsError, Coverage, InstancePatch, PatchCatalog, PatchCounts, PatchListing,
+    AwsClients, AwsError, Coverage, InstancePatch, OperatingSystem, PatchCatalog, PatchCounts, PatchListing,
     PatchStateSummary, Target,
 };
 use patchd_store::{
-    ComplianceSync, InstanceObservation, InstanceScan, PatchObservation, PatchState, PingStatus,
-    ReleaseSource, StateCounts, StoreError,
+    ComplianceSync, InstanceObservation, InstanceScan, PatchObservation, ReleaseSource, StoreError,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -426,17 +425,8 @@ enum Listing {
     InstalledOnly,
 }
 
-/// Open states in SSM's counts, as [`PatchListing::Open`] lists them.
-fn open_in_counts(counts: &PatchCounts) -> u32 {
-    counts.missing
-        + counts.failed
-        + counts.installed_pending_reboot
-        + counts.installed_rejected
-        + counts.available_security_update
-}
-
 fn listing_for(counts: &PatchCounts, recorded_open: usize) -> Listing {
-    match (open_in_counts(counts), recorded_open) {
+    match (counts.by_state.open(), recorded_open) {
         (0, 0) => Listing::Nothing,
         (0, _) => Listing::InstalledOnly,
         _ => Listing::Open,
@@ -547,7 +537,7 @@ async fn sync_batch(
             snapshot_id: state.snapshot_id.as_deref(),
             patch_group: state.patch_group.as_deref(),
             patches,
-            counts: Some(state_counts(&state.counts)),
+            counts: Some(state.counts.by_state),
         })
         .collect();
     if !scans.is_empty() {
@@ -579,19 +569,6 @@ async fn sync_batch(
         .map_err(|source| SyncError::RecordSync { recorded: outcome.changed, source })?;
     outcome.unread.extend(unread);
     Ok(())
-}
-
-fn state_counts(counts: &PatchCounts) -> StateCounts {
-    StateCounts {
-        installed: counts.installed,
-        installed_other: counts.installed_other,
-        installed_pending_reboot: counts.installed_pending_reboot,
-        installed_rejected: counts.installed_rejected,
-        missing: counts.missing,
-        failed: counts.failed,
-        not_applicable: counts.not_applicable,
-        available_security_update: counts.available_security_update,
-    }
 }
 
 /// One read that was retried: its last result and how many calls it took.
@@ -730,7 +707,7 @@ fn observe<'a>(instance_id: &str, patches: &'a [InstancePatch]) -> Vec<PatchObse
     let observations = patches
         .iter()
         .filter_map(|patch| {
-            let state = PatchState::parse(patch.state.as_ssm());
+            let state = patch.state.known();
             let patch_id = patch.kb_id.trim();
             match state {
                 Some(state) if !patch_id.is_empty() => Some(PatchObservation {
@@ -820,7 +797,7 @@ pub async fn record_inventory(ctx: &Context, targets: &[Target], at: DateTime<Ut
                     platform: platform.as_deref(),
                     tags: &target.tags,
                     ssm_managed: agent.is_some(),
-                    ping_status: agent.and_then(|a| ping_status(&a.ping)),
+                    ping_status: agent.and_then(|a| a.ping.known()),
                 }
             })
             .collect();
@@ -831,15 +808,6 @@ pub async fn record_inventory(ctx: &Context, targets: &[Target], at: DateTime<Ut
     }
     tracing::debug!(instances = targets.len(), "inventory recorded");
     Ok(())
-}
-
-fn ping_status(ping: &patchd_aws::PingStatus) -> Option<PingStatus> {
-    match ping {
-        patchd_aws::PingStatus::Online => Some(PingStatus::Online),
-        patchd_aws::PingStatus::ConnectionLost => Some(PingStatus::ConnectionLost),
-        patchd_aws::PingStatus::Inactive => Some(PingStatus::Inactive),
-        patchd_aws::PingStatus::Other(_) => None,
-    }
 }
 
 /// The operating system as SSM's agent names it (`Amazon Linux 2`, `Ubuntu 22.04`,
@@ -905,19 +873,7 @@ pub static LATEST_SYNC: LatestSyncCell = LatestSyncCell(std::sync::Mutex::new(No
 /// as [`record_inventory`] records it; None for systems SSM has no dates for (Amazon Linux
 /// 2023, RHEL, Ubuntu, ...: their dates come from imported advisories).
 pub fn catalog_for_platform(platform: &str) -> Option<PatchCatalog> {
-    let platform = platform.trim().to_ascii_lowercase();
-    if platform.contains("windows") {
-        return Some(PatchCatalog::Windows);
-    }
-    let version = platform.strip_prefix("amazon linux")?.trim();
-    if version == "2" || version.starts_with("2 ") {
-        Some(PatchCatalog::AmazonLinux2)
-    } else if version == "1" || version.starts_with("ami") || version.starts_with("201") {
-        // Amazon Linux 1 reports itself as `Amazon Linux AMI` with versions like 2018.03.
-        Some(PatchCatalog::AmazonLinux)
-    } else {
-        None
-    }
+    OperatingSystem::of_platform(platform).and_then(PatchCatalog::for_operating_system)
 }
 
 fn catalog_name(catalog: PatchCatalog) -> &'static str {

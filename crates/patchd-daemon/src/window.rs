@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patchd_aws::{Coverage, InvocationOutcome, InvocationStatus, Standing, Target};
+use patchd_aws::{Coverage, Standing, Target};
 use patchd_config::{Config, CutoffBehavior, Limit, Located, Operation, Origin, RebootOption, Task, Window};
 use patchd_store::{
     AuditEntry, CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord,
@@ -662,15 +662,6 @@ pub async fn execute(
     Ok(summary)
 }
 
-fn ping_text(ping: &patchd_aws::PingStatus) -> String {
-    match ping {
-        patchd_aws::PingStatus::Online => "Online".into(),
-        patchd_aws::PingStatus::ConnectionLost => "ConnectionLost".into(),
-        patchd_aws::PingStatus::Inactive => "Inactive".into(),
-        patchd_aws::PingStatus::Other(other) => other.clone(),
-    }
-}
-
 /// `Task Failed` for each failed task, then `Window Run Completed`.
 fn end_events(
     ctx: &Context,
@@ -876,7 +867,7 @@ async fn run_task(
         .iter()
         .map(|gap| {
             let (kind, ping) = match &gap.coverage {
-                Coverage::ConnectionLost { agent } => ("agent-offline", Some(ping_text(&agent.ping))),
+                Coverage::ConnectionLost { agent } => ("agent-offline", Some(agent.ping.to_string())),
                 _ => ("not-managed", None),
             };
             CoverageGap {
@@ -1082,11 +1073,7 @@ async fn count_recorded(
 ) -> Result<(), WindowError> {
     for invocation in ctx.store.invocations(task).await? {
         // Classified as the rollout classifies it, from what the store recorded.
-        let standing = Standing::of(
-            &InvocationStatus::parse(invocation.status.as_str()),
-            &InvocationOutcome::parse(invocation.status_details.as_deref().unwrap_or("")),
-        );
-        match standing {
+        match crate::rollout::from_record(&invocation).standing() {
             Standing::Succeeded => summary.succeeded += 1,
             Standing::Failed => summary.failed += 1,
             Standing::Undeliverable => summary.undeliverable += 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fleet_sim::{Scenario, SimServer};
-use patchd_aws::{AwsClients, Backoff, StaticEndpoint};
+use patchd_aws::{AwsClients, Backoff, OperatingSystem, StaticEndpoint};
 use patchd_config::{Aws, Baseline, RetryMode};
 use patchd_daemon::baselines::{self, Change, Conflict, FieldChange};
 use patchd_daemon::{Context, Scope};
@@ -170,7 +170,7 @@ async fn create_then_no_op() {
     assert!(remote.managed);
     assert_eq!(remote.document, baselines::desired(&config[0]));
     assert_eq!(remote.patch_groups, ["web"]);
-    let served = f.ctx.aws.baseline_for_patch_group("web", "AMAZON_LINUX_2").await.expect("get");
+    let served = f.ctx.aws.baseline_for_patch_group("web", OperatingSystem::AmazonLinux2).await.expect("get");
     assert_eq!(served.as_deref(), Some(remote.id.as_str()));
 
     let again = baselines::plan(&f.ctx.aws, &config, false).await.expect("plan");
@@ -257,7 +257,7 @@ async fn foreign_baselines_are_conflicts_never_overwritten() {
     assert!(matches!(conflicts[1], Conflict::NameTaken { name, .. } if name == "patchd-taken"));
 
     baselines::apply(&f.ctx, &plan, Utc::now()).await.expect("apply");
-    let served = f.ctx.aws.baseline_for_patch_group("db", "AMAZON_LINUX_2").await.expect("get");
+    let served = f.ctx.aws.baseline_for_patch_group("db", OperatingSystem::AmazonLinux2).await.expect("get");
     assert_eq!(served.as_deref(), Some(hand_id.as_str()), "the hand-made registration stays");
     let actual = baselines::read_actual(&f.ctx.aws).await.expect("read");
     let taken = actual.baselines.iter().find(|b| b.document.name == "patchd-taken").expect("still there");

@@ -402,7 +402,7 @@ fn policy(out: &mut String, config: &Config) {
                 out,
                 "<tr><td>{}{description}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&baseline.name),
-                esc(baseline.operating_system),
+                esc(baseline.operating_system.as_str()),
                 esc(&baseline.patch_groups.join(", ")),
                 if rules.is_empty() {
                     "none".to_string()

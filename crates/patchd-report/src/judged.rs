@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use patchd_config::RiskRank;
 use patchd_sla::{groups_of, Judge, PatchVerdict, SlaClock, SlaStatus};
+use patchd_store::ReleaseOrigin;
 use serde::Serialize;
 
 use crate::facts::{Filters, FindingFacts, InstanceFacts};
@@ -82,15 +83,15 @@ fn judge_one(
     }
 }
 
-/// The label reports give a clock's source; the same words as the store's
-/// [`patchd_store::ReleaseOrigin::label`].
+/// The label reports give a clock's source: the store's words for it, so that a finding's
+/// origin reads the same as the per-platform counts the store makes.
 fn clock_origin(source: patchd_sla::ClockSource, advisory_source: Option<&str>) -> String {
-    match (source, advisory_source) {
-        (patchd_sla::ClockSource::Advisory, Some(feed)) => format!("advisory: {feed}"),
-        (patchd_sla::ClockSource::Advisory, None) => "advisory".into(),
-        (patchd_sla::ClockSource::Ssm, _) => "ssm".into(),
-        (patchd_sla::ClockSource::FirstSeen, _) => "first-seen".into(),
-    }
+    let origin = match source {
+        patchd_sla::ClockSource::Advisory => ReleaseOrigin::Advisory(advisory_source.map(str::to_string)),
+        patchd_sla::ClockSource::Ssm => ReleaseOrigin::Ssm,
+        patchd_sla::ClockSource::FirstSeen => ReleaseOrigin::FirstSeen,
+    };
+    origin.label()
 }
 
 /// Every finding judged, with its instance's groups, filtered by rank and group.

@@ -61,7 +61,10 @@ impl Store {
         if dates.iter().any(|(id, _, _)| id.is_empty()) {
             return Err(StoreError::InvalidInput("an advisory date names an empty patch id".into()));
         }
-        let stored = self.advisory_dates().await?;
+        let mut sources: Vec<&str> = dates.iter().map(|(_, _, source)| *source).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let stored = self.advisory_dates_from(&sources).await?;
         let mut wanted: HashMap<&str, (DateTime<Utc>, &str)> = HashMap::with_capacity(dates.len());
         for (id, at, source) in dates {
             wanted.insert(id, (micros(*at), source));
@@ -87,15 +90,20 @@ impl Store {
         Ok(changes.len())
     }
 
-    /// Patch id -> (advisory date, source) of every patch an advisory dates.
-    async fn advisory_dates(&self) -> Result<HashMap<String, (DateTime<Utc>, Option<String>)>, StoreError> {
-        let rows = self
-            .db
-            .fetch_all(Query::new(
-                "SELECT patch_id, advisory_released_at, advisory_source FROM patches \
-                 WHERE advisory_released_at IS NOT NULL",
-            ))
-            .await?;
+    /// Patch id -> (advisory date, source) of the patches these sources date. A refresh of one
+    /// feed reads that feed's rows, not every feed's. A patch another source dates is not read:
+    /// it is written again, which the upsert makes harmless.
+    async fn advisory_dates_from(
+        &self,
+        sources: &[&str],
+    ) -> Result<HashMap<String, (DateTime<Utc>, Option<String>)>, StoreError> {
+        let sources = serde_json::Value::from(sources.to_vec()).to_string();
+        let sql = format!(
+            "SELECT patch_id, advisory_released_at, advisory_source FROM patches \
+             WHERE advisory_released_at IS NOT NULL AND advisory_source IN ({})",
+            self.db.dialect().json_texts("$1")
+        );
+        let rows = self.db.fetch_all(Query::new(sql).bind(sources)).await?;
         rows.iter()
             .map(|r| {
                 Ok((r.text("patch_id")?, (r.time("advisory_released_at")?, r.opt_text("advisory_source")?)))

@@ -13,7 +13,6 @@
 //! refuses it. Once `sent`, a batch keeps its command id forever.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 
@@ -25,42 +24,17 @@ use crate::read::{json, parsed};
 use crate::types::{micros, AuditEntry, WindowTaskId};
 use crate::{Store, StoreError};
 
-/// How far a batch got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BatchState {
-    /// Not sent, and no attempt recorded.
-    Planned,
-    /// The intent to send is recorded; SendCommand may or may not have reached SSM.
-    Sending,
-    /// SSM created the command (`command_id`).
-    Sent,
-    /// SSM refused the batch (`error`); nothing was created.
-    Rejected,
-}
-
-impl BatchState {
-    pub const ALL: &'static [BatchState] =
-        &[BatchState::Planned, BatchState::Sending, BatchState::Sent, BatchState::Rejected];
-
-    /// The spelling the store uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchState::Planned => "planned",
-            BatchState::Sending => "sending",
-            BatchState::Sent => "sent",
-            BatchState::Rejected => "rejected",
-        }
-    }
-
-    /// The inverse of `as_str`.
-    pub fn parse(text: &str) -> Option<BatchState> {
-        BatchState::ALL.iter().copied().find(|s| s.as_str() == text)
-    }
-}
-
-impl fmt::Display for BatchState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+patchd_model::spelled_enum! {
+    /// How far a batch got.
+    pub BatchState {
+        /// Not sent, and no attempt recorded.
+        Planned = "planned",
+        /// The intent to send is recorded; SendCommand may or may not have reached SSM.
+        Sending = "sending",
+        /// SSM created the command (`command_id`).
+        Sent = "sent",
+        /// SSM refused the batch (`error`); nothing was created.
+        Rejected = "rejected",
     }
 }
 
@@ -419,11 +393,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn states_round_trip_and_plans_are_checked() {
-        for state in BatchState::ALL {
-            assert_eq!(BatchState::parse(state.as_str()), Some(*state));
-        }
-        assert_eq!(BatchState::parse("Sent"), None);
+    fn plans_are_checked() {
         let a = vec!["i-1".to_string(), "i-2".to_string()];
         let b = vec!["i-2".to_string()];
         let plan = |batches: &[NewBatch<'_>]| {

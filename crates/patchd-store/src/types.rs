@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use patchd_config::Operation;
+pub use patchd_model::{CommandStatus, PatchState, PingStatus, StateCounts};
 
 /// How [`Store::open`](crate::Store::open) connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,82 +80,9 @@ pub struct StoreStats {
     pub statements: u64,
 }
 
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The spelling the store (and, for SSM enums, AWS) uses.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-
-            /// The inverse of `as_str`; None for any other text.
-            pub fn parse(text: &str) -> Option<$name> {
-                match text {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-text_enum! {
-    /// SSM's `PatchComplianceData.State`.
-    PatchState {
-        Installed = "INSTALLED",
-        InstalledOther = "INSTALLED_OTHER",
-        /// Installed with `NoReboot`: still exposed until a reboot and a later scan confirm it.
-        InstalledPendingReboot = "INSTALLED_PENDING_REBOOT",
-        /// Installed although the baseline rejects it: SSM counts it non-compliant.
-        InstalledRejected = "INSTALLED_REJECTED",
-        Missing = "MISSING",
-        Failed = "FAILED",
-        /// Never a finding.
-        NotApplicable = "NOT_APPLICABLE",
-        /// A security update the baseline does not approve: still a vendor security patch the
-        /// instance lacks, so it opens a finding like MISSING.
-        AvailableSecurityUpdate = "AVAILABLE_SECURITY_UPDATE",
-    }
-}
-
-impl PatchState {
-    /// States in which a patch seen for the first time opens a finding.
-    pub fn opens_finding(self) -> bool {
-        matches!(
-            self,
-            PatchState::Missing
-                | PatchState::Failed
-                | PatchState::InstalledPendingReboot
-                | PatchState::AvailableSecurityUpdate
-        )
-    }
-
-    /// States that close (remediate) a finding. `INSTALLED_REJECTED` is not one: SSM counts
-    /// it non-compliant, so a finding that reaches it stays open.
-    pub fn remediates(self) -> bool {
-        matches!(self, PatchState::Installed | PatchState::InstalledOther)
-    }
-}
-
-text_enum! {
+patchd_model::spelled_enum! {
     /// Where a patch's release date came from.
-    ReleaseSource {
+    pub ReleaseSource {
         /// SSM's DescribeAvailablePatches (Amazon Linux 1 and 2, Windows Server).
         Ssm = "ssm",
         /// A vendor advisory (ALAS, RHSA, USN, DSA, updateinfo.xml) or an operator's file.
@@ -163,32 +91,9 @@ text_enum! {
     }
 }
 
-text_enum! {
-    /// SSM's `PingStatus` of a managed node.
-    PingStatus {
-        Online = "Online",
-        ConnectionLost = "ConnectionLost",
-        Inactive = "Inactive",
-    }
-}
-
-text_enum! {
-    /// SSM's command and invocation status (`Delayed` exists for invocations only).
-    CommandStatus {
-        Pending = "Pending",
-        InProgress = "InProgress",
-        Delayed = "Delayed",
-        Success = "Success",
-        Cancelled = "Cancelled",
-        TimedOut = "TimedOut",
-        Failed = "Failed",
-        Cancelling = "Cancelling",
-    }
-}
-
-text_enum! {
+patchd_model::spelled_enum! {
     /// What became of one occurrence of a maintenance window.
-    WindowRunStatus {
+    pub WindowRunStatus {
         /// Recorded ahead of its start.
         Scheduled = "scheduled",
         Running = "running",
@@ -481,35 +386,6 @@ pub struct ComplianceSummary {
     pub snapshot_id: Option<String>,
     pub patch_group: Option<String>,
     pub counts: StateCounts,
-}
-
-/// Patches by state in one scan.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub installed: u32,
-    pub installed_other: u32,
-    pub installed_pending_reboot: u32,
-    pub installed_rejected: u32,
-    pub missing: u32,
-    pub failed: u32,
-    pub not_applicable: u32,
-    pub available_security_update: u32,
-}
-
-impl StateCounts {
-    pub(crate) fn add(&mut self, state: PatchState) {
-        let slot = match state {
-            PatchState::Installed => &mut self.installed,
-            PatchState::InstalledOther => &mut self.installed_other,
-            PatchState::InstalledPendingReboot => &mut self.installed_pending_reboot,
-            PatchState::InstalledRejected => &mut self.installed_rejected,
-            PatchState::Missing => &mut self.missing,
-            PatchState::Failed => &mut self.failed,
-            PatchState::NotApplicable => &mut self.not_applicable,
-            PatchState::AvailableSecurityUpdate => &mut self.available_security_update,
-        };
-        *slot = slot.saturating_add(1);
-    }
 }
 
 /// A patch and what is known of its release.

@@ -189,7 +189,7 @@ pub(crate) fn render_json(baseline: &Baseline, preview: &Preview) -> String {
     let t = preview.totals;
     let document = JsonPreview {
         baseline: &baseline.name,
-        operating_system: baseline.operating_system,
+        operating_system: baseline.operating_system.as_str(),
         at: preview.at,
         patches,
         totals: JsonTotals {

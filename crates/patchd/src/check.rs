@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::anyhow;
 use chrono::Utc;
-use patchd_aws::{AwsClients, Coverage, PatchGroupMapping, Target};
+use patchd_aws::{AwsClients, OperatingSystem, PatchGroupMapping, Target};
 use patchd_config::{Baseline, Config, Diagnostic, Group, Severity, PATCH_GROUP_TAGS};
 use patchd_daemon::scopes;
 
@@ -175,8 +175,9 @@ fn resolve(config: &Config) -> Result<Resolution, Failure> {
 /// clocks would be estimates (first sighting), which understate age.
 fn undated_systems(config: &Config, group: &Group, targets: &[Target]) -> Vec<Diagnostic> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for os in targets.iter().filter_map(operating_system).filter(|os| !config.dates_releases_of(os)) {
-        *counts.entry(os).or_default() += 1;
+    for os in targets.iter().filter_map(Target::operating_system).filter(|os| !config.dates_releases_of(*os))
+    {
+        *counts.entry(os.as_str()).or_default() += 1;
     }
     counts
         .into_iter()
@@ -202,7 +203,7 @@ enum Placement {
     /// No `[[baseline]]` lists its patch group.
     Unlisted { patch_group: String },
     /// `[[baseline]]`s list its patch group, but none for its operating system.
-    OtherOs { patch_group: String, operating_system: &'static str },
+    OtherOs { patch_group: String, operating_system: OperatingSystem },
     /// No `Patch Group` / `PatchGroup` tag.
     Untagged,
     /// The configured baseline is not registered for the patch group in SSM (yet): SSM uses
@@ -242,7 +243,7 @@ fn placement(target: &Target, baselines: &[Baseline], mappings: &[PatchGroupMapp
     }
     // Unknown OS: any baseline listing the patch group may be the one; only an instance none of
     // them can serve is reported, so an unknown OS never raises a false alarm.
-    let candidates: Vec<&Baseline> = match operating_system(target) {
+    let candidates: Vec<&Baseline> = match target.operating_system() {
         Some(os) => {
             let mine: Vec<&Baseline> = listing.iter().copied().filter(|b| b.operating_system == os).collect();
             if mine.is_empty() {
@@ -254,7 +255,7 @@ fn placement(target: &Target, baselines: &[Baseline], mappings: &[PatchGroupMapp
     };
     // Matched by name: DescribePatchGroups names the baseline, and `patchd apply` refuses to
     // register over a same-named baseline it does not manage, so a name match is patchd's.
-    let registered_to = |os: &str| {
+    let registered_to = |os: OperatingSystem| {
         mappings.iter().find(|m| m.patch_group == patch_group && m.baseline.operating_system == os)
     };
     if candidates.iter().any(|b| registered_to(b.operating_system).is_some_and(|m| m.baseline.name == b.name))
@@ -267,76 +268,6 @@ fn placement(target: &Target, baselines: &[Baseline], mappings: &[PatchGroupMapp
         baseline: baseline.name.clone(),
         operating_system: baseline.operating_system.to_string(),
         registered: registered_to(baseline.operating_system).map(|m| m.baseline.name.clone()),
-    }
-}
-
-/// SSM's `OperatingSystem` of an instance: from what its agent reports, else from EC2's billing
-/// product. `None` when neither tells, as for most Linux AMIs, which EC2 calls `Linux/UNIX`.
-fn operating_system(target: &Target) -> Option<&'static str> {
-    let agent = match &target.coverage {
-        Coverage::Managed { agent } | Coverage::ConnectionLost { agent } => Some(agent),
-        Coverage::Unmanaged => None,
-    };
-    let from_agent = agent.and_then(|a| {
-        if a.platform_type.as_deref() == Some("Windows") {
-            return Some("WINDOWS");
-        }
-        if a.platform_type.as_deref() == Some("MacOS") {
-            return Some("MACOS");
-        }
-        agent_operating_system(a.platform_name.as_deref()?, a.platform_version.as_deref().unwrap_or(""))
-    });
-    from_agent.or_else(|| ec2_operating_system(target.platform_details.as_deref()?))
-}
-
-/// From DescribeInstanceInformation's `PlatformName` and `PlatformVersion`.
-fn agent_operating_system(name: &str, version: &str) -> Option<&'static str> {
-    let name = name.trim().to_ascii_lowercase();
-    let version = version.trim();
-    if name.starts_with("amazon linux") {
-        // Amazon Linux 1 reports itself as `Amazon Linux AMI` with versions like 2018.03.
-        let major = version.split('.').next().unwrap_or("");
-        return match major {
-            _ if name.starts_with("amazon linux ami") => Some("AMAZON_LINUX"),
-            "2" => Some("AMAZON_LINUX_2"),
-            "2022" => Some("AMAZON_LINUX_2022"),
-            "2023" => Some("AMAZON_LINUX_2023"),
-            y if y.len() == 4 && y.starts_with("201") => Some("AMAZON_LINUX"),
-            _ => None,
-        };
-    }
-    const BY_PREFIX: &[(&str, &str)] = &[
-        ("microsoft windows", "WINDOWS"),
-        ("windows", "WINDOWS"),
-        ("macos", "MACOS"),
-        ("ubuntu", "UBUNTU"),
-        ("debian", "DEBIAN"),
-        ("raspbian", "RASPBIAN"),
-        ("red hat", "REDHAT_ENTERPRISE_LINUX"),
-        ("centos", "CENTOS"),
-        ("oracle linux", "ORACLE_LINUX"),
-        ("rocky", "ROCKY_LINUX"),
-        ("almalinux", "ALMA_LINUX"),
-        ("alma linux", "ALMA_LINUX"),
-        ("sles", "SUSE"),
-        ("suse", "SUSE"),
-    ];
-    BY_PREFIX.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, os)| *os)
-}
-
-/// From EC2's `PlatformDetails`, which only names the operating systems AWS bills for.
-fn ec2_operating_system(details: &str) -> Option<&'static str> {
-    let details = details.trim().to_ascii_lowercase();
-    if details.starts_with("windows") {
-        Some("WINDOWS")
-    } else if details.starts_with("red hat") {
-        Some("REDHAT_ENTERPRISE_LINUX")
-    } else if details.starts_with("suse") {
-        Some("SUSE")
-    } else if details.starts_with("ubuntu pro") {
-        Some("UBUNTU")
-    } else {
-        None
     }
 }
 
@@ -467,7 +398,7 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    use patchd_aws::{Agent, BaselineIdentity, PingStatus};
+    use patchd_aws::{Agent, BaselineIdentity, Coverage, PingStatus, Reported};
     use patchd_config::{Origin, RejectedPatchesAction, TagSelector};
 
     use super::*;
@@ -476,11 +407,11 @@ mod tests {
         Origin { file: Arc::new(PathBuf::from("patchd.toml")), line: 7, col: 1 }
     }
 
-    fn baseline(name: &str, os: &'static str, patch_groups: &[&str]) -> Baseline {
+    fn baseline(name: &str, os: &str, patch_groups: &[&str]) -> Baseline {
         Baseline {
             name: name.into(),
             description: None,
-            operating_system: os,
+            operating_system: OperatingSystem::parse(os).expect("an SSM operating system"),
             global_filters: Vec::new(),
             rules: Vec::new(),
             approved_patches: Vec::new(),
@@ -499,14 +430,14 @@ mod tests {
             baseline: BaselineIdentity {
                 id: format!("pb-{name}"),
                 name: name.into(),
-                operating_system: os.into(),
+                operating_system: Reported::parse(os),
             },
         }
     }
 
     fn agent(platform_type: &str, name: &str, version: &str) -> Agent {
         Agent {
-            ping: PingStatus::Online,
+            ping: Reported::Known(PingStatus::Online),
             last_ping: None,
             platform_type: Some(platform_type.into()),
             platform_name: Some(name.into()),
@@ -605,7 +536,12 @@ mod tests {
             ),
         ];
         for (target, expected) in cases {
-            assert_eq!(operating_system(target), *expected, "{}", target.instance_id);
+            assert_eq!(
+                target.operating_system().map(OperatingSystem::as_str),
+                *expected,
+                "{}",
+                target.instance_id
+            );
         }
     }
 
@@ -653,7 +589,7 @@ mod tests {
                 "listed only for another OS",
                 ubuntu.clone(),
                 registered.clone(),
-                Placement::OtherOs { patch_group: "web".into(), operating_system: "UBUNTU" },
+                Placement::OtherOs { patch_group: "web".into(), operating_system: OperatingSystem::Ubuntu },
             ),
             (
                 "unknown OS: any baseline listing the patch group counts",

@@ -103,7 +103,7 @@ impl BaselineChange {
         match change {
             Change::Create { document } => {
                 let mut c = BaselineChange::new("create", &document.name);
-                c.operating_system = Some(document.operating_system.clone());
+                c.operating_system = Some(document.operating_system.to_string());
                 c
             }
             Change::Update { id, fields, document } => {
