@@ -10,6 +10,7 @@ mod diagnostic;
 pub mod feasibility;
 mod model;
 mod reader;
+mod secrets;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -330,7 +330,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
         for (key, _) in self.table.iter() {
             let name = key.get_ref().as_ref();
             // Credentials are reported, with where they belong, by `credentials::check`.
-            if self.known.contains(&name) || crate::credentials::is_credential_key(name) {
+            if self.known.contains(&name) || crate::secrets::is_credential_key(name) {
                 continue;
             }
             let hint = did_you_mean(name, self.known.iter().copied())

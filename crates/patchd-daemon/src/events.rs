@@ -27,12 +27,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use patchd_aws::{AwsClients, EntryRetry, EventEntry, EVENT_SOURCE};
 use patchd_config::{Config, Events};
 use patchd_sla::{ClockSource, FindingState, KevCatalog, SlaStatus};
-use patchd_store::{Announcement, FindingRecord, InstanceKey, OpenFindingFilter};
+use patchd_store::FindingRecord;
 use serde::Serialize;
 use sha2::Sha256;
-use tracing::{info, warn};
-
-use crate::Context;
+use tracing::warn;
 
 // ---------------------------------------------------------------------------------------------
 // Events
@@ -215,6 +213,23 @@ pub const LEADERSHIP_LOST: &str = "Leadership Lost";
 pub const SYNC_INCOMPLETE: &str = "Sync Incomplete";
 
 impl Event {
+    /// (subject, level, state) of an event about a lasting condition: what the store
+    /// remembers it was announced as. A finding has one subject whatever its status, and a
+    /// breach (level 2) supersedes due-soon (level 1).
+    pub(crate) fn announcement_key(&self) -> (String, u32, &'static str) {
+        let finding_subject =
+            |f: &SlaFinding| format!("{}/{}/{}/{}", f.account, f.region, f.instance_id, f.patch_id);
+        match self {
+            Event::SlaDueSoon(f) => (finding_subject(f), 1, "due-soon"),
+            Event::SlaBreached(f) => (finding_subject(f), 2, "breached"),
+            Event::CoverageGapFound(g) => {
+                let state = if g.gap == "agent-offline" { "agent-offline" } else { "not-managed" };
+                (format!("{}/{}/{}/{}", g.account, g.region, g.instance_id, g.gap), 1, state)
+            }
+            other => (other.detail_type().to_string(), 1, "announced"),
+        }
+    }
+
     /// EventBridge's `DetailType`.
     pub fn detail_type(&self) -> &'static str {
         match self {
@@ -533,142 +548,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Announcing lasting conditions once
-
-const SLA_KIND: &str = "sla";
-const GAP_KIND: &str = "coverage-gap";
-
-/// Publishes `SLA Due Soon` / `SLA Breached` for the open findings of `instance_ids` that
-/// reached that status since they were last announced, judged at `now`. Returns the number of
-/// events published. Never fails: problems are logged.
-pub async fn announce_sla(
-    ctx: &Context,
-    config: &Config,
-    instance_ids: &[String],
-    now: DateTime<Utc>,
-) -> usize {
-    if !ctx.events.is_enabled() || instance_ids.is_empty() {
-        return 0;
-    }
-    let kev = load_kev(config);
-    let mut published = 0;
-    // A chunk of instances at a time, like the sync's batches: a large fleet's open findings
-    // are never all in memory at once.
-    for chunk in instance_ids.chunks(crate::sync::SYNC_BATCH_INSTANCES) {
-        let keys: Vec<InstanceKey<'_>> = chunk.iter().map(|id| ctx.scope.key(id)).collect();
-        let filter = OpenFindingFilter { instances: Some(&keys), ..OpenFindingFilter::default() };
-        let findings = match ctx.store.open_findings(&filter, None).await {
-            Ok(findings) => findings,
-            Err(e) => {
-                warn!(error = %e, "SLA events: open findings not read");
-                continue;
-            }
-        };
-        // A finding announced before and no longer open was remediated: forget its
-        // announcement, so that if it reopens it is announced again.
-        let prefixes: Vec<String> =
-            keys.iter().map(|k| format!("{}/{}/{}/", k.account, k.region, k.instance_id)).collect();
-        let open: Vec<String> = findings
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}/{}/{}/{}",
-                    f.instance.account, f.instance.region, f.instance.instance_id, f.patch.patch_id
-                )
-            })
-            .collect();
-        if let Err(e) = ctx.store.retire_announcements(SLA_KIND, &prefixes, &open).await {
-            warn!(error = %e, "SLA events: announcements of remediated findings not retired");
-        }
-        let judged: Vec<Event> = findings
-            .iter()
-            .filter_map(|f| judge(config, &kev.catalog, f, now))
-            .filter(|e| matches!(e, Event::SlaBreached(_)) || ctx.events.wants_due_soon())
-            .collect();
-        published += announce(ctx, SLA_KIND, judged, now).await;
-    }
-    published
-}
-
-/// Publishes `Coverage Gap Found` for the gaps not announced before. `examined` are all the
-/// instances the gaps were looked for on: the announcement of a gap one of them no longer has
-/// is forgotten, so that a gap that closes and opens again is announced again.
-pub async fn announce_gaps(
-    ctx: &Context,
-    examined: &[String],
-    gaps: Vec<CoverageGap>,
-    now: DateTime<Utc>,
-) -> usize {
-    if !ctx.events.is_enabled() {
-        return 0;
-    }
-    let events: Vec<Event> = gaps.into_iter().map(Event::CoverageGapFound).collect();
-    let open: Vec<String> = events.iter().map(|e| announcement_key(e).0).collect();
-    // The store compares every announcement with every prefix: a chunk at a time keeps that
-    // bounded on a large fleet.
-    for chunk in examined.chunks(crate::sync::SYNC_BATCH_INSTANCES) {
-        let prefixes: Vec<String> =
-            chunk.iter().map(|id| format!("{}/{}/{id}/", ctx.scope.account, ctx.scope.region)).collect();
-        if let Err(e) = ctx.store.retire_announcements(GAP_KIND, &prefixes, &open).await {
-            warn!(error = %e, "coverage gap events: announcements of closed gaps not retired");
-            break;
-        }
-    }
-    announce(ctx, GAP_KIND, events, now).await
-}
-
-/// Claims each event's announcement and publishes the claimed ones.
-async fn announce(ctx: &Context, kind: &str, events: Vec<Event>, now: DateTime<Utc>) -> usize {
-    if events.is_empty() {
-        return 0;
-    }
-    let keys: Vec<(String, u32, &'static str)> = events.iter().map(announcement_key).collect();
-    let claims: Vec<Announcement<'_>> = keys
-        .iter()
-        .map(|(subject, level, state)| Announcement { kind, subject, level: *level, state })
-        .collect();
-    let claimed = match ctx.store.claim_announcements(&claims, now).await {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            warn!(kind, error = %e, "events not announced: the store failed");
-            return 0;
-        }
-    };
-    let fresh: Vec<Event> =
-        events.into_iter().zip(claimed).filter_map(|(event, claimed)| claimed.then_some(event)).collect();
-    if !fresh.is_empty() {
-        info!(kind, events = fresh.len(), "publishing events");
-        ctx.events.publish(&fresh).await;
-    }
-    fresh.len()
-}
-
-/// (subject, level, state) of an event about a lasting condition.
-fn announcement_key(event: &Event) -> (String, u32, &'static str) {
-    match event {
-        Event::SlaDueSoon(f) => (finding_subject(f), 1, "due-soon"),
-        Event::SlaBreached(f) => (finding_subject(f), 2, "breached"),
-        Event::CoverageGapFound(g) => {
-            let state = if g.gap == "agent-offline" { "agent-offline" } else { "not-managed" };
-            (format!("{}/{}/{}/{}", g.account, g.region, g.instance_id, g.gap), 1, state)
-        }
-        other => (other.detail_type().to_string(), 1, "announced"),
-    }
-}
-
-fn finding_subject(f: &SlaFinding) -> String {
-    format!("{}/{}/{}/{}", f.account, f.region, f.instance_id, f.patch_id)
-}
-
-fn load_kev(config: &Config) -> Arc<crate::feeds::LoadedKev> {
-    let loaded = crate::feeds::kev_catalog(config);
-    if let Some(problem) = &loaded.problem {
-        warn!(error = %problem, "SLA events: ranking without the KEV catalog");
-    }
-    loaded
-}
-
 /// An open finding judged at `now` as `patchd report sla` judges it (the same
 /// [`patchd_sla::Judge`]): an SLA event when it is due soon or breached (and no exception
 /// covers it).
@@ -802,8 +681,8 @@ mod tests {
         assert_eq!(detail["due"], "2026-10-31T00:00:00Z");
         assert_eq!(detail["cves"], serde_json::json!(["CVE-2026-0001"]));
         let soon = Event::SlaDueSoon(SlaFinding { status: "due-soon".into(), ..finding });
-        let (a, level_a, _) = announcement_key(&soon);
-        let (b, level_b, _) = announcement_key(&breached);
+        let (a, level_a, _) = soon.announcement_key();
+        let (b, level_b, _) = breached.announcement_key();
         assert_eq!(a, b, "one subject per finding");
         assert!(level_b > level_a, "a breach supersedes due-soon");
 
@@ -818,7 +697,7 @@ mod tests {
             groups: vec!["web".into()],
         });
         assert_eq!(gap.detail_type(), "Coverage Gap Found");
-        assert_eq!(announcement_key(&gap).0, "default/us-east-1/i-0def/agent-offline");
+        assert_eq!(gap.announcement_key().0, "default/us-east-1/i-0def/agent-offline");
         let envelope = gap.envelope("id-1", t("2026-11-01T00:00:00Z"));
         assert_eq!(envelope["source"], "patchd");
         assert_eq!(envelope["detail-type"], "Coverage Gap Found");

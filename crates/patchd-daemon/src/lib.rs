@@ -18,6 +18,7 @@
 //! Everything talks to AWS through `patchd-aws` and remembers through `patchd-store`; the
 //! [`Context`] carries both.
 
+pub mod announce;
 pub mod baselines;
 pub mod context;
 pub mod events;

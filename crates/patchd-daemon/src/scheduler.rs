@@ -849,7 +849,7 @@ async fn sync_scope(ctx: &Context, shared: &Shared, config: &Config) {
                 duration_seconds = started.elapsed().as_secs_f64(),
                 "periodic compliance sync done"
             );
-            crate::events::announce_sla(ctx, config, &done.instance_ids, Utc::now()).await;
+            crate::announce::announce_sla(ctx, config, &done.instance_ids, Utc::now()).await;
         }
         Err(e) => error!(scope = %ctx.scope, error = %e, "periodic compliance sync failed"),
     }
@@ -899,7 +899,7 @@ async fn backlog_sync(shared: Shared, config: Arc<Config>) {
             }
             Err(e) => error!(scope = %ctx.scope, error = %e, "sync of the backlog failed"),
         }
-        crate::events::announce_sla(ctx, &config, &ids, Utc::now()).await;
+        crate::announce::announce_sla(ctx, &config, &ids, Utc::now()).await;
     }
 }
 

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::events::{self, CoverageGap, Event, TaskFailed, WindowRunCompleted, WindowRunStarted};
+use crate::events::{CoverageGap, Event, TaskFailed, WindowRunCompleted, WindowRunStarted};
 use crate::locks::{GroupLocks, LockError};
 use crate::rollout::{self, PollPolicy, Progress, Rollout, RolloutOutcome};
 use crate::sync::{self, ReleaseDates, SyncRequest};
@@ -883,7 +883,7 @@ async fn run_task(
         })
         .collect();
     let examined: Vec<String> = targets.iter().map(|t| t.instance_id.clone()).collect();
-    events::announce_gaps(ctx, &examined, gap_events, now).await;
+    crate::announce::announce_gaps(ctx, &examined, gap_events, now).await;
 
     let task_id = ctx
         .store
@@ -975,7 +975,7 @@ async fn run_task(
                 summary.sync_unread = with_agent.len();
             }
         }
-        events::announce_sla(ctx, env.config, &managed, Utc::now()).await;
+        crate::announce::announce_sla(ctx, env.config, &managed, Utc::now()).await;
     }
 
     summary.status = task_status(&summary, outcome.as_ref());

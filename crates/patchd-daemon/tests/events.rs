@@ -196,7 +196,7 @@ async fn a_window_run_publishes_its_events_and_each_breach_once() {
     // A sync outside a window announces nothing new either.
     let ids: Vec<String> =
         f.server.instances().iter().filter(|i| i.is_managed()).map(|i| i.id.clone()).collect();
-    assert_eq!(events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await, 0);
+    assert_eq!(patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await, 0);
     assert_eq!(f.server.events().len(), events.len());
     assert_eq!(f.ctx.events.stats(), PublisherStats { published: events.len() as u64, failed: 0 });
 }
@@ -393,18 +393,18 @@ async fn a_reopened_finding_is_announced_again() {
     let ids = [instance.to_string()];
 
     sync(t0, PatchState::Missing).await;
-    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
-    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
     assert_eq!(breaches(&f), 1, "a lasting breach is announced once");
 
     sync(t0 + chrono::Duration::days(1), PatchState::Installed).await;
-    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
     assert_eq!(breaches(&f), 1, "remediated: nothing to announce");
     assert!(f.ctx.store.announcements("sla").await.unwrap().is_empty(), "the ended breach is forgotten");
 
     sync(t0 + chrono::Duration::days(2), PatchState::Missing).await;
-    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
-    events::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
+    patchd_daemon::announce::announce_sla(&f.ctx, &f.config, &ids, Utc::now()).await;
     assert_eq!(breaches(&f), 2, "reopened: announced again, once");
 }
 

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::database::HasStatementCache;
@@ -46,17 +47,18 @@ impl Counters {
     }
 }
 
-/// What a transaction is for, which decides how it begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TxKind {
-    /// A read-then-write sequence (a sync, an inventory): serialised against every other
-    /// writer, so two processes sharing the database cannot interleave theirs.
-    Exclusive,
-    /// One of a run's writes: serialised on SQLite, which has a single writer anyway, but not
-    /// behind the exclusive lock on PostgreSQL, where row locks suffice.
-    Write,
-    /// Reads that must all see one snapshot.
-    Snapshot,
+pub(crate) use crate::dialect::TxKind;
+
+/// How values that differ per backend are bound (the statement text is the dialect's).
+impl Dialect {
+    /// A duration as `now_plus` takes it: a date modifier on SQLite, milliseconds on PostgreSQL.
+    pub(crate) fn duration(self, duration: Duration) -> Arg<'static> {
+        let millis = duration.as_secs_f64() * 1000.0;
+        match self {
+            Dialect::Sqlite => format!("+{:.3} seconds", millis / 1000.0).into(),
+            Dialect::Postgres => millis.into(),
+        }
+    }
 }
 
 impl Db {
@@ -117,8 +119,8 @@ impl Db {
         };
         let mut tx = Tx { conn, counters: &self.counters, kind };
         if kind == TxKind::Exclusive {
-            if let Some(lock) = dialect.exclusive_lock() {
-                tx.execute(lock).await?;
+            if let Some((lock, key)) = dialect.exclusive_lock() {
+                tx.execute(Query::new(lock).bind(key)).await?;
             }
         }
         Ok(tx)

@@ -2,10 +2,6 @@
 //! with `$n` placeholders (SQLite reads them too), and take these fragments where the
 //! spellings part; everything else about a statement (its flow, binding, decoding) is shared.
 
-use std::time::Duration;
-
-use crate::db::{Arg, Query, TxKind};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
@@ -15,6 +11,19 @@ pub(crate) enum Dialect {
 /// The advisory lock every exclusive transaction takes on PostgreSQL, so that two patchd
 /// processes sharing a database never interleave a sync's read-then-write ("patchd" in ASCII).
 const EXCLUSIVE_LOCK: i64 = 0x7061_7463_6864;
+
+/// What a transaction is for, which decides how it begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxKind {
+    /// A read-then-write sequence (a sync, an inventory): serialised against every other
+    /// writer, so two processes sharing the database cannot interleave theirs.
+    Exclusive,
+    /// One of a run's writes: serialised on SQLite, which has a single writer anyway, but not
+    /// behind the exclusive lock on PostgreSQL, where row locks suffice.
+    Write,
+    /// Reads that must all see one snapshot.
+    Snapshot,
+}
 
 impl Dialect {
     pub(crate) fn begin(self, kind: TxKind) -> &'static str {
@@ -29,11 +38,12 @@ impl Dialect {
         }
     }
 
-    /// What an exclusive transaction sends after BEGIN, where BEGIN alone does not serialise it.
-    pub(crate) fn exclusive_lock(self) -> Option<Query<'static>> {
+    /// What an exclusive transaction sends after BEGIN, where BEGIN alone does not serialise
+    /// it: the statement and the lock's key, its one parameter.
+    pub(crate) fn exclusive_lock(self) -> Option<(&'static str, i64)> {
         match self {
             Dialect::Sqlite => None,
-            Dialect::Postgres => Some(Query::new("SELECT pg_advisory_xact_lock($1)").bind(EXCLUSIVE_LOCK)),
+            Dialect::Postgres => Some(("SELECT pg_advisory_xact_lock($1)", EXCLUSIVE_LOCK)),
         }
     }
 
@@ -85,15 +95,6 @@ impl Dialect {
         match self {
             Dialect::Sqlite => format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param})"),
             Dialect::Postgres => format!("(clock_timestamp() + {param}::float8 * interval '1 millisecond')"),
-        }
-    }
-
-    /// A duration as `now_plus` takes it: a date modifier on SQLite, milliseconds on PostgreSQL.
-    pub(crate) fn duration(self, duration: Duration) -> Arg<'static> {
-        let millis = duration.as_secs_f64() * 1000.0;
-        match self {
-            Dialect::Sqlite => format!("+{:.3} seconds", millis / 1000.0).into(),
-            Dialect::Postgres => millis.into(),
         }
     }
 
