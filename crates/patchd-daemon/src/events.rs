@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use patchd_aws::{AwsClients, EntryRetry, EventEntry, EVENT_SOURCE};
 use patchd_config::{Config, Events};
-use patchd_sla::{ClockSource, FindingState, KevCatalog, SlaStatus};
+use patchd_sla::{FindingState, KevCatalog, SlaStatus};
 use patchd_store::FindingRecord;
 use serde::Serialize;
 use sha2::Sha256;
@@ -583,12 +583,7 @@ pub fn judge(config: &Config, kev: &KevCatalog, f: &FindingRecord, now: DateTime
         rank: rank.as_str().to_string(),
         rank_reason,
         clock_start: clock.start,
-        clock_source: match clock.source {
-            ClockSource::Advisory => "advisory",
-            ClockSource::Ssm => "ssm",
-            ClockSource::FirstSeen => "first-seen",
-        }
-        .to_string(),
+        clock_source: clock.source.as_str().to_string(),
         due,
         days_left: ((due - now).num_seconds() as f64 / 86_400.0 * 100.0).round() / 100.0,
         status: status.as_str().to_string(),

@@ -45,23 +45,42 @@ const KEV_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct FeedSpec {
     pub name: String,
-    /// None for the KEV catalog.
-    pub kind: Option<FeedKind>,
+    pub content: FeedContent,
     pub location: FeedLocation,
     pub refresh: Duration,
     pub timeout: Duration,
     pub max_bytes: u64,
 }
 
+/// What a feed holds, which decides how it is parsed and what it feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedContent {
+    /// Vendor advisories in one of the formats: release dates for the SLA clocks.
+    Advisories(FeedKind),
+    /// CISA's Known Exploited Vulnerabilities catalog: a risk input, dating nothing.
+    Kev,
+}
+
 impl FeedSpec {
-    fn kind_name(&self) -> &'static str {
-        self.kind.map_or("kev", FeedKind::name)
+    pub fn kind_name(&self) -> &'static str {
+        match self.content {
+            FeedContent::Advisories(kind) => kind.name(),
+            FeedContent::Kev => "kev",
+        }
+    }
+
+    /// The advisory format, for feeds that hold advisories.
+    fn advisories(&self) -> Option<FeedKind> {
+        match self.content {
+            FeedContent::Advisories(kind) => Some(kind),
+            FeedContent::Kev => None,
+        }
     }
 
     fn from_source(source: &AdvisorySource) -> FeedSpec {
         FeedSpec {
             name: source.name.clone(),
-            kind: Some(source.kind),
+            content: FeedContent::Advisories(source.kind),
             location: source.location.clone(),
             refresh: source.refresh,
             timeout: source.timeout,
@@ -76,7 +95,7 @@ pub fn feed_specs(config: &Config) -> Vec<FeedSpec> {
     if let Some(location @ FeedLocation::Http(_)) = &config.sla.kev_catalog {
         specs.push(FeedSpec {
             name: KEV_SOURCE.to_string(),
-            kind: None,
+            content: FeedContent::Kev,
             location: location.clone(),
             refresh: config.sla.kev_refresh,
             timeout: KEV_TIMEOUT,
@@ -184,7 +203,7 @@ impl FeedBook {
         let specs = feed_specs(config);
         // Sources taken out of the configuration stop dating anything.
         let configured: Vec<&str> =
-            specs.iter().filter(|s| s.kind.is_some()).map(|s| s.name.as_str()).collect();
+            specs.iter().filter(|s| s.advisories().is_some()).map(|s| s.name.as_str()).collect();
         let mut changed = self.with_state(|state| {
             let before = state.advisories.len();
             state.advisories.retain(|name, _| configured.contains(&name.as_str()));
@@ -194,13 +213,15 @@ impl FeedBook {
         for spec in &specs {
             // The last good copy, once per process: a restart keeps dating with it even when
             // the first fetch fails.
-            if spec.kind.is_some() && !self.with_state(|state| state.advisories.contains_key(&spec.name)) {
+            if spec.advisories().is_some()
+                && !self.with_state(|state| state.advisories.contains_key(&spec.name))
+            {
                 if let Some(advisories) = self.load_cached(spec) {
                     self.with_state(|state| state.advisories.insert(spec.name.clone(), Arc::new(advisories)));
                     changed = true;
                 }
             }
-            if spec.kind.is_none() && self.with_state(|state| state.kev_entries == 0) {
+            if spec.content == FeedContent::Kev && self.with_state(|state| state.kev_entries == 0) {
                 let entries = Cache::new(&self.cache_dir, &spec.name)
                     .read(&spec.location)
                     .and_then(|cached| KevCatalog::from_json(&cached.body).ok())
@@ -249,9 +270,9 @@ impl FeedBook {
             let failed = matches!(fetch, FeedFetch::Failed { .. });
             let entries = self.with_state(|state| {
                 state.tried.insert(spec.name.clone(), Tried { at: Instant::now(), failed });
-                match spec.kind {
-                    Some(_) => state.advisories.get(&spec.name).map_or(0, |a| a.len()),
-                    None => state.kev_entries,
+                match spec.content {
+                    FeedContent::Advisories(_) => state.advisories.get(&spec.name).map_or(0, |a| a.len()),
+                    FeedContent::Kev => state.kev_entries,
                 }
             });
             store
@@ -283,7 +304,7 @@ impl FeedBook {
     }
 
     fn load_cached(&self, spec: &FeedSpec) -> Option<Vec<Advisory>> {
-        let kind = spec.kind?;
+        let kind = spec.advisories()?;
         let cached = Cache::new(&self.cache_dir, &spec.name).read(&spec.location)?;
         match parse(kind, &spec.name, &cached.body) {
             Ok(advisories) => Some(advisories),
@@ -309,9 +330,11 @@ impl FeedBook {
             })??;
         let Fetched::Body { text, validators } = fetched else { return Ok(Fresh::NotModified) };
         let bytes = text.len() as u64;
-        let fresh = match spec.kind {
-            Some(kind) => Fresh::Advisories { advisories: parse(kind, &spec.name, &text)?, bytes },
-            None => {
+        let fresh = match spec.content {
+            FeedContent::Advisories(kind) => {
+                Fresh::Advisories { advisories: parse(kind, &spec.name, &text)?, bytes }
+            }
+            FeedContent::Kev => {
                 let kev = KevCatalog::from_json(&text).map_err(|e| FeedError::new(e.to_string()))?;
                 if kev.is_empty() {
                     return Err(FeedError::new("the KEV catalog lists no vulnerabilities"));
@@ -502,7 +525,7 @@ impl Fetcher {
     ) -> Result<Fetched, FeedError> {
         match &spec.location {
             FeedLocation::File(path) => read_file(path, validators, spec.max_bytes),
-            FeedLocation::Http(url) if spec.kind.is_some_and(FeedKind::is_paged) => {
+            FeedLocation::Http(url) if spec.advisories().is_some_and(FeedKind::is_paged) => {
                 self.fetch_pages(spec, url, validators, progress).await
             }
             FeedLocation::Http(url) => {

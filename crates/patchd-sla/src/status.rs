@@ -16,6 +16,17 @@ pub enum ClockSource {
     FirstSeen,
 }
 
+impl ClockSource {
+    /// The spelling reports, events and the store use (as it serialises).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSource::Ssm => "ssm",
+            ClockSource::Advisory => "advisory",
+            ClockSource::FirstSeen => "first-seen",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SlaClock {
     pub start: DateTime<Utc>,
@@ -134,5 +145,18 @@ pub fn status(
             SlaStatus::DueSoon
         }
         FindingState::Open => SlaStatus::Ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClockSource;
+
+    #[test]
+    fn clock_sources_are_spelt_as_they_serialise() {
+        for source in [ClockSource::Ssm, ClockSource::Advisory, ClockSource::FirstSeen] {
+            let json = serde_json::to_string(&source).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", source.as_str()));
+        }
     }
 }

@@ -175,7 +175,7 @@ fn status_rows(specs: &[feeds::FeedSpec], mut recorded: Vec<FeedStatus>) -> Vec<
         let status = recorded.iter().position(|s| s.name == spec.name).map(|i| recorded.remove(i));
         rows.push(StatusRow {
             name: spec.name.clone(),
-            kind: spec.kind.map_or("kev", |k| k.name()).to_string(),
+            kind: spec.kind_name().to_string(),
             location: spec.location.to_string(),
             configured: true,
             status,
