@@ -2,6 +2,8 @@
 //! started with and leaves a database the reports read; Ctrl-C and `--duration` stop it
 //! cleanly; a directory that already holds a database is refused.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,16 +28,9 @@ impl Drop for Scratch {
 fn patchd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
     // The demo must need nothing from the environment: no credentials, no endpoint, no config.
-    for var in [
-        "PATCHD_CONFIG",
-        "PATCHD_DATABASE_URL",
-        "PATCHD_ENDPOINT_URL",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "PATCHD_LOG",
-    ] {
+    for var in
+        support::MACHINE_ENV.iter().chain(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PATCHD_LOG"])
+    {
         cmd.env_remove(var);
     }
     cmd.env("AWS_EC2_METADATA_DISABLED", "true");
@@ -169,17 +164,8 @@ impl Lines {
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("patchd demo did not stop within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::exit_within(child, timeout)
+        .unwrap_or_else(|| panic!("patchd demo did not stop within {timeout:?}"))
 }
 
 #[test]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use fleet_sim::{PatchRelease, Platform, Scenario, SimServer};
 use patchd_aws::{AwsClients, PatchCatalog, StaticEndpoint};
 use patchd_config::{Aws, RetryMode};
-use support::{run, stdout, Scratch};
+use support::{patchd_toml, run, stdout, Scratch};
 
 const AT: &str = "2026-03-08T00:00:00Z";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -43,39 +43,17 @@ tags = { "Patch Group" = "web" }
 
 impl Scratch {
     fn write_preview_config(&self, server: &SimServer, rejected: &str) {
-        let text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-rejected_patches = ["{rejected}"]
-
-[[baseline.rule]]
-classification = ["Security"]
-severity = ["Critical", "Important"]
-approve_after_days = 7
-compliance_level = "CRITICAL"
-
-[[baseline]]
-name = "patchd-win"
-operating_system = "WINDOWS"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-msrc_severity = ["Critical"]
-approve_after_days = 0
-"#,
-            dir = self.0.display(),
-            url = server.endpoint_url(),
-        );
+        let text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(&server.endpoint_url()), "", ""),
+            patchd_toml::al2_baseline("patchd-al2", "web", &format!("rejected_patches = [\"{rejected}\"]")),
+            patchd_toml::security_rule(
+                7,
+                "severity = [\"Critical\", \"Important\"]\ncompliance_level = \"CRITICAL\"",
+            ),
+            patchd_toml::baseline("patchd-win", "WINDOWS", "web", ""),
+            "\n[[baseline.rule]]\nmsrc_severity = [\"Critical\"]\napprove_after_days = 0\n".to_string(),
+        ]
+        .concat();
         std::fs::write(self.config(), text).unwrap();
     }
 }

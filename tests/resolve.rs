@@ -8,7 +8,7 @@ mod support;
 use std::process::Output;
 
 use fleet_sim::{Scenario, SimServer};
-use support::{run, stderr, stdout, Scratch};
+use support::{patchd_toml, run, stderr, stdout, Scratch};
 
 /// Nine running Amazon Linux 2 and Ubuntu instances, all `Role = web`: `Tier = front` are the
 /// ones a patchd baseline serves (under either patch-group tag key); the rest are what
@@ -58,40 +58,17 @@ impl Scratch {
     /// daily install window for all of them: a configuration `check` finds nothing wrong with
     /// on its own, so every warning comes from --resolve.
     fn write_resolve_config(&self, endpoint_url: &str, groups: &[(&str, &str)]) {
-        let mut text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint_url}"
-# One attempt: the unreachable-endpoint case should fail at once, not after backoff.
-max_attempts = 1
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = 0
-compliance_level = "CRITICAL"
-
-[[window]]
-name = "nightly"
-schedule = "cron(0 2 * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-
-[[window.task]]
-operation = "install"
-groups = [{names}]
-"#,
-            dir = self.0.display(),
-            names = groups.iter().map(|(name, _)| format!("\"{name}\"")).collect::<Vec<_>>().join(", "),
-        );
+        // One attempt: the unreachable-endpoint case should fail at once, not after backoff.
+        let aws = "max_attempts = 1";
+        let names = groups.iter().map(|(name, _)| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+        let mut text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(endpoint_url), "", aws),
+            patchd_toml::al2_baseline("patchd-al2", "web", ""),
+            patchd_toml::security_rule(0, "compliance_level = \"CRITICAL\""),
+            patchd_toml::window("nightly", "cron(0 2 * * ? *)", 2, 1),
+            format!("\n[[window.task]]\noperation = \"install\"\ngroups = [{names}]\n"),
+        ]
+        .concat();
         for (name, tags) in groups {
             text.push_str(&format!("\n[[group]]\nname = \"{name}\"\n[group.tags]\n{tags}\n"));
         }
