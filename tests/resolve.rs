@@ -7,51 +7,25 @@ mod support;
 
 use std::process::Output;
 
-use fleet_sim::{Scenario, SimServer};
+use fleet_sim::{Group, Platform, Scenario, SimServer};
 use support::{patchd_toml, run, stderr, stdout, Scratch};
 
 /// Nine running Amazon Linux 2 and Ubuntu instances, all `Role = web`: `Tier = front` are the
 /// ones a patchd baseline serves (under either patch-group tag key); the rest are what
 /// `--resolve` exists to find. The clock is frozen: nothing here needs simulated time.
-const SCENARIO: &str = r#"
-name = "resolve"
-seed = 7
-time_scale = 0
-start = "2026-11-28T00:00:00Z"
-
-[catalog]
-patches_per_os = 5
-
-[[group]]
-name = "front"
-count = 3
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "front", "Patch Group" = "web" }
-
-[[group]]
-name = "front-metadata-tags"
-count = 1
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "front", PatchGroup = "web" }
-
-[[group]]
-name = "legacy"
-count = 2
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "legacy", "Patch Group" = "legacy" }
-
-[[group]]
-name = "untagged"
-count = 2
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "new" }
-
-[[group]]
-name = "ubuntu"
-count = 1
-platforms = { "ubuntu-22.04" = 1 }
-tags = { Role = "web", Tier = "ubuntu", "Patch Group" = "web" }
-"#;
+fn scenario() -> Scenario {
+    let web =
+        |name, count, tier| Group::amazon_linux_2(name, count).with_tag("Role", "web").with_tag("Tier", tier);
+    let groups = vec![
+        web("front", 3, "front").with_tag("Patch Group", "web"),
+        web("front-metadata-tags", 1, "front").with_tag("PatchGroup", "web"),
+        web("legacy", 2, "legacy").with_tag("Patch Group", "legacy"),
+        web("untagged", 2, "new"),
+        web("ubuntu", 1, "ubuntu").with_tag("Patch Group", "web").with_platform(Platform::Ubuntu2204),
+    ];
+    let start = "2026-11-28T00:00:00Z".parse().expect("an instant");
+    Scenario::of_groups("resolve", 7, groups).with_time_scale(0.0).with_start(start).with_patches_per_os(5)
+}
 
 impl Scratch {
     /// One AL2 baseline for patch group `web`, the `groups` (name, `[group.tags]` body) and a
@@ -89,7 +63,7 @@ fn tier(server: &SimServer, tier: &str) -> Vec<String> {
 }
 
 fn start(rt: &tokio::runtime::Runtime) -> SimServer {
-    let scenario = Scenario::from_toml_str(SCENARIO).expect("the test scenario is valid");
+    let scenario = scenario();
     rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap()
 }
 

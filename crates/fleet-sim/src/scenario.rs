@@ -134,6 +134,12 @@ impl Group {
         self
     }
 
+    /// Every instance on `platform` instead.
+    pub fn with_platform(mut self, platform: Platform) -> Group {
+        self.platforms = vec![(platform, 1)];
+        self
+    }
+
     pub fn with_unmanaged(mut self, share: f64) -> Group {
         self.unmanaged = share;
         self

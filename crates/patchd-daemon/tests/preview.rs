@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use fleet_sim::{PatchRelease, Platform, Scenario, SimServer};
+use fleet_sim::{Group, PatchRelease, Platform, Scenario, SimServer};
 use patchd_aws::{CommandStatus, PatchCommand, PatchState};
 use patchd_config::{Baseline, Limit, Operation, RebootOption};
 use patchd_daemon::baselines;
@@ -23,23 +23,14 @@ const APPROVE_AFTER_DAYS: u64 = 7;
 
 /// Amazon Linux 2 instances tagged into patch group `web`, none scanned yet, half of the
 /// applicable patches missing, with a frozen clock.
-const SCENARIO: &str = r#"
-name = "preview"
-seed = 17
-time_scale = 0
-start = 2026-03-02T09:30:00Z
-
-[catalog]
-patches_per_os = 80
-
-[[group]]
-name = "web"
-count = 6
-platforms = { amazon-linux-2 = 1 }
-tags = { "Patch Group" = "web" }
-missing = 0.5
-scanned = 0
-"#;
+fn scenario() -> Scenario {
+    let web = Group::amazon_linux_2("web", 6).with_tag("Patch Group", "web").with_scanned(0.0);
+    let start = "2026-03-02T09:30:00Z".parse().expect("an instant");
+    Scenario::of_groups("preview", 17, vec![web])
+        .with_time_scale(0.0)
+        .with_start(start)
+        .with_patches_per_os(80)
+}
 
 fn configured() -> Baseline {
     let toml = format!(
@@ -78,7 +69,7 @@ fn approved_state(state: &PatchState) -> bool {
 
 #[tokio::test]
 async fn the_preview_approves_exactly_what_a_scan_then_reports() {
-    let scenario = Scenario::from_toml_str(SCENARIO).expect("the scenario is valid");
+    let scenario = scenario();
     let server =
         SimServer::start("127.0.0.1:0".parse().expect("address"), scenario).await.expect("simulator");
     let db = TempDb::new("preview", "scan");
