@@ -41,6 +41,13 @@ fn demo(dir: &Path, extra: &[&str]) -> Output {
     patchd().args(["demo", "--dir"]).arg(dir).args(extra).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `patchd demo --dir DIR EXTRA` running, its stdout piped for [`Lines`] to read.
+fn spawn_demo(dir: &Path, extra: &[&str]) -> Child {
+    let mut cmd = patchd();
+    cmd.args(["demo", "--dir"]).arg(dir).args(extra);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+}
+
 /// `before -> after` of the `all` row's TOTAL column in the final picture.
 fn open_totals(stdout: &str) -> (u64, u64) {
     let row = stdout
@@ -172,14 +179,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 fn ctrl_c_stops_the_demo_cleanly() {
     let scratch = Scratch::new("interrupt");
     // Real time on the simulator: the install window would take many minutes.
-    let mut child = patchd()
-        .args(["demo", "--speed", "1", "--dir"])
-        .arg(&scratch.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&scratch.0, &["--speed", "1"]);
     let mut lines = Lines::of(&mut child);
     lines.until("[3/7]", Duration::from_secs(60));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -205,14 +205,7 @@ fn duration_bounds_the_demo() {
 #[test]
 fn keep_leaves_the_simulator_running_until_ctrl_c() {
     let scratch = Scratch::new("keep");
-    let mut child = patchd()
-        .args(["demo", "--keep", "--speed", "600", "--dir"])
-        .arg(&scratch.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&scratch.0, &["--keep", "--speed", "600"]);
     let mut lines = Lines::of(&mut child);
     let seen = lines.until("Ctrl-C stops it.", Duration::from_secs(120)).to_string();
     let line =

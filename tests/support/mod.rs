@@ -2,7 +2,10 @@
 //! a scratch directory with the configuration, the daemon process, and a bare HTTP/1.1 client.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod patchd_toml;
+
+pub use fleet::web_group;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
@@ -43,20 +46,11 @@ impl Sim {
     }
 }
 
-/// `count` Amazon Linux 2 instances tagged `Role = web` and `Patch Group = web`: what the
-/// group `web` of the configurations here selects, in the patch group of their baselines.
-pub fn web_group(count: usize) -> Group {
-    Group::amazon_linux_2("web", count).with_tag("Role", "web").with_tag("Patch Group", "web")
-}
-
 /// The fleet of the process tests: `group` alone, with a catalog of `patches_per_os` per
 /// system and work short enough for whole windows in seconds (scan 30 s, install 90 s,
 /// reboot 20 s, simulated).
 pub fn web_fleet(name: &str, seed: u64, time_scale: f64, patches_per_os: usize, group: Group) -> Scenario {
-    Scenario::of_groups(name, seed, vec![group])
-        .with_time_scale(time_scale)
-        .with_timing(Timing::brisk(30.0, 90.0, 20.0))
-        .with_patches_per_os(patches_per_os)
+    fleet::fleet_of(name, seed, time_scale, patches_per_os, Timing::brisk(30.0, 90.0, 20.0), group)
 }
 
 pub struct Scratch(pub PathBuf);

@@ -66,3 +66,14 @@ pub fn scan_then_install_once(name: &str, at: &str, scan_extra: &str, install_ex
     ]
     .concat()
 }
+
+/// `[[window]]` `name` whose one task, `scan`, scans `group`.
+pub fn scan_window(
+    name: &str,
+    schedule: &str,
+    duration_hours: u32,
+    cutoff_hours: u32,
+    group: &str,
+) -> String {
+    [window(name, schedule, duration_hours, cutoff_hours), task("scan", "scan", group, "")].concat()
+}

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use chrono::Utc;
-use fleet_sim::{RecordedEvent, Scenario, SimServer};
+use fleet_sim::{RecordedEvent, Scenario};
 use patchd_aws::{AwsClients, EntryRetry, StaticEndpoint};
-use patchd_config::Config;
 use patchd_daemon::events::{self, CoverageGap, Event, Publisher, PublisherStats};
 use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
-use patchd_daemon::Context;
 use patchd_store::WindowRunStatus;
-use support::{home_context, never_stop, patchd_toml, simulator_clients, web_fleet, web_group, Scratch};
+use support::fleet::web_group;
+use support::{never_stop, patchd_toml, web_fleet, Fixture, Scratch};
 
 const GROUP_SIZE: usize = 6;
 
@@ -38,32 +37,17 @@ fn config_text(state_dir: &str, events: &str) -> String {
         sla.to_string(),
         format!("\n{events}\n"),
         patchd_toml::group("web", "Role", "web"),
-        patchd_toml::window("scan-often", "rate(1 hour)", 1, 0),
-        patchd_toml::task("scan", "scan", "web", ""),
+        patchd_toml::scan_window("scan-often", "rate(1 hour)", 1, 0, "web"),
     ]
     .concat()
 }
 
-struct Fixture {
-    server: SimServer,
-    ctx: Context,
-    config: Config,
-    dir: Scratch,
-}
-
 async fn fixture(name: &str, events: &str) -> Fixture {
-    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
-    let dir = Scratch::new("events", name);
-    let config = dir.config(&config_text(dir.to_str().unwrap(), events));
-    let aws = simulator_clients(&config, &server);
-    let store = dir.store().await;
-    let events = Publisher::from_config(&config.events, &aws).expect("publisher builds");
-    let ctx = Context { events, ..home_context(aws, store) };
-    Fixture { server, ctx, config, dir }
+    Fixture::start("events", name, scenario(), |state_dir| config_text(state_dir, events)).await
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan) -> RunSummary {
-    support::execute(&f.ctx, &f.config, &f.dir, plan, never_stop()).await
+    f.execute(plan, never_stop()).await
 }
 
 fn of_type<'a>(events: &'a [RecordedEvent], detail_type: &str) -> Vec<&'a RecordedEvent> {

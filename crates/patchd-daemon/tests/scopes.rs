@@ -13,11 +13,11 @@ use chrono::Utc;
 use fleet_sim::{Group, Partition, Scenario, SimServer, Timing};
 use patchd_config::Config;
 use patchd_daemon::events::Publisher;
-use patchd_daemon::scheduler::{self, Control, Settings};
+use patchd_daemon::scheduler::{self, Control};
 use patchd_daemon::window::{RunEnd, RunPlan};
 use patchd_daemon::{scopes, Context};
 use patchd_store::{Store, WindowRunQuery, WindowRunStatus};
-use support::{never_stop, patchd_toml, quick_poll, simulator_clients, Scratch};
+use support::{never_stop, patchd_toml, scheduler_settings, simulator_clients, Scratch};
 use tokio::sync::mpsc;
 
 const HOME: &str = "123456789012";
@@ -53,14 +53,12 @@ fn config_text(state_dir: &str, external_id: &str) -> String {
         patchd_toml::group("web", "Role", "web"),
         "\n[[group]]\nname = \"payments-web\"\naccounts = [\"payments\"]\n[group.tags]\nRole = \"web\"\n"
             .to_string(),
-        patchd_toml::window("scan-everywhere", "cron(0 2 * * ? *)", 2, 1),
-        patchd_toml::task("scan", "scan", "web", ""),
+        patchd_toml::scan_window("scan-everywhere", "cron(0 2 * * ? *)", 2, 1, "web"),
         // Always open: every hour, releasing for an hour. Scoped to one region.
         patchd_toml::window("hourly-east", "cron(0 * * * ? *)", 2, 1),
         "regions = [\"us-east-1\"]\n".to_string(),
         patchd_toml::task("scan", "scan", "web", ""),
-        patchd_toml::window("scan-payments", "cron(0 3 * * ? *)", 2, 1),
-        patchd_toml::task("scan", "scan", "payments-web", ""),
+        patchd_toml::scan_window("scan-payments", "cron(0 3 * * ? *)", 2, 1, "payments-web"),
     ]
     .concat()
 }
@@ -221,15 +219,7 @@ async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
     let f = fixture("scheduler", EXTERNAL_ID).await;
     let mut config = f.config.clone();
     config.windows.retain(|w| w.name == "hourly-east");
-    let settings = Settings {
-        state_dir: f.dir.to_path_buf(),
-        sync_interval: Duration::from_secs(3600),
-        sync_retry_interval: Duration::from_secs(120),
-        poll: quick_poll(),
-        shutdown_grace: Duration::from_secs(10),
-        release_refresh: chrono::Duration::days(1),
-        heartbeat: Default::default(),
-    };
+    let settings = scheduler_settings(&f.dir);
     let (tx, rx) = mpsc::channel(4);
     let daemon = tokio::spawn(scheduler::run(f.scopes.clone(), config, settings, rx));
     let store = f.scopes[0].store.clone();

@@ -6,15 +6,12 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use fleet_sim::{Scenario, SimServer};
-use patchd_config::Config;
-use patchd_daemon::scheduler::{self, Control, Settings};
+use fleet_sim::Scenario;
+use patchd_daemon::scheduler::{self, Control};
 use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
-use patchd_daemon::Context;
 use patchd_store::{CommandStatus, FindingQuery, WindowRunQuery, WindowRunRecord, WindowRunStatus};
-use support::{
-    home_context, never_stop, patchd_toml, quick_poll, simulator_clients, web_fleet, web_group, Scratch,
-};
+use support::fleet::web_group;
+use support::{never_stop, patchd_toml, scheduler_settings, web_fleet, Fixture};
 use tokio::sync::{mpsc, watch};
 
 const GROUP_SIZE: usize = 8;
@@ -22,13 +19,8 @@ const GROUP_SIZE: usize = 8;
 /// One group of Amazon Linux 2 instances, a quarter of them without an SSM agent, and a
 /// clock running `time_scale` times real time.
 fn scenario(time_scale: f64) -> Scenario {
-    web_fleet(
-        "daemon-window",
-        11,
-        time_scale,
-        40,
-        web_group(GROUP_SIZE).with_unmanaged(0.25).with_missing(0.6),
-    )
+    let web = web_group(GROUP_SIZE).with_unmanaged(0.25).with_missing(0.6);
+    web_fleet("daemon-window", 11, time_scale, 40, web)
 }
 
 /// patchd's configuration: group `web`, and windows whose tasks scan then install it.
@@ -42,25 +34,13 @@ fn config_text(state_dir: &str) -> String {
         patchd_toml::window("cancelling", "cron(0 4 * * ? *)", 1, 0),
         "cutoff_behavior = \"CANCEL_TASK\"\n".to_string(),
         patchd_toml::task("install", "install", "web", ""),
-        patchd_toml::window("hourly-scan", "rate(1 hour)", 1, 0),
-        patchd_toml::task("scan", "scan", "web", ""),
+        patchd_toml::scan_window("hourly-scan", "rate(1 hour)", 1, 0, "web"),
     ]
     .concat()
 }
 
-struct Fixture {
-    server: SimServer,
-    ctx: Context,
-    config: Config,
-    dir: Scratch,
-}
-
 async fn fixture(name: &str, time_scale: f64) -> Fixture {
-    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario(time_scale)).await.unwrap();
-    let dir = Scratch::new("window", name);
-    let config = dir.config(&config_text(dir.to_str().unwrap()));
-    let ctx = home_context(simulator_clients(&config, &server), dir.store().await);
-    Fixture { server, ctx, config, dir }
+    Fixture::start("window", name, scenario(time_scale), config_text).await
 }
 
 fn managed(f: &Fixture) -> usize {
@@ -68,7 +48,7 @@ fn managed(f: &Fixture) -> usize {
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
-    support::execute(&f.ctx, &f.config, &f.dir, plan, stop).await
+    f.execute(plan, stop).await
 }
 
 async fn runs(f: &Fixture, window: &str) -> Vec<WindowRunRecord> {
@@ -225,15 +205,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
     .unwrap();
 
     let (tx, rx) = mpsc::channel(4);
-    let settings = Settings {
-        state_dir: f.dir.to_path_buf(),
-        sync_interval: Duration::from_secs(3600),
-        sync_retry_interval: Duration::from_secs(120),
-        poll: quick_poll(),
-        shutdown_grace: Duration::from_secs(10),
-        release_refresh: chrono::Duration::days(1),
-        heartbeat: Default::default(),
-    };
+    let settings = scheduler_settings(&f.dir);
     // Only the hourly window, so that the time of day the test runs at cannot open another.
     let mut config = f.dir.config(&config_text(f.dir.to_str().unwrap()).replace("rate(1 hour)", &schedule));
     config.windows.retain(|w| w.name == "hourly-scan");

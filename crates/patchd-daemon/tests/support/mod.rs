@@ -6,6 +6,9 @@
 // The configuration pieces the process tests at the workspace root compose theirs from.
 #[path = "../../../../tests/support/patchd_toml.rs"]
 pub mod patchd_toml;
+// And the fleet they run against.
+#[path = "../../../../tests/support/fleet.rs"]
+pub mod fleet;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,9 @@ use chrono::Utc;
 use fleet_sim::{Group, Scenario, SimServer, Timing};
 use patchd_aws::{AwsClients, Backoff, StaticEndpoint};
 use patchd_config::{Aws, Config, RetryMode};
+use patchd_daemon::events::Publisher;
 use patchd_daemon::rollout::PollPolicy;
+use patchd_daemon::scheduler::Settings;
 use patchd_daemon::sync::ReleaseDates;
 use patchd_daemon::window::{self, Env, LockWait, RunPlan, RunSummary, TaskProgress};
 use patchd_daemon::{Context, Scope};
@@ -67,20 +72,11 @@ impl Drop for Scratch {
     }
 }
 
-/// `count` Amazon Linux 2 instances tagged `Role = web` and `Patch Group = web`: the group
-/// `web` of the configurations here.
-pub fn web_group(count: usize) -> Group {
-    Group::amazon_linux_2("web", count).with_tag("Role", "web").with_tag("Patch Group", "web")
-}
-
 /// The engine tests' fleet: `group` alone, with a catalog of `patches_per_os` per system and
 /// work short enough for whole windows in seconds (scan 40 s, install 120 s, reboot 30 s,
 /// simulated).
 pub fn web_fleet(name: &str, seed: u64, time_scale: f64, patches_per_os: usize, group: Group) -> Scenario {
-    Scenario::of_groups(name, seed, vec![group])
-        .with_time_scale(time_scale)
-        .with_timing(Timing::brisk(40.0, 120.0, 30.0))
-        .with_patches_per_os(patches_per_os)
+    fleet::fleet_of(name, seed, time_scale, patches_per_os, Timing::brisk(40.0, 120.0, 30.0), group)
 }
 
 /// Retries after 5 ms, then up to 20 ms: the simulator answers at once, and a test that waits
@@ -160,6 +156,53 @@ pub fn never_stop() -> watch::Receiver<bool> {
 /// Polls every 100 ms: simulated commands finish in real milliseconds.
 pub fn quick_poll() -> PollPolicy {
     PollPolicy { interval: Duration::from_millis(100), ..PollPolicy::default() }
+}
+
+/// The daemon loop's settings for a test: state in `state_dir`, quick polling, syncs hourly
+/// (a test triggers its own), and the daemon's own grace and refresh periods.
+pub fn scheduler_settings(state_dir: &Path) -> Settings {
+    Settings {
+        state_dir: state_dir.to_path_buf(),
+        sync_interval: Duration::from_secs(3600),
+        sync_retry_interval: Duration::from_secs(120),
+        poll: quick_poll(),
+        shutdown_grace: Duration::from_secs(10),
+        release_refresh: chrono::Duration::days(1),
+        heartbeat: Default::default(),
+    }
+}
+
+/// What a test of windows runs in: the simulator, a scratch directory holding the
+/// configuration and the store, and the engine's context over them in the home scope.
+pub struct Fixture {
+    pub server: SimServer,
+    pub ctx: Context,
+    pub config: Config,
+    pub dir: Scratch,
+}
+
+impl Fixture {
+    /// The simulator serving `scenario`, and `Scratch::new(suite, name)` holding the
+    /// configuration `config_text(state_dir)`; events go where that configuration says.
+    pub async fn start(
+        suite: &str,
+        name: &str,
+        scenario: Scenario,
+        config_text: impl FnOnce(&str) -> String,
+    ) -> Fixture {
+        let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario).await.unwrap();
+        let dir = Scratch::new(suite, name);
+        let config = dir.config(&config_text(dir.to_str().unwrap()));
+        let aws = simulator_clients(&config, &server);
+        let events = Publisher::from_config(&config.events, &aws).expect("publisher builds");
+        let ctx = Context { events, ..home_context(aws, dir.store().await) };
+        Fixture { server, ctx, config, dir }
+    }
+
+    /// Runs `plan` as the daemon would, with the test knobs of [`execute`].
+    pub async fn execute(&self, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
+        execute(&self.ctx, &self.config, &self.dir, plan, stop).await
+    }
 }
 
 /// Runs `plan` in `ctx` as the daemon would, with the test knobs: quick polling, a group lock
