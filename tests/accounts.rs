@@ -6,57 +6,29 @@ mod support;
 
 use std::process::Output;
 
-use fleet_sim::Scenario;
-use support::{run, stderr, stdout, Scratch, Sim};
+use fleet_sim::{Partition, Scenario, Timing};
+use support::{patchd_toml, run, stderr, stdout, web_group, Scratch, Sim};
 
 const HOME: &str = "123456789012";
 const PAYMENTS: &str = "210987654321";
 
 fn scenario() -> Scenario {
-    scenario_with("")
+    scenario_with(0.0)
 }
 
-/// Both accounts' fleets, with `extra` keys in each group (`unmanaged = 0.4`...).
-fn scenario_with(extra: &str) -> Scenario {
-    let group = format!(
-        r#"name = "web"
-count = 5
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web", "Patch Group" = "web" }}
-missing = 0.7
-scanned = 0.0
-{extra}"#
-    );
-    Scenario::from_toml_str(&format!(
-        r#"
-name = "accounts-process"
-seed = 3
-time_scale = 600.0
-account_id = "{HOME}"
-region = "us-east-1"
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-jitter = 0.1
-
-[catalog]
-patches_per_os = 20
-
-[[group]]
-{group}
-
-[[partition]]
-account_id = "{PAYMENTS}"
-region = "us-east-1"
-seed = 3
-external_id = "payments-secret"
-[[partition.group]]
-{group}
-"#
-    ))
-    .unwrap()
+/// Both accounts' fleets, alike but for the account, with a share `unmanaged` of each group
+/// without an agent. Nothing is scanned yet: the reports come from the test's own scans.
+fn scenario_with(unmanaged: f64) -> Scenario {
+    let web = web_group(5).with_missing(0.7).with_scanned(0.0).with_unmanaged(unmanaged);
+    let payments = Partition::new(PAYMENTS, "us-east-1").with_seed(3).with_external_id("payments-secret");
+    // Installs and reboots are never waited for here: they keep the simulator's default times.
+    let mut scenario = Scenario::of_groups("accounts-process", 3, vec![web.clone()])
+        .with_time_scale(600.0)
+        .with_timing(Timing::brisk(30.0, 300.0, 90.0))
+        .with_patches_per_os(20)
+        .with_partition(payments.with_groups(vec![web]));
+    scenario.account_id = HOME.to_string();
+    scenario
 }
 
 fn write_config(scratch: &Scratch, url: &str, payments_group_scope: &str) {
@@ -65,52 +37,22 @@ fn write_config(scratch: &Scratch, url: &str, payments_group_scope: &str) {
 
 /// `daemon_extra`: more `[daemon]` keys (`listen = ...`).
 fn write_config_with(scratch: &Scratch, url: &str, payments_group_scope: &str, daemon_extra: &str) {
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}"
-{daemon_extra}
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[aws.account]]
-name = "payments"
-role_arn = "arn:aws:iam::{PAYMENTS}:role/patchd"
-external_id = "payments-secret"
-
-[[group]]
-name = "web"
-{payments_group_scope}
-[group.tags]
-Role = "web"
-"Patch Group" = "web"
-
-[[window]]
-name = "weekly"
-schedule = "cron(0 3 ? * SUN *)"
-duration_hours = 3
-cutoff_hours = 1
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = 3
-compliance_level = "HIGH"
-"#,
-        dir = scratch.0.display(),
+    let payments = format!(
+        "[[aws.account]]\nname = \"payments\"\nrole_arn = \"arn:aws:iam::{PAYMENTS}:role/patchd\"\n\
+         external_id = \"payments-secret\""
     );
-    std::fs::write(scratch.config(), text).unwrap();
+    let web = format!(
+        "\n[[group]]\nname = \"web\"\n{payments_group_scope}\n[group.tags]\nRole = \"web\"\n\"Patch Group\" = \"web\"\n"
+    );
+    let text = [
+        patchd_toml::daemon_and_aws(&scratch.state_dir(), Some(url), daemon_extra, &payments),
+        web,
+        patchd_toml::window("weekly", "cron(0 3 ? * SUN *)", 3, 1),
+        patchd_toml::task("install", "install", "web", ""),
+        patchd_toml::al2_baseline("patchd-al2", "web", ""),
+        patchd_toml::security_rule(3, "compliance_level = \"HIGH\""),
+    ];
+    std::fs::write(scratch.config(), text.concat()).unwrap();
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -349,7 +291,7 @@ fn reports_narrow_to_an_account_or_a_region() {
 /// report uses).
 #[test]
 fn blind_spots_of_two_accounts_are_counted_apart_even_when_their_ids_coincide() {
-    let sim = Sim::with_scenario(scenario_with("unmanaged = 0.4"));
+    let sim = Sim::with_scenario(scenario_with(0.4));
     let unmanaged = |account: &str| -> Vec<String> {
         let mut ids: Vec<String> = sim
             .server

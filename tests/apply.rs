@@ -11,7 +11,7 @@ mod support;
 use std::path::PathBuf;
 
 use fleet_sim::{Scenario, SimServer};
-use support::{run, stdout, Scratch};
+use support::{patchd_toml, run, stdout, web_fleet, web_group, Scratch};
 
 impl Scratch {
     fn write_apply_config(&self, server: &SimServer, approve_after_days: u32) {
@@ -20,29 +20,13 @@ impl Scratch {
 
     /// The `patchd-al2` baseline, then `more` (further sections).
     fn write_apply_config_with(&self, server: &SimServer, approve_after_days: u32, more: &str) {
-        let text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = {approve_after_days}
-compliance_level = "HIGH"
-{more}"#,
-            dir = self.0.display(),
-            url = server.endpoint_url(),
-        );
-        std::fs::write(self.config(), text).unwrap();
+        let text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(&server.endpoint_url()), "", ""),
+            patchd_toml::al2_baseline("patchd-al2", "web", ""),
+            patchd_toml::security_rule(approve_after_days, "compliance_level = \"HIGH\""),
+            more.to_string(),
+        ];
+        std::fs::write(self.config(), text.concat()).unwrap();
     }
 }
 
@@ -100,43 +84,29 @@ fn golden(name: &str, actual: &str) {
     golden::check(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden").join(name), actual);
 }
 
-const OLD_BASELINE: &str = r#"
-[[baseline]]
-name = "patchd-old"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["batch"]
+/// A baseline the first apply creates and the second no longer names.
+fn old_baseline() -> String {
+    [patchd_toml::al2_baseline("patchd-old", "batch", ""), patchd_toml::security_rule(7, "")].concat()
+}
 
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = 7
-"#;
-
-const NEW_BASELINE: &str = r#"
-[[baseline]]
-name = "patchd-db"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["db"]
-rejected_patches = ["ALAS2-2026-0001"]
-rejected_patches_action = "BLOCK"
-
-[[baseline.rule]]
-classification = ["Security"]
-severity = ["Critical", "Important"]
-approve_after_days = 0
-compliance_level = "CRITICAL"
-"#;
+/// A baseline the second apply adds, with rejected patches and a rule of several keys.
+fn new_baseline() -> String {
+    let rejected = "rejected_patches = [\"ALAS2-2026-0001\"]\nrejected_patches_action = \"BLOCK\"";
+    let rule = "severity = [\"Critical\", \"Important\"]\ncompliance_level = \"CRITICAL\"";
+    [patchd_toml::al2_baseline("patchd-db", "db", rejected), patchd_toml::security_rule(0, rule)].concat()
+}
 
 #[test]
 fn plan_shows_each_baseline_change_and_apply_carries_it_out() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), Scenario::minimal())).unwrap();
     let scratch = Scratch::new("apply-plan");
-    scratch.write_apply_config_with(&server, 7, OLD_BASELINE);
+    scratch.write_apply_config_with(&server, 7, &old_baseline());
     let applied = run(&scratch, &["apply", "--yes"]);
     assert!(applied.status.success(), "{applied:?}");
 
     // One rule changed, one baseline added, one dropped (kept: pruning is off).
-    scratch.write_apply_config_with(&server, 3, NEW_BASELINE);
+    scratch.write_apply_config_with(&server, 3, &new_baseline());
     let plan = run(&scratch, &["plan", "--from", "2026-12-01T00:00:00Z"]);
     assert!(plan.status.success(), "{plan:?}");
     let text = stdout(&plan).replace(&server.endpoint_url(), "ENDPOINT");
@@ -208,32 +178,7 @@ fn plan_without_a_reachable_endpoint_prints_the_offline_part_then_fails() {
 
 /// A fleet of six Amazon Linux 2 instances tagged `Patch Group = web`, at 300x real time.
 fn tagged_fleet(rt: &tokio::runtime::Runtime) -> SimServer {
-    let scenario = Scenario::from_toml_str(
-        r#"
-name = "apply-then-scan"
-seed = 11
-time_scale = 300.0
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-install_seconds = 90
-reboot_seconds = 20
-jitter = 0.1
-
-[catalog]
-patches_per_os = 60
-
-[[group]]
-name = "web"
-count = 6
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", "Patch Group" = "web" }
-missing = 0.8
-"#,
-    )
-    .unwrap();
+    let scenario = web_fleet("apply-then-scan", 11, 300.0, 60, web_group(6).with_missing(0.8));
     rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap()
 }
 
@@ -257,7 +202,7 @@ fn a_changed_rule_applied_shows_in_the_next_scan() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = tagged_fleet(&rt);
     let scratch = Scratch::new("apply-rescan");
-    let group = "\n[[group]]\nname = \"web\"\n[group.tags]\nRole = \"web\"\n";
+    let group = &patchd_toml::group("web", "Role", "web");
     // 360 days: hardly anything in the catalog is old enough to be approved yet.
     scratch.write_apply_config_with(&server, 360, group);
     assert!(run(&scratch, &["apply", "--yes"]).status.success());

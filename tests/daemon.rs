@@ -10,42 +10,16 @@ use std::process::{Child, Output};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fleet_sim::Scenario;
 use patchd_store::{CommandStatus, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
-use support::{patchd, signal, stop_daemon, Scratch, Sim};
+use support::{patchd, patchd_toml, signal, stop_daemon, web_fleet, web_group, Scratch, Sim};
 
 const GROUP_SIZE: usize = 8;
 
 /// A simulator with one group `web` (a quarter of it without an agent), running
 /// `time_scale` times real time, and the runtime that serves it.
 fn sim(time_scale: f64) -> Sim {
-    let text = format!(
-        r#"
-name = "daemon-process"
-seed = 5
-time_scale = {time_scale:.1}
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-install_seconds = 90
-reboot_seconds = 20
-jitter = 0.1
-
-[catalog]
-patches_per_os = 40
-
-[[group]]
-name = "web"
-count = {GROUP_SIZE}
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web", "Patch Group" = "web" }}
-unmanaged = 0.25
-missing = 0.6
-"#
-    );
-    Sim::with_scenario(Scenario::from_toml_str(&text).unwrap())
+    let web = web_group(GROUP_SIZE).with_unmanaged(0.25).with_missing(0.6);
+    Sim::with_scenario(web_fleet("daemon-process", 5, time_scale, 40, web))
 }
 
 fn database(scratch: &Scratch) -> String {
@@ -54,56 +28,21 @@ fn database(scratch: &Scratch) -> String {
 
 /// The group `web`, then `windows` (any further sections).
 fn write_config(scratch: &Scratch, sim: &Sim, windows: &str) {
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}"
-sync_interval = "1h"
-# Tests run daemons side by side: each takes a free port for its HTTP endpoint.
-listen = "127.0.0.1:0"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-{windows}"#,
-        dir = scratch.0.display(),
-        url = sim.server.endpoint_url(),
-    );
-    std::fs::write(scratch.config(), text).unwrap();
+    // Tests run daemons side by side: each takes a free port for its HTTP endpoint.
+    let daemon = "sync_interval = \"1h\"\nlisten = \"127.0.0.1:0\"";
+    let text = [
+        patchd_toml::daemon_and_aws(&scratch.state_dir(), Some(&sim.server.endpoint_url()), daemon, ""),
+        patchd_toml::group("web", "Role", "web"),
+        windows.to_string(),
+    ];
+    std::fs::write(scratch.config(), text.concat()).unwrap();
 }
 
 /// A window that opens `seconds` from now (SSM's `at(...)`, UTC), scans `web` and then
 /// installs it one instance at a time.
 fn window_at(name: &str, at: DateTime<Utc>) -> String {
-    format!(
-        r#"
-[[window]]
-name = "{name}"
-schedule = "at({at})"
-duration_hours = 1
-cutoff_hours = 0
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-priority = 1
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-priority = 2
-max_concurrency = 1
-max_errors = 1
-"#,
-        at = at.format("%Y-%m-%dT%H:%M:%S")
-    )
+    let at = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+    patchd_toml::scan_then_install_once(name, &at, "", "max_concurrency = 1\nmax_errors = 1")
 }
 
 /// `patchd run`, logging JSON to log file `n`.
@@ -246,18 +185,8 @@ fn sighup_with_a_broken_file_keeps_the_old_schedule() {
 }
 
 fn baseline(approve_after_days: u32) -> String {
-    format!(
-        r#"
-[[baseline]]
-name = "patchd-web"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = {approve_after_days}
-"#
-    )
+    [patchd_toml::al2_baseline("patchd-web", "web", ""), patchd_toml::security_rule(approve_after_days, "")]
+        .concat()
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! started with and leaves a database the reports read; Ctrl-C and `--duration` stop it
 //! cleanly; a directory that already holds a database is refused.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -26,16 +28,9 @@ impl Drop for Scratch {
 fn patchd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
     // The demo must need nothing from the environment: no credentials, no endpoint, no config.
-    for var in [
-        "PATCHD_CONFIG",
-        "PATCHD_DATABASE_URL",
-        "PATCHD_ENDPOINT_URL",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "PATCHD_LOG",
-    ] {
+    for var in
+        support::MACHINE_ENV.iter().chain(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PATCHD_LOG"])
+    {
         cmd.env_remove(var);
     }
     cmd.env("AWS_EC2_METADATA_DISABLED", "true");
@@ -44,6 +39,13 @@ fn patchd() -> Command {
 
 fn demo(dir: &Path, extra: &[&str]) -> Output {
     patchd().args(["demo", "--dir"]).arg(dir).args(extra).stdin(Stdio::null()).output().unwrap()
+}
+
+/// `patchd demo --dir DIR EXTRA` running, its stdout piped for [`Lines`] to read.
+fn spawn_demo(dir: &Path, extra: &[&str]) -> Child {
+    let mut cmd = patchd();
+    cmd.args(["demo", "--dir"]).arg(dir).args(extra);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
 }
 
 /// `before -> after` of the `all` row's TOTAL column in the final picture.
@@ -169,31 +171,15 @@ impl Lines {
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("patchd demo did not stop within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::exit_within(child, timeout)
+        .unwrap_or_else(|| panic!("patchd demo did not stop within {timeout:?}"))
 }
 
 #[test]
 fn ctrl_c_stops_the_demo_cleanly() {
     let scratch = Scratch::new("interrupt");
     // Real time on the simulator: the install window would take many minutes.
-    let mut child = patchd()
-        .args(["demo", "--speed", "1", "--dir"])
-        .arg(&scratch.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&scratch.0, &["--speed", "1"]);
     let mut lines = Lines::of(&mut child);
     lines.until("[3/7]", Duration::from_secs(60));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -219,14 +205,7 @@ fn duration_bounds_the_demo() {
 #[test]
 fn keep_leaves_the_simulator_running_until_ctrl_c() {
     let scratch = Scratch::new("keep");
-    let mut child = patchd()
-        .args(["demo", "--keep", "--speed", "600", "--dir"])
-        .arg(&scratch.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_demo(&scratch.0, &["--keep", "--speed", "600"]);
     let mut lines = Lines::of(&mut child);
     let seen = lines.until("Ctrl-C stops it.", Duration::from_secs(120)).to_string();
     let line =

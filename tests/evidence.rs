@@ -5,22 +5,20 @@
 //! The browser test skips when /usr/bin/chromium is missing, unless PATCHD_REQUIRE_CHROMIUM=1
 //! (CI installs it with `PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh`).
 
+#[path = "support/history.rs"]
+mod history;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use patchd_store::{
-    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation,
-    PatchState, PingStatus, ReleaseSource, Store,
-};
+use history::{instance, prod_tags, t};
+use patchd_store::{OpenOptions, PatchObservation, PatchState, PingStatus, ReleaseSource, Store};
 use serde_json::Value;
 
 const AT: &str = "2026-11-10T00:00:00Z";
-const ACCOUNT: &str = "111111111111";
-const REGION: &str = "eu-central-1";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Markup an attacker could put in an instance's Name tag or a patch title.
@@ -89,10 +87,6 @@ groups = ["web"]
 operation = "scan"
 groups = ["db"]
 "#;
-
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -222,23 +216,7 @@ async fn sync(store: &Store, at: &str, rows: &[Seen]) {
             installed_time: row.installed.map(t),
         });
     }
-    let scans: Vec<InstanceScan> = by_instance
-        .iter()
-        .map(|(id, patches)| InstanceScan {
-            instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-            observed_at: t(at),
-            command_id: None,
-            operation: Some(patchd_config::Operation::Scan),
-            operation_start: Some(t(at)),
-            operation_end: Some(t(at)),
-            baseline_id: Some("pb-0123456789abcdef0"),
-            snapshot_id: None,
-            patch_group: Some("prod"),
-            patches,
-            counts: None,
-        })
-        .collect();
-    store.record_sync(&ComplianceSync { source: "test", started_at: t(at), scans: &scans }).await.unwrap();
+    history::record_scans(store, at, None, &by_instance).await;
 }
 
 const WEB_1: &str = "i-0aaaaaaaaaaaaaaa1";
@@ -252,18 +230,7 @@ const DB_1: &str = "i-0bbbbbbbbbbbbbbb1";
 async fn seed(url: &str) {
     use PatchState::*;
     let store = Store::open(url, &OpenOptions::default()).await.unwrap();
-    let tags = |role: &str| -> BTreeMap<String, String> {
-        [("Role".to_string(), role.to_string()), ("Patch Group".to_string(), "prod".to_string())].into()
-    };
-    let (web, db) = (tags("web"), tags("db"));
-    let instance = |id, name, tags, managed, ping| InstanceObservation {
-        instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-        name: Some(name),
-        platform: Some("Amazon Linux 2"),
-        tags,
-        ssm_managed: managed,
-        ping_status: ping,
-    };
+    let (web, db) = (prod_tags("web"), prod_tags("db"));
     let inventory = [
         instance(WEB_1, HOSTILE_NAME, &web, true, Some(PingStatus::Online)),
         instance(WEB_2, "web-2", &web, true, Some(PingStatus::ConnectionLost)),

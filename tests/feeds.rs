@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_sim::Scenario;
-use support::{free_port, get, metric, post_faults, run, stderr, stdout, Scratch, Sim};
+use support::{
+    free_port, get, metric, patchd_toml, post_faults, run, scan_at_full_speed, stderr, stdout, Scratch, Sim,
+};
 
 const PLATFORM_FEEDS: [(&str, &str); 3] = [
     ("Amazon Linux 2023", "amazon-linux-2023"),
@@ -21,44 +23,23 @@ const PLATFORM_FEEDS: [(&str, &str); 3] = [
 fn write_config(scratch: &Scratch, sim: &Sim, port: u16) {
     let url = sim.server.endpoint_url();
     let url = url.trim_end_matches('/');
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}"
-sync_interval = "1h"
-listen = "127.0.0.1:{port}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[sla]
-kev_catalog = "{url}/feeds/kev/known_exploited_vulnerabilities.json"
-
-[[advisories.source]]
-name = "amazon-linux-2023"
-kind = "amazon-linux"
-url = "{url}/feeds/amazon-linux-2023/updateinfo.xml.gz"
-platforms = ["AMAZON_LINUX_2023"]
-
-[[advisories.source]]
-name = "redhat"
-kind = "redhat"
-url = "{url}/feeds/redhat/csaf.json"
-platforms = ["REDHAT_ENTERPRISE_LINUX"]
-
-[[advisories.source]]
-name = "ubuntu"
-kind = "ubuntu"
-url = "{url}/feeds/ubuntu/database.json.gz"
-platforms = ["UBUNTU"]
-
-[[group]]
-name = "all"
-[group.tags]
-Environment = ["prod", "staging", "dev"]
-"#,
-        dir = scratch.0.display(),
+    let daemon = format!("sync_interval = \"1h\"\nlisten = \"127.0.0.1:{port}\"");
+    let mut text = patchd_toml::daemon_and_aws(&scratch.state_dir(), Some(url), &daemon, "");
+    text.push_str(&format!(
+        "\n[sla]\nkev_catalog = \"{url}/feeds/kev/known_exploited_vulnerabilities.json\"\n"
+    ));
+    for (name, kind, path, platform) in [
+        ("amazon-linux-2023", "amazon-linux", "amazon-linux-2023/updateinfo.xml.gz", "AMAZON_LINUX_2023"),
+        ("redhat", "redhat", "redhat/csaf.json", "REDHAT_ENTERPRISE_LINUX"),
+        ("ubuntu", "ubuntu", "ubuntu/database.json.gz", "UBUNTU"),
+    ] {
+        text.push_str(&format!(
+            "\n[[advisories.source]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = \"{url}/feeds/{path}\"\n\
+             platforms = [\"{platform}\"]\n"
+        ));
+    }
+    text.push_str(
+        "\n[[group]]\nname = \"all\"\n[group.tags]\nEnvironment = [\"prod\", \"staging\", \"dev\"]\n",
     );
     std::fs::write(scratch.config(), text).unwrap();
 }
@@ -88,20 +69,7 @@ fn the_daemon_dates_every_platform_from_the_vendor_feeds_and_keeps_them_through_
     let scratch = Scratch::new("feeds");
     let port = free_port();
     write_config(&scratch, &sim, port);
-    let scan = run(
-        &scratch,
-        &[
-            "scan",
-            "--group",
-            "all",
-            "--max-concurrency",
-            "100%",
-            "--max-errors",
-            "100%",
-            "--poll-interval",
-            "200ms",
-        ],
-    );
+    let scan = scan_at_full_speed(&scratch, &["all"]);
     assert!(scan.status.success(), "{}\n{}", stdout(&scan), stderr(&scan));
 
     // Before any feed: the three platforms' clocks start at first sighting (today).

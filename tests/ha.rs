@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fleet_sim::{CommandView, Scenario};
+use fleet_sim::CommandView;
 use patchd_store::{LeaseRecord, OpenOptions, Store, WindowRunQuery, WindowRunRecord, WindowRunStatus};
 use sqlx::{Connection, Executor};
-use support::{wait_for, Scratch, Sim};
+use support::{patchd_toml, wait_for, web_fleet, web_group, Scratch, Sim};
 
 const POSTGRES_ENV: &str = "PATCHD_TEST_POSTGRES_URL";
 /// Short leases so that takeovers happen within seconds: a standby takes over at most
@@ -39,31 +39,7 @@ const RENEW: &str = "1s";
 /// A fleet of 30 web instances (a tenth without an agent) whose installs take about 1.5 s
 /// (90 simulated seconds at 60 times real time).
 fn sim() -> Sim {
-    let text = r#"
-name = "ha"
-seed = 21
-time_scale = 60.0
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-install_seconds = 90
-reboot_seconds = 20
-jitter = 0.1
-
-[catalog]
-patches_per_os = 20
-
-[[group]]
-name = "web"
-count = 30
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", "Patch Group" = "web" }
-unmanaged = 0.1
-missing = 0.8
-"#;
-    Sim::with_scenario(Scenario::from_toml_str(text).unwrap())
+    Sim::with_scenario(web_fleet("ha", 21, 60.0, 20, web_group(30).with_unmanaged(0.1).with_missing(0.8)))
 }
 
 /// The tests of this file run one at a time: each runs several daemons and a simulator, and
@@ -176,56 +152,30 @@ impl Host {
         let dir = scratch.0.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("patchd.toml");
-        let text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-database_url = "{database_url}"
-listen = "127.0.0.1:0"
-sync_interval = "1h"
-lease_ttl = "{ttl}"
-lease_renew_interval = "{RENEW}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-
-[events]
-bus_name = "patchd"
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-{windows}"#,
-            dir = dir.display(),
-            endpoint = sim.server.endpoint_url(),
+        let daemon = format!(
+            "database_url = \"{database_url}\"\nlisten = \"127.0.0.1:0\"\nsync_interval = \"1h\"\n\
+             lease_ttl = \"{ttl}\"\nlease_renew_interval = \"{RENEW}\""
         );
-        std::fs::write(&config, text).unwrap();
+        let text = [
+            patchd_toml::daemon_and_aws(
+                &dir.display().to_string(),
+                Some(&sim.server.endpoint_url()),
+                &daemon,
+                "",
+            ),
+            "\n[events]\nbus_name = \"patchd\"\n".to_string(),
+            patchd_toml::group("web", "Role", "web"),
+            windows.to_string(),
+        ];
+        std::fs::write(&config, text.concat()).unwrap();
         Host { name: name.to_string(), config, log: dir.join("patchd.log"), child: None }
     }
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-        for var in [
-            "PATCHD_CONFIG",
-            "PATCHD_DATABASE_URL",
-            "PATCHD_ENDPOINT_URL",
-            "AWS_PROFILE",
-            "AWS_ENDPOINT_URL",
-            "NOTIFY_SOCKET",
-        ] {
-            cmd.env_remove(var);
-        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(["--log-format", "json", "run", "--poll-interval", "200ms"])
-            .env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "patchd-test-secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("PATCHD_LOG", "info")
+        let mut cmd = support::patchd_with_config(&self.config);
+        cmd.args(["--log-format", "json", "run", "--poll-interval", "200ms"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -254,17 +204,9 @@ Role = "web"
     fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{} did not exit within 30 s of SIGTERM\n{}", self.name, self.read_log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::exit_within(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!("{} did not exit within 30 s of SIGTERM\n{}", self.name, self.read_log())
+        })
     }
 
     fn read_log(&self) -> String {
@@ -294,32 +236,11 @@ impl Drop for Host {
 
 /// A window opening at `at` that scans `web`, then installs it 4 instances at a time.
 fn window(name: &str, at: DateTime<Utc>) -> String {
-    format!(
-        r#"
-[[window]]
-name = "{name}"
-schedule = "at({at})"
-duration_hours = 1
-cutoff_hours = 0
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-priority = 1
-max_concurrency = 10
-max_errors = "100%"
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-priority = 2
-max_concurrency = 4
-max_errors = "100%"
-"#,
-        at = at.format("%Y-%m-%dT%H:%M:%S")
-    )
+    let at = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let spread = "max_errors = \"100%\"";
+    let (scan, install) =
+        (format!("max_concurrency = 10\n{spread}"), format!("max_concurrency = 4\n{spread}"));
+    patchd_toml::scan_then_install_once(name, &at, &scan, &install)
 }
 
 /// The simulator's commands, per (operation, instance), counted: what SSM was really asked.

@@ -11,10 +11,10 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fleet_sim::{PatchRelease, Platform, Scenario, SimServer};
+use fleet_sim::{Group, PatchRelease, Platform, Scenario, SimServer};
 use patchd_aws::{AwsClients, PatchCatalog, StaticEndpoint};
 use patchd_config::{Aws, RetryMode};
-use support::{run, stdout, Scratch};
+use support::{patchd_toml, run, stdout, Scratch};
 
 const AT: &str = "2026-03-08T00:00:00Z";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -25,57 +25,29 @@ const ADVISORY_ONLY: &str = "ALAS2-2026-9999";
 /// An advisory for another system, which an Amazon Linux 2 preview must leave out.
 const OTHER_SYSTEM: &str = "RHSA-2026:9999";
 
-const SCENARIO: &str = r#"
-name = "preview-cli"
-seed = 5
-time_scale = 0
-start = 2026-03-02T09:30:00Z
-
-[catalog]
-patches_per_os = 12
-
-[[group]]
-name = "web"
-count = 1
-platforms = { amazon-linux-2 = 1 }
-tags = { "Patch Group" = "web" }
-"#;
+/// One Amazon Linux 2 instance in patch group `web`, on a frozen clock.
+fn scenario() -> Scenario {
+    let web = Group::amazon_linux_2("web", 1).with_tag("Patch Group", "web");
+    let start = instant("2026-03-02T09:30:00Z");
+    Scenario::of_groups("preview-cli", 5, vec![web])
+        .with_time_scale(0.0)
+        .with_start(start)
+        .with_patches_per_os(12)
+}
 
 impl Scratch {
     fn write_preview_config(&self, server: &SimServer, rejected: &str) {
-        let text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-rejected_patches = ["{rejected}"]
-
-[[baseline.rule]]
-classification = ["Security"]
-severity = ["Critical", "Important"]
-approve_after_days = 7
-compliance_level = "CRITICAL"
-
-[[baseline]]
-name = "patchd-win"
-operating_system = "WINDOWS"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-msrc_severity = ["Critical"]
-approve_after_days = 0
-"#,
-            dir = self.0.display(),
-            url = server.endpoint_url(),
-        );
+        let text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(&server.endpoint_url()), "", ""),
+            patchd_toml::al2_baseline("patchd-al2", "web", &format!("rejected_patches = [\"{rejected}\"]")),
+            patchd_toml::security_rule(
+                7,
+                "severity = [\"Critical\", \"Important\"]\ncompliance_level = \"CRITICAL\"",
+            ),
+            patchd_toml::baseline("patchd-win", "WINDOWS", "web", ""),
+            "\n[[baseline.rule]]\nmsrc_severity = [\"Critical\"]\napprove_after_days = 0\n".to_string(),
+        ]
+        .concat();
         std::fs::write(self.config(), text).unwrap();
     }
 }
@@ -134,7 +106,7 @@ fn expected(
 #[test]
 fn preview_table_json_and_unknown_name() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let scenario = Scenario::from_toml_str(SCENARIO).unwrap();
+    let scenario = scenario();
     let server = rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap();
     let security = |severity: &str| PatchRelease {
         classification: Some("Security".into()),

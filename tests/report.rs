@@ -4,31 +4,24 @@
 
 #[path = "support/golden.rs"]
 mod golden;
+#[path = "support/history.rs"]
+mod history;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chrono::{DateTime, Utc};
-use patchd_store::{
-    ComplianceSync, InstanceKey, InstanceObservation, InstanceScan, OpenOptions, PatchObservation,
-    PatchState, PingStatus, ReleaseSource, Store,
-};
+use history::{instance, prod_tags, t};
+use patchd_store::{OpenOptions, PatchObservation, PatchState, PingStatus, ReleaseSource, Store};
 use sqlx::{Connection, Executor};
 
 const POSTGRES_ENV: &str = "PATCHD_TEST_POSTGRES_URL";
 const CONFIG: &str = "tests/fixtures/report/patchd.toml";
 const AT: &str = "2026-11-10T00:00:00Z";
-const ACCOUNT: &str = "111111111111";
-const REGION: &str = "eu-central-1";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 fn patchd(database: &str, args: &[&str]) -> Output {
@@ -160,41 +153,14 @@ async fn sync(store: &Store, at: &str, rows: &[Seen]) {
     for (row, patch) in rows.iter().zip(patches) {
         by_instance.entry(row.id).or_default().push(patch);
     }
-    let scans: Vec<InstanceScan> = by_instance
-        .iter()
-        .map(|(id, patches)| InstanceScan {
-            instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-            observed_at: t(at),
-            command_id: Some("11111111-2222-3333-4444-555555555555"),
-            operation: Some(patchd_config::Operation::Scan),
-            operation_start: Some(t(at)),
-            operation_end: Some(t(at)),
-            baseline_id: Some("pb-0123456789abcdef0"),
-            snapshot_id: None,
-            patch_group: Some("prod"),
-            patches,
-            counts: None,
-        })
-        .collect();
-    store.record_sync(&ComplianceSync { source: "test", started_at: t(at), scans: &scans }).await.unwrap();
+    history::record_scans(store, at, Some("11111111-2222-3333-4444-555555555555"), &by_instance).await;
 }
 
 /// A small fleet with one finding of every kind the SLA report distinguishes.
 async fn seed(url: &str) {
     use PatchState::*;
     let store = Store::open(url, &OpenOptions::default()).await.unwrap();
-    let tags = |role: &str| -> BTreeMap<String, String> {
-        [("Role".to_string(), role.to_string()), ("Patch Group".to_string(), "prod".to_string())].into()
-    };
-    let (web, db) = (tags("web"), tags("db"));
-    let instance = |id, name, tags, managed, ping| InstanceObservation {
-        instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-        name: Some(name),
-        platform: Some("Amazon Linux 2"),
-        tags,
-        ssm_managed: managed,
-        ping_status: ping,
-    };
+    let (web, db) = (prod_tags("web"), prod_tags("db"));
     let inventory = [
         instance("i-0aaaaaaaaaaaaaaa1", "web-1", &web, true, Some(PingStatus::Online)),
         instance("i-0aaaaaaaaaaaaaaa2", "web-2", &web, true, Some(PingStatus::ConnectionLost)),

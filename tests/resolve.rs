@@ -7,91 +7,42 @@ mod support;
 
 use std::process::Output;
 
-use fleet_sim::{Scenario, SimServer};
-use support::{run, stderr, stdout, Scratch};
+use fleet_sim::{Group, Platform, Scenario, SimServer};
+use support::{patchd_toml, run, stderr, stdout, Scratch};
 
 /// Nine running Amazon Linux 2 and Ubuntu instances, all `Role = web`: `Tier = front` are the
 /// ones a patchd baseline serves (under either patch-group tag key); the rest are what
 /// `--resolve` exists to find. The clock is frozen: nothing here needs simulated time.
-const SCENARIO: &str = r#"
-name = "resolve"
-seed = 7
-time_scale = 0
-start = "2026-11-28T00:00:00Z"
-
-[catalog]
-patches_per_os = 5
-
-[[group]]
-name = "front"
-count = 3
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "front", "Patch Group" = "web" }
-
-[[group]]
-name = "front-metadata-tags"
-count = 1
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "front", PatchGroup = "web" }
-
-[[group]]
-name = "legacy"
-count = 2
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "legacy", "Patch Group" = "legacy" }
-
-[[group]]
-name = "untagged"
-count = 2
-platforms = { amazon-linux-2 = 1 }
-tags = { Role = "web", Tier = "new" }
-
-[[group]]
-name = "ubuntu"
-count = 1
-platforms = { "ubuntu-22.04" = 1 }
-tags = { Role = "web", Tier = "ubuntu", "Patch Group" = "web" }
-"#;
+fn scenario() -> Scenario {
+    let web =
+        |name, count, tier| Group::amazon_linux_2(name, count).with_tag("Role", "web").with_tag("Tier", tier);
+    let groups = vec![
+        web("front", 3, "front").with_tag("Patch Group", "web"),
+        web("front-metadata-tags", 1, "front").with_tag("PatchGroup", "web"),
+        web("legacy", 2, "legacy").with_tag("Patch Group", "legacy"),
+        web("untagged", 2, "new"),
+        web("ubuntu", 1, "ubuntu").with_tag("Patch Group", "web").with_platform(Platform::Ubuntu2204),
+    ];
+    let start = "2026-11-28T00:00:00Z".parse().expect("an instant");
+    Scenario::of_groups("resolve", 7, groups).with_time_scale(0.0).with_start(start).with_patches_per_os(5)
+}
 
 impl Scratch {
     /// One AL2 baseline for patch group `web`, the `groups` (name, `[group.tags]` body) and a
     /// daily install window for all of them: a configuration `check` finds nothing wrong with
     /// on its own, so every warning comes from --resolve.
     fn write_resolve_config(&self, endpoint_url: &str, groups: &[(&str, &str)]) {
-        let mut text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint_url}"
-# One attempt: the unreachable-endpoint case should fail at once, not after backoff.
-max_attempts = 1
-
-[[baseline]]
-name = "patchd-al2"
-operating_system = "AMAZON_LINUX_2"
-patch_groups = ["web"]
-
-[[baseline.rule]]
-classification = ["Security"]
-approve_after_days = 0
-compliance_level = "CRITICAL"
-
-[[window]]
-name = "nightly"
-schedule = "cron(0 2 * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-
-[[window.task]]
-operation = "install"
-groups = [{names}]
-"#,
-            dir = self.0.display(),
-            names = groups.iter().map(|(name, _)| format!("\"{name}\"")).collect::<Vec<_>>().join(", "),
-        );
+        // One attempt: the unreachable-endpoint case should fail at once, not after backoff.
+        let aws = "max_attempts = 1";
+        let names = groups.iter().map(|(name, _)| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+        let mut text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(endpoint_url), "", aws),
+            patchd_toml::al2_baseline("patchd-al2", "web", ""),
+            patchd_toml::security_rule(0, "compliance_level = \"CRITICAL\""),
+            patchd_toml::window("nightly", "cron(0 2 * * ? *)", 2, 1),
+            format!("\n[[window.task]]\noperation = \"install\"\ngroups = [{names}]\n"),
+        ]
+        .concat();
         for (name, tags) in groups {
             text.push_str(&format!("\n[[group]]\nname = \"{name}\"\n[group.tags]\n{tags}\n"));
         }
@@ -112,7 +63,7 @@ fn tier(server: &SimServer, tier: &str) -> Vec<String> {
 }
 
 fn start(rt: &tokio::runtime::Runtime) -> SimServer {
-    let scenario = Scenario::from_toml_str(SCENARIO).expect("the test scenario is valid");
+    let scenario = scenario();
     rt.block_on(SimServer::start("127.0.0.1:0".parse().unwrap(), scenario)).unwrap()
 }
 

@@ -12,46 +12,25 @@ use std::time::Duration;
 use fleet_sim::Scenario;
 use patchd_aws::{AwsClients, PatchListing, StaticEndpoint};
 use patchd_store::{OpenFindingFilter, OpenOptions, Store, WindowRunQuery, WindowRunStatus};
-use support::{free_port, get, metric, metric_sum, post_faults, run, stderr, stdout, Scratch, Sim};
+use support::{
+    free_port, get, metric, metric_sum, patchd_toml, post_faults, run, scan_at_full_speed, stderr, stdout,
+    Scratch, Sim,
+};
 
-/// Every group of the demo fleet: production, staging and development, web, db, batch.
-const GROUPS: &str = r#"
-[[group]]
-name = "prod"
-[group.tags]
-Environment = "prod"
-
-[[group]]
-name = "staging"
-[group.tags]
-Environment = "staging"
-
-[[group]]
-name = "dev"
-[group.tags]
-Environment = "dev"
-"#;
-
-/// The configuration: every demo group, and events to the simulator's EventBridge.
+/// The configuration: every group of the demo fleet by environment (production, staging,
+/// development), and events to the simulator's EventBridge.
 fn write_config(scratch: &Scratch, sim: &Sim, aws_extra: &str, daemon_extra: &str) {
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}"
-sync_interval = "1h"
-{daemon_extra}
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-{aws_extra}
-
-[events]
-bus_name = "patchd"
-{GROUPS}"#,
-        dir = scratch.0.display(),
-        url = sim.server.endpoint_url(),
+    let daemon = format!("sync_interval = \"1h\"\n{daemon_extra}");
+    let mut text = patchd_toml::daemon_and_aws(
+        &scratch.state_dir(),
+        Some(&sim.server.endpoint_url()),
+        &daemon,
+        aws_extra,
     );
+    text.push_str("\n[events]\nbus_name = \"patchd\"\n");
+    for environment in ["prod", "staging", "dev"] {
+        text.push_str(&patchd_toml::group(environment, "Environment", environment));
+    }
     std::fs::write(scratch.config(), text).unwrap();
 }
 
@@ -61,24 +40,7 @@ fn store(sim: &Sim, scratch: &Scratch) -> Store {
 }
 
 fn scan_all(scratch: &Scratch) -> std::process::Output {
-    run(
-        scratch,
-        &[
-            "scan",
-            "--group",
-            "prod",
-            "--group",
-            "staging",
-            "--group",
-            "dev",
-            "--max-concurrency",
-            "100%",
-            "--max-errors",
-            "100%",
-            "--poll-interval",
-            "200ms",
-        ],
-    )
+    scan_at_full_speed(scratch, &["prod", "staging", "dev"])
 }
 
 /// What SSM holds now, read afresh with faults off: the instances with a completed Scan or

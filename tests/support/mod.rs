@@ -2,13 +2,18 @@
 //! a scratch directory with the configuration, the daemon process, and a bare HTTP/1.1 client.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod patchd_toml;
+
+pub use fleet::web_group;
+
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_sim::{Scenario, SimServer};
+use fleet_sim::{Group, Scenario, SimServer, Timing};
 
 pub struct Sim {
     pub server: SimServer,
@@ -19,33 +24,8 @@ impl Sim {
     /// One group `web` of 8 Amazon Linux 2 instances (a quarter without an agent), most of
     /// them missing patches.
     pub fn start(time_scale: f64) -> Sim {
-        let text = format!(
-            r#"
-name = "http-process"
-seed = 11
-time_scale = {time_scale:.1}
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-install_seconds = 90
-reboot_seconds = 20
-jitter = 0.1
-
-[catalog]
-patches_per_os = 40
-
-[[group]]
-name = "web"
-count = 8
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web", "Patch Group" = "web" }}
-unmanaged = 0.25
-missing = 0.8
-"#
-        );
-        Sim::with_scenario(Scenario::from_toml_str(&text).unwrap())
+        let web = web_group(8).with_unmanaged(0.25).with_missing(0.8);
+        Sim::with_scenario(web_fleet("http-process", 11, time_scale, 40, web))
     }
 
     /// The simulator serving `scenario`, on a runtime of its own.
@@ -66,6 +46,13 @@ missing = 0.8
     }
 }
 
+/// The fleet of the process tests: `group` alone, with a catalog of `patches_per_os` per
+/// system and work short enough for whole windows in seconds (scan 30 s, install 90 s,
+/// reboot 20 s, simulated).
+pub fn web_fleet(name: &str, seed: u64, time_scale: f64, patches_per_os: usize, group: Group) -> Scenario {
+    fleet::fleet_of(name, seed, time_scale, patches_per_os, Timing::brisk(30.0, 90.0, 20.0), group)
+}
+
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
@@ -80,39 +67,22 @@ impl Scratch {
         self.0.join("patchd.toml")
     }
 
+    /// The state directory, as a configuration names it.
+    pub fn state_dir(&self) -> String {
+        self.0.display().to_string()
+    }
+
     /// `[daemon]` keys beyond state_dir go in `daemon_extra`; windows and the rest in `rest`.
     pub fn write_config(&self, sim: &Sim, daemon_extra: &str, rest: &str) {
-        let text = format!(
-            r#"
-[daemon]
-state_dir = "{dir}"
-sync_interval = "1h"
-{daemon_extra}
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{url}"
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-
-[[window]]
-name = "weekly"
-schedule = "cron(0 3 ? * SUN *)"
-duration_hours = 3
-cutoff_hours = 1
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-{rest}"#,
-            dir = self.0.display(),
-            url = sim.server.endpoint_url(),
-        );
-        std::fs::write(self.config(), text).unwrap();
+        let daemon = format!("sync_interval = \"1h\"\n{daemon_extra}");
+        let text = [
+            patchd_toml::daemon_and_aws(&self.state_dir(), Some(&sim.server.endpoint_url()), &daemon, ""),
+            patchd_toml::group("web", "Role", "web"),
+            patchd_toml::window("weekly", "cron(0 3 ? * SUN *)", 3, 1),
+            patchd_toml::task("install", "install", "web", ""),
+            rest.to_string(),
+        ];
+        std::fs::write(self.config(), text.concat()).unwrap();
     }
 
     pub fn log(&self, n: usize) -> PathBuf {
@@ -130,19 +100,20 @@ impl Drop for Scratch {
     }
 }
 
+/// What would point a patchd under test at the machine's own configuration, database or AWS.
+pub const MACHINE_ENV: [&str; 5] =
+    ["PATCHD_CONFIG", "PATCHD_DATABASE_URL", "PATCHD_ENDPOINT_URL", "AWS_PROFILE", "AWS_ENDPOINT_URL"];
+
 pub fn patchd(scratch: &Scratch) -> Command {
+    patchd_with_config(&scratch.config())
+}
+
+/// The patchd binary reading `config`, in an environment of its own: no configuration, AWS
+/// profile or service manager of the machine's, static test credentials, info logs.
+pub fn patchd_with_config(config: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchd"));
-    cmd.arg("--config").arg(scratch.config());
-    for var in [
-        "PATCHD_CONFIG",
-        "PATCHD_DATABASE_URL",
-        "PATCHD_ENDPOINT_URL",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-    ] {
+    cmd.arg("--config").arg(config);
+    for var in MACHINE_ENV.iter().chain(&["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]) {
         cmd.env_remove(var);
     }
     cmd.env("AWS_ACCESS_KEY_ID", "AKIDPATCHDTEST")
@@ -155,6 +126,17 @@ pub fn patchd(scratch: &Scratch) -> Command {
 /// `patchd ARGS` run to its end with no stdin and warnings-only logs: a one-shot command.
 pub fn run(scratch: &Scratch, args: &[&str]) -> std::process::Output {
     patchd(scratch).args(args).env("PATCHD_LOG", "warn").stdin(Stdio::null()).output().unwrap()
+}
+
+/// `patchd scan` of `groups`, every instance at once and through any errors, polling every
+/// 200 ms: the quickest whole scan, for tests that need the findings rather than the pacing.
+pub fn scan_at_full_speed(scratch: &Scratch, groups: &[&str]) -> std::process::Output {
+    let mut args = vec!["scan"];
+    for group in groups {
+        args.extend(["--group", group]);
+    }
+    args.extend(["--max-concurrency", "100%", "--max-errors", "100%", "--poll-interval", "200ms"]);
+    run(scratch, &args)
 }
 
 pub fn stdout(output: &std::process::Output) -> String {
@@ -186,16 +168,22 @@ pub fn signal(child: &Child, name: &str) {
 
 pub fn stop_daemon(mut child: Child) -> std::process::ExitStatus {
     signal(&child, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    exit_within(&mut child, Duration::from_secs(30)).expect("patchd did not exit within 30 s of SIGTERM")
+}
+
+/// The exit status of `child` once it has exited, within `timeout`; None, and the child
+/// killed, when it has not.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status;
+            return Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("patchd did not exit within 30 s of SIGTERM");
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

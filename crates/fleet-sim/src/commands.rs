@@ -183,6 +183,35 @@ pub struct CommandView {
     pub instance_ids: Vec<String>,
 }
 
+#[cfg(test)]
+impl CommandRequest {
+    /// AWS-RunPatchBaseline's `operation` on no target yet, rebooting if needed, at
+    /// `max_concurrency` and `max_errors`: what the unit tests of the command model send.
+    pub(crate) fn run_patch_baseline(
+        operation: Operation,
+        max_concurrency: &str,
+        max_errors: &str,
+        timeout_seconds: u32,
+    ) -> CommandRequest {
+        CommandRequest {
+            document_name: "AWS-RunPatchBaseline".into(),
+            document_version: "$DEFAULT".into(),
+            comment: None,
+            parameters: BTreeMap::new(),
+            instance_ids: vec![],
+            targets: vec![],
+            max_concurrency: max_concurrency.into(),
+            max_errors: max_errors.into(),
+            timeout_seconds,
+            operation,
+            reboot_if_needed: true,
+            snapshot_id: None,
+            baseline_override: false,
+            echo: serde_json::Map::new(),
+        }
+    }
+}
+
 /// What SendCommand asked for, validated.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
@@ -345,22 +374,7 @@ mod tests {
     use super::*;
 
     fn request(max_concurrency: &str, max_errors: &str) -> CommandRequest {
-        CommandRequest {
-            document_name: "AWS-RunPatchBaseline".into(),
-            document_version: "$DEFAULT".into(),
-            comment: None,
-            parameters: BTreeMap::new(),
-            instance_ids: vec![],
-            targets: vec![],
-            max_concurrency: max_concurrency.into(),
-            max_errors: max_errors.into(),
-            timeout_seconds: 3600,
-            operation: Operation::Scan,
-            reboot_if_needed: true,
-            snapshot_id: None,
-            baseline_override: false,
-            echo: serde_json::Map::new(),
-        }
+        CommandRequest::run_patch_baseline(Operation::Scan, max_concurrency, max_errors, 3600)
     }
 
     fn command_with(states: &[InvocationState], max_errors: &str) -> Command {

@@ -54,7 +54,7 @@ pub use eventbridge::RecordedEvent;
 pub use faults::Faults;
 pub use fleet::AgentState;
 pub use platform::Platform;
-pub use scenario::{Partition, Scenario, ScenarioError};
+pub use scenario::{Group, Partition, Scenario, ScenarioError, Timing};
 pub use server::{InstanceView, SimServer};
 pub use stats::Stats;
 pub use world::ControlError;

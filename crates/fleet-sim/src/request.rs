@@ -100,15 +100,7 @@ impl<'a> Body<'a> {
     /// A list of strings, checked against the model's length bounds.
     pub fn strings(&self, key: &str, max_items: Option<usize>) -> Result<Option<Vec<&'a str>>, ApiError> {
         let Some(items) = self.list(key)? else { return Ok(None) };
-        if let Some(max) = max_items {
-            if items.len() > max {
-                return Err(ApiError::constraint(
-                    list_preview(items),
-                    &member_name(key),
-                    &format!("Member must have length less than or equal to {max}"),
-                ));
-            }
-        }
+        check_list_length(key, items, max_items)?;
         items
             .iter()
             .map(|item| item.as_str().ok_or_else(|| serialization(key, "a list of strings")))
@@ -119,15 +111,7 @@ impl<'a> Body<'a> {
     /// A list of structures.
     pub fn objects(&self, key: &str, max_items: Option<usize>) -> Result<Vec<Body<'a>>, ApiError> {
         let Some(items) = self.list(key)? else { return Ok(Vec::new()) };
-        if let Some(max) = max_items {
-            if items.len() > max {
-                return Err(ApiError::constraint(
-                    list_preview(items),
-                    &member_name(key),
-                    &format!("Member must have length less than or equal to {max}"),
-                ));
-            }
-        }
+        check_list_length(key, items, max_items)?;
         items
             .iter()
             .map(|item| match item {
@@ -153,6 +137,19 @@ impl<'a> Body<'a> {
             )),
             Some(value) => Ok(value as usize),
         }
+    }
+}
+
+/// The model's bound on a list's length: more than `max_items` items is a ValidationException
+/// naming the member and showing the first items.
+fn check_list_length(key: &str, items: &[Value], max_items: Option<usize>) -> Result<(), ApiError> {
+    match max_items {
+        Some(max) if items.len() > max => Err(ApiError::constraint(
+            list_preview(items),
+            &member_name(key),
+            &format!("Member must have length less than or equal to {max}"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -107,6 +107,55 @@ pub struct Group {
     pub scanned: f64,
 }
 
+impl Group {
+    /// `count` running Amazon Linux 2 instances with an agent and no tags, half behind on recent
+    /// patches and all scanned: a scenario file's defaults for a group.
+    pub fn amazon_linux_2(name: impl Into<String>, count: usize) -> Group {
+        Group {
+            name: name.into(),
+            count,
+            platforms: vec![(Platform::AmazonLinux2, 1)],
+            tags: Vec::new(),
+            unmanaged: 0.0,
+            offline: 0.0,
+            stopped: 0.0,
+            missing: 0.5,
+            scanned: 1.0,
+        }
+    }
+
+    /// Adds (or replaces) a tag; the tags stay sorted by key, as a scenario file's are, so that
+    /// a group built here and the same group read from TOML make the same instances.
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Group {
+        let key = key.into();
+        self.tags.retain(|(k, _)| *k != key);
+        self.tags.push((key, value.into()));
+        self.tags.sort();
+        self
+    }
+
+    /// Every instance on `platform` instead.
+    pub fn with_platform(mut self, platform: Platform) -> Group {
+        self.platforms = vec![(platform, 1)];
+        self
+    }
+
+    pub fn with_unmanaged(mut self, share: f64) -> Group {
+        self.unmanaged = share;
+        self
+    }
+
+    pub fn with_missing(mut self, share: f64) -> Group {
+        self.missing = share;
+        self
+    }
+
+    pub fn with_scanned(mut self, share: f64) -> Group {
+        self.scanned = share;
+        self
+    }
+}
+
 /// Durations of the simulated work, in simulated seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,6 +186,23 @@ impl Default for Timing {
             reboot_seconds: 90.0,
             cancel_seconds: 2.0,
             execution_timeout_seconds: 7200.0,
+        }
+    }
+}
+
+impl Timing {
+    /// Short work with little spread, for tests that wait for whole runs in real time: a
+    /// command leaves Pending after a second and is visible at once, and scans, installs and
+    /// reboots take the seconds given, give or take 10%.
+    pub fn brisk(scan_seconds: f64, install_seconds: f64, reboot_seconds: f64) -> Timing {
+        Timing {
+            dispatch_delay_seconds: 1.0,
+            invocation_visibility_delay_seconds: 0.0,
+            scan_seconds,
+            install_seconds,
+            jitter: 0.1,
+            reboot_seconds,
+            ..Timing::default()
         }
     }
 }
@@ -214,17 +280,7 @@ impl Scenario {
             timing: Timing::default(),
             catalog: CatalogSpec::default(),
             faults: Faults::default(),
-            groups: vec![Group {
-                name: "default".into(),
-                count: 10,
-                platforms: vec![(Platform::AmazonLinux2, 1)],
-                tags: vec![],
-                unmanaged: 0.0,
-                offline: 0.0,
-                stopped: 0.0,
-                missing: 0.5,
-                scanned: 1.0,
-            }],
+            groups: vec![Group::amazon_linux_2("default", 10)],
             external_id: None,
             partitions: Vec::new(),
         }
@@ -350,6 +406,12 @@ impl Scenario {
     /// An empty fleet for an (account, region) the scenario does not define.
     pub(crate) fn empty_partition(&self, account_id: &str, region: &str) -> Scenario {
         Scenario { account_id: account_id.to_string(), region: region.to_string(), ..self.clone_settings() }
+    }
+
+    /// The fleet of `groups` alone, seeded, in the default account and region, with the
+    /// defaults of a scenario file for everything else (real time, default timing and catalogs).
+    pub fn of_groups(name: impl Into<String>, seed: u64, groups: Vec<Group>) -> Scenario {
+        Scenario { name: name.into(), seed, groups, ..Scenario::minimal() }
     }
 
     pub fn with_seed(mut self, seed: u64) -> Scenario {
@@ -734,6 +796,31 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.problems(),
         }
+    }
+
+    /// The builders make what a scenario file says, tags in any order: tests that build their
+    /// fleet in code get the instances the same file would give them.
+    #[test]
+    fn a_fleet_built_in_code_is_the_fleet_its_file_describes() {
+        let web = Group::amazon_linux_2("web", 8)
+            .with_tag("Role", "web")
+            .with_tag("Patch Group", "web")
+            .with_unmanaged(0.25)
+            .with_missing(0.6)
+            .with_scanned(0.0);
+        let built = Scenario::of_groups("built", 5, vec![web])
+            .with_time_scale(60.0)
+            .with_timing(Timing::brisk(30.0, 90.0, 20.0))
+            .with_patches_per_os(40);
+        let text = r#"
+            name = "built"
+            seed = 5
+            time_scale = 60.0
+            timing = { dispatch_delay_seconds = 1, invocation_visibility_delay_seconds = 0, scan_seconds = 30, install_seconds = 90, reboot_seconds = 20, jitter = 0.1 }
+            catalog = { patches_per_os = 40 }
+            group = [{ name = "web", count = 8, platforms = { amazon-linux-2 = 1 }, tags = { Role = "web", "Patch Group" = "web" }, unmanaged = 0.25, missing = 0.6, scanned = 0.0 }]
+        "#;
+        assert_eq!(built, Scenario::from_toml_str(text).expect("valid"));
     }
 
     #[test]

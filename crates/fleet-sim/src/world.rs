@@ -835,22 +835,7 @@ mod tests {
     }
 
     fn request(operation: Operation, max_concurrency: &str, max_errors: &str) -> CommandRequest {
-        CommandRequest {
-            document_name: "AWS-RunPatchBaseline".into(),
-            document_version: "$DEFAULT".into(),
-            comment: None,
-            parameters: BTreeMap::new(),
-            instance_ids: vec![],
-            targets: vec![],
-            max_concurrency: max_concurrency.into(),
-            max_errors: max_errors.into(),
-            timeout_seconds: 600,
-            operation,
-            reboot_if_needed: true,
-            snapshot_id: None,
-            baseline_override: false,
-            echo: serde_json::Map::new(),
-        }
+        CommandRequest::run_patch_baseline(operation, max_concurrency, max_errors, 600)
     }
 
     /// Makes every kernel fix missing everywhere, so installs must reboot.

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
-use aws_sdk_ssm::types::PatchOrchestratorFilter;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use fleet_sim::feeds::{http_date, parse_http_date};
 use fleet_sim::{Scenario, SimServer};
 use serde_json::Value;
 
 use common::http::{header, raw, raw_bytes};
+use common::sdk;
 
 const AL2: &str = "/feeds/amazon-linux-2/updateinfo.xml.gz";
 const CSAF: &str = "/feeds/redhat/csaf.json";
@@ -27,13 +27,7 @@ async fn start() -> SimServer {
 }
 
 fn ssm(server: &SimServer) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new("AKID", "SECRET", None, None, "test"))
-        .endpoint_url(server.endpoint_url())
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    sdk::ssm_client(&server.endpoint_url())
 }
 
 fn gunzip(bytes: &[u8]) -> String {
@@ -58,27 +52,10 @@ fn issued_dates(xml: &str) -> BTreeMap<String, i64> {
 
 /// Advisory id → ReleaseDate (epoch seconds, fractions kept) of every AL2 patch SSM lists.
 async fn ssm_release_dates(server: &SimServer) -> BTreeMap<String, f64> {
-    let client = ssm(server);
-    let mut dates = BTreeMap::new();
-    let mut token = None;
-    loop {
-        let page = client
-            .describe_available_patches()
-            .filters(PatchOrchestratorFilter::builder().key("PRODUCT").values("AmazonLinux2").build())
-            .max_results(100)
-            .set_next_token(token)
-            .send()
-            .await
-            .expect("DescribeAvailablePatches");
-        for patch in page.patches() {
-            let released = patch.release_date().expect("a release date");
-            dates.insert(patch.id().expect("an id").to_string(), released.as_secs_f64());
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return dates;
-        }
-    }
+    let patches = sdk::available_al2_patches(&ssm(server)).await;
+    let released =
+        |patch: &aws_sdk_ssm::types::Patch| patch.release_date().expect("a release date").as_secs_f64();
+    patches.iter().map(|patch| (patch.id().expect("an id").to_string(), released(patch))).collect()
 }
 
 async fn get(server: &SimServer, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {

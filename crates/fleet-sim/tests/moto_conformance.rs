@@ -33,6 +33,7 @@ use aws_sdk_ssm::types::{
     PatchRuleGroup, ResourceTypeForTagging, Target,
 };
 use common::moto::{self, MotoServer};
+use common::sdk;
 use fleet_sim::{Faults, Scenario, SimServer};
 
 const DOCUMENT: &str = "AWS-RunPatchBaseline";
@@ -57,17 +58,12 @@ struct Side<'a> {
 impl<'a> Side<'a> {
     fn sim(server: &'a SimServer) -> Side<'a> {
         let url = server.endpoint_url();
-        Side {
-            name: "simulator",
-            ssm: moto::ssm_client(&url),
-            ec2: moto::ec2_client(&url),
-            sim: Some(server),
-        }
+        Side { name: "simulator", ssm: sdk::ssm_client(&url), ec2: sdk::ec2_client(&url), sim: Some(server) }
     }
 
     fn moto(server: &MotoServer) -> Side<'static> {
         let url = server.endpoint_url();
-        Side { name: "moto", ssm: moto::ssm_client(&url), ec2: moto::ec2_client(&url), sim: None }
+        Side { name: "moto", ssm: sdk::ssm_client(&url), ec2: sdk::ec2_client(&url), sim: None }
     }
 
     fn is_moto(&self) -> bool {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::BehaviorVersion;
-use aws_sdk_sts::error::ProvideErrorMetadata;
 use aws_sdk_sts::types::Credentials as StsCredentials;
+use common::sdk::{self, code, message, static_credentials};
 use fleet_sim::{AgentState, Partition, Scenario, SimServer};
 
 const PRIMARY: &str = "123456789012";
@@ -34,22 +34,12 @@ async fn start(scenario: Scenario) -> SimServer {
     SimServer::start("127.0.0.1:0".parse().expect("address"), scenario).await.expect("server starts")
 }
 
-fn static_credentials() -> aws_sdk_sts::config::Credentials {
-    aws_sdk_sts::config::Credentials::new("AKID", "SECRET", None, None, "test")
-}
-
 fn sts(
     server: &SimServer,
     region: &'static str,
     credentials: aws_sdk_sts::config::Credentials,
 ) -> aws_sdk_sts::Client {
-    let config = aws_sdk_sts::Config::builder()
-        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
-        .region(aws_sdk_sts::config::Region::new(region))
-        .credentials_provider(credentials)
-        .endpoint_url(server.endpoint_url())
-        .build();
-    aws_sdk_sts::Client::from_conf(config)
+    sdk::client!(aws_sdk_sts, server.endpoint_url(), region, credentials, None)
 }
 
 /// The credentials AssumeRole answered, as an SDK credentials value.
@@ -61,20 +51,6 @@ fn session(credentials: &StsCredentials) -> aws_sdk_sts::config::Credentials {
         None,
         "assumed",
     )
-}
-
-fn code<T, E: ProvideErrorMetadata, R>(result: Result<T, aws_sdk_sts::error::SdkError<E, R>>) -> String {
-    match result {
-        Ok(_) => "<no error>".to_string(),
-        Err(error) => error.code().unwrap_or("<no code>").to_string(),
-    }
-}
-
-fn message<T, E: ProvideErrorMetadata, R>(result: Result<T, aws_sdk_sts::error::SdkError<E, R>>) -> String {
-    match result {
-        Ok(_) => "<no error>".to_string(),
-        Err(error) => error.message().unwrap_or("<no message>").to_string(),
-    }
 }
 
 /// An SdkConfig pointing every client at the simulator with static keys.
@@ -101,13 +77,7 @@ fn ec2_with(
     region: &'static str,
     provider: impl aws_sdk_ec2::config::ProvideCredentials + 'static,
 ) -> aws_sdk_ec2::Client {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new(region))
-        .credentials_provider(provider)
-        .endpoint_url(server.endpoint_url())
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
+    sdk::client!(aws_sdk_ec2, server.endpoint_url(), region, provider, None)
 }
 
 fn ssm_with(
@@ -115,13 +85,7 @@ fn ssm_with(
     region: &'static str,
     provider: impl aws_sdk_ec2::config::ProvideCredentials + 'static,
 ) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new(region))
-        .credentials_provider(provider)
-        .endpoint_url(server.endpoint_url())
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    sdk::client!(aws_sdk_ssm, server.endpoint_url(), region, provider, None)
 }
 
 async fn described_ids(client: &aws_sdk_ec2::Client) -> BTreeSet<String> {
@@ -507,13 +471,7 @@ async fn conflicting_partitions_are_refused_at_start() {
 #[tokio::test]
 async fn moto_sts_parses_like_the_simulator() {
     let Some(moto) = common::moto::server("moto_sts_parses_like_the_simulator") else { return };
-    let config = aws_sdk_sts::Config::builder()
-        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
-        .region(aws_sdk_sts::config::Region::new("us-east-1"))
-        .credentials_provider(static_credentials())
-        .endpoint_url(moto.endpoint_url())
-        .build();
-    let client = aws_sdk_sts::Client::from_conf(config);
+    let client = sdk::client!(aws_sdk_sts, moto.endpoint_url(), "us-east-1", static_credentials(), None);
     let me = client.get_caller_identity().send().await.expect("moto GetCallerIdentity");
     assert!(me.account().is_some_and(|a| a.len() == 12) && me.arn().is_some() && me.user_id().is_some());
     let assumed = client

@@ -17,6 +17,7 @@ use aws_sdk_ssm::types::{
     PingStatus, ResourceTypeForTagging, Tag, Target,
 };
 use common::http::raw;
+use common::sdk::{self, code};
 use fleet_sim::{AgentState, Faults, InstanceView, Scenario, SimServer};
 
 const START: &str = "2026-11-28T00:00:00Z";
@@ -32,19 +33,8 @@ async fn start(scenario: Scenario) -> SimServer {
 }
 
 fn ssm_with_attempts(server: &SimServer, attempts: u32) -> aws_sdk_ssm::Client {
-    let credentials = aws_sdk_ssm::config::Credentials::new("AKID", "SECRET", None, None, "test");
-    let retry = aws_sdk_ssm::config::retry::RetryConfig::standard()
-        .with_max_attempts(attempts)
-        .with_initial_backoff(Duration::from_millis(1))
-        .with_max_backoff(Duration::from_millis(5));
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-        .credentials_provider(credentials)
-        .endpoint_url(server.endpoint_url())
-        .retry_config(retry)
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    let retries = Some(sdk::quick_retries(attempts));
+    sdk::client!(aws_sdk_ssm, server.endpoint_url(), "us-east-1", sdk::static_credentials(), retries)
 }
 
 fn ssm(server: &SimServer) -> aws_sdk_ssm::Client {
@@ -52,40 +42,12 @@ fn ssm(server: &SimServer) -> aws_sdk_ssm::Client {
 }
 
 fn ec2_with_attempts(server: &SimServer, attempts: u32) -> aws_sdk_ec2::Client {
-    let credentials = aws_sdk_ec2::config::Credentials::new("AKID", "SECRET", None, None, "test");
-    let retry = aws_sdk_ec2::config::retry::RetryConfig::standard()
-        .with_max_attempts(attempts)
-        .with_initial_backoff(Duration::from_millis(1))
-        .with_max_backoff(Duration::from_millis(5));
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .credentials_provider(credentials)
-        .endpoint_url(server.endpoint_url())
-        .retry_config(retry)
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
+    let retries = Some(sdk::quick_retries(attempts));
+    sdk::client!(aws_sdk_ec2, server.endpoint_url(), "us-east-1", sdk::static_credentials(), retries)
 }
 
 fn ec2(server: &SimServer) -> aws_sdk_ec2::Client {
     ec2_with_attempts(server, 1)
-}
-
-/// The error code of a failed SDK call.
-fn code<T, E: ProvideErrorMetadata, R>(result: Result<T, aws_sdk_ssm::error::SdkError<E, R>>) -> String {
-    match result {
-        Ok(_) => "<no error>".to_string(),
-        Err(error) => error.code().unwrap_or("<no code>").to_string(),
-    }
-}
-
-fn ec2_code<T, E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
-    result: Result<T, aws_sdk_ec2::error::SdkError<E, R>>,
-) -> String {
-    match result {
-        Ok(_) => "<no error>".to_string(),
-        Err(error) => error.code().unwrap_or("<no code>").to_string(),
-    }
 }
 
 const SIGNED: (&str, &str) = (
@@ -309,25 +271,11 @@ async fn scan_then_install_rollout_is_observable_and_consistent() {
     // Amazon Linux 2 release dates come from DescribeAvailablePatches.
     let platform = instances.iter().find(|i| i.id == target).map(|i| i.platform.clone()).unwrap_or_default();
     if platform == "amazon-linux-2" {
-        let mut available = HashMap::new();
-        let mut token = None;
-        loop {
-            let page = client
-                .describe_available_patches()
-                .filters(PatchOrchestratorFilter::builder().key("PRODUCT").values("AmazonLinux2").build())
-                .max_results(100)
-                .set_next_token(token)
-                .send()
-                .await
-                .expect("available");
-            for patch in page.patches() {
-                available.insert(patch.id().unwrap_or_default().to_string(), patch.release_date().cloned());
-            }
-            token = page.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
+        let available: HashMap<String, _> = sdk::available_al2_patches(&client)
+            .await
+            .iter()
+            .map(|patch| (patch.id().unwrap_or_default().to_string(), patch.release_date().cloned()))
+            .collect();
         for row in rows.iter().filter(|r| *r.state() == PatchComplianceDataState::Installed) {
             let released = available.get(row.kb_id()).unwrap_or_else(|| panic!("{} is listed", row.kb_id()));
             assert!(released.is_some(), "AL2 patches carry a release date");
@@ -430,19 +378,19 @@ async fn describe_instances_filters_and_paging() {
         .await;
     assert_eq!(count_of(&by_id.expect("by id")), 2);
     let unknown = client.describe_instances().instance_ids("i-0123456789abcdef0").send().await;
-    assert_eq!(ec2_code(unknown), "InvalidInstanceID.NotFound");
+    assert_eq!(code(unknown), "InvalidInstanceID.NotFound");
     let malformed = client.describe_instances().instance_ids("i-nope").send().await;
-    assert_eq!(ec2_code(malformed), "InvalidInstanceID.Malformed");
+    assert_eq!(code(malformed), "InvalidInstanceID.Malformed");
     let combination = client.describe_instances().instance_ids(&instances[0].id).max_results(10).send().await;
-    assert_eq!(ec2_code(combination), "InvalidParameterCombination");
+    assert_eq!(code(combination), "InvalidParameterCombination");
     for bad in [4, 1001] {
         let result = client.describe_instances().max_results(bad).send().await;
-        assert_eq!(ec2_code(result), "InvalidParameterValue", "MaxResults {bad}");
+        assert_eq!(code(result), "InvalidParameterValue", "MaxResults {bad}");
     }
     let bad_filter = client.describe_instances().filters(filter("colour", &["red"])).send().await;
-    assert_eq!(ec2_code(bad_filter), "InvalidParameterValue");
+    assert_eq!(code(bad_filter), "InvalidParameterValue");
     let bad_token = client.describe_instances().max_results(5).next_token("forged").send().await;
-    assert_eq!(ec2_code(bad_token), "InvalidParameterValue");
+    assert_eq!(code(bad_token), "InvalidParameterValue");
     assert_eq!(server.stats().calls("DescribeInstances"), 1 + pages as u64 + 7 + 1 + 3 + 2 + 2 + 1);
     server.shutdown().await;
 }
@@ -1160,7 +1108,7 @@ async fn throttling_and_server_errors_surface_after_retries() {
 
     ec2_client.describe_instances().max_results(5).send().await.expect("burst");
     let ec2_throttled = ec2_client.describe_instances().max_results(5).send().await;
-    assert_eq!(ec2_code(ec2_throttled), "RequestLimitExceeded");
+    assert_eq!(code(ec2_throttled), "RequestLimitExceeded");
     assert_eq!(server.stats().throttled("DescribeInstances"), 2);
 
     server.set_faults(Faults { error_rate: 1.0, ..Faults::default() }).expect("valid");
@@ -1168,7 +1116,7 @@ async fn throttling_and_server_errors_surface_after_retries() {
     assert_eq!(code(failed), "InternalServerError");
     assert_eq!(server.stats().failed("ListCommands"), 3, "5xx are retried too");
     let ec2_failed = ec2_client.describe_instances().send().await;
-    assert_eq!(ec2_code(ec2_failed), "InternalError");
+    assert_eq!(code(ec2_failed), "InternalError");
     server.shutdown().await;
 }
 

@@ -10,6 +10,8 @@
 
 #[path = "../../fleet-sim/tests/common/moto.rs"]
 mod moto;
+#[path = "../../fleet-sim/tests/common/sdk.rs"]
+mod sdk;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use patchd_aws::{AwsClients, AwsError, PatchCommand, RoleToAssume, StaticEndpoint};
@@ -37,7 +39,7 @@ async fn assumed_role_clients_reach_the_other_account() {
 
     // An instance in the home account: the home clients find it, the role's do not.
     let marker = format!("accounts-{}", std::process::id());
-    let ec2 = moto::ec2_client(&url);
+    let ec2 = sdk::ec2_client(&url);
     let image = ec2
         .describe_images()
         .filters(Filter::builder().name("name").values("amzn-ami-hvm-*").build())

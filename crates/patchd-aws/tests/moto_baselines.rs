@@ -17,6 +17,8 @@
 // start, probe and reap moto.
 #[path = "../../fleet-sim/tests/common/moto.rs"]
 mod moto;
+#[path = "../../fleet-sim/tests/common/sdk.rs"]
+mod sdk;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -113,7 +115,7 @@ async fn create(aws: &AwsClients, document: &BaselineDocument) -> (String, bool)
 /// GetPatchBaseline, which moto lacks, so this one read goes through the bare SDK client.
 async fn described(moto: &moto::MotoServer, name: &str) -> Option<String> {
     let filter = PatchOrchestratorFilter::builder().key("NAME_PREFIX").values(name).build();
-    let answer = moto::ssm_client(&moto.endpoint_url())
+    let answer = sdk::ssm_client(&moto.endpoint_url())
         .describe_patch_baselines()
         .filters(filter)
         .send()

@@ -2,45 +2,19 @@
 //! in a temporary file: plan and apply create, update, leave alone, refuse to overwrite, prune
 //! and register patch groups, and a second apply finds nothing to do.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use chrono::Utc;
 use fleet_sim::{Scenario, SimServer};
-use patchd_aws::{AwsClients, Backoff, OperatingSystem, StaticEndpoint};
-use patchd_config::{Aws, Baseline, RetryMode};
+use patchd_aws::OperatingSystem;
+use patchd_config::Baseline;
 use patchd_daemon::baselines::{self, Change, Conflict, FieldChange};
-use patchd_daemon::{Context, Scope};
-use patchd_store::{OpenOptions, Store};
-
-const FAST: Backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) };
+use patchd_daemon::Context;
+use support::{clients_with_retries, home_context, TempDb, FAST};
 
 /// A database file of its own, removed at the end of the test.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        TempDb(
-            std::env::temp_dir().join(format!("patchd-baselines-{name}-{}-{nanos}.db", std::process::id())),
-        )
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.0.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
 struct Fixture {
     server: SimServer,
     _db: TempDb,
@@ -51,30 +25,8 @@ async fn fixture(name: &str) -> Fixture {
     let server = SimServer::start("127.0.0.1:0".parse().expect("address"), Scenario::minimal())
         .await
         .expect("simulator starts");
-    let db = TempDb::new(name);
-    let aws = Aws {
-        region: Some("us-east-1".into()),
-        endpoint_url: None,
-        profile: None,
-        max_attempts: 2,
-        retry_mode: RetryMode::Standard,
-        ..Aws::default()
-    };
-    let url = server.endpoint_url();
-    let clients = AwsClients::with_static_credentials(
-        &aws,
-        &StaticEndpoint { backoff: FAST, ..StaticEndpoint::simulator(&url) },
-    );
-    let store = Store::open(&format!("sqlite://{}", db.0.display()), &OpenOptions::default())
-        .await
-        .expect("open the store");
-    let ctx = Context {
-        aws: clients,
-        store,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events: Default::default(),
-    };
+    let db = TempDb::new("baselines", name);
+    let ctx = home_context(clients_with_retries(&server, 2, FAST), db.store().await);
     Fixture { server, _db: db, ctx }
 }
 

@@ -9,115 +9,45 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use chrono::Utc;
-use fleet_sim::{RecordedEvent, Scenario, SimServer};
+use fleet_sim::{RecordedEvent, Scenario};
 use patchd_aws::{AwsClients, EntryRetry, StaticEndpoint};
-use patchd_config::Config;
 use patchd_daemon::events::{self, CoverageGap, Event, Publisher, PublisherStats};
 use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
-use patchd_daemon::{Context, Scope};
 use patchd_store::WindowRunStatus;
-use support::{never_stop, simulator_clients, Scratch};
+use support::fleet::web_group;
+use support::{never_stop, patchd_toml, web_fleet, Fixture, Scratch};
 
 const GROUP_SIZE: usize = 6;
 
 /// Amazon Linux 2 instances far behind on a catalog with a long history, one in three without
 /// an SSM agent.
 fn scenario() -> Scenario {
-    let text = format!(
-        r#"
-name = "daemon-events"
-seed = 5
-time_scale = 600.0
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 40
-install_seconds = 120
-reboot_seconds = 30
-jitter = 0.1
-
-[catalog]
-patches_per_os = 20
-history_days = 200
-
-[[group]]
-name = "web"
-count = {GROUP_SIZE}
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web", "Patch Group" = "web" }}
-unmanaged = 0.34
-missing = 0.9
-"#
-    );
-    Scenario::from_toml_str(&text).expect("test scenario is valid")
+    let web = web_group(GROUP_SIZE).with_unmanaged(0.34).with_missing(0.9);
+    let mut scenario = web_fleet("daemon-events", 5, 600.0, 20, web);
+    scenario.catalog.history_days = 200;
+    scenario
 }
 
 /// An SLA of one day for every rank: any patch released more than a day ago and still missing
 /// is breached.
 fn config_text(state_dir: &str, events: &str) -> String {
-    format!(
-        r#"
-[daemon]
-state_dir = "{state_dir}"
-
-[aws]
-region = "us-east-1"
-
-[sla]
-critical_days = 1
-high_days = 1
-medium_days = 1
-low_days = 1
-due_soon_days = 0
-
-{events}
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-
-[[window]]
-name = "scan-often"
-schedule = "rate(1 hour)"
-duration_hours = 1
-cutoff_hours = 0
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-"#
-    )
-}
-
-struct Fixture {
-    server: SimServer,
-    ctx: Context,
-    config: Config,
-    dir: Scratch,
+    let sla = "\n[sla]\ncritical_days = 1\nhigh_days = 1\nmedium_days = 1\nlow_days = 1\ndue_soon_days = 0\n";
+    [
+        patchd_toml::daemon_and_aws(state_dir, None, "", ""),
+        sla.to_string(),
+        format!("\n{events}\n"),
+        patchd_toml::group("web", "Role", "web"),
+        patchd_toml::scan_window("scan-often", "rate(1 hour)", 1, 0, "web"),
+    ]
+    .concat()
 }
 
 async fn fixture(name: &str, events: &str) -> Fixture {
-    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
-    let dir = Scratch::new("events", name);
-    let config = dir.config(&config_text(dir.to_str().unwrap(), events));
-    let aws = simulator_clients(&config, &server);
-    let store = dir.store().await;
-    let events = Publisher::from_config(&config.events, &aws).expect("publisher builds");
-    let ctx = Context {
-        aws,
-        store,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events,
-    };
-    Fixture { server, ctx, config, dir }
+    Fixture::start("events", name, scenario(), |state_dir| config_text(state_dir, events)).await
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan) -> RunSummary {
-    support::execute(&f.ctx, &f.config, &f.dir, plan, never_stop()).await
+    f.execute(plan, never_stop()).await
 }
 
 fn of_type<'a>(events: &'a [RecordedEvent], detail_type: &str) -> Vec<&'a RecordedEvent> {

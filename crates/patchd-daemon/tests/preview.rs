@@ -5,64 +5,32 @@
 //! the local preview approves at the instant of that scan, with the compliance level the
 //! preview gives.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use fleet_sim::{PatchRelease, Platform, Scenario, SimServer};
-use patchd_aws::{AwsClients, Backoff, CommandStatus, PatchCommand, PatchState, Reported, StaticEndpoint};
-use patchd_config::{Aws, Baseline, Limit, Operation, RebootOption, RetryMode};
+use fleet_sim::{Group, PatchRelease, Platform, Scenario, SimServer};
+use patchd_aws::{CommandStatus, PatchCommand, PatchState, Reported};
+use patchd_config::{Baseline, Limit, Operation, RebootOption};
+use patchd_daemon::baselines;
 use patchd_daemon::preview::{self, Preview, Status};
-use patchd_daemon::{baselines, Context, Scope};
-use patchd_store::{OpenOptions, Store};
+use support::{clients_with_retries, home_context, TempDb, FAST};
 
-const FAST: Backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) };
 const DAY: Duration = Duration::from_secs(86_400);
 const APPROVE_AFTER_DAYS: u64 = 7;
 
-/// An SQLite file of its own, removed at the end of the test.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        TempDb(std::env::temp_dir().join(format!("patchd-preview-{name}-{}-{nanos}.db", std::process::id())))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.0.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
 /// Amazon Linux 2 instances tagged into patch group `web`, none scanned yet, half of the
 /// applicable patches missing, with a frozen clock.
-const SCENARIO: &str = r#"
-name = "preview"
-seed = 17
-time_scale = 0
-start = 2026-03-02T09:30:00Z
-
-[catalog]
-patches_per_os = 80
-
-[[group]]
-name = "web"
-count = 6
-platforms = { amazon-linux-2 = 1 }
-tags = { "Patch Group" = "web" }
-missing = 0.5
-scanned = 0
-"#;
+fn scenario() -> Scenario {
+    let web = Group::amazon_linux_2("web", 6).with_tag("Patch Group", "web").with_scanned(0.0);
+    let start = "2026-03-02T09:30:00Z".parse().expect("an instant");
+    Scenario::of_groups("preview", 17, vec![web])
+        .with_time_scale(0.0)
+        .with_start(start)
+        .with_patches_per_os(80)
+}
 
 fn configured() -> Baseline {
     let toml = format!(
@@ -101,32 +69,11 @@ fn approved_state(state: &Reported<PatchState>) -> bool {
 
 #[tokio::test]
 async fn the_preview_approves_exactly_what_a_scan_then_reports() {
-    let scenario = Scenario::from_toml_str(SCENARIO).expect("the scenario is valid");
+    let scenario = scenario();
     let server =
         SimServer::start("127.0.0.1:0".parse().expect("address"), scenario).await.expect("simulator");
-    let db = TempDb::new("scan");
-    let aws = Aws {
-        region: Some("us-east-1".into()),
-        endpoint_url: None,
-        profile: None,
-        max_attempts: 2,
-        retry_mode: RetryMode::Standard,
-        ..Aws::default()
-    };
-    let url = server.endpoint_url();
-    let clients = AwsClients::with_static_credentials(
-        &aws,
-        &StaticEndpoint { backoff: FAST, ..StaticEndpoint::simulator(&url) },
-    );
-    let store =
-        Store::open(&format!("sqlite://{}", db.0.display()), &OpenOptions::default()).await.expect("store");
-    let ctx = Context {
-        aws: clients,
-        store,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events: Default::default(),
-    };
+    let db = TempDb::new("preview", "scan");
+    let ctx = home_context(clients_with_retries(&server, 2, FAST), db.store().await);
 
     // Two patches the rule selects, released so that at the scan one is exactly the delay old
     // (approved) and the other a day short of it (pending): an evaluator off by a day, or

@@ -2,6 +2,8 @@
 //! 200 times real time (an Install takes 20 simulated seconds, a tenth of a real one) and an
 //! SQLite store in a temporary file. What was sent is counted by the simulator itself.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,18 +13,17 @@ use std::time::Duration;
 use chrono::Utc;
 use fleet_sim::scenario::Timing;
 use fleet_sim::{AgentState, Faults, Scenario, SimServer};
-use patchd_aws::{AwsClients, Backoff, PatchCommand, StaticEndpoint};
-use patchd_config::{Aws, Limit, Operation, Origin, RebootOption, RetryMode, Task};
+use patchd_aws::PatchCommand;
+use patchd_config::{Limit, Operation, Origin, RebootOption, Task};
 use patchd_daemon::rollout::{self, PollPolicy, Progress, Rollout, RolloutOutcome};
-use patchd_daemon::{Context, Scope};
+use patchd_daemon::Context;
 use patchd_store::{
-    BatchState, CommandStatus, NewWindowRun, OpenOptions, Store, WindowRunStatus, WindowTaskId,
-    WindowTaskObservation,
+    BatchState, CommandStatus, NewWindowRun, WindowRunStatus, WindowTaskId, WindowTaskObservation,
 };
+use support::{clients_with_retries, home_context, TempDb, FAST};
 use tokio::sync::watch;
 
 const TIME_SCALE: f64 = 200.0;
-const FAST: Backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) };
 
 fn timing(install_seconds: f64) -> Timing {
     Timing {
@@ -47,33 +48,6 @@ fn scenario(instances: usize, install_seconds: f64, faults: Faults) -> Scenario 
         .with_faults(faults)
 }
 
-/// A database file of its own, removed at the end of the test.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        TempDb(std::env::temp_dir().join(format!("patchd-rollout-{name}-{}-{nanos}.db", std::process::id())))
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.0.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
 struct Fixture {
     server: SimServer,
     db: TempDb,
@@ -86,33 +60,13 @@ struct Fixture {
 
 /// A context as a freshly started process builds it: new clients, a new store pool.
 async fn context(server: &SimServer, db: &TempDb, max_attempts: u32) -> Context {
-    let aws = Aws {
-        region: Some("us-east-1".into()),
-        endpoint_url: None,
-        profile: None,
-        max_attempts,
-        retry_mode: RetryMode::Standard,
-        ..Aws::default()
-    };
-    let url = server.endpoint_url();
-    let clients = AwsClients::with_static_credentials(
-        &aws,
-        &StaticEndpoint { backoff: FAST, ..StaticEndpoint::simulator(&url) },
-    );
-    let store = Store::open(&db.url(), &OpenOptions::default()).await.expect("open the store");
-    Context {
-        aws: clients,
-        store,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events: Default::default(),
-    }
+    home_context(clients_with_retries(server, max_attempts, FAST), db.store().await)
 }
 
 async fn fixture(name: &str, scenario: Scenario, max_attempts: u32) -> Fixture {
     let server =
         SimServer::start("127.0.0.1:0".parse().expect("address"), scenario).await.expect("simulator starts");
-    let db = TempDb::new(name);
+    let db = TempDb::new("rollout", name);
     let ctx = context(&server, &db, max_attempts).await;
     let targets: Vec<String> =
         server.instances().into_iter().filter(|i| i.is_managed()).map(|i| i.id).collect();

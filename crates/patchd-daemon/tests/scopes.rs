@@ -10,14 +10,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use fleet_sim::{Scenario, SimServer};
+use fleet_sim::{Group, Partition, Scenario, SimServer, Timing};
 use patchd_config::Config;
 use patchd_daemon::events::Publisher;
-use patchd_daemon::scheduler::{self, Control, Settings};
+use patchd_daemon::scheduler::{self, Control};
 use patchd_daemon::window::{RunEnd, RunPlan};
 use patchd_daemon::{scopes, Context};
 use patchd_store::{Store, WindowRunQuery, WindowRunStatus};
-use support::{never_stop, quick_poll, simulator_clients, Scratch};
+use support::{never_stop, patchd_toml, scheduler_settings, simulator_clients, Scratch};
 use tokio::sync::mpsc;
 
 const HOME: &str = "123456789012";
@@ -27,120 +27,40 @@ const EXTERNAL_ID: &str = "patchd-payments-7";
 /// The home account's fleet in us-east-1 and a smaller one in eu-west-1; the payments
 /// account's in us-east-1 with the home fleet's seed and shape, so the same instance ids.
 fn scenario() -> Scenario {
-    let group = |count: usize| {
-        format!(
-            r#"name = "web"
-count = {count}
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web" }}
-missing = 0.6
-scanned = 0.0"#
-        )
+    let web = |count| {
+        Group::amazon_linux_2("web", count).with_tag("Role", "web").with_missing(0.6).with_scanned(0.0)
     };
-    let text = format!(
-        r#"
-name = "accounts"
-seed = 5
-time_scale = 600.0
-account_id = "{HOME}"
-region = "us-east-1"
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 30
-jitter = 0.1
-
-[catalog]
-patches_per_os = 30
-
-[[group]]
-{home}
-
-[[partition]]
-account_id = "{HOME}"
-region = "eu-west-1"
-seed = 9
-[[partition.group]]
-{west}
-
-[[partition]]
-account_id = "{PAYMENTS}"
-region = "us-east-1"
-seed = 5
-external_id = "{EXTERNAL_ID}"
-[[partition.group]]
-{home}
-"#,
-        home = group(6),
-        west = group(3),
-    );
-    Scenario::from_toml_str(&text).expect("test scenario is valid")
+    let west = Partition::new(HOME, "eu-west-1").with_seed(9).with_groups(vec![web(3)]);
+    let payments = Partition::new(PAYMENTS, "us-east-1").with_seed(5).with_external_id(EXTERNAL_ID);
+    // Installs and reboots are never waited for here: they keep the simulator's default times.
+    let mut scenario = Scenario::of_groups("accounts", 5, vec![web(6)])
+        .with_time_scale(600.0)
+        .with_timing(Timing::brisk(30.0, 300.0, 90.0))
+        .with_patches_per_os(30)
+        .with_partition(west)
+        .with_partition(payments.with_groups(vec![web(6)]));
+    scenario.account_id = HOME.to_string();
+    scenario
 }
 
 fn config_text(state_dir: &str, external_id: &str) -> String {
-    format!(
-        r#"
-[daemon]
-state_dir = "{state_dir}"
-
-[aws]
-region = "us-east-1"
-regions = ["us-east-1", "eu-west-1"]
-
-[[aws.account]]
-name = "payments"
-role_arn = "arn:aws:iam::{PAYMENTS}:role/patchd"
-external_id = "{external_id}"
-regions = ["us-east-1"]
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-
-[[group]]
-name = "payments-web"
-accounts = ["payments"]
-[group.tags]
-Role = "web"
-
-[[window]]
-name = "scan-everywhere"
-schedule = "cron(0 2 * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-
-# Always open: every hour, releasing for an hour. Scoped to one region.
-[[window]]
-name = "hourly-east"
-schedule = "cron(0 * * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-regions = ["us-east-1"]
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-
-[[window]]
-name = "scan-payments"
-schedule = "cron(0 3 * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["payments-web"]
-"#
-    )
+    let payments = format!(
+        "regions = [\"us-east-1\", \"eu-west-1\"]\n\n[[aws.account]]\nname = \"payments\"\n\
+         role_arn = \"arn:aws:iam::{PAYMENTS}:role/patchd\"\nexternal_id = \"{external_id}\"\nregions = [\"us-east-1\"]"
+    );
+    [
+        patchd_toml::daemon_and_aws(state_dir, None, "", &payments),
+        patchd_toml::group("web", "Role", "web"),
+        "\n[[group]]\nname = \"payments-web\"\naccounts = [\"payments\"]\n[group.tags]\nRole = \"web\"\n"
+            .to_string(),
+        patchd_toml::scan_window("scan-everywhere", "cron(0 2 * * ? *)", 2, 1, "web"),
+        // Always open: every hour, releasing for an hour. Scoped to one region.
+        patchd_toml::window("hourly-east", "cron(0 * * * ? *)", 2, 1),
+        "regions = [\"us-east-1\"]\n".to_string(),
+        patchd_toml::task("scan", "scan", "web", ""),
+        patchd_toml::scan_window("scan-payments", "cron(0 3 * * ? *)", 2, 1, "payments-web"),
+    ]
+    .concat()
 }
 
 struct Fixture {
@@ -299,15 +219,7 @@ async fn the_scheduler_fires_a_window_in_every_scope_it_reaches() {
     let f = fixture("scheduler", EXTERNAL_ID).await;
     let mut config = f.config.clone();
     config.windows.retain(|w| w.name == "hourly-east");
-    let settings = Settings {
-        state_dir: f.dir.to_path_buf(),
-        sync_interval: Duration::from_secs(3600),
-        sync_retry_interval: Duration::from_secs(120),
-        poll: quick_poll(),
-        shutdown_grace: Duration::from_secs(10),
-        release_refresh: chrono::Duration::days(1),
-        heartbeat: Default::default(),
-    };
+    let settings = scheduler_settings(&f.dir);
     let (tx, rx) = mpsc::channel(4);
     let daemon = tokio::spawn(scheduler::run(f.scopes.clone(), config, settings, rx));
     let store = f.scopes[0].store.clone();

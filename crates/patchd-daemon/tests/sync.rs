@@ -3,66 +3,36 @@
 //! an SQLite file of its own per test. Call counts come from the simulator's own counters, by
 //! difference; what SSM reports comes from the simulator's own view where it has one.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use fleet_sim::{Faults, InstanceView, Scenario, SimServer, Stats};
 use patchd_aws::{
-    AwsClients, Backoff, Coverage, InvocationOutcome, PatchCatalog, PatchCommand, PatchListing,
-    PatchState as AwsPatchState, StaticEndpoint,
+    Backoff, Coverage, InvocationOutcome, PatchCatalog, PatchCommand, PatchListing,
+    PatchState as AwsPatchState,
 };
-use patchd_config::{Aws, Group, Limit, Operation, Origin, RebootOption, RetryMode, TagSelector};
+use patchd_config::{Group, Limit, Operation, Origin, RebootOption, TagSelector};
 use patchd_daemon::sync::{
     record_inventory, sync_compliance, sync_compliance_with, ReleaseDates, SyncOptions, SyncOutcome,
     SyncRequest,
 };
-use patchd_daemon::{Context, Scope};
+use patchd_daemon::Context;
 use patchd_store::{
-    FindingQuery, FindingRecord, FindingStatus, OpenOptions, PatchState, PingStatus, ReleaseSource, Store,
+    FindingQuery, FindingRecord, FindingStatus, PatchState, PingStatus, ReleaseSource, Store,
 };
 
+use support::{clients_with_retries, home_context, TempDb, FAST};
 const MINUTE: Duration = Duration::from_secs(60);
 /// Big enough to show batching and paging, small enough to sync in about a second.
 const FLEET: usize = 150;
-const FAST: Backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) };
 const STATES: &str = "DescribeInstancePatchStates";
 const PATCHES: &str = "DescribeInstancePatches";
 const CATALOG: &str = "DescribeAvailablePatches";
-
-/// An SQLite file in the temp directory, removed with its WAL files when the test ends.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> TempDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let name = format!(
-            "patchd-daemon-sync-{}-{}-{nanos}.db",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        TempDb(std::env::temp_dir().join(name))
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
 
 struct Harness {
     server: SimServer,
@@ -84,28 +54,8 @@ async fn harness(scenario: Scenario, max_attempts: u32, backoff: Backoff) -> Har
     let scenario = scenario.with_time_scale(0.0).with_start(start);
     let server =
         SimServer::start("127.0.0.1:0".parse().expect("address"), scenario).await.expect("simulator starts");
-    let aws = Aws {
-        region: Some("us-east-1".into()),
-        endpoint_url: None,
-        profile: None,
-        max_attempts,
-        retry_mode: RetryMode::Standard,
-        ..Aws::default()
-    };
-    let url = server.endpoint_url();
-    let clients = AwsClients::with_static_credentials(
-        &aws,
-        &StaticEndpoint { backoff, ..StaticEndpoint::simulator(&url) },
-    );
-    let db = TempDb::new();
-    let store = Store::open(&db.url(), &OpenOptions::default()).await.expect("store opens");
-    let ctx = Context {
-        aws: clients,
-        store,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events: Default::default(),
-    };
+    let db = TempDb::new("daemon-sync", "harness");
+    let ctx = home_context(clients_with_retries(&server, max_attempts, backoff), db.store().await);
     Harness { server, ctx, dates: Arc::new(ReleaseDates::new(chrono::Duration::days(1))), _db: db }
 }
 

@@ -6,13 +6,12 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use fleet_sim::{Scenario, SimServer};
-use patchd_config::Config;
-use patchd_daemon::scheduler::{self, Control, Settings};
+use fleet_sim::Scenario;
+use patchd_daemon::scheduler::{self, Control};
 use patchd_daemon::window::{self, RunEnd, RunPlan, RunSummary};
-use patchd_daemon::{Context, Scope};
 use patchd_store::{CommandStatus, FindingQuery, WindowRunQuery, WindowRunRecord, WindowRunStatus};
-use support::{never_stop, quick_poll, simulator_clients, Scratch};
+use support::fleet::web_group;
+use support::{never_stop, patchd_toml, scheduler_settings, web_fleet, Fixture};
 use tokio::sync::{mpsc, watch};
 
 const GROUP_SIZE: usize = 8;
@@ -20,115 +19,28 @@ const GROUP_SIZE: usize = 8;
 /// One group of Amazon Linux 2 instances, a quarter of them without an SSM agent, and a
 /// clock running `time_scale` times real time.
 fn scenario(time_scale: f64) -> Scenario {
-    let text = format!(
-        r#"
-name = "daemon-window"
-seed = 11
-time_scale = {time_scale:.1}
-
-[timing]
-dispatch_delay_seconds = 1
-invocation_visibility_delay_seconds = 0
-scan_seconds = 40
-install_seconds = 120
-reboot_seconds = 30
-jitter = 0.1
-
-[catalog]
-patches_per_os = 40
-
-[[group]]
-name = "web"
-count = {GROUP_SIZE}
-platforms = {{ amazon-linux-2 = 1 }}
-tags = {{ Role = "web", "Patch Group" = "web" }}
-unmanaged = 0.25
-missing = 0.6
-"#
-    );
-    Scenario::from_toml_str(&text).expect("test scenario is valid")
+    let web = web_group(GROUP_SIZE).with_unmanaged(0.25).with_missing(0.6);
+    web_fleet("daemon-window", 11, time_scale, 40, web)
 }
 
 /// patchd's configuration: group `web`, and windows whose tasks scan then install it.
 fn config_text(state_dir: &str) -> String {
-    format!(
-        r#"
-[daemon]
-state_dir = "{state_dir}"
-
-[aws]
-region = "us-east-1"
-
-[[group]]
-name = "web"
-[group.tags]
-Role = "web"
-
-[[window]]
-name = "nightly"
-schedule = "cron(0 2 * * ? *)"
-duration_hours = 2
-cutoff_hours = 1
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-priority = 1
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-priority = 2
-max_concurrency = 2
-max_errors = 1
-
-[[window]]
-name = "cancelling"
-schedule = "cron(0 4 * * ? *)"
-duration_hours = 1
-cutoff_hours = 0
-cutoff_behavior = "CANCEL_TASK"
-
-[[window.task]]
-name = "install"
-operation = "install"
-groups = ["web"]
-
-[[window]]
-name = "hourly-scan"
-schedule = "rate(1 hour)"
-duration_hours = 1
-cutoff_hours = 0
-
-[[window.task]]
-name = "scan"
-operation = "scan"
-groups = ["web"]
-"#
-    )
-}
-
-struct Fixture {
-    server: SimServer,
-    ctx: Context,
-    config: Config,
-    dir: Scratch,
+    [
+        patchd_toml::daemon_and_aws(state_dir, None, "", ""),
+        patchd_toml::group("web", "Role", "web"),
+        patchd_toml::window("nightly", "cron(0 2 * * ? *)", 2, 1),
+        patchd_toml::task("scan", "scan", "web", "priority = 1"),
+        patchd_toml::task("install", "install", "web", "priority = 2\nmax_concurrency = 2\nmax_errors = 1"),
+        patchd_toml::window("cancelling", "cron(0 4 * * ? *)", 1, 0),
+        "cutoff_behavior = \"CANCEL_TASK\"\n".to_string(),
+        patchd_toml::task("install", "install", "web", ""),
+        patchd_toml::scan_window("hourly-scan", "rate(1 hour)", 1, 0, "web"),
+    ]
+    .concat()
 }
 
 async fn fixture(name: &str, time_scale: f64) -> Fixture {
-    let server = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario(time_scale)).await.unwrap();
-    let dir = Scratch::new("window", name);
-    let config = dir.config(&config_text(dir.to_str().unwrap()));
-    let ctx = Context {
-        aws: simulator_clients(&config, &server),
-        store: dir.store().await,
-        scope: Scope { name: "home".into(), account: "123456789012".into(), region: "us-east-1".into() },
-        actor: "test".into(),
-        events: Default::default(),
-    };
-    Fixture { server, ctx, config, dir }
+    Fixture::start("window", name, scenario(time_scale), config_text).await
 }
 
 fn managed(f: &Fixture) -> usize {
@@ -136,7 +48,7 @@ fn managed(f: &Fixture) -> usize {
 }
 
 async fn execute(f: &Fixture, plan: &RunPlan, stop: watch::Receiver<bool>) -> RunSummary {
-    support::execute(&f.ctx, &f.config, &f.dir, plan, stop).await
+    f.execute(plan, stop).await
 }
 
 async fn runs(f: &Fixture, window: &str) -> Vec<WindowRunRecord> {
@@ -293,15 +205,7 @@ async fn the_scheduler_records_missed_occurrences_and_starts_the_open_one_late()
     .unwrap();
 
     let (tx, rx) = mpsc::channel(4);
-    let settings = Settings {
-        state_dir: f.dir.to_path_buf(),
-        sync_interval: Duration::from_secs(3600),
-        sync_retry_interval: Duration::from_secs(120),
-        poll: quick_poll(),
-        shutdown_grace: Duration::from_secs(10),
-        release_refresh: chrono::Duration::days(1),
-        heartbeat: Default::default(),
-    };
+    let settings = scheduler_settings(&f.dir);
     // Only the hourly window, so that the time of day the test runs at cannot open another.
     let mut config = f.dir.config(&config_text(f.dir.to_str().unwrap()).replace("rate(1 hour)", &schedule));
     config.windows.retain(|w| w.name == "hourly-scan");

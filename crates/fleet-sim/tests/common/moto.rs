@@ -235,25 +235,3 @@ fn answers_as_moto(addr: SocketAddr) -> bool {
     let head = String::from_utf8_lossy(&head[..read]);
     head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200")
 }
-
-/// An SSM client for `endpoint` with static test credentials. The simulator and moto accept any.
-pub fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new("AKID", "SECRET", None, None, "test"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
-}
-
-/// An EC2 client for `endpoint` with static test credentials.
-pub fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("AKID", "SECRET", None, None, "test"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
-}
