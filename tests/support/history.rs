@@ -51,17 +51,14 @@ pub async fn record_scans(
     let scans: Vec<InstanceScan> = patches
         .iter()
         .map(|(id, patches)| InstanceScan {
-            instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-            observed_at: t(at),
             command_id,
-            operation: Some(patchd_config::Operation::Scan),
-            operation_start: Some(t(at)),
-            operation_end: Some(t(at)),
             baseline_id: Some("pb-0123456789abcdef0"),
-            snapshot_id: None,
             patch_group: Some("prod"),
-            patches,
-            counts: None,
+            ..InstanceScan::scan_at(
+                InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
+                t(at),
+                patches,
+            )
         })
         .collect();
     store.record_sync(&ComplianceSync { source: "test", started_at: t(at), scans: &scans }).await.unwrap();

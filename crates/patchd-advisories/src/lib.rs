@@ -251,6 +251,15 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    pub(crate) fn package(name: &str, epoch: Option<&str>, version: &str, arch: &str) -> FixedPackage {
+        FixedPackage {
+            name: name.into(),
+            epoch: epoch.map(String::from),
+            version: version.into(),
+            arch: Some(arch.into()),
+        }
+    }
+
     #[test]
     fn feed_kind_names_round_trip() {
         for kind in FeedKind::ALL {

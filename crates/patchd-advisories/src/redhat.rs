@@ -123,17 +123,8 @@ pub(crate) fn parse_nevra(nevra: &str) -> Option<FixedPackage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::t;
+    use crate::tests::{package, t};
     use crate::{parse_document, FeedKind};
-
-    fn package(name: &str, epoch: Option<&str>, version: &str, arch: &str) -> FixedPackage {
-        FixedPackage {
-            name: name.into(),
-            epoch: epoch.map(String::from),
-            version: version.into(),
-            arch: Some(arch.into()),
-        }
-    }
 
     const PAGE: &str = r#"[
   {"RHSA": "RHSA-2026:1234", "severity": "important", "released_on": "2026-10-02T19:30:12Z",

@@ -96,8 +96,8 @@ fn child_text<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::t;
-    use crate::{parse_document, Advisory, FeedKind, FixedPackage};
+    use crate::tests::{package, t};
+    use crate::{parse_document, Advisory, FeedKind};
 
     const UPDATEINFO: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <updates>
@@ -148,15 +148,6 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Advisory>, String> {
         parse_document(FeedKind::AmazonLinux, "updateinfo.xml", text).map_err(|e| e.to_string())
-    }
-
-    fn package(name: &str, epoch: Option<&str>, version: &str, arch: &str) -> FixedPackage {
-        FixedPackage {
-            name: name.into(),
-            epoch: epoch.map(String::from),
-            version: version.into(),
-            arch: Some(arch.into()),
-        }
     }
 
     #[test]

@@ -172,13 +172,7 @@ impl AwsClients {
         let mut baselines = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
-            baselines.extend(page.baseline_identities().iter().filter_map(|b| {
-                Some(BaselineIdentity {
-                    id: b.baseline_id()?.to_string(),
-                    name: b.baseline_name().unwrap_or_default().to_string(),
-                    operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
-                })
-            }));
+            baselines.extend(page.baseline_identities().iter().filter_map(baseline_identity));
         }
         tracing::debug!(baselines = baselines.len(), "baselines listed");
         Ok(baselines)
@@ -336,14 +330,9 @@ impl AwsClients {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
             mappings.extend(page.mappings().iter().filter_map(|m| {
-                let b = m.baseline_identity()?;
                 Some(PatchGroupMapping {
                     patch_group: m.patch_group()?.to_string(),
-                    baseline: BaselineIdentity {
-                        id: b.baseline_id()?.to_string(),
-                        name: b.baseline_name().unwrap_or_default().to_string(),
-                        operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
-                    },
+                    baseline: baseline_identity(m.baseline_identity()?)?,
                 })
             }));
         }
@@ -401,4 +390,13 @@ impl AwsClients {
         tracing::info!(id = %baseline_id, patch_group, "patch group deregistered");
         Ok(())
     }
+}
+
+/// A baseline as SSM identifies it in listings; None without an id, which SSM always sends.
+fn baseline_identity(b: &aws_sdk_ssm::types::PatchBaselineIdentity) -> Option<BaselineIdentity> {
+    Some(BaselineIdentity {
+        id: b.baseline_id()?.to_string(),
+        name: b.baseline_name().unwrap_or_default().to_string(),
+        operating_system: Reported::parse(b.operating_system().map_or("", |o| o.as_str())),
+    })
 }

@@ -204,6 +204,33 @@ pub enum Standing {
 }
 
 impl Invocation {
+    /// An invocation with what SSM said of it, its times and name unknown. Its outcome comes
+    /// from the details, or from the status when SSM leaves the details empty: the one place
+    /// either is read.
+    pub fn new(
+        command_id: &str,
+        instance_id: &str,
+        status: Reported<CommandStatus>,
+        status_details: &str,
+    ) -> Invocation {
+        let outcome = if status_details.trim().is_empty() {
+            InvocationOutcome::parse(status.as_str())
+        } else {
+            InvocationOutcome::parse(status_details)
+        };
+        Invocation {
+            command_id: command_id.to_string(),
+            instance_id: instance_id.to_string(),
+            instance_name: None,
+            status,
+            status_details: status_details.to_string(),
+            outcome,
+            requested_at: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
     /// Over, by the typed status or, failing that, by the details.
     pub fn is_terminal(&self) -> bool {
         is_terminal(&self.status, &self.outcome)
@@ -362,16 +389,9 @@ impl AwsClients {
             let page = page.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
             for row in page.command_invocations() {
                 let Some(instance_id) = row.instance_id() else { continue };
-                let status_details = row.status_details().unwrap_or_default().to_string();
                 let status = row
                     .status()
                     .map_or(Reported::Known(CommandStatus::Pending), |s| Reported::parse(s.as_str()));
-                // When SSM leaves StatusDetails empty the status is the best detail there is.
-                let outcome = if status_details.trim().is_empty() {
-                    InvocationOutcome::parse(status.as_str())
-                } else {
-                    InvocationOutcome::parse(&status_details)
-                };
                 let plugins = row.command_plugins();
                 let started_at =
                     plugins.iter().filter_map(|p| p.response_start_date_time()).filter_map(utc).min();
@@ -383,15 +403,16 @@ impl AwsClients {
                     finished.into_iter().flatten().max()
                 };
                 invocations.push(Invocation {
-                    command_id: row.command_id().unwrap_or(command_id).to_string(),
-                    instance_id: instance_id.to_string(),
                     instance_name: row.instance_name().filter(|n| !n.is_empty()).map(str::to_string),
-                    status,
-                    status_details,
-                    outcome,
                     requested_at: row.requested_date_time().and_then(utc),
                     started_at,
                     ended_at,
+                    ..Invocation::new(
+                        row.command_id().unwrap_or(command_id),
+                        instance_id,
+                        status,
+                        row.status_details().unwrap_or_default(),
+                    )
                 });
             }
         }
@@ -550,17 +571,7 @@ mod tests {
     }
 
     fn invocation(status: CommandStatus, details: &str) -> Invocation {
-        Invocation {
-            command_id: "c".into(),
-            instance_id: "i-1".into(),
-            instance_name: None,
-            status: Reported::Known(status),
-            status_details: details.into(),
-            outcome: InvocationOutcome::parse(details),
-            requested_at: None,
-            started_at: None,
-            ended_at: None,
-        }
+        Invocation::new("c", "i-1", Reported::Known(status), details)
     }
 
     #[test]

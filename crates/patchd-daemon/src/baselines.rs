@@ -17,7 +17,7 @@ use patchd_aws::{
     AwsClients, AwsError, BaselineDocument, BaselineFilter, BaselineRule, PatchGroupMapping, RemoteBaseline,
 };
 use patchd_config::{Approval, Baseline, PatchFilter};
-use patchd_store::{AuditEntry, StoreError};
+use patchd_store::StoreError;
 use serde_json::json;
 
 use crate::context::Context;
@@ -543,18 +543,7 @@ async fn audit(
 ) -> Result<(), StoreError> {
     // Logged as each change is made, so a failed apply still shows what it did.
     tracing::info!(action, target, details = %details, actor = %ctx.actor, "baseline change made");
-    ctx.store
-        .append_audit(&AuditEntry {
-            at,
-            actor: &ctx.actor,
-            action,
-            target: Some(target),
-            command_id: None,
-            request_id: None,
-            details: Some(&details),
-        })
-        .await
-        .map(|_| ())
+    ctx.audit(at, action, target, &details).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What every part of the engine works with.
 
+use chrono::{DateTime, Utc};
 use patchd_aws::AwsClients;
-use patchd_store::{InstanceKey, Store};
+use patchd_store::{AuditEntry, InstanceKey, Store, StoreError};
 
 use crate::events::Publisher;
 
@@ -44,4 +45,27 @@ pub struct Context {
     pub actor: String,
     /// Where events go (`[events]`); `Publisher::default()` publishes nothing.
     pub events: Publisher,
+}
+
+impl Context {
+    /// Appends an audit entry by this context's actor about `target`. Commands are audited
+    /// where they are sent, with their command and request ids; everything else comes here.
+    pub async fn audit(
+        &self,
+        at: DateTime<Utc>,
+        action: &str,
+        target: &str,
+        details: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let entry = AuditEntry {
+            at,
+            actor: &self.actor,
+            action,
+            target: Some(target),
+            command_id: None,
+            request_id: None,
+            details: Some(details),
+        };
+        self.store.append_audit(&entry).await.map(|_| ())
+    }
 }

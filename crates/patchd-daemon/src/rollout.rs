@@ -533,17 +533,12 @@ impl State {
 
 /// An invocation as stored, in the adapter's type, so one classification serves both.
 pub(crate) fn from_record(record: &InvocationRecord) -> Invocation {
-    let details = record.status_details.clone().unwrap_or_else(|| record.status.as_str().to_string());
+    let details = record.status_details.as_deref().unwrap_or(record.status.as_str());
     Invocation {
-        command_id: record.command_id.clone(),
-        instance_id: record.instance_id.clone(),
-        instance_name: None,
-        outcome: InvocationOutcome::parse(&details),
-        status: Reported::Known(record.status),
-        status_details: details,
         requested_at: record.requested_at,
         started_at: record.started_at,
         ended_at: record.ended_at,
+        ..Invocation::new(&record.command_id, &record.instance_id, Reported::Known(record.status), details)
     }
 }
 
@@ -1241,17 +1236,7 @@ mod tests {
     }
 
     fn invocation(status: impl Into<Reported<CommandStatus>>, details: &str) -> Invocation {
-        Invocation {
-            command_id: "c".into(),
-            instance_id: "i".into(),
-            instance_name: None,
-            status: status.into(),
-            status_details: details.into(),
-            outcome: InvocationOutcome::parse(details),
-            requested_at: None,
-            started_at: None,
-            ended_at: None,
-        }
+        Invocation::new("c", "i", status.into(), details)
     }
 
     #[test]

@@ -38,8 +38,8 @@ use chrono::{DateTime, Utc};
 use patchd_aws::{Coverage, Standing, Target};
 use patchd_config::{Config, CutoffBehavior, Limit, Located, Operation, Origin, RebootOption, Task, Window};
 use patchd_store::{
-    AuditEntry, CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord,
-    WindowRunStatus, WindowRunUpdate, WindowTaskId, WindowTaskObservation, WindowTaskRecord,
+    CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord, WindowRunStatus,
+    WindowRunUpdate, WindowTaskId, WindowTaskObservation, WindowTaskRecord,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -523,7 +523,7 @@ pub async fn execute(
                 "region": start.region,
                 "late_seconds": late_by.num_seconds().max(0),
             });
-            audit(ctx, now, RUN_START_ACTION, name, &details).await?;
+            ctx.audit(now, RUN_START_ACTION, name, &details).await?;
             start
         }
     };
@@ -554,7 +554,7 @@ pub async fn execute(
                     run_id = %start.run_id, "window started late");
                 let details = serde_json::json!({ "window_run_id": id.get(), "late_seconds": late_seconds,
                     "scheduled_start": plan.scheduled_start });
-                audit(ctx, now, "window-late-start", name, &details).await?;
+                ctx.audit(now, "window-late-start", name, &details).await?;
             } else {
                 info!(window = name, scheduled_start = %plan.scheduled_start, run_id = %start.run_id,
                     "window started");
@@ -655,7 +655,7 @@ pub async fn execute(
             "targeted": summary.targeted(), "succeeded": summary.succeeded(), "failed": summary.failed(),
             "skipped": summary.skipped(), "api_calls": summary.api_calls(), "sync_unread": summary.sync_unread(),
         });
-        audit(ctx, ended, "window-run-end", name, &details).await?;
+        ctx.audit(ended, "window-run-end", name, &details).await?;
         ctx.events.publish(&end_events(ctx, &summary, &run_id, status, ended)).await;
     }
     log_summary(&summary);
@@ -1009,7 +1009,7 @@ async fn roll_out(
     match rollout::cancel_in_flight(env.ctx, rollout.task_id).await {
         Ok(_) => {
             let details = serde_json::json!({ "task": rollout.task.name, "reason": "cutoff" });
-            if let Err(e) = audit(env.ctx, Utc::now(), "cancel-at-cutoff", &plan.record_as, &details).await {
+            if let Err(e) = env.ctx.audit(Utc::now(), "cancel-at-cutoff", &plan.record_as, &details).await {
                 warn!(error = %e, "audit entry not written");
             }
         }
@@ -1123,27 +1123,6 @@ async fn find_start_record(
         }))
 }
 
-async fn audit(
-    ctx: &Context,
-    at: DateTime<Utc>,
-    action: &str,
-    target: &str,
-    details: &serde_json::Value,
-) -> Result<(), StoreError> {
-    ctx.store
-        .append_audit(&AuditEntry {
-            at,
-            actor: &ctx.actor,
-            action,
-            target: Some(target),
-            command_id: None,
-            request_id: None,
-            details: Some(details),
-        })
-        .await
-        .map(|_| ())
-}
-
 /// Records an occurrence that can no longer run as `missed`, with a log line and an audit entry.
 pub async fn record_missed(
     ctx: &Context,
@@ -1165,7 +1144,7 @@ pub async fn record_missed(
         .await?;
     warn!(window, scheduled_start = %scheduled_start, reason, "window occurrence missed");
     let details = serde_json::json!({ "window_run_id": id.get(), "scheduled_start": scheduled_start, "reason": reason });
-    audit(ctx, now, "window-missed", window, &details).await?;
+    ctx.audit(now, "window-missed", window, &details).await?;
     Ok(id)
 }
 
@@ -1215,7 +1194,7 @@ pub async fn abandon(ctx: &Context, run: &WindowRunRecord, reason: &str) -> Resu
         .await?;
     error!(window = %run.window, scheduled_start = %run.scheduled_start, reason, "interrupted run cannot be resumed");
     let details = serde_json::json!({ "window_run_id": run.id.get(), "reason": reason });
-    audit(ctx, now, "window-run-abandoned", &run.window, &details).await
+    ctx.audit(now, "window-run-abandoned", &run.window, &details).await
 }
 
 /// Polls every future to completion on the current task; outputs in input order.

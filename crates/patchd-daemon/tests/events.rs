@@ -296,22 +296,16 @@ async fn a_reopened_finding_is_announced_again() {
                 state,
                 installed_time: (state == PatchState::Installed).then_some(at),
             }];
+            let key = patchd_store::InstanceKey {
+                account: "123456789012",
+                region: "us-east-1",
+                instance_id: instance,
+            };
             let scans = [InstanceScan {
-                instance: patchd_store::InstanceKey {
-                    account: "123456789012",
-                    region: "us-east-1",
-                    instance_id: instance,
-                },
-                observed_at: at,
-                command_id: None,
                 operation: None,
                 operation_start: None,
                 operation_end: None,
-                baseline_id: None,
-                snapshot_id: None,
-                patch_group: None,
-                patches: &patches,
-                counts: None,
+                ..InstanceScan::scan_at(key, at, &patches)
             }];
             store
                 .record_sync(&ComplianceSync { source: "test", started_at: at, scans: &scans })

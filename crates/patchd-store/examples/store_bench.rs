@@ -15,7 +15,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use patchd_config::Operation;
 use patchd_store::{
     ComplianceSync, FindingCursor, FindingQuery, FindingStatus, InstanceKey, InstanceScan, OpenOptions,
     PatchObservation, PatchState, Store,
@@ -228,17 +227,14 @@ impl Fleet {
         self.instance_ids
             .iter()
             .map(|id| InstanceScan {
-                instance: InstanceKey { account: "111122223333", region: "eu-west-1", instance_id: id },
-                observed_at: at,
                 command_id: Some("3f8e2a64-0c1d-4c52-9d65-1c2e9c7b8a10"),
-                operation: Some(Operation::Scan),
-                operation_start: Some(at),
-                operation_end: Some(at),
                 baseline_id: Some("pb-0123456789abcdef0"),
-                snapshot_id: None,
                 patch_group: Some("web"),
-                patches: observations,
-                counts: None,
+                ..InstanceScan::scan_at(
+                    InstanceKey { account: "111122223333", region: "eu-west-1", instance_id: id },
+                    at,
+                    observations,
+                )
             })
             .collect()
     }

@@ -261,17 +261,11 @@ mod tests {
 
     fn scan<'a>(at: DateTime<Utc>, patches: &'a [PatchObservation<'a>]) -> InstanceScan<'a> {
         InstanceScan {
-            instance: KEY,
-            observed_at: at,
             command_id: Some("cmd"),
             operation: None,
             operation_start: None,
             operation_end: None,
-            baseline_id: None,
-            snapshot_id: None,
-            patch_group: None,
-            patches,
-            counts: None,
+            ..InstanceScan::scan_at(KEY, at, patches)
         }
     }
 

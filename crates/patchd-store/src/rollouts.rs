@@ -21,22 +21,8 @@ use crate::db::{Arg, Query, Row, TxKind};
 use crate::dialect::Dialect;
 use crate::error::not_found;
 use crate::read::{json, parsed};
-use crate::types::{micros, AuditEntry, WindowTaskId};
+use crate::types::{micros, AuditEntry, BatchState, WindowTaskId};
 use crate::{Store, StoreError};
-
-patchd_model::spelled_enum! {
-    /// How far a batch got.
-    pub BatchState {
-        /// Not sent, and no attempt recorded.
-        Planned = "planned",
-        /// The intent to send is recorded; SendCommand may or may not have reached SSM.
-        Sending = "sending",
-        /// SSM created the command (`command_id`).
-        Sent = "sent",
-        /// SSM refused the batch (`error`); nothing was created.
-        Rejected = "rejected",
-    }
-}
 
 /// A rollout to plan: what its batches share, and the batches in sending order.
 #[derive(Debug, Clone, Copy)]

@@ -113,6 +113,20 @@ patchd_model::spelled_enum! {
     }
 }
 
+patchd_model::spelled_enum! {
+    /// How far a batch got.
+    pub BatchState {
+        /// Not sent, and no attempt recorded.
+        Planned = "planned",
+        /// The intent to send is recorded; SendCommand may or may not have reached SSM.
+        Sending = "sending",
+        /// SSM created the command (`command_id`).
+        Sent = "sent",
+        /// SSM refused the batch (`error`); nothing was created.
+        Rejected = "rejected",
+    }
+}
+
 pub(crate) fn parse_operation(text: &str) -> Option<Operation> {
     match text {
         "Scan" => Some(Operation::Scan),
@@ -186,6 +200,30 @@ pub struct InstanceScan<'a> {
     /// SSM's counts by state for this scan (DescribeInstancePatchStates), recorded as the
     /// instance's summary. None counts `patches`, which is right only when they are all listed.
     pub counts: Option<StateCounts>,
+}
+
+impl<'a> InstanceScan<'a> {
+    /// A Scan that ended at `at` listing every patch in `patches`, with nothing else known:
+    /// set the fields a caller knows on top of it.
+    pub fn scan_at(
+        instance: InstanceKey<'a>,
+        at: DateTime<Utc>,
+        patches: &'a [PatchObservation<'a>],
+    ) -> Self {
+        InstanceScan {
+            instance,
+            observed_at: at,
+            command_id: None,
+            operation: Some(Operation::Scan),
+            operation_start: Some(at),
+            operation_end: Some(at),
+            baseline_id: None,
+            snapshot_id: None,
+            patch_group: None,
+            patches,
+            counts: None,
+        }
+    }
 }
 
 /// One `PatchComplianceData` entry.

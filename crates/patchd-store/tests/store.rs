@@ -69,17 +69,11 @@ fn scan<'a>(
     patches: &'a [PatchObservation<'a>],
 ) -> InstanceScan<'a> {
     InstanceScan {
-        instance: key(instance_id),
-        observed_at: at,
         command_id: Some("cmd-scan"),
-        operation: Some(Operation::Scan),
         operation_start: Some(at - Duration::minutes(5)),
-        operation_end: Some(at),
         baseline_id: Some("pb-0123"),
-        snapshot_id: None,
         patch_group: Some("web"),
-        patches,
-        counts: None,
+        ..InstanceScan::scan_at(key(instance_id), at, patches)
     }
 }
 
@@ -727,16 +721,21 @@ async fn inventory_and_compliance_summaries(db: TestDb) {
     assert_eq!(open[0].instance.tags, tags2);
 }
 
-async fn a_window_occurrence_is_one_run_per_account_and_region(db: TestDb) {
-    let store = db.open().await;
-    let home = NewWindowRun {
+/// `prod-web`'s occurrence at t(0) in the home scope, started on time.
+fn running_web_run() -> NewWindowRun<'static> {
+    NewWindowRun {
         window: "prod-web",
         scheduled_start: t(0),
         account: ACCOUNT,
         region: REGION,
         started_at: Some(t(0)),
         status: WindowRunStatus::Running,
-    };
+    }
+}
+
+async fn a_window_occurrence_is_one_run_per_account_and_region(db: TestDb) {
+    let store = db.open().await;
+    let home = running_web_run();
     let other_account = NewWindowRun { account: "444455556666", ..home };
     let other_region = NewWindowRun { region: "us-east-1", ..home };
     let ids = [
@@ -856,27 +855,14 @@ async fn upgrading_keeps_runs_and_relabels_the_legacy_account(db: TestDb) {
 
 async fn window_runs_tasks_and_invocations(db: TestDb) {
     let store = db.open().await;
-    let run = NewWindowRun {
-        window: "prod-web",
-        scheduled_start: t(0),
-        account: ACCOUNT,
-        region: REGION,
-        started_at: Some(t(0)),
-        status: WindowRunStatus::Running,
-    };
+    let run = running_web_run();
     let id = store.record_window_run(&run).await.unwrap();
     // A restart mid-window finds the same run.
     let again =
         store.record_window_run(&NewWindowRun { status: WindowRunStatus::Late, ..run }).await.unwrap();
     assert_eq!(id, again);
-    let missed = NewWindowRun {
-        window: "prod-web",
-        scheduled_start: t(-168),
-        account: ACCOUNT,
-        region: REGION,
-        started_at: None,
-        status: WindowRunStatus::Missed,
-    };
+    let missed =
+        NewWindowRun { scheduled_start: t(-168), started_at: None, status: WindowRunStatus::Missed, ..run };
     store.record_window_run(&missed).await.unwrap();
 
     let task = WindowTaskObservation {

@@ -84,17 +84,12 @@ async fn seed(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .zip(&patch_lists)
             .map(|(id, patches)| InstanceScan {
-                instance: InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
-                observed_at: at,
-                command_id: None,
-                operation: Some(patchd_config::Operation::Scan),
-                operation_start: Some(at),
-                operation_end: Some(at),
-                baseline_id: None,
-                snapshot_id: None,
                 patch_group: Some("prod"),
-                patches,
-                counts: None,
+                ..InstanceScan::scan_at(
+                    InstanceKey { account: ACCOUNT, region: REGION, instance_id: id },
+                    at,
+                    patches,
+                )
             })
             .collect();
         store.record_sync(&ComplianceSync { source: "bench", started_at: at, scans: &scans }).await?;
