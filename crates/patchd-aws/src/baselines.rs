@@ -152,6 +152,26 @@ fn read_rules(group: Option<&PatchRuleGroup>) -> Vec<BaselineRule> {
         .unwrap_or_default()
 }
 
+/// Sets the fields of `document` that CreatePatchBaseline and UpdatePatchBaseline both take
+/// (their builders share no trait), so that a baseline is written the same way either way.
+/// Returns early from the caller when a filter or rule cannot be built.
+macro_rules! with_document {
+    ($builder:expr, $operation:expr, $document:expr) => {
+        $builder
+            .name(&$document.name)
+            .set_description($document.description.clone())
+            .global_filters(sdk_filter_group($operation, &$document.global_filters)?)
+            .approval_rules(sdk_rules($operation, &$document.rules)?)
+            .set_approved_patches(Some($document.approved_patches.clone()))
+            .approved_patches_compliance_level(PatchComplianceLevel::from(
+                $document.approved_patches_compliance_level.as_str(),
+            ))
+            .approved_patches_enable_non_security($document.approved_patches_enable_non_security)
+            .set_rejected_patches(Some($document.rejected_patches.clone()))
+            .rejected_patches_action(PatchAction::from($document.rejected_patches_action.as_str()))
+    };
+}
+
 impl AwsClients {
     /// The account's own baselines (`OWNER = Self`) whose name starts with `name_prefix`, all
     /// pages. AWS's predefined baselines are never listed.
@@ -251,21 +271,11 @@ impl AwsClients {
             .value(MANAGED_TAG_VALUE)
             .build()
             .map_err(|e| incomplete(OPERATION, e))?;
-        let answer = self
+        let create = self
             .ssm
             .create_patch_baseline()
-            .name(&document.name)
-            .set_description(document.description.clone())
-            .operating_system(SdkOperatingSystem::from(document.operating_system.as_str()))
-            .global_filters(sdk_filter_group(OPERATION, &document.global_filters)?)
-            .approval_rules(sdk_rules(OPERATION, &document.rules)?)
-            .set_approved_patches(Some(document.approved_patches.clone()))
-            .approved_patches_compliance_level(PatchComplianceLevel::from(
-                document.approved_patches_compliance_level.as_str(),
-            ))
-            .approved_patches_enable_non_security(document.approved_patches_enable_non_security)
-            .set_rejected_patches(Some(document.rejected_patches.clone()))
-            .rejected_patches_action(PatchAction::from(document.rejected_patches_action.as_str()))
+            .operating_system(SdkOperatingSystem::from(document.operating_system.as_str()));
+        let answer = with_document!(create, OPERATION, document)
             .tags(tag)
             .send()
             .await
@@ -284,21 +294,8 @@ impl AwsClients {
         document: &BaselineDocument,
     ) -> Result<(), AwsError> {
         const OPERATION: &str = "UpdatePatchBaseline";
-        self.ssm
-            .update_patch_baseline()
-            .baseline_id(baseline_id)
-            .replace(true)
-            .name(&document.name)
-            .set_description(document.description.clone())
-            .global_filters(sdk_filter_group(OPERATION, &document.global_filters)?)
-            .approval_rules(sdk_rules(OPERATION, &document.rules)?)
-            .set_approved_patches(Some(document.approved_patches.clone()))
-            .approved_patches_compliance_level(PatchComplianceLevel::from(
-                document.approved_patches_compliance_level.as_str(),
-            ))
-            .approved_patches_enable_non_security(document.approved_patches_enable_non_security)
-            .set_rejected_patches(Some(document.rejected_patches.clone()))
-            .rejected_patches_action(PatchAction::from(document.rejected_patches_action.as_str()))
+        let update = self.ssm.update_patch_baseline().baseline_id(baseline_id).replace(true);
+        with_document!(update, OPERATION, document)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OPERATION, e))?;

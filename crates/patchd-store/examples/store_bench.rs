@@ -10,14 +10,17 @@
 //! --batch B --postgres URL]`. With `--postgres` (or `PATCHD_BENCH_POSTGRES_URL`), the store
 //! half also runs against PostgreSQL, in a schema of its own that is dropped afterwards.
 
+#[path = "../tests/common/fleet.rs"]
+mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use fleet::Fleet;
 use patchd_store::{
-    ComplianceSync, FindingCursor, FindingQuery, FindingStatus, InstanceKey, InstanceScan, OpenOptions,
-    PatchObservation, PatchState, Store,
+    ComplianceSync, FindingCursor, FindingQuery, FindingStatus, InstanceScan, OpenOptions, PatchState, Store,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Executor, Row};
@@ -187,57 +190,6 @@ async fn raw_read(path: &Path) -> Result<(Duration, usize), Error> {
     let elapsed = start.elapsed();
     conn.close().await?;
     Ok((elapsed, n))
-}
-
-struct Fleet {
-    instance_ids: Vec<String>,
-    patch_ids: Vec<String>,
-    cves: Vec<String>,
-}
-
-impl Fleet {
-    fn new(instances: usize, patches: usize) -> Fleet {
-        Fleet {
-            instance_ids: (0..instances).map(|i| format!("i-{i:017x}")).collect(),
-            patch_ids: (0..patches).map(|p| format!("kernel-{p}.x86_64:0:5.10.{p}-1.amzn2")).collect(),
-            cves: vec!["CVE-2026-10001".to_string(), "CVE-2026-10002".to_string()],
-        }
-    }
-
-    fn observations(&self, state: PatchState) -> Vec<PatchObservation<'_>> {
-        self.patch_ids
-            .iter()
-            .map(|id| PatchObservation {
-                patch_id: id,
-                title: Some("kernel security update"),
-                classification: Some("Security"),
-                severity: Some("Important"),
-                cve_ids: &self.cves,
-                state,
-                installed_time: None,
-            })
-            .collect()
-    }
-
-    fn scans<'a>(
-        &'a self,
-        observations: &'a [PatchObservation<'a>],
-        at: DateTime<Utc>,
-    ) -> Vec<InstanceScan<'a>> {
-        self.instance_ids
-            .iter()
-            .map(|id| InstanceScan {
-                command_id: Some("3f8e2a64-0c1d-4c52-9d65-1c2e9c7b8a10"),
-                baseline_id: Some("pb-0123456789abcdef0"),
-                patch_group: Some("web"),
-                ..InstanceScan::scan_at(
-                    InstanceKey { account: "111122223333", region: "eu-west-1", instance_id: id },
-                    at,
-                    observations,
-                )
-            })
-            .collect()
-    }
 }
 
 /// Records every instance's scan, `batch` instances per sync; returns the time and the number

@@ -1,6 +1,8 @@
 //! The store's behaviour, each case run on SQLite and on PostgreSQL (see `common`).
 
 mod common;
+#[path = "common/fleet.rs"]
+mod fleet;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::{Backend, TestDb};
+use fleet::Fleet;
 use patchd_config::{Exception, ExceptionScope, Located, Operation, Origin};
 use patchd_store::*;
 
@@ -443,35 +446,6 @@ async fn the_audit_log_appends_lists_and_refuses_rewrites(db: TestDb) {
     assert!(db.execute("UPDATE audit_log SET actor = 'mallory'").await.is_err());
     assert!(db.execute("DELETE FROM audit_log").await.is_err());
     assert_eq!(store.audit_since(t(0), None).await.unwrap(), all);
-}
-
-/// A fleet for the large cases: `instances` instances all missing the same `patches` patches.
-struct Fleet {
-    instance_ids: Vec<String>,
-    patch_ids: Vec<String>,
-    cves: Vec<String>,
-}
-
-impl Fleet {
-    fn new(instances: usize, patches: usize) -> Fleet {
-        Fleet {
-            instance_ids: (0..instances).map(|i| format!("i-{i:017x}")).collect(),
-            patch_ids: (0..patches).map(|i| format!("kernel-{i}.x86_64:0:5.10.{i}-1.amzn2")).collect(),
-            cves: vec!["CVE-2026-0001".into(), "CVE-2026-0002".into()],
-        }
-    }
-
-    fn observations(&self, state: PatchState) -> Vec<PatchObservation<'_>> {
-        self.patch_ids.iter().map(|id| PatchObservation { cve_ids: &self.cves, ..p(id, state) }).collect()
-    }
-
-    fn scans<'a>(
-        &'a self,
-        observations: &'a [PatchObservation<'a>],
-        at: DateTime<Utc>,
-    ) -> Vec<InstanceScan<'a>> {
-        self.instance_ids.iter().map(|id| scan(id, at, observations)).collect()
-    }
 }
 
 async fn a_sync_interrupted_midway_leaves_nothing_visible(db: TestDb) {
