@@ -14,9 +14,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use patchd_aws::{
-    AwsClients, AwsError, BaselineDocument, BaselineFilter, BaselineRule, PatchGroupMapping, RemoteBaseline,
+    AwsClients, AwsError, BaselineDocument, BaselineFilter, BaselineRule, OperatingSystem, PatchGroupMapping,
+    RemoteBaseline, Target,
 };
-use patchd_config::{Approval, Baseline, PatchFilter};
+use patchd_config::{Approval, Baseline, PatchFilter, PATCH_GROUP_TAGS};
 use patchd_store::StoreError;
 use serde_json::json;
 
@@ -544,6 +545,88 @@ async fn audit(
     // Logged as each change is made, so a failed apply still shows what it did.
     tracing::info!(action, target, details = %details, actor = %ctx.actor, "baseline change made");
     ctx.audit(at, action, target, &details).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where an instance stands
+
+/// Which baseline SSM would judge one instance by, as far as patchd is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Placement {
+    /// A `[[baseline]]` for its patch group (and operating system, when known) is registered
+    /// for that patch group in SSM.
+    OnBaseline,
+    /// No `[[baseline]]` lists its patch group.
+    Unlisted { patch_group: String },
+    /// `[[baseline]]`s list its patch group, but none for its operating system.
+    OtherOs { patch_group: String, operating_system: OperatingSystem },
+    /// No `Patch Group` / `PatchGroup` tag.
+    Untagged,
+    /// The configured baseline is not registered for the patch group in SSM (yet): SSM uses
+    /// `registered` instead, or the default baseline when that is `None`.
+    Unregistered {
+        patch_group: String,
+        baseline: String,
+        operating_system: String,
+        registered: Option<String>,
+    },
+}
+
+impl Placement {
+    /// On the AWS default baseline because of the configuration, whatever `patchd apply` does.
+    pub fn is_configuration_gap(&self) -> bool {
+        matches!(self, Placement::Unlisted { .. } | Placement::OtherOs { .. } | Placement::Untagged)
+    }
+}
+
+/// The instance's patch group as SSM reads it. SSM documents the two keys as alternatives and
+/// does not say which wins when both are set; `Patch Group` is taken first, as the simulator
+/// does, so both sides agree.
+pub fn patch_group(target: &Target) -> Option<&str> {
+    PATCH_GROUP_TAGS
+        .iter()
+        .filter_map(|key| target.tags.get(*key))
+        .map(String::as_str)
+        .find(|v| !v.is_empty())
+}
+
+/// Where `target` stands with the configured baselines and SSM's registrations: a decision
+/// of `patchd check --resolve`, pure so that it is tested with tables.
+pub fn placement(target: &Target, baselines: &[Baseline], mappings: &[PatchGroupMapping]) -> Placement {
+    let Some(patch_group) = patch_group(target) else { return Placement::Untagged };
+    let listing: Vec<&Baseline> =
+        baselines.iter().filter(|b| b.patch_groups.iter().any(|pg| pg == patch_group)).collect();
+    if listing.is_empty() {
+        return Placement::Unlisted { patch_group: patch_group.to_string() };
+    }
+    // Unknown OS: any baseline listing the patch group may be the one; only an instance none of
+    // them can serve is reported, so an unknown OS never raises a false alarm.
+    let candidates: Vec<&Baseline> = match target.operating_system() {
+        Some(os) => {
+            let mine: Vec<&Baseline> = listing.iter().copied().filter(|b| b.operating_system == os).collect();
+            if mine.is_empty() {
+                return Placement::OtherOs { patch_group: patch_group.to_string(), operating_system: os };
+            }
+            mine
+        }
+        None => listing,
+    };
+    // Matched by name: DescribePatchGroups names the baseline, and `patchd apply` refuses to
+    // register over a same-named baseline it does not manage, so a name match is patchd's.
+    let registered_to = |os: OperatingSystem| {
+        mappings.iter().find(|m| m.patch_group == patch_group && m.baseline.operating_system == os)
+    };
+    if candidates.iter().any(|b| registered_to(b.operating_system).is_some_and(|m| m.baseline.name == b.name))
+    {
+        return Placement::OnBaseline;
+    }
+    let baseline = candidates[0];
+    Placement::Unregistered {
+        patch_group: patch_group.to_string(),
+        baseline: baseline.name.clone(),
+        operating_system: baseline.operating_system.to_string(),
+        registered: registered_to(baseline.operating_system).map(|m| m.baseline.name.clone()),
+    }
 }
 
 #[cfg(test)]
