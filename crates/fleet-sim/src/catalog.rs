@@ -508,7 +508,7 @@ fn generate_platform(
     for index in 0..shape.patches {
         if let Some(days) = CRITICAL_ANCHOR_DAYS.get(index) {
             drafts.push((critical_anchor_ms(start_ms, *days), true));
-        } else if crate::fleet::chance(rng, shape.future_share) {
+        } else if crate::random::chance(rng, shape.future_share) {
             let released = start_ms + rng.random_range(60_000..future_ms.max(60_001));
             drafts.push((whole_second(released), false));
         } else {

@@ -1,13 +1,26 @@
 //! The `/_sim/` control API: JSON, no authentication, not counted as AWS calls.
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::catalog::PatchRelease;
 use crate::clock::{epoch_seconds, to_datetime};
-use crate::fleet::AgentState;
-use crate::server::{json_response, lock, release_from_json, InstanceView, Shared};
+use crate::fleet::{AgentState, InstanceView};
+use crate::locks::lock;
+use crate::partitions::Shared;
+use crate::platform::Platform;
 use crate::world::{ControlError, World};
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let body = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json_response(status, &json!({ "error": message.into() }))
@@ -202,4 +215,52 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             format!("no control endpoint {method} {path}; GET /_sim/ lists them"),
         ),
     }
+}
+
+/// Releases a patch through the control API's body.
+fn release_from_json(world: &mut World, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let os = body
+        .get("os")
+        .and_then(|v| v.as_str())
+        .ok_or("give \"os\", e.g. AMAZON_LINUX_2 or amazon-linux-2")?;
+    let platform = Platform::from_operating_system(os)
+        .or_else(|| Platform::from_scenario_name(os))
+        .ok_or_else(|| {
+            format!(
+                "unknown os {os}; use one of {}",
+                Platform::ALL.iter().map(|p| p.operating_system()).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let cves = match body.get("cves") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("cves must be strings")?,
+        ),
+        Some(_) => return Err("cves must be a list of strings".into()),
+    };
+    let release = PatchRelease {
+        severity: text("severity"),
+        classification: text("classification"),
+        cves,
+        package: text("package"),
+        title: text("title"),
+        needs_reboot: body.get("reboot").and_then(|v| v.as_bool()),
+    };
+    let id = world.release_patch(platform, &release);
+    let patch = world.catalog.find(&id).ok_or("the patch vanished")?;
+    Ok(serde_json::json!({
+        "id": id,
+        "os": platform.operating_system(),
+        "title": patch.title,
+        "classification": patch.classification,
+        "severity": patch.severity,
+        "cves": patch.cves,
+        "reboot": patch.needs_reboot,
+        "released": to_datetime(patch.released_ms).to_rfc3339(),
+    }))
 }

@@ -6,6 +6,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::request::is_instance_id;
+
+/// The names `faults.feed_errors` accepts (besides `*`), one per feed. They live here rather
+/// than with the feeds so that the fault settings, which every world holds, need not depend
+/// on the feed server.
+pub const FEED_NAMES: [&str; 5] = ["amazon-linux-2", "amazon-linux-2023", "redhat", "ubuntu", "kev"];
+
 /// Fault settings. Everything defaults to off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,7 +42,7 @@ pub struct Faults {
     /// of them answers InternalServerError (HTTP 500), whatever its filters and paging; every
     /// other operation, and every other instance, behaves normally.
     pub unreadable_instances: BTreeSet<String>,
-    /// Advisory feeds (`/feeds/...`, see [`crate::feeds`]) that answer HTTP 500: feed names
+    /// Advisory feeds (`/feeds/...`, served by the `feeds` module) that answer HTTP 500: feed names
     /// (`amazon-linux-2`, `amazon-linux-2023`, `redhat`, `ubuntu`, `kev`) or `*` for all.
     pub feed_errors: BTreeSet<String>,
 }
@@ -87,17 +94,17 @@ impl Faults {
             }
         }
         for id in &self.unreadable_instances {
-            if !crate::request::is_instance_id(id) {
+            if !is_instance_id(id) {
                 problems.push(format!(
                     "faults.unreadable_instances holds {id:?}; use instance ids such as i-0123456789abcdef0"
                 ));
             }
         }
         for name in &self.feed_errors {
-            if name != "*" && !crate::feeds::FEED_NAMES.contains(&name.as_str()) {
+            if name != "*" && !FEED_NAMES.contains(&name.as_str()) {
                 problems.push(format!(
                     "faults.feed_errors holds {name:?}; use feed names ({}) or \"*\"",
-                    crate::feeds::FEED_NAMES.join(", ")
+                    FEED_NAMES.join(", ")
                 ));
             }
         }
@@ -238,7 +245,7 @@ mod tests {
         assert!(merged.feed_fails("redhat") && merged.feed_fails("kev"));
         assert!(!merged.feed_fails("ubuntu"));
         let everything = merged.merged(&serde_json::json!({"feed_errors": ["*"]})).expect("wildcard");
-        assert!(crate::feeds::FEED_NAMES.iter().all(|name| everything.feed_fails(name)));
+        assert!(FEED_NAMES.iter().all(|name| everything.feed_fails(name)));
         let problems = Faults::default()
             .merged(&serde_json::json!({"feed_errors": ["windows", "redhat"]}))
             .expect_err("windows has no feed");

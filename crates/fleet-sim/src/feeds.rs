@@ -46,13 +46,14 @@ use serde_json::{json, Map, Value};
 
 use crate::catalog::{critical_anchor_ms, Catalog, Patch};
 use crate::clock::{epoch_seconds, to_datetime, Millis};
+// Defined with the fault settings that validate them; re-exported so
+// `fleet_sim::feeds::FEED_NAMES` keeps working for callers outside the crate.
+pub use crate::faults::FEED_NAMES;
+use crate::locks::lock;
 use crate::platform::Platform;
-use crate::server::{lock, Shared};
+use crate::world::World;
 
 const DAY_MS: Millis = 86_400_000;
-
-/// The names `faults.feed_errors` accepts (besides `*`), one per feed.
-pub const FEED_NAMES: [&str; 5] = ["amazon-linux-2", "amazon-linux-2023", "redhat", "ubuntu", "kev"];
 
 /// Share of released security patches whose CVEs KEV lists, in percent of patch ids.
 pub const KEV_SHARE_PERCENT: u64 = 3;
@@ -710,7 +711,8 @@ impl FeedCache {
 }
 
 /// Answers a request under `/feeds/` (blocking: generation and compression are CPU work).
-pub(crate) fn answer(shared: &Shared, request: &FeedRequest) -> Response {
+/// The feeds come from the primary partition's catalog; `cache` keeps what they last generated.
+pub(crate) fn answer(primary: &Mutex<World>, cache: &FeedCache, request: &FeedRequest) -> Response {
     let Some(feed) = Feed::from_path(&request.path) else {
         let known: Vec<&str> = Feed::ALL.iter().map(|feed| feed.path()).collect();
         return text(
@@ -726,7 +728,7 @@ pub(crate) fn answer(shared: &Shared, request: &FeedRequest) -> Response {
     let query =
         if feed == Feed::RedHat { CsafQuery::parse(&request.query) } else { Ok(CsafQuery::default()) };
     let cached = {
-        let mut world = shared.world();
+        let mut world = lock(primary);
         let now_ms = world.sync();
         world.counters.feed_requests += 1;
         if world.faults.feed_fails(feed.name()) {
@@ -737,7 +739,7 @@ pub(crate) fn answer(shared: &Shared, request: &FeedRequest) -> Response {
             );
         }
         let key = cache_key(feed, &world.catalog, now_ms);
-        match shared.feeds.get(feed, &key) {
+        match cache.get(feed, &key) {
             Some(generated) => Ok(generated),
             None => {
                 let patches = inputs(feed, &world.catalog, world.start_ms, now_ms);
@@ -752,13 +754,13 @@ pub(crate) fn answer(shared: &Shared, request: &FeedRequest) -> Response {
     let generated = cached.unwrap_or_else(|miss| {
         let content = generate(feed, &miss.patches, miss.start_ms, miss.now_ms);
         let generated = Arc::new(Generated { key: miss.key, content });
-        shared.feeds.put(feed, generated.clone());
+        cache.put(feed, generated.clone());
         generated
     });
     let representation = represent(feed, &generated.content, &query, &request.headers);
     let fresh = not_modified(&request.headers, &representation.etag, representation.last_modified_ms);
     let mut response = if fresh {
-        shared.world().counters.feed_not_modified += 1;
+        lock(primary).counters.feed_not_modified += 1;
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response

@@ -15,6 +15,9 @@ use crate::baseline::{Approval, Baseline};
 use crate::catalog::Patch;
 use crate::clock::Millis;
 use crate::platform::Platform;
+use crate::random::chance;
+// Re-exported so `fleet_sim::fleet::derive_seed` keeps working for callers outside the crate.
+pub use crate::random::derive_seed;
 use crate::scenario::Scenario;
 
 const APPLICABLE: u8 = 0x80;
@@ -469,26 +472,48 @@ impl Instance {
     }
 }
 
+/// A read-only view of an instance, for tests and the control API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub name: String,
+    pub platform: String,
+    pub operating_system: String,
+    pub state: String,
+    /// `Online`, `ConnectionLost`, or `None` when the instance has no SSM agent.
+    pub agent: Option<String>,
+    pub patch_group: Option<String>,
+    pub tags: Vec<(String, String)>,
+    /// Patches the last Scan/Install reported missing (None before any report).
+    pub missing: Option<u32>,
+}
+
+impl InstanceView {
+    pub(crate) fn of(instance: &Instance) -> InstanceView {
+        InstanceView {
+            id: instance.id.clone(),
+            name: instance.name().to_string(),
+            platform: instance.platform.scenario_name().to_string(),
+            operating_system: instance.platform.operating_system().to_string(),
+            state: if instance.running { "running" } else { "stopped" }.to_string(),
+            agent: instance.agent.map(|a| a.as_str().to_string()),
+            patch_group: instance.patch_group().map(str::to_string),
+            tags: instance.tags.clone(),
+            missing: instance.report.as_ref().map(|r| r.counts.missing),
+        }
+    }
+
+    pub fn is_managed(&self) -> bool {
+        self.state == "running" && self.agent.is_some()
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 fn install_stamp(ms: Millis) -> u32 {
     ((ms - INSTALL_EPOCH_MS) / 1000).clamp(0, i64::from(u32::MAX)) as u32
-}
-
-/// A draw that is true with probability `p`; a probability outside 0..=1 (or NaN, from a
-/// scenario built in code) is clamped instead of panicking.
-pub(crate) fn chance(rng: &mut impl Rng, p: f64) -> bool {
-    if p.is_nan() || p <= 0.0 {
-        return false;
-    }
-    rng.random::<f64>() < p
-}
-
-/// Mixes a seed with a stream number, so each instance or command gets its own RNG.
-pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut x = seed ^ stream.rotate_left(32) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 pub(crate) const STREAM_FLEET: u64 = 1;

@@ -5,9 +5,8 @@
 //! A request's partition is (account, region) from its SigV4 credential scope: the region as
 //! signed, the account of the key (an AssumeRole session's account, else the primary one).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,222 +16,27 @@ use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use rand::Rng;
-use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::catalog::PatchRelease;
-use crate::clock::{Millis, SharedClock, SimClock};
 use crate::control;
 use crate::ec2;
 use crate::error::ApiError;
-use crate::eventbridge::{self, EventBus, RecordedEvent};
+use crate::eventbridge::{self, RecordedEvent};
 use crate::faults::Faults;
-use crate::feeds::{self, FeedCache, FeedRequest};
-use crate::fleet::AgentState;
+use crate::feeds::{self, FeedRequest};
+use crate::fleet::{AgentState, InstanceView};
+use crate::locks::lock;
+use crate::partitions::Shared;
 use crate::platform::Platform;
 use crate::scenario::Scenario;
 use crate::ssm;
 use crate::stats::{bump, Stats};
-use crate::sts::{self, Sts};
+use crate::sts;
 use crate::world::{ControlError, World};
 
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
-type Partitions = HashMap<String, HashMap<String, Arc<Mutex<World>>>>;
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// The scenario's own account and region, which every existing caller means.
-    primary: Arc<Mutex<World>>,
-    primary_account: String,
-    primary_region: String,
-    /// Every other partition, account → region → world. Each world has its own lock, so a
-    /// slow request in one partition never holds up another.
-    others: RwLock<Partitions>,
-    /// Settings of partitions made on first use: the scenario without its fleet.
-    template: Scenario,
-    clock: SharedClock,
-    start_ms: Millis,
-    sts: Mutex<Sts>,
-    /// EventBridge's side of the endpoint: what PutEvents recorded.
-    bus: Mutex<EventBus>,
-    /// The advisory feeds last generated from the primary partition's catalog.
-    pub(crate) feeds: FeedCache,
-}
-
-/// A panic while holding a lock would be a simulator bug; keep serving rather than turn every
-/// later request into a panic too.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Shared {
-    /// Builds every partition the scenario defines (slow for big fleets: call off the runtime).
-    fn new(scenario: &Scenario) -> Shared {
-        let start_ms = scenario.start_ms();
-        let clock = SharedClock::new(SimClock::new(start_ms, scenario.time_scale));
-        let primary = World::with_clock(scenario, scenario.seed, clock.clone(), start_ms);
-        let mut others: Partitions = HashMap::new();
-        for partition in &scenario.partitions {
-            let world =
-                World::with_clock(&scenario.for_partition(partition), scenario.seed, clock.clone(), start_ms);
-            others
-                .entry(partition.account_id.clone())
-                .or_default()
-                .insert(partition.region.clone(), Arc::new(Mutex::new(world)));
-        }
-        Shared {
-            primary: Arc::new(Mutex::new(primary)),
-            primary_account: scenario.account_id.clone(),
-            primary_region: scenario.region.clone(),
-            others: RwLock::new(others),
-            template: scenario.empty_partition(&scenario.account_id, &scenario.region),
-            clock,
-            start_ms,
-            sts: Mutex::new(Sts::new(scenario)),
-            bus: Mutex::default(),
-            feeds: FeedCache::default(),
-        }
-    }
-
-    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.primary)
-    }
-
-    pub(crate) fn bus(&self) -> MutexGuard<'_, EventBus> {
-        lock(&self.bus)
-    }
-
-    fn sts(&self) -> MutexGuard<'_, Sts> {
-        lock(&self.sts)
-    }
-
-    fn is_primary(&self, account: &str, region: &str) -> bool {
-        account == self.primary_account && region == self.primary_region
-    }
-
-    /// The partition's world if it exists (the primary always does).
-    pub(crate) fn existing(&self, account: &str, region: &str) -> Option<Arc<Mutex<World>>> {
-        if self.is_primary(account, region) {
-            return Some(self.primary.clone());
-        }
-        let others = self.others.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        others.get(account).and_then(|regions| regions.get(region)).cloned()
-    }
-
-    /// The partition's world, made empty on first use: AWS answers a region nobody used with
-    /// an empty fleet, not an error.
-    fn partition(&self, account: &str, region: &str) -> Arc<Mutex<World>> {
-        if let Some(world) = self.existing(account, region) {
-            return world;
-        }
-        // Built outside the write lock so that other partitions keep being served meanwhile;
-        // a concurrent first request may build one too, and the first insert wins.
-        let world = World::with_clock(
-            &self.template.empty_partition(account, region),
-            self.template.seed,
-            self.clock.clone(),
-            self.start_ms,
-        );
-        let mut others = self.others.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        others
-            .entry(account.to_string())
-            .or_default()
-            .entry(region.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(world)))
-            .clone()
-    }
-
-    /// Every partition's world, the primary first; each is locked only while `visit` runs.
-    pub(crate) fn for_each_world(&self, mut visit: impl FnMut(&mut World)) {
-        visit(&mut self.world());
-        let worlds: Vec<Arc<Mutex<World>>> = {
-            let others = self.others.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            others.values().flat_map(|regions| regions.values().cloned()).collect()
-        };
-        for world in worlds {
-            visit(&mut lock(&world));
-        }
-    }
-
-    /// Moves the shared clock and processes what fell due in every partition.
-    pub(crate) fn advance(&self, millis: Millis) {
-        self.clock.advance(millis);
-        self.for_each_world(|world| {
-            world.sync();
-        });
-    }
-
-    pub(crate) fn set_time_scale(&self, scale: f64) {
-        // Bring every partition to the instant the scale changes at, then change it once.
-        self.for_each_world(|world| {
-            world.sync();
-        });
-        self.clock.set_scale(scale);
-    }
-
-    /// The (account, region) a request's credentials name.
-    fn route(&self, scope: Option<&Scope>) -> (String, String) {
-        let Some(scope) = scope else {
-            return (self.primary_account.clone(), self.primary_region.clone());
-        };
-        let account = if scope.access_key.starts_with(sts::ISSUED_KEY_PREFIX) {
-            self.sts().session_account(&scope.access_key).map(str::to_string)
-        } else {
-            None
-        };
-        let region =
-            if is_region_name(&scope.region) { scope.region.clone() } else { self.primary_region.clone() };
-        (account.unwrap_or_else(|| self.primary_account.clone()), region)
-    }
-}
-
-/// Region-shaped, so a garbled credential scope cannot make a partition named after garbage.
-fn is_region_name(text: &str) -> bool {
-    (1..=32).contains(&text.len())
-        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-/// A read-only view of an instance, for tests and the control API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InstanceView {
-    pub id: String,
-    pub name: String,
-    pub platform: String,
-    pub operating_system: String,
-    pub state: String,
-    /// `Online`, `ConnectionLost`, or `None` when the instance has no SSM agent.
-    pub agent: Option<String>,
-    pub patch_group: Option<String>,
-    pub tags: Vec<(String, String)>,
-    /// Patches the last Scan/Install reported missing (None before any report).
-    pub missing: Option<u32>,
-}
-
-impl InstanceView {
-    pub(crate) fn of(instance: &crate::fleet::Instance) -> InstanceView {
-        InstanceView {
-            id: instance.id.clone(),
-            name: instance.name().to_string(),
-            platform: instance.platform.scenario_name().to_string(),
-            operating_system: instance.platform.operating_system().to_string(),
-            state: if instance.running { "running" } else { "stopped" }.to_string(),
-            agent: instance.agent.map(|a| a.as_str().to_string()),
-            patch_group: instance.patch_group().map(str::to_string),
-            tags: instance.tags.clone(),
-            missing: instance.report.as_ref().map(|r| r.counts.missing),
-        }
-    }
-
-    pub fn is_managed(&self) -> bool {
-        self.state == "running" && self.agent.is_some()
-    }
-
-    pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
 
 /// A running simulator. Dropping it stops the server too; [`SimServer::shutdown`] waits for it.
 pub struct SimServer {
@@ -540,7 +344,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             headers: parts.headers.clone(),
         };
         let shared = shared.clone();
-        return tokio::task::spawn_blocking(move || feeds::answer(&shared, &request))
+        return tokio::task::spawn_blocking(move || feeds::answer(&shared.primary, &shared.feeds, &request))
             .await
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "the feed could not be generated"));
     }
@@ -551,7 +355,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let authenticated = has_credentials(&parts.headers, query);
     let scope = credential_scope(&parts.headers, query);
     let service = classify(&parts.headers, query, &bytes, scope.as_ref().map(|s| s.service.as_str()));
-    let (account, region) = shared.route(scope.as_ref());
+    let (account, region) = shared.route(scope.as_ref().map(|s| (s.access_key.as_str(), s.region.as_str())));
     let world = shared.partition(&account, &region);
     match service {
         Service::Ssm { operation } => answer_ssm(&world, &operation, authenticated, &bytes).await,
@@ -593,12 +397,12 @@ fn admit(world: &mut World, operation: &str) -> (Verdict, Duration) {
         Duration::ZERO
     };
     let faults = world.faults.clone();
-    let throttled_at_random = crate::fleet::chance(&mut world.request_rng, faults.throttle_rate);
+    let throttled_at_random = crate::random::chance(&mut world.request_rng, faults.throttle_rate);
     if throttled_at_random || !world.throttle.admit(&faults, operation) {
         bump(&mut world.counters.throttled, operation);
         return (Verdict::Throttled, latency);
     }
-    if crate::fleet::chance(&mut world.request_rng, faults.error_rate) {
+    if crate::random::chance(&mut world.request_rng, faults.error_rate) {
         bump(&mut world.counters.failed, operation);
         return (Verdict::ServerError, latency);
     }
@@ -863,65 +667,6 @@ fn count_refusal<T>(world: &mut World, operation: &str, result: &Result<T, ApiEr
             bump(&mut world.counters.client_errors, operation);
         }
     }
-}
-
-pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
-    let body = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// Releases a patch through the control API's body.
-pub(crate) fn release_from_json(
-    world: &mut World,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let os = body
-        .get("os")
-        .and_then(|v| v.as_str())
-        .ok_or("give \"os\", e.g. AMAZON_LINUX_2 or amazon-linux-2")?;
-    let platform = Platform::from_operating_system(os)
-        .or_else(|| Platform::from_scenario_name(os))
-        .ok_or_else(|| {
-            format!(
-                "unknown os {os}; use one of {}",
-                Platform::ALL.iter().map(|p| p.operating_system()).collect::<Vec<_>>().join(", ")
-            )
-        })?;
-    let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let cves = match body.get("cves") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or("cves must be strings")?,
-        ),
-        Some(_) => return Err("cves must be a list of strings".into()),
-    };
-    let release = PatchRelease {
-        severity: text("severity"),
-        classification: text("classification"),
-        cves,
-        package: text("package"),
-        title: text("title"),
-        needs_reboot: body.get("reboot").and_then(|v| v.as_bool()),
-    };
-    let id = world.release_patch(platform, &release);
-    let patch = world.catalog.find(&id).ok_or("the patch vanished")?;
-    Ok(serde_json::json!({
-        "id": id,
-        "os": platform.operating_system(),
-        "title": patch.title,
-        "classification": patch.classification,
-        "severity": patch.severity,
-        "cves": patch.cves,
-        "reboot": patch.needs_reboot,
-        "released": crate::clock::to_datetime(patch.released_ms).to_rfc3339(),
-    }))
 }
 
 #[cfg(test)]

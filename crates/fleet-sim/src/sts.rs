@@ -85,7 +85,7 @@ impl Sts {
             primary_account: scenario.account_id.clone(),
             accounts,
             sessions: HashMap::new(),
-            rng: ChaCha8Rng::seed_from_u64(crate::fleet::derive_seed(scenario.seed, STREAM_STS, 0)),
+            rng: ChaCha8Rng::seed_from_u64(crate::random::derive_seed(scenario.seed, STREAM_STS, 0)),
         }
     }
 

@@ -20,10 +20,9 @@ use crate::catalog::{Catalog, CatalogShape, Patch, PatchRelease};
 use crate::clock::{to_datetime, Millis, SharedClock, SimClock};
 use crate::commands::{Command, CommandRequest, InvocationResult, InvocationState};
 use crate::faults::{Faults, Throttle};
-use crate::fleet::{
-    derive_seed, generate, AgentState, InstallPlan, Instance, Operation, PatchReport, STREAM_COMMAND,
-};
+use crate::fleet::{generate, AgentState, InstallPlan, Instance, Operation, PatchReport, STREAM_COMMAND};
 use crate::platform::Platform;
+use crate::random::derive_seed;
 use crate::scenario::{Scenario, Timing};
 use crate::stats::{bump, CallCounters, Stats};
 
@@ -409,7 +408,7 @@ impl World {
         let index = self.catalog.release(platform, request, now, &mut self.world_rng);
         let needs_reboot = self.catalog.patches(platform)[index].needs_reboot;
         for instance in self.instances.iter_mut().filter(|i| i.platform == platform) {
-            let applicable = needs_reboot || crate::fleet::chance(&mut self.world_rng, 0.85);
+            let applicable = needs_reboot || crate::random::chance(&mut self.world_rng, 0.85);
             instance.track_new_patch(applicable);
         }
         self.catalog.patches(platform)[index].id.clone()
@@ -584,7 +583,7 @@ impl World {
         let mut rng = self.invocation_rng(command, invocation);
         let timing = &self.timing;
         let hang = self.faults.execution_timeout_rate;
-        if crate::fleet::chance(&mut rng, hang) {
+        if crate::random::chance(&mut rng, hang) {
             let at = now + (timing.execution_timeout_seconds * 1000.0) as Millis;
             self.schedule(at, EventKind::Finish { command, invocation, timed_out: true });
             return;
