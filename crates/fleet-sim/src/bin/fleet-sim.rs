@@ -38,26 +38,33 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--listen {listen} resolves to no address"))
 }
 
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+/// SIGTERM, listened for from before the address is printed: whoever starts the simulator may
+/// stop it as soon as it reads the address, and a signal that came before the handler would
+/// kill the process instead of stopping it cleanly.
+#[cfg(unix)]
+fn listen_for_sigterm() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
+            None
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+}
+
+#[cfg(unix)]
+async fn wait_for_signal(terminate: Option<tokio::signal::unix::Signal>) {
+    let interrupt = tokio::signal::ctrl_c();
+    match terminate {
+        Some(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        None => {
+            let _ = interrupt.await;
+        }
     }
 }
 
@@ -78,6 +85,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let addr = resolve(&args.listen)?;
     let summary = scenario.to_string();
+    #[cfg(unix)]
+    let terminate = listen_for_sigterm();
     let server =
         SimServer::start(addr, scenario).await.with_context(|| format!("cannot listen on {addr}"))?;
     {
@@ -86,7 +95,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(scenario = %summary, endpoint = %server.endpoint_url(), now = %server.now(), "fleet-sim ready");
-    wait_for_signal().await;
+    #[cfg(unix)]
+    wait_for_signal(terminate).await;
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
