@@ -30,6 +30,7 @@ pub mod rollout;
 pub mod scheduler;
 pub mod scopes;
 pub mod sync;
+pub mod waves;
 pub mod window;
 
 pub use context::{Context, Scope};
