@@ -43,6 +43,10 @@ pub struct PatchCommand<'a> {
     pub timeout_seconds: u32,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
+    /// A CloudWatch alarm SSM watches while the command runs (`AlarmConfiguration`): when it
+    /// is in ALARM, SSM stops the command and reports it in `TriggeredAlarms`. Polling
+    /// failures are not ignored, so an alarm SSM cannot read stops the command too.
+    pub alarm: Option<&'a str>,
 }
 
 impl PatchCommand<'_> {
@@ -306,6 +310,8 @@ pub struct CommandSummary {
     pub completed_count: u32,
     pub error_count: u32,
     pub delivery_timed_out_count: u32,
+    /// Alarms of the command's AlarmConfiguration that were in ALARM and stopped it.
+    pub triggered_alarms: Vec<String>,
 }
 
 /// CancelCommand's acknowledgement; invocations report `Cancelled` later, as they stop.
@@ -349,6 +355,19 @@ impl AwsClients {
             .max_errors(command.max_errors.to_string());
         if let Some(snapshot) = command.snapshot_id {
             request = request.parameters("SnapshotId", vec![snapshot.hyphenated().to_string()]);
+        }
+        if let Some(alarm) = command.alarm {
+            let alarm = aws_sdk_ssm::types::Alarm::builder().name(alarm).build().map_err(|e| {
+                AwsError::invalid(OPERATION, InvalidRequest::Incomplete { detail: format!("alarm: {e}") })
+            })?;
+            let configuration = aws_sdk_ssm::types::AlarmConfiguration::builder()
+                .ignore_poll_alarm_failure(false)
+                .alarms(alarm)
+                .build()
+                .map_err(|e| {
+                    AwsError::invalid(OPERATION, InvalidRequest::Incomplete { detail: format!("alarm: {e}") })
+                })?;
+            request = request.alarm_configuration(configuration);
         }
         let output = request.send().await.map_err(|e| AwsError::from_sdk(OPERATION, e))?;
         let request_id = output.request_id().map(str::to_string);
@@ -531,6 +550,12 @@ fn summary(command: &aws_sdk_ssm::types::Command) -> CommandSummary {
         completed_count: count(command.completed_count()),
         error_count: count(command.error_count()),
         delivery_timed_out_count: count(command.delivery_timed_out_count()),
+        triggered_alarms: command
+            .triggered_alarms()
+            .iter()
+            .filter(|a| a.state().as_str() == "ALARM")
+            .map(|a| a.name().to_string())
+            .collect(),
     }
 }
 
@@ -596,6 +621,7 @@ mod tests {
             timeout_seconds: 600,
             max_concurrency: Limit::Percent(10),
             max_errors: Limit::Count(0),
+            alarm: None,
         }
     }
 

@@ -212,7 +212,9 @@ impl AwsClients {
         Ok(instances)
     }
 
-    async fn describe_agents(&self, instance_ids: &[String]) -> Result<HashMap<String, Agent>, AwsError> {
+    /// The SSM agents of the given instances (DescribeInstanceInformation, 50 ids a call); an
+    /// instance SSM does not manage is missing from the map.
+    pub async fn describe_agents(&self, instance_ids: &[String]) -> Result<HashMap<String, Agent>, AwsError> {
         const OPERATION: &str = "DescribeInstanceInformation";
         let mut agents = HashMap::with_capacity(instance_ids.len());
         for chunk in instance_ids.chunks(SSM_IDS_PER_CALL) {

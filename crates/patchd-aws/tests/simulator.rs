@@ -118,6 +118,7 @@ fn scan<'a>(instance_ids: &'a [String], comment: &'a str) -> PatchCommand<'a> {
         timeout_seconds: 600,
         max_concurrency: Limit::Percent(100),
         max_errors: Limit::Count(0),
+        alarm: None,
     }
 }
 

@@ -1530,6 +1530,7 @@ fn decode_task(
     let priority = r.integer(d, "priority", 0..=1_000_000, "1").map_or(1, |p| p.value as u32);
     let timeout_seconds =
         r.integer(d, "timeout_seconds", 30..=2_592_000, "3600").map_or(3600, |t| t.value as u32);
+    let waves = decode_wave_policy(r, d, operation);
     let operation = operation?;
     if operation == Operation::Install && reboot_option == RebootOption::NoReboot {
         d.warning(
@@ -1547,8 +1548,128 @@ fn decode_task(
         max_errors,
         priority,
         timeout_seconds,
+        waves,
         origin: r.origin.clone(),
     })
+}
+
+/// `waves`, `bake_minutes`, `max_per_tag` and `[window.task.gate]`.
+fn decode_wave_policy(r: &mut TableReader, d: &mut Diagnostics, operation: Option<Operation>) -> WavePolicy {
+    let mut policy = WavePolicy::default();
+    if let Some(value) = r.get("waves") {
+        let origin = r.origin_of(value);
+        let items: Vec<&toml::de::DeValue<'_>> = match value.get_ref() {
+            DeValue::Array(items) => items.iter().map(|i| i.get_ref()).collect(),
+            _ => vec![value.get_ref()],
+        };
+        let mut shares = Vec::with_capacity(items.len());
+        for item in items {
+            let text = match item {
+                DeValue::Integer(i) => i.to_string(),
+                DeValue::String(s) => s.trim().to_string(),
+                _ => String::new(),
+            };
+            let share = match text.strip_suffix('%') {
+                Some(p) => p.parse::<u8>().ok().filter(|p| (1..=100).contains(p)).map(Limit::Percent),
+                None => text.parse::<u32>().ok().filter(|n| *n >= 1).map(Limit::Count),
+            };
+            match share {
+                Some(share) => shares.push(share),
+                None => {
+                    d.error(
+                        &origin,
+                        format!("wave share `{text}` must be a count (at least 1) or a percentage like \"10%\""),
+                        Some("write `waves = [\"1\", \"10%\", \"50%\", \"100%\"]`: a canary, then growing shares".into()),
+                    );
+                    return policy;
+                }
+            }
+        }
+        if let Err(e) = check_wave_shares(&shares) {
+            d.error(
+                &origin,
+                e.to_string(),
+                Some("write `waves = [\"1\", \"10%\", \"50%\", \"100%\"]`".into()),
+            );
+        }
+        policy.shares = shares;
+    }
+    if let Some(bake) = r.integer(d, "bake_minutes", 0..=1440, "15") {
+        if policy.shares.len() < 2 {
+            d.warning(
+                &bake.origin,
+                "`bake_minutes` pauses between waves, and this task has fewer than two",
+                Some("add `waves = [\"1\", \"100%\"]`, or remove `bake_minutes`".into()),
+            );
+        }
+        policy.bake = std::time::Duration::from_secs(bake.value as u64 * 60);
+    }
+    if let Some(mut cap) = r.table(d, "max_per_tag", "`max_per_tag`") {
+        let tag = cap.required_string(d, "tag", "\"cluster\"");
+        let max = cap.integer(d, "max", 1..=1000, "1").map_or(1, |m| m.value as u32);
+        cap.finish(d);
+        policy.max_per_tag = tag.map(|tag| TagCap { tag: tag.value, max });
+    }
+    if let Some(mut g) = r.table(d, "gate", "[window.task.gate]") {
+        let mut gate = Gate::default();
+        if let Some(truth) = g.bool(d, "reboot_truth") {
+            gate.reboot_truth = truth;
+        }
+        if let Some(url) = g.string(d, "url", "\"https://health.example.com/gate\"") {
+            if !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
+                d.error(
+                    &url.origin,
+                    format!("gate `url` must be an http:// or https:// URL, not `{}`", url.value),
+                    None,
+                );
+            }
+            gate.url = Some(url.value);
+        }
+        if let Some(alarm) = g.string(d, "alarm", "\"prod-web-5xx\"") {
+            if alarm.value.trim().is_empty() || alarm.value.chars().count() > 255 {
+                d.error(
+                    &alarm.origin,
+                    "gate `alarm` must be a CloudWatch alarm name of 1 to 255 characters",
+                    None,
+                );
+            }
+            gate.alarm = Some(alarm.value);
+        }
+        let timeout = g.integer(d, "command_timeout_seconds", 1..=3600, "60");
+        if let Some(command) = g.string_list(d, "command", "[\"/usr/local/bin/check-lb\", \"--strict\"]") {
+            match command.split_first() {
+                Some((program, args)) if !program.value.trim().is_empty() => {
+                    gate.command = Some(LocalHook {
+                        program: program.value.clone(),
+                        args: args.iter().map(|a| a.value.clone()).collect(),
+                        timeout: std::time::Duration::from_secs(timeout.map_or(60, |t| t.value as u64)),
+                    });
+                }
+                _ => d.error(
+                    &g.origin,
+                    "gate `command` needs a program to run",
+                    Some("write `command = [\"/usr/local/bin/check-lb\", \"--strict\"]`".into()),
+                ),
+            }
+        } else if let Some(timeout) = timeout {
+            d.warning(
+                &timeout.origin,
+                "`command_timeout_seconds` without a gate `command` does nothing",
+                None,
+            );
+        }
+        if gate.reboot_truth && operation == Some(Operation::Scan) {
+            // A scan reboots nothing: there is no reboot to tell the truth about.
+            gate.reboot_truth = false;
+        }
+        g.finish(d);
+        policy.gate = Some(gate);
+    } else if !policy.shares.is_empty() {
+        let mut gate = Gate::default();
+        gate.reboot_truth = operation != Some(Operation::Scan);
+        policy.gate = Some(gate);
+    }
+    policy
 }
 
 #[cfg(test)]

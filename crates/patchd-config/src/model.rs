@@ -742,6 +742,43 @@ impl fmt::Display for Limit {
     }
 }
 
+/// Why a list of wave shares cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharesError(pub String);
+
+impl std::fmt::Display for SharesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks cumulative wave shares such as `["1", "10%", "50%", "100%"]`: at least one, counts
+/// growing among counts and percentages among percentages, and the last one `100%`, so that
+/// no instance is left out of a rollout by the way its waves were written.
+pub fn check_wave_shares(shares: &[Limit]) -> Result<(), SharesError> {
+    let Some(last) = shares.last() else {
+        return Err(SharesError("a rollout needs at least one wave".into()));
+    };
+    if *last != Limit::Percent(100) {
+        return Err(SharesError(format!(
+            "the last wave must be `100%`, not `{last}`: every instance is patched"
+        )));
+    }
+    let (mut count, mut percent) = (0u32, 0u8);
+    for share in shares {
+        let grows = match *share {
+            Limit::Count(n) => std::mem::replace(&mut count, n) < n,
+            Limit::Percent(p) => std::mem::replace(&mut percent, p) < p,
+        };
+        if !grows {
+            return Err(SharesError(format!(
+                "wave share `{share}` does not grow: shares are cumulative, each larger than the one before"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct Task {
     pub name: String,
@@ -752,7 +789,66 @@ pub struct Task {
     pub max_errors: Limit,
     pub priority: u32,
     pub timeout_seconds: u32,
+    /// Canary waves, their bake and their gates; the default is one wave and no gate.
+    pub waves: WavePolicy,
     pub origin: Origin,
+}
+
+/// How a task's instances are released in growing waves, and what must hold before the next
+/// wave starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WavePolicy {
+    /// Cumulative shares such as `1`, `10%`, `100%`; empty means one wave of every instance.
+    pub shares: Vec<Limit>,
+    /// The pause after a wave ends before its gate is judged.
+    pub bake: std::time::Duration,
+    /// At most `max` instances per value of a tag in flight at once, across the whole task.
+    pub max_per_tag: Option<TagCap>,
+    /// Judged after every wave; `None` when neither waves nor a gate were written, so a plain
+    /// task behaves as it always did.
+    pub gate: Option<Gate>,
+}
+
+impl WavePolicy {
+    /// Whether anything beyond a plain rollout was asked for.
+    pub fn is_plain(&self) -> bool {
+        self.shares.is_empty() && self.max_per_tag.is_none() && self.gate.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagCap {
+    pub tag: String,
+    pub max: u32,
+}
+
+/// What must hold after a wave for the next one to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Every patched instance's agent back Online and its compliance free of FAILED (and of
+    /// INSTALLED_PENDING_REBOOT when the task may reboot). Install tasks only.
+    pub reboot_truth: bool,
+    /// A GET that must answer 2xx; `run`, `task` and `wave` are added as query parameters.
+    pub url: Option<String>,
+    /// A CloudWatch alarm carried in every SendCommand's AlarmConfiguration: SSM stops the
+    /// command when it fires, and the gate fails.
+    pub alarm: Option<String>,
+    /// An executable on the admin host; a non-zero exit vetoes the next wave.
+    pub command: Option<LocalHook>,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate { reboot_truth: true, url: None, alarm: None, command: None }
+    }
+}
+
+/// A program run on the admin host with arguments (no shell), under a timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalHook {
+    pub program: String,
+    pub args: Vec<String>,
+    pub timeout: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -484,13 +484,8 @@ enum Fetched {
     Body { text: String, validators: Validators },
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Empty<bytes::Bytes>,
->;
-
 struct Fetcher {
-    client: Client,
+    client: crate::http_client::Client,
     /// Why the system's trust roots could not be loaded: https feeds then fail saying so, while
     /// file and loopback mirrors still work.
     roots_problem: Option<String>,
@@ -498,22 +493,7 @@ struct Fetcher {
 
 impl Fetcher {
     fn new() -> Fetcher {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let (builder, roots_problem) = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(builder) => (builder, None),
-            Err(e) => {
-                let empty = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
-                    .expect("the default provider supports the default protocol versions");
-                (hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(empty), Some(e.to_string()))
-            }
-        };
-        let connector = builder.https_or_http().enable_http1().build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
+        let (client, roots_problem) = crate::http_client::build();
         Fetcher { client, roots_problem }
     }
 

@@ -3,7 +3,8 @@
 //! - [`baselines`]: the `[[baseline]]` sections kept in SSM: diff, plan and apply;
 //! - [`preview`]: what a configured baseline approves, and from when, evaluated locally;
 //! - [`sync`]: compliance sync, SSM's current patch state into the store's history;
-//! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets;
+//! - [`rollout`]: one task's AWS-RunPatchBaseline rollout under concurrency and error budgets,
+//!   in canary [`waves`] whose [`gates`] must pass before the next wave is released;
 //! - [`window`]: one window occurrence: targets, tasks by priority, cutoff;
 //! - [`scheduler`]: when windows fire, and what happens to firings missed while down;
 //! - [`leader`]: which of several daemons sharing a database fires windows (a lease with an
@@ -23,6 +24,8 @@ pub mod baselines;
 pub mod context;
 pub mod events;
 pub mod feeds;
+pub mod gates;
+mod http_client;
 pub mod leader;
 pub mod locks;
 pub mod preview;

@@ -21,6 +21,17 @@
 //!    else looks at them. Throttling and network trouble that outlast the SDK's retries are
 //!    waited out, never a reason to fail the run.
 //!
+//! # Canary waves
+//!
+//! A task with `waves` has its batches planned wave by wave ([`waves::cut`]), each batch
+//! carrying its wave. A batch of wave `n + 1` is released only once every instance of wave `n`
+//! is over, its bake has passed (counted from its last invocation's end, so a restart does not
+//! restart it), and its gate passed ([`gates::judge`]). The gate's decision is stored with its
+//! audit entry before anything acts on it, and the first decision stands: a halted rollout
+//! stays halted across restarts. A per-tag cap (`max_per_tag`) is planned into the batches (no
+//! batch holds more than the cap of one tag value) and enforced at release (no batch starts
+//! while it would take a tag value over the cap with what is in flight).
+//!
 //! Counting is SSM's: Failed and ExecutionTimedOut count against MaxErrors; Undeliverable,
 //! DeliveryTimedOut, InvalidPlatform and AccessDenied do not. An invocation waiting for an
 //! offline agent (`Delayed`) does not hold a concurrency slot, as in SSM.
@@ -34,7 +45,7 @@
 //! server error) is looked up the same way before it is retried. So a process killed at any
 //! point and started again sends each batch at most once, and polls what was sent before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,13 +55,14 @@ use patchd_aws::{
 };
 use patchd_config::{Limit, Task};
 use patchd_store::{
-    AuditEntry, BatchRecord, BatchState, CommandStatus, InvocationObservation, InvocationRecord, NewBatch,
-    NewRollout, RolloutRecord, StoreError, WindowTaskId,
+    AuditEntry, BatchRecord, BatchState, CommandStatus, GateRecord, InvocationObservation, InvocationRecord,
+    NewBatch, NewRollout, RolloutRecord, StoreError, WindowTaskId,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 
-use crate::Context;
+use crate::gates::{self, WaveFacts};
+use crate::{waves, Context};
 
 /// How far before a batch's first sending attempt a lookup by comment starts, for clock skew
 /// between this host and AWS.
@@ -73,6 +85,9 @@ pub struct Rollout<'a> {
     /// No batch is released from this instant on (window end minus cutoff).
     pub stop_releasing_at: Option<DateTime<Utc>>,
     pub poll: PollPolicy,
+    /// The value of the task's `max_per_tag` tag for each target that has it; empty when the
+    /// task has no cap.
+    pub capped_tag_values: HashMap<String, String>,
 }
 
 /// How often to poll: every `interval` at first, doubling while nothing changes up to
@@ -134,6 +149,9 @@ pub struct Progress {
     /// Instances of batches SSM refused (e.g. an instance stopped being a managed node);
     /// counted in `total - sent`.
     pub rejected: usize,
+    /// The highest wave with a batch sent (0 before the first), of `waves`.
+    pub wave: u32,
+    pub waves: u32,
 }
 
 /// What a rollout did.
@@ -160,11 +178,28 @@ pub struct RolloutOutcome {
     pub send_calls: usize,
     /// ListCommandInvocations listings this call made (one per command polled, all pages).
     pub poll_calls: usize,
-    /// Errors counted against the budget, and the budget (MaxErrors resolved).
+    /// The gate that halted the rollout, if one did: the remaining waves were never sent.
+    pub gate_failure: Option<GateFailure>,
+    /// Errors counted against the budget (failed invocations, and instances a gate's reboot
+    /// truth found unhealthy), and the budget (MaxErrors resolved).
     pub errors: usize,
     pub max_errors: u32,
     /// MaxConcurrency resolved against the targets.
     pub max_concurrency: u32,
+}
+
+/// A failed gate: after which wave, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateFailure {
+    pub wave: u32,
+    pub waves: u32,
+    pub reason: String,
+}
+
+impl std::fmt::Display for GateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the gate after wave {} of {} failed: {}", self.wave, self.waves, self.reason)
+    }
 }
 
 /// Why a rollout could not go on. The store holds everything done up to the error, so running
@@ -264,7 +299,8 @@ async fn load_or_plan(ctx: &Context, rollout: &Rollout<'_>) -> Result<(RolloutRe
     targets.sort_unstable();
     targets.dedup();
     let (max_concurrency, max_errors) = resolve_limits(task, targets.len());
-    let cut = cut_batches(&targets, batch_size(max_concurrency));
+    let cap = task.waves.max_per_tag.as_ref().map(|c| (&rollout.capped_tag_values, c.max as usize));
+    let cut = waves::cut(&targets, &task.waves.shares, batch_size(max_concurrency), cap);
     let mut comments = Vec::with_capacity(cut.len());
     for number in 1..=cut.len() as u32 {
         let comment =
@@ -274,12 +310,15 @@ async fn load_or_plan(ctx: &Context, rollout: &Rollout<'_>) -> Result<(RolloutRe
         comments.push(comment);
     }
     // What SSM would refuse for every batch is refused before anything is stored or sent.
-    if let (Some(first), Some(comment)) = (cut.first(), comments.first()) {
+    if let (Some((_, first)), Some(comment)) = (cut.first(), comments.first()) {
         let command = patch_command(task, rollout.snapshot_id, first, comment, max_concurrency, max_errors);
         command.validate().map_err(|problem| invalid(task, problem))?;
     }
-    let new: Vec<NewBatch<'_>> =
-        cut.iter().zip(&comments).map(|(instance_ids, comment)| NewBatch { comment, instance_ids }).collect();
+    let new: Vec<NewBatch<'_>> = cut
+        .iter()
+        .zip(&comments)
+        .map(|((wave, instance_ids), comment)| NewBatch { comment, instance_ids, wave: *wave })
+        .collect();
     let snapshot = rollout.snapshot_id.hyphenated().to_string();
     let plan = ctx
         .store
@@ -324,7 +363,7 @@ fn check_resumed(rollout: &Rollout<'_>, plan: &RolloutRecord) -> Result<(), Roll
 }
 
 fn patch_command<'a>(
-    task: &Task,
+    task: &'a Task,
     snapshot_id: uuid::Uuid,
     instance_ids: &'a [String],
     comment: &'a str,
@@ -341,6 +380,7 @@ fn patch_command<'a>(
         // The whole batch fits under the task's limit when it is released.
         max_concurrency: Limit::Count((instance_ids.len() as u32).min(max_concurrency).max(1)),
         max_errors: Limit::Count(max_errors_left),
+        alarm: task.waves.gate.as_ref().and_then(|g| g.alarm.as_deref()),
     }
 }
 
@@ -356,8 +396,10 @@ enum Halt {
     Budget,
     /// A stop was requested.
     Stop,
-    /// `stop_releasing_at` passed.
+    /// `stop_releasing_at` passed (or would pass before a bake ends).
     Cutoff,
+    /// A wave's gate failed.
+    Gate,
 }
 
 /// What to do about the next batch.
@@ -365,8 +407,10 @@ enum Halt {
 enum Release {
     /// Send the batch at this index of the plan.
     Send(usize),
-    /// Wait for slots to free up.
+    /// Wait for slots to free up, for a wave to end or for its bake to pass.
     Wait,
+    /// Judge the gate after this wave, then decide again.
+    Judge(u32),
     Halted(Halt),
 }
 
@@ -420,6 +464,18 @@ struct State {
     seen: HashMap<String, Invocation>,
     /// Instances a finished command never listed.
     lost: HashSet<String>,
+    /// The last wave of the plan (1 without waves).
+    waves: u32,
+    /// Whether waves are judged by a gate; without one, waves only pace the release.
+    gated: bool,
+    bake: Duration,
+    /// `max_per_tag`'s cap, and each capped instance's tag value.
+    cap: Option<usize>,
+    tag_of: HashMap<String, String>,
+    /// Gate decisions by wave, as stored.
+    gates: BTreeMap<u32, GateRecord>,
+    /// Instances a gate's reboot truth found unhealthy: errors like failed invocations.
+    unhealthy: BTreeSet<String>,
 }
 
 impl State {
@@ -430,7 +486,103 @@ impl State {
             batches: plan.batches.iter().map(|b| Batch { record: b.clone(), unsent: false }).collect(),
             seen: HashMap::new(),
             lost: HashSet::new(),
+            waves: plan.batches.iter().map(|b| b.wave).max().unwrap_or(1),
+            gated: false,
+            bake: Duration::ZERO,
+            cap: None,
+            tag_of: HashMap::new(),
+            gates: BTreeMap::new(),
+            unhealthy: BTreeSet::new(),
         }
+    }
+
+    /// The task's wave policy and the gate decisions already stored.
+    fn with_waves(mut self, task: &Task, tag_of: &HashMap<String, String>, gates: Vec<GateRecord>) -> State {
+        self.gated = task.waves.gate.is_some();
+        self.bake = task.waves.bake;
+        self.cap = task.waves.max_per_tag.as_ref().map(|c| c.max.max(1) as usize);
+        self.tag_of = if self.cap.is_some() { tag_of.clone() } else { HashMap::new() };
+        for gate in gates {
+            self.unhealthy.extend(unhealthy_in(&gate.checks));
+            self.gates.insert(gate.wave, gate);
+        }
+        self
+    }
+
+    /// Errors against the budget: failed invocations and unhealthy instances, each once.
+    fn errors(&self, progress: &Progress) -> usize {
+        let unhealthy_not_failed =
+            self.unhealthy.iter().filter(|id| self.standing_of(id) != Standing::Failed).count();
+        progress.failed + unhealthy_not_failed
+    }
+
+    /// Whether every batch of `wave` left the plan (sent or refused) and every sent instance of
+    /// it is over.
+    fn wave_over(&self, wave: u32) -> bool {
+        self.batches.iter().filter(|b| b.record.wave == wave).all(|b| match b.record.state {
+            BatchState::Rejected => true,
+            BatchState::Sent => b
+                .record
+                .instance_ids
+                .iter()
+                .all(|id| !matches!(self.standing_of(id), Standing::InFlight | Standing::Delayed)),
+            BatchState::Planned | BatchState::Sending => false,
+        })
+    }
+
+    /// When `wave` ended: its last invocation's end, else its last send.
+    fn wave_ended_at(&self, wave: u32) -> Option<DateTime<Utc>> {
+        let batches = self.batches.iter().filter(|b| b.record.wave == wave);
+        let ends =
+            batches.clone().flat_map(|b| &b.record.instance_ids).filter_map(|id| self.seen.get(id)?.ended_at);
+        ends.max().or_else(|| batches.filter_map(|b| b.record.sent_at).max())
+    }
+
+    /// What the gate after `wave` is judged on.
+    fn wave_facts<'a>(&self, rollout: &'a Rollout<'_>, wave: u32) -> WaveFacts<'a> {
+        let sent: Vec<&Batch> = self
+            .batches
+            .iter()
+            .filter(|b| b.record.wave == wave && b.record.state == BatchState::Sent)
+            .collect();
+        let instances: Vec<String> =
+            sent.iter().flat_map(|b| b.record.instance_ids.iter().cloned()).collect();
+        let patched =
+            instances.iter().filter(|id| self.standing_of(id) == Standing::Succeeded).cloned().collect();
+        WaveFacts {
+            run_id: rollout.run_id,
+            task: rollout.task,
+            wave,
+            waves: self.waves,
+            instances,
+            patched,
+            command_ids: sent.iter().filter_map(|b| b.record.command_id.clone()).collect(),
+            errors: self.errors(&self.progress()),
+            max_errors: self.max_errors,
+            retry_pause: rollout.poll.interval,
+        }
+    }
+
+    /// Whether batch `index` may start now without taking a tag value over the cap.
+    fn fits_cap(&self, index: usize) -> bool {
+        let Some(cap) = self.cap else { return true };
+        let mut busy: HashMap<&str, usize> = HashMap::new();
+        for batch in self.batches.iter().filter(|b| b.record.state == BatchState::Sent) {
+            for id in &batch.record.instance_ids {
+                if matches!(self.standing_of(id), Standing::InFlight | Standing::Delayed) {
+                    if let Some(value) = self.tag_of.get(id) {
+                        *busy.entry(value).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut wanted: HashMap<&str, usize> = HashMap::new();
+        for id in &self.batches[index].record.instance_ids {
+            if let Some(value) = self.tag_of.get(id) {
+                *wanted.entry(value).or_default() += 1;
+            }
+        }
+        wanted.iter().all(|(value, n)| busy.get(value).copied().unwrap_or(0) + n <= cap)
     }
 
     fn standing_of(&self, instance: &str) -> Standing {
@@ -443,7 +595,7 @@ impl State {
     }
 
     fn progress(&self) -> Progress {
-        let mut p = Progress::default();
+        let mut p = Progress { waves: self.waves, ..Progress::default() };
         for batch in &self.batches {
             let n = batch.record.instance_ids.len();
             p.total += n;
@@ -456,6 +608,7 @@ impl State {
                 BatchState::Planned | BatchState::Sending => continue,
             }
             p.sent += n;
+            p.wave = p.wave.max(batch.record.wave);
             for instance in &batch.record.instance_ids {
                 match self.standing_of(instance) {
                     Standing::InFlight => p.in_flight += 1,
@@ -477,16 +630,80 @@ impl State {
 
     fn release(&self, stop: bool, now: DateTime<Utc>, stop_releasing_at: Option<DateTime<Utc>>) -> Release {
         let p = self.progress();
-        next_release(
-            self.next_unsent(),
-            p.in_flight,
-            self.max_concurrency,
-            p.failed,
-            self.max_errors,
-            stop,
-            now,
-            stop_releasing_at,
-        )
+        let errors = self.errors(&p);
+        let decide = |next| {
+            next_release(
+                next,
+                p.in_flight,
+                self.max_concurrency,
+                errors,
+                self.max_errors,
+                stop,
+                now,
+                stop_releasing_at,
+            )
+        };
+        let Some((first, _)) = self.next_unsent() else { return decide(None) };
+        // A spent budget, a stop and the cutoff win over waves, as over everything else.
+        if let Release::Halted(halt) = decide(Some((first, 0))) {
+            return Release::Halted(halt);
+        }
+        let wave = self.batches[first].record.wave;
+        if wave > 1 {
+            let previous = wave - 1;
+            match self.gates.get(&previous) {
+                Some(gate) if !gate.passed => return Release::Halted(Halt::Gate),
+                Some(_) => {}
+                None if !self.wave_over(previous) => return Release::Wait,
+                None => {
+                    let baked_at = self.wave_ended_at(previous).map(|end| end + chrono_of(self.bake));
+                    if let Some(baked_at) = baked_at.filter(|at| now < *at) {
+                        // A bake that would end past the cutoff leaves nothing to release.
+                        if stop_releasing_at.is_some_and(|cutoff| baked_at >= cutoff) {
+                            return Release::Halted(Halt::Cutoff);
+                        }
+                        return Release::Wait;
+                    }
+                    if self.gated {
+                        return Release::Judge(previous);
+                    }
+                }
+            }
+        }
+        // Within the wave, the first batch that fits the free slots and the tag cap; a batch
+        // held back by the cap does not hold back those after it.
+        let candidates = (first..self.batches.len())
+            .filter(|&i| self.batches[i].record.wave == wave && self.batches[i].sendable());
+        for index in candidates {
+            let size = self.batches[index].record.instance_ids.len();
+            if let Release::Send(_) = decide(Some((index, size))) {
+                if self.fits_cap(index) {
+                    return Release::Send(index);
+                }
+            }
+        }
+        Release::Wait
+    }
+
+    /// The gate still owed after the last wave, once every instance is over.
+    fn final_gate(&self) -> Option<u32> {
+        let last = self.waves;
+        let sent_any =
+            self.batches.iter().any(|b| b.record.wave == last && b.record.state == BatchState::Sent);
+        (self.gated
+            && sent_any
+            && !self.gates.contains_key(&last)
+            && self.active().is_empty()
+            && self.wave_over(last))
+        .then_some(last)
+    }
+
+    fn gate_failure(&self) -> Option<GateFailure> {
+        self.gates.values().find(|g| !g.passed).map(|g| GateFailure {
+            wave: g.wave,
+            waves: self.waves,
+            reason: g.reason.clone(),
+        })
     }
 
     /// Sent batches with an instance not over yet: the commands to poll.
@@ -503,8 +720,8 @@ impl State {
     }
 
     fn errors_left(&self) -> u32 {
-        let failed = self.progress().failed;
-        self.max_errors.saturating_sub(u32::try_from(failed).unwrap_or(u32::MAX))
+        let errors = self.errors(&self.progress());
+        self.max_errors.saturating_sub(u32::try_from(errors).unwrap_or(u32::MAX))
     }
 
     fn command_ids(&self) -> Vec<String> {
@@ -529,6 +746,31 @@ impl State {
         batch.record.sent_at = Some(at);
         batch.unsent = false;
     }
+}
+
+fn chrono_of(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The instances a stored gate decision found unhealthy (its reboot truth's lists).
+fn unhealthy_in(checks: &serde_json::Value) -> Vec<String> {
+    let Some(truth) = checks.as_array().and_then(|c| c.iter().find(|c| c["check"] == "reboot_truth")) else {
+        return Vec::new();
+    };
+    let ids = |key: &str| -> Vec<String> {
+        truth[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().or_else(|| v["instance_id"].as_str()).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all = ids("offline");
+    all.extend(ids("failed_patches"));
+    all.extend(ids("pending_reboot"));
+    all
 }
 
 /// An invocation as stored, in the adapter's type, so one classification serves both.
@@ -604,12 +846,14 @@ pub async fn run(
 ) -> Result<RolloutOutcome, RolloutError> {
     let (plan, resumed) = load_or_plan(ctx, rollout).await?;
     let snapshot_id = plan.snapshot_id.parse::<uuid::Uuid>().unwrap_or(rollout.snapshot_id);
-    let mut state = State::new(&plan);
+    let gates = if resumed { ctx.store.rollout_gates(rollout.task_id).await? } else { Vec::new() };
+    let mut state = State::new(&plan).with_waves(rollout.task, &rollout.capped_tag_values, gates);
     if resumed {
         state.seed(&ctx.store.invocations(rollout.task_id).await?);
     }
     info!(
         batches = plan.batches.len(),
+        waves = state.waves,
         instances = plan.instance_count(),
         max_concurrency = plan.max_concurrency,
         max_errors = plan.max_errors,
@@ -635,6 +879,12 @@ pub async fn run(
     loop {
         let active = state.active();
         if active.is_empty() && halt.is_some() {
+            if halt == Some(Halt::AllReleased) && !stop_seen {
+                if let Some(wave) = state.final_gate() {
+                    judge_gate(ctx, rollout, &mut state, wave).await?;
+                    on_progress(&state.progress());
+                }
+            }
             break;
         }
         tokio::select! {
@@ -670,7 +920,7 @@ pub async fn run(
 
     let progress = state.progress();
     on_progress(&progress);
-    let errors = progress.failed;
+    let errors = state.errors(&progress);
     let not_sent = progress.total - progress.sent;
     let halt = halt.or_else(|| match state.release(stop_seen, Utc::now(), rollout.stop_releasing_at) {
         Release::Halted(h) => Some(h),
@@ -678,6 +928,7 @@ pub async fn run(
     });
     let outcome = RolloutOutcome {
         not_sent,
+        gate_failure: state.gate_failure(),
         budget_exceeded: errors > plan.max_errors as usize,
         stopped: stop_seen || *stop.borrow(),
         cutoff: halt == Some(Halt::Cutoff),
@@ -701,6 +952,7 @@ pub async fn run(
         budget_exceeded = outcome.budget_exceeded,
         stopped = outcome.stopped,
         cutoff = outcome.cutoff,
+        gate_failed = outcome.gate_failure.as_ref().map(ToString::to_string),
         send_calls = outcome.send_calls,
         poll_calls = outcome.poll_calls,
         "rollout ended"
@@ -724,6 +976,7 @@ async fn release_batches(
                 send_batch(ctx, rollout, snapshot_id, state, index, counters, stop).await?;
             }
             Release::Wait => return Ok(None),
+            Release::Judge(wave) => judge_gate(ctx, rollout, state, wave).await?,
             Release::Halted(halt) => {
                 if halt != Halt::AllReleased {
                     let unsent = state.batches.iter().filter(|b| b.sendable()).count();
@@ -733,6 +986,57 @@ async fn release_batches(
             }
         }
     }
+}
+
+/// Judges the gate after `wave` and stores the decision with its audit entry; the stored
+/// decision (an earlier one, if another process judged first) is what the rollout follows.
+async fn judge_gate(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    state: &mut State,
+    wave: u32,
+) -> Result<(), RolloutError> {
+    let Some(gate) = rollout.task.waves.gate.as_ref() else { return Ok(()) };
+    let facts = state.wave_facts(rollout, wave);
+    info!(wave, waves = state.waves, instances = facts.instances.len(), "judging the wave's gate");
+    let verdict = gates::judge(ctx, gate, &facts).await;
+    let at = Utc::now();
+    let record = GateRecord {
+        wave,
+        passed: verdict.passed,
+        reason: verdict.reason.clone(),
+        checks: verdict.checks.clone(),
+        decided_at: at,
+    };
+    let details = serde_json::json!({
+        "run": rollout.run_id,
+        "task": rollout.task.name,
+        "wave": wave,
+        "waves": state.waves,
+        "passed": verdict.passed,
+        "reason": verdict.reason,
+        "instances": facts.instances,
+        "checks": verdict.checks,
+    });
+    let target = format!("{}:{}:wave-{wave}", rollout.run_id, rollout.task.name);
+    let entry = AuditEntry {
+        at,
+        actor: &ctx.actor,
+        action: if verdict.passed { "wave-gate-passed" } else { "wave-gate-failed" },
+        target: Some(&target),
+        command_id: None,
+        request_id: None,
+        details: Some(&details),
+    };
+    let stored = ctx.store.record_gate(rollout.task_id, &record, &entry).await?;
+    if stored.passed {
+        info!(wave, "gate passed");
+    } else {
+        warn!(wave, reason = %stored.reason, "gate failed: the remaining waves are not released");
+    }
+    state.unhealthy.extend(unhealthy_in(&stored.checks));
+    state.gates.insert(wave, stored);
+    Ok(())
 }
 
 /// What sending one batch came to.
@@ -1311,6 +1615,7 @@ mod tests {
                         number: i as u32 + 1,
                         comment: format!("c{i}"),
                         instance_ids: ids,
+                        wave: 1,
                         state: BatchState::Planned,
                         command_id: None,
                         sending_at: None,

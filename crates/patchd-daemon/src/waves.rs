@@ -1,49 +1,14 @@
-//! Canary waves (issue 18, groundwork): how a task's instances are cut into growing waves, and
-//! which of them may be in flight at once when a tag caps them (at most one node of a cluster
-//! at a time). Pure decisions over positions in the rollout's order, tested with tables and
-//! by simulation; the rollout does not use them yet.
+//! Canary waves: how a task's instances are cut into growing waves, and how a wave is cut into
+//! batches that respect a tag cap (at most one node of a cluster at a time). Pure decisions
+//! over positions in the rollout's order, tested with tables and by simulation; the rollout
+//! stores what they decide as its plan.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use patchd_config::Limit;
 
-/// Why a list of wave shares cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharesError(pub String);
-
-impl std::fmt::Display for SharesError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Checks cumulative wave shares such as `["1", "10%", "50%", "100%"]`: at least one, counts
-/// growing among counts and percentages among percentages, and the last one `100%`, so that
-/// no instance is left out of a rollout by the way its waves were written.
-pub fn check_shares(shares: &[Limit]) -> Result<(), SharesError> {
-    let Some(last) = shares.last() else {
-        return Err(SharesError("a rollout needs at least one wave".into()));
-    };
-    if *last != Limit::Percent(100) {
-        return Err(SharesError(format!(
-            "the last wave must be `100%`, not `{last}`: every instance is patched"
-        )));
-    }
-    let (mut count, mut percent) = (0u32, 0u8);
-    for share in shares {
-        let grows = match *share {
-            Limit::Count(n) => std::mem::replace(&mut count, n) < n,
-            Limit::Percent(p) => std::mem::replace(&mut percent, p) < p,
-        };
-        if !grows {
-            return Err(SharesError(format!(
-                "wave share `{share}` does not grow: shares are cumulative, each larger than the one before"
-            )));
-        }
-    }
-    Ok(())
-}
+pub use patchd_config::{check_wave_shares as check_shares, SharesError};
 
 /// The positions each wave covers, for `targets` instances in rollout order: wave `i` is
 /// `end(i-1)..end(i)`. A share is cumulative and rounds up, so a 1% canary of a small fleet
@@ -69,6 +34,51 @@ pub fn plan(targets: usize, shares: &[Limit]) -> Vec<Range<usize>> {
         waves.push(start..targets);
     }
     waves
+}
+
+/// The batches of a rollout, each with its wave (from 1): `targets` in order, cut into waves by
+/// `shares` (one wave when there are none), each wave cut into batches of at most `size`
+/// instances. With `cap = Some((tag_values, max))`, a batch never holds more than `max` instances
+/// of one tag value: each instance goes to the first batch of its wave with room for it, so a
+/// wave of three clusters capped at one per cluster becomes batches of three, one node of each.
+pub fn cut(
+    targets: &[String],
+    shares: &[Limit],
+    size: usize,
+    cap: Option<(&HashMap<String, String>, usize)>,
+) -> Vec<(u32, Vec<String>)> {
+    let size = size.max(1);
+    let ranges = if shares.is_empty() {
+        plan(targets.len(), &[Limit::Percent(100)])
+    } else {
+        plan(targets.len(), shares)
+    };
+    let mut batches = Vec::new();
+    for (index, range) in ranges.into_iter().enumerate() {
+        let wave = index as u32 + 1;
+        let mut open: Vec<(Vec<String>, HashMap<&str, usize>)> = Vec::new();
+        for instance in &targets[range] {
+            let value = cap.and_then(|(values, _)| values.get(instance)).map(String::as_str);
+            let max = cap.map_or(usize::MAX, |(_, max)| max.max(1));
+            let fits = |(members, counts): &(Vec<String>, HashMap<&str, usize>)| {
+                members.len() < size && value.is_none_or(|v| counts.get(v).copied().unwrap_or(0) < max)
+            };
+            let slot = match open.iter().position(fits) {
+                Some(slot) => slot,
+                None => {
+                    open.push((Vec::new(), HashMap::new()));
+                    open.len() - 1
+                }
+            };
+            let (members, counts) = &mut open[slot];
+            members.push(instance.clone());
+            if let Some(value) = value {
+                *counts.entry(value).or_default() += 1;
+            }
+        }
+        batches.extend(open.into_iter().map(|(members, _)| (wave, members)));
+    }
+    batches
 }
 
 /// Which of `pending` (tag values, in rollout order; `None` for an instance without the tag)
@@ -108,6 +118,43 @@ pub fn releasable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_follow_waves_and_respect_the_tag_cap() {
+        let ids: Vec<String> = (0..9).map(|i| format!("i-{i}")).collect();
+        let cluster = |id: &str| -> &'static str {
+            let n: usize = id[2..].parse().unwrap();
+            ["a", "b", "c"][n % 3]
+        };
+        let clusters: HashMap<String, String> =
+            ids.iter().map(|id| (id.clone(), cluster(id).to_string())).collect();
+        let cut_with = |text: &[&str], size, cap: Option<usize>| {
+            cut(&ids, &shares(text), size, cap.map(|max| (&clusters, max)))
+        };
+        // No waves, no cap: plain chunks, all in wave 1.
+        let plain = cut_with(&[], 4, None);
+        assert_eq!(plain.iter().map(|(w, b)| (*w, b.len())).collect::<Vec<_>>(), [(1, 4), (1, 4), (1, 1)]);
+        // A canary of one, then the rest, capped at one per cluster: every batch holds distinct
+        // clusters, every instance is in exactly one batch, waves never go back.
+        let capped = cut_with(&["1", "100%"], 50, Some(1));
+        assert_eq!(capped[0], (1, vec!["i-0".to_string()]));
+        let mut seen: Vec<&String> = Vec::new();
+        let mut last_wave = 1;
+        for (wave, batch) in &capped {
+            assert!(*wave >= last_wave);
+            last_wave = *wave;
+            let mut clusters: Vec<_> = batch.iter().map(|id| cluster(id)).collect();
+            clusters.sort();
+            clusters.dedup();
+            assert_eq!(clusters.len(), batch.len(), "{batch:?} has two nodes of one cluster");
+            seen.extend(batch);
+        }
+        seen.sort();
+        assert_eq!(seen.len(), ids.len());
+        assert_eq!(capped.iter().filter(|(w, _)| *w == 2).count(), 3, "8 nodes of 3 clusters: 3 batches");
+        // An instance without the tag is not capped.
+        assert_eq!(cut(&ids, &[], 50, Some((&HashMap::new(), 1))).len(), 1);
+    }
 
     fn shares(text: &[&str]) -> Vec<Limit> {
         text.iter()

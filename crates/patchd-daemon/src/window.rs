@@ -28,7 +28,7 @@
 //! the next start resumes it ([`interrupted_runs`]), and the rollout picks up what it had
 //! planned and sent from the store, so nothing is sent twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +36,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use patchd_aws::{Coverage, Standing, Target};
-use patchd_config::{Config, CutoffBehavior, Limit, Located, Operation, Origin, RebootOption, Task, Window};
+use patchd_config::{
+    Config, CutoffBehavior, Gate, Limit, LocalHook, Located, Operation, Origin, RebootOption, TagCap, Task,
+    WavePolicy, Window,
+};
 use patchd_store::{
     CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord, WindowRunStatus,
     WindowRunUpdate, WindowTaskId, WindowTaskObservation, WindowTaskRecord,
@@ -96,6 +99,91 @@ pub struct TaskSpec {
     pub max_errors: String,
     pub priority: u32,
     pub timeout_seconds: u32,
+    /// Waves, bake, tag cap and gate; absent for a plain rollout (and in plans stored before
+    /// waves existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<WaveSpec>,
+}
+
+/// [`WavePolicy`] as stored with a run's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveSpec {
+    pub shares: Vec<String>,
+    pub bake_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_tag: Option<TagCapSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagCapSpec {
+    pub tag: String,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSpec {
+    pub reboot_truth: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+    /// Program and arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub command_timeout_seconds: u64,
+}
+
+impl WaveSpec {
+    fn from_policy(policy: &WavePolicy) -> Option<WaveSpec> {
+        if policy.is_plain() && policy.bake.is_zero() {
+            return None;
+        }
+        Some(WaveSpec {
+            shares: policy.shares.iter().map(ToString::to_string).collect(),
+            bake_seconds: policy.bake.as_secs(),
+            max_per_tag: policy.max_per_tag.as_ref().map(|c| TagCapSpec { tag: c.tag.clone(), max: c.max }),
+            gate: policy.gate.as_ref().map(|g| GateSpec {
+                reboot_truth: g.reboot_truth,
+                url: g.url.clone(),
+                alarm: g.alarm.clone(),
+                command: g
+                    .command
+                    .iter()
+                    .flat_map(|c| std::iter::once(c.program.clone()).chain(c.args.iter().cloned()))
+                    .collect(),
+                command_timeout_seconds: g.command.as_ref().map_or(0, |c| c.timeout.as_secs()),
+            }),
+        })
+    }
+
+    fn to_policy(&self) -> Option<WavePolicy> {
+        let shares = self.shares.iter().map(|s| parse_limit(s)).collect::<Option<Vec<_>>>()?;
+        let gate = match &self.gate {
+            None => None,
+            Some(g) => Some(Gate {
+                reboot_truth: g.reboot_truth,
+                url: g.url.clone(),
+                alarm: g.alarm.clone(),
+                command: match g.command.split_first() {
+                    None => None,
+                    Some((program, args)) => Some(LocalHook {
+                        program: program.clone(),
+                        args: args.to_vec(),
+                        timeout: Duration::from_secs(g.command_timeout_seconds.max(1)),
+                    }),
+                },
+            }),
+        };
+        Some(WavePolicy {
+            shares,
+            bake: Duration::from_secs(self.bake_seconds),
+            max_per_tag: self.max_per_tag.as_ref().map(|c| TagCap { tag: c.tag.clone(), max: c.max }),
+            gate,
+        })
+    }
 }
 
 impl TaskSpec {
@@ -109,6 +197,7 @@ impl TaskSpec {
             max_errors: task.max_errors.to_string(),
             priority: task.priority,
             timeout_seconds: task.timeout_seconds,
+            waves: WaveSpec::from_policy(&task.waves),
         }
     }
 
@@ -140,6 +229,10 @@ impl TaskSpec {
             max_errors: parse_limit(&self.max_errors).ok_or_else(|| invalid("bad max_errors"))?,
             priority: self.priority,
             timeout_seconds: self.timeout_seconds,
+            waves: match &self.waves {
+                None => WavePolicy::default(),
+                Some(spec) => spec.to_policy().ok_or_else(|| invalid("bad waves"))?,
+            },
             origin,
         })
     }
@@ -193,6 +286,7 @@ impl RunPlan {
                 max_errors: request.max_errors.to_string(),
                 priority: 1,
                 timeout_seconds: request.timeout_seconds,
+                waves: None,
             }],
         }
     }
@@ -307,6 +401,11 @@ pub struct TaskSummary {
     /// Managed instances never sent a command: cutoff, stop or error budget.
     pub not_sent: usize,
     pub budget_exceeded: bool,
+    /// The failed gate that halted the task's waves, in words.
+    pub gate_failure: Option<String>,
+    /// Waves the task was planned in (1 without waves), and the highest one sent.
+    pub waves: u32,
+    pub waves_sent: u32,
     pub send_calls: u64,
     pub poll_calls: u64,
     pub sync_calls: u64,
@@ -329,6 +428,9 @@ impl TaskSummary {
             cancelled: 0,
             not_sent: 0,
             budget_exceeded: false,
+            gate_failure: None,
+            waves: 0,
+            waves_sent: 0,
             send_calls: 0,
             poll_calls: 0,
             sync_calls: 0,
@@ -621,6 +723,8 @@ pub async fn execute(
             let (task, task_stopped) = result?;
             if task.budget_exceeded {
                 halted = Some("an earlier task exceeded its error budget");
+            } else if task.gate_failure.is_some() {
+                halted = Some("an earlier task's wave gate failed");
             }
             stopped |= task_stopped;
             summary.tasks.push(task);
@@ -676,7 +780,9 @@ fn end_events(
         .iter()
         .filter(|t| matches!(t.status, CommandStatus::Failed | CommandStatus::TimedOut))
         .map(|t| {
-            let reason = if t.budget_exceeded {
+            let reason = if let Some(gate) = &t.gate_failure {
+                gate.clone()
+            } else if t.budget_exceeded {
                 "error budget (max_errors) exceeded".to_string()
             } else if t.failed > 0 {
                 format!("{} invocation(s) failed", t.failed)
@@ -917,6 +1023,13 @@ async fn run_task(
         snapshot_id: ids.snapshot_id,
         stop_releasing_at: plan.stop_releasing_at,
         poll: env.poll.clone(),
+        capped_tag_values: match &task.waves.max_per_tag {
+            None => HashMap::new(),
+            Some(cap) => targets
+                .iter()
+                .filter_map(|t| Some((t.instance_id.clone(), t.tags.get(&cap.tag)?.clone())))
+                .collect(),
+        },
     };
     let report = |progress: &Progress| {
         (env.on_progress)(&TaskProgress { run: window, task: &spec.name, progress });
@@ -946,6 +1059,9 @@ async fn run_task(
         summary.cancelled = o.progress.cancelled;
         summary.not_sent = o.not_sent;
         summary.budget_exceeded = o.budget_exceeded;
+        summary.gate_failure = o.gate_failure.as_ref().map(ToString::to_string);
+        summary.waves = o.progress.waves;
+        summary.waves_sent = o.progress.wave;
         summary.send_calls = o.send_calls as u64;
         summary.poll_calls = o.poll_calls as u64;
         if o.stopped || o.abandoned {
@@ -982,7 +1098,8 @@ async fn run_task(
     finish_task(ctx, ids.run, spec, task.operation, summary.status).await?;
     info!(window, task = %spec.name, status = %summary.status, succeeded = summary.succeeded,
         failed = summary.failed, undeliverable = summary.undeliverable, not_sent = summary.not_sent,
-        budget_exceeded = summary.budget_exceeded, "task finished");
+        budget_exceeded = summary.budget_exceeded, waves = summary.waves, waves_sent = summary.waves_sent,
+        gate_failure = summary.gate_failure.as_deref(), "task finished");
     Ok((summary, false))
 }
 
@@ -1022,7 +1139,7 @@ async fn roll_out(
 
 fn task_status(summary: &TaskSummary, outcome: Option<&RolloutOutcome>) -> CommandStatus {
     let cutoff = outcome.is_some_and(|o| o.cutoff);
-    if summary.budget_exceeded || summary.failed > 0 {
+    if summary.budget_exceeded || summary.failed > 0 || summary.gate_failure.is_some() {
         CommandStatus::Failed
     } else if summary.cancelled > 0 || (summary.not_sent > 0 && cutoff) {
         CommandStatus::Cancelled
@@ -1244,6 +1361,7 @@ mod tests {
             max_errors: "0".into(),
             priority: 1,
             timeout_seconds: 600,
+            waves: None,
         };
         let with = |status| TaskSummary { status, ..TaskSummary::new(&spec, Operation::Scan) };
         assert_eq!(final_status(&[with(CommandStatus::Success)]), WindowRunStatus::Succeeded);

@@ -107,6 +107,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
             timeout_seconds: 600,
             max_concurrency: Limit::Count(50),
             max_errors: Limit::Count(0),
+            alarm: None,
         })
         .await
         .expect("send the scan");

@@ -118,6 +118,7 @@ fn task(max_concurrency: Limit, max_errors: Limit) -> Task {
         max_errors,
         priority: 1,
         timeout_seconds: 60,
+        waves: Default::default(),
         origin: Origin { file: Arc::new(PathBuf::from("test.toml")), line: 1, col: 1 },
     }
 }
@@ -131,6 +132,7 @@ fn rollout<'a>(f: &'a Fixture, task: &'a Task) -> Rollout<'a> {
         snapshot_id: f.snapshot_id,
         stop_releasing_at: None,
         poll: PollPolicy::fast(),
+        capped_tag_values: Default::default(),
     }
 }
 
@@ -428,6 +430,7 @@ async fn kill_and_resume(name: &str, instances: usize, latency_ms: u64, kill_aft
                 snapshot_id,
                 stop_releasing_at: None,
                 poll: PollPolicy::fast(),
+                capped_tag_values: Default::default(),
             };
             rollout::run(&ctx, &rollout, no_stop(), &|_: &Progress| {}).await
         })
@@ -527,6 +530,7 @@ async fn a_send_whose_command_id_was_never_recorded_is_found_by_its_comment() {
             timeout_seconds: 60,
             max_concurrency: Limit::Count(50),
             max_errors: Limit::Count(0),
+            alarm: None,
         })
         .await
         .unwrap();

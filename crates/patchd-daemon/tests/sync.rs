@@ -247,6 +247,7 @@ async fn an_install_is_recorded_as_remediation() {
         timeout_seconds: 600,
         max_concurrency: Limit::Percent(100),
         max_errors: Limit::Count(0),
+        alarm: None,
     };
     let sent = h.ctx.aws.send_patch_command(&install).await.expect("sent");
     let mut done = false;

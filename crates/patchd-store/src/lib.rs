@@ -145,7 +145,7 @@ pub use error::StoreError;
 pub use lease::{Bid, Candidate, Fence, GroupLockHolder, LeaseRecord, TermClock, SCHEDULER_LEASE};
 pub use metrics::WindowRunCount;
 pub use relabel::{Relabelled, LEGACY_ACCOUNT};
-pub use rollouts::{BatchRecord, NewBatch, NewRollout, RolloutRecord};
+pub use rollouts::{BatchRecord, GateRecord, NewBatch, NewRollout, RolloutRecord};
 pub use sync_backlog::{RecordedCompliance, SyncBacklogEntry};
 pub use types::*;
 

@@ -11,6 +11,10 @@
 //! unique across all rollouts, is how the caller finds out (ListCommands) before sending it.
 //! A batch moves only forward: `planned → sending → sent`, or `sending → rejected` when SSM
 //! refuses it. Once `sent`, a batch keeps its command id forever.
+//!
+//! With canary waves, every batch carries its wave, and [`Store::record_gate`] keeps each
+//! wave's gate decision: the first decision stands, so a restarted rollout halted by a gate
+//! stays halted.
 
 use std::collections::HashSet;
 
@@ -47,6 +51,8 @@ pub struct NewBatch<'a> {
     pub comment: &'a str,
     /// At least one; an instance appears in one batch of a rollout only.
     pub instance_ids: &'a [String],
+    /// The canary wave it belongs to, from 1; never lower than the previous batch's.
+    pub wave: u32,
 }
 
 /// A planned rollout as stored.
@@ -76,6 +82,8 @@ pub struct BatchRecord {
     pub number: u32,
     pub comment: String,
     pub instance_ids: Vec<String>,
+    /// The canary wave, from 1 (plans without waves are one wave).
+    pub wave: u32,
     pub state: BatchState,
     /// Set exactly when `state` is `Sent`.
     pub command_id: Option<String>,
@@ -90,7 +98,7 @@ const ROLLOUT_COLUMNS: &str = "task_id, run_key, snapshot_id, max_concurrency, m
 
 fn batch_columns(d: Dialect) -> String {
     format!(
-        "batch_no, comment, {}, state, command_id, sending_at, sent_at, error",
+        "batch_no, comment, {}, wave, state, command_id, sending_at, sent_at, error",
         d.json_column("instance_ids")
     )
 }
@@ -105,6 +113,7 @@ fn batch_record(r: &Row) -> Result<BatchRecord, StoreError> {
         number: count(r, "batch_no")?,
         comment: r.text("comment")?,
         instance_ids: json(r, "instance_ids")?,
+        wave: count(r, "wave")?,
         state: parsed(r, "state", BatchState::parse)?,
         command_id: r.opt_text("command_id")?,
         sending_at: r.opt_time("sending_at")?,
@@ -143,6 +152,13 @@ fn validate_plan(rollout: &NewRollout<'_>) -> Result<(), StoreError> {
         if batch.instance_ids.is_empty() {
             return invalid(format!("batch {number} has no instances"));
         }
+        let previous_wave = i.checked_sub(1).map_or(1, |p| rollout.batches[p].wave);
+        if batch.wave < previous_wave || batch.wave > previous_wave + 1 {
+            return invalid(format!(
+                "batch {number} is in wave {} after a batch of wave {previous_wave}; waves go 1, 2, ... in batch order",
+                batch.wave
+            ));
+        }
         if let Some(id) = batch.instance_ids.iter().find(|id| id.is_empty() || !instances.insert(id.as_str()))
         {
             return invalid(format!("instance {id:?} of batch {number} is empty or already in a batch"));
@@ -163,6 +179,33 @@ fn batches_query(d: Dialect, task: WindowTaskId, number: Option<u32>) -> Query<'
     sql.push_str(" ORDER BY batch_no");
     query.sql = sql.into();
     query
+}
+
+/// A wave's gate, as judged after the wave ended and its bake passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateRecord {
+    pub wave: u32,
+    pub passed: bool,
+    /// Why it failed, in words; empty when it passed.
+    pub reason: String,
+    /// Each check's outcome, as the rollout describes it.
+    pub checks: serde_json::Value,
+    pub decided_at: DateTime<Utc>,
+}
+
+fn gate_record(r: &Row) -> Result<GateRecord, StoreError> {
+    let outcome = r.text("outcome")?;
+    Ok(GateRecord {
+        wave: count(r, "wave")?,
+        passed: match outcome.as_str() {
+            "passed" => true,
+            "failed" => false,
+            _ => return Err(StoreError::corrupt("outcome", outcome)),
+        },
+        reason: r.text("reason")?,
+        checks: json(r, "checks")?,
+        decided_at: r.time("decided_at")?,
+    })
 }
 
 fn no_batch(task: WindowTaskId, number: u32) -> StoreError {
@@ -201,8 +244,8 @@ impl Store {
                 return Ok(false);
             }
             let sql = format!(
-                "INSERT INTO rollout_batches (task_id, batch_no, comment, instance_ids, state) \
-                 VALUES ($1, $2, $3, {}, 'planned')",
+                "INSERT INTO rollout_batches (task_id, batch_no, comment, instance_ids, wave, state) \
+                 VALUES ($1, $2, $3, {}, $5, 'planned')",
                 tx.dialect().json_param(4)
             );
             for (i, batch) in rollout.batches.iter().enumerate() {
@@ -210,7 +253,8 @@ impl Store {
                     .bind(task.0)
                     .bind(i as i64 + 1)
                     .bind(batch.comment)
-                    .bind(Arg::json(serde_json::Value::from(batch.instance_ids.to_vec()).to_string()));
+                    .bind(Arg::json(serde_json::Value::from(batch.instance_ids.to_vec()).to_string()))
+                    .bind(i64::from(batch.wave));
                 tx.execute(batch_row).await?;
             }
             tx.commit().await?;
@@ -239,6 +283,47 @@ impl Store {
         tx.commit().await?;
         let batches = rows.iter().map(batch_record).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(rollout_record(&head, batches)?))
+    }
+
+    /// Records a wave's gate decision with its audit entry, in one transaction. A decision
+    /// already recorded for the wave stands and is returned instead: judging again after a
+    /// restart cannot turn a failed gate into a passed one.
+    pub async fn record_gate(
+        &self,
+        task: WindowTaskId,
+        gate: &GateRecord,
+        audit: &AuditEntry<'_>,
+    ) -> Result<GateRecord, StoreError> {
+        validate_audit(audit)?;
+        let mut tx = self.begin_fenced(TxKind::Exclusive, false).await?;
+        let sql = format!(
+            "INSERT INTO rollout_gates (task_id, wave, outcome, reason, checks, decided_at) \
+             VALUES ($1, $2, $3, $4, {}, $6) ON CONFLICT (task_id, wave) DO NOTHING",
+            tx.dialect().json_param(5)
+        );
+        let insert = Query::new(sql)
+            .bind(task.0)
+            .bind(i64::from(gate.wave))
+            .bind(if gate.passed { "passed" } else { "failed" })
+            .bind(gate.reason.as_str())
+            .bind(Arg::json(gate.checks.to_string()))
+            .bind(micros(gate.decided_at));
+        if tx.execute(insert).await? == 1 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        let stored = self.rollout_gates(task).await?.into_iter().find(|g| g.wave == gate.wave);
+        stored.ok_or(StoreError::NotFound { what: "rollout gate", id: task.0 })
+    }
+
+    /// The task's gate decisions, by wave.
+    pub async fn rollout_gates(&self, task: WindowTaskId) -> Result<Vec<GateRecord>, StoreError> {
+        let sql = format!(
+            "SELECT wave, outcome, reason, {}, decided_at FROM rollout_gates WHERE task_id = $1 ORDER BY wave",
+            self.db.dialect().json_column("checks")
+        );
+        let rows = self.db.fetch_all(Query::new(sql).bind(task.0)).await?;
+        rows.iter().map(gate_record).collect()
     }
 
     /// The task's batches in number order; empty when no rollout was planned.
@@ -392,18 +477,18 @@ mod tests {
                 batches,
             })
         };
-        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &a }]).is_ok());
+        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &a, wave: 1 }]).is_ok());
         assert!(plan(&[]).is_ok(), "a rollout of nothing is a plan too");
         assert!(plan(&[
-            NewBatch { comment: "c1", instance_ids: &a },
-            NewBatch { comment: "c2", instance_ids: &b }
+            NewBatch { comment: "c1", instance_ids: &a, wave: 1 },
+            NewBatch { comment: "c2", instance_ids: &b, wave: 1 }
         ])
         .is_err());
         assert!(plan(&[
-            NewBatch { comment: "c1", instance_ids: &a },
-            NewBatch { comment: "c1", instance_ids: &[] }
+            NewBatch { comment: "c1", instance_ids: &a, wave: 1 },
+            NewBatch { comment: "c1", instance_ids: &[], wave: 1 }
         ])
         .is_err());
-        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &[] }]).is_err());
+        assert!(plan(&[NewBatch { comment: "c1", instance_ids: &[], wave: 1 }]).is_err());
     }
 }

@@ -138,7 +138,7 @@ async fn planned_task(store: &Store, run: WindowRunId, name: &str, operation: Op
     let task = store.record_window_task(run, &observation).await.unwrap();
     let ids = vec![INSTANCE.to_string()];
     let comment = format!("patchd:run:{name}:1");
-    let batches = [NewBatch { comment: &comment, instance_ids: &ids }];
+    let batches = [NewBatch { comment: &comment, instance_ids: &ids, wave: 1 }];
     let plan = NewRollout {
         run_key: "run",
         snapshot_id: "snap",

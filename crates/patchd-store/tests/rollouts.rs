@@ -82,8 +82,8 @@ async fn a_plan_is_recorded_once_and_read_back(db: TestDb) {
     let first = ids("a", 50);
     let second = ids("b", 7);
     let batches = [
-        NewBatch { comment: "patchd:run-1:install:1", instance_ids: &first },
-        NewBatch { comment: "patchd:run-1:install:2", instance_ids: &second },
+        NewBatch { comment: "patchd:run-1:install:1", instance_ids: &first, wave: 1 },
+        NewBatch { comment: "patchd:run-1:install:2", instance_ids: &second, wave: 1 },
     ];
     let plan = store.plan_rollout(task_id, &rollout("run-1", &batches)).await.unwrap();
     assert_eq!(plan.task_id, task_id);
@@ -104,7 +104,7 @@ async fn a_plan_is_recorded_once_and_read_back(db: TestDb) {
 
     // A restart plans again, maybe with other targets: the first plan stands.
     let other = ids("c", 3);
-    let replan = [NewBatch { comment: "patchd:run-1:install:1", instance_ids: &other }];
+    let replan = [NewBatch { comment: "patchd:run-1:install:1", instance_ids: &other, wave: 1 }];
     let again = store.plan_rollout(task_id, &rollout("run-1", &replan)).await.unwrap();
     assert_eq!(again, plan);
     assert_eq!(store.rollout_batches(task_id).await.unwrap(), plan.batches);
@@ -112,18 +112,18 @@ async fn a_plan_is_recorded_once_and_read_back(db: TestDb) {
 
     // Bad plans and unknown tasks are refused without writing anything.
     let empty = ids("d", 0);
-    let bad = [NewBatch { comment: "x", instance_ids: &empty }];
+    let bad = [NewBatch { comment: "x", instance_ids: &empty, wave: 1 }];
     let other_task = task(&store, "prod-web", "scan").await;
     let err = store.plan_rollout(other_task, &rollout("run-1", &bad)).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
     let twice = [
-        NewBatch { comment: "y1", instance_ids: &first },
-        NewBatch { comment: "y2", instance_ids: &first[..1] },
+        NewBatch { comment: "y1", instance_ids: &first, wave: 1 },
+        NewBatch { comment: "y2", instance_ids: &first[..1], wave: 1 },
     ];
     let err = store.plan_rollout(other_task, &rollout("run-1", &twice)).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)), "an instance in two batches: {err:?}");
     let nowhere = WindowTaskId::from(999_999);
-    let fine = [NewBatch { comment: "z", instance_ids: &other }];
+    let fine = [NewBatch { comment: "z", instance_ids: &other, wave: 1 }];
     let err = store.plan_rollout(nowhere, &rollout("run-1", &fine)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { what: "window task", .. }), "{err:?}");
     assert_eq!(db.count("SELECT count(*) FROM rollouts").await, 1);
@@ -139,8 +139,8 @@ async fn batches_move_forward_only_and_never_get_a_second_command(db: TestDb) {
     let first = ids("a", 2);
     let second = ids("b", 2);
     let batches = [
-        NewBatch { comment: "patchd:run-2:install:1", instance_ids: &first },
-        NewBatch { comment: "patchd:run-2:install:2", instance_ids: &second },
+        NewBatch { comment: "patchd:run-2:install:1", instance_ids: &first, wave: 1 },
+        NewBatch { comment: "patchd:run-2:install:2", instance_ids: &second, wave: 1 },
     ];
     store.plan_rollout(task_id, &rollout("run-2", &batches)).await.unwrap();
     let details = serde_json::json!({"batch": 1});
@@ -215,7 +215,7 @@ async fn a_rejected_batch_keeps_its_reason(db: TestDb) {
     let store = db.open().await;
     let task_id = task(&store, "prod-db", "install").await;
     let first = ids("a", 1);
-    let batches = [NewBatch { comment: "patchd:run-3:install:1", instance_ids: &first }];
+    let batches = [NewBatch { comment: "patchd:run-3:install:1", instance_ids: &first, wave: 1 }];
     store.plan_rollout(task_id, &rollout("run-3", &batches)).await.unwrap();
     let err = store.mark_batch_rejected(task_id, 1, "InvalidInstanceId").await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)), "only a batch being sent: {err:?}");
@@ -237,16 +237,19 @@ async fn comments_and_command_ids_are_unique_across_rollouts(db: TestDb) {
     let first = ids("a", 2);
     let second = ids("b", 2);
     store
-        .plan_rollout(one, &rollout("run-4", &[NewBatch { comment: "patchd:run-4:1", instance_ids: &first }]))
+        .plan_rollout(
+            one,
+            &rollout("run-4", &[NewBatch { comment: "patchd:run-4:1", instance_ids: &first, wave: 1 }]),
+        )
         .await
         .unwrap();
     // The same comment in another rollout would make a lookup by comment ambiguous.
-    let clash = [NewBatch { comment: "patchd:run-4:1", instance_ids: &second }];
+    let clash = [NewBatch { comment: "patchd:run-4:1", instance_ids: &second, wave: 1 }];
     assert!(store.plan_rollout(two, &rollout("run-4", &clash)).await.is_err());
     assert_eq!(store.rollout(two).await.unwrap(), None, "a refused plan leaves nothing behind");
     assert_eq!(db.count("SELECT count(*) FROM rollouts").await, 1);
 
-    let fine = [NewBatch { comment: "patchd:run-4:2", instance_ids: &second }];
+    let fine = [NewBatch { comment: "patchd:run-4:2", instance_ids: &second, wave: 1 }];
     store.plan_rollout(two, &rollout("run-4", &fine)).await.unwrap();
     store.mark_batch_sending(one, 1, t(2)).await.unwrap();
     store.mark_batch_sending(two, 1, t(2)).await.unwrap();
