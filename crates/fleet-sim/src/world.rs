@@ -599,8 +599,8 @@ impl World {
         if !terminal {
             self.active.push(index);
             let at = self.now + (self.timing.dispatch_delay_seconds * 1000.0) as Millis;
+            // The alarm is first read at dispatch, so SendCommand answers Pending as SSM does.
             self.schedule(at, EventKind::Dispatch { command: index });
-            self.check_alarm(index);
         }
         index
     }
@@ -1263,6 +1263,136 @@ mod tests {
             let row = instance.reported(index);
             assert!(row.is_some_and(|r| !r.state.is_installed()), "{row:?}");
         }
+    }
+
+    fn gated(operation: Operation, max_concurrency: &str, alarm: &str) -> CommandRequest {
+        let mut req = request(operation, max_concurrency, "0");
+        req.alarm = Some(crate::commands::AlarmGate { alarm: alarm.into(), ignore_poll_alarm_failure: false });
+        req
+    }
+
+    #[test]
+    fn an_alarm_stops_what_has_not_finished() {
+        let mut w = world(3);
+        let c = w.create_command(gated(Operation::Scan, "1", "gate"), vec![0, 1, 2]);
+        w.set_alarm("gate", AlarmState::Ok).expect("valid");
+        w.advance_by(60_000);
+        assert_eq!(states(&w, c)[..2], [InvocationState::Success, InvocationState::InProgress]);
+        w.set_alarm("gate", AlarmState::Alarm).expect("valid");
+        assert_eq!(w.commands[c].state, CommandState::Cancelling);
+        w.advance_by(HOUR);
+        assert_eq!(
+            states(&w, c),
+            vec![InvocationState::Success, InvocationState::Cancelled, InvocationState::Cancelled]
+        );
+        assert_eq!(w.commands[c].state, CommandState::Cancelled);
+        assert_eq!(w.commands[c].triggered_alarm.as_deref(), Some("gate"));
+        assert_eq!(w.command_history()[0].stopped_by_alarm.as_deref(), Some("gate"));
+    }
+
+    #[test]
+    fn an_alarm_already_in_alarm_stops_the_command_at_dispatch() {
+        let mut w = world(2);
+        w.set_alarm("gate", AlarmState::Alarm).expect("valid");
+        let stopped = w.create_command(gated(Operation::Scan, "50", "gate"), vec![0, 1]);
+        let unknown = w.create_command(gated(Operation::Scan, "50", "never-created"), vec![0, 1]);
+        assert_eq!(w.commands[stopped].state, CommandState::Pending, "SendCommand answers Pending");
+        w.advance_by(HOUR);
+        assert_eq!(states(&w, stopped), vec![InvocationState::Cancelled; 2]);
+        assert_eq!(w.commands[stopped].state, CommandState::Cancelled);
+        assert_eq!(w.commands[unknown].state, CommandState::Success, "an unknown alarm has no data");
+        assert_eq!(w.commands[unknown].triggered_alarm, None);
+    }
+
+    #[test]
+    fn a_lost_agent_leaves_the_install_pending_until_the_execution_timeout() {
+        let mut w = world(3);
+        missing_kernel_fixes(&mut w);
+        let ids: Vec<String> = w.instances.iter().map(|i| i.id.clone()).collect();
+        w.set_lost_after_reboot(&ids[0], true).expect("managed");
+        w.set_lost_after_reboot(&ids[1], true).expect("managed");
+        let c = w.create_command(request(Operation::Install, "50", "5"), vec![0, 1, 2]);
+        w.advance_by(HOUR);
+        assert_eq!(
+            states(&w, c),
+            vec![InvocationState::InProgress, InvocationState::InProgress, InvocationState::Success]
+        );
+        for lost in &w.instances[..2] {
+            assert_eq!(lost.agent, Some(AgentState::ConnectionLost));
+            assert!(!lost.lost_after_reboot, "the mark is spent by the reboot");
+            let report = lost.report.as_ref().expect("reported before the reboot");
+            assert_eq!(report.operation, Operation::Install);
+            assert!(report.counts.installed_pending_reboot > 0);
+        }
+        w.set_agent(&ids[1], AgentState::Online).expect("managed");
+        assert_eq!(states(&w, c)[1], InvocationState::Success, "a returning agent finishes the install");
+        assert_eq!(w.instances[1].report.as_ref().map(|r| r.counts.installed_pending_reboot), Some(0));
+        w.advance_by(2 * HOUR);
+        assert_eq!(states(&w, c)[0], InvocationState::ExecutionTimedOut);
+        assert_eq!(w.commands[c].counts().errors, 1);
+        assert_eq!(w.instances[0].agent, Some(AgentState::ConnectionLost), "it never came back");
+        assert!(w.instances[0].report.as_ref().is_some_and(|r| r.counts.installed_pending_reboot > 0));
+        w.set_agent(&ids[0], AgentState::Online).expect("managed");
+        assert_eq!(states(&w, c)[0], InvocationState::ExecutionTimedOut, "too late to change the outcome");
+    }
+
+    #[test]
+    fn the_lost_after_reboot_rate_loses_rebooting_agents_only() {
+        let mut w = world(4);
+        missing_kernel_fixes(&mut w);
+        w.faults.lost_after_reboot_rate = 1.0;
+        let scan = w.create_command(request(Operation::Scan, "50", "0"), vec![0, 1]);
+        let mut no_reboot = request(Operation::Install, "50", "0");
+        no_reboot.reboot_if_needed = false;
+        let quiet = w.create_command(no_reboot, vec![2]);
+        w.advance_by(HOUR);
+        assert_eq!(w.commands[scan].state, CommandState::Success);
+        assert_eq!(w.commands[quiet].state, CommandState::Success);
+        let install = w.create_command(request(Operation::Install, "50", "0"), vec![0, 1, 3]);
+        w.advance_by(HOUR);
+        assert_eq!(count(&w, install, InvocationState::InProgress), 3);
+        assert_eq!(w.instances[2].agent, Some(AgentState::Online), "no reboot, nothing lost");
+    }
+
+    fn shell(commands: &[&str]) -> CommandRequest {
+        let mut req = request(Operation::Scan, "50", "0");
+        req.document_name = "AWS-RunShellScript".into();
+        req.shell = Some(crate::commands::ShellScript {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            working_directory: String::new(),
+            execution_timeout_seconds: 600,
+        });
+        req
+    }
+
+    #[test]
+    fn shell_scripts_follow_the_outcome_rules_and_leave_compliance_alone() {
+        let mut w = world(2);
+        let before: Vec<Option<PatchReport>> = w.instances.iter().map(|i| i.report.clone()).collect();
+        let target = w.instances[1].id.clone();
+        w.set_hook_rules(vec![HookRule {
+            contains: "drain".into(),
+            instance_ids: Some(vec![target]),
+            exit_code: 7,
+            output: None,
+        }])
+        .expect("valid");
+        let c = w.create_command(shell(&["lb drain"]), vec![0, 1]);
+        w.advance_by(3_000);
+        assert_eq!(count(&w, c, InvocationState::InProgress), 2, "scripts take a few seconds");
+        w.advance_by(60_000);
+        assert_eq!(states(&w, c), vec![InvocationState::Success, InvocationState::Failed]);
+        assert_eq!(w.commands[c].invocations[1].response_code(), 7);
+        assert_eq!(w.commands[c].invocations[0].response_code(), 0);
+        let after: Vec<Option<PatchReport>> = w.instances.iter().map(|i| i.report.clone()).collect();
+        assert_eq!(before, after);
+        assert_eq!(w.command_history()[0].operation, "");
+        w.faults.execution_timeout_rate = 1.0;
+        let hung = w.create_command(shell(&["sleep 9999"]), vec![0]);
+        w.advance_by(599_000);
+        assert_eq!(states(&w, hung), vec![InvocationState::InProgress]);
+        w.advance_by(5_000);
+        assert_eq!(states(&w, hung), vec![InvocationState::ExecutionTimedOut], "executionTimeout applies");
     }
 
     #[test]
