@@ -118,7 +118,10 @@ mod tests {
         alarms.set("cpu", AlarmState::Ok, 2_000).expect("valid");
         assert_eq!(alarms.views()[0].updated_at, to_datetime(1_000), "the same state keeps its timestamp");
         alarms.set("cpu", AlarmState::Alarm, 3_000).expect("valid");
-        assert_eq!((alarms.state("cpu"), alarms.views()[0].updated_at), (AlarmState::Alarm, to_datetime(3_000)));
+        assert_eq!(
+            (alarms.state("cpu"), alarms.views()[0].updated_at),
+            (AlarmState::Alarm, to_datetime(3_000))
+        );
         assert!(alarms.set("  ", AlarmState::Ok, 0).is_err());
         assert!(alarms.set(&"x".repeat(256), AlarmState::Ok, 0).is_err());
         assert!(AlarmState::NAMES.iter().all(|n| AlarmState::parse(n).is_some_and(|s| s.as_str() == *n)));

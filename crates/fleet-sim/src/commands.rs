@@ -162,7 +162,8 @@ pub struct Invocation {
 
 impl Invocation {
     pub fn response_code(&self) -> i64 {
-        if let (InvocationState::Success | InvocationState::Failed, Some(script)) = (self.state, &self.script) {
+        if let (InvocationState::Success | InvocationState::Failed, Some(script)) = (self.state, &self.script)
+        {
             return script.exit_code;
         }
         match self.state {

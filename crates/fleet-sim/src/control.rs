@@ -207,7 +207,8 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
                 Some(Value::String(s)) if s == "returns" => Some(false),
                 Some(_) => return error(StatusCode::BAD_REQUEST, USAGE),
             };
-            let unknown = body.as_object().and_then(|o| o.keys().find(|k| *k != "state" && *k != "after_reboot"));
+            let unknown =
+                body.as_object().and_then(|o| o.keys().find(|k| *k != "state" && *k != "after_reboot"));
             if (state.is_none() && lost.is_none()) || unknown.is_some() {
                 return error(StatusCode::BAD_REQUEST, USAGE);
             }
@@ -220,7 +221,9 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
                 Err(e) => control_error(e),
             }
         }
-        (Method::GET, ["hook-outcomes"]) => json_response(StatusCode::OK, &json!({ "rules": world.hook_rules() })),
+        (Method::GET, ["hook-outcomes"]) => {
+            json_response(StatusCode::OK, &json!({ "rules": world.hook_rules() }))
+        }
         (Method::PUT, ["hook-outcomes"]) => match rules_from_json(&body) {
             Ok(rules) => match world.set_hook_rules(rules) {
                 Ok(()) => json_response(StatusCode::OK, &json!({ "rules": world.hook_rules() })),

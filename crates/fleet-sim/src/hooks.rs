@@ -80,10 +80,8 @@ impl Hooks {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(self.script_seconds.is_finite() && self.script_seconds >= 0.0) {
-            problems.push(format!(
-                "hooks.script_seconds is {}; use a number of at least 0",
-                self.script_seconds
-            ));
+            problems
+                .push(format!("hooks.script_seconds is {}; use a number of at least 0", self.script_seconds));
         }
         problems.extend(rule_problems(&self.outcomes).into_iter().map(|p| format!("hooks.outcomes {p}")));
         problems
@@ -113,7 +111,8 @@ pub fn rules_from_json(body: &serde_json::Value) -> Result<Vec<HookRule>, Vec<St
             ])
         }
     };
-    let rules: Vec<HookRule> = serde_json::from_value(list).map_err(|e| vec![format!("a rule is malformed: {e}")])?;
+    let rules: Vec<HookRule> =
+        serde_json::from_value(list).map_err(|e| vec![format!("a rule is malformed: {e}")])?;
     let problems = rule_problems(&rules);
     if problems.is_empty() {
         Ok(rules)

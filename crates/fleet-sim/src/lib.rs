@@ -53,10 +53,10 @@ pub mod stats;
 pub mod sts;
 pub mod world;
 
+pub use alarms::AlarmState;
 pub use catalog::PatchRelease;
 pub use commands::CommandView;
 pub use eventbridge::RecordedEvent;
-pub use alarms::AlarmState;
 pub use faults::Faults;
 pub use fleet::{AgentState, InstanceView};
 pub use hooks::{HookRule, Hooks};

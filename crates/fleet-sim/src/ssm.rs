@@ -647,7 +647,9 @@ impl World {
             return match inv.state {
                 InvocationState::ExecutionTimedOut => "Execution timed out.\n".into(),
                 InvocationState::Undeliverable => "The instance is not a managed node.\n".into(),
-                InvocationState::DeliveryTimedOut => "The agent did not receive the command in time.\n".into(),
+                InvocationState::DeliveryTimedOut => {
+                    "The agent did not receive the command in time.\n".into()
+                }
                 _ => String::new(),
             };
         };
@@ -1727,7 +1729,8 @@ fn shell_script(parameters: &BTreeMap<String, Vec<String>>) -> Result<ShellScrip
     if commands.is_empty() {
         return Err(invalid("Parameter \"commands\" is required but not provided.".into()));
     }
-    let working_directory = parameters.get("workingDirectory").and_then(|v| v.first()).cloned().unwrap_or_default();
+    let working_directory =
+        parameters.get("workingDirectory").and_then(|v| v.first()).cloned().unwrap_or_default();
     if working_directory.chars().count() > MAX_WORKING_DIRECTORY {
         return Err(invalid(format!(
             "Parameter \"workingDirectory\" is longer than {MAX_WORKING_DIRECTORY} characters."
@@ -1778,10 +1781,18 @@ fn parse_alarm_configuration(body: &Body) -> Result<Option<AlarmGate>, ApiError>
         .ok_or_else(|| ApiError::constraint("null", name_member, "Member must not be null"))?;
     let length = name.chars().count();
     if length == 0 {
-        return Err(ApiError::constraint(name, name_member, "Member must have length greater than or equal to 1"));
+        return Err(ApiError::constraint(
+            name,
+            name_member,
+            "Member must have length greater than or equal to 1",
+        ));
     }
     if length > 255 {
-        return Err(ApiError::constraint(name, name_member, "Member must have length less than or equal to 255"));
+        return Err(ApiError::constraint(
+            name,
+            name_member,
+            "Member must have length less than or equal to 255",
+        ));
     }
     if name.trim().is_empty() {
         return Err(ApiError::constraint(

@@ -36,12 +36,30 @@ const FAULT_TICK_MS: Millis = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
-    Dispatch { command: usize },
-    Finish { command: usize, invocation: u32, timed_out: bool },
-    RebootDone { command: usize, invocation: u32 },
-    CancelDone { command: usize, invocation: u32 },
-    DeliveryTimeout { command: usize, invocation: u32 },
-    AgentBack { instance: u32, epoch: u64 },
+    Dispatch {
+        command: usize,
+    },
+    Finish {
+        command: usize,
+        invocation: u32,
+        timed_out: bool,
+    },
+    RebootDone {
+        command: usize,
+        invocation: u32,
+    },
+    CancelDone {
+        command: usize,
+        invocation: u32,
+    },
+    DeliveryTimeout {
+        command: usize,
+        invocation: u32,
+    },
+    AgentBack {
+        instance: u32,
+        epoch: u64,
+    },
     FaultTick,
     /// An alarm turned ALARM: commands gated on it stop.
     AlarmCheck,
@@ -720,7 +738,8 @@ impl World {
         if let Some(script) = &self.commands[command].request.shell {
             let outcome = self.hooks.outcome(&script.commands, &self.instances[instance_index].id);
             let inv = &mut self.commands[command].invocations[invocation as usize];
-            inv.state = if outcome.exit_code == 0 { InvocationState::Success } else { InvocationState::Failed };
+            inv.state =
+                if outcome.exit_code == 0 { InvocationState::Success } else { InvocationState::Failed };
             inv.script = Some(outcome);
             inv.end_ms = Some(now);
             self.commands[command].in_progress -= 1;
@@ -753,7 +772,12 @@ impl World {
             Operation::Install => instance.install(
                 catalog,
                 &approvals,
-                InstallPlan { approval_ms, now_ms: now, reboot_if_needed: reboot_if_needed && !lose_agent, failure_rate },
+                InstallPlan {
+                    approval_ms,
+                    now_ms: now,
+                    reboot_if_needed: reboot_if_needed && !lose_agent,
+                    failure_rate,
+                },
                 &mut rng,
             ),
             Operation::Scan => Default::default(),
@@ -1267,7 +1291,8 @@ mod tests {
 
     fn gated(operation: Operation, max_concurrency: &str, alarm: &str) -> CommandRequest {
         let mut req = request(operation, max_concurrency, "0");
-        req.alarm = Some(crate::commands::AlarmGate { alarm: alarm.into(), ignore_poll_alarm_failure: false });
+        req.alarm =
+            Some(crate::commands::AlarmGate { alarm: alarm.into(), ignore_poll_alarm_failure: false });
         req
     }
 
