@@ -36,32 +36,13 @@ const FAULT_TICK_MS: Millis = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
-    Dispatch {
-        command: usize,
-    },
-    Finish {
-        command: usize,
-        invocation: u32,
-        timed_out: bool,
-    },
-    RebootDone {
-        command: usize,
-        invocation: u32,
-    },
-    CancelDone {
-        command: usize,
-        invocation: u32,
-    },
-    DeliveryTimeout {
-        command: usize,
-        invocation: u32,
-    },
-    AgentBack {
-        instance: u32,
-        epoch: u64,
-    },
+    Dispatch { command: usize },
+    Finish { command: usize, invocation: u32, timed_out: bool },
+    RebootDone { command: usize, invocation: u32 },
+    CancelDone { command: usize, invocation: u32 },
+    DeliveryTimeout { command: usize, invocation: u32 },
+    AgentBack { instance: u32, epoch: u64 },
     FaultTick,
-    /// An alarm turned ALARM: commands gated on it stop.
     AlarmCheck,
 }
 
@@ -643,8 +624,11 @@ impl World {
     /// Starts invocations while the command has free concurrency: first those whose agent
     /// came back, then pending ones in target order.
     fn dispatch(&mut self, command: usize) {
-        if self.commands[command].state == crate::commands::CommandState::Pending || self.check_alarm(command)
-        {
+        if self.commands[command].state == crate::commands::CommandState::Pending {
+            return;
+        }
+        // Whatever frees a slot, the gate is read before another invocation starts.
+        if self.check_alarm(command) {
             return;
         }
         loop {
