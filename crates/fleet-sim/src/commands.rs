@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::clock::Millis;
 use crate::fleet::{Counts, InstallResult, Operation};
+use crate::hooks::ScriptOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InvocationState {
@@ -155,10 +156,16 @@ pub struct Invocation {
     pub end_ms: Option<Millis>,
     /// Set when the work is done; the invocation may still wait for a reboot to finish.
     pub result: Option<InvocationResult>,
+    /// AWS-RunShellScript's exit status and output, once the script ended.
+    pub script: Option<ScriptOutcome>,
 }
 
 impl Invocation {
     pub fn response_code(&self) -> i64 {
+        if let (InvocationState::Success | InvocationState::Failed, Some(script)) = (self.state, &self.script)
+        {
+            return script.exit_code;
+        }
         match self.state {
             InvocationState::Success => 0,
             InvocationState::Failed | InvocationState::ExecutionTimedOut => 1,
@@ -177,10 +184,13 @@ pub struct CommandView {
     pub requested_at: chrono::DateTime<chrono::Utc>,
     pub comment: Option<String>,
     pub document_name: String,
-    /// AWS-RunPatchBaseline's `Operation`: `Scan` or `Install`.
+    /// AWS-RunPatchBaseline's `Operation`: `Scan` or `Install`; empty for other documents.
     pub operation: String,
     /// The instances it targeted, in invocation order.
     pub instance_ids: Vec<String>,
+    /// The CloudWatch alarm that stopped the command, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by_alarm: Option<String>,
 }
 
 #[cfg(test)]
@@ -207,9 +217,26 @@ impl CommandRequest {
             reboot_if_needed: true,
             snapshot_id: None,
             baseline_override: false,
+            shell: None,
+            alarm: None,
             echo: serde_json::Map::new(),
         }
     }
+}
+
+/// AWS-RunShellScript's parameters, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellScript {
+    pub commands: Vec<String>,
+    pub working_directory: String,
+    pub execution_timeout_seconds: u32,
+}
+
+/// SendCommand's `AlarmConfiguration`: SSM takes exactly one alarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmGate {
+    pub alarm: String,
+    pub ignore_poll_alarm_failure: bool,
 }
 
 /// What SendCommand asked for, validated.
@@ -228,6 +255,10 @@ pub struct CommandRequest {
     pub reboot_if_needed: bool,
     pub snapshot_id: Option<String>,
     pub baseline_override: bool,
+    /// Set for AWS-RunShellScript, whose invocations run the script instead of the patch
+    /// operation (`operation` and the patching members above are then unused).
+    pub shell: Option<ShellScript>,
+    pub alarm: Option<AlarmGate>,
     /// Echoed verbatim in Command: OutputS3*, ServiceRoleArn, NotificationConfig, CloudWatchOutputConfig.
     pub echo: serde_json::Map<String, serde_json::Value>,
 }
@@ -248,6 +279,8 @@ pub struct Command {
     pub(crate) in_progress: usize,
     pub(crate) stopped: bool,
     pub(crate) cancel_requested: bool,
+    /// The alarm that was in ALARM when SSM stopped the command.
+    pub triggered_alarm: Option<String>,
 }
 
 /// "50" or "10%" of `targets`; percentages round up, and a concurrency is at least 1.
@@ -289,6 +322,7 @@ impl Command {
                 start_ms: None,
                 end_ms: None,
                 result: None,
+                script: None,
             })
             .collect::<Vec<_>>();
         let state =
@@ -307,6 +341,7 @@ impl Command {
             in_progress: 0,
             stopped: false,
             cancel_requested: false,
+            triggered_alarm: None,
         }
     }
 

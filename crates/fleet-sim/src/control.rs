@@ -6,9 +6,11 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::alarms::AlarmState;
 use crate::catalog::PatchRelease;
 use crate::clock::{epoch_seconds, to_datetime};
 use crate::fleet::{AgentState, InstanceView};
+use crate::hooks::rules_from_json;
 use crate::locks::lock;
 use crate::partitions::Shared;
 use crate::platform::Platform;
@@ -54,7 +56,7 @@ fn parse_body(body: &[u8]) -> Result<Value, String> {
 /// One jump at most ten years, so a typo cannot keep the server busy processing ticks.
 const MAX_ADVANCE_SECONDS: f64 = 315_360_000.0;
 
-const ENDPOINTS: [&str; 14] = [
+const ENDPOINTS: [&str; 19] = [
     "GET  /_sim/stats",
     "GET  /_sim/clock",
     "POST /_sim/clock {\"time_scale\": X}",
@@ -64,16 +66,20 @@ const ENDPOINTS: [&str; 14] = [
     "POST /_sim/patches/release {\"os\": \"AMAZON_LINUX_2\", \"severity\": \"Critical\", ...}",
     "GET  /_sim/instances[?account=ACCOUNT&region=REGION]",
     "GET  /_sim/instances/{id}",
-    "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\"}",
+    "POST /_sim/instances/{id}/agent {\"state\": \"Online\"|\"ConnectionLost\", \"after_reboot\": \"lost\"|\"returns\"}",
     "POST /_sim/instances/{id}/state {\"state\": \"running\"|\"stopped\"}",
     "GET  /_sim/commands",
     "GET  /_sim/events",
     "POST /_sim/events/fail {\"entries\": N}",
+    "GET  /_sim/alarms[?account=ACCOUNT&region=REGION]",
+    "PUT  /_sim/alarms/{name}[?account=ACCOUNT&region=REGION] {\"state\": \"OK\"|\"ALARM\"|\"INSUFFICIENT_DATA\"}",
+    "GET  /_sim/hook-outcomes",
+    "PUT  /_sim/hook-outcomes [{\"contains\": \"drain\", \"instance_ids\": [\"i-...\"], \"exit_code\": 1, \"output\": \"...\"}]",
+    "DELETE /_sim/hook-outcomes",
 ];
 
-/// `GET /_sim/instances?account=…&region=…`: one partition's instances; a missing parameter
-/// means the primary partition's.
-fn partition_instances(shared: &Shared, query: &str) -> Response {
+/// The (account, region) of `?account=…&region=…`; a missing parameter means the primary's.
+fn partition_named(shared: &Shared, query: &str) -> (String, String) {
     let mut account = None;
     let mut region = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -83,12 +89,15 @@ fn partition_instances(shared: &Shared, query: &str) -> Response {
             _ => {}
         }
     }
-    let (primary_account, primary_region) = {
-        let world = shared.world();
-        (world.account_id.clone(), world.region.clone())
-    };
-    let account = account.unwrap_or(primary_account);
-    let region = region.unwrap_or(primary_region);
+    (
+        account.unwrap_or_else(|| shared.primary_account.clone()),
+        region.unwrap_or_else(|| shared.primary_region.clone()),
+    )
+}
+
+/// `GET /_sim/instances?account=…&region=…`: one partition's instances.
+fn partition_instances(shared: &Shared, query: &str) -> Response {
+    let (account, region) = partition_named(shared, query);
     let views: Vec<InstanceView> = match shared.existing(&account, &region) {
         Some(world) => {
             let mut world = lock(&world);
@@ -131,6 +140,12 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             };
         }
         (Method::GET, ["instances"]) if !query.is_empty() => return partition_instances(shared, query),
+        (Method::GET, ["alarms"]) => {
+            let (account, region) = partition_named(shared, query);
+            let alarms = shared.existing(&account, &region).map(|w| lock(&w).alarms()).unwrap_or_default();
+            return json_response(StatusCode::OK, &json!({ "alarms": alarms }));
+        }
+        (Method::PUT, ["alarms", name]) => return put_alarm(shared, query, name, &body),
         (Method::GET, ["commands"]) => {
             let mut all = Vec::new();
             shared.for_each_world(|world| all.extend(world.command_history()));
@@ -179,21 +194,47 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             }
         }
         (Method::POST, ["instances", id, "agent"]) => {
-            let state = match body.get("state").and_then(Value::as_str) {
-                Some("Online") => AgentState::Online,
-                Some("ConnectionLost") => AgentState::ConnectionLost,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "give {\"state\": \"Online\"} or {\"state\": \"ConnectionLost\"}",
-                    )
-                }
+            const USAGE: &str = "give {\"state\": \"Online\"|\"ConnectionLost\"} and/or {\"after_reboot\": \"lost\"|\"returns\"}";
+            let state = match body.get("state") {
+                None => None,
+                Some(Value::String(s)) if s == "Online" => Some(AgentState::Online),
+                Some(Value::String(s)) if s == "ConnectionLost" => Some(AgentState::ConnectionLost),
+                Some(_) => return error(StatusCode::BAD_REQUEST, USAGE),
             };
-            match world.set_agent(id, state) {
+            let lost = match body.get("after_reboot") {
+                None => None,
+                Some(Value::String(s)) if s == "lost" => Some(true),
+                Some(Value::String(s)) if s == "returns" => Some(false),
+                Some(_) => return error(StatusCode::BAD_REQUEST, USAGE),
+            };
+            let unknown =
+                body.as_object().and_then(|o| o.keys().find(|k| *k != "state" && *k != "after_reboot"));
+            if (state.is_none() && lost.is_none()) || unknown.is_some() {
+                return error(StatusCode::BAD_REQUEST, USAGE);
+            }
+            // The mark first: with both, an agent set Online stays marked for the next reboot.
+            let outcome = lost
+                .map_or(Ok(()), |lost| world.set_lost_after_reboot(id, lost))
+                .and_then(|()| state.map_or(Ok(()), |state| world.set_agent(id, state)));
+            match outcome {
                 Ok(()) => json_response(StatusCode::OK, &world.instance(id).map(InstanceView::of)),
                 Err(e) => control_error(e),
             }
         }
+        (Method::GET, ["hook-outcomes"]) => {
+            json_response(StatusCode::OK, &json!({ "rules": world.hook_rules() }))
+        }
+        (Method::PUT, ["hook-outcomes"]) => match rules_from_json(&body) {
+            Ok(rules) => match world.set_hook_rules(rules) {
+                Ok(()) => json_response(StatusCode::OK, &json!({ "rules": world.hook_rules() })),
+                Err(e) => control_error(e),
+            },
+            Err(problems) => error(StatusCode::BAD_REQUEST, problems.join("; ")),
+        },
+        (Method::DELETE, ["hook-outcomes"]) => match world.set_hook_rules(Vec::new()) {
+            Ok(()) => json_response(StatusCode::OK, &json!({ "rules": [] })),
+            Err(e) => control_error(e),
+        },
         (Method::POST, ["instances", id, "state"]) => {
             let running = match body.get("state").and_then(Value::as_str) {
                 Some("running") => true,
@@ -215,6 +256,51 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             format!("no control endpoint {method} {path}; GET /_sim/ lists them"),
         ),
     }
+}
+
+/// `PUT /_sim/alarms/{name}`: creates or sets an alarm in the partition the query names,
+/// making the partition if it is new (as an AWS call to it would).
+fn put_alarm(shared: &Shared, query: &str, name: &str, body: &Value) -> Response {
+    let Some(name) = percent_decode(name) else {
+        return error(StatusCode::BAD_REQUEST, "the alarm name is not valid percent-encoded UTF-8");
+    };
+    let state = match body.get("state").and_then(Value::as_str).and_then(AlarmState::parse) {
+        Some(state) => state,
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("give {{\"state\": S}} with S one of {}", AlarmState::NAMES.join(", ")),
+            )
+        }
+    };
+    let (account, region) = partition_named(shared, query);
+    let world = shared.partition(&account, &region);
+    let mut world = lock(&world);
+    match world.set_alarm(&name, state) {
+        Ok(()) => {
+            let view = world.alarms().into_iter().find(|a| a.name == name);
+            json_response(StatusCode::OK, &view)
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+/// A path segment's `%XX` escapes decoded; alarm names may hold spaces and slashes.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = segment.get(index + 1..index + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// Releases a patch through the control API's body.

@@ -1,5 +1,5 @@
-//! Fault injection: throttling, server errors, latency, agents dropping off, failed installs,
-//! instances whose patch lists cannot be read.
+//! Fault injection: throttling, server errors, latency, agents dropping off (for a while, or for
+//! good after a reboot), failed installs, instances whose patch lists cannot be read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -35,6 +35,9 @@ pub struct Faults {
     pub install_failure_rate: f64,
     /// Chance that an invocation hangs until the execution timeout (ExecutionTimedOut).
     pub execution_timeout_rate: f64,
+    /// Chance that an agent does not come back after an install rebooted its instance: the
+    /// node stays ConnectionLost and the invocation runs into its execution timeout.
+    pub lost_after_reboot_rate: f64,
     /// Per-operation rate limits in real requests per second ("*" applies to every other
     /// operation). The burst equals the rate, at least 1.
     pub throttle: BTreeMap<String, f64>,
@@ -58,6 +61,7 @@ impl Default for Faults {
             agent_offline_seconds: 900.0,
             install_failure_rate: 0.0,
             execution_timeout_rate: 0.0,
+            lost_after_reboot_rate: 0.0,
             throttle: BTreeMap::new(),
             unreadable_instances: BTreeSet::new(),
             feed_errors: BTreeSet::new(),
@@ -74,6 +78,7 @@ impl Faults {
             ("throttle_rate", self.throttle_rate),
             ("install_failure_rate", self.install_failure_rate),
             ("execution_timeout_rate", self.execution_timeout_rate),
+            ("lost_after_reboot_rate", self.lost_after_reboot_rate),
             ("agent_offline_per_hour", self.agent_offline_per_hour),
         ] {
             if !(0.0..=1.0).contains(&value) {

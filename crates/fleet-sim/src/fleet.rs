@@ -186,6 +186,8 @@ pub struct Instance {
     /// Bumped on every agent change, so a scheduled "back online" for an older outage is
     /// recognised as stale.
     pub(crate) agent_epoch: u64,
+    /// The agent will not come back after the next reboot (consumed by that reboot).
+    pub lost_after_reboot: bool,
     pub instance_type: &'static str,
     pub private_ip: [u8; 4],
     pub availability_zone: char,
@@ -486,6 +488,8 @@ pub struct InstanceView {
     pub tags: Vec<(String, String)>,
     /// Patches the last Scan/Install reported missing (None before any report).
     pub missing: Option<u32>,
+    /// Whether the agent is marked not to come back after the next reboot.
+    pub lost_after_reboot: bool,
 }
 
 impl InstanceView {
@@ -500,6 +504,7 @@ impl InstanceView {
             patch_group: instance.patch_group().map(str::to_string),
             tags: instance.tags.clone(),
             missing: instance.report.as_ref().map(|r| r.counts.missing),
+            lost_after_reboot: instance.lost_after_reboot,
         }
     }
 
@@ -610,6 +615,7 @@ pub fn generate(scenario: &Scenario, catalogs: &[&[Patch]; 5], start_ms: Millis)
                 agent,
                 agent_since_ms,
                 agent_epoch: 0,
+                lost_after_reboot: false,
                 instance_type,
                 private_ip,
                 availability_zone,

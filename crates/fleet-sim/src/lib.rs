@@ -27,6 +27,7 @@
 //! Faithfulness notes (where AWS behaviour is inferred rather than documented) are in the
 //! crate's README; the status mapping of invocations is documented in [`commands`].
 
+pub mod alarms;
 pub mod baseline;
 pub mod catalog;
 pub mod clock;
@@ -38,6 +39,7 @@ pub mod eventbridge;
 pub mod faults;
 pub mod feeds;
 pub mod fleet;
+pub mod hooks;
 mod locks;
 pub mod paging;
 mod partitions;
@@ -51,11 +53,13 @@ pub mod stats;
 pub mod sts;
 pub mod world;
 
+pub use alarms::AlarmState;
 pub use catalog::PatchRelease;
 pub use commands::CommandView;
 pub use eventbridge::RecordedEvent;
 pub use faults::Faults;
 pub use fleet::{AgentState, InstanceView};
+pub use hooks::{HookRule, Hooks};
 pub use platform::Platform;
 pub use scenario::{Group, Partition, Scenario, ScenarioError, Timing};
 pub use server::SimServer;

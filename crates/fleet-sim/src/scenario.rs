@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::Faults;
+use crate::hooks::Hooks;
 use crate::platform::Platform;
 
 const DEMO_TOML: &str = include_str!("../scenarios/demo.toml");
@@ -27,6 +28,8 @@ pub struct Scenario {
     pub timing: Timing,
     pub catalog: CatalogSpec,
     pub faults: Faults,
+    /// AWS-RunShellScript's duration and outcome rules.
+    pub hooks: Hooks,
     pub groups: Vec<Group>,
     /// The ExternalId an AssumeRole into the primary account must give, if any.
     pub external_id: Option<String>,
@@ -280,6 +283,7 @@ impl Scenario {
             timing: Timing::default(),
             catalog: CatalogSpec::default(),
             faults: Faults::default(),
+            hooks: Hooks::default(),
             groups: vec![Group::amazon_linux_2("default", 10)],
             external_id: None,
             partitions: Vec::new(),
@@ -397,6 +401,7 @@ impl Scenario {
             timing: self.timing.clone(),
             catalog: self.catalog.clone(),
             faults: self.faults.clone(),
+            hooks: self.hooks.clone(),
             groups: Vec::new(),
             external_id: None,
             partitions: Vec::new(),
@@ -431,6 +436,11 @@ impl Scenario {
 
     pub fn with_faults(mut self, faults: Faults) -> Scenario {
         self.faults = faults;
+        self
+    }
+
+    pub fn with_hooks(mut self, hooks: Hooks) -> Scenario {
+        self.hooks = hooks;
         self
     }
 
@@ -518,6 +528,8 @@ struct RawScenario {
     catalog: RawCatalog,
     #[serde(default)]
     faults: Faults,
+    #[serde(default)]
+    hooks: Hooks,
     #[serde(default)]
     group: Vec<RawGroup>,
     external_id: Option<String>,
@@ -668,6 +680,7 @@ impl RawScenario {
         }
 
         problems.extend(self.faults.problems());
+        problems.extend(self.hooks.problems());
 
         if self.group.is_empty() {
             problems.push("no [[group]] defined; add at least one group of instances".into());
@@ -706,6 +719,7 @@ impl RawScenario {
             timing,
             catalog,
             faults: self.faults,
+            hooks: self.hooks,
             groups,
             external_id: self.external_id,
             partitions,

@@ -186,6 +186,25 @@ impl SimServer {
         self.shared.world().set_agent(id, state)
     }
 
+    /// Marks an instance whose agent will not come back after its next reboot (or unmarks it).
+    pub fn set_lost_after_reboot(&self, id: &str, lost: bool) -> Result<(), ControlError> {
+        self.shared.world().set_lost_after_reboot(id, lost)
+    }
+
+    /// Creates or sets a CloudWatch alarm that SendCommand's AlarmConfiguration can name.
+    pub fn set_alarm(&self, name: &str, state: crate::alarms::AlarmState) -> Result<(), ControlError> {
+        self.shared.world().set_alarm(name, state)
+    }
+
+    pub fn alarms(&self) -> Vec<crate::alarms::AlarmView> {
+        self.shared.world().alarms()
+    }
+
+    /// Replaces the AWS-RunShellScript outcome rules.
+    pub fn set_hook_outcomes(&self, rules: Vec<crate::hooks::HookRule>) -> Result<(), ControlError> {
+        self.shared.world().set_hook_rules(rules)
+    }
+
     /// Starts or stops an instance (a stopped instance is not a managed node).
     pub fn set_running(&self, id: &str, running: bool) -> Result<(), ControlError> {
         self.shared.world().set_running(id, running)

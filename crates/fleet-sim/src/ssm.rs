@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::baseline::{Baseline, PatchFilter, PatchRule, COMPLIANCE_LEVELS};
 use crate::catalog::Patch;
 use crate::clock::{epoch_seconds, to_datetime, Millis};
-use crate::commands::{Command, CommandRequest, Invocation, InvocationState};
+use crate::commands::{AlarmGate, Command, CommandRequest, Invocation, InvocationState, ShellScript};
 use crate::error::ApiError;
 use crate::fleet::{Instance, Operation, PatchReport, PatchState};
 use crate::paging;
@@ -45,6 +45,9 @@ pub const OPERATIONS: [&str; 21] = [
 ];
 
 const DOCUMENT: &str = "AWS-RunPatchBaseline";
+/// The hook document: scripts run before and after patching.
+const SHELL_DOCUMENT: &str = "AWS-RunShellScript";
+const SHELL_PLUGIN: &str = "aws:runShellScript";
 const AGENT_VERSION: &str = "3.3.1142.0";
 const MAX_CUSTOM_BASELINES: usize = 50;
 const MAX_GROUPS_PER_BASELINE: usize = 25;
@@ -248,7 +251,8 @@ impl World {
             return Err(pattern_error(document, "DocumentName", r"^[a-zA-Z0-9_\-.:/]{3,128}$"));
         }
         let short_name = document.rsplit("document/").next().unwrap_or(document);
-        if short_name != DOCUMENT {
+        let shell = short_name == SHELL_DOCUMENT;
+        if short_name != DOCUMENT && !shell {
             return Err(ApiError::new(
                 "InvalidDocument",
                 format!("Document with name {document} does not exist."),
@@ -258,7 +262,7 @@ impl World {
         if !matches!(document_version, "$DEFAULT" | "$LATEST" | "1") {
             return Err(ApiError::new(
                 "InvalidDocumentVersion",
-                format!("Document {DOCUMENT} has no version {document_version}; it has version 1"),
+                format!("Document {short_name} has no version {document_version}; it has version 1"),
             ));
         }
         let instance_ids = body.strings("InstanceIds", Some(50))?.unwrap_or_default();
@@ -304,7 +308,9 @@ impl World {
                 r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$",
             ));
         }
-        let parameters = parse_parameters(body)?;
+        let parameters = parse_parameters(body, short_name)?;
+        let shell = if shell { Some(shell_script(&parameters)?) } else { None };
+        let alarm = parse_alarm_configuration(body)?;
         let operation = match parameters.get("Operation").and_then(|v| v.first()).map(String::as_str) {
             Some("Scan") => Operation::Scan,
             Some("Install") => Operation::Install,
@@ -314,6 +320,7 @@ impl World {
                     format!("Parameter \"Operation\" has value \"{other}\" not in {{Scan, Install}}."),
                 ))
             }
+            None if shell.is_some() => Operation::Scan,
             None => {
                 return Err(ApiError::new(
                     "InvalidParameters",
@@ -419,6 +426,8 @@ impl World {
             reboot_if_needed,
             snapshot_id,
             baseline_override,
+            shell,
+            alarm,
             echo,
         };
         let index = self.create_command(request, instances);
@@ -450,7 +459,7 @@ impl World {
         let counts = command.counts();
         let request = &command.request;
         let echo = |key: &str| request.echo.get(key).cloned();
-        json!({
+        let mut value = json!({
             "CommandId": command.id,
             "DocumentName": request.document_name,
             "DocumentVersion": request.document_version,
@@ -477,7 +486,26 @@ impl World {
             "CloudWatchOutputConfig": echo("CloudWatchOutputConfig")
                 .unwrap_or_else(|| json!({"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false})),
             "TimeoutSeconds": request.timeout_seconds,
-        })
+        });
+        if let (Some(gate), Some(fields)) = (&request.alarm, value.as_object_mut()) {
+            fields.insert(
+                "AlarmConfiguration".into(),
+                json!({"IgnorePollAlarmFailure": gate.ignore_poll_alarm_failure, "Alarms": [{"Name": gate.alarm}]}),
+            );
+            if let Some(alarm) = &command.triggered_alarm {
+                fields.insert("TriggeredAlarms".into(), json!([{"Name": alarm, "State": "ALARM"}]));
+            }
+        }
+        value
+    }
+
+    /// The plugin an invocation runs: the document's single step.
+    fn plugin_name(command: &Command, instance: &Instance) -> &'static str {
+        if command.request.shell.is_some() {
+            SHELL_PLUGIN
+        } else {
+            instance.platform.plugin_name()
+        }
     }
 
     fn command_by_id(&self, id: &str) -> Result<usize, ApiError> {
@@ -590,7 +618,7 @@ impl World {
 
     fn plugin_json(&self, command: &Command, inv: &Invocation, instance: &Instance) -> Value {
         let mut plugin = json!({
-            "Name": instance.platform.plugin_name(),
+            "Name": World::plugin_name(command, instance),
             "Status": inv.state.plugin_status(),
             "StatusDetails": inv.state.status_details(),
             "ResponseCode": inv.response_code(),
@@ -612,8 +640,57 @@ impl World {
         plugin
     }
 
+    /// Standard output of an AWS-RunShellScript invocation: the commands, as `set -x` would
+    /// trace them, then what the outcome rule says the script printed.
+    fn script_output(script: &ShellScript, inv: &Invocation) -> String {
+        let Some(outcome) = &inv.script else {
+            return match inv.state {
+                InvocationState::ExecutionTimedOut => "Execution timed out.\n".into(),
+                InvocationState::Undeliverable => "The instance is not a managed node.\n".into(),
+                InvocationState::DeliveryTimedOut => {
+                    "The agent did not receive the command in time.\n".into()
+                }
+                _ => String::new(),
+            };
+        };
+        let mut text = String::new();
+        if !script.working_directory.is_empty() {
+            text.push_str(&format!("+ cd {}\n", script.working_directory));
+        }
+        for line in script.commands.iter().flat_map(|c| c.lines()) {
+            text.push_str(&format!("+ {line}\n"));
+        }
+        if let Some(output) = &outcome.output {
+            text.push_str(output);
+            if !output.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Standard error: what the agent adds when a script exits non-zero.
+    fn error_text(inv: &Invocation) -> String {
+        match &inv.script {
+            Some(outcome) if outcome.exit_code != 0 => {
+                format!("failed to run commands: exit status {}\n", outcome.exit_code)
+            }
+            _ => String::new(),
+        }
+    }
+
     /// A summary in the spirit of AWS-RunPatchBaseline's own output.
     fn output_text(&self, command: &Command, inv: &Invocation, instance: &Instance) -> String {
+        if let Some(script) = &command.request.shell {
+            let mut text = World::script_output(script, inv);
+            let errors = World::error_text(inv);
+            if !errors.is_empty() {
+                // The plugin's Output holds both streams, as the agent joins them.
+                text.push_str("\n----------ERROR-------\n");
+                text.push_str(&errors);
+            }
+            return text;
+        }
         let operation = command.request.operation.as_str();
         match (inv.state, &inv.result) {
             (InvocationState::Success | InvocationState::Failed, Some(result)) => {
@@ -676,7 +753,7 @@ impl World {
         let position = *command.by_instance.get(&(instance as u32)).ok_or_else(not_found)?;
         let inv = &command.invocations[position as usize];
         let inst = &self.instances[instance];
-        let expected_plugin = inst.platform.plugin_name();
+        let expected_plugin = World::plugin_name(command, inst);
         if plugin_name.is_some_and(|name| name != expected_plugin) {
             return Err(ApiError::new("InvalidPluginName", ""));
         }
@@ -701,9 +778,12 @@ impl World {
             "ExecutionEndDateTime": end,
             "Status": inv.state.status(),
             "StatusDetails": inv.state.status_details(),
-            "StandardOutputContent": self.output_text(command, inv, inst),
+            "StandardOutputContent": match &request.shell {
+                Some(script) => World::script_output(script, inv),
+                None => self.output_text(command, inv, inst),
+            },
             "StandardOutputUrl": "",
-            "StandardErrorContent": "",
+            "StandardErrorContent": World::error_text(inv),
             "StandardErrorUrl": "",
             "CloudWatchOutputConfig": request.echo.get("CloudWatchOutputConfig").cloned()
                 .unwrap_or_else(|| json!({"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false})),
@@ -1601,15 +1681,23 @@ fn parse_targets(body: &Body) -> Result<Vec<(String, Vec<String>)>, ApiError> {
 
 const DOCUMENT_PARAMETERS: [&str; 5] =
     ["Operation", "SnapshotId", "InstallOverrideList", "BaselineOverride", "RebootOption"];
+const SHELL_PARAMETERS: [&str; 3] = ["commands", "workingDirectory", "executionTimeout"];
+/// AWS-RunShellScript's `workingDirectory` maxChars.
+const MAX_WORKING_DIRECTORY: usize = 4096;
+/// AWS-RunShellScript's `executionTimeout` allowed range (its allowedPattern), in seconds.
+const SHELL_TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 1..=172_800;
 
-fn parse_parameters(body: &Body) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+/// `Parameters` as `document` defines them; only AWS-RunShellScript's `commands` (a
+/// StringList) takes several values.
+fn parse_parameters(body: &Body, document: &str) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let mut parameters = BTreeMap::new();
     let Some(map) = body.object("Parameters")? else { return Ok(parameters) };
+    let defined: &[&str] = if document == SHELL_DOCUMENT { &SHELL_PARAMETERS } else { &DOCUMENT_PARAMETERS };
     for (name, values) in map.entries() {
-        if !DOCUMENT_PARAMETERS.contains(&name.as_str()) {
+        if !defined.contains(&name.as_str()) {
             return Err(ApiError::new(
                 "InvalidParameters",
-                format!("Parameter \"{name}\" is not defined in document {DOCUMENT}."),
+                format!("Parameter \"{name}\" is not defined in document {document}."),
             ));
         }
         let Some(list) = values.as_array() else {
@@ -1622,15 +1710,98 @@ fn parse_parameters(body: &Body) -> Result<BTreeMap<String, Vec<String>>, ApiErr
             list.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(
                 || ApiError::new("SerializationException", format!("Parameters.{name}: expected strings")),
             )?;
-        if strings.len() > 1 {
+        if strings.len() > 1 && name != "commands" {
             return Err(ApiError::new(
                 "InvalidParameters",
-                format!("Parameter \"{name}\" of document {DOCUMENT} takes one value."),
+                format!("Parameter \"{name}\" of document {document} takes one value."),
             ));
         }
         parameters.insert(name.clone(), strings);
     }
     Ok(parameters)
+}
+
+/// AWS-RunShellScript's parameters, with the document's defaults (no working directory, an
+/// execution timeout of 3600 seconds).
+fn shell_script(parameters: &BTreeMap<String, Vec<String>>) -> Result<ShellScript, ApiError> {
+    let invalid = |message: String| ApiError::new("InvalidParameters", message);
+    let commands = parameters.get("commands").cloned().unwrap_or_default();
+    if commands.is_empty() {
+        return Err(invalid("Parameter \"commands\" is required but not provided.".into()));
+    }
+    let working_directory =
+        parameters.get("workingDirectory").and_then(|v| v.first()).cloned().unwrap_or_default();
+    if working_directory.chars().count() > MAX_WORKING_DIRECTORY {
+        return Err(invalid(format!(
+            "Parameter \"workingDirectory\" is longer than {MAX_WORKING_DIRECTORY} characters."
+        )));
+    }
+    let execution_timeout_seconds = match parameters.get("executionTimeout").and_then(|v| v.first()) {
+        None => 3600,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|t| SHELL_TIMEOUT_SECONDS.contains(t) && !text.starts_with('0'))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Parameter \"executionTimeout\" value \"{text}\" is not a number of seconds from 1 to 172800."
+                ))
+            })?,
+    };
+    Ok(ShellScript { commands, working_directory, execution_timeout_seconds })
+}
+
+/// SendCommand's `AlarmConfiguration`, within the model's bounds: `Alarms` is a list of
+/// exactly one alarm whose name is 1 to 255 characters and not blank.
+fn parse_alarm_configuration(body: &Body) -> Result<Option<AlarmGate>, ApiError> {
+    let Some(config) = body.object("AlarmConfiguration")? else { return Ok(None) };
+    let ignore_poll_alarm_failure = config.bool("IgnorePollAlarmFailure")?.unwrap_or(false);
+    let member = "alarmConfiguration.alarms";
+    let Some(alarms) = config.list("Alarms")? else {
+        return Err(ApiError::constraint("null", member, "Member must not be null"));
+    };
+    let bound = match alarms.len() {
+        0 => Some("Member must have length greater than or equal to 1"),
+        1 => None,
+        _ => Some("Member must have length less than or equal to 1"),
+    };
+    if let Some(bound) = bound {
+        let names: Vec<String> = alarms
+            .iter()
+            .map(|a| a.get("Name").and_then(Value::as_str).unwrap_or_default().to_string())
+            .collect();
+        return Err(ApiError::constraint(format!("[{}]", names.join(", ")), member, bound));
+    }
+    let Some(alarm) = config.objects("Alarms", Some(1))?.into_iter().next() else {
+        return Err(ApiError::constraint("[]", member, "Member must have length greater than or equal to 1"));
+    };
+    let name_member = "alarmConfiguration.alarms.1.member.name";
+    let name = alarm
+        .str("Name")?
+        .ok_or_else(|| ApiError::constraint("null", name_member, "Member must not be null"))?;
+    let length = name.chars().count();
+    if length == 0 {
+        return Err(ApiError::constraint(
+            name,
+            name_member,
+            "Member must have length greater than or equal to 1",
+        ));
+    }
+    if length > 255 {
+        return Err(ApiError::constraint(
+            name,
+            name_member,
+            "Member must have length less than or equal to 255",
+        ));
+    }
+    if name.trim().is_empty() {
+        return Err(ApiError::constraint(
+            name,
+            name_member,
+            r"Member must satisfy regular expression pattern: ^(?!\s*$).+",
+        ));
+    }
+    Ok(Some(AlarmGate { alarm: name.to_string(), ignore_poll_alarm_failure }))
 }
 
 fn target_matches(instance: &Instance, key: &str, values: &[String]) -> bool {

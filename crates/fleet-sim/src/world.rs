@@ -15,12 +15,14 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::alarms::{AlarmState, AlarmView, Alarms};
 use crate::baseline::{predefined, Approval, Baseline};
 use crate::catalog::{Catalog, CatalogShape, Patch, PatchRelease};
 use crate::clock::{to_datetime, Millis, SharedClock, SimClock};
 use crate::commands::{Command, CommandRequest, InvocationResult, InvocationState};
 use crate::faults::{Faults, Throttle};
 use crate::fleet::{generate, AgentState, InstallPlan, Instance, Operation, PatchReport, STREAM_COMMAND};
+use crate::hooks::{HookRule, Hooks};
 use crate::platform::Platform;
 use crate::random::derive_seed;
 use crate::scenario::{Scenario, Timing};
@@ -41,6 +43,16 @@ enum EventKind {
     DeliveryTimeout { command: usize, invocation: u32 },
     AgentBack { instance: u32, epoch: u64 },
     FaultTick,
+    AlarmCheck,
+}
+
+/// An install whose reboot the agent did not come back from: what finishing it needs if the
+/// agent is brought back before the execution timeout.
+#[derive(Debug, Clone, Copy)]
+struct LostReboot {
+    command: usize,
+    invocation: u32,
+    approval_ms: Millis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +126,10 @@ pub struct World {
     pub(crate) next_baseline_number: u64,
     pub(crate) client_tokens: HashMap<String, String>,
     pub(crate) request_number: u64,
+    pub(crate) alarms: Alarms,
+    pub(crate) hooks: Hooks,
+    /// Instance → the invocation stuck behind its lost reboot.
+    lost_reboots: HashMap<u32, LostReboot>,
 }
 
 impl World {
@@ -175,6 +191,9 @@ impl World {
             next_baseline_number: 0,
             client_tokens: HashMap::new(),
             request_number: 0,
+            alarms: Alarms::default(),
+            hooks: scenario.hooks.clone(),
+            lost_reboots: HashMap::new(),
         };
         world.initial_scans(scenario);
         world.schedule_fault_tick();
@@ -299,6 +318,11 @@ impl World {
                 }
             }
             EventKind::FaultTick => self.fault_tick(),
+            EventKind::AlarmCheck => {
+                for command in self.active.clone() {
+                    self.check_alarm(command);
+                }
+            }
         }
     }
 
@@ -372,9 +396,73 @@ impl World {
         }
         instance.set_agent(Some(state), now);
         if state == AgentState::Online {
+            self.resume_lost_reboot(index as u32);
             self.retry_delayed();
         }
         Ok(())
+    }
+
+    /// Marks (or unmarks) an instance whose agent will not come back after its next reboot.
+    pub fn set_lost_after_reboot(&mut self, id: &str, lost: bool) -> Result<(), ControlError> {
+        self.sync();
+        let index =
+            self.instance_position(id).ok_or_else(|| ControlError::UnknownInstance(id.to_string()))?;
+        if self.instances[index].agent.is_none() {
+            return Err(ControlError::NoAgent(id.to_string()));
+        }
+        self.instances[index].lost_after_reboot = lost;
+        Ok(())
+    }
+
+    // ----- alarms and hooks -----
+
+    /// Creates or sets an alarm; one turning ALARM stops the commands gated on it at once.
+    pub fn set_alarm(&mut self, name: &str, state: AlarmState) -> Result<(), ControlError> {
+        let now = self.sync();
+        self.alarms.set(name, state, now).map_err(ControlError::Invalid)?;
+        if state == AlarmState::Alarm {
+            // Through the event queue, so that alarms act where every other change of the
+            // world does, in time order with what else falls due now.
+            self.schedule(now, EventKind::AlarmCheck);
+            self.advance_to(now);
+        }
+        Ok(())
+    }
+
+    pub fn alarms(&mut self) -> Vec<AlarmView> {
+        self.sync();
+        self.alarms.views()
+    }
+
+    pub fn set_hook_rules(&mut self, rules: Vec<HookRule>) -> Result<(), ControlError> {
+        let problems = crate::hooks::rule_problems(&rules);
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid(problems.join("; ")));
+        }
+        self.sync();
+        self.hooks.outcomes = rules;
+        Ok(())
+    }
+
+    pub fn hook_rules(&self) -> &[HookRule] {
+        &self.hooks.outcomes
+    }
+
+    /// Stops an unfinished command whose alarm is in ALARM, as CancelCommand would, and
+    /// remembers the alarm. Returns whether it stopped it.
+    fn check_alarm(&mut self, command: usize) -> bool {
+        let cmd = &self.commands[command];
+        let Some(gate) = &cmd.request.alarm else { return false };
+        if cmd.triggered_alarm.is_some()
+            || cmd.state.is_terminal()
+            || self.alarms.state(&gate.alarm) != AlarmState::Alarm
+        {
+            return false;
+        }
+        let alarm = gate.alarm.clone();
+        self.commands[command].triggered_alarm = Some(alarm);
+        self.cancel(command, None);
+        true
     }
 
     pub fn set_running(&mut self, id: &str, running: bool) -> Result<(), ControlError> {
@@ -473,12 +561,17 @@ impl World {
                 requested_at: crate::clock::to_datetime(c.requested_ms),
                 comment: c.request.comment.clone(),
                 document_name: c.request.document_name.clone(),
-                operation: c.request.operation.as_str().to_string(),
+                operation: if c.request.shell.is_some() {
+                    String::new()
+                } else {
+                    c.request.operation.as_str().to_string()
+                },
                 instance_ids: c
                     .invocations
                     .iter()
                     .filter_map(|i| self.instances.get(i.instance as usize).map(|inst| inst.id.clone()))
                     .collect(),
+                stopped_by_alarm: c.triggered_alarm.clone(),
             })
             .collect()
     }
@@ -505,9 +598,19 @@ impl World {
         if !terminal {
             self.active.push(index);
             let at = self.now + (self.timing.dispatch_delay_seconds * 1000.0) as Millis;
+            // The alarm is first read at dispatch, so SendCommand answers Pending as SSM does.
             self.schedule(at, EventKind::Dispatch { command: index });
         }
         index
+    }
+
+    /// The execution timeout of the command's document: AWS-RunShellScript's
+    /// `executionTimeout`, else the scenario's for AWS-RunPatchBaseline.
+    fn execution_timeout_ms(&self, command: usize) -> Millis {
+        match &self.commands[command].request.shell {
+            Some(script) => i64::from(script.execution_timeout_seconds) * 1000,
+            None => (self.timing.execution_timeout_seconds * 1000.0) as Millis,
+        }
     }
 
     fn invocation_rng(&self, command: usize, invocation: u32) -> ChaCha8Rng {
@@ -522,6 +625,10 @@ impl World {
     /// came back, then pending ones in target order.
     fn dispatch(&mut self, command: usize) {
         if self.commands[command].state == crate::commands::CommandState::Pending {
+            return;
+        }
+        // Whatever frees a slot, the gate is read before another invocation starts.
+        if self.check_alarm(command) {
             return;
         }
         loop {
@@ -581,16 +688,17 @@ impl World {
         inv.start_ms = Some(now);
         self.commands[command].in_progress += 1;
         let mut rng = self.invocation_rng(command, invocation);
-        let timing = &self.timing;
         let hang = self.faults.execution_timeout_rate;
         if crate::random::chance(&mut rng, hang) {
-            let at = now + (timing.execution_timeout_seconds * 1000.0) as Millis;
+            let at = now + self.execution_timeout_ms(command);
             self.schedule(at, EventKind::Finish { command, invocation, timed_out: true });
             return;
         }
-        let base = match operation {
-            Operation::Scan => timing.scan_seconds,
-            Operation::Install => timing.install_seconds,
+        let timing = &self.timing;
+        let base = match (&self.commands[command].request.shell, operation) {
+            (Some(_), _) => self.hooks.script_seconds,
+            (None, Operation::Scan) => timing.scan_seconds,
+            (None, Operation::Install) => timing.install_seconds,
         };
         let spread = if timing.jitter > 0.0 { rng.random_range(-timing.jitter..=timing.jitter) } else { 0.0 };
         let duration = (base * (1.0 + spread) * 1000.0).max(1.0) as Millis;
@@ -611,6 +719,17 @@ impl World {
             return;
         }
         let instance_index = self.commands[command].invocations[invocation as usize].instance as usize;
+        if let Some(script) = &self.commands[command].request.shell {
+            let outcome = self.hooks.outcome(&script.commands, &self.instances[instance_index].id);
+            let inv = &mut self.commands[command].invocations[invocation as usize];
+            inv.state =
+                if outcome.exit_code == 0 { InvocationState::Success } else { InvocationState::Failed };
+            inv.script = Some(outcome);
+            inv.end_ms = Some(now);
+            self.commands[command].in_progress -= 1;
+            self.after_terminal(command);
+            return;
+        }
         let baseline = self.baseline_index_for(instance_index);
         let approvals = self.approvals(baseline);
         let baseline_id = self.baselines[baseline].id.clone();
@@ -627,22 +746,48 @@ impl World {
         let platform = self.instances[instance_index].platform;
         let catalog = self.catalog.patches(platform);
         let instance = &mut self.instances[instance_index];
-        let install = match operation {
+        // Decided before installing, so that the install can leave the reboot to us when the
+        // agent will not survive it. No draw at a zero rate keeps older seeds' stories.
+        let lose_agent = operation == Operation::Install
+            && reboot_if_needed
+            && (instance.lost_after_reboot
+                || crate::random::chance(&mut rng, self.faults.lost_after_reboot_rate));
+        let mut install = match operation {
             Operation::Install => instance.install(
                 catalog,
                 &approvals,
-                InstallPlan { approval_ms, now_ms: now, reboot_if_needed, failure_rate },
+                InstallPlan {
+                    approval_ms,
+                    now_ms: now,
+                    reboot_if_needed: reboot_if_needed && !lose_agent,
+                    failure_rate,
+                },
                 &mut rng,
             ),
             Operation::Scan => Default::default(),
         };
+        let lost = lose_agent && instance.has_pending_reboot();
         let counts =
             instance.evaluate(catalog, &approvals, &self.baselines[baseline], approval_ms, operation);
+        if lost {
+            // Evaluated before the reboot: the last report the agent sends shows the reboot
+            // still pending.
+            instance.reboot();
+            instance.lost_after_reboot = false;
+            install.rebooted = true;
+        }
         let patch_group = instance.patch_group().unwrap_or("").to_string();
         let result = InvocationResult { counts, install, baseline_id, patch_group };
         let rebooted = install.rebooted;
         self.commands[command].invocations[invocation as usize].result = Some(result);
-        if rebooted {
+        if lost {
+            self.write_report(command, invocation);
+            self.instances[instance_index].set_agent(Some(AgentState::ConnectionLost), now);
+            self.lost_reboots.insert(instance_index as u32, LostReboot { command, invocation, approval_ms });
+            let start = self.commands[command].invocations[invocation as usize].start_ms.unwrap_or(now);
+            let at = (start + self.execution_timeout_ms(command)).max(now);
+            self.schedule(at, EventKind::Finish { command, invocation, timed_out: true });
+        } else if rebooted {
             let instance = &mut self.instances[instance_index];
             instance.set_agent(Some(AgentState::ConnectionLost), now);
             let epoch = instance.agent_epoch;
@@ -661,14 +806,39 @@ impl World {
         }
     }
 
-    /// Ends a finished invocation: writes compliance (unless BaselineOverride) and the status.
-    fn complete(&mut self, command: usize, invocation: u32) {
+    /// The agent of an instance whose reboot it had not come back from is back: it finishes
+    /// the install, reporting compliance after the reboot, if the invocation still waits.
+    fn resume_lost_reboot(&mut self, instance: u32) {
+        let Some(lost) = self.lost_reboots.remove(&instance) else { return };
+        let LostReboot { command, invocation, approval_ms } = lost;
+        if self.commands[command].invocations[invocation as usize].state != InvocationState::InProgress {
+            return;
+        }
+        let index = instance as usize;
+        let baseline = self.baseline_index_for(index);
+        let approvals = self.approvals(baseline);
+        let catalog = self.catalog.patches(self.instances[index].platform);
+        let counts = self.instances[index].evaluate(
+            catalog,
+            &approvals,
+            &self.baselines[baseline],
+            approval_ms,
+            Operation::Install,
+        );
+        if let Some(result) = &mut self.commands[command].invocations[invocation as usize].result {
+            result.counts = counts;
+        }
+        self.complete(command, invocation);
+    }
+
+    /// Writes an invocation's compliance report, unless it must not (BaselineOverride).
+    fn write_report(&mut self, command: usize, invocation: u32) {
         let now = self.now;
         let cmd = &self.commands[command];
         let inv = &cmd.invocations[invocation as usize];
-        let Some(result) = inv.result.clone() else { return };
+        let Some(result) = &inv.result else { return };
         let instance_index = inv.instance as usize;
-        if !cmd.request.baseline_override {
+        if !cmd.request.baseline_override && cmd.request.shell.is_none() {
             let previous_no_reboot =
                 self.instances[instance_index].report.as_ref().and_then(|r| r.last_no_reboot_install_ms);
             let last_no_reboot_install_ms =
@@ -689,6 +859,15 @@ impl World {
                 counts: result.counts,
             });
         }
+    }
+
+    /// Ends a finished invocation: writes compliance and the status.
+    fn complete(&mut self, command: usize, invocation: u32) {
+        let now = self.now;
+        let Some(result) = self.commands[command].invocations[invocation as usize].result.clone() else {
+            return;
+        };
+        self.write_report(command, invocation);
         let inv = &mut self.commands[command].invocations[invocation as usize];
         inv.state =
             if result.install.failed > 0 { InvocationState::Failed } else { InvocationState::Success };
@@ -1092,6 +1271,137 @@ mod tests {
             let row = instance.reported(index);
             assert!(row.is_some_and(|r| !r.state.is_installed()), "{row:?}");
         }
+    }
+
+    fn gated(operation: Operation, max_concurrency: &str, alarm: &str) -> CommandRequest {
+        let mut req = request(operation, max_concurrency, "0");
+        req.alarm =
+            Some(crate::commands::AlarmGate { alarm: alarm.into(), ignore_poll_alarm_failure: false });
+        req
+    }
+
+    #[test]
+    fn an_alarm_stops_what_has_not_finished() {
+        let mut w = world(3);
+        let c = w.create_command(gated(Operation::Scan, "1", "gate"), vec![0, 1, 2]);
+        w.set_alarm("gate", AlarmState::Ok).expect("valid");
+        w.advance_by(60_000);
+        assert_eq!(states(&w, c)[..2], [InvocationState::Success, InvocationState::InProgress]);
+        w.set_alarm("gate", AlarmState::Alarm).expect("valid");
+        assert_eq!(w.commands[c].state, CommandState::Cancelling);
+        w.advance_by(HOUR);
+        assert_eq!(
+            states(&w, c),
+            vec![InvocationState::Success, InvocationState::Cancelled, InvocationState::Cancelled]
+        );
+        assert_eq!(w.commands[c].state, CommandState::Cancelled);
+        assert_eq!(w.commands[c].triggered_alarm.as_deref(), Some("gate"));
+        assert_eq!(w.command_history()[0].stopped_by_alarm.as_deref(), Some("gate"));
+    }
+
+    #[test]
+    fn an_alarm_already_in_alarm_stops_the_command_at_dispatch() {
+        let mut w = world(2);
+        w.set_alarm("gate", AlarmState::Alarm).expect("valid");
+        let stopped = w.create_command(gated(Operation::Scan, "50", "gate"), vec![0, 1]);
+        let unknown = w.create_command(gated(Operation::Scan, "50", "never-created"), vec![0, 1]);
+        assert_eq!(w.commands[stopped].state, CommandState::Pending, "SendCommand answers Pending");
+        w.advance_by(HOUR);
+        assert_eq!(states(&w, stopped), vec![InvocationState::Cancelled; 2]);
+        assert_eq!(w.commands[stopped].state, CommandState::Cancelled);
+        assert_eq!(w.commands[unknown].state, CommandState::Success, "an unknown alarm has no data");
+        assert_eq!(w.commands[unknown].triggered_alarm, None);
+    }
+
+    #[test]
+    fn a_lost_agent_leaves_the_install_pending_until_the_execution_timeout() {
+        let mut w = world(3);
+        missing_kernel_fixes(&mut w);
+        let ids: Vec<String> = w.instances.iter().map(|i| i.id.clone()).collect();
+        w.set_lost_after_reboot(&ids[0], true).expect("managed");
+        w.set_lost_after_reboot(&ids[1], true).expect("managed");
+        let c = w.create_command(request(Operation::Install, "50", "5"), vec![0, 1, 2]);
+        w.advance_by(HOUR);
+        assert_eq!(
+            states(&w, c),
+            vec![InvocationState::InProgress, InvocationState::InProgress, InvocationState::Success]
+        );
+        for lost in &w.instances[..2] {
+            assert_eq!(lost.agent, Some(AgentState::ConnectionLost));
+            assert!(!lost.lost_after_reboot, "the mark is spent by the reboot");
+            let report = lost.report.as_ref().expect("reported before the reboot");
+            assert_eq!(report.operation, Operation::Install);
+            assert!(report.counts.installed_pending_reboot > 0);
+        }
+        w.set_agent(&ids[1], AgentState::Online).expect("managed");
+        assert_eq!(states(&w, c)[1], InvocationState::Success, "a returning agent finishes the install");
+        assert_eq!(w.instances[1].report.as_ref().map(|r| r.counts.installed_pending_reboot), Some(0));
+        w.advance_by(2 * HOUR);
+        assert_eq!(states(&w, c)[0], InvocationState::ExecutionTimedOut);
+        assert_eq!(w.commands[c].counts().errors, 1);
+        assert_eq!(w.instances[0].agent, Some(AgentState::ConnectionLost), "it never came back");
+        assert!(w.instances[0].report.as_ref().is_some_and(|r| r.counts.installed_pending_reboot > 0));
+        w.set_agent(&ids[0], AgentState::Online).expect("managed");
+        assert_eq!(states(&w, c)[0], InvocationState::ExecutionTimedOut, "too late to change the outcome");
+    }
+
+    #[test]
+    fn the_lost_after_reboot_rate_loses_rebooting_agents_only() {
+        let mut w = world(4);
+        missing_kernel_fixes(&mut w);
+        w.faults.lost_after_reboot_rate = 1.0;
+        let scan = w.create_command(request(Operation::Scan, "50", "0"), vec![0, 1]);
+        let mut no_reboot = request(Operation::Install, "50", "0");
+        no_reboot.reboot_if_needed = false;
+        let quiet = w.create_command(no_reboot, vec![2]);
+        w.advance_by(HOUR);
+        assert_eq!(w.commands[scan].state, CommandState::Success);
+        assert_eq!(w.commands[quiet].state, CommandState::Success);
+        let install = w.create_command(request(Operation::Install, "50", "0"), vec![0, 1, 3]);
+        w.advance_by(HOUR);
+        assert_eq!(count(&w, install, InvocationState::InProgress), 3);
+        assert_eq!(w.instances[2].agent, Some(AgentState::Online), "no reboot, nothing lost");
+    }
+
+    fn shell(commands: &[&str]) -> CommandRequest {
+        let mut req = request(Operation::Scan, "50", "0");
+        req.document_name = "AWS-RunShellScript".into();
+        req.shell = Some(crate::commands::ShellScript {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            working_directory: String::new(),
+            execution_timeout_seconds: 600,
+        });
+        req
+    }
+
+    #[test]
+    fn shell_scripts_follow_the_outcome_rules_and_leave_compliance_alone() {
+        let mut w = world(2);
+        let before: Vec<Option<PatchReport>> = w.instances.iter().map(|i| i.report.clone()).collect();
+        let target = w.instances[1].id.clone();
+        w.set_hook_rules(vec![HookRule {
+            contains: "drain".into(),
+            instance_ids: Some(vec![target]),
+            exit_code: 7,
+            output: None,
+        }])
+        .expect("valid");
+        let c = w.create_command(shell(&["lb drain"]), vec![0, 1]);
+        w.advance_by(3_000);
+        assert_eq!(count(&w, c, InvocationState::InProgress), 2, "scripts take a few seconds");
+        w.advance_by(60_000);
+        assert_eq!(states(&w, c), vec![InvocationState::Success, InvocationState::Failed]);
+        assert_eq!(w.commands[c].invocations[1].response_code(), 7);
+        assert_eq!(w.commands[c].invocations[0].response_code(), 0);
+        let after: Vec<Option<PatchReport>> = w.instances.iter().map(|i| i.report.clone()).collect();
+        assert_eq!(before, after);
+        assert_eq!(w.command_history()[0].operation, "");
+        w.faults.execution_timeout_rate = 1.0;
+        let hung = w.create_command(shell(&["sleep 9999"]), vec![0]);
+        w.advance_by(599_000);
+        assert_eq!(states(&w, hung), vec![InvocationState::InProgress]);
+        w.advance_by(5_000);
+        assert_eq!(states(&w, hung), vec![InvocationState::ExecutionTimedOut], "executionTimeout applies");
     }
 
     #[test]

@@ -833,8 +833,13 @@ async fn send_command_limits_and_unknown_ids() {
         ),
         (
             "other document",
-            scan().document_name("AWS-RunShellScript").instance_ids(&managed[0]),
+            scan().document_name("AWS-RunPowerShellScript").instance_ids(&managed[0]),
             "InvalidDocument",
+        ),
+        (
+            "patching parameters to the shell document",
+            scan().document_name("AWS-RunShellScript").instance_ids(&managed[0]),
+            "InvalidParameters",
         ),
         (
             "no Operation",
