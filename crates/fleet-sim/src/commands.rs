@@ -191,6 +191,19 @@ pub struct CommandView {
     /// The CloudWatch alarm that stopped the command, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_by_alarm: Option<String>,
+    /// Each invocation's timeline, in invocation order: what ran when, by the simulator's own
+    /// account, so a test can check overlap (a per-tag cap) without trusting the client.
+    pub invocations: Vec<InvocationView>,
+}
+
+/// One invocation in the command history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InvocationView {
+    pub instance_id: String,
+    pub status: String,
+    /// When it started running on the instance, by the simulated clock.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[cfg(test)]

@@ -572,6 +572,18 @@ impl World {
                     .filter_map(|i| self.instances.get(i.instance as usize).map(|inst| inst.id.clone()))
                     .collect(),
                 stopped_by_alarm: c.triggered_alarm.clone(),
+                invocations: c
+                    .invocations
+                    .iter()
+                    .filter_map(|i| {
+                        Some(crate::commands::InvocationView {
+                            instance_id: self.instances.get(i.instance as usize)?.id.clone(),
+                            status: i.state.status().to_string(),
+                            started_at: i.start_ms.map(crate::clock::to_datetime),
+                            ended_at: i.end_ms.map(crate::clock::to_datetime),
+                        })
+                    })
+                    .collect(),
             })
             .collect()
     }

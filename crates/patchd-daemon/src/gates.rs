@@ -2,7 +2,7 @@
 //! released. The checks run in order, cheapest and most telling first, and the first that fails
 //! decides:
 //!
-//! 1. **Reboot truth** (Install): every instance the wave patched has its agent back `Online`,
+//! 1. **Reboot truth** (Install): every instance the wave's install ran on has its agent back `Online`,
 //!    and its compliance shows no `FAILED` patch, nor `INSTALLED_PENDING_REBOOT` when the task
 //!    may reboot. An instance that fails it counts as an error, like a failed invocation.
 //! 2. **Error budget**: the task's errors so far, those of the reboot truth included, within
@@ -45,7 +45,8 @@ pub struct WaveFacts<'a> {
     pub waves: u32,
     /// Every instance of the wave that was sent a command.
     pub instances: Vec<String>,
-    /// Those whose invocation succeeded: the ones whose reboot is checked.
+    /// Those whose invocation ran on the instance (succeeded, or failed or timed out there):
+    /// the ones whose reboot is checked. Undelivered and cancelled ones never installed.
     pub patched: Vec<String>,
     pub command_ids: Vec<String>,
     /// Errors of the task so far (failed invocations and earlier waves' unhealthy instances).

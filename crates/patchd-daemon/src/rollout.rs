@@ -476,6 +476,10 @@ struct State {
     gates: BTreeMap<u32, GateRecord>,
     /// Instances a gate's reboot truth found unhealthy: errors like failed invocations.
     unhealthy: BTreeSet<String>,
+    /// When this process first saw each wave over, by its own clock: a bake counts from there.
+    /// SSM's invocation times come from another clock, and a restarted process bakes again
+    /// rather than less.
+    waves_over_at: BTreeMap<u32, DateTime<Utc>>,
 }
 
 impl State {
@@ -493,6 +497,16 @@ impl State {
             tag_of: HashMap::new(),
             gates: BTreeMap::new(),
             unhealthy: BTreeSet::new(),
+            waves_over_at: BTreeMap::new(),
+        }
+    }
+
+    /// Notes the waves seen over for the first time at `now`.
+    fn note_waves_over(&mut self, now: DateTime<Utc>) {
+        for wave in 1..=self.waves {
+            if !self.waves_over_at.contains_key(&wave) && self.wave_over(wave) {
+                self.waves_over_at.insert(wave, now);
+            }
         }
     }
 
@@ -530,14 +544,6 @@ impl State {
         })
     }
 
-    /// When `wave` ended: its last invocation's end, else its last send.
-    fn wave_ended_at(&self, wave: u32) -> Option<DateTime<Utc>> {
-        let batches = self.batches.iter().filter(|b| b.record.wave == wave);
-        let ends =
-            batches.clone().flat_map(|b| &b.record.instance_ids).filter_map(|id| self.seen.get(id)?.ended_at);
-        ends.max().or_else(|| batches.filter_map(|b| b.record.sent_at).max())
-    }
-
     /// What the gate after `wave` is judged on.
     fn wave_facts<'a>(&self, rollout: &'a Rollout<'_>, wave: u32) -> WaveFacts<'a> {
         let sent: Vec<&Batch> = self
@@ -547,8 +553,11 @@ impl State {
             .collect();
         let instances: Vec<String> =
             sent.iter().flat_map(|b| b.record.instance_ids.iter().cloned()).collect();
-        let patched =
-            instances.iter().filter(|id| self.standing_of(id) == Standing::Succeeded).cloned().collect();
+        let patched = instances
+            .iter()
+            .filter(|id| matches!(self.standing_of(id), Standing::Succeeded | Standing::Failed))
+            .cloned()
+            .collect();
         WaveFacts {
             run_id: rollout.run_id,
             task: rollout.task,
@@ -644,20 +653,28 @@ impl State {
             )
         };
         let Some((first, _)) = self.next_unsent() else { return decide(None) };
-        // A spent budget, a stop and the cutoff win over waves, as over everything else.
-        if let Release::Halted(halt) = decide(Some((first, 0))) {
+        // A stop and the cutoff win over waves, as over everything else.
+        let halted_without_budget =
+            next_release(Some((first, 0)), 0, u32::MAX, 0, u32::MAX, stop, now, stop_releasing_at);
+        if let Release::Halted(halt) = halted_without_budget {
             return Release::Halted(halt);
         }
+        let over_budget = errors > self.max_errors as usize;
         let wave = self.batches[first].record.wave;
         if wave > 1 {
             let previous = wave - 1;
             match self.gates.get(&previous) {
                 Some(gate) if !gate.passed => return Release::Halted(Halt::Gate),
                 Some(_) => {}
-                None if !self.wave_over(previous) => return Release::Wait,
+                None if !self.wave_over(previous) => {
+                    return if over_budget { Release::Halted(Halt::Budget) } else { Release::Wait };
+                }
+                // A spent budget is judged at once, so the decision says which instances spent
+                // it (an agent that did not come back, say); there is nothing to bake for.
+                None if over_budget && self.gated => return Release::Judge(previous),
                 None => {
-                    let baked_at = self.wave_ended_at(previous).map(|end| end + chrono_of(self.bake));
-                    if let Some(baked_at) = baked_at.filter(|at| now < *at) {
+                    let baked_at = self.waves_over_at.get(&previous).map(|over| *over + chrono_of(self.bake));
+                    if let Some(baked_at) = baked_at.filter(|at| now < *at && !over_budget) {
                         // A bake that would end past the cutoff leaves nothing to release.
                         if stop_releasing_at.is_some_and(|cutoff| baked_at >= cutoff) {
                             return Release::Halted(Halt::Cutoff);
@@ -669,6 +686,9 @@ impl State {
                     }
                 }
             }
+        }
+        if over_budget {
+            return Release::Halted(Halt::Budget);
         }
         // Within the wave, the first batch that fits the free slots and the tag cap; a batch
         // held back by the cap does not hold back those after it.
@@ -879,7 +899,7 @@ pub async fn run(
     loop {
         let active = state.active();
         if active.is_empty() && halt.is_some() {
-            if halt == Some(Halt::AllReleased) && !stop_seen {
+            if matches!(halt, Some(Halt::AllReleased | Halt::Budget)) && !stop_seen {
                 if let Some(wave) = state.final_gate() {
                     judge_gate(ctx, rollout, &mut state, wave).await?;
                     on_progress(&state.progress());
@@ -971,7 +991,9 @@ async fn release_batches(
 ) -> Result<Option<Halt>, RolloutError> {
     loop {
         let stop_now = *stop.borrow();
-        match state.release(stop_now, Utc::now(), rollout.stop_releasing_at) {
+        let now = Utc::now();
+        state.note_waves_over(now);
+        match state.release(stop_now, now, rollout.stop_releasing_at) {
             Release::Send(index) => {
                 send_batch(ctx, rollout, snapshot_id, state, index, counters, stop).await?;
             }
