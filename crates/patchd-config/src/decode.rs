@@ -1665,9 +1665,7 @@ fn decode_wave_policy(r: &mut TableReader, d: &mut Diagnostics, operation: Optio
         g.finish(d);
         policy.gate = Some(gate);
     } else if !policy.shares.is_empty() {
-        let mut gate = Gate::default();
-        gate.reboot_truth = operation != Some(Operation::Scan);
-        policy.gate = Some(gate);
+        policy.gate = Some(Gate { reboot_truth: operation != Some(Operation::Scan), ..Gate::default() });
     }
     policy
 }

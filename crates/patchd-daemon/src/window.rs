@@ -161,22 +161,16 @@ impl WaveSpec {
 
     fn to_policy(&self) -> Option<WavePolicy> {
         let shares = self.shares.iter().map(|s| parse_limit(s)).collect::<Option<Vec<_>>>()?;
-        let gate = match &self.gate {
-            None => None,
-            Some(g) => Some(Gate {
-                reboot_truth: g.reboot_truth,
-                url: g.url.clone(),
-                alarm: g.alarm.clone(),
-                command: match g.command.split_first() {
-                    None => None,
-                    Some((program, args)) => Some(LocalHook {
-                        program: program.clone(),
-                        args: args.to_vec(),
-                        timeout: Duration::from_secs(g.command_timeout_seconds.max(1)),
-                    }),
-                },
+        let gate = self.gate.as_ref().map(|g| Gate {
+            reboot_truth: g.reboot_truth,
+            url: g.url.clone(),
+            alarm: g.alarm.clone(),
+            command: g.command.split_first().map(|(program, args)| LocalHook {
+                program: program.clone(),
+                args: args.to_vec(),
+                timeout: Duration::from_secs(g.command_timeout_seconds.max(1)),
             }),
-        };
+        });
         Some(WavePolicy {
             shares,
             bake: Duration::from_secs(self.bake_seconds),

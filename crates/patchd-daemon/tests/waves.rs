@@ -129,7 +129,8 @@ async fn waves_release_a_canary_first_and_never_two_nodes_of_a_cluster_at_once()
             (i.id, cluster)
         })
         .collect();
-    let mut spans: BTreeMap<&str, Vec<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)>> = BTreeMap::new();
+    type Span = (chrono::DateTime<Utc>, chrono::DateTime<Utc>);
+    let mut spans: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for invocation in installs.iter().flat_map(|c| &c.invocations) {
         let (Some(start), Some(end)) = (invocation.started_at, invocation.ended_at) else {
             panic!("every invocation ran: {invocation:?}");
