@@ -72,6 +72,9 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     assert!(stdout.contains("create patchd-prod-al2"), "{stdout}");
     assert!(stdout.contains("register patch group web-prod (AMAZON_LINUX_2) -> patchd-prod-al2"), "{stdout}");
     assert!(stdout.contains("install-web: "), "progress lines: {stdout}");
+    // The canary wave and its gate, in the progress and in the summary.
+    assert!(stdout.contains(", wave 1/3,"), "the canary wave in progress: {stdout}");
+    assert!(stdout.contains("install-web: waves 3 of 3 sent, 3 gate(s) passed"), "{stdout}");
     assert!(stdout.contains("blind spots: "), "{stdout}");
     let (before, after) = open_totals(&stdout);
     assert!(after < before, "the install should close findings: {before} -> {after}\n{stdout}");

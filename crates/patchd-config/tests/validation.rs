@@ -864,3 +864,60 @@ fn window_and_group_scopes_that_never_meet_are_warned_about() {
         .replace("name = \"prod-web\"", "name = \"prod-web\"\nregions = [\"us-east-1\"]");
     check_warnings(&text, &["window `weekly` and group `prod-web` have no account and region in common"]);
 }
+
+#[test]
+fn waves_and_gates_are_checked_where_they_are_written() {
+    // The task's keys continue BASE's last table, `[[window.task]]`, from line 22.
+    check_errors(
+        &with_base("waves = [\"10%\", \"5%\", \"100%\"]\n"),
+        &["22:9: wave share `5%` does not grow"],
+    );
+    check_errors(
+        &with_base("waves = [\"1\", \"50%\"]\n"),
+        &["22:9: the last wave must be `100%`, not `50%`"],
+    );
+    check_errors(&with_base("waves = [\"0\", \"100%\"]\n"), &["22:9: wave share `0` must be a count"]);
+    check_errors(
+        &with_base("max_per_tag = { tag = \"cluster\", max = 0 }\n"),
+        &["22:40: `max` in `max_per_tag` must be between 1 and 1000"],
+    );
+    check_errors(
+        &with_base("[window.task.gate]\nurl = \"ftp://health\"\n"),
+        &["23:7: gate `url` must be an http:// or https:// URL"],
+    );
+    check_errors(
+        &with_base("[window.task.gate]\nurll = \"http://h\"\n"),
+        &["23:1: unknown key `urll` in [window.task.gate]"],
+    );
+    check_warnings(&with_base("bake_minutes = 5\n"), &["`bake_minutes` pauses between waves"]);
+}
+
+#[test]
+fn a_canary_rollout_loads_as_written() {
+    let text = with_base(
+        "waves = [\"1\", \"10%\", \"100%\"]\nbake_minutes = 15\nmax_per_tag = { tag = \"cluster\", max = 1 }\n\
+         [window.task.gate]\nurl = \"https://health.example.com/gate\"\nalarm = \"web-5xx\"\n\
+         command = [\"/usr/local/bin/check-lb\", \"--strict\"]\ncommand_timeout_seconds = 30\n",
+    );
+    let loaded = load_files(&[("c.toml", &text)]).unwrap();
+    let waves = &loaded.config.windows[0].tasks[0].waves;
+    let shares: Vec<String> = waves.shares.iter().map(ToString::to_string).collect();
+    assert_eq!(shares, ["1", "10%", "100%"]);
+    assert_eq!(waves.bake, std::time::Duration::from_secs(15 * 60));
+    let cap = waves.max_per_tag.as_ref().unwrap();
+    assert_eq!((cap.tag.as_str(), cap.max), ("cluster", 1));
+    let gate = waves.gate.as_ref().unwrap();
+    assert!(gate.reboot_truth, "an install's gate checks the reboot by default");
+    assert_eq!(gate.url.as_deref(), Some("https://health.example.com/gate"));
+    assert_eq!(gate.alarm.as_deref(), Some("web-5xx"));
+    let command = gate.command.as_ref().unwrap();
+    assert_eq!(
+        (command.program.as_str(), command.args.as_slice()),
+        ("/usr/local/bin/check-lb", &["--strict".to_string()][..])
+    );
+    assert_eq!(command.timeout, std::time::Duration::from_secs(30));
+
+    // Without waves or a gate, a task is the plain rollout it always was.
+    let plain = load_files(&[("c.toml", BASE)]).unwrap();
+    assert!(plain.config.windows[0].tasks[0].waves.is_plain());
+}

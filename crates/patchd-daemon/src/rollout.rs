@@ -180,6 +180,8 @@ pub struct RolloutOutcome {
     pub poll_calls: usize,
     /// The gate that halted the rollout, if one did: the remaining waves were never sent.
     pub gate_failure: Option<GateFailure>,
+    /// Wave gates judged and passed.
+    pub gates_passed: usize,
     /// Errors counted against the budget (failed invocations, and instances a gate's reboot
     /// truth found unhealthy), and the budget (MaxErrors resolved).
     pub errors: usize,
@@ -949,6 +951,7 @@ pub async fn run(
     let outcome = RolloutOutcome {
         not_sent,
         gate_failure: state.gate_failure(),
+        gates_passed: state.gates.values().filter(|g| g.passed).count(),
         budget_exceeded: errors > plan.max_errors as usize,
         stopped: stop_seen || *stop.borrow(),
         cutoff: halt == Some(Halt::Cutoff),

@@ -400,6 +400,7 @@ pub struct TaskSummary {
     /// Waves the task was planned in (1 without waves), and the highest one sent.
     pub waves: u32,
     pub waves_sent: u32,
+    pub gates_passed: usize,
     pub send_calls: u64,
     pub poll_calls: u64,
     pub sync_calls: u64,
@@ -425,6 +426,7 @@ impl TaskSummary {
             gate_failure: None,
             waves: 0,
             waves_sent: 0,
+            gates_passed: 0,
             send_calls: 0,
             poll_calls: 0,
             sync_calls: 0,
@@ -1056,6 +1058,7 @@ async fn run_task(
         summary.gate_failure = o.gate_failure.as_ref().map(ToString::to_string);
         summary.waves = o.progress.waves;
         summary.waves_sent = o.progress.wave;
+        summary.gates_passed = o.gates_passed;
         summary.send_calls = o.send_calls as u64;
         summary.poll_calls = o.poll_calls as u64;
         if o.stopped || o.abandoned {

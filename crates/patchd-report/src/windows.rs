@@ -2,7 +2,7 @@
 //! (`/v1/windows`, `/v1/status`): every configured window with its upcoming occurrences.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use patchd_config::Config;
+use patchd_config::{Config, Task};
 use serde::Serialize;
 
 use crate::render::rfc3339;
@@ -18,6 +18,75 @@ pub struct WindowPlan {
     pub cutoff_hours: i64,
     pub enabled: bool,
     pub next: Vec<Firing>,
+    /// The window's tasks that roll out in canary waves or behind a gate; absent when none do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<TaskRollout>,
+}
+
+/// How a task releases its instances: its waves, bake, tag cap and gate.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct TaskRollout {
+    pub task: String,
+    /// Cumulative shares, as written (`1`, `10%`...); empty for one wave.
+    pub waves: Vec<String>,
+    pub bake_minutes: u64,
+    /// `at most N per TAG in flight`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_tag: Option<String>,
+    /// The gate's checks after each wave, in the order they are judged.
+    pub gate: Vec<String>,
+}
+
+impl TaskRollout {
+    /// The task's rollout, unless it is a plain one (one wave, no cap, no gate).
+    pub fn of(task: &Task) -> Option<TaskRollout> {
+        let policy = &task.waves;
+        if policy.is_plain() {
+            return None;
+        }
+        let mut gate = Vec::new();
+        if let Some(g) = &policy.gate {
+            if g.reboot_truth {
+                gate.push("reboot truth (agents Online, no FAILED or pending-reboot patches)".to_string());
+            }
+            gate.push(format!("error budget (max_errors {})", task.max_errors));
+            if let Some(alarm) = &g.alarm {
+                gate.push(format!("alarm `{alarm}` not in ALARM (SendCommand AlarmConfiguration)"));
+            }
+            if let Some(url) = &g.url {
+                gate.push(format!("GET {url} answers 2xx"));
+            }
+            if let Some(command) = &g.command {
+                let argv: Vec<&str> = std::iter::once(command.program.as_str())
+                    .chain(command.args.iter().map(String::as_str))
+                    .collect();
+                gate.push(format!("`{}` exits 0 within {} s", argv.join(" "), command.timeout.as_secs()));
+            }
+        }
+        Some(TaskRollout {
+            task: task.name.clone(),
+            waves: policy.shares.iter().map(ToString::to_string).collect(),
+            bake_minutes: policy.bake.as_secs() / 60,
+            max_per_tag: policy
+                .max_per_tag
+                .as_ref()
+                .map(|c| format!("at most {} per `{}` in flight", c.max, c.tag)),
+            gate,
+        })
+    }
+
+    /// One line: `install: waves 1, 10%, 100%; bake 15 min; at most 1 per `cluster` in flight`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.waves.is_empty() {
+            parts.push(format!("waves {}", self.waves.join(", ")));
+        }
+        if self.bake_minutes > 0 {
+            parts.push(format!("bake {} min", self.bake_minutes));
+        }
+        parts.extend(self.max_per_tag.clone());
+        format!("{}: {}", self.task, parts.join("; "))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +123,7 @@ pub fn upcoming(config: &Config, from: DateTime<Utc>, count: usize) -> Vec<Windo
                         local_start: start.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true),
                     })
                     .collect(),
+                rollouts: w.tasks.iter().filter_map(TaskRollout::of).collect(),
             }
         })
         .collect()

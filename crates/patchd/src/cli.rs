@@ -108,7 +108,8 @@ pub enum Command {
     /// Run a window's tasks now, in the foreground (recorded as `manual:WINDOW`).
     ///
     /// Uses the window's duration and cutoff counted from now. Takes the same group locks as
-    /// the daemon. Exit status 4 when a task exceeded its error budget.
+    /// the daemon. Exit status 4 when a task exceeded its error budget, 6 when a canary wave's
+    /// gate failed and the remaining waves were not sent.
     RunNow(RunNowArgs),
     /// Scan groups now, in the foreground (AWS-RunPatchBaseline Operation=Scan).
     ///

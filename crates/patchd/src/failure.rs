@@ -20,6 +20,10 @@ const EXIT_BUDGET_EXCEEDED: u8 = 4;
 /// the history is not complete until a later sync reads what is in the backlog.
 const EXIT_SYNC_INCOMPLETE: u8 = 5;
 
+/// `run-now`: a canary wave's gate failed (reboot truth, error budget, alarm, gate URL or
+/// gate command), so the task's remaining waves were never sent.
+const EXIT_GATE_FAILED: u8 = 6;
+
 /// Why a command failed: a configuration with errors (printed as diagnostics), or anything else.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -30,6 +34,8 @@ pub(crate) enum Failure {
     BudgetExceeded(String),
     /// A sync could not read every instance; its summary was printed.
     SyncIncomplete(String),
+    /// A wave's gate failed and halted the rollout; its summary was printed.
+    GateFailed(String),
     Other(anyhow::Error),
 }
 
@@ -67,6 +73,10 @@ impl Failure {
             Failure::SyncIncomplete(why) => {
                 eprintln!("patchd: {why}");
                 ExitCode::from(EXIT_SYNC_INCOMPLETE)
+            }
+            Failure::GateFailed(why) => {
+                eprintln!("patchd: {why}");
+                ExitCode::from(EXIT_GATE_FAILED)
             }
             Failure::Other(error) => {
                 eprintln!("patchd: error: {error:#}");

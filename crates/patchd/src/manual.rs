@@ -171,6 +171,17 @@ async fn execute_in(
             "stopped before the run finished; commands already sent keep running in SSM, and `patchd run` resumes the run"
         ))),
         RunEnd::Missed => Err(Failure::Other(anyhow!("the run could not start before its cutoff"))),
+        _ if summary.tasks.iter().any(|t| t.gate_failure.is_some()) => {
+            let failures: Vec<String> = summary
+                .tasks
+                .iter()
+                .filter_map(|t| Some(format!("task `{}`: {}", t.name, t.gate_failure.as_ref()?)))
+                .collect();
+            Err(Failure::GateFailed(format!(
+                "{}; the remaining waves were not sent (the decision is in the audit log as wave-gate-failed)",
+                failures.join("; ")
+            )))
+        }
         _ if summary.budget_exceeded() => Err(Failure::BudgetExceeded(
             "the error budget (max errors) was exceeded; the rollout stopped releasing batches".to_string(),
         )),
@@ -318,8 +329,13 @@ impl ProgressPrinter {
         }
         *last = (p.task.to_string(), done, Instant::now());
         let elapsed = self.started.elapsed().as_secs();
+        let wave = if p.progress.waves > 1 {
+            format!(", wave {}/{}", p.progress.wave.max(1), p.progress.waves)
+        } else {
+            String::new()
+        };
         let line = format!(
-            "{}: {}/{} done, {} failed, {} in flight, {:02}:{:02} elapsed",
+            "{}: {}/{} done, {} failed, {} in flight{wave}, {:02}:{:02} elapsed",
             p.task,
             p.progress.done,
             p.progress.total,
@@ -415,6 +431,16 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
             })
             .collect();
         out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for t in s.tasks.iter().filter(|t| t.waves > 1) {
+        out.push_str(&format!(
+            "\n{}: waves {} of {} sent, {} gate(s) passed",
+            t.name, t.waves_sent, t.waves, t.gates_passed
+        ));
+        if let Some(gate) = &t.gate_failure {
+            out.push_str(&format!("; {gate}"));
+        }
         out.push('\n');
     }
     out.push_str("\nskipped: coverage gaps (not managed by SSM, or agent offline) and instances never sent a command\n");

@@ -240,6 +240,12 @@ fn render_table(config: &Config, plan: &Plan, from: DateTime<Utc>) -> String {
             "\n  {}  {}{} in {}, {} h, cutoff {} h{}",
             wp.name, wp.schedule, offset, wp.timezone, wp.duration_hours, wp.cutoff_hours, state
         );
+        for rollout in &wp.rollouts {
+            let _ = writeln!(out, "    task {}", rollout.summary());
+            for check in &rollout.gate {
+                let _ = writeln!(out, "      gate: {check}");
+            }
+        }
         if wp.next.is_empty() {
             let _ = writeln!(out, "    (never opens again)");
         }
