@@ -21,12 +21,19 @@ const IRREGULAR: &[(&str, &str)] = &[("assume_role_with_saml", "AssumeRoleWithSA
 
 /// Actions the policy grants that no fluent call in this crate makes, each with the reason.
 /// Keep this list short: every entry is a permission the test cannot tie to code.
-const IMPLIED: &[(&str, &str)] = &[(
-    "sts:AssumeRole",
-    "made by aws-config's credential chain, not by a fluent call: a profile with `role_arn` \
-     (`[aws] profile`) assumes its role with patchd's base credentials, and `[[aws.account]] \
-     role_arn` names the roles patchd assumes in other accounts",
-)];
+const IMPLIED: &[(&str, &str)] = &[
+    (
+        "sts:AssumeRole",
+        "made by aws-config's credential chain, not by a fluent call: a profile with `role_arn` \
+         (`[aws] profile`) assumes its role with patchd's base credentials, and `[[aws.account]] \
+         role_arn` names the roles patchd assumes in other accounts",
+    ),
+    (
+        "cloudwatch:DescribeAlarms",
+        "checked by SSM, not called by patchd: a SendCommand carrying an AlarmConfiguration (a \
+         wave gate's `alarm`) needs the caller to be allowed to read the alarm's state",
+    ),
+];
 
 /// Actions the code calls that IAM never checks, each with the reason: granting them would be
 /// noise in a least-privilege policy.

@@ -204,6 +204,9 @@ async fn a_gate_url_answering_500_halts_the_rollout_after_the_canary() {
     let gates = gate_entries(&f).await;
     assert_eq!(gates.len(), 1);
     assert_eq!(gates[0].0, "wave-gate-failed");
+    // What /metrics exports as patchd_wave_gates_total.
+    let counted = f.ctx.store.wave_gate_counts().await.unwrap();
+    assert_eq!(counted, [("canary".to_string(), "failed".to_string(), 1)]);
 
     // Judged once: running the occurrence again does not judge it again or send more.
     let sends = f.server.stats().calls("SendCommand");
@@ -312,4 +315,57 @@ async fn an_agent_that_stays_offline_after_its_reboot_fails_the_gate() {
     assert_eq!(truth["check"], "reboot_truth", "{truth}");
     assert_eq!(truth["offline"][0]["instance_id"], canary.as_str(), "{truth}");
     assert_eq!(truth["offline"][0]["ping_status"], "ConnectionLost", "{truth}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_killed_while_judging_a_gate_resumes_without_sending_twice() {
+    // The gate URL never answers its first request: the process dies waiting for it.
+    let hang_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hang = hang_first.clone();
+    let app = axum::Router::new().route(
+        "/gate",
+        axum::routing::get(move || {
+            let hang = hang.clone();
+            async move {
+                if hang.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let extra =
+        format!("waves = [\"1\", \"50%\", \"100%\"]\n[window.task.gate]\nurl = \"http://{addr}/gate\"");
+    let f = Fixture::start("waves", "resume", scenario(), config(&extra)).await;
+    let window = f.config.window("canary").unwrap();
+    let plan = RunPlan::for_window(window, Utc::now());
+
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            summary = f.execute(&plan, never_stop()) => Some(summary),
+            () = async {
+                while hang_first.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => None,
+        }
+    })
+    .await
+    .expect("the gate was asked");
+    assert!(first.is_none(), "the first process was cut off while judging the canary's gate");
+    assert_eq!(sent_to(&installs(&f)).len(), 1, "only the canary was sent");
+
+    // The restarted process resumes the same run: the canary is not sent again, the gate is
+    // judged (answered now), and the other waves follow.
+    let second = f.execute(&plan, never_stop()).await;
+    assert_eq!(second.end, RunEnd::Finished(WindowRunStatus::Succeeded), "{second:#?}");
+    let mut sent = sent_to(&installs(&f));
+    sent.sort();
+    assert_eq!(sent, managed(&f), "every managed node exactly once, counted by the simulator");
+    let decided: Vec<String> =
+        gate_entries(&f).await.into_iter().map(|(a, d)| format!("{a}:{}", d["wave"])).collect();
+    assert_eq!(decided, ["wave-gate-passed:1", "wave-gate-passed:2", "wave-gate-passed:3"]);
 }

@@ -42,6 +42,21 @@ impl Store {
             .collect()
     }
 
+    /// Wave gate decisions by window and outcome (`passed`, `failed`).
+    pub async fn wave_gate_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(Query::new(
+                "SELECT r.window_name, g.outcome, COUNT(*) AS n FROM rollout_gates g \
+                 JOIN window_tasks t ON t.id = g.task_id JOIN window_runs r ON r.id = t.run_id \
+                 GROUP BY r.window_name, g.outcome ORDER BY r.window_name, g.outcome",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text("window_name")?, r.text("outcome")?, r.int("n")?.max(0) as u64)))
+            .collect()
+    }
+
     /// Recorded command invocations (one per instance and command), by status.
     pub async fn invocation_counts(&self) -> Result<Vec<(CommandStatus, u64)>, StoreError> {
         let rows = self

@@ -236,6 +236,18 @@ async fn from_store(state: &HttpState) -> Result<String, String> {
         );
     }
 
+    let gates = store.wave_gate_counts().await.map_err(|e| format!("cannot count wave gates: {e}"))?;
+    family(
+        &mut out,
+        "patchd_wave_gates_total",
+        "counter",
+        "Canary wave gates judged, by window and outcome (passed, failed), from the store. A failed gate halted its task.",
+    );
+    for (window, outcome) in windows.iter().flat_map(|w| [(*w, "failed"), (*w, "passed")]) {
+        let n: u64 = gates.iter().filter(|(gw, go, _)| gw == window && go == outcome).map(|g| g.2).sum();
+        sample(&mut out, "patchd_wave_gates_total", &[("window", window), ("outcome", outcome)], n as f64);
+    }
+
     let backlog = store.sync_backlog(None).await.map_err(|e| format!("cannot read the sync backlog: {e}"))?;
     family(
         &mut out,
