@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use aws_sdk_ssm::operation::RequestId;
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use chrono::{DateTime, SecondsFormat, Utc};
-use patchd_config::{Limit, Operation, RebootOption};
+use patchd_config::{InstallHooks, Limit, Operation, RebootOption};
 use patchd_model::{CommandStatus, Reported};
 use tracing::instrument;
 use uuid::Uuid;
@@ -16,6 +16,11 @@ use crate::time::utc;
 
 /// The SSM document patchd runs.
 pub const PATCH_DOCUMENT: &str = "AWS-RunPatchBaseline";
+/// The same with hook documents around the install, for tasks with `[window.task.hooks]`: one
+/// command per batch still, so the batch's one intent, one comment and one lookup keep it
+/// from being sent twice, and SSM orders pre-install, install, post-install, reboot and
+/// on-exit on each node itself.
+pub const PATCH_WITH_HOOKS_DOCUMENT: &str = "AWS-RunPatchBaselineWithHooks";
 /// SendCommand and CancelCommand take at most 50 instance ids.
 pub const MAX_INSTANCES_PER_COMMAND: usize = 50;
 /// SSM's limit on a command's comment.
@@ -47,9 +52,16 @@ pub struct PatchCommand<'a> {
     /// is in ALARM, SSM stops the command and reports it in `TriggeredAlarms`. Polling
     /// failures are not ignored, so an alarm SSM cannot read stops the command too.
     pub alarm: Option<&'a str>,
+    /// Hook documents around the install: sends [`PATCH_WITH_HOOKS_DOCUMENT`] instead.
+    pub hooks: Option<&'a InstallHooks>,
 }
 
 impl PatchCommand<'_> {
+    /// The document the command runs.
+    pub fn document(&self) -> &'static str {
+        document_for(self.hooks)
+    }
+
     /// The limits SSM would refuse the command for, checked without calling it.
     pub fn validate(&self) -> Result<(), InvalidRequest> {
         check_instance_ids(self.instance_ids)?;
@@ -190,6 +202,17 @@ pub struct Invocation {
     pub started_at: Option<DateTime<Utc>>,
     /// When the last plugin finished, if all did.
     pub ended_at: Option<DateTime<Utc>>,
+    /// The document's steps (plugins) as SSM reports them, in order: with hooks, how each
+    /// hook went on the node.
+    pub steps: Vec<Step>,
+}
+
+/// One step (plugin) of an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub status: String,
+    pub response_code: i32,
 }
 
 /// Where one invocation stands, for counting. The one classification behind a rollout's error
@@ -232,6 +255,7 @@ impl Invocation {
             requested_at: None,
             started_at: None,
             ended_at: None,
+            steps: Vec::new(),
         }
     }
 
@@ -344,7 +368,7 @@ impl AwsClients {
         let mut request = self
             .ssm
             .send_command()
-            .document_name(PATCH_DOCUMENT)
+            .document_name(command.document())
             .set_instance_ids(Some(command.instance_ids.to_vec()))
             .parameters("Operation", vec![command.operation.as_ssm().to_string()])
             .parameters("RebootOption", vec![command.reboot_option.as_ssm().to_string()])
@@ -355,6 +379,17 @@ impl AwsClients {
             .max_errors(command.max_errors.to_string());
         if let Some(snapshot) = command.snapshot_id {
             request = request.parameters("SnapshotId", vec![snapshot.hyphenated().to_string()]);
+        }
+        if let Some(hooks) = command.hooks {
+            for (parameter, document) in [
+                ("PreInstallHookDocName", &hooks.pre_install),
+                ("PostInstallHookDocName", &hooks.post_install),
+                ("OnExitHookDocName", &hooks.on_exit),
+            ] {
+                if let Some(document) = document {
+                    request = request.parameters(parameter, vec![document.clone()]);
+                }
+            }
         }
         if let Some(alarm) = command.alarm {
             let alarm = aws_sdk_ssm::types::Alarm::builder().name(alarm).build().map_err(|e| {
@@ -421,7 +456,16 @@ impl AwsClients {
                 } else {
                     finished.into_iter().flatten().max()
                 };
+                let steps = plugins
+                    .iter()
+                    .map(|p| Step {
+                        name: p.name().unwrap_or_default().to_string(),
+                        status: p.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        response_code: p.response_code(),
+                    })
+                    .collect();
                 invocations.push(Invocation {
+                    steps,
                     instance_name: row.instance_name().filter(|n| !n.is_empty()).map(str::to_string),
                     requested_at: row.requested_date_time().and_then(utc),
                     started_at,
@@ -452,6 +496,7 @@ impl AwsClients {
         &self,
         run_id: &str,
         invoked_after: DateTime<Utc>,
+        document: &str,
     ) -> Result<Vec<CommandSummary>, AwsError> {
         const OPERATION: &str = "ListCommands";
         let after = CommandFilter::builder()
@@ -461,7 +506,7 @@ impl AwsClients {
             .expect("key and value are set");
         let document = CommandFilter::builder()
             .key(CommandFilterKey::DocumentName)
-            .value(PATCH_DOCUMENT)
+            .value(document)
             .build()
             .expect("key and value are set");
         let mut pages = self
@@ -521,6 +566,15 @@ impl AwsClients {
             .await
             .map_err(|e| AwsError::from_sdk(OPERATION, e))?;
         Ok(CancelRequested { request_id: output.request_id().map(str::to_string) })
+    }
+}
+
+/// The document a patch command with these hooks runs.
+pub fn document_for(hooks: Option<&InstallHooks>) -> &'static str {
+    if hooks.is_some() {
+        PATCH_WITH_HOOKS_DOCUMENT
+    } else {
+        PATCH_DOCUMENT
     }
 }
 
@@ -622,6 +676,7 @@ mod tests {
             max_concurrency: Limit::Percent(10),
             max_errors: Limit::Count(0),
             alarm: None,
+            hooks: None,
         }
     }
 

@@ -46,8 +46,8 @@ pub use baselines::{
 };
 pub use client::{AwsClients, Backoff, CallCount, StaticEndpoint};
 pub use commands::{
-    CancelRequested, CommandSummary, Invocation, InvocationOutcome, PatchCommand, SentCommand, Standing,
-    MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT,
+    document_for, CancelRequested, CommandSummary, Invocation, InvocationOutcome, PatchCommand, SentCommand,
+    Standing, MAX_COMMENT_CHARS, MAX_INSTANCES_PER_COMMAND, PATCH_DOCUMENT, PATCH_WITH_HOOKS_DOCUMENT,
 };
 pub use compliance::{
     AvailablePatch, InstancePatch, PatchCatalog, PatchCounts, PatchListing, PatchStateSummary,

@@ -12,6 +12,7 @@ use fleet_sim::{Faults, InstanceView, Scenario, SimServer};
 use patchd_aws::{
     AwsClients, AwsError, Backoff, CommandStatus, Coverage, InvalidRequest, Invocation, InvocationOutcome,
     PatchCatalog, PatchCommand, PatchListing, PatchState, Reported, StaticEndpoint, Target, TransportKind,
+    PATCH_DOCUMENT,
 };
 use patchd_config::{
     Aws, Group, Limit, Operation, Origin, PatchFilter, RebootOption, RetryMode, TagSelector,
@@ -119,6 +120,7 @@ fn scan<'a>(instance_ids: &'a [String], comment: &'a str) -> PatchCommand<'a> {
         max_concurrency: Limit::Percent(100),
         max_errors: Limit::Count(0),
         alarm: None,
+        hooks: None,
     }
 }
 
@@ -456,7 +458,7 @@ async fn commands_are_found_again_by_their_run_id() {
     let first = client.send_patch_command(&scan(&ids[..2], "run-7f3a")).await.expect("sent");
     let second = client.send_patch_command(&scan(&ids[2..], "run-other")).await.expect("sent");
 
-    let found = client.find_commands_by_comment("run-7f3a", earlier).await.expect("listed");
+    let found = client.find_commands_by_comment("run-7f3a", earlier, PATCH_DOCUMENT).await.expect("listed");
     assert_eq!(found.len(), 1, "{found:?}");
     let command = &found[0];
     assert_eq!(command.command_id, first.command_id);
@@ -468,7 +470,11 @@ async fn commands_are_found_again_by_their_run_id() {
     assert_eq!(command.target_count, 2);
 
     let later = server.now() + chrono::Duration::hours(1);
-    assert!(client.find_commands_by_comment("run-7f3a", later).await.expect("listed").is_empty());
+    assert!(client
+        .find_commands_by_comment("run-7f3a", later, PATCH_DOCUMENT)
+        .await
+        .expect("listed")
+        .is_empty());
     assert_eq!(client.command(&second.command_id).await.expect("known").comment, "run-other");
     let unknown = client.command("c0ffee00-0000-4000-8000-000000000000").await.expect_err("unknown id");
     assert!(matches!(unknown, AwsError::NotFound { .. }), "{unknown:?}");
@@ -521,8 +527,8 @@ async fn throttling_surfaces_only_once_the_retries_are_exhausted() {
     server.set_faults(Faults { throttle, ..Faults::default() }).expect("valid faults");
     let after = server.now();
 
-    client.find_commands_by_comment("run", after).await.expect("first call has a token");
-    let error = client.find_commands_by_comment("run", after).await.expect_err("throttled");
+    client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect("first call has a token");
+    let error = client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect_err("throttled");
     assert!(matches!(error, AwsError::Throttled { operation: "ListCommands", .. }), "{error:?}");
     assert!(error.request_id().is_some());
     let stats = server.stats();
@@ -549,8 +555,8 @@ async fn throttling_is_absorbed_when_a_retry_gets_through() {
     server.set_faults(Faults { throttle, ..Faults::default() }).expect("valid faults");
     let after = server.now();
 
-    client.find_commands_by_comment("run", after).await.expect("first call has a token");
-    client.find_commands_by_comment("run", after).await.expect("a retry gets through");
+    client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect("first call has a token");
+    client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect("a retry gets through");
     let stats = server.stats();
     assert!(stats.throttled("ListCommands") >= 1, "the second call arrived before the bucket refilled");
     assert_eq!(stats.calls("ListCommands"), 2 + stats.throttled("ListCommands"), "every refusal was retried");
@@ -632,7 +638,8 @@ async fn recording_endpoint(
 async fn calls_name_patchd_and_its_retry_budget_in_their_headers() {
     let (url, recorded) = recording_endpoint("application/x-amz-json-1.1", r#"{"Commands":[]}"#).await;
     let client = clients_for(&url, 4, FAST);
-    let found = client.find_commands_by_comment("run", chrono::Utc::now()).await.expect("answered");
+    let found =
+        client.find_commands_by_comment("run", chrono::Utc::now(), PATCH_DOCUMENT).await.expect("answered");
     assert!(found.is_empty());
     let head = recorded.await.expect("recorded");
     let header = |name: &str| {
@@ -674,8 +681,8 @@ async fn call_counts_show_every_attempt_and_each_throttle_by_operation() {
         BTreeMap::from([("ListCommands".to_string(), 0.001), ("DescribeInstances".to_string(), 0.001)]);
     server.set_faults(Faults { throttle, ..Faults::default() }).expect("valid faults");
     let after = server.now();
-    client.find_commands_by_comment("run", after).await.expect("first call has a token");
-    client.find_commands_by_comment("run", after).await.expect_err("throttled");
+    client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect("first call has a token");
+    client.find_commands_by_comment("run", after, PATCH_DOCUMENT).await.expect_err("throttled");
     let everything = group(&[("Environment", "prod")], &[]);
     client.resolve_group(&everything).await.expect("first call has a token");
     client.resolve_group(&everything).await.expect_err("throttled");

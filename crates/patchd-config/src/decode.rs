@@ -1553,7 +1553,13 @@ fn decode_task(
     })
 }
 
-/// `waves`, `bake_minutes`, `max_per_tag` and `[window.task.gate]`.
+/// SSM's document names: letters, digits, `_`, `-` and `.`, 3 to 128 of them.
+fn is_document_name(name: &str) -> bool {
+    (3..=128).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `waves`, `bake_minutes`, `max_per_tag`, `[window.task.hooks]` and `[window.task.gate]`.
 fn decode_wave_policy(r: &mut TableReader, d: &mut Diagnostics, operation: Option<Operation>) -> WavePolicy {
     let mut policy = WavePolicy::default();
     if let Some(value) = r.get("waves") {
@@ -1609,6 +1615,34 @@ fn decode_wave_policy(r: &mut TableReader, d: &mut Diagnostics, operation: Optio
         let max = cap.integer(d, "max", 1..=1000, "1").map_or(1, |m| m.value as u32);
         cap.finish(d);
         policy.max_per_tag = tag.map(|tag| TagCap { tag: tag.value, max });
+    }
+    if let Some(mut h) = r.table(d, "hooks", "[window.task.hooks]") {
+        let mut hooks = InstallHooks::default();
+        for (key, slot) in [
+            ("pre_install", &mut hooks.pre_install),
+            ("post_install", &mut hooks.post_install),
+            ("on_exit", &mut hooks.on_exit),
+        ] {
+            if let Some(name) = h.string(d, key, "\"DrainFromLoadBalancer\"") {
+                if !is_document_name(&name.value) {
+                    d.error(
+                        &name.origin,
+                        format!("`{key}` must name an SSM document: 3 to 128 letters, digits, `_`, `-` or `.`, not `{}`", name.value),
+                        Some("create the hook as a Command document in SSM and write its name here".into()),
+                    );
+                }
+                *slot = Some(name.value);
+            }
+        }
+        if operation == Some(Operation::Scan) {
+            d.error(
+                &h.origin,
+                "hooks run around an install; a scan task runs none",
+                Some("move `[window.task.hooks]` to an install task".into()),
+            );
+        }
+        h.finish(d);
+        policy.hooks = Some(hooks);
     }
     if let Some(mut g) = r.table(d, "gate", "[window.task.gate]") {
         let mut gate = Gate::default();

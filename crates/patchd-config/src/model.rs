@@ -807,12 +807,25 @@ pub struct WavePolicy {
     /// Judged after every wave; `None` when neither waves nor a gate were written, so a plain
     /// task behaves as it always did.
     pub gate: Option<Gate>,
+    /// SSM documents run on each node around its install (`[window.task.hooks]`).
+    pub hooks: Option<InstallHooks>,
+}
+
+/// The hook documents AWS-RunPatchBaselineWithHooks runs on each node: before the install
+/// (which runs without rebooting), after it, and after the reboot. A failed pre-install hook
+/// leaves the node unpatched; any failed hook fails the node's invocation, which counts
+/// against the error budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallHooks {
+    pub pre_install: Option<String>,
+    pub post_install: Option<String>,
+    pub on_exit: Option<String>,
 }
 
 impl WavePolicy {
     /// Whether anything beyond a plain rollout was asked for.
     pub fn is_plain(&self) -> bool {
-        self.shares.is_empty() && self.max_per_tag.is_none() && self.gate.is_none()
+        self.shares.is_empty() && self.max_per_tag.is_none() && self.gate.is_none() && self.hooks.is_none()
     }
 }
 

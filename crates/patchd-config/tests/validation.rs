@@ -921,3 +921,25 @@ fn a_canary_rollout_loads_as_written() {
     let plain = load_files(&[("c.toml", BASE)]).unwrap();
     assert!(plain.config.windows[0].tasks[0].waves.is_plain());
 }
+
+#[test]
+fn install_hooks_name_ssm_documents_and_belong_to_installs() {
+    check_errors(
+        &with_base("[window.task.hooks]\npre_install = \"drain node\"\n"),
+        &["23:15: `pre_install` must name an SSM document"],
+    );
+    let scan = BASE.replace("operation = \"install\"", "operation = \"scan\"");
+    check_errors(
+        &format!("{scan}[window.task.hooks]\npre_install = \"DrainNode\"\n"),
+        &["22:1: hooks run around an install; a scan task runs none"],
+    );
+    let loaded = load_files(&[(
+        "c.toml",
+        &with_base("[window.task.hooks]\npre_install = \"DrainNode\"\npost_install = \"UndrainNode\"\n"),
+    )])
+    .unwrap();
+    let hooks = loaded.config.windows[0].tasks[0].waves.hooks.clone().unwrap();
+    assert_eq!(hooks.pre_install.as_deref(), Some("DrainNode"));
+    assert_eq!(hooks.post_install.as_deref(), Some("UndrainNode"));
+    assert_eq!(hooks.on_exit, None);
+}

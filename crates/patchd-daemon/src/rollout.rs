@@ -383,6 +383,7 @@ fn patch_command<'a>(
         max_concurrency: Limit::Count((instance_ids.len() as u32).min(max_concurrency).max(1)),
         max_errors: Limit::Count(max_errors_left),
         alarm: task.waves.gate.as_ref().and_then(|g| g.alarm.as_deref()),
+        hooks: task.waves.hooks.as_ref(),
     }
 }
 
@@ -768,6 +769,11 @@ impl State {
         batch.record.sent_at = Some(at);
         batch.unsent = false;
     }
+}
+
+/// The document the task's batches are sent with.
+pub fn document_of(task: &Task) -> &'static str {
+    patchd_aws::document_for(task.waves.hooks.as_ref())
 }
 
 fn chrono_of(duration: Duration) -> chrono::Duration {
@@ -1200,7 +1206,7 @@ async fn send_batch(
             if certain_unsent {
                 break;
             }
-            match lookup(ctx, &state.batches[index].record).await {
+            match lookup(ctx, &state.batches[index].record, document_of(rollout.task)).await {
                 Ok(Some(found)) => {
                     adopt(ctx, rollout, state, index, &found).await?;
                     return Ok(SendResult::Sent);
@@ -1249,9 +1255,13 @@ async fn record_sent(
 /// The command SSM has for a batch's comment, if any. Two commands for one comment (a send
 /// whose answer was lost, sent again by something other than patchd) are reported; the
 /// earliest is the batch's.
-async fn lookup(ctx: &Context, batch: &BatchRecord) -> Result<Option<CommandSummary>, AwsError> {
+async fn lookup(
+    ctx: &Context,
+    batch: &BatchRecord,
+    document: &str,
+) -> Result<Option<CommandSummary>, AwsError> {
     let since = batch.sending_at.unwrap_or_else(Utc::now) - LOOKUP_SKEW;
-    let mut found = ctx.aws.find_commands_by_comment(&batch.comment, since).await?;
+    let mut found = ctx.aws.find_commands_by_comment(&batch.comment, since, document).await?;
     found.sort_by(|a, b| a.requested_at.cmp(&b.requested_at).then_with(|| a.command_id.cmp(&b.command_id)));
     if found.len() > 1 {
         let ids: Vec<&str> = found.iter().map(|c| c.command_id.as_str()).collect();
@@ -1293,7 +1303,7 @@ async fn adopt_or_unsent(
 ) -> Result<(), RolloutError> {
     let mut pause = rollout.poll.interval;
     loop {
-        match lookup(ctx, &state.batches[index].record).await {
+        match lookup(ctx, &state.batches[index].record, document_of(rollout.task)).await {
             Ok(Some(found)) => return adopt(ctx, rollout, state, index, &found).await,
             Ok(None) => {
                 debug!(batch = state.batches[index].record.number, "batch left sending was not sent");
@@ -1392,6 +1402,9 @@ async fn poll(
         // Stored before anything acts on it.
         ctx.store.record_invocations(rollout.task_id, Utc::now(), &observations).await?;
         debug!(changed = updates.len(), "invocations recorded");
+        if rollout.task.waves.hooks.is_some() {
+            audit_hooks(ctx, rollout, &updates).await?;
+        }
     }
     let any = !updates.is_empty();
     for invocation in updates {
@@ -1406,6 +1419,40 @@ async fn poll(
     })
 }
 
+/// Each node's hook steps, in one audit entry per poll, once its invocation is over: which hook
+/// ran, and how it ended, is evidence of the drain and the re-enable around the patch.
+async fn audit_hooks(
+    ctx: &Context,
+    rollout: &Rollout<'_>,
+    updates: &[Invocation],
+) -> Result<(), RolloutError> {
+    let finished: Vec<serde_json::Value> = updates
+        .iter()
+        .filter(|i| i.is_terminal())
+        .map(|i| {
+            let steps: Vec<serde_json::Value> = i
+                .steps
+                .iter()
+                .map(|s| serde_json::json!({ "step": s.name, "status": s.status, "response_code": s.response_code }))
+                .collect();
+            serde_json::json!({
+                "instance_id": i.instance_id,
+                "command_id": i.command_id,
+                "status": i.status.as_str(),
+                "status_details": i.status_details,
+                "steps": steps,
+            })
+        })
+        .collect();
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let details =
+        serde_json::json!({ "run": rollout.run_id, "task": rollout.task.name, "invocations": finished });
+    ctx.audit(Utc::now(), "install-hooks", &rollout.task.name, &details).await?;
+    Ok(())
+}
+
 /// Cancels the task's commands that still have unfinished invocations (the window cutoff's
 /// `CANCEL_TASK`), each with an audit entry. Batches left `sending` are looked up first, so a
 /// command whose send was not recorded is cancelled too. Returns the number of commands asked
@@ -1413,7 +1460,11 @@ async fn poll(
 /// A command that cannot be cancelled is logged and the others are still tried; the call fails
 /// only when something failed and nothing could be cancelled.
 #[instrument(skip(ctx), fields(task_id = %task_id), err(Display))]
-pub async fn cancel_in_flight(ctx: &Context, task_id: WindowTaskId) -> Result<usize, RolloutError> {
+pub async fn cancel_in_flight(
+    ctx: &Context,
+    task_id: WindowTaskId,
+    document: &str,
+) -> Result<usize, RolloutError> {
     let Some(plan) = ctx.store.rollout(task_id).await? else { return Ok(0) };
     let recorded = ctx.store.invocations(task_id).await?;
     let over: HashSet<(&str, &str)> = recorded
@@ -1426,7 +1477,7 @@ pub async fn cancel_in_flight(ctx: &Context, task_id: WindowTaskId) -> Result<us
     for batch in &plan.batches {
         let command_id = match batch.state {
             BatchState::Sent => batch.command_id.clone(),
-            BatchState::Sending => match lookup(ctx, batch).await {
+            BatchState::Sending => match lookup(ctx, batch, document).await {
                 Ok(found) => found.map(|c| c.command_id),
                 Err(e) => {
                     warn!(batch = batch.number, error = %e, "cannot tell whether a batch being sent went out");

@@ -37,8 +37,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use patchd_aws::{Coverage, Standing, Target};
 use patchd_config::{
-    Config, CutoffBehavior, Gate, Limit, LocalHook, Located, Operation, Origin, RebootOption, TagCap, Task,
-    WavePolicy, Window,
+    Config, CutoffBehavior, Gate, InstallHooks, Limit, LocalHook, Located, Operation, Origin, RebootOption,
+    TagCap, Task, WavePolicy, Window,
 };
 use patchd_store::{
     CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord, WindowRunStatus,
@@ -114,6 +114,19 @@ pub struct WaveSpec {
     pub max_per_tag: Option<TagCapSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksSpec>,
+}
+
+/// [`InstallHooks`] as stored with a run's plan: the documents' names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HooksSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +169,11 @@ impl WaveSpec {
                     .collect(),
                 command_timeout_seconds: g.command.as_ref().map_or(0, |c| c.timeout.as_secs()),
             }),
+            hooks: policy.hooks.as_ref().map(|h| HooksSpec {
+                pre_install: h.pre_install.clone(),
+                post_install: h.post_install.clone(),
+                on_exit: h.on_exit.clone(),
+            }),
         })
     }
 
@@ -176,6 +194,11 @@ impl WaveSpec {
             bake: Duration::from_secs(self.bake_seconds),
             max_per_tag: self.max_per_tag.as_ref().map(|c| TagCap { tag: c.tag.clone(), max: c.max }),
             gate,
+            hooks: self.hooks.as_ref().map(|h| InstallHooks {
+                pre_install: h.pre_install.clone(),
+                post_install: h.post_install.clone(),
+                on_exit: h.on_exit.clone(),
+            }),
         })
     }
 }
@@ -1120,7 +1143,7 @@ async fn roll_out(
         _ = tokio::time::sleep(wait) => {}
     }
     warn!(window = %plan.record_as, task = %rollout.task.name, "cutoff reached: cancelling commands still running (CANCEL_TASK)");
-    match rollout::cancel_in_flight(env.ctx, rollout.task_id).await {
+    match rollout::cancel_in_flight(env.ctx, rollout.task_id, rollout::document_of(rollout.task)).await {
         Ok(_) => {
             let details = serde_json::json!({ "task": rollout.task.name, "reason": "cutoff" });
             if let Err(e) = env.ctx.audit(Utc::now(), "cancel-at-cutoff", &plan.record_as, &details).await {

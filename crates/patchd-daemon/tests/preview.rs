@@ -108,6 +108,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
             max_concurrency: Limit::Count(50),
             max_errors: Limit::Count(0),
             alarm: None,
+            hooks: None,
         })
         .await
         .expect("send the scan");

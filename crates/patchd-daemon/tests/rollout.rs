@@ -531,6 +531,7 @@ async fn a_send_whose_command_id_was_never_recorded_is_found_by_its_comment() {
             max_concurrency: Limit::Count(50),
             max_errors: Limit::Count(0),
             alarm: None,
+            hooks: None,
         })
         .await
         .unwrap();
@@ -600,7 +601,8 @@ async fn cancel_in_flight_cancels_unfinished_commands_and_a_second_stop_abandons
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         stop_tx.send(true).unwrap();
-        let cancelled = rollout::cancel_in_flight(&f.ctx, f.task_id).await.expect("cancel");
+        let cancelled =
+            rollout::cancel_in_flight(&f.ctx, f.task_id, patchd_aws::PATCH_DOCUMENT).await.expect("cancel");
         assert_eq!(cancelled, 2, "both batches in flight");
     };
     let (outcome, ()) =
@@ -614,7 +616,11 @@ async fn cancel_in_flight_cancels_unfinished_commands_and_a_second_stop_abandons
     assert_eq!(f.server.stats().calls("CancelCommand"), 2);
     let audit = f.ctx.store.audit_since(Utc::now() - chrono::Duration::hours(1), None).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.action == "cancel-command").count(), 2);
-    assert_eq!(rollout::cancel_in_flight(&f.ctx, f.task_id).await.unwrap(), 0, "nothing left to cancel");
+    assert_eq!(
+        rollout::cancel_in_flight(&f.ctx, f.task_id, patchd_aws::PATCH_DOCUMENT).await.unwrap(),
+        0,
+        "nothing left to cancel"
+    );
 
     // A second stop request ends polling at once, with work still in flight.
     let g = fixture("abandon", scenario(50, 1200.0, Faults::default()), 3).await;

@@ -35,6 +35,9 @@ pub struct TaskRollout {
     pub max_per_tag: Option<String>,
     /// The gate's checks after each wave, in the order they are judged.
     pub gate: Vec<String>,
+    /// The hook documents run on each node, as `stage: document`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 impl TaskRollout {
@@ -63,7 +66,14 @@ impl TaskRollout {
                 gate.push(format!("`{}` exits 0 within {} s", argv.join(" "), command.timeout.as_secs()));
             }
         }
+        let hooks = policy.hooks.as_ref().map_or_else(Vec::new, |h| {
+            [("pre-install", &h.pre_install), ("post-install", &h.post_install), ("on-exit", &h.on_exit)]
+                .into_iter()
+                .filter_map(|(stage, doc)| Some(format!("{stage}: {}", doc.as_ref()?)))
+                .collect()
+        });
         Some(TaskRollout {
+            hooks,
             task: task.name.clone(),
             waves: policy.shares.iter().map(ToString::to_string).collect(),
             bake_minutes: policy.bake.as_secs() / 60,

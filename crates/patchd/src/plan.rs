@@ -242,6 +242,9 @@ fn render_table(config: &Config, plan: &Plan, from: DateTime<Utc>) -> String {
         );
         for rollout in &wp.rollouts {
             let _ = writeln!(out, "    task {}", rollout.summary());
+            for hook in &rollout.hooks {
+                let _ = writeln!(out, "      hook {hook} (on each node, AWS-RunPatchBaselineWithHooks)");
+            }
             for check in &rollout.gate {
                 let _ = writeln!(out, "      gate: {check}");
             }
