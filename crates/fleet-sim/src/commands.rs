@@ -158,10 +158,20 @@ pub struct Invocation {
     pub result: Option<InvocationResult>,
     /// AWS-RunShellScript's exit status and output, once the script ended.
     pub script: Option<ScriptOutcome>,
+    /// AWS-RunPatchBaselineWithHooks's Install steps that started, in order.
+    pub steps: Vec<Step>,
 }
 
 impl Invocation {
     pub fn response_code(&self) -> i64 {
+        // A hook document's invocation answers with the step that decided it.
+        if let (InvocationState::Success | InvocationState::Failed, Some(step)) =
+            (self.state, self.steps.last())
+        {
+            if let Some(code) = step.exit_code {
+                return code;
+            }
+        }
         if let (InvocationState::Success | InvocationState::Failed, Some(script)) = (self.state, &self.script)
         {
             return script.exit_code;
@@ -184,7 +194,7 @@ pub struct CommandView {
     pub requested_at: chrono::DateTime<chrono::Utc>,
     pub comment: Option<String>,
     pub document_name: String,
-    /// AWS-RunPatchBaseline's `Operation`: `Scan` or `Install`; empty for other documents.
+    /// The patching documents' `Operation`: `Scan` or `Install`; empty for AWS-RunShellScript.
     pub operation: String,
     /// The instances it targeted, in invocation order.
     pub instance_ids: Vec<String>,
@@ -231,6 +241,7 @@ impl CommandRequest {
             snapshot_id: None,
             baseline_override: false,
             shell: None,
+            hook_documents: None,
             alarm: None,
             echo: serde_json::Map::new(),
         }
@@ -243,6 +254,71 @@ pub struct ShellScript {
     pub commands: Vec<String>,
     pub working_directory: String,
     pub execution_timeout_seconds: u32,
+}
+
+/// The documents AWS-RunPatchBaselineWithHooks runs around an Install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDocuments {
+    pub pre_install: String,
+    pub post_install: String,
+    pub on_exit: String,
+}
+
+/// The hook document that does nothing; it is every hook's default.
+pub const NOOP_DOCUMENT: &str = "AWS-Noop";
+
+/// A step of AWS-RunPatchBaselineWithHooks's Install, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    PreInstallHook,
+    InstallWithNoReboot,
+    PostInstallHook,
+    OnExit,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 4] = [
+        StepKind::PreInstallHook,
+        StepKind::InstallWithNoReboot,
+        StepKind::PostInstallHook,
+        StepKind::OnExit,
+    ];
+
+    /// The plugin name the step is reported under: the simulator's naming.
+    pub fn plugin_name(self) -> &'static str {
+        match self {
+            StepKind::PreInstallHook => "PreInstallHook",
+            StepKind::InstallWithNoReboot => "InstallWithNoReboot",
+            StepKind::PostInstallHook => "PostInstallHook",
+            StepKind::OnExit => "OnExit",
+        }
+    }
+
+    /// The hook document the step runs; None for the install itself.
+    pub fn document(self, documents: &HookDocuments) -> Option<&str> {
+        match self {
+            StepKind::PreInstallHook => Some(&documents.pre_install),
+            StepKind::InstallWithNoReboot => None,
+            StepKind::PostInstallHook => Some(&documents.post_install),
+            StepKind::OnExit => Some(&documents.on_exit),
+        }
+    }
+
+    pub fn next(self) -> Option<StepKind> {
+        let position = StepKind::ALL.iter().position(|k| *k == self)?;
+        StepKind::ALL.get(position + 1).copied()
+    }
+}
+
+/// One step that started; `exit_code` is set once it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub start_ms: Millis,
+    pub end_ms: Option<Millis>,
+    pub exit_code: Option<i64>,
+    /// A hook's rule output; unused for the install, whose output is its summary.
+    pub output: Option<String>,
 }
 
 /// SendCommand's `AlarmConfiguration`: SSM takes exactly one alarm.
@@ -271,6 +347,8 @@ pub struct CommandRequest {
     /// Set for AWS-RunShellScript, whose invocations run the script instead of the patch
     /// operation (`operation` and the patching members above are then unused).
     pub shell: Option<ShellScript>,
+    /// Set for AWS-RunPatchBaselineWithHooks, whose Install runs these around the patching.
+    pub hook_documents: Option<HookDocuments>,
     pub alarm: Option<AlarmGate>,
     /// Echoed verbatim in Command: OutputS3*, ServiceRoleArn, NotificationConfig, CloudWatchOutputConfig.
     pub echo: serde_json::Map<String, serde_json::Value>,
@@ -336,6 +414,7 @@ impl Command {
                 end_ms: None,
                 result: None,
                 script: None,
+                steps: Vec::new(),
             })
             .collect::<Vec<_>>();
         let state =

@@ -1,6 +1,6 @@
-//! AWS-RunShellScript on simulated machines: nothing runs, so what a script does is decided by
-//! outcome rules the scenario or the control API sets, first match wins, exit code 0 when none
-//! matches.
+//! AWS-RunShellScript and AWS-RunPatchBaselineWithHooks's hook documents on simulated
+//! machines: nothing runs, so what a script or hook does is decided by outcome rules the
+//! scenario or the control API sets, first match wins, exit code 0 when none matches.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,8 +10,8 @@ use crate::request::is_instance_id;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookRule {
-    /// Matches when this is a substring of the command's `commands`, joined with newlines; an
-    /// empty text matches every script.
+    /// Matches when this is a substring of the command's `commands`, joined with newlines (of
+    /// a hook, its document's name); an empty text matches every script.
     #[serde(default)]
     pub contains: String,
     /// Matches only these instances; every instance when absent.

@@ -8,7 +8,10 @@ use serde_json::{json, Map, Value};
 use crate::baseline::{Baseline, PatchFilter, PatchRule, COMPLIANCE_LEVELS};
 use crate::catalog::Patch;
 use crate::clock::{epoch_seconds, to_datetime, Millis};
-use crate::commands::{AlarmGate, Command, CommandRequest, Invocation, InvocationState, ShellScript};
+use crate::commands::{
+    AlarmGate, Command, CommandRequest, HookDocuments, Invocation, InvocationResult, InvocationState,
+    ShellScript, StepKind, NOOP_DOCUMENT,
+};
 use crate::error::ApiError;
 use crate::fleet::{Instance, Operation, PatchReport, PatchState};
 use crate::paging;
@@ -48,6 +51,10 @@ const DOCUMENT: &str = "AWS-RunPatchBaseline";
 /// The hook document: scripts run before and after patching.
 const SHELL_DOCUMENT: &str = "AWS-RunShellScript";
 const SHELL_PLUGIN: &str = "aws:runShellScript";
+/// AWS-RunPatchBaseline wrapped in pre-install, post-install and on-exit hook documents.
+const HOOKS_DOCUMENT: &str = "AWS-RunPatchBaselineWithHooks";
+/// The single step a hook document's Scan reports: scans run no hooks.
+const HOOKS_SCAN_PLUGIN: &str = "Scan";
 const AGENT_VERSION: &str = "3.3.1142.0";
 const MAX_CUSTOM_BASELINES: usize = 50;
 const MAX_GROUPS_PER_BASELINE: usize = 25;
@@ -252,7 +259,8 @@ impl World {
         }
         let short_name = document.rsplit("document/").next().unwrap_or(document);
         let shell = short_name == SHELL_DOCUMENT;
-        if short_name != DOCUMENT && !shell {
+        let with_hooks = short_name == HOOKS_DOCUMENT;
+        if short_name != DOCUMENT && !shell && !with_hooks {
             return Err(ApiError::new(
                 "InvalidDocument",
                 format!("Document with name {document} does not exist."),
@@ -310,6 +318,7 @@ impl World {
         }
         let parameters = parse_parameters(body, short_name)?;
         let shell = if shell { Some(shell_script(&parameters)?) } else { None };
+        let hook_documents = if with_hooks { Some(hook_documents(&parameters)?) } else { None };
         let alarm = parse_alarm_configuration(body)?;
         let operation = match parameters.get("Operation").and_then(|v| v.first()).map(String::as_str) {
             Some("Scan") => Operation::Scan,
@@ -427,6 +436,7 @@ impl World {
             snapshot_id,
             baseline_override,
             shell,
+            hook_documents,
             alarm,
             echo,
         };
@@ -592,7 +602,14 @@ impl World {
     fn invocation_json(&self, command: &Command, index: usize, details: bool) -> Value {
         let inv = &command.invocations[index];
         let instance = &self.instances[inv.instance as usize];
-        let plugins = if details { vec![self.plugin_json(command, inv, instance)] } else { vec![] };
+        let plugins: Vec<Value> = if details {
+            self.plugin_views(command, inv, instance)
+                .iter()
+                .map(|view| self.plugin_json(command, view))
+                .collect()
+        } else {
+            vec![]
+        };
         let request = &command.request;
         json!({
             "CommandId": command.id,
@@ -616,13 +633,94 @@ impl World {
         })
     }
 
-    fn plugin_json(&self, command: &Command, inv: &Invocation, instance: &Instance) -> Value {
+    /// The invocation's plugins in document order: its one step, or a hook document's
+    /// Install steps (every step, those not reached too).
+    fn plugin_views(&self, command: &Command, inv: &Invocation, instance: &Instance) -> Vec<PluginView> {
+        let whole = |name: &str| PluginView {
+            name: name.to_string(),
+            status: inv.state.plugin_status(),
+            status_details: inv.state.status_details(),
+            response_code: inv.response_code(),
+            output: self.output_text(command, inv, instance),
+            error: World::error_text(inv),
+            start_ms: inv.start_ms,
+            end_ms: inv.end_ms.filter(|_| inv.start_ms.is_some()),
+        };
+        let Some(documents) = &command.request.hook_documents else {
+            return vec![whole(World::plugin_name(command, instance))];
+        };
+        if command.request.operation == Operation::Scan {
+            return vec![whole(HOOKS_SCAN_PLUGIN)];
+        }
+        // Steps the invocation never reached: still Pending when a step of its own ended it,
+        // the invocation's status when something from outside did (cancel, timeouts).
+        let stopped_from_outside = inv.state.is_terminal()
+            && !matches!(inv.state, InvocationState::Success | InvocationState::Failed);
+        StepKind::ALL
+            .iter()
+            .map(|kind| {
+                let name = kind.plugin_name().to_string();
+                let Some(step) = inv.steps.iter().find(|s| s.kind == *kind) else {
+                    let (status, status_details) = if stopped_from_outside {
+                        (inv.state.plugin_status(), inv.state.status_details())
+                    } else {
+                        ("Pending", "Pending")
+                    };
+                    return PluginView {
+                        name,
+                        status,
+                        status_details,
+                        response_code: -1,
+                        output: String::new(),
+                        error: String::new(),
+                        start_ms: None,
+                        end_ms: None,
+                    };
+                };
+                let (status, status_details, response_code) = match step.exit_code {
+                    Some(0) => ("Success", "Success", 0),
+                    Some(code) => ("Failed", "Failed", code),
+                    None => (inv.state.plugin_status(), inv.state.status_details(), -1),
+                };
+                let (output, error) = match kind.document(documents) {
+                    Some(document) => hook_output(document, step.exit_code, step.output.as_deref()),
+                    None => match (&inv.result, step.exit_code) {
+                        (Some(result), Some(code)) => {
+                            let mut result = result.clone();
+                            // This step never reboots; the reboot comes after the post-install hook.
+                            result.install.rebooted = false;
+                            (self.patch_summary(command, &result, instance, code != 0), String::new())
+                        }
+                        _ => (String::new(), String::new()),
+                    },
+                };
+                PluginView {
+                    name,
+                    status,
+                    status_details,
+                    response_code,
+                    output,
+                    error,
+                    start_ms: Some(step.start_ms),
+                    end_ms: step.end_ms,
+                }
+            })
+            .collect()
+    }
+
+    fn plugin_json(&self, command: &Command, view: &PluginView) -> Value {
+        let mut output = view.output.clone();
+        if !view.error.is_empty() {
+            // The plugin's Output holds both streams, as the agent joins them.
+            output.push_str("\n----------ERROR-------\n");
+            output.push_str(&view.error);
+        }
         let mut plugin = json!({
-            "Name": World::plugin_name(command, instance),
-            "Status": inv.state.plugin_status(),
-            "StatusDetails": inv.state.status_details(),
-            "ResponseCode": inv.response_code(),
-            "Output": self.output_text(command, inv, instance),
+            "Name": view.name,
+            "Status": view.status,
+            "StatusDetails": view.status_details,
+            "ResponseCode": view.response_code,
+            "Output": output,
             "StandardOutputUrl": "",
             "StandardErrorUrl": "",
             "OutputS3Region": command.request.echo.get("OutputS3Region").cloned().unwrap_or_else(|| json!(self.region)),
@@ -630,10 +728,10 @@ impl World {
             "OutputS3KeyPrefix": command.request.echo.get("OutputS3KeyPrefix").cloned().unwrap_or_else(|| json!("")),
         });
         if let Some(fields) = plugin.as_object_mut() {
-            if let Some(start) = inv.start_ms {
+            if let Some(start) = view.start_ms {
                 fields.insert("ResponseStartDateTime".into(), ts(start));
             }
-            if let Some(end) = inv.end_ms.filter(|_| inv.start_ms.is_some()) {
+            if let Some(end) = view.end_ms {
                 fields.insert("ResponseFinishDateTime".into(), ts(end));
             }
         }
@@ -682,18 +780,32 @@ impl World {
     /// A summary in the spirit of AWS-RunPatchBaseline's own output.
     fn output_text(&self, command: &Command, inv: &Invocation, instance: &Instance) -> String {
         if let Some(script) = &command.request.shell {
-            let mut text = World::script_output(script, inv);
-            let errors = World::error_text(inv);
-            if !errors.is_empty() {
-                // The plugin's Output holds both streams, as the agent joins them.
-                text.push_str("\n----------ERROR-------\n");
-                text.push_str(&errors);
-            }
-            return text;
+            return World::script_output(script, inv);
         }
-        let operation = command.request.operation.as_str();
         match (inv.state, &inv.result) {
             (InvocationState::Success | InvocationState::Failed, Some(result)) => {
+                self.patch_summary(command, result, instance, inv.state == InvocationState::Failed)
+            }
+            (InvocationState::ExecutionTimedOut, _) => "Execution timed out.\n".to_string(),
+            (InvocationState::Undeliverable, _) => "The instance is not a managed node.\n".to_string(),
+            (InvocationState::DeliveryTimedOut, _) => {
+                "The agent did not receive the command in time.\n".into()
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// What a patching operation reports: the baseline, what it installed, the counts.
+    fn patch_summary(
+        &self,
+        command: &Command,
+        result: &InvocationResult,
+        instance: &Instance,
+        failed: bool,
+    ) -> String {
+        let operation = command.request.operation.as_str();
+        {
+            {
                 let c = result.counts;
                 let mut text = format!(
                     "Patch group: {}\nOperation type: {operation}\nPatch baseline: {}\nInstance: {}\n",
@@ -719,17 +831,11 @@ impl World {
                 if command.request.baseline_override {
                     text.push_str("BaselineOverride used: compliance data was not reported\n");
                 }
-                if inv.state == InvocationState::Failed {
+                if failed {
                     text.push_str(&format!("failed to install {} patches\n", result.install.failed));
                 }
                 text
             }
-            (InvocationState::ExecutionTimedOut, _) => "Execution timed out.\n".to_string(),
-            (InvocationState::Undeliverable, _) => "The instance is not a managed node.\n".to_string(),
-            (InvocationState::DeliveryTimedOut, _) => {
-                "The agent did not receive the command in time.\n".into()
-            }
-            _ => String::new(),
         }
     }
 
@@ -753,13 +859,41 @@ impl World {
         let position = *command.by_instance.get(&(instance as u32)).ok_or_else(not_found)?;
         let inv = &command.invocations[position as usize];
         let inst = &self.instances[instance];
-        let expected_plugin = World::plugin_name(command, inst);
-        if plugin_name.is_some_and(|name| name != expected_plugin) {
-            return Err(ApiError::new("InvalidPluginName", ""));
-        }
-        let start = inv.start_ms.map(iso).unwrap_or_default();
-        let end = inv.end_ms.filter(|_| inv.start_ms.is_some()).map(iso).unwrap_or_default();
-        let elapsed = match (inv.start_ms, inv.end_ms) {
+        let views = self.plugin_views(command, inv, inst);
+        let chosen = match plugin_name {
+            Some(name) => {
+                let found = views.iter().find(|view| view.name == name);
+                Some(found.ok_or_else(|| ApiError::new("InvalidPluginName", ""))?)
+            }
+            None => None,
+        };
+        // A one-step document answers with its step; several steps without a PluginName
+        // answer for the invocation as a whole, named after the step that decided it.
+        let whole = match (chosen, views.as_slice()) {
+            (Some(view), [_, _, ..]) => view.clone(),
+            (_, [only]) => PluginView {
+                status: inv.state.status(),
+                status_details: inv.state.status_details(),
+                ..only.clone()
+            },
+            (_, many) => {
+                let started: Vec<&PluginView> = many.iter().filter(|v| v.start_ms.is_some()).collect();
+                let deciding = started.last().copied().unwrap_or(&many[0]);
+                PluginView {
+                    name: deciding.name.clone(),
+                    status: inv.state.status(),
+                    status_details: inv.state.status_details(),
+                    response_code: inv.response_code(),
+                    output: started.iter().map(|v| format!("[{}]\n{}", v.name, v.output)).collect(),
+                    error: started.iter().map(|v| v.error.as_str()).collect(),
+                    start_ms: inv.start_ms,
+                    end_ms: inv.end_ms.filter(|_| inv.start_ms.is_some()),
+                }
+            }
+        };
+        let start = whole.start_ms.map(iso).unwrap_or_default();
+        let end = whole.end_ms.map(iso).unwrap_or_default();
+        let elapsed = match (whole.start_ms, whole.end_ms) {
             (Some(s), Some(e)) => format!("PT{:.3}S", (e - s) as f64 / 1000.0),
             (Some(s), None) => format!("PT{:.3}S", (self.now - s) as f64 / 1000.0),
             _ => String::new(),
@@ -771,19 +905,16 @@ impl World {
             "Comment": request.comment.clone().unwrap_or_default(),
             "DocumentName": request.document_name,
             "DocumentVersion": request.document_version,
-            "PluginName": expected_plugin,
-            "ResponseCode": inv.response_code(),
+            "PluginName": whole.name,
+            "ResponseCode": whole.response_code,
             "ExecutionStartDateTime": start,
             "ExecutionElapsedTime": elapsed,
             "ExecutionEndDateTime": end,
-            "Status": inv.state.status(),
-            "StatusDetails": inv.state.status_details(),
-            "StandardOutputContent": match &request.shell {
-                Some(script) => World::script_output(script, inv),
-                None => self.output_text(command, inv, inst),
-            },
+            "Status": whole.status,
+            "StatusDetails": whole.status_details,
+            "StandardOutputContent": whole.output,
             "StandardOutputUrl": "",
-            "StandardErrorContent": World::error_text(inv),
+            "StandardErrorContent": whole.error,
             "StandardErrorUrl": "",
             "CloudWatchOutputConfig": request.echo.get("CloudWatchOutputConfig").cloned()
                 .unwrap_or_else(|| json!({"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": false})),
@@ -1681,6 +1812,15 @@ fn parse_targets(body: &Body) -> Result<Vec<(String, Vec<String>)>, ApiError> {
 
 const DOCUMENT_PARAMETERS: [&str; 5] =
     ["Operation", "SnapshotId", "InstallOverrideList", "BaselineOverride", "RebootOption"];
+/// AWS-RunPatchBaselineWithHooks has no InstallOverrideList or BaselineOverride.
+const HOOKS_PARAMETERS: [&str; 6] = [
+    "Operation",
+    "SnapshotId",
+    "RebootOption",
+    "PreInstallHookDocName",
+    "PostInstallHookDocName",
+    "OnExitHookDocName",
+];
 const SHELL_PARAMETERS: [&str; 3] = ["commands", "workingDirectory", "executionTimeout"];
 /// AWS-RunShellScript's `workingDirectory` maxChars.
 const MAX_WORKING_DIRECTORY: usize = 4096;
@@ -1692,7 +1832,11 @@ const SHELL_TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 1..=172_800;
 fn parse_parameters(body: &Body, document: &str) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let mut parameters = BTreeMap::new();
     let Some(map) = body.object("Parameters")? else { return Ok(parameters) };
-    let defined: &[&str] = if document == SHELL_DOCUMENT { &SHELL_PARAMETERS } else { &DOCUMENT_PARAMETERS };
+    let defined: &[&str] = match document {
+        SHELL_DOCUMENT => &SHELL_PARAMETERS,
+        HOOKS_DOCUMENT => &HOOKS_PARAMETERS,
+        _ => &DOCUMENT_PARAMETERS,
+    };
     for (name, values) in map.entries() {
         if !defined.contains(&name.as_str()) {
             return Err(ApiError::new(
@@ -1749,6 +1893,67 @@ fn shell_script(parameters: &BTreeMap<String, Vec<String>>) -> Result<ShellScrip
             })?,
     };
     Ok(ShellScript { commands, working_directory, execution_timeout_seconds })
+}
+
+/// AWS-RunPatchBaselineWithHooks's hook documents, `AWS-Noop` where not given. The names are
+/// not looked up (the simulator has no documents), only checked for a document name's shape.
+fn hook_documents(parameters: &BTreeMap<String, Vec<String>>) -> Result<HookDocuments, ApiError> {
+    let name = |key: &str| -> Result<String, ApiError> {
+        match parameters.get(key).and_then(|v| v.first()) {
+            None => Ok(NOOP_DOCUMENT.to_string()),
+            Some(value) if value.is_empty() => Ok(NOOP_DOCUMENT.to_string()),
+            Some(value)
+                if (3..=128).contains(&value.len())
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c)) =>
+            {
+                Ok(value.clone())
+            }
+            Some(value) => Err(ApiError::new(
+                "InvalidParameters",
+                format!("Parameter \"{key}\" value \"{value}\" is not a document name."),
+            )),
+        }
+    };
+    Ok(HookDocuments {
+        pre_install: name("PreInstallHookDocName")?,
+        post_install: name("PostInstallHookDocName")?,
+        on_exit: name("OnExitHookDocName")?,
+    })
+}
+
+/// A hook step's standard output and error: which document ran, then what the rule says it
+/// printed; a failure adds the agent's exit status line.
+fn hook_output(document: &str, exit_code: Option<i64>, printed: Option<&str>) -> (String, String) {
+    let Some(code) = exit_code else { return (String::new(), String::new()) };
+    if document == NOOP_DOCUMENT {
+        return (format!("Hook document {NOOP_DOCUMENT}: nothing to run.\n"), String::new());
+    }
+    let mut output = format!("Hook document {document} ran.\n");
+    if let Some(printed) = printed {
+        output.push_str(printed);
+        if !printed.ends_with('\n') {
+            output.push('\n');
+        }
+    }
+    let error = if code == 0 {
+        String::new()
+    } else {
+        format!("Hook document {document} failed: exit status {code}\n")
+    };
+    (output, error)
+}
+
+/// One entry of CommandPlugins, or what GetCommandInvocation answers for one plugin.
+#[derive(Debug, Clone)]
+struct PluginView {
+    name: String,
+    status: &'static str,
+    status_details: &'static str,
+    response_code: i64,
+    output: String,
+    error: String,
+    start_ms: Option<Millis>,
+    end_ms: Option<Millis>,
 }
 
 /// SendCommand's `AlarmConfiguration`, within the model's bounds: `Alarms` is a list of

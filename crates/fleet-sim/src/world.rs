@@ -19,7 +19,9 @@ use crate::alarms::{AlarmState, AlarmView, Alarms};
 use crate::baseline::{predefined, Approval, Baseline};
 use crate::catalog::{Catalog, CatalogShape, Patch, PatchRelease};
 use crate::clock::{to_datetime, Millis, SharedClock, SimClock};
-use crate::commands::{Command, CommandRequest, InvocationResult, InvocationState};
+use crate::commands::{
+    Command, CommandRequest, InvocationResult, InvocationState, Step, StepKind, NOOP_DOCUMENT,
+};
 use crate::faults::{Faults, Throttle};
 use crate::fleet::{generate, AgentState, InstallPlan, Instance, Operation, PatchReport, STREAM_COMMAND};
 use crate::hooks::{HookRule, Hooks};
@@ -32,16 +34,40 @@ const STREAM_FAULTS: u64 = 3;
 const STREAM_WORLD: u64 = 4;
 const STREAM_INITIAL_SCAN: u64 = 5;
 const STREAM_REQUESTS: u64 = 6;
+const STREAM_STEPS: u64 = 7;
 const FAULT_TICK_MS: Millis = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
-    Dispatch { command: usize },
-    Finish { command: usize, invocation: u32, timed_out: bool },
-    RebootDone { command: usize, invocation: u32 },
-    CancelDone { command: usize, invocation: u32 },
-    DeliveryTimeout { command: usize, invocation: u32 },
-    AgentBack { instance: u32, epoch: u64 },
+    Dispatch {
+        command: usize,
+    },
+    Finish {
+        command: usize,
+        invocation: u32,
+        timed_out: bool,
+    },
+    RebootDone {
+        command: usize,
+        invocation: u32,
+    },
+    /// The running step of a hook document's Install ended.
+    StepDone {
+        command: usize,
+        invocation: u32,
+    },
+    CancelDone {
+        command: usize,
+        invocation: u32,
+    },
+    DeliveryTimeout {
+        command: usize,
+        invocation: u32,
+    },
+    AgentBack {
+        instance: u32,
+        epoch: u64,
+    },
     FaultTick,
     AlarmCheck,
 }
@@ -287,6 +313,7 @@ impl World {
                 self.finish(command, invocation, timed_out)
             }
             EventKind::RebootDone { command, invocation } => self.reboot_done(command, invocation),
+            EventKind::StepDone { command, invocation } => self.step_done(command, invocation),
             EventKind::CancelDone { command, invocation } => {
                 let now = self.now;
                 let inv = &mut self.commands[command].invocations[invocation as usize];
@@ -706,6 +733,11 @@ impl World {
             self.schedule(at, EventKind::Finish { command, invocation, timed_out: true });
             return;
         }
+        let request = &self.commands[command].request;
+        if request.hook_documents.is_some() && operation == Operation::Install {
+            self.start_step(command, invocation, StepKind::PreInstallHook);
+            return;
+        }
         let timing = &self.timing;
         let base = match (&self.commands[command].request.shell, operation) {
             (Some(_), _) => self.hooks.script_seconds,
@@ -814,8 +846,215 @@ impl World {
 
     fn reboot_done(&mut self, command: usize, invocation: u32) {
         if self.commands[command].invocations[invocation as usize].state == InvocationState::InProgress {
+            self.after_reboot(command, invocation);
+        }
+    }
+
+    /// The agent is back after an install's reboot, its result's counts already re-evaluated
+    /// where needed: AWS-RunPatchBaseline ends, a hook document goes on to its on-exit hook.
+    fn after_reboot(&mut self, command: usize, invocation: u32) {
+        if self.commands[command].request.hook_documents.is_some() {
+            self.reevaluate(command, invocation);
+            self.write_report(command, invocation);
+            self.start_step(command, invocation, StepKind::OnExit);
+        } else {
             self.complete(command, invocation);
         }
+    }
+
+    /// Compliance of the invocation's instance as of its approvals, into its result.
+    fn reevaluate(&mut self, command: usize, invocation: u32) {
+        let inv = &self.commands[command].invocations[invocation as usize];
+        let index = inv.instance as usize;
+        // The install's own instant, so that approvals the reboot waited through do not count.
+        let installed_ms = inv
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::InstallWithNoReboot)
+            .and_then(|s| s.end_ms)
+            .unwrap_or(self.now);
+        let approval_ms = match self.commands[command].request.snapshot_id {
+            Some(_) => self.approval_instant(command, index),
+            None => installed_ms,
+        };
+        let baseline = self.baseline_index_for(index);
+        let approvals = self.approvals(baseline);
+        let catalog = self.catalog.patches(self.instances[index].platform);
+        let counts = self.instances[index].evaluate(
+            catalog,
+            &approvals,
+            &self.baselines[baseline],
+            approval_ms,
+            Operation::Install,
+        );
+        if let Some(result) = &mut self.commands[command].invocations[invocation as usize].result {
+            result.counts = counts;
+        }
+    }
+
+    /// The instant whose approvals the command judges the instance by: its snapshot's, if it
+    /// has one, else now.
+    fn approval_instant(&mut self, command: usize, instance: usize) -> Millis {
+        let now = self.now;
+        let baseline = self.baseline_index_for(instance);
+        let baseline_id = self.baselines[baseline].id.clone();
+        match &self.commands[command].request.snapshot_id {
+            Some(snapshot) => *self.snapshots.entry((snapshot.clone(), baseline_id)).or_insert(now),
+            None => now,
+        }
+    }
+
+    // ----- AWS-RunPatchBaselineWithHooks -----
+
+    /// Starts a step of a hook document's Install. `AWS-Noop` takes no time; other hooks take
+    /// a script's time, the install an install's.
+    fn start_step(&mut self, command: usize, invocation: u32, kind: StepKind) {
+        let now = self.now;
+        let Some(documents) = &self.commands[command].request.hook_documents else { return };
+        let base = match kind.document(documents) {
+            Some(NOOP_DOCUMENT) => 0.0,
+            Some(_) => self.hooks.script_seconds,
+            None => self.timing.install_seconds,
+        };
+        let step_number = StepKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u64;
+        // A stream of its own per step, so that hooks leave the install's draws as they were.
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+            self.seed,
+            STREAM_STEPS,
+            ((command as u64) << 32) | (u64::from(invocation) << 3) | step_number,
+        ));
+        let jitter = self.timing.jitter;
+        let spread = if jitter > 0.0 && base > 0.0 { rng.random_range(-jitter..=jitter) } else { 0.0 };
+        let duration = (base * (1.0 + spread) * 1000.0) as Millis;
+        let inv = &mut self.commands[command].invocations[invocation as usize];
+        inv.steps.push(Step { kind, start_ms: now, end_ms: None, exit_code: None, output: None });
+        if duration == 0 {
+            // At once, not through the queue: a free hook must not let other events slip in.
+            self.step_done(command, invocation);
+        } else {
+            self.schedule(now + duration, EventKind::StepDone { command, invocation });
+        }
+    }
+
+    fn step_done(&mut self, command: usize, invocation: u32) {
+        let now = self.now;
+        let inv = &self.commands[command].invocations[invocation as usize];
+        if inv.state != InvocationState::InProgress {
+            return;
+        }
+        let Some(step) = inv.steps.last().filter(|s| s.end_ms.is_none()) else { return };
+        let kind = step.kind;
+        let instance_index = inv.instance as usize;
+        let Some(documents) = self.commands[command].request.hook_documents.clone() else { return };
+        let (exit_code, output) = match kind.document(&documents) {
+            Some(NOOP_DOCUMENT) => (0, None),
+            Some(document) => {
+                // A hook's "script" is its document's name: the rules match on that.
+                let outcome = self.hooks.outcome(&[document.to_string()], &self.instances[instance_index].id);
+                (outcome.exit_code, outcome.output)
+            }
+            None => (self.install_step(command, invocation), None),
+        };
+        let inv = &mut self.commands[command].invocations[invocation as usize];
+        if let Some(step) = inv.steps.last_mut() {
+            step.end_ms = Some(now);
+            step.exit_code = Some(exit_code);
+            step.output = output;
+        }
+        if exit_code != 0 {
+            self.end_invocation(command, invocation, InvocationState::Failed);
+            return;
+        }
+        match kind {
+            StepKind::PostInstallHook => self.reboot_between_hooks(command, invocation),
+            StepKind::OnExit => self.end_invocation(command, invocation, InvocationState::Success),
+            other => {
+                if let Some(next) = other.next() {
+                    self.start_step(command, invocation, next);
+                }
+            }
+        }
+    }
+
+    /// Installs without rebooting and reports, as the install step of a hook document does.
+    /// Returns the step's exit code: 1 when a patch failed to install.
+    fn install_step(&mut self, command: usize, invocation: u32) -> i64 {
+        let now = self.now;
+        let instance_index = self.commands[command].invocations[invocation as usize].instance as usize;
+        let baseline = self.baseline_index_for(instance_index);
+        let approvals = self.approvals(baseline);
+        let baseline_id = self.baselines[baseline].id.clone();
+        let approval_ms = self.approval_instant(command, instance_index);
+        let mut rng = self.invocation_rng(command, invocation);
+        let _: u64 = rng.random();
+        let failure_rate = self.faults.install_failure_rate;
+        let platform = self.instances[instance_index].platform;
+        let catalog = self.catalog.patches(platform);
+        let instance = &mut self.instances[instance_index];
+        let install = instance.install(
+            catalog,
+            &approvals,
+            InstallPlan { approval_ms, now_ms: now, reboot_if_needed: false, failure_rate },
+            &mut rng,
+        );
+        let counts = instance.evaluate(
+            catalog,
+            &approvals,
+            &self.baselines[baseline],
+            approval_ms,
+            Operation::Install,
+        );
+        let patch_group = instance.patch_group().unwrap_or("").to_string();
+        let failed = install.failed > 0;
+        self.commands[command].invocations[invocation as usize].result =
+            Some(InvocationResult { counts, install, baseline_id, patch_group });
+        self.write_report(command, invocation);
+        i64::from(failed)
+    }
+
+    /// After the post-install hook: reboot if the document may and a patch needs it (the agent
+    /// may not come back, as after AWS-RunPatchBaseline's reboot), then the on-exit hook.
+    fn reboot_between_hooks(&mut self, command: usize, invocation: u32) {
+        let now = self.now;
+        let instance_index = self.commands[command].invocations[invocation as usize].instance as usize;
+        let reboot_if_needed = self.commands[command].request.reboot_if_needed;
+        if !(reboot_if_needed && self.instances[instance_index].has_pending_reboot()) {
+            self.start_step(command, invocation, StepKind::OnExit);
+            return;
+        }
+        let mut rng = self.invocation_rng(command, invocation);
+        let _: u64 = rng.random();
+        let instance = &mut self.instances[instance_index];
+        let lost =
+            instance.lost_after_reboot || crate::random::chance(&mut rng, self.faults.lost_after_reboot_rate);
+        instance.reboot();
+        instance.set_agent(Some(AgentState::ConnectionLost), now);
+        if let Some(result) = &mut self.commands[command].invocations[invocation as usize].result {
+            result.install.rebooted = true;
+        }
+        if lost {
+            self.instances[instance_index].lost_after_reboot = false;
+            let approval_ms = self.approval_instant(command, instance_index);
+            self.lost_reboots.insert(instance_index as u32, LostReboot { command, invocation, approval_ms });
+            let start = self.commands[command].invocations[invocation as usize].start_ms.unwrap_or(now);
+            let at = (start + self.execution_timeout_ms(command)).max(now);
+            self.schedule(at, EventKind::Finish { command, invocation, timed_out: true });
+        } else {
+            let epoch = self.instances[instance_index].agent_epoch;
+            let back = now + (self.timing.reboot_seconds * 1000.0) as Millis;
+            self.schedule(back, EventKind::AgentBack { instance: instance_index as u32, epoch });
+            self.schedule(back, EventKind::RebootDone { command, invocation });
+        }
+    }
+
+    /// Ends a running invocation with `state`, whatever compliance it already wrote.
+    fn end_invocation(&mut self, command: usize, invocation: u32, state: InvocationState) {
+        let now = self.now;
+        let inv = &mut self.commands[command].invocations[invocation as usize];
+        inv.state = state;
+        inv.end_ms = Some(now);
+        self.commands[command].in_progress -= 1;
+        self.after_terminal(command);
     }
 
     /// The agent of an instance whose reboot it had not come back from is back: it finishes
@@ -824,6 +1063,10 @@ impl World {
         let Some(lost) = self.lost_reboots.remove(&instance) else { return };
         let LostReboot { command, invocation, approval_ms } = lost;
         if self.commands[command].invocations[invocation as usize].state != InvocationState::InProgress {
+            return;
+        }
+        if self.commands[command].request.hook_documents.is_some() {
+            self.after_reboot(command, invocation);
             return;
         }
         let index = instance as usize;
@@ -1414,6 +1657,121 @@ mod tests {
         assert_eq!(states(&w, hung), vec![InvocationState::InProgress]);
         w.advance_by(5_000);
         assert_eq!(states(&w, hung), vec![InvocationState::ExecutionTimedOut], "executionTimeout applies");
+    }
+
+    fn with_hooks(operation: Operation, pre: &str, post: &str, on_exit: &str) -> CommandRequest {
+        let mut req = request(operation, "50", "0");
+        req.document_name = "AWS-RunPatchBaselineWithHooks".into();
+        req.hook_documents = Some(crate::commands::HookDocuments {
+            pre_install: pre.into(),
+            post_install: post.into(),
+            on_exit: on_exit.into(),
+        });
+        req
+    }
+
+    fn rule(contains: &str, instance: &str, exit_code: i64) -> HookRule {
+        HookRule {
+            contains: contains.into(),
+            instance_ids: Some(vec![instance.into()]),
+            exit_code,
+            output: None,
+        }
+    }
+
+    fn step_kinds(w: &World, command: usize, invocation: usize) -> Vec<StepKind> {
+        w.commands[command].invocations[invocation].steps.iter().map(|s| s.kind).collect()
+    }
+
+    #[test]
+    fn hook_failures_stop_the_install_where_they_happen() {
+        let mut w = world(4);
+        missing_kernel_fixes(&mut w);
+        let ids: Vec<String> = w.instances.iter().map(|i| i.id.clone()).collect();
+        w.set_hook_rules(vec![
+            rule("Drain", &ids[0], 2),
+            rule("Verify", &ids[1], 3),
+            rule("Notify", &ids[2], 4),
+        ])
+        .expect("valid");
+        let before = w.instances[0].report.clone();
+        let c =
+            w.create_command(with_hooks(Operation::Install, "Drain", "Verify", "Notify"), vec![0, 1, 2, 3]);
+        w.advance_by(3 * HOUR);
+        use InvocationState as I;
+        assert_eq!(states(&w, c), vec![I::Failed, I::Failed, I::Failed, I::Success]);
+        let codes: Vec<i64> = w.commands[c].invocations.iter().map(|i| i.response_code()).collect();
+        assert_eq!(codes, vec![2, 3, 4, 0]);
+
+        assert_eq!(step_kinds(&w, c, 0), vec![StepKind::PreInstallHook]);
+        assert_eq!(w.instances[0].report, before, "a failed pre-install hook patches nothing");
+
+        assert_eq!(step_kinds(&w, c, 1).len(), 3);
+        assert!(w.instances[1].has_pending_reboot(), "no reboot after a failed post-install hook");
+        let pending = w.instances[1].report.as_ref().map(|r| r.counts.installed_pending_reboot);
+        assert!(pending.is_some_and(|n| n > 0), "{pending:?}");
+
+        for rebooted in [2, 3] {
+            assert_eq!(step_kinds(&w, c, rebooted), StepKind::ALL.to_vec());
+            assert!(!w.instances[rebooted].has_pending_reboot());
+            let report = w.instances[rebooted].report.as_ref().expect("reported");
+            assert_eq!(report.counts.installed_pending_reboot, 0);
+            assert_eq!(report.reboot_option, Some("RebootIfNeeded"));
+            let steps = &w.commands[c].invocations[rebooted].steps;
+            let reboot_gap = steps[3].start_ms - steps[2].end_ms.expect("ended");
+            assert_eq!(reboot_gap, (w.timing.reboot_seconds * 1000.0) as Millis, "the reboot comes between");
+            assert!(
+                steps[1].end_ms.expect("ended") - steps[1].start_ms > 60_000,
+                "the install takes its time"
+            );
+        }
+        assert_eq!(w.commands[c].state, CommandState::Failed);
+        assert_eq!(w.command_history()[0].operation, "Install");
+    }
+
+    #[test]
+    fn noop_hooks_are_free_and_no_reboot_leaves_patches_pending() {
+        let mut w = world(1);
+        missing_kernel_fixes(&mut w);
+        let mut req = with_hooks(Operation::Install, "AWS-Noop", "AWS-Noop", "AWS-Noop");
+        req.reboot_if_needed = false;
+        let c = w.create_command(req, vec![0]);
+        w.advance_by(HOUR);
+        assert_eq!(states(&w, c), vec![InvocationState::Success]);
+        let steps = &w.commands[c].invocations[0].steps;
+        assert_eq!(steps[0].start_ms, steps[1].start_ms, "AWS-Noop takes no time");
+        assert_eq!(steps[2].start_ms, steps[3].start_ms, "nothing between the last two hooks");
+        assert!(w.instances[0].has_pending_reboot());
+        let report = w.instances[0].report.as_ref().expect("reported");
+        assert_eq!(
+            (report.reboot_option, report.last_no_reboot_install_ms.is_some()),
+            (Some("NoReboot"), true)
+        );
+
+        let scan = w.create_command(with_hooks(Operation::Scan, "Drain", "Verify", "Notify"), vec![0]);
+        w.advance_by(HOUR);
+        assert_eq!(states(&w, scan), vec![InvocationState::Success]);
+        assert!(w.commands[scan].invocations[0].steps.is_empty(), "a scan runs no hooks");
+    }
+
+    #[test]
+    fn a_lost_agent_holds_the_on_exit_hook_until_it_returns() {
+        let mut w = world(2);
+        missing_kernel_fixes(&mut w);
+        let ids: Vec<String> = w.instances.iter().map(|i| i.id.clone()).collect();
+        w.set_lost_after_reboot(&ids[0], true).expect("managed");
+        w.set_lost_after_reboot(&ids[1], true).expect("managed");
+        let c = w.create_command(with_hooks(Operation::Install, "Drain", "Verify", "Notify"), vec![0, 1]);
+        w.advance_by(HOUR);
+        assert_eq!(states(&w, c), vec![InvocationState::InProgress; 2]);
+        assert_eq!(step_kinds(&w, c, 0).len(), 3, "on-exit waits for the agent");
+        assert_eq!(w.instances[0].agent, Some(AgentState::ConnectionLost));
+        w.set_agent(&ids[0], AgentState::Online).expect("managed");
+        w.advance_by(60_000);
+        assert_eq!(states(&w, c)[0], InvocationState::Success);
+        assert_eq!(step_kinds(&w, c, 0), StepKind::ALL.to_vec());
+        w.advance_by(2 * HOUR);
+        assert_eq!(states(&w, c)[1], InvocationState::ExecutionTimedOut);
     }
 
     #[test]
