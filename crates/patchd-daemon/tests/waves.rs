@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use fleet_sim::{AlarmState, CommandView, Group, PatchRelease, Platform, Scenario, Timing};
+use fleet_sim::{AlarmState, CommandView, Group, HookRule, PatchRelease, Platform, Scenario, Timing};
 use patchd_daemon::window::{RunEnd, RunPlan, RunSummary};
 use patchd_store::{CommandStatus, WindowRunStatus};
 use support::{never_stop, patchd_toml, Fixture};
@@ -368,4 +368,73 @@ async fn a_rollout_killed_while_judging_a_gate_resumes_without_sending_twice() {
     let decided: Vec<String> =
         gate_entries(&f).await.into_iter().map(|(a, d)| format!("{a}:{}", d["wave"])).collect();
     assert_eq!(decided, ["wave-gate-passed:1", "wave-gate-passed:2", "wave-gate-passed:3"]);
+}
+
+/// The audit's `install-hooks` entries: each finished node's steps, by instance id.
+async fn hook_steps(f: &Fixture) -> BTreeMap<String, serde_json::Value> {
+    let audit = f.ctx.store.audit_since(Utc::now() - chrono::Duration::hours(1), None).await.unwrap();
+    audit
+        .into_iter()
+        .filter(|e| e.action == "install-hooks")
+        .flat_map(|e| e.details.unwrap_or_default()["invocations"].as_array().cloned().unwrap_or_default())
+        .map(|i| (i["instance_id"].as_str().unwrap().to_string(), i["steps"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_post_install_hook_fails_halts_the_rollout() {
+    let extra = "waves = [\"1\", \"50%\", \"100%\"]\n[window.task.hooks]\npre_install = \"DrainNode\"\n\
+                 post_install = \"CheckServiceStarted\"";
+    let f = Fixture::start("waves", "post-hook", scenario(), config(extra)).await;
+    let canary = managed(&f)[0].clone();
+    f.server
+        .set_hook_outcomes(vec![HookRule {
+            contains: "CheckServiceStarted".into(),
+            instance_ids: Some(vec![canary.clone()]),
+            exit_code: 3,
+            output: Some("service did not start".into()),
+        }])
+        .unwrap();
+    let summary = run_window(&f).await;
+
+    assert_halted_after_the_canary(&f, &summary);
+    let installs: Vec<CommandView> = f
+        .server
+        .commands()
+        .into_iter()
+        .filter(|c| c.document_name == "AWS-RunPatchBaselineWithHooks")
+        .collect();
+    assert_eq!(sent_to(&installs), [canary.clone()], "no node of a later wave received a command");
+    let steps = hook_steps(&f).await;
+    let canary_steps = steps[&canary].as_array().unwrap();
+    let post = canary_steps.iter().find(|s| s["step"] == "PostInstallHook").expect("the post-install step");
+    assert_eq!(post["status"], "Failed", "{canary_steps:?}");
+    assert_eq!(post["response_code"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pre_install_hook_leaves_its_node_unpatched_and_counts_against_the_budget() {
+    let extra = "max_errors = 1\n[window.task.hooks]\npre_install = \"DrainNode\"\non_exit = \"UndrainNode\"";
+    let f = Fixture::start("waves", "pre-hook", scenario(), config(extra)).await;
+    let stuck = managed(&f)[4].clone();
+    let before = f.server.instance(&stuck).unwrap();
+    f.server
+        .set_hook_outcomes(vec![HookRule {
+            contains: "DrainNode".into(),
+            instance_ids: Some(vec![stuck.clone()]),
+            exit_code: 1,
+            output: None,
+        }])
+        .unwrap();
+    let summary = run_window(&f).await;
+
+    let task = &summary.tasks[0];
+    assert_eq!((task.failed, task.succeeded), (1, managed(&f).len() - 1), "{task:?}");
+    assert!(!task.budget_exceeded, "one failure is within max_errors = 1");
+    let after = f.server.instance(&stuck).unwrap();
+    assert_eq!(after.missing, before.missing, "the node whose drain failed was not patched");
+    let steps = hook_steps(&f).await;
+    assert_eq!(steps.len(), managed(&f).len(), "every node's steps are in the audit log");
+    assert_eq!(steps[&stuck][0]["step"], "PreInstallHook");
+    assert_eq!(steps[&stuck][0]["status"], "Failed");
 }
