@@ -404,7 +404,11 @@ async fn a_canary_whose_post_install_hook_fails_halts_the_rollout() {
         .into_iter()
         .filter(|c| c.document_name == "AWS-RunPatchBaselineWithHooks")
         .collect();
-    assert_eq!(sent_to(&installs), [canary.clone()], "no node of a later wave received a command");
+    assert_eq!(
+        sent_to(&installs),
+        std::slice::from_ref(&canary),
+        "no node of a later wave received a command"
+    );
     let steps = hook_steps(&f).await;
     let canary_steps = steps[&canary].as_array().unwrap();
     let post = canary_steps.iter().find(|s| s["step"] == "PostInstallHook").expect("the post-install step");
