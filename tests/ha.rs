@@ -393,6 +393,65 @@ fn sigkill_of_the_leader_mid_rollout_the_standby_finishes_the_run() {
 }
 
 #[test]
+fn sigkill_of_the_leader_while_it_judges_a_wave_gate_the_standby_resumes_the_waves_once() {
+    let _serial = serial();
+    let Some(pg) = Pg::new("gate") else { return };
+    let sim = sim();
+    let scratch = Scratch::new("ha-gate");
+    // The gate command leaves a mark as it starts, then takes 4 s: long enough to kill the
+    // leader while it judges the canary's gate, before the decision is stored.
+    let marks = scratch.0.join("gate-marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let install = format!(
+        "max_concurrency = 4\nmax_errors = \"100%\"\nwaves = [\"1\", \"50%\", \"100%\"]\n\
+         [window.task.gate]\ncommand = [\"/bin/sh\", \"-c\", \"touch {}/wave-$PATCHD_WAVE-$$; sleep 4\"]\n\
+         command_timeout_seconds = 30",
+        marks.display()
+    );
+    let at = (Utc::now() + chrono::Duration::seconds(8)).format("%Y-%m-%dT%H:%M:%S").to_string();
+    let windows = patchd_toml::scan_then_install_once(
+        "w",
+        &at,
+        "max_concurrency = 10\nmax_errors = \"100%\"",
+        &install,
+    );
+    let mut hosts = [
+        Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &windows),
+        Host::new(&scratch, "b", &pg.url_for("ha-b"), &sim, &windows),
+    ];
+    for h in hosts.iter_mut() {
+        h.start();
+    }
+    let judging = |wave: u32| {
+        std::fs::read_dir(&marks)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!("wave-{wave}-"))
+            })
+            .count()
+    };
+    wait_for(
+        "the leader to judge the canary's gate",
+        Duration::from_secs(60),
+        || (judging(1) > 0).then_some(()),
+        || logs(&[&hosts[0], &hosts[1]]),
+    );
+    let leader = leader_index(&pg, &[&hosts[0], &hosts[1]]).expect("a leader");
+    assert_eq!(installs_sent(&sim), 1, "only the canary was sent before its gate");
+    hosts[leader].kill();
+
+    let [a, b] = &hosts;
+    let run = finished_run(&pg, "w", Duration::from_secs(120), || logs(&[a, b]));
+    assert_eq!(run.status, WindowRunStatus::Succeeded, "{run:?}\n{}", logs(&[a, b]));
+    assert_exactly_once(&sim, &logs(&[a, b]));
+    let installs: Vec<CommandView> =
+        sim.server.commands().into_iter().filter(|c| c.operation == "Install").collect();
+    assert_eq!(installs[0].instance_ids.len(), 1, "the canary went alone: {installs:#?}");
+    assert!(judging(1) >= 2, "the standby judged the gate the killed leader never decided");
+    assert_eq!((judging(2), judging(3)), (1, 1), "every later gate was judged once");
+}
+
+#[test]
 fn sigkill_of_the_leader_while_ssm_throttles_and_fails_calls_still_sends_each_batch_once() {
     let _serial = serial();
     let Some(pg) = Pg::new("faults") else { return };
