@@ -298,3 +298,38 @@ impl WholeSeconds for DateTime<Utc> {
         DateTime::from_timestamp(self.timestamp(), 0).unwrap()
     }
 }
+
+#[test]
+fn run_now_halted_by_a_wave_gate_exits_6_and_says_why() {
+    let sim = sim(300.0);
+    let scratch = Scratch::new("daemon-gate");
+    let window = [
+        patchd_toml::window("canary", "cron(0 2 * * ? *)", 4, 1),
+        patchd_toml::task(
+            "install",
+            "install",
+            "web",
+            "waves = [\"1\", \"100%\"]\n[window.task.gate]\ncommand = [\"/bin/sh\", \"-c\", \"echo lb unhealthy; exit 2\"]",
+        ),
+    ]
+    .concat();
+    write_config(&scratch, &sim, &window);
+
+    let out = patchd(&scratch).args(["run-now", "canary", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{stdout}\n{stderr}");
+    assert!(stdout.contains("status    failed"), "{stdout}");
+    assert!(
+        stdout.contains("install: waves 1 of 2 sent, 0 gate(s) passed; the gate after wave 1 of 2 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "task `install`: the gate after wave 1 of 2 failed: the gate command vetoed the wave (exit 2)"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("wave-gate-failed"), "{stderr}");
+    let installs = sim.server.commands().into_iter().filter(|c| c.operation == "Install").count();
+    assert_eq!(installs, 1, "only the canary was sent");
+}
