@@ -219,10 +219,18 @@ async fn a_gate_url_answering_500_halts_the_rollout_after_the_canary() {
 async fn an_admin_host_command_vetoes_the_next_wave_and_its_output_is_audited() {
     let extra = "waves = [\"1\", \"50%\", \"100%\"]\n[window.task.gate]\n\
                  command = [\"/bin/sh\", \"-c\", \"echo load balancer still draining $PATCHD_INSTANCE_IDS wave $PATCHD_WAVE; exit 3\"]\n\
-                 command_timeout_seconds = 20";
+                 command_timeout_seconds = 20\n[events]\nbus_name = \"patchd\"";
     let (f, summary) = run("veto", extra).await;
     assert_halted_after_the_canary(&f, &summary);
     assert!(summary.tasks[0].gate_failure.as_deref().unwrap().contains("exit 3"), "{summary:#?}");
+    // The Task Failed event says which gate and why.
+    let events = f.server.events();
+    let failed = events.iter().find(|e| e.detail_type == "Task Failed").expect("a Task Failed event");
+    let reason = failed.detail["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the gate after wave 1 of 3 failed: the gate command vetoed the wave (exit 3)"),
+        "{reason}"
+    );
 
     let gates = gate_entries(&f).await;
     assert_eq!(gates.len(), 1);
