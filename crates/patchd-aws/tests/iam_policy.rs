@@ -356,7 +356,11 @@ fn writes_are_scoped() {
     assert_eq!(strings(&send["Action"]), ["ssm:SendCommand"]);
     assert_eq!(
         strings(&send["Resource"]),
-        ["arn:aws:ssm:*::document/AWS-RunPatchBaseline", "arn:aws:ec2:*:*:instance/*"]
+        [
+            "arn:aws:ssm:*::document/AWS-RunPatchBaseline",
+            "arn:aws:ssm:*::document/AWS-RunPatchBaselineWithHooks",
+            "arn:aws:ec2:*:*:instance/*"
+        ]
     );
     let create = statement(&policy, "CreateBaselinesTaggedManagedByPatchd");
     assert_eq!(create["Condition"]["StringEquals"]["aws:RequestTag/managed-by"], "patchd");
