@@ -81,40 +81,6 @@ pub fn cut(
     batches
 }
 
-/// Which of `pending` (tag values, in rollout order; `None` for an instance without the tag)
-/// may start now, given the tag values of those `in_flight`, `slots` free places under the
-/// concurrency limit, and at most `max_per_value` in flight per tag value. An instance without
-/// the tag is not capped. Returns positions in `pending`, in order: an instance held back by
-/// the cap does not hold back the ones after it.
-pub fn releasable(
-    pending: &[Option<&str>],
-    in_flight: &[Option<&str>],
-    slots: usize,
-    max_per_value: usize,
-) -> Vec<usize> {
-    let mut busy: HashMap<&str, usize> = HashMap::new();
-    for value in in_flight.iter().flatten() {
-        *busy.entry(value).or_default() += 1;
-    }
-    let mut released = Vec::new();
-    for (position, value) in pending.iter().enumerate() {
-        if released.len() == slots {
-            break;
-        }
-        match value {
-            Some(value) => {
-                let n = busy.entry(value).or_default();
-                if *n < max_per_value {
-                    *n += 1;
-                    released.push(position);
-                }
-            }
-            None => released.push(position),
-        }
-    }
-    released
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,45 +181,6 @@ mod tests {
         for (text, why) in refused {
             let error = check_shares(&shares(text)).unwrap_err();
             assert!(error.0.contains(why), "{text:?}: {error}");
-        }
-    }
-
-    #[test]
-    fn the_cap_holds_back_a_busy_value_but_not_the_instances_after_it() {
-        let pending = [Some("db-a"), Some("db-a"), Some("db-b"), None, Some("db-c")];
-        assert_eq!(releasable(&pending, &[], 10, 1), [0, 2, 3, 4]);
-        assert_eq!(releasable(&pending, &[Some("db-b")], 10, 1), [0, 3, 4]);
-        assert_eq!(releasable(&pending, &[], 2, 1), [0, 2], "within the free slots");
-        assert_eq!(releasable(&pending, &[], 10, 2), [0, 1, 2, 3, 4]);
-    }
-
-    /// A rollout simulated to the end, one instance finishing at a time: the cap is never
-    /// exceeded, the rollout never stalls, and everyone is patched.
-    #[test]
-    fn a_capped_rollout_never_exceeds_the_cap_and_finishes() {
-        let clusters: Vec<Option<String>> =
-            (0..40).map(|i| if i % 7 == 0 { None } else { Some(format!("cluster-{}", i % 5)) }).collect();
-        for (slots, cap) in [(1, 1), (3, 1), (10, 1), (10, 2)] {
-            let mut pending: Vec<usize> = (0..clusters.len()).collect();
-            let mut in_flight: Vec<usize> = Vec::new();
-            let mut done = 0;
-            while done < clusters.len() {
-                let values: Vec<Option<&str>> = pending.iter().map(|&i| clusters[i].as_deref()).collect();
-                let busy: Vec<Option<&str>> = in_flight.iter().map(|&i| clusters[i].as_deref()).collect();
-                let started = releasable(&values, &busy, slots - in_flight.len(), cap);
-                for position in started.iter().rev() {
-                    in_flight.push(pending.remove(*position));
-                }
-                let mut per_value: HashMap<&str, usize> = HashMap::new();
-                for value in in_flight.iter().filter_map(|&i| clusters[i].as_deref()) {
-                    *per_value.entry(value).or_default() += 1;
-                }
-                assert!(per_value.values().all(|n| *n <= cap), "cap {cap} exceeded: {per_value:?}");
-                assert!(!in_flight.is_empty(), "stalled with {} pending", pending.len());
-                in_flight.remove(0);
-                done += 1;
-            }
-            assert!(pending.is_empty() && in_flight.is_empty());
         }
     }
 }
