@@ -27,6 +27,8 @@ pub struct AwsClients {
     pub(crate) events: aws_sdk_eventbridge::Client,
     /// STS, for [`AwsClients::account_id`](crate::AwsClients::account_id).
     pub(crate) sts: aws_sdk_sts::Client,
+    /// S3, for the install lists of promotions ([`AwsClients::put_install_list`](crate::AwsClients::put_install_list)).
+    pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) shared: SdkConfig,
     /// Every attempt the SSM and EC2 clients make, by operation; shared by clones.
     calls: CallCounter,
@@ -107,7 +109,15 @@ impl AwsClients {
         let sts = aws_sdk_sts::Client::from_conf(
             aws_sdk_sts::config::Builder::from(&shared).interceptor(calls.clone()).build(),
         );
-        AwsClients { ssm, ec2, events, sts, shared, calls }
+        // An endpoint URL means an S3-compatible service other than AWS's own: those answer
+        // path-style requests, and bucket names need not be DNS labels under them.
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(shared.endpoint_url().is_some())
+                .interceptor(calls.clone())
+                .build(),
+        );
+        AwsClients { ssm, ec2, events, sts, s3, shared, calls }
     }
 
     /// API calls made through these clients (and their clones) since they were built, per

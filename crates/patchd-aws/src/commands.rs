@@ -54,6 +54,10 @@ pub struct PatchCommand<'a> {
     pub alarm: Option<&'a str>,
     /// Hook documents around the install: sends [`PATCH_WITH_HOOKS_DOCUMENT`] instead.
     pub hooks: Option<&'a InstallHooks>,
+    /// `InstallOverrideList`: the S3 URL of the list of patches to install instead of what
+    /// the baseline approves (a promotion). Not with `hooks`: that document has no such
+    /// parameter.
+    pub install_override_list: Option<&'a str>,
 }
 
 impl PatchCommand<'_> {
@@ -380,6 +384,9 @@ impl AwsClients {
         if let Some(snapshot) = command.snapshot_id {
             request = request.parameters("SnapshotId", vec![snapshot.hyphenated().to_string()]);
         }
+        if let Some(url) = command.install_override_list {
+            request = request.parameters("InstallOverrideList", vec![url.to_string()]);
+        }
         if let Some(hooks) = command.hooks {
             for (parameter, document) in [
                 ("PreInstallHookDocName", &hooks.pre_install),
@@ -677,6 +684,7 @@ mod tests {
             max_errors: Limit::Count(0),
             alarm: None,
             hooks: None,
+            install_override_list: None,
         }
     }
 

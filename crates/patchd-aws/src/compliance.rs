@@ -58,6 +58,9 @@ pub enum PatchListing {
     /// Installed patches (approved or not): where a finding that disappeared from the open
     /// listing went, with its InstalledTime.
     Installed,
+    /// Every patch an install put on the node, a reboot still pending or not: what a
+    /// promotion repeats.
+    Taken,
 }
 
 impl PatchListing {
@@ -73,6 +76,7 @@ impl PatchListing {
                 "AvailableSecurityUpdate",
             ]),
             PatchListing::Installed => Some(&["Installed", "InstalledOther"]),
+            PatchListing::Taken => Some(&["Installed", "InstalledOther", "InstalledPendingReboot"]),
         }
     }
 }

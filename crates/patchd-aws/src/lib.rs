@@ -35,6 +35,7 @@ mod commands;
 mod compliance;
 mod error;
 mod events;
+mod install_lists;
 mod pacing;
 mod targets;
 mod time;
@@ -54,6 +55,7 @@ pub use compliance::{
 };
 pub use error::{AwsError, InvalidRequest, TransportKind};
 pub use events::{EntryRetry, EventEntry, FailedEntry, PutEventsOutcome, EVENT_SOURCE, MAX_ENTRIES_PER_PUT};
+pub use install_lists::{install_list_url, install_list_yaml, ListedPatch};
 pub use pacing::Pacer;
 /// SSM's enums, in the one form every crate shares; re-exported because every caller of the
 /// adapter meets them.

@@ -81,6 +81,7 @@ async fn assumed_role_clients_reach_the_other_account() {
         max_errors: Limit::Count(0),
         alarm: None,
         hooks: None,
+        install_override_list: None,
     };
     let sent = home.send_patch_command(&command).await.expect("SendCommand in the home account");
     home.command(&sent.command_id).await.expect("the home account has the command");

@@ -121,6 +121,7 @@ fn scan<'a>(instance_ids: &'a [String], comment: &'a str) -> PatchCommand<'a> {
         max_errors: Limit::Count(0),
         alarm: None,
         hooks: None,
+        install_override_list: None,
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Refs {
     pub(crate) names: Vec<(&'static str, Located<String>)>,
     /// Group names referred to, and by what.
     pub(crate) groups: Vec<(Located<String>, String)>,
+    /// Windows named by `[window.task.promote] from`, and by what.
+    pub(crate) promotions: Vec<(Located<String>, String)>,
     /// The `accounts` and `regions` scopes of groups and windows name; whether those exist is
     /// only known once `[aws]`, which may be in another file, is merged.
     pub(crate) scopes: Vec<ScopeRef>,
@@ -1531,6 +1533,7 @@ fn decode_task(
     let timeout_seconds =
         r.integer(d, "timeout_seconds", 30..=2_592_000, "3600").map_or(3600, |t| t.value as u32);
     let waves = decode_wave_policy(r, d, operation);
+    let promote = decode_promotion(r, d, operation, &waves, window, &context, refs);
     let operation = operation?;
     if operation == Operation::Install && reboot_option == RebootOption::NoReboot {
         d.warning(
@@ -1549,8 +1552,92 @@ fn decode_task(
         priority,
         timeout_seconds,
         waves,
+        promote,
         origin: r.origin.clone(),
     })
+}
+
+/// `[window.task.promote]`: `from` (a window), `bucket` and `prefix`. Whether `from` names a
+/// window with an install task is checked once every file is merged.
+fn decode_promotion(
+    r: &mut TableReader,
+    d: &mut Diagnostics,
+    operation: Option<Operation>,
+    waves: &WavePolicy,
+    window: Option<&Located<String>>,
+    context: &str,
+    refs: &mut Refs,
+) -> Option<Promotion> {
+    let mut p = r.table(d, "promote", "[window.task.promote]")?;
+    let from = p.required_string(d, "from", "\"staging\"");
+    let bucket = p.required_string(d, "bucket", "\"acme-patch-lists\"");
+    let prefix = p.string(d, "prefix", "\"patchd/install-lists/\"");
+    let origin = p.origin.clone();
+    p.finish(d);
+    if operation == Some(Operation::Scan) {
+        d.error(
+            &origin,
+            "a scan task installs nothing, so it has nothing to promote",
+            Some("move `[window.task.promote]` to an install task".into()),
+        );
+    }
+    if waves.hooks.is_some() {
+        d.error(
+            &origin,
+            "`promote` and `[window.task.hooks]` cannot be combined: AWS-RunPatchBaselineWithHooks has no InstallOverrideList parameter",
+            Some("run the hooks as a gate `command`, or drop one of the two".into()),
+        );
+    }
+    if let Some(bucket) = &bucket {
+        if let Err(problem) = check_bucket_name(&bucket.value) {
+            d.error(
+                &bucket.origin,
+                format!("`bucket` `{}` is not an S3 bucket name: {problem}", bucket.value),
+                Some("write the bare bucket name, e.g. `bucket = \"acme-patch-lists\"`, not an s3:// URL".into()),
+            );
+        }
+    }
+    let prefix = match prefix {
+        None => DEFAULT_PROMOTION_PREFIX.to_string(),
+        Some(prefix) if prefix.value.starts_with('/') || prefix.value.contains("//") => {
+            d.error(
+                &prefix.origin,
+                format!("`prefix` `{}` would make S3 keys with an empty path segment", prefix.value),
+                Some("write it without a leading `/`, e.g. `prefix = \"patchd/install-lists/\"`".into()),
+            );
+            prefix.value
+        }
+        Some(prefix) if prefix.value.is_empty() || prefix.value.ends_with('/') => prefix.value,
+        Some(prefix) => format!("{}/", prefix.value),
+    };
+    let from = from?;
+    if window.is_some_and(|w| w.value == from.value) {
+        d.error(
+            &from.origin,
+            format!("{context} promotes from its own window"),
+            Some("name the window that installs first, e.g. `from = \"staging\"`".into()),
+        );
+    }
+    refs.promotions.push((from.clone(), context.to_string()));
+    Some(Promotion { from, bucket: bucket?.value, prefix })
+}
+
+/// S3's rules for a general-purpose bucket name.
+fn check_bucket_name(name: &str) -> Result<(), &'static str> {
+    if !(3..=63).contains(&name.len()) {
+        return Err("it must be 3 to 63 characters long");
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-') {
+        return Err("it may hold only lowercase letters, digits, `.` and `-`");
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
+        return Err("it must begin and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return Err("it may not hold two dots in a row");
+    }
+    Ok(())
 }
 
 /// SSM's document names: letters, digits, `_`, `-` and `.`, 3 to 128 of them.

@@ -791,8 +791,25 @@ pub struct Task {
     pub timeout_seconds: u32,
     /// Canary waves, their bake and their gates; the default is one wave and no gate.
     pub waves: WavePolicy,
+    /// `[window.task.promote]`: install only what another window's last successful run
+    /// installed. Install tasks only.
+    pub promote: Option<Promotion>,
     pub origin: Origin,
 }
+
+/// Where a promoting task takes its patches from, and where it leaves the install list the
+/// nodes read (AWS-RunPatchBaseline's `InstallOverrideList` is an S3 or https URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    /// The window whose last successful run's installs are repeated.
+    pub from: Located<String>,
+    pub bucket: String,
+    /// Key prefix of the install lists, ending in `/` unless empty.
+    pub prefix: String,
+}
+
+/// Where install lists go when `prefix` is not written.
+pub const DEFAULT_PROMOTION_PREFIX: &str = "patchd/install-lists/";
 
 /// How a task's instances are released in growing waves, and what must hold before the next
 /// wave starts.

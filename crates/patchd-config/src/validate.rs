@@ -68,6 +68,7 @@ pub(crate) fn merge_and_check(
     for part in parts {
         refs.names.extend(part.refs.names);
         refs.groups.extend(part.refs.groups);
+        refs.promotions.extend(part.refs.promotions);
         refs.scopes.extend(part.refs.scopes);
         daemons.extend(part.daemon);
         awss.extend(part.aws);
@@ -103,6 +104,7 @@ pub(crate) fn merge_and_check(
     }
 
     check_group_references(&config, &refs, d);
+    check_promotion_sources(&config, &refs, d);
     let accounts = Accounts::new(&config.aws, account_names, accounts_complete);
     check_scopes(&accounts, &refs, d);
     warn_disjoint_scopes(&config, &accounts, d);
@@ -145,6 +147,30 @@ fn check_group_references(config: &Config, refs: &crate::decode::Refs, d: &mut D
                 ),
                 Some("add it to the `groups` of a `[[window.task]]`".into()),
             );
+        }
+    }
+}
+
+/// A promotion repeats what another window installed: that window must exist and install.
+fn check_promotion_sources(config: &Config, refs: &crate::decode::Refs, d: &mut Diagnostics) {
+    for (from, context) in &refs.promotions {
+        match config.window(&from.value) {
+            None => {
+                let hint = did_you_mean(&from.value, config.windows.iter().map(|w| w.name.as_str()))
+                    .unwrap_or_else(|| "`from` names the [[window]] whose installs this task repeats".to_string());
+                d.error(&from.origin, format!("{context} promotes from unknown window `{}`", from.value), Some(hint));
+            }
+            Some(window) if !window.tasks.iter().any(|t| t.operation == Operation::Install) => d.error(
+                &from.origin,
+                format!("{context} promotes from window `{}`, which has no install task", from.value),
+                Some("promote from a window that installs, such as a staging window".into()),
+            ),
+            Some(window) if window.tasks.iter().any(|t| t.promote.is_some()) => d.error(
+                &from.origin,
+                format!("{context} promotes from window `{}`, which promotes itself", from.value),
+                Some("promote from the window that chooses the patches by its baseline".into()),
+            ),
+            Some(_) => {}
         }
     }
 }

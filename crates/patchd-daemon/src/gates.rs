@@ -439,6 +439,7 @@ mod tests {
             priority: 1,
             timeout_seconds: 600,
             waves: Default::default(),
+            promote: None,
             origin: patchd_config::Origin { file: std::sync::Arc::new("t".into()), line: 0, col: 0 },
         };
         let facts = WaveFacts {

@@ -29,6 +29,7 @@ mod http_client;
 pub mod leader;
 pub mod locks;
 pub mod preview;
+pub mod promotion;
 pub mod rollout;
 pub mod scheduler;
 pub mod scopes;

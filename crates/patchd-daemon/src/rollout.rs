@@ -88,6 +88,8 @@ pub struct Rollout<'a> {
     /// The value of the task's `max_per_tag` tag for each target that has it; empty when the
     /// task has no cap.
     pub capped_tag_values: HashMap<String, String>,
+    /// A promotion's install list (`InstallOverrideList`): every batch installs exactly it.
+    pub install_list_url: Option<&'a str>,
 }
 
 /// How often to poll: every `interval` at first, doubling while nothing changes up to
@@ -313,7 +315,15 @@ async fn load_or_plan(ctx: &Context, rollout: &Rollout<'_>) -> Result<(RolloutRe
     }
     // What SSM would refuse for every batch is refused before anything is stored or sent.
     if let (Some((_, first)), Some(comment)) = (cut.first(), comments.first()) {
-        let command = patch_command(task, rollout.snapshot_id, first, comment, max_concurrency, max_errors);
+        let command = patch_command(
+            task,
+            rollout.install_list_url,
+            rollout.snapshot_id,
+            first,
+            comment,
+            max_concurrency,
+            max_errors,
+        );
         command.validate().map_err(|problem| invalid(task, problem))?;
     }
     let new: Vec<NewBatch<'_>> = cut
@@ -364,8 +374,10 @@ fn check_resumed(rollout: &Rollout<'_>, plan: &RolloutRecord) -> Result<(), Roll
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn patch_command<'a>(
     task: &'a Task,
+    install_list_url: Option<&'a str>,
     snapshot_id: uuid::Uuid,
     instance_ids: &'a [String],
     comment: &'a str,
@@ -384,6 +396,7 @@ fn patch_command<'a>(
         max_errors: Limit::Count(max_errors_left),
         alarm: task.waves.gate.as_ref().and_then(|g| g.alarm.as_deref()),
         hooks: task.waves.hooks.as_ref(),
+        install_override_list: install_list_url,
     }
 }
 
@@ -1095,8 +1108,15 @@ async fn send_batch(
     let mut pause = rollout.poll.interval;
     loop {
         let errors_left = state.errors_left();
-        let command =
-            patch_command(task, snapshot_id, &instance_ids, &comment, state.max_concurrency, errors_left);
+        let command = patch_command(
+            task,
+            rollout.install_list_url,
+            snapshot_id,
+            &instance_ids,
+            &comment,
+            state.max_concurrency,
+            errors_left,
+        );
         // The intent first: a crash from here on leaves a batch to look up, not to resend.
         let record = ctx.store.mark_batch_sending(rollout.task_id, number, Utc::now()).await?;
         state.batches[index].record = record;

@@ -572,15 +572,15 @@ async fn sync_batch(
 }
 
 /// One read that was retried: its last result and how many calls it took.
-struct Retried<T> {
-    result: Result<T, AwsError>,
-    attempts: usize,
+pub(crate) struct Retried<T> {
+    pub(crate) result: Result<T, AwsError>,
+    pub(crate) attempts: usize,
 }
 
 /// Runs `read` until it succeeds, fails for good, or `retry.rounds` more tries have failed
 /// transiently, sleeping a jittered, doubling backoff between tries. Each try is itself the
 /// SDK's `max_attempts` attempts.
-async fn with_retries<T, F, Fut>(retry: &ReadRetry, operation: &'static str, mut read: F) -> Retried<T>
+pub(crate) async fn with_retries<T, F, Fut>(retry: &ReadRetry, operation: &'static str, mut read: F) -> Retried<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, AwsError>>,

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use patchd_aws::{Coverage, Standing, Target};
 use patchd_config::{
     Config, CutoffBehavior, Gate, InstallHooks, Limit, LocalHook, Located, Operation, Origin, RebootOption,
-    TagCap, Task, WavePolicy, Window,
+    Promotion, TagCap, Task, WavePolicy, Window,
 };
 use patchd_store::{
     CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord, WindowRunStatus,
@@ -103,6 +103,18 @@ pub struct TaskSpec {
     /// waves existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<WaveSpec>,
+    /// Where a promoting task takes its patches from; absent for every other task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteSpec>,
+}
+
+/// [`Promotion`] as stored with a run's plan. The promoted set itself is chosen when the task
+/// starts and kept in the store, so a resumed task installs the set it chose first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteSpec {
+    pub from: String,
+    pub bucket: String,
+    pub prefix: String,
 }
 
 /// [`WavePolicy`] as stored with a run's plan.
@@ -215,6 +227,11 @@ impl TaskSpec {
             priority: task.priority,
             timeout_seconds: task.timeout_seconds,
             waves: WaveSpec::from_policy(&task.waves),
+            promote: task.promote.as_ref().map(|p| PromoteSpec {
+                from: p.from.value.clone(),
+                bucket: p.bucket.clone(),
+                prefix: p.prefix.clone(),
+            }),
         }
     }
 
@@ -250,6 +267,11 @@ impl TaskSpec {
                 None => WavePolicy::default(),
                 Some(spec) => spec.to_policy().ok_or_else(|| invalid("bad waves"))?,
             },
+            promote: self.promote.as_ref().map(|p| Promotion {
+                from: Located { value: p.from.clone(), origin: origin.clone() },
+                bucket: p.bucket.clone(),
+                prefix: p.prefix.clone(),
+            }),
             origin,
         })
     }
@@ -304,6 +326,7 @@ impl RunPlan {
                 priority: 1,
                 timeout_seconds: request.timeout_seconds,
                 waves: None,
+                promote: None,
             }],
         }
     }
@@ -420,6 +443,14 @@ pub struct TaskSummary {
     pub budget_exceeded: bool,
     /// The failed gate that halted the task's waves, in words.
     pub gate_failure: Option<String>,
+    /// What a promoting task installs, in words ("the 3 patches window `staging` installed
+    /// in run 12").
+    pub promoted: Option<String>,
+    /// Why a promoting task could not start; nothing was sent.
+    pub promotion_failure: Option<String>,
+    /// For an install task of a window another task promotes from: the patches its
+    /// installs were recorded with, None when not read.
+    pub installs_recorded: Option<usize>,
     /// Waves the task was planned in (1 without waves), and the highest one sent.
     pub waves: u32,
     pub waves_sent: u32,
@@ -447,6 +478,9 @@ impl TaskSummary {
             not_sent: 0,
             budget_exceeded: false,
             gate_failure: None,
+            promoted: None,
+            promotion_failure: None,
+            installs_recorded: None,
             waves: 0,
             waves_sent: 0,
             gates_passed: 0,
@@ -801,6 +835,8 @@ fn end_events(
         .map(|t| {
             let reason = if let Some(gate) = &t.gate_failure {
                 gate.clone()
+            } else if let Some(promotion) = &t.promotion_failure {
+                promotion.clone()
             } else if t.budget_exceeded {
                 "error budget (max_errors) exceeded".to_string()
             } else if t.failed > 0 {
@@ -1034,6 +1070,36 @@ async fn run_task(
         return Ok((summary, false));
     }
 
+    let mut install_list_url = None;
+    if let (Some(promotion), false) = (&task.promote, managed.is_empty()) {
+        match crate::promotion::prepare(ctx, ids.run_id, task_id, &spec.name, promotion).await {
+            Ok(chosen) => {
+                summary.promoted = Some(format!(
+                    "installs the {} patch(es) window `{}` installed in run {}",
+                    chosen.patches.len(),
+                    chosen.from_window,
+                    chosen.source_run
+                ));
+                if chosen.patches.is_empty() {
+                    info!(window, task = %spec.name, from = %chosen.from_window,
+                        "the promoted run installed nothing, so nothing is sent");
+                    summary.status = CommandStatus::Success;
+                    finish_task(ctx, ids.run, spec, task.operation, CommandStatus::Success).await?;
+                    return Ok((summary, false));
+                }
+                install_list_url = Some(chosen.list_url);
+            }
+            Err(e) => {
+                error!(window, task = %spec.name, error = %e, "task failed: nothing to promote");
+                summary.promotion_failure = Some(e.to_string());
+                summary.not_sent = managed.len();
+                summary.status = CommandStatus::Failed;
+                finish_task(ctx, ids.run, spec, task.operation, CommandStatus::Failed).await?;
+                return Ok((summary, false));
+            }
+        }
+    }
+
     let rollout = Rollout {
         run_id: ids.run_id,
         task: &task,
@@ -1049,6 +1115,7 @@ async fn run_task(
                 .filter_map(|t| Some((t.instance_id.clone(), t.tags.get(&cap.tag)?.clone())))
                 .collect(),
         },
+        install_list_url: install_list_url.as_deref(),
     };
     let report = |progress: &Progress| {
         (env.on_progress)(&TaskProgress { run: window, task: &spec.name, progress });
@@ -1113,6 +1180,22 @@ async fn run_task(
         }
         crate::announce::announce_sla(ctx, env.config, &managed, Utc::now()).await;
     }
+    if task.operation == Operation::Install && summary.succeeded > 0 && promoted_from(env.config, window) {
+        match crate::promotion::capture_installs(ctx, task_id, &crate::sync::ReadRetry::default()).await {
+            Ok(capture) => {
+                summary.sync_calls += capture.calls as u64;
+                // Unread installs are results not recorded: the run must not report success.
+                summary.sync_unread += capture.unread;
+                if capture.unread == 0 {
+                    summary.installs_recorded = Some(capture.patches);
+                }
+            }
+            Err(e) => {
+                error!(window, task = %spec.name, error = %e, "installs not recorded for promotion");
+                summary.sync_unread += summary.succeeded;
+            }
+        }
+    }
 
     summary.status = task_status(&summary, outcome.as_ref());
     finish_task(ctx, ids.run, spec, task.operation, summary.status).await?;
@@ -1121,6 +1204,12 @@ async fn run_task(
         budget_exceeded = summary.budget_exceeded, waves = summary.waves, waves_sent = summary.waves_sent,
         gate_failure = summary.gate_failure.as_deref(), "task finished");
     Ok((summary, false))
+}
+
+/// Whether some task promotes from the window a run was recorded as (`run-now` included).
+fn promoted_from(config: &Config, recorded_as: &str) -> bool {
+    let window = recorded_as.strip_prefix(MANUAL_PREFIX).unwrap_or(recorded_as);
+    config.windows.iter().flat_map(|w| &w.tasks).any(|t| t.promote.as_ref().is_some_and(|p| p.from.value == window))
 }
 
 /// The rollout, with the cutoff's cancellation beside it when the plan says `CANCEL_TASK`.
@@ -1382,6 +1471,7 @@ mod tests {
             priority: 1,
             timeout_seconds: 600,
             waves: None,
+            promote: None,
         };
         let with = |status| TaskSummary { status, ..TaskSummary::new(&spec, Operation::Scan) };
         assert_eq!(final_status(&[with(CommandStatus::Success)]), WindowRunStatus::Succeeded);

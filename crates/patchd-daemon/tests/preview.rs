@@ -109,6 +109,7 @@ async fn the_preview_approves_exactly_what_a_scan_then_reports() {
             max_errors: Limit::Count(0),
             alarm: None,
             hooks: None,
+            install_override_list: None,
         })
         .await
         .expect("send the scan");

@@ -119,6 +119,7 @@ fn task(max_concurrency: Limit, max_errors: Limit) -> Task {
         priority: 1,
         timeout_seconds: 60,
         waves: Default::default(),
+        promote: None,
         origin: Origin { file: Arc::new(PathBuf::from("test.toml")), line: 1, col: 1 },
     }
 }
@@ -133,6 +134,7 @@ fn rollout<'a>(f: &'a Fixture, task: &'a Task) -> Rollout<'a> {
         stop_releasing_at: None,
         poll: PollPolicy::fast(),
         capped_tag_values: Default::default(),
+        install_list_url: None,
     }
 }
 
@@ -431,6 +433,7 @@ async fn kill_and_resume(name: &str, instances: usize, latency_ms: u64, kill_aft
                 stop_releasing_at: None,
                 poll: PollPolicy::fast(),
                 capped_tag_values: Default::default(),
+                install_list_url: None,
             };
             rollout::run(&ctx, &rollout, no_stop(), &|_: &Progress| {}).await
         })
@@ -532,6 +535,7 @@ async fn a_send_whose_command_id_was_never_recorded_is_found_by_its_comment() {
             max_errors: Limit::Count(0),
             alarm: None,
             hooks: None,
+            install_override_list: None,
         })
         .await
         .unwrap();

@@ -249,6 +249,7 @@ async fn an_install_is_recorded_as_remediation() {
         max_errors: Limit::Count(0),
         alarm: None,
         hooks: None,
+        install_override_list: None,
     };
     let sent = h.ctx.aws.send_patch_command(&install).await.expect("sent");
     let mut done = false;

@@ -39,6 +39,8 @@ pub struct Evidence<'a> {
     pub history: &'a HistoryReport,
     pub coverage: &'a CoverageReport,
     pub compliance: &'a ComplianceReport,
+    /// Promotions decided in the period: which run's installs each promoting task repeated.
+    pub promotions: &'a [patchd_store::PromotionOfRun],
 }
 
 /// The id of the `<script type="application/json">` element holding [`Headline`].
@@ -141,6 +143,7 @@ pub fn render(e: &Evidence) -> String {
     remediation(&mut out, e);
     coverage(&mut out, e);
     exceptions(&mut out, e, &in_force);
+    promotions(&mut out, e);
     method(&mut out, e);
     out.push_str("</main>\n</body>\n</html>\n");
     out
@@ -755,6 +758,47 @@ fn exceptions(out: &mut String, e: &Evidence, in_force: &[&patchd_config::Except
         );
     }
     out.push_str("</section>\n");
+}
+
+/// Which installs each promoting task repeated: the set it installed and where it came from.
+/// Shown only when something promotes, or promoted in the period.
+fn promotions(out: &mut String, e: &Evidence) {
+    let configured = e.config.windows.iter().flat_map(|w| &w.tasks).any(|t| t.promote.is_some());
+    if e.promotions.is_empty() && !configured {
+        return;
+    }
+    out.push_str("<section id=\"promotions\">\n<h2>Promotions</h2>\n");
+    out.push_str(
+        "<p class=\"lead\">A promoting task installs exactly the patches an earlier window's last \
+         succeeded run installed, as SSM reported them on that run's instances, through \
+         AWS-RunPatchBaseline's install list. Patches released since stay open findings on the \
+         promoted instances, their SLA clock running.</p>\n",
+    );
+    if e.promotions.is_empty() {
+        out.push_str("<p class=\"empty\">No promotion was decided in the period.</p>\n</section>\n");
+        return;
+    }
+    out.push_str(
+        "<table id=\"promotions-decided\">\n<thead><tr><th>Decided</th><th>Run</th><th>Task</th>\
+         <th>Promoted from</th><th class=\"num\">Patches</th><th>Patch ids</th></tr></thead>\n<tbody>\n",
+    );
+    for p in e.promotions {
+        let ids: Vec<&str> = p.promotion.patches.iter().map(|x| x.id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"nowrap\">{}</td><td>{} (run {})</td><td>{}</td><td>window {} run {}</td>\
+             <td class=\"num\">{}</td><td class=\"mono\">{}</td></tr>",
+            date(p.promotion.decided_at),
+            esc(&p.window),
+            p.run,
+            esc(&p.task_name),
+            esc(&p.promotion.from_window),
+            p.promotion.source_run,
+            ids.len(),
+            esc(&ids.join(", ")),
+        );
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
 fn method(out: &mut String, e: &Evidence) {

@@ -182,6 +182,14 @@ async fn execute_in(
                 failures.join("; ")
             )))
         }
+        _ if summary.tasks.iter().any(|t| t.promotion_failure.is_some()) => {
+            let failures: Vec<String> = summary
+                .tasks
+                .iter()
+                .filter_map(|t| Some(format!("task `{}`: {}", t.name, t.promotion_failure.as_ref()?)))
+                .collect();
+            Err(Failure::Other(anyhow!("{}; nothing was sent to its instances", failures.join("; "))))
+        }
         _ if summary.budget_exceeded() => Err(Failure::BudgetExceeded(
             "the error budget (max errors) was exceeded; the rollout stopped releasing batches".to_string(),
         )),
@@ -442,6 +450,17 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
             out.push_str(&format!("; {gate}"));
         }
         out.push('\n');
+    }
+    for t in &s.tasks {
+        if let Some(promoted) = &t.promoted {
+            out.push_str(&format!("\n{}: {promoted}\n", t.name));
+        }
+        if let Some(patches) = t.installs_recorded {
+            out.push_str(&format!(
+                "\n{}: recorded the {patches} patch(es) it installed, for the windows that promote from this one\n",
+                t.name
+            ));
+        }
     }
     out.push_str("\nskipped: coverage gaps (not managed by SSM, or agent offline) and instances never sent a command\n");
     out

@@ -24,6 +24,26 @@ pub struct Plan {
     pub sla_feasibility: Vec<Row>,
     /// What `patchd apply` would change; None with `--offline`.
     pub baselines: Option<BaselinePlan>,
+    /// What each promoting task would install if it started now; absent when no task
+    /// promotes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<PromotionPlan>,
+}
+
+/// A promoting task and the set it would install, read from the database.
+#[derive(Debug, Serialize)]
+pub struct PromotionPlan {
+    pub window: String,
+    pub task: String,
+    pub from: String,
+    /// The run it would repeat; None when there is none yet (then `problem` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_run: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ended_at: Option<String>,
+    pub patches: Vec<patchd_store::PromotedPatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The baselines section of `patchd plan --format json`.
@@ -155,7 +175,74 @@ pub fn build(config: &Config, from: DateTime<Utc>, count: usize) -> Plan {
         windows: windows::upcoming(config, from, count),
         sla_feasibility: feasibility::analyse(config, from),
         baselines: None,
+        promotions: Vec::new(),
     }
+}
+
+/// The promoted sets as the database holds them now. Opened without migrating, and not at all
+/// when the SQLite file does not exist: planning never creates or changes a database.
+fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
+    let promoting: Vec<(&str, &patchd_config::Task, &patchd_config::Promotion)> = config
+        .windows
+        .iter()
+        .flat_map(|w| w.tasks.iter().filter_map(move |t| Some((w.name.as_str(), t, t.promote.as_ref()?))))
+        .collect();
+    if promoting.is_empty() {
+        return Ok(Vec::new());
+    }
+    let url = config.daemon.database_url.expose();
+    let plan_of = |window: &str, task: &patchd_config::Task, promotion: &patchd_config::Promotion| PromotionPlan {
+        window: window.to_string(),
+        task: task.name.clone(),
+        from: promotion.from.value.clone(),
+        source_run: None,
+        source_ended_at: None,
+        patches: Vec::new(),
+        problem: None,
+    };
+    let missing_file = url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .filter(|path| !path.is_empty() && *path != ":memory:")
+        .is_some_and(|path| !std::path::Path::new(path).exists());
+    if missing_file {
+        return Ok(promoting
+            .into_iter()
+            .map(|(w, t, p)| PromotionPlan {
+                problem: Some(format!("no database at {url} yet, so window `{}` has no recorded run", p.from.value)),
+                ..plan_of(w, t, p)
+            })
+            .collect());
+    }
+    runtime()?.block_on(async {
+        let options = patchd_store::OpenOptions { migrate: false, ..patchd_store::OpenOptions::default() };
+        let store = patchd_store::Store::open(url, &options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the promoted sets from the database {url}: {e}"))?;
+        let mut plans = Vec::with_capacity(promoting.len());
+        for (window, task, promotion) in promoting {
+            let source = store
+                .promotion_source(&promotion.from.value)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the promoted sets from the database {url}: {e}"))?;
+            plans.push(match source {
+                Some(source) => PromotionPlan {
+                    source_run: Some(source.run.get()),
+                    source_ended_at: Some(rfc3339(source.ended_at)),
+                    patches: source.patches,
+                    ..plan_of(window, task, promotion)
+                },
+                None => PromotionPlan {
+                    problem: Some(format!(
+                        "window `{}` has no succeeded run whose installs were recorded: the task would fail and send nothing",
+                        promotion.from.value
+                    )),
+                    ..plan_of(window, task, promotion)
+                },
+            });
+        }
+        Ok(plans)
+    })
 }
 
 /// Reads the baselines and patch groups in SSM and diffs them against the configuration, in
@@ -189,6 +276,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<(), Failure> {
     print_diagnostics(&loaded.warnings);
     let config = &loaded.config;
     let mut plan = build(config, from, args.count as usize);
+    plan.promotions = plan_promotions(config)?;
     // The offline part is printed even when SSM cannot be read, and the failure comes last.
     let baseline_plan = if args.offline { None } else { Some(plan_baselines(config)) };
     let baseline_plan = match baseline_plan {
@@ -263,6 +351,29 @@ fn render_table(config: &Config, plan: &Plan, from: DateTime<Utc>) -> String {
                 start.format("%Y-%m-%dT%H:%MZ"),
                 end.format("%Y-%m-%dT%H:%MZ"),
             );
+        }
+    }
+    for promotion in &plan.promotions {
+        let _ = writeln!(
+            out,
+            "\nPromotion: {} task {} installs only what window {} installed",
+            promotion.window, promotion.task, promotion.from
+        );
+        match (&promotion.problem, promotion.source_run, &promotion.source_ended_at) {
+            (Some(problem), _, _) => {
+                let _ = writeln!(out, "  {problem}");
+            }
+            (None, Some(run), Some(ended)) => {
+                let _ = writeln!(out, "  from run {run}, ended {ended}: {} patch(es)", promotion.patches.len());
+                for patch in &promotion.patches {
+                    let _ = writeln!(
+                        out,
+                        "    {}  {}  {}  on {} instance(s)  {}",
+                        patch.id, patch.severity, patch.classification, patch.instances, patch.title
+                    );
+                }
+            }
+            _ => {}
         }
     }
     let _ = writeln!(out, "\nSLA feasibility (worst case over the next {} days)", feasibility::HORIZON_DAYS);

@@ -47,6 +47,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             let sla = reports.sla(&filters).await?;
             let history = reports.history(&filters, since, until).await?;
             let place = reports.place();
+            let promotions = store.promotions_between(since, until).await.map_err(anyhow::Error::from)?;
             verdict = fail_on(args.fail_on, &sla);
             evidence::render(&evidence::Evidence {
                 config,
@@ -60,6 +61,7 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
                 history: &history,
                 coverage: &reports.coverage(&filters),
                 compliance: &reports.compliance(&filters),
+                promotions: &promotions,
             })
         }
         ReportKind::Sla => {
