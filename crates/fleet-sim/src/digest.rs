@@ -114,7 +114,7 @@ fn first_primes(n: usize) -> Vec<u32> {
     let mut primes = Vec::with_capacity(n);
     let mut candidate = 2u32;
     while primes.len() < n {
-        if primes.iter().all(|p| candidate % p != 0) {
+        if primes.iter().all(|p| !candidate.is_multiple_of(*p)) {
             primes.push(candidate);
         }
         candidate += 1;
@@ -263,7 +263,7 @@ pub fn base64(bytes: &[u8]) -> String {
 /// Standard base64 with padding; `None` for anything else.
 pub fn unbase64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -306,7 +306,10 @@ mod tests {
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
         let million = vec![b'a'; 1_000_000];
-        assert_eq!(hex(&sha256(&million)), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+        assert_eq!(
+            hex(&sha256(&million)),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
         assert_eq!(crc64nvme(b"123456789"), 0xAE8B_1486_0A79_9888);
@@ -314,7 +317,9 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        for (raw, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (raw, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64(raw.as_bytes()), encoded);
             assert_eq!(unbase64(encoded).as_deref(), Some(raw.as_bytes()));
         }

@@ -341,7 +341,9 @@ impl Instance {
                         PatchState::InstalledOther
                     }),
                     // Only an install override list installs what the baseline does not approve.
-                    Approval::Rejected if failed && operation == Operation::Install => Some(PatchState::Failed),
+                    Approval::Rejected if failed && operation == Operation::Install => {
+                        Some(PatchState::Failed)
+                    }
                     Approval::Rejected => None,
                     Approval::Approved { from_ms, critical: level_critical } if from_ms <= at_ms => {
                         critical = level_critical;
@@ -434,10 +436,7 @@ impl Instance {
                 Some(listed) => patch.is_released(now_ms) && listed.binary_search(&index).is_ok(),
                 None => patch.is_released(at_ms) && approval.approved_at(at_ms),
             };
-            if !selected
-                || *bits & APPLICABLE == 0
-                || *bits & INSTALLED != 0
-            {
+            if !selected || *bits & APPLICABLE == 0 || *bits & INSTALLED != 0 {
                 continue;
             }
             if chance(rng, failure_rate) {

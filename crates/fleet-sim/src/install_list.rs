@@ -111,14 +111,18 @@ fn scalar(text: &str, line: usize) -> Result<String, ListError> {
                         Some(' ') => ' ',
                         Some('u') => {
                             let digits: String = chars.by_ref().take(4).collect();
-                            u32::from_str_radix(&digits, 16).ok().and_then(char::from_u32).ok_or_else(|| {
-                                error(line, format!("bad \\u escape in {text}"))
-                            })?
+                            u32::from_str_radix(&digits, 16)
+                                .ok()
+                                .and_then(char::from_u32)
+                                .ok_or_else(|| error(line, format!("bad \\u escape in {text}")))?
                         }
                         other => {
                             return Err(error(
                                 line,
-                                format!("unknown escape \\{} in {text}", other.map(String::from).unwrap_or_default()),
+                                format!(
+                                    "unknown escape \\{} in {text}",
+                                    other.map(String::from).unwrap_or_default()
+                                ),
                             ))
                         }
                     };
@@ -175,11 +179,17 @@ pub fn parse(text: &str) -> Result<Vec<ListedPatch>, ListError> {
             return Err(error(line.number, "expected a top-level key at column 1"));
         }
         if line.text.starts_with("- ") || line.text == "-" {
-            return Err(error(line.number, "the top level must be a mapping with a `patches:` key, not a list"));
+            return Err(error(
+                line.number,
+                "the top level must be a mapping with a `patches:` key, not a list",
+            ));
         }
         let (key, value) = key_value(line.text, line.number)?;
         if key != "patches" {
-            return Err(error(line.number, format!("unknown top-level key {key:?}; only `patches` is allowed")));
+            return Err(error(
+                line.number,
+                format!("unknown top-level key {key:?}; only `patches` is allowed"),
+            ));
         }
         if patches.is_some() {
             return Err(error(line.number, "`patches` appears twice"));
@@ -193,7 +203,10 @@ pub fn parse(text: &str) -> Result<Vec<ListedPatch>, ListError> {
             }
             "[]" => patches = Some(Vec::new()),
             other => {
-                return Err(error(line.number, format!("`patches` must be a list of patches, found {other}")));
+                return Err(error(
+                    line.number,
+                    format!("`patches` must be a list of patches, found {other}"),
+                ));
             }
         }
     }
@@ -221,14 +234,20 @@ fn sequence(lines: &[Line<'_>], start: usize) -> Result<(Vec<ListedPatch>, usize
             break;
         }
         if line.indent != dash || !is_item(line) {
-            return Err(error(line.number, format!("expected a list item at column {}, found {}", dash + 1, line.text)));
+            return Err(error(
+                line.number,
+                format!("expected a list item at column {}, found {}", dash + 1, line.text),
+            ));
         }
         let item_line = line.number;
         let mut fields: Vec<(String, String, usize)> = Vec::new();
         let rest = line.text[1..].trim_start_matches(' ');
         let mut column = None;
         if rest.starts_with('{') || rest.starts_with('[') {
-            return Err(error(line.number, "flow collections ({...}, [...]) are not supported; write the entry as a block"));
+            return Err(error(
+                line.number,
+                "flow collections ({...}, [...]) are not supported; write the entry as a block",
+            ));
         }
         if !rest.is_empty() {
             column = Some(line.indent + line.text.len() - rest.len());
@@ -270,7 +289,10 @@ fn entry(fields: Vec<(String, String, usize)>, item_line: usize) -> Result<Liste
             "id" => &mut id,
             "title" => &mut title,
             other => {
-                return Err(error(line, format!("unknown key {other:?} in a patch entry; use `id` and `title`")))
+                return Err(error(
+                    line,
+                    format!("unknown key {other:?} in a patch entry; use `id` and `title`"),
+                ))
             }
         };
         if slot.is_some() {

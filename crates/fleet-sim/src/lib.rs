@@ -21,6 +21,9 @@
 //! # }
 //! ```
 //!
+//! A minimal path-style S3 answers on the same endpoint (see [`s3`]): AWS-RunPatchBaseline's
+//! `InstallOverrideList` is read from it by the simulated nodes (see [`install_list`]).
+//!
 //! The same port serves vendor advisory feeds generated from the simulated catalog under
 //! `/feeds/` (see [`feeds`]), so every platform's release dates can be read without a network.
 //!

@@ -50,14 +50,13 @@ impl Shared {
         let primary = World::with_clock(scenario, scenario.seed, clock.clone(), start_ms, s3.clone());
         let mut others: Partitions = HashMap::new();
         for partition in &scenario.partitions {
-            let world =
-                World::with_clock(
-                    &scenario.for_partition(partition),
-                    scenario.seed,
-                    clock.clone(),
-                    start_ms,
-                    s3.clone(),
-                );
+            let world = World::with_clock(
+                &scenario.for_partition(partition),
+                scenario.seed,
+                clock.clone(),
+                start_ms,
+                s3.clone(),
+            );
             others
                 .entry(partition.account_id.clone())
                 .or_default()

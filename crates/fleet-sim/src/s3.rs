@@ -170,7 +170,11 @@ impl S3Error {
         for (name, value) in &self.extra {
             xml.push_str(&format!("<{name}>{}</{name}>", escape(value)));
         }
-        xml.push_str(&format!("<RequestId>{}</RequestId><HostId>{}</HostId></Error>", escape(request_id), escape(host_id)));
+        xml.push_str(&format!(
+            "<RequestId>{}</RequestId><HostId>{}</HostId></Error>",
+            escape(request_id),
+            escape(host_id)
+        ));
         xml
     }
 }
@@ -208,7 +212,11 @@ impl S3Response {
     }
 
     fn xml(body: String) -> S3Response {
-        S3Response { status: 200, headers: vec![("content-type".into(), "application/xml".into())], body: body.into() }
+        S3Response {
+            status: 200,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            body: body.into(),
+        }
     }
 }
 
@@ -316,21 +324,29 @@ fn check_parameters(query: &[(String, String)], allowed: &[&str]) -> Result<(), 
     }
 }
 
+/// An aws-chunked body's trailing headers: lowercase names and values.
+pub type Trailers = Vec<(String, String)>;
+
 /// Decodes an `aws-chunked` body (signed or unsigned chunks) into the payload and its trailers.
-pub fn decode_aws_chunked(body: &[u8]) -> Result<(Vec<u8>, Vec<(String, String)>), S3Error> {
-    let malformed = |why: &str| S3Error::new(400, "IncompleteBody", format!("The aws-chunked body is malformed: {why}"));
+pub fn decode_aws_chunked(body: &[u8]) -> Result<(Vec<u8>, Trailers), S3Error> {
+    let malformed =
+        |why: &str| S3Error::new(400, "IncompleteBody", format!("The aws-chunked body is malformed: {why}"));
     let mut payload = Vec::with_capacity(body.len());
     let mut rest = body;
     let line = |rest: &mut &[u8]| -> Result<String, S3Error> {
-        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| malformed("a line without CRLF"))?;
-        let text = std::str::from_utf8(&rest[..end]).map_err(|_| malformed("a header that is not UTF-8"))?.to_string();
+        let end =
+            rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| malformed("a line without CRLF"))?;
+        let text = std::str::from_utf8(&rest[..end])
+            .map_err(|_| malformed("a header that is not UTF-8"))?
+            .to_string();
         *rest = &rest[end + 2..];
         Ok(text)
     };
     loop {
         let header = line(&mut rest)?;
         let size_text = header.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| malformed("a chunk size that is not hex"))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| malformed("a chunk size that is not hex"))?;
         if size == 0 {
             break;
         }
@@ -381,11 +397,14 @@ fn checked_body(request: &S3Request<'_>) -> Result<Upload, S3Error> {
         .map(|v| v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
         .unwrap_or_default();
     let chunked = encodings.iter().any(|e| e.eq_ignore_ascii_case("aws-chunked"));
-    let remaining: Vec<String> = encodings.into_iter().filter(|e| !e.eq_ignore_ascii_case("aws-chunked")).collect();
+    let remaining: Vec<String> =
+        encodings.into_iter().filter(|e| !e.eq_ignore_ascii_case("aws-chunked")).collect();
     let content_encoding = (!remaining.is_empty()).then(|| remaining.join(","));
     let (body, trailers) = if chunked {
         let declared = header(headers, "x-amz-decoded-content-length")
-            .ok_or_else(|| S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header."))?
+            .ok_or_else(|| {
+                S3Error::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+            })?
             .parse::<usize>()
             .map_err(|_| S3Error::invalid_request("x-amz-decoded-content-length is not a number"))?;
         let (payload, trailers) = decode_aws_chunked(request.body)?;
@@ -401,12 +420,16 @@ fn checked_body(request: &S3Request<'_>) -> Result<Upload, S3Error> {
         (request.body.clone(), Vec::new())
     };
     if let Some(md5) = header(headers, "content-md5") {
-        let sent = digest::unbase64(md5.trim())
-            .filter(|d| d.len() == 16)
-            .ok_or_else(|| S3Error::new(400, "InvalidDigest", "The Content-MD5 you specified was invalid."))?;
+        let sent = digest::unbase64(md5.trim()).filter(|d| d.len() == 16).ok_or_else(|| {
+            S3Error::new(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+        })?;
         if sent != digest::md5(&body) {
-            return Err(S3Error::new(400, "BadDigest", "The Content-MD5 you specified did not match what we received.")
-                .with("ExpectedDigest", md5));
+            return Err(S3Error::new(
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
+            )
+            .with("ExpectedDigest", md5));
         }
     }
     let mut sent: Vec<(ChecksumAlgorithm, String)> = ChecksumAlgorithm::ALL
@@ -414,13 +437,21 @@ fn checked_body(request: &S3Request<'_>) -> Result<Upload, S3Error> {
         .filter_map(|a| header(headers, a.header()).map(|v| (a, v.trim().to_string())))
         .collect();
     if let Some(trailer) = header(headers, "x-amz-trailer") {
-        let algorithm = ChecksumAlgorithm::from_header(trailer)
-            .ok_or_else(|| S3Error::invalid_request(format!("The value specified in the x-amz-trailer header is not supported: {trailer}")))?;
-        let value = trailers
-            .iter()
-            .find(|(name, _)| name == algorithm.header())
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| S3Error::new(400, "IncompleteBody", format!("The body lacks the {} trailer it announced", algorithm.header())))?;
+        let algorithm = ChecksumAlgorithm::from_header(trailer).ok_or_else(|| {
+            S3Error::invalid_request(format!(
+                "The value specified in the x-amz-trailer header is not supported: {trailer}"
+            ))
+        })?;
+        let value =
+            trailers.iter().find(|(name, _)| name == algorithm.header()).map(|(_, v)| v.clone()).ok_or_else(
+                || {
+                    S3Error::new(
+                        400,
+                        "IncompleteBody",
+                        format!("The body lacks the {} trailer it announced", algorithm.header()),
+                    )
+                },
+            )?;
         sent.push((algorithm, value));
     }
     if sent.len() > 1 {
@@ -440,7 +471,10 @@ fn checked_body(request: &S3Request<'_>) -> Result<Upload, S3Error> {
         Some((algorithm, value)) => {
             let valid = digest::unbase64(&value).is_some_and(|d| d.len() == algorithm.digest_len());
             if !valid {
-                return Err(S3Error::invalid_request(format!("Value for {} header is invalid.", algorithm.header())));
+                return Err(S3Error::invalid_request(format!(
+                    "Value for {} header is invalid.",
+                    algorithm.header()
+                )));
             }
             if algorithm.compute(&body) != value {
                 return Err(S3Error::new(
@@ -484,15 +518,20 @@ impl S3 {
 
     /// Answers one call. HEAD errors are the caller's to strip of their body.
     pub fn answer(&mut self, request: &S3Request<'_>) -> Result<S3Response, S3Error> {
-        let query: Vec<(String, String)> =
-            form_urlencoded::parse(request.query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let query: Vec<(String, String)> = form_urlencoded::parse(request.query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         let Some((bucket, key)) = split_path(request.path) else {
             if request.path != "/" {
                 return Err(S3Error::invalid_request("the request path is not valid percent-encoded UTF-8"));
             }
             return match *request.method {
                 Method::GET => Ok(self.list_buckets(request.account)),
-                _ => Err(S3Error::new(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")),
+                _ => Err(S3Error::new(
+                    405,
+                    "MethodNotAllowed",
+                    "The specified method is not allowed against this resource.",
+                )),
             };
         };
         if key.is_empty() {
@@ -516,7 +555,11 @@ impl S3 {
                 if request.headers.contains_key("range") {
                     return Err(S3Error::not_implemented("a ranged GetObject"));
                 }
-                let object = self.bucket(&bucket, request.account)?.objects.get(&key).ok_or_else(|| S3Error::no_such_key(&key))?;
+                let object = self
+                    .bucket(&bucket, request.account)?
+                    .objects
+                    .get(&key)
+                    .ok_or_else(|| S3Error::no_such_key(&key))?;
                 Ok(object_response(object, request))
             }
             Method::DELETE => {
@@ -543,7 +586,12 @@ impl S3 {
         S3Response::xml(xml)
     }
 
-    fn bucket_operation(&mut self, request: &S3Request<'_>, bucket: &str, query: &[(String, String)]) -> Result<S3Response, S3Error> {
+    fn bucket_operation(
+        &mut self,
+        request: &S3Request<'_>,
+        bucket: &str,
+        query: &[(String, String)],
+    ) -> Result<S3Response, S3Error> {
         match *request.method {
             Method::PUT => {
                 check_parameters(query, &[])?;
@@ -561,8 +609,12 @@ impl S3 {
                 let found = self.bucket(bucket, request.account)?;
                 check_region(&found.region, request.region)?;
                 if !found.objects.is_empty() {
-                    return Err(S3Error::new(409, "BucketNotEmpty", "The bucket you tried to delete is not empty")
-                        .with("BucketName", bucket));
+                    return Err(S3Error::new(
+                        409,
+                        "BucketNotEmpty",
+                        "The bucket you tried to delete is not empty",
+                    )
+                    .with("BucketName", bucket));
                 }
                 self.buckets.remove(bucket);
                 Ok(S3Response { status: 204, ..S3Response::default() })
@@ -571,7 +623,8 @@ impl S3 {
                 check_parameters(query, &["location"])?;
                 let found = self.bucket(bucket, request.account)?;
                 // us-east-1 buckets answer an empty constraint, for legacy reasons.
-                let constraint = if found.region == "us-east-1" { String::new() } else { found.region.clone() };
+                let constraint =
+                    if found.region == "us-east-1" { String::new() } else { found.region.clone() };
                 Ok(S3Response::xml(format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{XMLNS}\">{constraint}</LocationConstraint>"
                 )))
@@ -579,7 +632,16 @@ impl S3 {
             Method::GET if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
                 check_parameters(
                     query,
-                    &["list-type", "prefix", "delimiter", "max-keys", "continuation-token", "start-after", "encoding-type", "fetch-owner"],
+                    &[
+                        "list-type",
+                        "prefix",
+                        "delimiter",
+                        "max-keys",
+                        "continuation-token",
+                        "start-after",
+                        "encoding-type",
+                        "fetch-owner",
+                    ],
                 )?;
                 let found = self.bucket(bucket, request.account)?;
                 check_region(&found.region, request.region)?;
@@ -592,7 +654,8 @@ impl S3 {
 
     fn create_bucket(&mut self, request: &S3Request<'_>, name: &str) -> Result<S3Response, S3Error> {
         if !is_valid_bucket_name(name) {
-            return Err(S3Error::new(400, "InvalidBucketName", "The specified bucket is not valid.").with("BucketName", name));
+            return Err(S3Error::new(400, "InvalidBucketName", "The specified bucket is not valid.")
+                .with("BucketName", name));
         }
         let constraint = location_constraint(request.body)?;
         let region = match constraint.as_deref() {
@@ -639,14 +702,25 @@ impl S3 {
         }
         self.buckets.insert(
             name.to_string(),
-            Bucket { owner: request.account.to_string(), region, created_ms: request.now_ms, objects: BTreeMap::new() },
+            Bucket {
+                owner: request.account.to_string(),
+                region,
+                created_ms: request.now_ms,
+                objects: BTreeMap::new(),
+            },
         );
         Ok(S3Response::ok().header("location", format!("/{name}")))
     }
 
-    fn put_object(&mut self, request: &S3Request<'_>, bucket: &str, key: &str) -> Result<S3Response, S3Error> {
+    fn put_object(
+        &mut self,
+        request: &S3Request<'_>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<S3Response, S3Error> {
         let Upload { body, content_encoding, checksum: sent } = checked_body(request)?;
-        let checksum = sent.unwrap_or_else(|| (ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Crc64Nvme.compute(&body)));
+        let checksum = sent
+            .unwrap_or_else(|| (ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Crc64Nvme.compute(&body)));
         let etag = format!("\"{}\"", digest::hex(&digest::md5(&body)));
         let metadata = request
             .headers
@@ -657,7 +731,9 @@ impl S3 {
             })
             .collect();
         let object = Object {
-            content_type: header(request.headers, "content-type").unwrap_or("binary/octet-stream").to_string(),
+            content_type: header(request.headers, "content-type")
+                .unwrap_or("binary/octet-stream")
+                .to_string(),
             content_encoding,
             etag: etag.clone(),
             last_modified_ms: request.now_ms,
@@ -666,8 +742,10 @@ impl S3 {
             body,
         };
         self.bucket_mut(bucket, request.account)?.objects.insert(key.to_string(), object);
-        let mut response = S3Response::ok().header("etag", etag).header("x-amz-server-side-encryption", "AES256");
-        response = response.header(checksum.0.header(), checksum.1).header("x-amz-checksum-type", "FULL_OBJECT");
+        let mut response =
+            S3Response::ok().header("etag", etag).header("x-amz-server-side-encryption", "AES256");
+        response =
+            response.header(checksum.0.header(), checksum.1).header("x-amz-checksum-type", "FULL_OBJECT");
         Ok(response)
     }
 }
@@ -689,7 +767,11 @@ fn check_region(bucket_region: &str, signed_region: &str) -> Result<(), S3Error>
 /// CreateBucketConfiguration's LocationConstraint, if the body has one.
 fn location_constraint(body: &[u8]) -> Result<Option<String>, S3Error> {
     let malformed = || {
-        S3Error::new(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema")
+        S3Error::new(
+            400,
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema",
+        )
     };
     let text = std::str::from_utf8(body).map_err(|_| malformed())?.trim();
     if text.is_empty() {
@@ -741,13 +823,21 @@ fn list_objects_v2(name: &str, bucket: &Bucket, query: &[(String, String)]) -> R
             .ok()
             .filter(|n| *n >= 0)
             .map(|n| (n as usize).min(DEFAULT_MAX_KEYS))
-            .ok_or_else(|| S3Error::new(400, "InvalidArgument", "Provided max-keys not an integer or within integer range").with("ArgumentName", "max-keys"))?,
+            .ok_or_else(|| {
+                S3Error::new(
+                    400,
+                    "InvalidArgument",
+                    "Provided max-keys not an integer or within integer range",
+                )
+                .with("ArgumentName", "max-keys")
+            })?,
     };
     let url = match get("encoding-type") {
         None => false,
         Some("url") => true,
         Some(_) => {
-            return Err(S3Error::new(400, "InvalidArgument", "Invalid Encoding Method specified in Request").with("ArgumentName", "encoding-type"))
+            return Err(S3Error::new(400, "InvalidArgument", "Invalid Encoding Method specified in Request")
+                .with("ArgumentName", "encoding-type"))
         }
     };
     let token = get("continuation-token");
@@ -755,10 +845,18 @@ fn list_objects_v2(name: &str, bucket: &Bucket, query: &[(String, String)]) -> R
     let after = match token {
         Some(token) => Some(
             (token.is_ascii() && token.len() % 2 == 0)
-                .then(|| (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok()).collect::<Option<Vec<u8>>>())
+                .then(|| {
+                    (0..token.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
                 .flatten()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| S3Error::new(400, "InvalidArgument", "The continuation token provided is incorrect").with("ArgumentName", "continuation-token"))?,
+                .ok_or_else(|| {
+                    S3Error::new(400, "InvalidArgument", "The continuation token provided is incorrect")
+                        .with("ArgumentName", "continuation-token")
+                })?,
         ),
         None => get("start-after").map(str::to_string),
     };
@@ -776,9 +874,13 @@ fn list_objects_v2(name: &str, bucket: &Bucket, query: &[(String, String)]) -> R
         if !key.starts_with(prefix) {
             continue;
         }
-        let common = delimiter.and_then(|d| key[prefix.len()..].find(d).map(|at| key[..prefix.len() + at + d.len()].to_string()));
+        let common = delimiter.and_then(|d| {
+            key[prefix.len()..].find(d).map(|at| key[..prefix.len() + at + d.len()].to_string())
+        });
         if let Some(common) = &common {
-            if seen_prefix.as_deref() == Some(common.as_str()) || after.as_deref().is_some_and(|a| a.starts_with(common.as_str())) {
+            if seen_prefix.as_deref() == Some(common.as_str())
+                || after.as_deref().is_some_and(|a| a.starts_with(common.as_str()))
+            {
                 continue;
             }
         }
@@ -789,7 +891,10 @@ fn list_objects_v2(name: &str, bucket: &Bucket, query: &[(String, String)]) -> R
         count += 1;
         match common {
             Some(common) => {
-                prefixes.push_str(&format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", shown(&common)));
+                prefixes.push_str(&format!(
+                    "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+                    shown(&common)
+                ));
                 last = Some(common.clone());
                 seen_prefix = Some(common);
             }
@@ -826,7 +931,10 @@ fn list_objects_v2(name: &str, bucket: &Bucket, query: &[(String, String)]) -> R
     }
     if truncated {
         if let Some(last) = last {
-            xml.push_str(&format!("<NextContinuationToken>{}</NextContinuationToken>", digest::hex(last.as_bytes())));
+            xml.push_str(&format!(
+                "<NextContinuationToken>{}</NextContinuationToken>",
+                digest::hex(last.as_bytes())
+            ));
         }
     }
     xml.push_str(&contents);

@@ -1,5 +1,5 @@
-//! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query) and
-//! STS (Query), plus the `/_sim/` control API and the `/feeds/` advisory feeds, over one locked
+//! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query),
+//! STS (Query) and a path-style S3 (REST-XML, see [`crate::s3`]), plus the `/_sim/` control API and the `/feeds/` advisory feeds, over one locked
 //! [`World`] per partition.
 //!
 //! A request's partition is (account, region) from its SigV4 credential scope: the region as
@@ -481,7 +481,9 @@ async fn answer_s3(
             *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
             let headers = response.headers_mut();
             for (name, value) in &answer.headers {
-                if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
+                {
                     headers.insert(name, value);
                 }
             }

@@ -10,8 +10,7 @@ use crate::catalog::Patch;
 use crate::clock::{epoch_seconds, to_datetime, Millis};
 use crate::commands::{
     AlarmGate, Command, CommandRequest, HookDocuments, InstallListOutcome, Invocation, InvocationResult,
-    InvocationState,
-    ShellScript, StepKind, NOOP_DOCUMENT,
+    InvocationState, ShellScript, StepKind, NOOP_DOCUMENT,
 };
 use crate::error::ApiError;
 use crate::fleet::{Instance, Operation, PatchReport, PatchState};
@@ -808,7 +807,9 @@ impl World {
                 }
                 text
             }
-            (InvocationState::Failed, None) if matches!(inv.install_list, Some(InstallListOutcome::Unusable(_))) => {
+            (InvocationState::Failed, None)
+                if matches!(inv.install_list, Some(InstallListOutcome::Unusable(_))) =>
+            {
                 format!(
                     "Patch group: {}\nOperation type: Install\nInstance: {}\nNothing was installed.\n",
                     instance.patch_group().unwrap_or("-"),

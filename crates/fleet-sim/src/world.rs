@@ -753,7 +753,10 @@ impl World {
             let unusable = matches!(outcome, InstallListOutcome::Unusable(_));
             self.commands[command].invocations[invocation as usize].install_list = Some(outcome);
             if unusable {
-                self.schedule(now + UNUSABLE_LIST_MS, EventKind::Finish { command, invocation, timed_out: false });
+                self.schedule(
+                    now + UNUSABLE_LIST_MS,
+                    EventKind::Finish { command, invocation, timed_out: false },
+                );
                 return;
             }
         }
@@ -1084,12 +1087,15 @@ impl World {
                 "the simulated nodes have no network access, so only s3:// lists (read from the simulator's S3) can be downloaded".into(),
             );
         };
-        let Some((bucket, key)) = location.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty()) else {
+        let Some((bucket, key)) = location.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        else {
             return unusable("not an s3://bucket/key URL".into());
         };
         let body = match crate::locks::lock(&self.s3).read(&self.account_id, bucket, key) {
             Ok(object) => object.body.clone(),
-            Err(error) => return unusable(format!("download failed: {}", crate::s3::describe_read_error(&error))),
+            Err(error) => {
+                return unusable(format!("download failed: {}", crate::s3::describe_read_error(&error)))
+            }
         };
         let Ok(text) = std::str::from_utf8(&body) else {
             return unusable("the list is not UTF-8 text".into());
@@ -1104,7 +1110,8 @@ impl World {
             .enumerate()
             .filter(|(_, patch)| {
                 entries.iter().any(|entry| {
-                    entry.id == patch.kb_id() && entry.title.as_ref().is_none_or(|title| *title == patch.title)
+                    entry.id == patch.kb_id()
+                        && entry.title.as_ref().is_none_or(|title| *title == patch.title)
                 })
             })
             .map(|(index, _)| index)

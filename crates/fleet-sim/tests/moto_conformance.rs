@@ -1448,14 +1448,19 @@ async fn s3_story(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<&'stati
     story.insert("GetObject Body", String::from_utf8_lossy(&bytes).to_string());
     let head = client.head_object().bucket(bucket).key("lists/wave 1.yaml").send().await.expect("HeadObject");
     story.insert("HeadObject", format!("{:?} {:?}", head.e_tag(), head.content_length()));
-    let listed = client.list_objects_v2().bucket(bucket).prefix("lists/").send().await.expect("ListObjectsV2");
+    let listed =
+        client.list_objects_v2().bucket(bucket).prefix("lists/").send().await.expect("ListObjectsV2");
     let keys: Vec<String> =
         listed.contents().iter().map(|o| format!("{:?} {:?} {:?}", o.key(), o.size(), o.e_tag())).collect();
     story.insert("ListObjectsV2", format!("{keys:?} {:?}", listed.key_count()));
     let missing = client.get_object().bucket(bucket).key("absent.yaml").send().await.expect_err("no key");
     story.insert(
         "GetObject missing key",
-        format!("{} {:?}", matches!(missing.as_service_error(), Some(GetObjectError::NoSuchKey(_))), missing.code()),
+        format!(
+            "{} {:?}",
+            matches!(missing.as_service_error(), Some(GetObjectError::NoSuchKey(_))),
+            missing.code()
+        ),
     );
     let missing = client.head_object().bucket(bucket).key("absent.yaml").send().await.expect_err("no key");
     story.insert(

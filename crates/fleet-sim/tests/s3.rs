@@ -70,7 +70,10 @@ async fn objects_round_trip_with_etags_checksums_and_listings() {
     let etag = format!("\"{}\"", fleet_sim::digest::hex(&fleet_sim::digest::md5(body.as_bytes())));
     assert_eq!(uploaded.e_tag(), Some(etag.as_str()));
     // The SDK sent a CRC32 of the in-memory body, which S3 checks and echoes.
-    assert_eq!(uploaded.checksum_crc32(), Some(fleet_sim::s3::ChecksumAlgorithm::Crc32.compute(body.as_bytes()).as_str()));
+    assert_eq!(
+        uploaded.checksum_crc32(),
+        Some(fleet_sim::s3::ChecksumAlgorithm::Crc32.compute(body.as_bytes()).as_str())
+    );
 
     let got = client.get_object().bucket(BUCKET).key("lists/wave 1.yaml").send().await.expect("GetObject");
     assert_eq!(got.e_tag(), Some(etag.as_str()));
@@ -88,7 +91,8 @@ async fn objects_round_trip_with_etags_checksums_and_listings() {
 
     put(&client, "lists/wave 2.yaml", "patches: []\n").await;
     put(&client, "other.txt", "x").await;
-    let listed = client.list_objects_v2().bucket(BUCKET).prefix("lists/").send().await.expect("ListObjectsV2");
+    let listed =
+        client.list_objects_v2().bucket(BUCKET).prefix("lists/").send().await.expect("ListObjectsV2");
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["lists/wave 1.yaml", "lists/wave 2.yaml"]);
     assert_eq!(listed.key_count(), Some(2));
@@ -118,9 +122,13 @@ async fn streaming_uploads_arrive_aws_chunked_with_a_trailing_checksum() {
     // A file-backed body has no bytes in memory: the SDK sends it aws-chunked, signing each
     // chunk over http, with the CRC32 in a trailer.
     let stream = ByteStream::from_path(&path).await.expect("stream");
-    let uploaded = client.put_object().bucket(BUCKET).key("big.yaml").body(stream).send().await.expect("PutObject");
+    let uploaded =
+        client.put_object().bucket(BUCKET).key("big.yaml").body(stream).send().await.expect("PutObject");
     std::fs::remove_file(&path).ok();
-    assert_eq!(uploaded.checksum_crc32(), Some(fleet_sim::s3::ChecksumAlgorithm::Crc32.compute(body.as_bytes()).as_str()));
+    assert_eq!(
+        uploaded.checksum_crc32(),
+        Some(fleet_sim::s3::ChecksumAlgorithm::Crc32.compute(body.as_bytes()).as_str())
+    );
     assert_eq!(server.s3_object(BUCKET, "big.yaml").as_deref(), Some(body.as_bytes()));
     let got = client.get_object().bucket(BUCKET).key("big.yaml").send().await.expect("GetObject");
     assert_eq!(got.content_encoding(), None, "aws-chunked is a transfer detail, not stored");
@@ -149,7 +157,14 @@ async fn errors_are_the_sdks_typed_errors() {
     let error = client.head_bucket().bucket("no-such-bucket").send().await.expect_err("no such bucket");
     assert!(error.as_service_error().is_some_and(|e| e.is_not_found()), "{error:?}");
 
-    let bad_crc = client.put_object().bucket(BUCKET).key("k").checksum_crc32("AAAAAA==").body(ByteStream::from_static(b"data")).send().await;
+    let bad_crc = client
+        .put_object()
+        .bucket(BUCKET)
+        .key("k")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from_static(b"data"))
+        .send()
+        .await;
     assert_eq!(code(bad_crc), "BadDigest");
     let bad_md5 = client
         .put_object()
@@ -173,15 +188,22 @@ async fn errors_are_the_sdks_typed_errors() {
 
     // Another region: a location constraint is required, and re-creating is an error there.
     let west = sdk::s3_client(&server.endpoint_url(), "eu-west-1");
-    assert_eq!(code(west.create_bucket().bucket("west-lists").send().await), "IllegalLocationConstraintException");
+    assert_eq!(
+        code(west.create_bucket().bucket("west-lists").send().await),
+        "IllegalLocationConstraintException"
+    );
     let configuration = aws_sdk_s3::types::CreateBucketConfiguration::builder()
         .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
         .build();
-    let create = || west.create_bucket().bucket("west-lists").create_bucket_configuration(configuration.clone());
+    let create =
+        || west.create_bucket().bucket("west-lists").create_bucket_configuration(configuration.clone());
     create().send().await.expect("CreateBucket in eu-west-1");
     let again = create().send().await.expect_err("already owned");
     assert!(again.as_service_error().is_some_and(|e| e.is_bucket_already_owned_by_you()), "{again:?}");
-    assert_eq!(code(client.get_object().bucket("west-lists").key("k").send().await), "AuthorizationHeaderMalformed");
+    assert_eq!(
+        code(client.get_object().bucket("west-lists").key("k").send().await),
+        "AuthorizationHeaderMalformed"
+    );
 
     let (status, head, body) = raw(&server, "GET", &format!("/{BUCKET}/k"), &[], "").await;
     assert_eq!(status, 403, "unsigned: {head}");
@@ -199,7 +221,10 @@ async fn the_control_api_shows_buckets_and_objects() {
     let (status, _, body) = raw(&server, "GET", "/_sim/s3", &[], "").await;
     let buckets: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(status, 200);
-    assert_eq!(buckets["buckets"][0], json!({"name": BUCKET, "owner": "123456789012", "region": "us-east-1", "objects": 1}));
+    assert_eq!(
+        buckets["buckets"][0],
+        json!({"name": BUCKET, "owner": "123456789012", "region": "us-east-1", "objects": 1})
+    );
     let (_, _, body) = raw(&server, "GET", &format!("/_sim/s3/{BUCKET}"), &[], "").await;
     let listing: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(listing["objects"][0]["key"], "a/list.yaml");
@@ -226,8 +251,14 @@ struct Fleet {
 
 async fn release(server: &SimServer, title: &str) -> String {
     let body = json!({"os": "AMAZON_LINUX_2", "severity": "Critical", "classification": "Security", "reboot": true, "title": title});
-    let (status, _, answer) =
-        raw(server, "POST", "/_sim/patches/release", &[("Content-Type", "application/json")], &body.to_string()).await;
+    let (status, _, answer) = raw(
+        server,
+        "POST",
+        "/_sim/patches/release",
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).expect("json");
     answer["id"].as_str().expect("id").to_string()
@@ -244,7 +275,8 @@ async fn fleet() -> Fleet {
     s3.create_bucket().bucket(BUCKET).send().await.expect("CreateBucket");
     let ssm = ssm(&server);
     // A scan first, so that compliance reports list both patches.
-    let nodes: Vec<String> = server.instances().into_iter().filter(|i| i.is_managed()).map(|i| i.id).collect();
+    let nodes: Vec<String> =
+        server.instances().into_iter().filter(|i| i.is_managed()).map(|i| i.id).collect();
     let scan = ssm
         .send_command()
         .document_name("AWS-RunPatchBaseline")
@@ -281,12 +313,29 @@ impl Fleet {
     /// The state DescribeInstancePatches reports for a patch (by KBId) on a node.
     async fn state(&self, node: &str, kb: &str) -> Option<PatchComplianceDataState> {
         let filter = PatchOrchestratorFilter::builder().key("KBId").values(kb).build();
-        let page = self.ssm.describe_instance_patches().instance_id(node).filters(filter).send().await.expect("patches");
+        let page = self
+            .ssm
+            .describe_instance_patches()
+            .instance_id(node)
+            .filters(filter)
+            .send()
+            .await
+            .expect("patches");
         page.patches().first().map(|p| p.state().clone())
     }
 
-    async fn invocation(&self, command: &str, node: &str) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
-        self.ssm.get_command_invocation().command_id(command).instance_id(node).send().await.expect("invocation")
+    async fn invocation(
+        &self,
+        command: &str,
+        node: &str,
+    ) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+        self.ssm
+            .get_command_invocation()
+            .command_id(command)
+            .instance_id(node)
+            .send()
+            .await
+            .expect("invocation")
     }
 }
 
@@ -312,19 +361,35 @@ async fn an_override_list_installs_exactly_the_listed_patches() {
     // Approved but not listed: still missing.
     assert_eq!(f.state(node, &f.approved).await, Some(PatchComplianceDataState::Missing));
 
-    let states = f.ssm.describe_instance_patch_states().instance_ids(node).instance_ids(&nodes[1]).send().await.expect("states");
+    let states = f
+        .ssm
+        .describe_instance_patch_states()
+        .instance_ids(node)
+        .instance_ids(&nodes[1])
+        .send()
+        .await
+        .expect("states");
     let state = &states.instance_patch_states()[0];
     assert_eq!(state.install_override_list(), Some(url.as_str()));
     assert_eq!(state.operation().as_str(), "Install");
-    assert_eq!(states.instance_patch_states()[1].install_override_list(), None, "a node the command did not touch");
+    assert_eq!(
+        states.instance_patch_states()[1].install_override_list(),
+        None,
+        "a node the command did not touch"
+    );
 
     let history = f.server.commands();
     let sent = history.iter().find(|c| c.command_id == command).expect("in the history");
     assert_eq!(sent.parameters.get("InstallOverrideList"), Some(&vec![url.clone()]));
     let (_, _, body) = raw(&f.server, "GET", "/_sim/commands", &[], "").await;
     let commands: Value = serde_json::from_str(&body).expect("json");
-    let sent = commands["commands"].as_array().and_then(|all| all.iter().find(|c| c["command_id"] == command.as_str()));
-    assert_eq!(sent.map(|c| &c["parameters"]), Some(&json!({"Operation": ["Install"], "InstallOverrideList": [url]})));
+    let sent = commands["commands"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["command_id"] == command.as_str()));
+    assert_eq!(
+        sent.map(|c| &c["parameters"]),
+        Some(&json!({"Operation": ["Install"], "InstallOverrideList": [url]}))
+    );
 
     // A title that does not match the patch's leaves it alone.
     let other = &nodes[1];
@@ -371,7 +436,11 @@ async fn a_list_the_node_cannot_use_fails_the_invocation_and_installs_nothing() 
         let error = invocation.standard_error_content().unwrap_or("");
         assert!(error.contains(url.as_str()) && error.contains(reason), "{url}: {error}");
         assert_eq!(f.state(node, &f.approved).await, Some(PatchComplianceDataState::Missing), "{url}");
-        assert_eq!(f.state(node, &f.fresh).await.filter(|s| *s != PatchComplianceDataState::Missing), None, "{url}");
+        assert_eq!(
+            f.state(node, &f.fresh).await.filter(|s| *s != PatchComplianceDataState::Missing),
+            None,
+            "{url}"
+        );
         let after = f.ssm.describe_instance_patch_states().instance_ids(node).send().await.expect("states");
         assert_eq!(
             before.instance_patch_states()[0].operation_end_time(),
