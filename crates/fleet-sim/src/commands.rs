@@ -147,6 +147,15 @@ pub struct InvocationResult {
     pub patch_group: String,
 }
 
+/// What a node made of its command's InstallOverrideList when the invocation started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallListOutcome {
+    /// The node's catalog entries the list selects (sorted), of `entries` listed.
+    Read { selected: Vec<usize>, entries: usize },
+    /// Why the node could not use the list: the invocation fails and installs nothing.
+    Unusable(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub instance: u32,
@@ -160,6 +169,8 @@ pub struct Invocation {
     pub script: Option<ScriptOutcome>,
     /// AWS-RunPatchBaselineWithHooks's Install steps that started, in order.
     pub steps: Vec<Step>,
+    /// The install override list as this node read it, for an Install that names one.
+    pub install_list: Option<InstallListOutcome>,
 }
 
 impl Invocation {
@@ -196,6 +207,9 @@ pub struct CommandView {
     pub document_name: String,
     /// The patching documents' `Operation`: `Scan` or `Install`; empty for AWS-RunShellScript.
     pub operation: String,
+    /// The document parameters as sent (each a list of strings, as SSM takes them), without
+    /// the document's defaults: e.g. `InstallOverrideList`, `RebootOption`, `commands`.
+    pub parameters: BTreeMap<String, Vec<String>>,
     /// The instances it targeted, in invocation order.
     pub instance_ids: Vec<String>,
     /// The CloudWatch alarm that stopped the command, if one did.
@@ -240,6 +254,7 @@ impl CommandRequest {
             reboot_if_needed: true,
             snapshot_id: None,
             baseline_override: false,
+            install_override_list: None,
             shell: None,
             hook_documents: None,
             alarm: None,
@@ -344,6 +359,9 @@ pub struct CommandRequest {
     pub reboot_if_needed: bool,
     pub snapshot_id: Option<String>,
     pub baseline_override: bool,
+    /// AWS-RunPatchBaseline's InstallOverrideList for an Install (a non-empty URL); a Scan
+    /// ignores the parameter.
+    pub install_override_list: Option<String>,
     /// Set for AWS-RunShellScript, whose invocations run the script instead of the patch
     /// operation (`operation` and the patching members above are then unused).
     pub shell: Option<ShellScript>,
@@ -415,6 +433,7 @@ impl Command {
                 result: None,
                 script: None,
                 steps: Vec::new(),
+                install_list: None,
             })
             .collect::<Vec<_>>();
         let state =

@@ -56,7 +56,7 @@ fn parse_body(body: &[u8]) -> Result<Value, String> {
 /// One jump at most ten years, so a typo cannot keep the server busy processing ticks.
 const MAX_ADVANCE_SECONDS: f64 = 315_360_000.0;
 
-const ENDPOINTS: [&str; 19] = [
+const ENDPOINTS: [&str; 22] = [
     "GET  /_sim/stats",
     "GET  /_sim/clock",
     "POST /_sim/clock {\"time_scale\": X}",
@@ -76,6 +76,9 @@ const ENDPOINTS: [&str; 19] = [
     "GET  /_sim/hook-outcomes",
     "PUT  /_sim/hook-outcomes [{\"contains\": \"drain\", \"instance_ids\": [\"i-...\"], \"exit_code\": 1, \"output\": \"...\"}]",
     "DELETE /_sim/hook-outcomes",
+    "GET  /_sim/s3",
+    "GET  /_sim/s3/{bucket}",
+    "GET  /_sim/s3/{bucket}/{key}",
 ];
 
 /// The (account, region) of `?account=…&region=…`; a missing parameter means the primary's.
@@ -93,6 +96,60 @@ fn partition_named(shared: &Shared, query: &str) -> (String, String) {
         account.unwrap_or_else(|| shared.primary_account.clone()),
         region.unwrap_or_else(|| shared.primary_region.clone()),
     )
+}
+
+/// `GET /_sim/s3[/bucket[/key]]`: every bucket, a bucket's objects, or an object's body (with
+/// its Content-Type), whoever owns them.
+fn s3_view(shared: &Shared, path: &str, segments: &[&str]) -> Response {
+    let s3 = shared.s3();
+    let Some(bucket_name) = segments.first() else {
+        let buckets: Vec<Value> = s3
+            .buckets
+            .iter()
+            .map(|(name, b)| json!({"name": name, "owner": b.owner, "region": b.region, "objects": b.objects.len()}))
+            .collect();
+        return json_response(StatusCode::OK, &json!({ "buckets": buckets }));
+    };
+    let Some(bucket_name) = crate::s3::percent_decode(bucket_name) else {
+        return error(StatusCode::BAD_REQUEST, "the bucket name is not valid percent-encoding");
+    };
+    let Some(bucket) = s3.buckets.get(&bucket_name) else {
+        return error(StatusCode::NOT_FOUND, format!("no bucket {bucket_name}"));
+    };
+    if segments.len() == 1 {
+        let objects: Vec<Value> = bucket
+            .objects
+            .iter()
+            .map(|(key, o)| {
+                json!({
+                    "key": key,
+                    "size": o.body.len(),
+                    "etag": o.etag,
+                    "content_type": o.content_type,
+                    "last_modified": to_datetime(o.last_modified_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                })
+            })
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            &json!({"name": bucket_name, "owner": bucket.owner, "region": bucket.region, "objects": objects}),
+        );
+    }
+    // The key is everything after the bucket, slashes included, as in S3's own paths.
+    let raw_key = path.trim_start_matches("/_sim/s3/").split_once('/').map_or("", |(_, k)| k);
+    let Some(key) = crate::s3::percent_decode(raw_key) else {
+        return error(StatusCode::BAD_REQUEST, "the key is not valid percent-encoding");
+    };
+    match bucket.objects.get(&key) {
+        Some(object) => {
+            let mut response = Response::new(Body::from(object.body.clone()));
+            if let Ok(value) = HeaderValue::from_str(&object.content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no object {key} in bucket {bucket_name}")),
+    }
 }
 
 /// `GET /_sim/instances?account=…&region=…`: one partition's instances.
@@ -146,6 +203,7 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, query: &str, 
             return json_response(StatusCode::OK, &json!({ "alarms": alarms }));
         }
         (Method::PUT, ["alarms", name]) => return put_alarm(shared, query, name, &body),
+        (Method::GET, ["s3", rest @ ..]) => return s3_view(shared, path, rest),
         (Method::GET, ["commands"]) => {
             let mut all = Vec::new();
             shared.for_each_world(|world| all.extend(world.command_history()));

@@ -170,6 +170,8 @@ pub struct PatchReport {
     pub patch_group: String,
     pub reboot_option: Option<&'static str>,
     pub last_no_reboot_install_ms: Option<Millis>,
+    /// The install override list the Install used (its URL).
+    pub install_override_list: Option<String>,
     pub counts: Counts,
 }
 
@@ -210,11 +212,14 @@ pub struct ReportedPatch {
 
 /// How an Install runs: approvals as of `approval_ms` (the snapshot), installed at `now_ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InstallPlan {
+pub struct InstallPlan<'a> {
     pub approval_ms: Millis,
     pub now_ms: Millis,
     pub reboot_if_needed: bool,
     pub failure_rate: f64,
+    /// An install override list's choice (sorted catalog indices): these released patches
+    /// and no others, whatever the baseline approves.
+    pub listed: Option<&'a [usize]>,
 }
 
 /// What an Install did on an instance.
@@ -335,6 +340,10 @@ impl Instance {
                     } else {
                         PatchState::InstalledOther
                     }),
+                    // Only an install override list installs what the baseline does not approve.
+                    Approval::Rejected if failed && operation == Operation::Install => {
+                        Some(PatchState::Failed)
+                    }
                     Approval::Rejected => None,
                     Approval::Approved { from_ms, critical: level_critical } if from_ms <= at_ms => {
                         critical = level_critical;
@@ -352,6 +361,7 @@ impl Instance {
                     }
                     _ if installed && pending => Some(PatchState::InstalledPendingReboot),
                     _ if installed => Some(PatchState::InstalledOther),
+                    _ if failed && operation == Operation::Install => Some(PatchState::Failed),
                     _ if applicable && patch.is_security() && available_security.is_some() => {
                         Some(PatchState::AvailableSecurityUpdate)
                     }
@@ -413,20 +423,20 @@ impl Instance {
         &mut self,
         catalog: &[Patch],
         approvals: &[Approval],
-        plan: InstallPlan,
+        plan: InstallPlan<'_>,
         rng: &mut ChaCha8Rng,
     ) -> InstallResult {
-        let InstallPlan { approval_ms: at_ms, now_ms, reboot_if_needed, failure_rate } = plan;
+        let InstallPlan { approval_ms: at_ms, now_ms, reboot_if_needed, failure_rate, listed } = plan;
         let mut result = InstallResult::default();
         let stamp = install_stamp(now_ms);
         for (index, bits) in self.patches.iter_mut().enumerate() {
             *bits &= !INSTALL_FAILED;
             let (Some(patch), Some(approval)) = (catalog.get(index), approvals.get(index)) else { continue };
-            if !patch.is_released(at_ms)
-                || !approval.approved_at(at_ms)
-                || *bits & APPLICABLE == 0
-                || *bits & INSTALLED != 0
-            {
+            let selected = match listed {
+                Some(listed) => patch.is_released(now_ms) && listed.binary_search(&index).is_ok(),
+                None => patch.is_released(at_ms) && approval.approved_at(at_ms),
+            };
+            if !selected || *bits & APPLICABLE == 0 || *bits & INSTALLED != 0 {
                 continue;
             }
             if chance(rng, failure_rate) {
@@ -691,8 +701,8 @@ mod tests {
         }
     }
 
-    fn plan(reboot_if_needed: bool, failure_rate: f64) -> InstallPlan {
-        InstallPlan { approval_ms: START, now_ms: START, reboot_if_needed, failure_rate }
+    fn plan(reboot_if_needed: bool, failure_rate: f64) -> InstallPlan<'static> {
+        InstallPlan { approval_ms: START, now_ms: START, reboot_if_needed, failure_rate, listed: None }
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! # }
 //! ```
 //!
+//! A minimal path-style S3 answers on the same endpoint (see [`s3`]): AWS-RunPatchBaseline's
+//! `InstallOverrideList` is read from it by the simulated nodes (see [`install_list`]).
+//!
 //! The same port serves vendor advisory feeds generated from the simulated catalog under
 //! `/feeds/` (see [`feeds`]), so every platform's release dates can be read without a network.
 //!
@@ -33,6 +36,7 @@ pub mod catalog;
 pub mod clock;
 pub mod commands;
 mod control;
+pub mod digest;
 pub mod ec2;
 pub mod error;
 pub mod eventbridge;
@@ -40,12 +44,14 @@ pub mod faults;
 pub mod feeds;
 pub mod fleet;
 pub mod hooks;
+pub mod install_list;
 mod locks;
 pub mod paging;
 mod partitions;
 pub mod platform;
 mod random;
 pub mod request;
+pub mod s3;
 pub mod scenario;
 mod server;
 pub mod ssm;

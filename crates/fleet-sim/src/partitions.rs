@@ -11,6 +11,7 @@ use crate::clock::{Millis, SharedClock, SimClock};
 use crate::eventbridge::EventBus;
 use crate::feeds::FeedCache;
 use crate::locks::lock;
+use crate::s3::S3;
 use crate::scenario::Scenario;
 use crate::sts::{self, Sts};
 use crate::world::World;
@@ -35,6 +36,9 @@ pub(crate) struct Shared {
     bus: Mutex<EventBus>,
     /// The advisory feeds last generated from the primary partition's catalog.
     pub(crate) feeds: FeedCache,
+    /// S3's buckets: one namespace for every account, as in S3. Each world holds it too, for
+    /// its nodes' reads; lock it after a world's lock, never before.
+    pub(crate) s3: Arc<Mutex<S3>>,
 }
 
 impl Shared {
@@ -42,11 +46,17 @@ impl Shared {
     pub(crate) fn new(scenario: &Scenario) -> Shared {
         let start_ms = scenario.start_ms();
         let clock = SharedClock::new(SimClock::new(start_ms, scenario.time_scale));
-        let primary = World::with_clock(scenario, scenario.seed, clock.clone(), start_ms);
+        let s3 = Arc::new(Mutex::new(S3::default()));
+        let primary = World::with_clock(scenario, scenario.seed, clock.clone(), start_ms, s3.clone());
         let mut others: Partitions = HashMap::new();
         for partition in &scenario.partitions {
-            let world =
-                World::with_clock(&scenario.for_partition(partition), scenario.seed, clock.clone(), start_ms);
+            let world = World::with_clock(
+                &scenario.for_partition(partition),
+                scenario.seed,
+                clock.clone(),
+                start_ms,
+                s3.clone(),
+            );
             others
                 .entry(partition.account_id.clone())
                 .or_default()
@@ -63,6 +73,7 @@ impl Shared {
             sts: Mutex::new(Sts::new(scenario)),
             bus: Mutex::default(),
             feeds: FeedCache::default(),
+            s3,
         }
     }
 
@@ -72,6 +83,10 @@ impl Shared {
 
     pub(crate) fn bus(&self) -> MutexGuard<'_, EventBus> {
         lock(&self.bus)
+    }
+
+    pub(crate) fn s3(&self) -> MutexGuard<'_, S3> {
+        lock(&self.s3)
     }
 
     pub(crate) fn sts(&self) -> MutexGuard<'_, Sts> {
@@ -104,6 +119,7 @@ impl Shared {
             self.template.seed,
             self.clock.clone(),
             self.start_ms,
+            self.s3.clone(),
         );
         let mut others = self.others.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         others

@@ -1,5 +1,5 @@
-//! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query) and
-//! STS (Query), plus the `/_sim/` control API and the `/feeds/` advisory feeds, over one locked
+//! The HTTP server: one endpoint for SSM (JSON 1.1), EventBridge (JSON 1.1), EC2 (Query),
+//! STS (Query) and a path-style S3 (REST-XML, see [`crate::s3`]), plus the `/_sim/` control API and the `/feeds/` advisory feeds, over one locked
 //! [`World`] per partition.
 //!
 //! A request's partition is (account, region) from its SigV4 credential scope: the region as
@@ -30,6 +30,7 @@ use crate::fleet::{AgentState, InstanceView};
 use crate::locks::lock;
 use crate::partitions::Shared;
 use crate::platform::Platform;
+use crate::s3::{self, S3Error, S3Request};
 use crate::scenario::Scenario;
 use crate::ssm;
 use crate::stats::{bump, Stats};
@@ -231,6 +232,11 @@ impl SimServer {
         all
     }
 
+    /// The body of an object in the simulator's S3, whichever account owns its bucket.
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Bytes> {
+        self.shared.s3().buckets.get(bucket)?.objects.get(key).map(|o| o.body.clone())
+    }
+
     /// Every event EventBridge's PutEvents accepted, in arrival order.
     pub fn events(&self) -> Vec<RecordedEvent> {
         self.shared.bus().events.clone()
@@ -367,12 +373,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .await
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "the feed could not be generated"));
     }
-    if parts.method != Method::POST && parts.method != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
     let query = parts.uri.query().unwrap_or("");
     let authenticated = has_credentials(&parts.headers, query);
     let scope = credential_scope(&parts.headers, query);
+    if is_s3(&parts.method, path, &parts.headers, scope.as_ref().map(|s| s.service.as_str())) {
+        let (account, region) =
+            shared.route(scope.as_ref().map(|s| (s.access_key.as_str(), s.region.as_str())));
+        let world = shared.partition(&account, &region);
+        let call = S3Call { method: &parts.method, path, query, headers: &parts.headers, body: &bytes };
+        return answer_s3(&shared, &world, (&account, &region), authenticated, &call).await;
+    }
+    if parts.method != Method::POST && parts.method != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
     let service = classify(&parts.headers, query, &bytes, scope.as_ref().map(|s| s.service.as_str()));
     let (account, region) = shared.route(scope.as_ref().map(|s| (s.access_key.as_str(), s.region.as_str())));
     let world = shared.partition(&account, &region);
@@ -387,6 +400,121 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             answer_sts(&shared, &world, action, authenticated, &params, access_key).await
         }
     }
+}
+
+/// S3 is REST: the other services POST (or GET the root, EC2's Query) and SSM names its
+/// operation in `X-Amz-Target`, so a signed S3 scope, PUT, HEAD, DELETE or a GET below the
+/// root is S3.
+fn is_s3(method: &Method, path: &str, headers: &HeaderMap, signed_service: Option<&str>) -> bool {
+    if headers.contains_key("x-amz-target") {
+        return false;
+    }
+    if signed_service == Some("s3") {
+        return true;
+    }
+    match *method {
+        Method::PUT | Method::HEAD | Method::DELETE => true,
+        Method::GET => path != "/",
+        _ => false,
+    }
+}
+
+struct S3Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+}
+
+/// S3 calls count and fault in the caller's partition like any other call; the buckets are
+/// the server's, one namespace for every account.
+async fn answer_s3(
+    shared: &Shared,
+    world: &Mutex<World>,
+    (account, region): (&str, &str),
+    authenticated: bool,
+    call: &S3Call<'_>,
+) -> Response {
+    let operation = s3::operation_name(call.method, call.path, call.query);
+    let (verdict, request_id, host_id, latency) = {
+        let mut world = lock(world);
+        let request_id = request_id(&mut world);
+        let request_id = request_id.replace('-', "")[..16].to_ascii_uppercase();
+        let host_id = crate::digest::base64(&world.request_rng.random::<[u8; 32]>());
+        if !authenticated {
+            bump(&mut world.counters.calls, operation);
+            bump(&mut world.counters.client_errors, operation);
+            return s3_error(call.method, &S3Error::access_denied(), &request_id, &host_id);
+        }
+        let (verdict, latency) = admit(&mut world, operation);
+        (verdict, request_id, host_id, latency)
+    };
+    let result = match verdict {
+        Verdict::Throttled => Err(S3Error::slow_down()),
+        Verdict::ServerError => Err(S3Error::internal()),
+        Verdict::Proceed => {
+            let request = S3Request {
+                method: call.method,
+                path: call.path,
+                query: call.query,
+                headers: call.headers,
+                body: call.body,
+                account,
+                region,
+                now_ms: shared.clock.now(),
+            };
+            shared.s3().answer(&request)
+        }
+    };
+    if let Err(error) = &result {
+        if error.status < 500 && error.code != "SlowDown" {
+            bump(&mut lock(world).counters.client_errors, operation);
+        }
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match result {
+        Ok(answer) => {
+            let mut response = Response::new(Body::from(answer.body));
+            *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+            let headers = response.headers_mut();
+            for (name, value) in &answer.headers {
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
+                {
+                    headers.insert(name, value);
+                }
+            }
+            s3_ids(headers, &request_id, &host_id);
+            response
+        }
+        Err(error) => s3_error(call.method, &error, &request_id, &host_id),
+    }
+}
+
+fn s3_ids(headers: &mut HeaderMap, request_id: &str, host_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("x-amz-request-id"), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(host_id) {
+        headers.insert(HeaderName::from_static("x-amz-id-2"), value);
+    }
+}
+
+/// S3's `<Error>` document; a HEAD answer carries the status alone, as S3's does.
+fn s3_error(method: &Method, error: &S3Error, request_id: &str, host_id: &str) -> Response {
+    let head = *method == Method::HEAD;
+    let body = if head { String::new() } else { error.xml(request_id, host_id) };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    if !head {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    }
+    s3_ids(headers, request_id, host_id);
+    response
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {

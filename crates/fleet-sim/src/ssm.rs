@@ -9,8 +9,8 @@ use crate::baseline::{Baseline, PatchFilter, PatchRule, COMPLIANCE_LEVELS};
 use crate::catalog::Patch;
 use crate::clock::{epoch_seconds, to_datetime, Millis};
 use crate::commands::{
-    AlarmGate, Command, CommandRequest, HookDocuments, Invocation, InvocationResult, InvocationState,
-    ShellScript, StepKind, NOOP_DOCUMENT,
+    AlarmGate, Command, CommandRequest, HookDocuments, InstallListOutcome, Invocation, InvocationResult,
+    InvocationState, ShellScript, StepKind, NOOP_DOCUMENT,
 };
 use crate::error::ApiError;
 use crate::fleet::{Instance, Operation, PatchReport, PatchState};
@@ -376,6 +376,12 @@ impl World {
         }
         let baseline_override =
             parameters.get("BaselineOverride").and_then(|v| v.first()).is_some_and(|v| !v.is_empty());
+        // Read by each node when its Install runs; a Scan ignores it, as AWS-RunPatchBaseline does.
+        let install_override_list = parameters
+            .get("InstallOverrideList")
+            .and_then(|v| v.first())
+            .filter(|v| !v.is_empty() && operation == Operation::Install && shell.is_none())
+            .cloned();
 
         let instances = if !instance_ids.is_empty() {
             let mut seen = std::collections::HashSet::new();
@@ -435,6 +441,7 @@ impl World {
             reboot_if_needed,
             snapshot_id,
             baseline_override,
+            install_override_list,
             shell,
             hook_documents,
             alarm,
@@ -767,8 +774,12 @@ impl World {
         text
     }
 
-    /// Standard error: what the agent adds when a script exits non-zero.
+    /// Standard error: what the agent adds when a script exits non-zero, or why an install
+    /// override list could not be used.
     fn error_text(inv: &Invocation) -> String {
+        if let Some(InstallListOutcome::Unusable(why)) = &inv.install_list {
+            return format!("Failed to use the install override list {why}\n");
+        }
         match &inv.script {
             Some(outcome) if outcome.exit_code != 0 => {
                 format!("failed to run commands: exit status {}\n", outcome.exit_code)
@@ -784,7 +795,26 @@ impl World {
         }
         match (inv.state, &inv.result) {
             (InvocationState::Success | InvocationState::Failed, Some(result)) => {
-                self.patch_summary(command, result, instance, inv.state == InvocationState::Failed)
+                let mut text =
+                    self.patch_summary(command, result, instance, inv.state == InvocationState::Failed);
+                if let (Some(url), Some(InstallListOutcome::Read { selected, entries })) =
+                    (&command.request.install_override_list, &inv.install_list)
+                {
+                    text.push_str(&format!(
+                        "Install override list: {url} ({entries} listed, {} in this node's catalog); the baseline's approvals were not used to choose what to install\n",
+                        selected.len()
+                    ));
+                }
+                text
+            }
+            (InvocationState::Failed, None)
+                if matches!(inv.install_list, Some(InstallListOutcome::Unusable(_))) =>
+            {
+                format!(
+                    "Patch group: {}\nOperation type: Install\nInstance: {}\nNothing was installed.\n",
+                    instance.patch_group().unwrap_or("-"),
+                    instance.id
+                )
             }
             (InvocationState::ExecutionTimedOut, _) => "Execution timed out.\n".to_string(),
             (InvocationState::Undeliverable, _) => "The instance is not a managed node.\n".to_string(),
@@ -1088,6 +1118,9 @@ impl World {
             }
             if let Some(at) = report.last_no_reboot_install_ms {
                 fields.insert("LastNoRebootInstallOperationTime".into(), ts(at));
+            }
+            if let Some(url) = &report.install_override_list {
+                fields.insert("InstallOverrideList".into(), json!(url));
             }
         }
         state

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +20,8 @@ use crate::baseline::{predefined, Approval, Baseline};
 use crate::catalog::{Catalog, CatalogShape, Patch, PatchRelease};
 use crate::clock::{to_datetime, Millis, SharedClock, SimClock};
 use crate::commands::{
-    Command, CommandRequest, InvocationResult, InvocationState, Step, StepKind, NOOP_DOCUMENT,
+    Command, CommandRequest, InstallListOutcome, InvocationResult, InvocationState, Step, StepKind,
+    NOOP_DOCUMENT,
 };
 use crate::faults::{Faults, Throttle};
 use crate::fleet::{generate, AgentState, InstallPlan, Instance, Operation, PatchReport, STREAM_COMMAND};
@@ -36,6 +37,9 @@ const STREAM_INITIAL_SCAN: u64 = 5;
 const STREAM_REQUESTS: u64 = 6;
 const STREAM_STEPS: u64 = 7;
 const FAULT_TICK_MS: Millis = 60_000;
+/// How long an Install whose override list cannot be used runs before it fails: the document
+/// downloads the list before it does anything else.
+const UNUSABLE_LIST_MS: Millis = 2_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
@@ -156,13 +160,15 @@ pub struct World {
     pub(crate) hooks: Hooks,
     /// Instance → the invocation stuck behind its lost reboot.
     lost_reboots: HashMap<u32, LostReboot>,
+    /// The server's S3, where nodes read install override lists (locked after the world).
+    pub(crate) s3: Arc<Mutex<crate::s3::S3>>,
 }
 
 impl World {
     pub fn new(scenario: &Scenario) -> World {
         let start_ms = scenario.start_ms();
         let clock = SharedClock::new(SimClock::new(start_ms, scenario.time_scale));
-        World::with_clock(scenario, scenario.seed, clock, start_ms)
+        World::with_clock(scenario, scenario.seed, clock, start_ms, Arc::default())
     }
 
     /// A world on a clock it shares with others. `catalog_seed` is apart from the scenario's
@@ -173,6 +179,7 @@ impl World {
         catalog_seed: u64,
         clock: SharedClock,
         start_ms: Millis,
+        s3: Arc<Mutex<crate::s3::S3>>,
     ) -> World {
         let shapes = Platform::ALL.map(|platform| CatalogShape {
             patches: scenario.catalog.patches_for(platform),
@@ -220,6 +227,7 @@ impl World {
             alarms: Alarms::default(),
             hooks: scenario.hooks.clone(),
             lost_reboots: HashMap::new(),
+            s3,
         };
         world.initial_scans(scenario);
         world.schedule_fault_tick();
@@ -254,6 +262,7 @@ impl World {
                 patch_group: instance.patch_group().unwrap_or("").to_string(),
                 reboot_option: Some("RebootIfNeeded"),
                 last_no_reboot_install_ms: None,
+                install_override_list: None,
                 counts,
             });
         }
@@ -588,6 +597,7 @@ impl World {
                 requested_at: crate::clock::to_datetime(c.requested_ms),
                 comment: c.request.comment.clone(),
                 document_name: c.request.document_name.clone(),
+                parameters: c.request.parameters.clone(),
                 operation: if c.request.shell.is_some() {
                     String::new()
                 } else {
@@ -738,6 +748,18 @@ impl World {
             self.start_step(command, invocation, StepKind::PreInstallHook);
             return;
         }
+        if let (Operation::Install, Some(url)) = (operation, request.install_override_list.clone()) {
+            let outcome = self.read_install_list(instance_index, &url);
+            let unusable = matches!(outcome, InstallListOutcome::Unusable(_));
+            self.commands[command].invocations[invocation as usize].install_list = Some(outcome);
+            if unusable {
+                self.schedule(
+                    now + UNUSABLE_LIST_MS,
+                    EventKind::Finish { command, invocation, timed_out: false },
+                );
+                return;
+            }
+        }
         let timing = &self.timing;
         let base = match (&self.commands[command].request.shell, operation) {
             (Some(_), _) => self.hooks.script_seconds,
@@ -774,6 +796,14 @@ impl World {
             self.after_terminal(command);
             return;
         }
+        let listed = match &self.commands[command].invocations[invocation as usize].install_list {
+            Some(InstallListOutcome::Unusable(_)) => {
+                self.end_invocation(command, invocation, InvocationState::Failed);
+                return;
+            }
+            Some(InstallListOutcome::Read { selected, .. }) => Some(selected.clone()),
+            None => None,
+        };
         let baseline = self.baseline_index_for(instance_index);
         let approvals = self.approvals(baseline);
         let baseline_id = self.baselines[baseline].id.clone();
@@ -805,6 +835,7 @@ impl World {
                     now_ms: now,
                     reboot_if_needed: reboot_if_needed && !lose_agent,
                     failure_rate,
+                    listed: listed.as_deref(),
                 },
                 &mut rng,
             ),
@@ -994,7 +1025,7 @@ impl World {
         let install = instance.install(
             catalog,
             &approvals,
-            InstallPlan { approval_ms, now_ms: now, reboot_if_needed: false, failure_rate },
+            InstallPlan { approval_ms, now_ms: now, reboot_if_needed: false, failure_rate, listed: None },
             &mut rng,
         );
         let counts = instance.evaluate(
@@ -1045,6 +1076,47 @@ impl World {
             self.schedule(back, EventKind::AgentBack { instance: instance_index as u32, epoch });
             self.schedule(back, EventKind::RebootDone { command, invocation });
         }
+    }
+
+    /// What the instance's node reads at an InstallOverrideList URL: the catalog entries the
+    /// list selects there, or why it cannot be used.
+    fn read_install_list(&self, instance: usize, url: &str) -> InstallListOutcome {
+        let unusable = |why: String| InstallListOutcome::Unusable(format!("{url}: {why}"));
+        let Some(location) = url.strip_prefix("s3://") else {
+            return unusable(
+                "the simulated nodes have no network access, so only s3:// lists (read from the simulator's S3) can be downloaded".into(),
+            );
+        };
+        let Some((bucket, key)) = location.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        else {
+            return unusable("not an s3://bucket/key URL".into());
+        };
+        let body = match crate::locks::lock(&self.s3).read(&self.account_id, bucket, key) {
+            Ok(object) => object.body.clone(),
+            Err(error) => {
+                return unusable(format!("download failed: {}", crate::s3::describe_read_error(&error)))
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return unusable("the list is not UTF-8 text".into());
+        };
+        let entries = match crate::install_list::parse(text) {
+            Ok(entries) => entries,
+            Err(error) => return unusable(format!("the list is not valid: {error}")),
+        };
+        let catalog = self.catalog.patches(self.instances[instance].platform);
+        let selected = catalog
+            .iter()
+            .enumerate()
+            .filter(|(_, patch)| {
+                entries.iter().any(|entry| {
+                    entry.id == patch.kb_id()
+                        && entry.title.as_ref().is_none_or(|title| *title == patch.title)
+                })
+            })
+            .map(|(index, _)| index)
+            .collect();
+        InstallListOutcome::Read { selected, entries: entries.len() }
     }
 
     /// Ends a running invocation with `state`, whatever compliance it already wrote.
@@ -1111,6 +1183,11 @@ impl World {
                 patch_group: result.patch_group.clone(),
                 reboot_option: Some(if cmd.request.reboot_if_needed { "RebootIfNeeded" } else { "NoReboot" }),
                 last_no_reboot_install_ms,
+                install_override_list: cmd
+                    .request
+                    .install_override_list
+                    .clone()
+                    .filter(|_| cmd.request.operation == Operation::Install),
                 counts: result.counts,
             });
         }

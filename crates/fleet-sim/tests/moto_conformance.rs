@@ -1415,3 +1415,78 @@ fn moto_server_stops_when_its_owner_panics() {
     let addr = *payload.downcast::<std::net::SocketAddr>().expect("the owner's payload is its address");
     assert!(std::net::TcpStream::connect(addr).is_err(), "moto on {addr} outlived the test that started it");
 }
+
+// ---------------------------------------------------------------------------------------------
+// S3
+
+/// What the SDK made of an S3 story: put, get, head, list, a missing key, a missing bucket.
+/// These are values, not shapes: the same requests must give the same answers everywhere.
+async fn s3_story(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<&'static str, String> {
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::operation::head_object::HeadObjectError;
+    use aws_sdk_s3::primitives::ByteStream;
+    let body = "patches:\n  - id: 'KB5031234'\n    title: 'a title'\n";
+    let mut story = BTreeMap::new();
+    client.create_bucket().bucket(bucket).send().await.expect("CreateBucket");
+    let put = client
+        .put_object()
+        .bucket(bucket)
+        .key("lists/wave 1.yaml")
+        .content_type("application/x-yaml")
+        .body(ByteStream::from(body.as_bytes().to_vec()))
+        .send()
+        .await
+        .expect("PutObject");
+    story.insert("PutObject ETag", format!("{:?}", put.e_tag()));
+    story.insert("PutObject ChecksumCRC32", format!("{:?}", put.checksum_crc32()));
+    let got = client.get_object().bucket(bucket).key("lists/wave 1.yaml").send().await.expect("GetObject");
+    story.insert("GetObject ETag", format!("{:?}", got.e_tag()));
+    story.insert("GetObject ContentType", format!("{:?}", got.content_type()));
+    story.insert("GetObject ContentLength", format!("{:?}", got.content_length()));
+    story.insert("GetObject LastModified", got.last_modified().map_or("none", |_| "set").to_string());
+    let bytes = got.body.collect().await.expect("body").into_bytes();
+    story.insert("GetObject Body", String::from_utf8_lossy(&bytes).to_string());
+    let head = client.head_object().bucket(bucket).key("lists/wave 1.yaml").send().await.expect("HeadObject");
+    story.insert("HeadObject", format!("{:?} {:?}", head.e_tag(), head.content_length()));
+    let listed =
+        client.list_objects_v2().bucket(bucket).prefix("lists/").send().await.expect("ListObjectsV2");
+    let keys: Vec<String> =
+        listed.contents().iter().map(|o| format!("{:?} {:?} {:?}", o.key(), o.size(), o.e_tag())).collect();
+    story.insert("ListObjectsV2", format!("{keys:?} {:?}", listed.key_count()));
+    let missing = client.get_object().bucket(bucket).key("absent.yaml").send().await.expect_err("no key");
+    story.insert(
+        "GetObject missing key",
+        format!(
+            "{} {:?}",
+            matches!(missing.as_service_error(), Some(GetObjectError::NoSuchKey(_))),
+            missing.code()
+        ),
+    );
+    let missing = client.head_object().bucket(bucket).key("absent.yaml").send().await.expect_err("no key");
+    story.insert(
+        "HeadObject missing key",
+        format!("{}", matches!(missing.as_service_error(), Some(HeadObjectError::NotFound(_)))),
+    );
+    let no_bucket = format!("{bucket}-absent");
+    let missing = client.get_object().bucket(&no_bucket).key("k").send().await.expect_err("no bucket");
+    story.insert("GetObject missing bucket", format!("{:?}", missing.code()));
+    let missing = client.put_object().bucket(&no_bucket).key("k").send().await.expect_err("no bucket");
+    story.insert("PutObject missing bucket", format!("{:?}", missing.code()));
+    client.delete_object().bucket(bucket).key("lists/wave 1.yaml").send().await.expect("DeleteObject");
+    client.delete_object().bucket(bucket).key("lists/wave 1.yaml").send().await.expect("DeleteObject again");
+    story
+}
+
+#[tokio::test]
+async fn s3_objects_read_back_the_same() {
+    let sim = start_sim().await;
+    let bucket = unique("s3-story").to_ascii_lowercase().replace('_', "-");
+    let sim_story = s3_story(&sdk::s3_client(&sim.endpoint_url(), "us-east-1"), &bucket).await;
+    assert_eq!(sim_story["GetObject missing key"], "true Some(\"NoSuchKey\")");
+    assert_eq!(sim_story["GetObject missing bucket"], "Some(\"NoSuchBucket\")");
+    if let Some(server) = moto::server("s3_objects_read_back_the_same") {
+        let moto_story = s3_story(&sdk::s3_client(&server.endpoint_url(), "us-east-1"), &bucket).await;
+        assert_eq!(sim_story, moto_story, "the simulator's S3 answers as moto's");
+    }
+    sim.shutdown().await;
+}

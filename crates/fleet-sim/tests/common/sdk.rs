@@ -88,3 +88,17 @@ pub async fn available_al2_patches(client: &aws_sdk_ssm::Client) -> Vec<aws_sdk_
         }
     }
 }
+
+/// An S3 client for `endpoint` in `region`, path-style (the simulator serves no virtual-hosted
+/// bucket names), with static test credentials and no retries (so a test sees every answer).
+pub fn s3_client(endpoint: &str, region: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .credentials_provider(static_credentials())
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
