@@ -51,7 +51,12 @@ impl AwsClients {
     /// Puts an install list where the nodes will read it. Putting the same list again is
     /// harmless, so a resumed task simply puts it again.
     #[instrument(skip(self, patches), fields(patches = patches.len()), err(Display))]
-    pub async fn put_install_list(&self, bucket: &str, key: &str, patches: &[ListedPatch]) -> Result<(), AwsError> {
+    pub async fn put_install_list(
+        &self,
+        bucket: &str,
+        key: &str,
+        patches: &[ListedPatch],
+    ) -> Result<(), AwsError> {
         const OPERATION: &str = "PutObject";
         self.s3
             .put_object()

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// Client field or variable name → IAM service prefix.
-const CLIENTS: &[(&str, &str)] = &[("ssm", "ssm"), ("ec2", "ec2"), ("events", "events"), ("sts", "sts"), ("s3", "s3")];
+const CLIENTS: &[(&str, &str)] =
+    &[("ssm", "ssm"), ("ec2", "ec2"), ("events", "events"), ("sts", "sts"), ("s3", "s3")];
 
 /// Operations whose IAM action is not the operation name in PascalCase, by SDK method name.
 /// Title-casing gets the rest right, `list_tags_for_resource` → `ListTagsForResource` included.

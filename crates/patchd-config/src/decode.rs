@@ -1593,7 +1593,10 @@ fn decode_promotion(
             d.error(
                 &bucket.origin,
                 format!("`bucket` `{}` is not an S3 bucket name: {problem}", bucket.value),
-                Some("write the bare bucket name, e.g. `bucket = \"acme-patch-lists\"`, not an s3:// URL".into()),
+                Some(
+                    "write the bare bucket name, e.g. `bucket = \"acme-patch-lists\"`, not an s3:// URL"
+                        .into(),
+                ),
             );
         }
     }

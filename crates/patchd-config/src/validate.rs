@@ -157,8 +157,14 @@ fn check_promotion_sources(config: &Config, refs: &crate::decode::Refs, d: &mut 
         match config.window(&from.value) {
             None => {
                 let hint = did_you_mean(&from.value, config.windows.iter().map(|w| w.name.as_str()))
-                    .unwrap_or_else(|| "`from` names the [[window]] whose installs this task repeats".to_string());
-                d.error(&from.origin, format!("{context} promotes from unknown window `{}`", from.value), Some(hint));
+                    .unwrap_or_else(|| {
+                        "`from` names the [[window]] whose installs this task repeats".to_string()
+                    });
+                d.error(
+                    &from.origin,
+                    format!("{context} promotes from unknown window `{}`", from.value),
+                    Some(hint),
+                );
             }
             Some(window) if !window.tasks.iter().any(|t| t.operation == Operation::Install) => d.error(
                 &from.origin,

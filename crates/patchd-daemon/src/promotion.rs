@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
+use patchd_aws::CommandStatus;
 use patchd_aws::{install_list_url, ListedPatch, PatchListing};
 use patchd_config::{Operation, Promotion};
-use patchd_aws::CommandStatus;
 use patchd_store::{AuditEntry, PromotedPatch, PromotionRecord, StoreError, WindowTaskId};
 use tracing::{info, warn};
 
@@ -57,7 +57,11 @@ pub enum PromotionError {
 }
 
 /// Reads and records what install task `task` installed on the nodes its command succeeded on.
-pub async fn capture_installs(ctx: &Context, task: WindowTaskId, retry: &ReadRetry) -> Result<Capture, StoreError> {
+pub async fn capture_installs(
+    ctx: &Context,
+    task: WindowTaskId,
+    retry: &ReadRetry,
+) -> Result<Capture, StoreError> {
     let succeeded: Vec<String> = ctx
         .store
         .invocations(task)
@@ -135,8 +139,10 @@ pub async fn capture_installs(ctx: &Context, task: WindowTaskId, retry: &ReadRet
 /// The S3 key of a task's install list: one per run and task, so a resumed task overwrites
 /// its own list with the same content and never another run's.
 fn list_key(prefix: &str, run_id: &str, task_name: &str) -> String {
-    let task: String =
-        task_name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let task: String = task_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
     format!("{prefix}{run_id}/{task}.yaml")
 }
 
@@ -153,8 +159,11 @@ pub async fn prepare(
     let chosen = match ctx.store.promotion(task).await? {
         Some(chosen) => chosen,
         None => {
-            let source =
-                ctx.store.promotion_source(from).await?.ok_or_else(|| PromotionError::NoSource { from: from.clone() })?;
+            let source = ctx
+                .store
+                .promotion_source(from)
+                .await?
+                .ok_or_else(|| PromotionError::NoSource { from: from.clone() })?;
             let key = list_key(&promotion.prefix, run_id, task_name);
             let record = PromotionRecord {
                 from_window: from.clone(),
@@ -210,7 +219,10 @@ mod tests {
 
     #[test]
     fn list_keys_are_per_run_and_task_and_safe_in_a_url() {
-        assert_eq!(list_key("patchd/install-lists/", "r-1", "install prod/eu"), "patchd/install-lists/r-1/install_prod_eu.yaml");
+        assert_eq!(
+            list_key("patchd/install-lists/", "r-1", "install prod/eu"),
+            "patchd/install-lists/r-1/install_prod_eu.yaml"
+        );
         let url = install_list_url("acme-lists", &list_key("", "r-1", "prod"));
         assert_eq!(split_s3_url(&url), ("acme-lists", "r-1/prod.yaml"));
     }

@@ -580,7 +580,11 @@ pub(crate) struct Retried<T> {
 /// Runs `read` until it succeeds, fails for good, or `retry.rounds` more tries have failed
 /// transiently, sleeping a jittered, doubling backoff between tries. Each try is itself the
 /// SDK's `max_attempts` attempts.
-pub(crate) async fn with_retries<T, F, Fut>(retry: &ReadRetry, operation: &'static str, mut read: F) -> Retried<T>
+pub(crate) async fn with_retries<T, F, Fut>(
+    retry: &ReadRetry,
+    operation: &'static str,
+    mut read: F,
+) -> Retried<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, AwsError>>,

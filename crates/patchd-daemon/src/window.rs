@@ -37,8 +37,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use patchd_aws::{Coverage, Standing, Target};
 use patchd_config::{
-    Config, CutoffBehavior, Gate, InstallHooks, Limit, LocalHook, Located, Operation, Origin, RebootOption,
-    Promotion, TagCap, Task, WavePolicy, Window,
+    Config, CutoffBehavior, Gate, InstallHooks, Limit, LocalHook, Located, Operation, Origin, Promotion,
+    RebootOption, TagCap, Task, WavePolicy, Window,
 };
 use patchd_store::{
     CommandStatus, NewWindowRun, StoreError, WindowRunId, WindowRunQuery, WindowRunRecord, WindowRunStatus,
@@ -1209,7 +1209,11 @@ async fn run_task(
 /// Whether some task promotes from the window a run was recorded as (`run-now` included).
 fn promoted_from(config: &Config, recorded_as: &str) -> bool {
     let window = recorded_as.strip_prefix(MANUAL_PREFIX).unwrap_or(recorded_as);
-    config.windows.iter().flat_map(|w| &w.tasks).any(|t| t.promote.as_ref().is_some_and(|p| p.from.value == window))
+    config
+        .windows
+        .iter()
+        .flat_map(|w| &w.tasks)
+        .any(|t| t.promote.as_ref().is_some_and(|p| p.from.value == window))
 }
 
 /// The rollout, with the cutoff's cancellation beside it when the plan says `CANCEL_TASK`.

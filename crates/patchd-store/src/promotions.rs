@@ -137,7 +137,8 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM window_tasks t WHERE t.run_id = r.id AND t.operation = 'Install' \
                          AND NOT EXISTS (SELECT 1 FROM task_installs c WHERE c.task_id = t.id)) \
              ORDER BY r.ended_at DESC, r.id DESC LIMIT 1";
-        let Some(run) = self.db.fetch_optional(Query::new(sql).bind(window).bind(manual.as_str())).await? else {
+        let Some(run) = self.db.fetch_optional(Query::new(sql).bind(window).bind(manual.as_str())).await?
+        else {
             return Ok(None);
         };
         let run_id = WindowRunId(run.int("id")?);
@@ -147,7 +148,8 @@ impl Store {
             self.db.dialect().json_column("c.patches")
         );
         let rows = self.db.fetch_all(Query::new(sql).bind(run_id.0)).await?;
-        let sets = rows.iter().map(|r| json::<Vec<PromotedPatch>>(r, "patches")).collect::<Result<Vec<_>, _>>()?;
+        let sets =
+            rows.iter().map(|r| json::<Vec<PromotedPatch>>(r, "patches")).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(PromotionSource {
             run: run_id,
             recorded_as: run.text("window_name")?,

@@ -191,15 +191,16 @@ fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
         return Ok(Vec::new());
     }
     let url = config.daemon.database_url.expose();
-    let plan_of = |window: &str, task: &patchd_config::Task, promotion: &patchd_config::Promotion| PromotionPlan {
-        window: window.to_string(),
-        task: task.name.clone(),
-        from: promotion.from.value.clone(),
-        source_run: None,
-        source_ended_at: None,
-        patches: Vec::new(),
-        problem: None,
-    };
+    let plan_of =
+        |window: &str, task: &patchd_config::Task, promotion: &patchd_config::Promotion| PromotionPlan {
+            window: window.to_string(),
+            task: task.name.clone(),
+            from: promotion.from.value.clone(),
+            source_run: None,
+            source_ended_at: None,
+            patches: Vec::new(),
+            problem: None,
+        };
     let missing_file = url
         .strip_prefix("sqlite://")
         .map(|rest| rest.split('?').next().unwrap_or(rest))
@@ -209,7 +210,10 @@ fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
         return Ok(promoting
             .into_iter()
             .map(|(w, t, p)| PromotionPlan {
-                problem: Some(format!("no database at {url} yet, so window `{}` has no recorded run", p.from.value)),
+                problem: Some(format!(
+                    "no database at {url} yet, so window `{}` has no recorded run",
+                    p.from.value
+                )),
                 ..plan_of(w, t, p)
             })
             .collect());
@@ -364,7 +368,8 @@ fn render_table(config: &Config, plan: &Plan, from: DateTime<Utc>) -> String {
                 let _ = writeln!(out, "  {problem}");
             }
             (None, Some(run), Some(ended)) => {
-                let _ = writeln!(out, "  from run {run}, ended {ended}: {} patch(es)", promotion.patches.len());
+                let _ =
+                    writeln!(out, "  from run {run}, ended {ended}: {} patch(es)", promotion.patches.len());
                 for patch in &promotion.patches {
                     let _ = writeln!(
                         out,

@@ -146,6 +146,27 @@ pub fn simulator_clients(config: &Config, server: &SimServer) -> AwsClients {
     AwsClients::with_static_credentials(&config.aws, &StaticEndpoint::simulator(&server.endpoint_url()))
 }
 
+/// Creates bucket `name` in the simulator's primary account, as an operator creates the
+/// bucket promotions put their install lists in.
+pub async fn create_bucket(server: &SimServer, name: &str) {
+    let url = server.endpoint_url();
+    let endpoint = StaticEndpoint::simulator(&url);
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(endpoint.region.to_string()))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            endpoint.access_key_id,
+            endpoint.secret_access_key,
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint.url)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config).create_bucket().bucket(name).send().await.expect("bucket created");
+}
+
 /// A stop signal that never comes.
 pub fn never_stop() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
