@@ -333,3 +333,76 @@ fn run_now_halted_by_a_wave_gate_exits_6_and_says_why() {
     let installs = sim.server.commands().into_iter().filter(|c| c.operation == "Install").count();
     assert_eq!(installs, 1, "only the canary was sent");
 }
+
+#[test]
+fn run_now_of_a_promoting_window_installs_what_staging_installed_and_plan_shows_it() {
+    let sim = sim(300.0);
+    sim.server.create_bucket("acme-patch-lists");
+    let scratch = Scratch::new("daemon-promote");
+    let windows = [
+        patchd_toml::window("staging", "cron(0 2 ? * TUE *)", 4, 1),
+        patchd_toml::task("install", "install", "web", "max_concurrency = 10\nmax_errors = 10"),
+        patchd_toml::window("prod", "cron(0 2 ? * THU *)", 4, 1),
+        patchd_toml::task(
+            "install",
+            "install",
+            "web",
+            "max_concurrency = 10\nmax_errors = 10\n[window.task.promote]\nfrom = \"staging\"\nbucket = \"acme-patch-lists\"",
+        ),
+    ]
+    .concat();
+    write_config(&scratch, &sim, &windows);
+
+    // Before staging ran, plan says the promotion has nothing to install, and run-now refuses.
+    let plan = patchd(&scratch).args(["plan", "--offline"]).output().unwrap();
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Promotion: prod task install installs only what window staging installed"),
+        "{stdout}"
+    );
+    let early = patchd(&scratch).args(["run-now", "prod", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&early);
+    assert_eq!(early.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("window `staging` has no succeeded run whose installs patchd read"), "{stderr}");
+
+    let staged = patchd(&scratch).args(["run-now", "staging", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&staged);
+    assert_eq!(staged.status.code(), Some(0), "{stdout}\n{stderr}");
+    let recorded: usize = stdout
+        .split("install: recorded the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the summary says what staging installed: {stdout}"));
+    assert!(recorded > 0, "{stdout}");
+
+    let plan = patchd(&scratch).args(["plan", "--offline", "--format", "json"]).output().unwrap();
+    let (stdout, stderr) = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{stdout}\n{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let promotion = &plan["promotions"][0];
+    assert_eq!((promotion["window"].as_str(), promotion["from"].as_str()), (Some("prod"), Some("staging")));
+    assert_eq!(promotion["patches"].as_array().map(Vec::len), Some(recorded), "{promotion:#}");
+
+    let promoted = patchd(&scratch).args(["run-now", "prod", "--poll-interval", "100ms"]).output().unwrap();
+    let (stdout, stderr) = text(&promoted);
+    assert_eq!(promoted.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "install: installs the {recorded} patch(es) window `staging` installed in run"
+        )),
+        "{stdout}"
+    );
+    let with_list = sim
+        .server
+        .commands()
+        .into_iter()
+        .filter(|c| {
+            c.parameters
+                .get("InstallOverrideList")
+                .is_some_and(|v| v[0].starts_with("s3://acme-patch-lists/"))
+        })
+        .count();
+    assert!(with_list > 0, "production's commands carry the install list");
+}

@@ -233,6 +233,20 @@ impl SimServer {
     }
 
     /// The body of an object in the simulator's S3, whichever account owns its bucket.
+    /// Creates bucket `name` for the primary account in its region, as its owner would with
+    /// CreateBucket (a demo's or a test's bucket, made before anything uses it). An existing
+    /// bucket is left as it is.
+    pub fn create_bucket(&self, name: &str) {
+        let created_ms = self.now().timestamp_millis();
+        let (owner, region) = (self.shared.primary_account.clone(), self.shared.primary_region.clone());
+        self.shared.s3().buckets.entry(name.to_string()).or_insert(crate::s3::Bucket {
+            owner,
+            region,
+            created_ms,
+            objects: Default::default(),
+        });
+    }
+
     pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Bytes> {
         self.shared.s3().buckets.get(bucket)?.objects.get(key).map(|o| o.body.clone())
     }

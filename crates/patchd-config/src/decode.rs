@@ -1620,8 +1620,9 @@ fn decode_promotion(
             format!("{context} promotes from its own window"),
             Some("name the window that installs first, e.g. `from = \"staging\"`".into()),
         );
+    } else {
+        refs.promotions.push((from.clone(), context.to_string()));
     }
-    refs.promotions.push((from.clone(), context.to_string()));
     Some(Promotion { from, bucket: bucket?.value, prefix })
 }
 

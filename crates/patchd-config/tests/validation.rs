@@ -943,3 +943,56 @@ fn install_hooks_name_ssm_documents_and_belong_to_installs() {
     assert_eq!(hooks.post_install.as_deref(), Some("UndrainNode"));
     assert_eq!(hooks.on_exit, None);
 }
+
+/// BASE's install task promoting with `promote` (the body of `[window.task.promote]`), and a
+/// `staging` window with `staging_task` (an install unless said otherwise).
+fn promoting(promote: &str, staging_task: &str) -> String {
+    format!(
+        "{BASE}[window.task.promote]\n{promote}\n\n[[window]]\nname = \"staging\"\nschedule = \"cron(0 3 ? * TUE *)\"\nduration_hours = 4\n[[window.task]]\n{staging_task}\ngroups = [\"prod-web\"]\n"
+    )
+}
+
+#[test]
+fn a_promotion_loads_with_its_bucket_and_default_prefix() {
+    let text = promoting("from = \"staging\"\nbucket = \"acme-patch-lists\"", "operation = \"install\"");
+    let loaded = load_files(&[("c.toml", &text)]).unwrap();
+    let promotion = loaded.config.windows[0].tasks[0].promote.clone().unwrap();
+    assert_eq!(promotion.from.value, "staging");
+    assert_eq!(promotion.bucket, "acme-patch-lists");
+    assert_eq!(promotion.prefix, "patchd/install-lists/");
+    let custom = promoting(
+        "from = \"staging\"\nbucket = \"acme-patch-lists\"\nprefix = \"lists\"",
+        "operation = \"install\"",
+    );
+    let loaded = load_files(&[("c.toml", &custom)]).unwrap();
+    assert_eq!(loaded.config.windows[0].tasks[0].promote.as_ref().unwrap().prefix, "lists/");
+}
+
+#[test]
+fn a_promotion_names_an_installing_window_and_a_bucket() {
+    check_errors(
+        &promoting("from = \"stagin\"\nbucket = \"acme-patch-lists\"", "operation = \"install\""),
+        &["23:8: task `install` of window `weekly` promotes from unknown window `stagin`"],
+    );
+    check_errors(
+        &promoting("from = \"staging\"\nbucket = \"acme-patch-lists\"", "operation = \"scan\""),
+        &["23:8: task `install` of window `weekly` promotes from window `staging`, which has no install task"],
+    );
+    check_errors(
+        &promoting("from = \"weekly\"\nbucket = \"acme-patch-lists\"", "operation = \"install\""),
+        &["23:8: task `install` of window `weekly` promotes from its own window"],
+    );
+    check_errors(
+        &promoting("from = \"staging\"\nbucket = \"s3://Acme\"", "operation = \"install\""),
+        &["24:10: `bucket` `s3://Acme` is not an S3 bucket name"],
+    );
+    check_errors(
+        &promoting("from = \"staging\"", "operation = \"install\""),
+        &["22:1: [window.task.promote] is missing the required key `bucket`"],
+    );
+    let hooks = BASE.to_string() + "[window.task.hooks]\npre_install = \"DrainNode\"\n";
+    check_errors(
+        &format!("{hooks}[window.task.promote]\nfrom = \"staging\"\nbucket = \"acme-patch-lists\"\n\n[[window]]\nname = \"staging\"\nschedule = \"cron(0 3 ? * TUE *)\"\nduration_hours = 4\n[[window.task]]\noperation = \"install\"\ngroups = [\"prod-web\"]\n"),
+        &["24:1: `promote` and `[window.task.hooks]` cannot be combined"],
+    );
+}
