@@ -405,4 +405,18 @@ fn run_now_of_a_promoting_window_installs_what_staging_installed_and_plan_shows_
         })
         .count();
     assert!(with_list > 0, "production's commands carry the install list");
+
+    // The evidence report lists the promotion with the set it installed.
+    let evidence = scratch.0.join("evidence.html");
+    let out = patchd(&scratch)
+        .args(["report", "evidence", "--format", "html", "--out", evidence.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let html = std::fs::read_to_string(&evidence).unwrap();
+    let section = html.split("<section id=\"promotions\">").nth(1).expect("a Promotions section");
+    let first_patch = plan["promotions"][0]["patches"][0]["id"].as_str().unwrap();
+    assert!(section.contains("window staging run"), "{section}");
+    assert!(section.contains(first_patch), "the promoted patch ids are listed: {section}");
 }

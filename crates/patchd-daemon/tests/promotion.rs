@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fleet_sim::{CommandView, Group, PatchRelease, Platform, Scenario, Timing};
+use fleet_sim::{CommandView, Faults, Group, PatchRelease, Platform, Scenario, Timing};
 use patchd_aws::{PatchListing, PatchState};
 use patchd_daemon::window::{RunEnd, RunPlan, RunSummary};
 use patchd_store::{CommandStatus, FindingQuery, FindingStatus, WindowRunStatus};
@@ -202,4 +202,26 @@ async fn production_installs_exactly_what_staging_installed_after_a_newer_critic
         .map(|p| p.as_str().unwrap().to_string())
         .collect();
     assert_eq!(listed, staging_set);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_run_whose_installs_could_not_all_be_read_is_never_promoted() {
+    let f = Fixture::start("promotion", "unread", scenario(), config).await;
+    support::create_bucket(&f.server, BUCKET).await;
+    let (staging, prod) = (ids_tagged(&f, "staging"), ids_tagged(&f, "prod"));
+    // One staging node's patch list cannot be read: what staging installed is not known in full.
+    let faults = Faults { unreadable_instances: [staging[0].clone()].into(), ..Faults::default() };
+    f.server.set_faults(faults).expect("valid faults");
+
+    let staged = run(&f, "staging").await;
+    let task = &staged.tasks[0];
+    assert!(task.sync_unread >= 1, "the unread node is counted: {task:?}");
+    assert_eq!(task.installs_recorded, None, "a partial set is not recorded: {task:?}");
+    assert_eq!(f.ctx.store.promotion_source("staging").await.unwrap(), None);
+
+    f.server.set_faults(Faults::default()).expect("valid faults");
+    let promoted = run(&f, "prod").await;
+    assert_eq!(promoted.end, RunEnd::Finished(WindowRunStatus::Failed), "{promoted:#?}");
+    assert!(promoted.tasks[0].promotion_failure.is_some(), "{promoted:#?}");
+    assert!(installs_to(&f, &prod).is_empty(), "production is sent nothing");
 }
