@@ -761,3 +761,33 @@ fn a_second_daemon_on_one_sqlite_file_is_refused_naming_the_holder() {
     );
     assert!(c.stop().success());
 }
+
+#[test]
+fn a_run_stopped_by_a_send_slower_than_the_term_is_resumed_by_the_same_leader() {
+    let _serial = serial();
+    let Some(pg) = Pg::new("slow-send") else { return };
+    let sim = sim();
+    let scratch = Scratch::new("ha-slow-send");
+    let at = Utc::now() + chrono::Duration::seconds(6);
+    let mut host = Host::new(&scratch, "a", &pg.url_for("ha-a"), &sim, &window("w", at));
+    // Every call takes 3.5 s: longer than what is left of a 3 s lease when a batch is sent, so
+    // the send is cut off at the term's end although the lease keeps being renewed.
+    sim.server
+        .set_faults(fleet_sim::Faults { latency_ms: 3_500, ..Default::default() })
+        .expect("valid faults");
+    host.start();
+    wait_for(
+        "a run to stop on a send the term could not cover",
+        Duration::from_secs(90),
+        || host.read_log().contains("window run stopped while this process still leads").then_some(()),
+        || logs(&[&host]),
+    );
+    sim.server.set_faults(fleet_sim::Faults::default()).expect("valid faults");
+
+    // No new term, no restart: the leader resumes its own run and finishes it.
+    let run = finished_run(&pg, "w", Duration::from_secs(120), || logs(&[&host]));
+    assert_eq!(run.status, WindowRunStatus::Succeeded, "{run:?}\n{}", logs(&[&host]));
+    assert_exactly_once(&sim, &logs(&[&host]));
+    let lease = pg.lease().expect("a lease");
+    assert_eq!(lease.epoch, 1, "one term from start to end: {lease:?}");
+}

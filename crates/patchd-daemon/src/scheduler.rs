@@ -61,6 +61,11 @@ const STOP_NUDGE: Duration = Duration::from_millis(500);
 /// How far back start-up looks for runs left in progress.
 const RESUME_LOOKBACK: chrono::Duration = chrono::Duration::days(8);
 
+/// How long a leader waits before resuming a run of its own that stopped without being asked
+/// to (a SendCommand that could not be sure of the term in time, under throttling): soon, but
+/// not in a tight loop against an API that is pushing back.
+const STOPPED_RUN_RESUME_PAUSE: Duration = Duration::from_secs(10);
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -419,6 +424,9 @@ impl Term<'_> {
         let mut sync_job: Option<Uuid> = None;
         let mut status_open = true;
         let mut announced = false;
+        // Set when a run stopped on its own while this term still leads: without it, the run
+        // would wait for the next term to be resumed.
+        let mut resume_at: Option<tokio::time::Instant> = None;
         let started = self.start(daemon, &shared, &mut runs, &mut active, &mut armed, &mut sync_job).await;
         let end = match started {
             Err(e) if is_fenced(&e) => {
@@ -508,6 +516,19 @@ impl Term<'_> {
                         }
                         Some(Control::Stop) | None => break TermEnd::Stopped,
                     },
+                    _ = tokio::time::sleep_until(resume_at.unwrap_or_else(tokio::time::Instant::now)),
+                        if resume_at.is_some() =>
+                    {
+                        resume_at = None;
+                        match resume_interrupted(&shared, &daemon.config, &mut runs, &mut active).await {
+                            Err(e) if is_fenced(&e) => break TermEnd::Deposed,
+                            Err(e) => {
+                                warn!(error = %e, "stopped runs could not be resumed; trying again shortly");
+                                resume_at = Some(tokio::time::Instant::now() + STOPPED_RUN_RESUME_PAUSE);
+                            }
+                            Ok(_) => {}
+                        }
+                    }
                     Some(finished) = runs.join_next(), if !runs.is_empty() => {
                         match finished {
                             Ok((key, result)) => {
@@ -516,6 +537,12 @@ impl Term<'_> {
                                         error = %e, "window run handed over: this process no longer leads"),
                                     Err(e) => error!(window = %key.0, scheduled_start = %key.1, account = %key.2, region = %key.3,
                                         error = %e, "window run failed"),
+                                    Ok(summary) if summary.end == RunEnd::Stopped && !*shared.stop.borrow() => {
+                                        warn!(window = %key.0, scheduled_start = %key.1,
+                                            resume_in_seconds = STOPPED_RUN_RESUME_PAUSE.as_secs(),
+                                            "window run stopped while this process still leads; resuming it");
+                                        resume_at.get_or_insert(tokio::time::Instant::now() + STOPPED_RUN_RESUME_PAUSE);
+                                    }
                                     Ok(_) => {}
                                 }
                                 active.remove(&key);
@@ -566,26 +593,7 @@ impl Term<'_> {
         // 0. Baselines first: whatever scans next should judge by the configured ones.
         reconcile_baselines(shared, config).await;
         // 1. Resume what a previous process (or a previous leader) left in progress.
-        let now = Utc::now();
-        for ctx in shared.scopes.iter() {
-            for (record, plan) in window::interrupted_runs(ctx, config, now - RESUME_LOOKBACK).await? {
-                match plan {
-                    Some(plan) => {
-                        info!(window = %record.window, scheduled_start = %record.scheduled_start, scope = %ctx.scope,
-                            "resuming interrupted run");
-                        spawn_run(runs, active, shared, config, ctx, plan);
-                    }
-                    None => {
-                        window::abandon(
-                            ctx,
-                            &record,
-                            "no stored plan and no such window in the configuration",
-                        )
-                        .await?
-                    }
-                }
-            }
-        }
+        resume_interrupted(shared, config, runs, active).await?;
         // 2. Missed and late occurrences, in each scope the window reaches.
         for w in config.windows.iter().filter(|w| w.enabled) {
             for ctx in shared.scopes.iter() {
@@ -678,6 +686,33 @@ fn announce_leadership(
     };
     let publisher = home.events.clone();
     tokio::spawn(async move { publisher.publish(&[event(change)]).await });
+}
+
+/// Resumes every run recorded as in progress that this process is not already running, in
+/// every scope; a run with no stored plan whose window is gone is abandoned.
+async fn resume_interrupted(
+    shared: &Shared,
+    config: &Arc<Config>,
+    runs: &mut JoinSet<Finished>,
+    active: &mut HashSet<RunKey>,
+) -> Result<(), SchedulerError> {
+    let now = Utc::now();
+    for ctx in shared.scopes.iter() {
+        for (record, plan) in window::interrupted_runs(ctx, config, now - RESUME_LOOKBACK).await? {
+            match plan {
+                Some(plan) => {
+                    info!(window = %record.window, scheduled_start = %record.scheduled_start, scope = %ctx.scope,
+                        "resuming interrupted run");
+                    spawn_run(runs, active, shared, config, ctx, plan);
+                }
+                None => {
+                    window::abandon(ctx, &record, "no stored plan and no such window in the configuration")
+                        .await?
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_fenced(e: &SchedulerError) -> bool {
