@@ -60,6 +60,41 @@ fn open_totals(stdout: &str) -> (u64, u64) {
     (cells[n - 3].parse().unwrap(), cells[n - 1].parse().unwrap())
 }
 
+/// Runs the command the demo suggested that starts with `patchd <command>`, exactly as
+/// printed plus `extra`, in `dir`; it must succeed.
+fn suggested(stdout: &str, command: &str, extra: &[&str], dir: &Path) -> Output {
+    let line = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&format!("patchd {command}")))
+        .unwrap_or_else(|| panic!("the demo suggests no `patchd {command}`:\n{stdout}"));
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let out = patchd().args(&args).args(extra).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "`{line}` failed: {out:?}");
+    out
+}
+
+/// The last picture's "after" counts: rank -> (status as the JSON reports spell it, count).
+fn final_picture(stdout: &str) -> Vec<(String, Vec<(&'static str, u64)>)> {
+    let picture = stdout.rsplit("[7/7]").next().unwrap();
+    let statuses = ["breached", "due-soon", "ok", "excepted"];
+    picture
+        .lines()
+        .filter_map(|l| {
+            let rank = l.split_whitespace().next()?;
+            if !["critical", "high", "medium", "low"].contains(&rank) {
+                return None;
+            }
+            let afters: Vec<u64> = l
+                .split("->")
+                .skip(1)
+                .map(|c| c.split_whitespace().next().unwrap().parse().unwrap())
+                .collect();
+            Some((rank.to_string(), statuses.iter().copied().zip(afters).collect()))
+        })
+        .collect()
+}
+
 #[test]
 fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     let scratch = Scratch::new("story");
@@ -83,17 +118,40 @@ fn the_demo_tells_the_whole_story_and_leaves_a_database_to_explore() {
     assert!(evidence.contains("id=\"patchd-evidence-data\""), "not the evidence report");
     assert!(stdout.contains("The auditor's evidence report: "), "{stdout}");
 
-    // The reports read what the demo left, without the simulator.
+    // The reports it suggests, run as printed, show the figures it printed: every record the
+    // demo left is in the past, and they judge as of the instant of its last picture.
     let config = scratch.0.join("patchd.toml");
-    let report =
-        patchd().args(["report", "sla", "--format", "json", "--config"]).arg(&config).output().unwrap();
-    assert!(report.status.success(), "{report:?}");
+    let report = suggested(&stdout, "report sla", &["--format", "json"], &scratch.0);
     let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    let open: u64 = json["totals"].as_array().unwrap().iter().map(|t| t["count"].as_u64().unwrap()).sum();
-    assert!(
-        open > 0 && open <= before,
-        "report sla counts {open} open findings; the demo ended with {after}"
-    );
+    for (rank, statuses) in final_picture(&stdout) {
+        for (status, printed) in statuses {
+            let counted = json["totals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["rank"] == rank.as_str() && t["status"] == status)
+                .map_or(0, |t| t["count"].as_u64().unwrap());
+            assert_eq!(counted, printed, "report sla: {rank} {status}\n{stdout}");
+        }
+    }
+    let coverage = suggested(&stdout, "report coverage", &["--format", "json"], &scratch.0);
+    let coverage: serde_json::Value = serde_json::from_slice(&coverage.stdout).unwrap();
+    let blind: std::collections::BTreeSet<&str> =
+        coverage["gaps"].as_array().unwrap().iter().map(|g| g["instance_id"].as_str().unwrap()).collect();
+    let line = stdout.lines().find(|l| l.contains("blind spots: ")).unwrap();
+    let printed: usize = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(blind.len(), printed, "report coverage counts the blind spots the demo printed: {line}");
+    let history = suggested(&stdout, "report history", &["--format", "json"], &scratch.0);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let remediated: u64 =
+        history["per_rank"].as_array().unwrap().iter().map(|r| r["remediated"].as_u64().unwrap()).sum();
+    assert!(remediated > 0, "report history shows what the demo's install remediated: {history}");
+    suggested(&stdout, "report evidence", &[], &scratch.0);
+    assert!(scratch.0.join("evidence.html").exists());
     // Every platform has a dated source (SSM's or a feed's): no clock is an estimate, and each
     // names where it comes from.
     let clocks = json["clocks"].as_array().expect("clocks per platform");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use fleet_sim::{Scenario, SimServer};
 use patchd_aws::{AwsClients, StaticEndpoint};
 use patchd_config::{Config, FeedLocation, RiskRank};
@@ -44,7 +44,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
     std::fs::write(&config_path, DEMO_CONFIG)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
 
-    let scenario = Scenario::demo().with_time_scale(args.speed);
+    let scenario = Scenario::demo().with_time_scale(args.speed).with_start(simulated_start(args, Utc::now()));
     let instances = scenario.instance_count();
     let server = SimServer::start(([127, 0, 0, 1], 0).into(), scenario)
         .await
@@ -82,10 +82,16 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopper = tokio::spawn(stop_on_signal_or_deadline(stop_tx, args.duration));
-    let demo =
-        Demo { ctx: &ctx, config: &config, server: &server, feeds: FeedBook::new(&config), stop: stop_rx };
+    let demo = Demo {
+        ctx: &ctx,
+        config: &config,
+        feeds: FeedBook::new(&config),
+        stop: stop_rx,
+        judged_at: std::cell::Cell::new(None),
+    };
     let outcome = demo.story(&dir).await;
     stopper.abort();
+    let judged_at = demo.judged_at.get();
 
     // A stop is a clean end only where the story noticed it (`Halt::Stopped`); an error stays
     // an error even after a stop was asked for, so that a stop cannot pass a failure off as
@@ -99,7 +105,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), Failure> {
         }
         Err(Halt::Failed(failure)) => Err(failure),
     };
-    print_next_steps(&config_path, &database, &dir);
+    print_next_steps(&config_path, &database, &dir, judged_at);
     if args.keep && finished {
         // Listening before saying "Ctrl-C stops it": an interrupt sent as soon as the line
         // appears must not fall between the two.
@@ -191,12 +197,23 @@ async fn stop_on_signal_or_deadline(stop: watch::Sender<bool>, duration: std::ti
     }
 }
 
+/// Where the simulated clock starts: so far back that, running `speed` times faster than the
+/// wall clock for at most `--duration`, it is still behind the wall clock when the demo ends.
+/// Every record the demo leaves is then in the past, and the reports a reader runs afterwards
+/// (as of now, or as of the instant the demo printed) see all of it.
+fn simulated_start(args: &DemoArgs, now: DateTime<Utc>) -> DateTime<Utc> {
+    let ahead = chrono::Duration::milliseconds((args.duration.as_secs_f64() * args.speed * 1000.0) as i64);
+    (now - ahead).trunc_subsecs(0)
+}
+
 struct Demo<'a> {
     ctx: &'a Context,
     config: &'a Config,
-    server: &'a SimServer,
     feeds: FeedBook,
     stop: watch::Receiver<bool>,
+    /// The instant the latest SLA picture was judged at: the reports suggested at the end are
+    /// run as of it, so they show the figures the demo printed.
+    judged_at: std::cell::Cell<Option<DateTime<Utc>>>,
 }
 
 impl Demo<'_> {
@@ -263,7 +280,7 @@ impl Demo<'_> {
         };
         let args = ReportArgs {
             kind: ReportKind::Evidence,
-            at: Some(self.server.now()),
+            at: self.judged_at.get(),
             group: None,
             account: None,
             region: None,
@@ -321,14 +338,16 @@ impl Demo<'_> {
         Ok(summary)
     }
 
-    /// The SLA totals and the coverage gaps, judged at the simulator's clock, which runs ahead
-    /// of the wall clock. The feeds are
-    /// fetched again first, as the daemon would have by then: a patch released during the demo
-    /// is dated by its vendor's advisory, not estimated.
+    /// The SLA totals and the coverage gaps, judged now by the wall clock (the simulated clock
+    /// runs behind it, see [`simulated_start`]). The feeds are fetched again first, as the
+    /// daemon would have by then: a patch released during the demo is dated by its vendor's
+    /// advisory, not estimated.
     async fn picture(&self) -> Result<(SlaReport, CoverageReport), Failure> {
         self.refresh_feeds().await?;
         let kev = load_kev(self.config);
-        let judge = Judge { config: self.config, kev: &kev.catalog, at: self.server.now() };
+        let at = Utc::now().trunc_subsecs(0);
+        self.judged_at.set(Some(at));
+        let judge = Judge { config: self.config, kev: &kev.catalog, at };
         let reports = Reports::read(&self.ctx.store, judge, None, None).await?;
         let everything = Filters::default();
         Ok((reports.sla_summary(&everything, 0).await?, reports.coverage(&everything)))
@@ -421,15 +440,20 @@ fn render_picture(now: &SlaReport, before: Option<&SlaReport>) -> String {
     out
 }
 
-fn print_next_steps(config: &Path, database: &Path, dir: &Path) {
+fn print_next_steps(config: &Path, database: &Path, dir: &Path, judged_at: Option<DateTime<Utc>>) {
     let c = config.display();
     println!("\nEverything is in {}:", dir.display());
     println!("  database  {}", database.display());
-    println!("Explore it (no simulator needed):");
-    println!("  patchd report evidence   --config {c} --format html --out evidence.html");
-    println!("  patchd report sla        --config {c}");
-    println!("  patchd report compliance --config {c}");
-    println!("  patchd report coverage   --config {c}");
-    println!("  patchd report history    --config {c}");
+    // As of the instant the last picture was judged, the reports show the very figures above;
+    // without `--at` they judge as of the moment they run, when some clocks have moved on.
+    let at = judged_at
+        .map(|at| format!(" --at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)))
+        .unwrap_or_default();
+    println!("Explore it (no simulator needed; drop --at to judge as of now):");
+    println!("  patchd report evidence   --config {c}{at} --format html --out evidence.html");
+    println!("  patchd report sla        --config {c}{at}");
+    println!("  patchd report compliance --config {c}{at}");
+    println!("  patchd report coverage   --config {c}{at}");
+    println!("  patchd report history    --config {c}{at}");
     println!("  patchd plan              --config {c} --offline");
 }
