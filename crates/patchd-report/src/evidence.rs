@@ -20,6 +20,8 @@ use crate::coverage::CoverageReport;
 use crate::history::{HistoryReport, RankHistory};
 use crate::judged::JudgedFinding;
 use crate::render::{date, shorten};
+
+pub mod status_page;
 use crate::sla::{Count, SlaReport};
 
 /// The reports the page is laid out from, all judged as of `sla.at`.

@@ -377,6 +377,79 @@ pub(crate) async fn findings(state: &HttpState, query: &str) -> Response {
     )
 }
 
+/// How many of the most urgent findings and of the latest runs the status page lists.
+const PAGE_ROWS: usize = 10;
+
+/// `GET /`: the live status page, an HTML rendering of what `/v1/status`, `/v1/findings` and
+/// `/v1/runs` serve, judged now.
+pub(crate) async fn status_page(state: &HttpState) -> Response {
+    use patchd_report::evidence::status_page::{self, Health, Opening, RecentRun, StatusPage};
+    let now = Utc::now();
+    let config = state.config();
+    let kev = load_kev(&config);
+    let judge = Judge { config: &config, kev: &kev.catalog, at: now };
+    let everything = Filters::default();
+    let judged = async {
+        let reports = Reports::read(&state.inner.setup.store, judge, None, None).await?;
+        let sla = reports.sla_summary(&everything, PAGE_ROWS).await?;
+        Ok::<_, ReportError>((sla, reports.coverage(&everything)))
+    };
+    let (sla, coverage) = match judged.await {
+        Ok(judged) => judged,
+        Err(e) => return report_error(&e),
+    };
+    let store = &state.inner.setup.store;
+    let recorded = store.window_runs(&WindowRunQuery { limit: Some(PAGE_ROWS as u32), ..Default::default() }).await;
+    let runs: Vec<RecentRun> = match recorded {
+        Ok(runs) => runs
+            .into_iter()
+            .map(|r| RecentRun {
+                window: r.window,
+                scheduled_start: r.scheduled_start,
+                ended_at: r.ended_at,
+                status: r.status.as_str().to_string(),
+                sync_unread: r.sync_unread,
+            })
+            .collect(),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot read the runs: {e}")),
+    };
+    let mut openings: Vec<Opening> = config
+        .windows
+        .iter()
+        .filter(|w| w.enabled)
+        .filter_map(|w| {
+            let (start, end) = w.occurrences_after(now).next()?;
+            Some(Opening { window: w.name.clone(), start, end })
+        })
+        .collect();
+    openings.sort_by_key(|o| o.start);
+    let health = Health {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        role: match state.inner.setup.leadership.current().role.name() {
+            "leader" if state.inner.setup.leadership.current().lease.is_none() => "sole".to_string(),
+            other => other.to_string(),
+        },
+        scheduler_healthy: state.heartbeat_recent(now),
+        last_heartbeat: state.inner.setup.heartbeat.last(),
+        database_reachable: database_check(state).await.is_ok(),
+        started_at: state.inner.started_at,
+    };
+    let page = status_page::render(&StatusPage {
+        generated_at: now,
+        sla: &sla,
+        coverage: &coverage,
+        openings: &openings,
+        runs: &runs,
+        health: &health,
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(page))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! The HTTP endpoint of `patchd run` on `[daemon] listen`: liveness (`/healthz`), readiness
-//! (`/readyz`), Prometheus metrics (`/metrics`) and a read-only JSON API (`/v1/...`).
+//! The HTTP endpoint of `patchd run` on `[daemon] listen`: a live status page (`/`), liveness
+//! (`/healthz`), readiness (`/readyz`), Prometheus metrics (`/metrics`) and a read-only JSON
+//! API (`/v1/...`).
 //! docs/operations.md documents every path.
 //!
 //! One fallback handler dispatches by path, so authentication sits in one place: when a token
@@ -118,6 +119,7 @@ async fn handle(State(state): State<HttpState>, request: Request) -> Response {
         }
     }
     let response = match path.as_str() {
+        "/" => api::status_page(&state).await,
         "/readyz" => api::readyz(&state).await,
         "/metrics" => metrics::handle(&state).await,
         "/v1/status" => api::status(&state).await,
