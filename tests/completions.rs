@@ -190,8 +190,34 @@ fn zsh_script_is_valid() {
 #[test]
 fn fish_script_is_valid() {
     let text = script("fish");
-    if shell_available("fish") {
-        shell_accepts("fish", &["--no-execute"], &text);
+    if !shell_available("fish") {
+        return;
+    }
+    shell_accepts("fish", &["--no-execute"], &text);
+    // What fish offers after `patchd ` and after each subcommand that has subcommands.
+    let dir = Scratch::new("fish-run");
+    let file = dir.path().join("patchd.fish");
+    std::fs::write(&file, &text).unwrap();
+    let complete = |line: &str| -> Vec<String> {
+        let command = format!("source {}; complete -C '{line}'", file.display());
+        let out = Command::new("fish").arg("-c").arg(command).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        // One candidate a line, then a tab and its description.
+        text.lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect()
+    };
+    let offered = complete("patchd ");
+    for name in top_level() {
+        assert!(offered.contains(&name), "`patchd <TAB>` does not offer {name}: {offered:?}");
+    }
+    for path in subcommand_paths().iter().filter(|p| p.len() == 2) {
+        let offered = complete(&format!("patchd {} ", path[0]));
+        assert!(
+            offered.contains(&path[1]),
+            "`patchd {} <TAB>` does not offer {}: {offered:?}",
+            path[0],
+            path[1]
+        );
     }
 }
 
