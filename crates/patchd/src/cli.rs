@@ -152,6 +152,57 @@ pub enum Command {
     /// The database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Print the shell completion script for bash, zsh or fish on standard output.
+    ///
+    /// The script completes every subcommand, option and enumerated value of this patchd;
+    /// regenerate it after an upgrade, and start a new shell to use it.
+    #[command(after_long_help = COMPLETIONS_INSTALL)]
+    Completions(CompletionsArgs),
+    /// Write man pages: patchd.1 and one page per subcommand (patchd-report.1,
+    /// patchd-db-status.1, ...).
+    ///
+    /// Writes into an existing directory and prints each file it wrote. For every user:
+    /// `patchd man --out /usr/share/man/man1` (or /usr/local/share/man/man1), then `mandb` so
+    /// that `man -k patchd` finds them. Without installing: `man -l DIR/patchd-report.1`.
+    Man(ManArgs),
+}
+
+/// Where each shell looks for completion scripts, in `patchd completions --help`.
+const COMPLETIONS_INSTALL: &str = "\
+Install the script where your shell looks for completions:
+
+  bash  patchd completions bash > /usr/share/bash-completion/completions/patchd
+        (one user: ~/.local/share/bash-completion/completions/patchd)
+
+  zsh   patchd completions zsh > /usr/local/share/zsh/site-functions/_patchd
+        (any directory in $fpath, as a file named _patchd; `compinit` must run in
+        ~/.zshrc, and `rm -f ~/.zcompdump*` makes it see a new file)
+
+  fish  patchd completions fish > ~/.config/fish/completions/patchd.fish
+        (every user: /usr/share/fish/vendor_completions.d/patchd.fish)
+
+To try it in the current shell: `source <(patchd completions bash)` or
+`patchd completions fish | source`.";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print the completion script for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write the pages into; it must exist.
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

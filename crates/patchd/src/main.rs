@@ -6,6 +6,7 @@ mod audit_cmd;
 mod baseline_cmd;
 mod check;
 mod cli;
+mod completions;
 mod connect;
 mod db;
 mod demo;
@@ -49,6 +50,8 @@ fn main() -> ExitCode {
         Command::Baseline(cli::BaselineCommand::Preview(args)) => {
             runtime().and_then(|rt| rt.block_on(baseline_cmd::preview(&cli.global, args)))
         }
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
