@@ -5,21 +5,21 @@
 //! The browser test skips when /usr/bin/chromium is missing, unless PATCHD_REQUIRE_CHROMIUM=1
 //! (CI installs it with `PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh`).
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "support/history.rs"]
 mod history;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
+use browser::{chromium, chromium_available, console_lines, png_size};
 use history::{instance, prod_tags, t};
 use patchd_store::{OpenOptions, PatchObservation, PatchState, PingStatus, ReleaseSource, Store};
 use serde_json::Value;
 
 const AT: &str = "2026-11-10T00:00:00Z";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Markup an attacker could put in an instance's Name tag or a patch title.
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)> & \"web\"";
@@ -527,58 +527,6 @@ fn evidence_and_html_go_together() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(text(&out.stderr).contains("report evidence"), "{args:?}: {}", text(&out.stderr));
     }
-}
-
-/// Runs chromium headless with a profile of its own in `scratch`, killed after a minute.
-fn chromium(scratch: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(CHROMIUM)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
-        .arg(format!("--user-data-dir={}", scratch.join("profile").display()))
-        .args(["--enable-logging=stderr", "--v=0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Lines where chromium reports something the page logged or failed to load: with
-/// `--enable-logging=stderr` every console message is logged with `CONSOLE`.
-fn console_lines(stderr: &[u8]) -> Vec<String> {
-    text(stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_string).collect()
-}
-
-/// Width and height from a PNG's IHDR chunk, which the format puts first, at a fixed offset.
-fn png_size(png: &[u8]) -> (u32, u32) {
-    assert!(png.len() > 24, "not a PNG: {} bytes", png.len());
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
-    assert_eq!(&png[12..16], b"IHDR");
-    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    (be(&png[16..20]), be(&png[20..24]))
-}
-
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("PATCHD_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
-        panic!("{CHROMIUM} is missing and PATCHD_REQUIRE_CHROMIUM=1: run PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh");
-    }
-    // Straight to stderr: libtest captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping: {CHROMIUM} is missing (PATCHD_INSTALL_CHROMIUM=1 .ci/install-test-deps.sh installs it)"
-    );
-    false
 }
 
 #[test]

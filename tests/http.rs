@@ -2,6 +2,8 @@
 //! simulator: liveness, readiness, metrics equal to `patchd report`, the JSON API, the bearer
 //! token off loopback, TLS with certificate rotation, and a taken port failing start-up.
 
+#[path = "support/browser.rs"]
+mod browser;
 mod support;
 
 use std::net::SocketAddr;
@@ -181,7 +183,7 @@ fn off_loopback_every_path_but_healthz_needs_the_token() {
         wait_for("/healthz", Duration::from_secs(30), || get(addr, "/healthz", None), || scratch.read_log(1));
     assert_eq!(health.status, 200, "no token needed for liveness");
     wait_ready(&scratch, addr, Some(token));
-    for path in ["/readyz", "/metrics", "/v1/status", "/v1/windows", "/v1/runs", "/v1/findings"] {
+    for path in ["/", "/readyz", "/metrics", "/v1/status", "/v1/windows", "/v1/runs", "/v1/findings"] {
         let refused = get(addr, path, None).unwrap();
         assert_eq!(refused.status, 401, "{path}: {}", refused.body);
         assert_eq!(refused.header("www-authenticate"), Some("Bearer realm=\"patchd\""), "{path}");
@@ -299,4 +301,117 @@ fn tls_serves_the_endpoint_and_a_reload_rotates_the_certificate() {
         stderr.contains(&format!("cannot read the private key {} ([daemon] tls_key_file)", key.display())),
         "{stderr}"
     );
+}
+
+/// The rows of the table `id` in `html`, each as its cells' text (tags stripped).
+fn table_rows(html: &str, id: &str) -> Vec<Vec<String>> {
+    let table = html.split(&format!(" id=\"{id}\"")).nth(1).unwrap_or_else(|| panic!("no table {id}"));
+    let body = table.split("<tbody>").nth(1).unwrap().split("</tbody>").next().unwrap();
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let inner = cell.split_once('>').map_or("", |(_, rest)| rest);
+                    let mut text = String::new();
+                    let mut in_tag = false;
+                    for c in inner.split("</td>").next().unwrap().chars() {
+                        match c {
+                            '<' => in_tag = true,
+                            '>' => in_tag = false,
+                            c if !in_tag => text.push(c),
+                            _ => {}
+                        }
+                    }
+                    text.trim().to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_status_page_shows_the_reports_figures_and_renders_on_a_phone_and_a_desk() {
+    let sim = Sim::start(300.0);
+    let scratch = Scratch::new("http-page");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    scratch.write_config(&sim, &format!("listen = \"127.0.0.1:{port}\""), "");
+    let scan =
+        patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "200ms"]).output().unwrap();
+    assert!(scan.status.success(), "{}", String::from_utf8_lossy(&scan.stderr));
+    let daemon = start_daemon(&scratch, 1, &[]);
+    wait_ready(&scratch, addr, None);
+
+    let page = get(addr, "/", None).unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = &page.body;
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"60\">"), "it refreshes itself");
+    assert!(!html.contains("<script"), "no script");
+    // The SLA table equals `report sla`, rank by rank and status by status.
+    let sla = report(&scratch, "sla");
+    let rows = table_rows(html, "totals");
+    let statuses = ["breached", "due-soon", "ok", "excepted"];
+    for (row, rank) in rows.iter().zip(["critical", "high", "medium", "low"]) {
+        assert_eq!(row[0], rank);
+        for (cell, status) in row[1..5].iter().zip(statuses) {
+            let expected = sla["totals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["rank"] == rank && t["status"] == status)
+                .map_or(0, |t| t["count"].as_u64().unwrap());
+            assert_eq!(cell.parse::<u64>().unwrap(), expected, "{rank} {status}");
+        }
+    }
+    // The most urgent findings are the report's first ones.
+    let urgent = table_rows(html, "urgent");
+    let first = &sla["findings"][0];
+    assert_eq!(urgent[0][0], first["instance_id"].as_str().unwrap(), "{first}");
+    assert_eq!(urgent[0][1], first["patch_id"].as_str().unwrap(), "{first}");
+    // Coverage, the recent run, the next opening and the daemon's health.
+    let coverage = report(&scratch, "coverage");
+    let with_gaps: std::collections::BTreeSet<&str> =
+        coverage["gaps"].as_array().unwrap().iter().map(|g| g["instance_id"].as_str().unwrap()).collect();
+    assert!(
+        html.contains(&format!(
+            "{} of {} in-scope instance(s) have a blind spot",
+            with_gaps.len(),
+            coverage["in_scope"]
+        )),
+        "{html}"
+    );
+    assert!(html.contains("manual:scan:web"), "the recent run");
+    assert!(html.contains("<td>weekly</td>"), "the next opening");
+    assert!(html.contains("<div class=\"card-value\">healthy</div>"), "the scheduler beats");
+
+    if browser::chromium_available() {
+        for (name, size) in [("phone", (390, 844)), ("desk", (1280, 2400))] {
+            let screenshot = scratch.0.join(format!("status-{name}.png"));
+            let out = browser::chromium(
+                &scratch.0,
+                &[
+                    &format!("--screenshot={}", screenshot.display()),
+                    &format!("--window-size={},{}", size.0, size.1),
+                    "--hide-scrollbars",
+                    &format!("http://{addr}/"),
+                ],
+            );
+            assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(browser::console_lines(&out.stderr), Vec::<String>::new(), "{name}: console messages");
+            let png = std::fs::read(&screenshot).expect("a screenshot");
+            assert_eq!(browser::png_size(&png), size, "{name}");
+            assert!(png.len() > 20 * 1024, "{name}: {} bytes, did the page lay out?", png.len());
+        }
+        // On a phone the page is no wider than the screen: wide tables scroll in their box.
+        let out = browser::chromium(
+            &scratch.0,
+            &["--window-size=390,844", "--dump-dom", &format!("http://{addr}/")],
+        );
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(table_rows(&dom, "totals"), rows, "the browser parsed the table the server sent");
+    }
+    assert!(stop_daemon(daemon).success(), "{}", scratch.read_log(1));
 }

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use patchd_config::RiskRank;
 use patchd_sla::SlaStatus;
 
-use super::{card, esc, minute, patterns, rank_label, status_badge, status_fill, total, OPEN_STATUSES, STYLE};
+use super::{
+    card, esc, minute, patterns, rank_label, status_badge, status_fill, total, OPEN_STATUSES, STYLE,
+};
 use crate::coverage::CoverageReport;
 use crate::sla::SlaReport;
 
@@ -173,7 +175,13 @@ fn totals_chart(sla: &SlaReport) -> String {
     );
     for (i, rank) in RiskRank::ALL.iter().enumerate() {
         let y = 6.0 + ROW * i as f64;
-        let _ = write!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" class=\"axis\">{}</text>", LEFT - 8.0, y + 14.0, rank.as_str());
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" class=\"axis\">{}</text>",
+            LEFT - 8.0,
+            y + 14.0,
+            rank.as_str()
+        );
         let mut x = LEFT;
         for status in OPEN_STATUSES {
             let n = sla.count_of(*rank, status);
@@ -191,7 +199,13 @@ fn totals_chart(sla: &SlaReport) -> String {
             );
             x += w;
         }
-        let _ = write!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"axis\">{}</text>", x + 6.0, y + 14.0, total(sla, Some(*rank), None));
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"axis\">{}</text>",
+            x + 6.0,
+            y + 14.0,
+            total(sla, Some(*rank), None)
+        );
     }
     let mut x = LEFT;
     let y = height - 6.0;

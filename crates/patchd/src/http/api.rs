@@ -399,7 +399,8 @@ pub(crate) async fn status_page(state: &HttpState) -> Response {
         Err(e) => return report_error(&e),
     };
     let store = &state.inner.setup.store;
-    let recorded = store.window_runs(&WindowRunQuery { limit: Some(PAGE_ROWS as u32), ..Default::default() }).await;
+    let recorded =
+        store.window_runs(&WindowRunQuery { limit: Some(PAGE_ROWS as u32), ..Default::default() }).await;
     let runs: Vec<RecentRun> = match recorded {
         Ok(runs) => runs
             .into_iter()
