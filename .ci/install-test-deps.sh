@@ -3,7 +3,10 @@
 # the bin directory to put on PATH. Today that is moto, an independent implementation of part
 # of the SSM and EC2 APIs, for crates/fleet-sim/tests/moto_conformance.rs, and, when
 # PATCHD_INSTALL_CHROMIUM=1, Debian's chromium, which tests/evidence.rs renders the evidence
-# report in (that test skips without it unless PATCHD_REQUIRE_CHROMIUM=1).
+# report in (that test skips without it unless PATCHD_REQUIRE_CHROMIUM=1), and, when
+# PATCHD_INSTALL_PROMTOOL=1, Debian's prometheus package for its promtool, which checks and
+# unit-tests deploy/prometheus/alerts.yml (tests/observability.rs skips that without it unless
+# PATCHD_REQUIRE_PROMTOOL=1).
 #
 #   PATH="$(.ci/install-test-deps.sh):$PATH"
 #
@@ -43,6 +46,23 @@ if [[ "${PATCHD_INSTALL_CHROMIUM:-}" == 1 && ! -x /usr/bin/chromium ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >&2
     "/usr/bin/chromium" --version >&2
     log "chromium installed in $((SECONDS - started)) s"
+fi
+
+# promtool, likewise a system package: Debian ships it in `prometheus` (the server comes along
+# but is not started here: the CI image has no init system, and nothing here enables it).
+if [[ "${PATCHD_INSTALL_PROMTOOL:-}" == 1 ]] && ! command -v promtool >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "PATCHD_INSTALL_PROMTOOL=1 needs apt-get (Debian or Ubuntu); install promtool yourself"
+        exit 1
+    fi
+    log "installing prometheus (for promtool) with apt-get"
+    started=$SECONDS
+    DEBIAN_FRONTEND=noninteractive apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >&2
+    promtool --version >&2
+    log "promtool installed in $((SECONDS - started)) s"
+elif [[ "${PATCHD_INSTALL_PROMTOOL:-}" == 1 ]]; then
+    log "promtool already installed: $(command -v promtool)"
 fi
 
 if [[ -x "$bin/moto_server" && -f "$stamp" && "$(<"$stamp")" == "$want" ]] && "$bin/python" -c '' 2>/dev/null; then
