@@ -297,6 +297,16 @@ impl Event {
 #[derive(Clone, Default)]
 pub struct Publisher {
     inner: Option<Arc<Inner>>,
+    /// Shared with the publisher a reload replaces ([`Publisher::counting_on`]), so the
+    /// counts `/metrics` exports cover the whole process, not only the latest `[events]`.
+    counts: Arc<EventCounts>,
+}
+
+/// Events published and lost, by every publisher of one process.
+#[derive(Debug, Default)]
+struct EventCounts {
+    published: AtomicU64,
+    failed: AtomicU64,
 }
 
 struct Inner {
@@ -304,8 +314,6 @@ struct Inner {
     webhook: Option<Webhook>,
     retry: EntryRetry,
     due_soon: bool,
-    published: AtomicU64,
-    failed: AtomicU64,
 }
 
 impl fmt::Debug for Publisher {
@@ -323,7 +331,7 @@ impl fmt::Debug for Publisher {
     }
 }
 
-/// Events published and lost since the publisher was built (per sink: an event sent to both
+/// Events published and lost by this process's publishers, reloads included (per sink: an event sent to both
 /// EventBridge and a webhook counts twice).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublisherStats {
@@ -371,14 +379,8 @@ impl Publisher {
             None => None,
         };
         Ok(Publisher {
-            inner: Some(Arc::new(Inner {
-                bus,
-                webhook,
-                retry,
-                due_soon,
-                published: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-            })),
+            inner: Some(Arc::new(Inner { bus, webhook, retry, due_soon })),
+            counts: Arc::default(),
         })
     }
 
@@ -392,13 +394,16 @@ impl Publisher {
     }
 
     pub fn stats(&self) -> PublisherStats {
-        match &self.inner {
-            None => PublisherStats::default(),
-            Some(i) => PublisherStats {
-                published: i.published.load(Ordering::Relaxed),
-                failed: i.failed.load(Ordering::Relaxed),
-            },
+        PublisherStats {
+            published: self.counts.published.load(Ordering::Relaxed),
+            failed: self.counts.failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// This publisher, counting into `previous`'s counts: a reloaded `[events]` keeps adding
+    /// to the process's totals.
+    pub fn counting_on(self, previous: &Publisher) -> Publisher {
+        Publisher { counts: previous.counts.clone(), ..self }
     }
 
     /// Publishes `events` to every sink. Never fails: what could not be published is logged
@@ -421,8 +426,8 @@ impl Publisher {
                 .collect();
             match aws.put_events(bus, &entries, inner.retry).await {
                 Ok(outcome) => {
-                    inner.published.fetch_add(outcome.event_ids.len() as u64, Ordering::Relaxed);
-                    inner.failed.fetch_add(outcome.failed.len() as u64, Ordering::Relaxed);
+                    self.counts.published.fetch_add(outcome.event_ids.len() as u64, Ordering::Relaxed);
+                    self.counts.failed.fetch_add(outcome.failed.len() as u64, Ordering::Relaxed);
                     for failed in &outcome.failed {
                         warn!(bus = %bus, detail_type = %failed.detail_type, code = %failed.error_code,
                             message = %failed.error_message, "event not published to EventBridge");
@@ -431,7 +436,7 @@ impl Publisher {
                 Err(e) => {
                     // Earlier batches of this call may have gone out; count the rest as lost
                     // at most once by counting what the error left unsent as all.
-                    inner.failed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    self.counts.failed.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     warn!(bus = %bus, events = entries.len(), error = %e, "events not published to EventBridge");
                 }
             }
@@ -442,10 +447,10 @@ impl Publisher {
                 let body = event.envelope(&id, now).to_string();
                 match webhook.post(event.detail_type(), body).await {
                     Ok(()) => {
-                        inner.published.fetch_add(1, Ordering::Relaxed);
+                        self.counts.published.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(problem) => {
-                        inner.failed.fetch_add(1, Ordering::Relaxed);
+                        self.counts.failed.fetch_add(1, Ordering::Relaxed);
                         warn!(url = %webhook.url, detail_type = event.detail_type(), problem,
                             "event not delivered to the webhook");
                     }

@@ -155,7 +155,7 @@ pub fn with_events(
     events: &patchd_config::Events,
 ) -> Result<Vec<Context>, PublisherError> {
     let Some(home) = scopes.first() else { return Ok(Vec::new()) };
-    let publisher = Publisher::from_config(events, &home.aws)?;
+    let publisher = Publisher::from_config(events, &home.aws)?.counting_on(&home.events);
     Ok(scopes.iter().map(|ctx| Context { events: publisher.clone(), ..ctx.clone() }).collect())
 }
 

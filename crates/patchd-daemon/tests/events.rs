@@ -192,6 +192,14 @@ async fn events_go_out_ten_a_call() {
     assert_eq!(recorded.len(), 25);
     assert_eq!(recorded[24].detail["instance_id"], format!("i-{:017x}", 24), "in order");
     assert_eq!(publisher.stats(), PublisherStats { published: 25, failed: 0 });
+
+    // A reloaded [events] keeps counting into the process's totals, which /metrics exports.
+    let reloaded = Publisher::build(Some((f.ctx.aws.clone(), "patchd".into())), None, true, quick_retry(3))
+        .unwrap()
+        .counting_on(&publisher);
+    reloaded.publish(&[gap(99)]).await;
+    assert_eq!(publisher.stats(), PublisherStats { published: 26, failed: 0 });
+    assert_eq!(reloaded.stats(), publisher.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

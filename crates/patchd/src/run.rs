@@ -64,6 +64,7 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> Result<(), Failure> {
             heartbeat: heartbeat.clone(),
             leadership: leadership.clone(),
             token,
+            events: ctx.events.clone(),
             tls: certificate.clone(),
         },
     )?;

@@ -130,6 +130,21 @@ fn live(state: &HttpState, out: &mut String) {
         "1 while this process leads (fires windows, resumes runs, syncs), 0 while it stands by. Alert when the sum over all processes is not 1.",
     );
     sample(out, "patchd_leader", &[], f64::from(u8::from(leading)));
+    let events = inner.setup.events.stats();
+    family(
+        out,
+        "patchd_events_published_total",
+        "counter",
+        "Events this process delivered to [events] sinks (EventBridge, the webhook); one per sink.",
+    );
+    sample(out, "patchd_events_published_total", &[], events.published as f64);
+    family(
+        out,
+        "patchd_events_failed_total",
+        "counter",
+        "Events this process could not deliver to a sink after its retries: they are lost (the log names each).",
+    );
+    sample(out, "patchd_events_failed_total", &[], events.failed as f64);
     family(
         out,
         "patchd_leadership_changes_total",

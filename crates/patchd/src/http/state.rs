@@ -31,6 +31,8 @@ pub(crate) struct Setup {
     /// Leader or standby, for `/readyz`, `/v1/status` and the metrics.
     pub leadership: Leadership,
     pub token: Option<ApiToken>,
+    /// Counts what the daemon's events publishers sent and lost, for the metrics.
+    pub events: patchd_daemon::Publisher,
     /// Serve HTTPS with this certificate; None: plain HTTP.
     pub tls: Option<Arc<Certificate>>,
 }
