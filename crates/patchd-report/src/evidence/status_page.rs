@@ -103,7 +103,13 @@ fn health(out: &mut String, h: &Health, now: DateTime<Utc>) {
     card(out, "Role", &h.role, role_note, "neutral");
     let (value, tone) = if h.database_reachable { ("reachable", "good") } else { ("UNREACHABLE", "alert") };
     card(out, "Database", value, "", tone);
-    card(out, "Running since", &minute(h.started_at), "", "neutral");
+    let up = (now - h.started_at).num_minutes().max(0);
+    let uptime = if up >= 1440 {
+        format!("{} d {} h", up / 1440, up % 1440 / 60)
+    } else {
+        format!("{} h {} min", up / 60, up % 60)
+    };
+    card(out, "Up", &uptime, &format!("since {}", minute(h.started_at)), "neutral");
     out.push_str("</div>\n</section>\n");
 }
 
@@ -124,7 +130,7 @@ fn sla(out: &mut String, sla: &SlaReport) {
     out.push_str("</div>\n");
     out.push_str(&totals_chart(sla));
     out.push_str(
-        "<table class=\"numeric narrow\" id=\"totals\">\n<thead><tr><th>Rank</th><th>Breached</th>\
+        "<div class=\"scroll\"><table class=\"numeric narrow\" id=\"totals\">\n<thead><tr><th>Rank</th><th>Breached</th>\
          <th>Due soon</th><th>OK</th><th>Excepted</th><th>Total</th></tr></thead>\n<tbody>\n",
     );
     for rank in RiskRank::ALL {
@@ -134,7 +140,7 @@ fn sla(out: &mut String, sla: &SlaReport) {
         }
         let _ = writeln!(out, "<td class=\"strong\">{}</td></tr>", total(sla, Some(rank), None));
     }
-    out.push_str("</tbody>\n</table>\n");
+    out.push_str("</tbody>\n</table></div>\n");
     out.push_str("<h3>Most urgent</h3>\n");
     if sla.findings.is_empty() {
         out.push_str("<p class=\"empty\">No open finding.</p>\n</section>\n");
