@@ -308,3 +308,27 @@ fn help_teaches_the_tool() {
     let text = stdout(&patchd(&["plan", "--help"]));
     assert!(text.contains("worst-case age"), "{text}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_patchd_quietly() {
+    use std::io::Read as _;
+    // Far more than a pipe holds, so patchd is still writing when the reader leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchd"))
+        .current_dir(root())
+        .args(["plan", "-c", "config/example.toml", "--offline", "--count", "1000"])
+        .env_remove("PATCHD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The read end is closed here, as `| head` closes it.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "the status a shell gives a process SIGPIPE ended");
+    let stderr = stderr(&out);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "no panic, no backtrace: {stderr}"
+    );
+}

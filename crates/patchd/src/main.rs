@@ -27,6 +27,7 @@ use crate::cli::{Cli, Command, LogFormat};
 use crate::setup::runtime;
 
 fn main() -> ExitCode {
+    quiet_when_the_reader_leaves();
     let cli = Cli::parse();
     // The demo tells its story on stdout (blind spots included); log lines would drown it.
     let default_level = if matches!(cli.command, Command::Demo(_)) { "error" } else { "info" };
@@ -71,4 +72,23 @@ fn init_tracing(format: LogFormat, default_level: &str) {
         LogFormat::Json => fmt.json().boxed(),
     };
     tracing_subscriber::registry().with(fmt.with_filter(filter)).init();
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader left (`patchd report sla | head`)
+/// fails, and `println!` panics on it with a backtrace. A reader that stopped reading is not an
+/// error of patchd's: end quietly with the status a shell gives a process SIGPIPE ended, as
+/// other command-line tools do. Every other panic keeps the default report.
+fn quiet_when_the_reader_leaves() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
 }
