@@ -16,7 +16,7 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite")
 pub(crate) async fn connect(url: &str, options: &OpenOptions) -> Result<SqlitePool, sqlx::Error> {
     let memory = url.contains(":memory:") || url.contains("mode=memory");
     let connect = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
+        .create_if_missing(options.create)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL, not the usual NORMAL: in WAL mode NORMAL may lose the last commits on power
         // loss, and a committed sync is evidence. Syncs are few, large transactions, so the
