@@ -121,6 +121,12 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
     out
 }
 
+pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        eprintln!("{diagnostic}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::describe;
@@ -158,11 +164,5 @@ mod tests {
             describe(&error),
             "the configuration cannot be loaded: No such file or directory (os error 2)"
         );
-    }
-}
-
-pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
-    for diagnostic in diagnostics {
-        eprintln!("{diagnostic}");
     }
 }
