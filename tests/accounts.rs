@@ -204,7 +204,10 @@ fn reports_narrow_to_an_account_or_a_region() {
     let scratch = Scratch::new("accounts-narrow");
     write_config(&scratch, &sim.server.endpoint_url(), "");
 
-    // Before patchd ever connected, the home account's id is unknown to the reports.
+    // Before patchd ever connected, the home account's id is unknown to the reports (a report
+    // only reads: the database must exist first).
+    let out = run(&scratch, &["db", "migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let out = run(&scratch, &["report", "compliance", "--account", "home"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");

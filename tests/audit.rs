@@ -38,7 +38,14 @@ fn audit_prints_the_log_and_the_state_is_private() {
     let config = scratch.0.join("patchd.toml");
     std::fs::write(&config, format!("[daemon]\nstate_dir = \"{}\"\n", state.display())).unwrap();
 
-    // A fresh state: patchd creates the directory and the database, both private.
+    // A fresh state: `audit` only reads, so it fails and creates nothing; `db migrate` creates
+    // the directory and the database, both private.
+    let out = patchd(&config).args(["audit"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at "), "{out:?}");
+    assert!(!state.exists(), "audit created the state directory");
+    let out = patchd(&config).args(["db", "migrate"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = patchd(&config).args(["audit"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no audit entries\n");

@@ -356,10 +356,15 @@ fn an_unreadable_kev_catalog_ranks_without_it_and_says_so() {
 fn db_migrate_and_status() {
     let db = TestDb::sqlite("migrate");
     let url = db.url.as_str();
-    let status = run_ok(url, &["db", "status"]);
-    assert!(status.contains(": empty; this patchd supports schema version "), "{status}");
+    // `db status` only reads: no database there is an error, and it creates none.
+    let missing = patchd(url, &["db", "status"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("no database at "), "{}", text(&missing.stderr));
+    assert!(!db.file.as_ref().unwrap().exists(), "db status created the database");
     let migrated = run_ok(url, &["db", "migrate"]);
     assert!(migrated.contains(": migrated from empty to schema version "), "{migrated}");
+    let status = run_ok(url, &["db", "status"]);
+    assert!(status.contains(": schema version "), "{status}");
     let again = run_ok(url, &["db", "migrate"]);
     assert!(again.contains("is current, nothing to do"), "{again}");
 }

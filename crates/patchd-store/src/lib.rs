@@ -357,4 +357,23 @@ mod tests {
         assert!(!err.to_string().contains("secret") && !format!("{err:?}").contains("secret"), "{err:?}");
         assert!(!format!("{store:?}").contains("secret"));
     }
+
+    #[tokio::test]
+    async fn an_open_that_must_not_create_leaves_a_missing_file_missing() {
+        let dir = std::env::temp_dir().join(format!("patchd-store-no-create-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("missing.db");
+        let url = format!("sqlite://{}", file.display());
+        let read_only = OpenOptions { migrate: false, create: false, ..OpenOptions::default() };
+        let err = Store::open(&url, &read_only).await.unwrap_err();
+        assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+        assert!(!file.exists(), "the open created {}", file.display());
+
+        // An empty file is refused as unmigrated, and not written to.
+        std::fs::write(&file, "").unwrap();
+        let err = Store::open(&url, &read_only).await.unwrap_err();
+        assert!(matches!(err, StoreError::OutdatedSchema { database_version: None, .. }), "{err:?}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

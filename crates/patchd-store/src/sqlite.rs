@@ -15,9 +15,14 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite")
 
 pub(crate) async fn connect(url: &str, options: &OpenOptions) -> Result<SqlitePool, sqlx::Error> {
     let memory = url.contains(":memory:") || url.contains("mode=memory");
-    let connect = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
+    let mut connect = SqliteConnectOptions::from_str(url)?.create_if_missing(options.create);
+    if options.create {
+        // WAL is stored in the file, so a database this opened once stays in WAL mode. An
+        // open that must not create leaves the mode alone: setting it would write the header
+        // of an empty file that a mistaken path named.
+        connect = connect.journal_mode(SqliteJournalMode::Wal);
+    }
+    let connect = connect
         // FULL, not the usual NORMAL: in WAL mode NORMAL may lose the last commits on power
         // loss, and a committed sync is evidence. Syncs are few, large transactions, so the
         // extra fsync per commit costs nothing measurable.

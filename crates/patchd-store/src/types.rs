@@ -15,6 +15,10 @@ pub struct OpenOptions {
     /// Apply pending migrations before returning. When false, a database that is not exactly
     /// at this build's schema version is refused (`OutdatedSchema` or `NewerSchema`).
     pub migrate: bool,
+    /// Create the SQLite file when it does not exist (PostgreSQL databases are never created).
+    /// When false, a missing file is a `Connect` error: what a command that only reads wants,
+    /// so that a mistyped path is an error rather than a new, empty database.
+    pub create: bool,
     /// Pool size. SQLite serialises writers anyway; more connections serve concurrent readers.
     /// An in-memory SQLite database always uses one connection (each connection would
     /// otherwise see a database of its own).
@@ -29,6 +33,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             migrate: true,
+            create: true,
             max_connections: 8,
             busy_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(30),

@@ -10,7 +10,7 @@ use patchd_store::{FeedFetch, FeedStatus};
 
 use crate::cli::{AdvisoriesCommand, Format, GlobalArgs};
 use crate::failure::Failure;
-use crate::setup::{load_config, open_store};
+use crate::setup::{load_config, open_store, open_store_read_only};
 
 pub async fn run(global: &GlobalArgs, command: &AdvisoriesCommand) -> Result<(), Failure> {
     match command {
@@ -105,7 +105,7 @@ async fn status(global: &GlobalArgs, format: Format) -> Result<(), Failure> {
     let now = Utc::now();
     let loaded = load_config(global, now)?;
     let config = &loaded.config;
-    let store = open_store(config).await?;
+    let store = open_store_read_only(config).await?;
     let recorded = store.feed_status().await.map_err(|e| anyhow::anyhow!("cannot read feed status: {e}"))?;
     let rows = status_rows(&feeds::feed_specs(config), recorded);
     match format {

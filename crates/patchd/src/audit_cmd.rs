@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::{AuditArgs, Format, GlobalArgs};
 use crate::failure::{print_diagnostics, Failure};
-use crate::setup::{load_config, open_store};
+use crate::setup::{load_config, open_store_read_only};
 
 /// Characters of the details column in the table; JSON has them whole.
 const DETAILS_WIDTH: usize = 60;
@@ -15,7 +15,7 @@ const DETAILS_WIDTH: usize = 60;
 pub async fn run(global: &GlobalArgs, args: &AuditArgs) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
     print_diagnostics(&loaded.warnings);
-    let store = open_store(&loaded.config).await?;
+    let store = open_store_read_only(&loaded.config).await?;
     let since = args.since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let entries = store
         .audit_since(since, None)

@@ -6,13 +6,14 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use patchd_config::{Baseline, RejectedPatchesAction};
 use patchd_daemon::preview::{self, ApprovedBy, Preview, Row, Status, Verdict};
+use patchd_daemon::{Context, Publisher};
 use patchd_report::render::{rfc3339, Table};
 use serde::Serialize;
 
 use crate::cli::{Format, GlobalArgs, PreviewArgs};
-use crate::connect::context;
+use crate::connect::scoped_clients;
 use crate::failure::Failure;
-use crate::setup::{load_config, log_warnings};
+use crate::setup::{load_config, log_warnings, open_store_read_only};
 
 pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Result<(), Failure> {
     let now = Utc::now();
@@ -29,8 +30,15 @@ pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Result<(), Fail
         )
         .into());
     };
+    // A preview only reads: the database (imported advisories, synced patches) is opened
+    // without creating or migrating it, first, so that a wrong path fails before AWS is asked,
+    // and connecting records nothing in it.
+    let store = open_store_read_only(&config).await?;
+    let Some((scope, aws)) = scoped_clients(&config).await?.into_iter().next() else {
+        return Err(anyhow!("no account and region is configured").into());
+    };
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_string());
-    let ctx = context(&config, format!("cli:{user}")).await?;
+    let ctx = Context { aws, store, scope, actor: format!("cli:{user}"), events: Publisher::default() };
     let preview = preview::preview(&ctx, baseline, at).await.map_err(|e| anyhow!("{e}"))?;
     match args.format {
         Format::Table => print!("{}", render_table(baseline, &preview)),

@@ -13,11 +13,12 @@ use patchd_daemon::scopes;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::failure::{print_diagnostics, Failure};
-use crate::setup::load_config;
+use crate::setup::{load_config, require_named_database};
 
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<(), Failure> {
     let now = args.from.unwrap_or_else(Utc::now);
     let loaded = load_config(global, now)?;
+    require_named_database(global, &loaded.config)?;
     let mut warnings = loaded.warnings;
     let mut resolution = None;
     if args.resolve {

@@ -18,11 +18,6 @@ pub(crate) async fn contexts(config: &Config, actor: String) -> Result<Vec<Conte
     with_store(config, store, &actor, scoped).await
 }
 
-/// The home account's context: for commands that work in one account and region.
-pub(crate) async fn context(config: &Config, actor: String) -> Result<Context, Failure> {
-    Ok(contexts(config, actor).await?.swap_remove(0))
-}
-
 /// Contexts for the clients [`scoped_clients`] built, sharing `store` and the `[events]` sinks
 /// (EventBridge through the home account's clients, and/or the webhook). See
 /// [`scopes::attach`] for what connecting records in the store.

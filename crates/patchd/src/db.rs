@@ -5,14 +5,27 @@ use patchd_store::{OpenOptions, Store, StoreError};
 
 use crate::cli::{DbCommand, GlobalArgs};
 use crate::failure::Failure;
-use crate::setup::{load_config, open_store};
+use crate::setup::{load_config, open_store, require_database_file, sqlite_file, store_failure};
 
 pub async fn run(global: &GlobalArgs, command: &DbCommand) -> Result<(), Failure> {
     let loaded = load_config(global, Utc::now())?;
     let url = &loaded.config.daemon.database_url;
-    // Opening without migrating tells where the schema stands without changing anything.
+    let missing = sqlite_file(url.expose()).is_some_and(|path| !std::path::Path::new(path).exists());
+    if missing && matches!(command, DbCommand::Migrate) {
+        // A new database: created (privately, with its directory) and migrated in one go.
+        let store = open_store(&loaded.config).await?;
+        let version = store.schema_version().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        store.close().await;
+        println!("{url}: migrated from empty to schema version {}", version.supported);
+        return Ok(());
+    }
+    // `db status` only reads: a file that does not exist is an error, not a new database.
+    require_database_file(url)?;
+    // Opening without migrating (or creating) tells where the schema stands without changing
+    // anything.
     let unmigrated =
-        Store::open(url.expose(), &OpenOptions { migrate: false, ..OpenOptions::default() }).await;
+        Store::open(url.expose(), &OpenOptions { migrate: false, create: false, ..OpenOptions::default() })
+            .await;
     let (current, supported) = match unmigrated {
         Ok(store) => {
             let version = store.schema_version().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
@@ -21,7 +34,7 @@ pub async fn run(global: &GlobalArgs, command: &DbCommand) -> Result<(), Failure
         Err(StoreError::OutdatedSchema { database_version, supported_version }) => {
             (database_version, supported_version)
         }
-        Err(e) => return Err(anyhow::anyhow!("cannot open the database {url}: {e}").into()),
+        Err(e) => return Err(store_failure(url, e)),
     };
     let describe = |v: Option<i64>| v.map_or("empty".to_string(), |v| format!("schema version {v}"));
     match command {

@@ -36,6 +36,11 @@ pub(crate) enum Failure {
     SyncIncomplete(String),
     /// A wave's gate failed and halted the rollout; its summary was printed.
     GateFailed(String),
+    /// Anything else, and what to do about it: printed as the error, then `patchd: hint: ...`.
+    Hinted {
+        error: anyhow::Error,
+        hint: String,
+    },
     Other(anyhow::Error),
 }
 
@@ -78,16 +83,86 @@ impl Failure {
                 eprintln!("patchd: {why}");
                 ExitCode::from(EXIT_GATE_FAILED)
             }
+            Failure::Hinted { error, hint } => {
+                eprintln!("patchd: error: {}", describe(&error));
+                eprintln!("patchd: hint: {hint}");
+                ExitCode::FAILURE
+            }
             Failure::Other(error) => {
-                eprintln!("patchd: error: {error:#}");
+                eprintln!("patchd: error: {}", describe(&error));
                 ExitCode::FAILURE
             }
         }
     }
+
+    /// An error with what to do about it.
+    pub(crate) fn hinted(error: impl Into<anyhow::Error>, hint: impl Into<String>) -> Failure {
+        Failure::Hinted { error: error.into(), hint: hint.into() }
+    }
+}
+
+/// An error and its causes on one line, each cause once.
+///
+/// Most error types here say their cause in their own message (`cannot read FILE: CAUSE`) and
+/// also return it as their `source()`, so that a log line of the error alone is complete.
+/// Printing the chain as anyhow's `{:#}` does would then say every cause twice; a cause whose
+/// text the message already holds is left out.
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
     for diagnostic in diagnostics {
         eprintln!("{diagnostic}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Embeds {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the configuration cannot be loaded")]
+    struct Wraps(#[source] std::io::Error);
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)")
+    }
+
+    #[test]
+    fn a_cause_the_message_already_holds_is_said_once() {
+        let error = anyhow::Error::new(Embeds { path: "/etc/patchd", source: not_found() });
+        assert_eq!(describe(&error), "cannot read /etc/patchd: No such file or directory (os error 2)");
+        let outer = error.context("starting");
+        assert_eq!(
+            describe(&outer),
+            "starting: cannot read /etc/patchd: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_does_not_hold_is_added() {
+        let error = anyhow::Error::new(Wraps(not_found()));
+        assert_eq!(
+            describe(&error),
+            "the configuration cannot be loaded: No such file or directory (os error 2)"
+        );
     }
 }

@@ -219,7 +219,11 @@ fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
             .collect());
     }
     runtime()?.block_on(async {
-        let options = patchd_store::OpenOptions { migrate: false, ..patchd_store::OpenOptions::default() };
+        let options = patchd_store::OpenOptions {
+            migrate: false,
+            create: false,
+            ..patchd_store::OpenOptions::default()
+        };
         let store = patchd_store::Store::open(url, &options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the promoted sets from the database {url}: {e}"))?;
@@ -279,6 +283,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<(), Failure> {
     let loaded = load_config(global, from)?;
     print_diagnostics(&loaded.warnings);
     let config = &loaded.config;
+    crate::setup::require_named_database(global, config)?;
     let mut plan = build(config, from, args.count as usize);
     plan.promotions = plan_promotions(config)?;
     // The offline part is printed even when SSM cannot be read, and the failure comes last.

@@ -11,7 +11,7 @@ use patchd_sla::SlaStatus;
 
 use crate::cli::{FailOn, GlobalArgs, ReportArgs, ReportFormat, ReportKind};
 use crate::failure::{print_diagnostics, Failure};
-use crate::setup::{load_config, load_kev, open_store, warn_about_kev};
+use crate::setup::{load_config, load_kev, open_store_read_only, warn_about_kev};
 
 /// Findings a table lists unless `--limit` says otherwise: a screenful of the most urgent.
 const DEFAULT_TABLE_LIMIT: usize = 50;
@@ -32,9 +32,9 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<(), Failure> 
             .into());
         }
     }
+    let store = open_store_read_only(config).await?;
     let kev = load_kev(config);
     warn_about_kev(&kev);
-    let store = open_store(config).await?;
     let filters = Filters { group: args.group.clone(), rank: args.rank.as_deref().and_then(RiskRank::parse) };
     let judge = Judge { config, kev: &kev.catalog, at };
     let reports = Reports::read(&store, judge, args.account.as_deref(), args.region.as_deref()).await?;

@@ -292,7 +292,7 @@ fn reload(args: &ReloadArgs, current: &Config) -> Option<Config> {
         }
         Err(other) => {
             let message = match other {
-                Failure::Other(e) => format!("{e:#}"),
+                Failure::Other(e) | Failure::Hinted { error: e, .. } => crate::failure::describe(&e),
                 _ => "unexpected failure".to_string(),
             };
             error!(error = %message, "the configuration cannot be read; keeping the previous configuration and schedule");

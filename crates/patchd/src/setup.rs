@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use patchd_config::{Config, LoadError, Loaded};
-use patchd_store::Store;
+use patchd_store::{Store, StoreError};
 use tracing::warn;
 
 use crate::cli::GlobalArgs;
@@ -17,11 +17,21 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
 
+/// What to do when there is no configuration where patchd looked: the first thing a new user
+/// meets when they run a command without `--config`.
+const CONFIG_HINT: &str = "pass --config FILE (a TOML file, or a directory of *.toml files) or set \
+PATCHD_CONFIG; to write one, start from config/example.toml; `patchd demo` shows patchd at work \
+on a simulated fleet with no AWS account";
+
 /// Loads the configuration named by the global options and applies their overrides.
 pub(crate) fn load_config(global: &GlobalArgs, now: DateTime<Utc>) -> Result<Loaded, Failure> {
     let mut loaded = match patchd_config::load(&global.config, now) {
         Ok(loaded) => loaded,
         Err(LoadError::Invalid { diagnostics }) => return Err(Failure::InvalidConfig(diagnostics)),
+        Err(error @ LoadError::NoFiles { .. }) => return Err(Failure::hinted(error, CONFIG_HINT)),
+        Err(LoadError::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::hinted(LoadError::Io { path, source }, CONFIG_HINT))
+        }
         Err(other) => return Err(Failure::Other(other.into())),
     };
     if let Some(url) = &global.database {
@@ -67,9 +77,59 @@ pub(crate) async fn open_store(config: &Config) -> Result<Store, Failure> {
         }
         create_private_file(path)?;
     }
-    Store::open(url.expose(), &patchd_store::OpenOptions::default())
-        .await
-        .map_err(|e| Failure::Other(anyhow::anyhow!("cannot open the database {url}: {e}")))
+    Store::open(url.expose(), &patchd_store::OpenOptions::default()).await.map_err(|e| store_failure(url, e))
+}
+
+/// Why a database could not be opened. The store's connect errors already name the URL and say
+/// what to check: they are said as they are, not wrapped in a second "cannot open".
+pub(crate) fn store_failure(url: &patchd_config::DatabaseUrl, error: StoreError) -> Failure {
+    match error {
+        StoreError::Connect { .. } | StoreError::UnsupportedUrl { .. } => Failure::Other(error.into()),
+        e => Failure::Other(anyhow::anyhow!("cannot open the database {url}: {e}")),
+    }
+}
+
+/// Opens the configured database for a command that only reads it: creates no file or
+/// directory and migrates nothing. A SQLite file that does not exist, or a schema older than
+/// this patchd's, is an error that says what to do, never an empty database and a reassuring
+/// report.
+pub(crate) async fn open_store_read_only(config: &Config) -> Result<Store, Failure> {
+    let url = &config.daemon.database_url;
+    require_database_file(url)?;
+    let options =
+        patchd_store::OpenOptions { migrate: false, create: false, ..patchd_store::OpenOptions::default() };
+    Store::open(url.expose(), &options).await.map_err(|e| match e {
+        StoreError::OutdatedSchema { .. } => Failure::hinted(
+            anyhow::anyhow!("the database {url} is not ready: {e}"),
+            "this command only reads the database and changed nothing; the daemon (`patchd run`) \
+             also migrates when it starts",
+        ),
+        e => store_failure(url, e),
+    })
+}
+
+/// A SQLite database URL whose file does not exist is an error naming the file: for commands
+/// that read the database and must not create it.
+pub(crate) fn require_database_file(url: &patchd_config::DatabaseUrl) -> Result<(), Failure> {
+    let Some(path) = sqlite_file(url.expose()) else { return Ok(()) };
+    if std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    Err(Failure::hinted(
+        anyhow::anyhow!("no database at {path} ({url}); this command only reads it and created nothing"),
+        "check the path (--database, PATCHD_DATABASE_URL or [daemon] database_url); a new \
+         database is created by `patchd db migrate`, or when the daemon (`patchd run`) first starts",
+    ))
+}
+
+/// A database named on the command line (`--database`, `PATCHD_DATABASE_URL`) is one the user
+/// means to use: a SQLite file it names that does not exist is an error, even for the commands
+/// that need a database only sometimes (`check`, `plan`) and otherwise go on without one.
+pub(crate) fn require_named_database(global: &GlobalArgs, config: &Config) -> Result<(), Failure> {
+    match global.database {
+        Some(_) => require_database_file(&config.daemon.database_url),
+        None => Ok(()),
+    }
 }
 
 /// The state directory (commands that run tasks keep their group locks there) and the store.
@@ -78,11 +138,13 @@ pub(crate) async fn open_state(config: &Config) -> Result<Store, Failure> {
     open_store(config).await
 }
 
-/// The file an `sqlite://FILE[?options]` URL names; None for memory databases and other URLs.
-fn sqlite_file(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://")?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then_some(path)
+/// The file an `sqlite://FILE[?options]` (or `sqlite:FILE`) URL names; None for memory
+/// databases and other URLs.
+pub(crate) fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+    let memory = path == ":memory:" || options.split('&').any(|o| o == "mode=memory");
+    (!path.is_empty() && !memory).then_some(path)
 }
 
 /// Creates `dir` (and missing parents) with mode 0700; an existing directory is left as it is.
