@@ -26,20 +26,24 @@ fn wait_ready(scratch: &Scratch, addr: SocketAddr, token: Option<&str>) {
     );
 }
 
-#[test]
-fn health_metrics_and_api_agree_with_the_reports() {
+/// A fleet scanned once by hand (which records findings and syncs them into the history), then
+/// the daemon serving on a free loopback port.
+fn scanned_then_serving(name: &str) -> (Sim, Scratch, SocketAddr, std::process::Child) {
     let sim = Sim::start(300.0);
-    let scratch = Scratch::new("http-api");
+    let scratch = Scratch::new(name);
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     scratch.write_config(&sim, &format!("listen = \"127.0.0.1:{port}\""), "");
-
-    // Findings first: a manual scan records them (and syncs them into the history).
     let scan =
         patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "200ms"]).output().unwrap();
     assert!(scan.status.success(), "{}", String::from_utf8_lossy(&scan.stderr));
-
     let daemon = start_daemon(&scratch, 1, &[]);
+    (sim, scratch, addr, daemon)
+}
+
+#[test]
+fn health_metrics_and_api_agree_with_the_reports() {
+    let (sim, scratch, addr, daemon) = scanned_then_serving("http-api");
     let health =
         wait_for("/healthz", Duration::from_secs(30), || get(addr, "/healthz", None), || scratch.read_log(1));
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
@@ -333,15 +337,7 @@ fn table_rows(html: &str, id: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn the_status_page_shows_the_reports_figures_and_renders_on_a_phone_and_a_desk() {
-    let sim = Sim::start(300.0);
-    let scratch = Scratch::new("http-page");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    scratch.write_config(&sim, &format!("listen = \"127.0.0.1:{port}\""), "");
-    let scan =
-        patchd(&scratch).args(["scan", "--group", "web", "--poll-interval", "200ms"]).output().unwrap();
-    assert!(scan.status.success(), "{}", String::from_utf8_lossy(&scan.stderr));
-    let daemon = start_daemon(&scratch, 1, &[]);
+    let (_sim, scratch, addr, daemon) = scanned_then_serving("http-page");
     wait_ready(&scratch, addr, None);
 
     let page = get(addr, "/", None).unwrap();
