@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::fleet::Instance;
 use crate::paging;
 use crate::world::World;
+use crate::xml::escape;
 
 pub const NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
@@ -27,21 +28,6 @@ const FILTER_NAMES: [&str; 9] = [
     "availability-zone",
     "private-ip-address",
 ];
-
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            other => out.push(other),
-        }
-    }
-    out
-}
 
 /// The XML error document EC2 sends (note `RequestID`, not `requestId`).
 pub fn error_xml(error: &ApiError, request_id: &str) -> String {

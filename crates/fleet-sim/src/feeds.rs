@@ -31,6 +31,7 @@
 //! does (RFC 9110's precedence). Two releases within one second share a Last-Modified, so only
 //! `If-None-Match` tells them apart.
 
+use crate::xml::escape;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -143,21 +144,6 @@ fn utc_seconds(ms: Millis, format: &str) -> String {
     to_datetime(ms).format(format).to_string()
 }
 
-fn xml_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&apos;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
-
 fn product_name(platform: Platform) -> &'static str {
     match platform {
         Platform::AmazonLinux2 => "Amazon Linux 2",
@@ -203,29 +189,23 @@ pub fn updateinfo_xml(platform: Platform, patches: &[Patch], now_ms: Millis) -> 
         };
         xml.push_str(&format!(
             "  <update author=\"alas@amazon.com\" from=\"alas@amazon.com\" status=\"final\" type=\"{kind}\" version=\"2.0\">\n    <id>{}</id>\n    <title>{} - {}</title>\n    <issued date=\"{issued}\" />\n    <updated date=\"{issued}\" />\n",
-            xml_escape(&patch.id),
+            escape(&patch.id),
             product,
-            xml_escape(&patch.title),
+            escape(&patch.title),
         ));
         if patch.is_security() {
-            xml.push_str(&format!(
-                "    <severity>{}</severity>\n",
-                xml_escape(&patch.severity.to_lowercase())
-            ));
+            xml.push_str(&format!("    <severity>{}</severity>\n", escape(&patch.severity.to_lowercase())));
         }
-        xml.push_str(&format!(
-            "    <description>{}</description>\n    <references>\n",
-            xml_escape(&description)
-        ));
+        xml.push_str(&format!("    <description>{}</description>\n    <references>\n", escape(&description)));
         for cve in &patch.cves {
-            let cve = xml_escape(cve);
+            let cve = escape(cve);
             xml.push_str(&format!(
                 "      <reference href=\"https://www.cve.org/CVERecord?id={cve}\" id=\"{cve}\" title=\"\" type=\"cve\" />\n"
             ));
         }
-        let package = xml_escape(&patch.package);
-        let version = xml_escape(&patch.version);
-        let release = xml_escape(&patch.release_label);
+        let package = escape(&patch.package);
+        let version = escape(&patch.version);
+        let release = escape(&patch.release_label);
         xml.push_str(&format!(
             "    </references>\n    <pkglist>\n      <collection short=\"{}---{}\">\n        <name>{product}</name>\n        <package name=\"{package}\" epoch=\"0\" version=\"{version}\" release=\"{release}\" arch=\"x86_64\">\n          <filename>Packages/{package}-{version}-{release}.x86_64.rpm</filename>\n        </package>\n      </collection>\n    </pkglist>\n  </update>\n",
             platform.scenario_name(),

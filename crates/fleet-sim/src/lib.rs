@@ -58,6 +58,7 @@ pub mod ssm;
 pub mod stats;
 pub mod sts;
 pub mod world;
+pub mod xml;
 
 pub use alarms::AlarmState;
 pub use catalog::PatchRelease;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::clock::{to_datetime, Millis};
 use crate::digest;
-use crate::ec2::escape;
+use crate::xml::escape;
 
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 const MAX_KEY_BYTES: usize = 1024;

@@ -17,9 +17,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::{to_datetime, Millis};
-use crate::ec2::escape;
 use crate::error::ApiError;
 use crate::scenario::Scenario;
+use crate::xml::escape;
 
 /// The STS actions the simulator answers.
 pub const ACTIONS: &[&str] = &["AssumeRole", "GetCallerIdentity"];
