@@ -201,11 +201,8 @@ fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
             patches: Vec::new(),
             problem: None,
         };
-    let missing_file = url
-        .strip_prefix("sqlite://")
-        .map(|rest| rest.split('?').next().unwrap_or(rest))
-        .filter(|path| !path.is_empty() && *path != ":memory:")
-        .is_some_and(|path| !std::path::Path::new(path).exists());
+    let missing_file =
+        crate::setup::sqlite_file(url).is_some_and(|path| !std::path::Path::new(path).exists());
     if missing_file {
         return Ok(promoting
             .into_iter()
@@ -219,14 +216,7 @@ fn plan_promotions(config: &Config) -> Result<Vec<PromotionPlan>, Failure> {
             .collect());
     }
     runtime()?.block_on(async {
-        let options = patchd_store::OpenOptions {
-            migrate: false,
-            create: false,
-            ..patchd_store::OpenOptions::default()
-        };
-        let store = patchd_store::Store::open(url, &options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the promoted sets from the database {url}: {e}"))?;
+        let store = crate::setup::open_store_read_only(config).await?;
         let mut plans = Vec::with_capacity(promoting.len());
         for (window, task, promotion) in promoting {
             let source = store

@@ -424,11 +424,12 @@ pub(crate) async fn status_page(state: &HttpState) -> Response {
         })
         .collect();
     openings.sort_by_key(|o| o.start);
+    let leadership = state.inner.setup.leadership.current();
     let health = Health {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        role: match state.inner.setup.leadership.current().role.name() {
-            "leader" if state.inner.setup.leadership.current().lease.is_none() => "sole".to_string(),
-            other => other.to_string(),
+        role: match (leadership.role.name(), &leadership.lease) {
+            ("leader", None) => "sole".to_string(),
+            (role, _) => role.to_string(),
         },
         scheduler_healthy: state.heartbeat_recent(now),
         last_heartbeat: state.inner.setup.heartbeat.last(),
